@@ -1,0 +1,88 @@
+//! The architectures `lrp train` builds, adapted to the image size and class count.
+
+use ndarray::{Array1, Array2, Array4};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::error::{CoreError, Result};
+use crate::layers::{Conv2d, Dense, Layer, Pool2d};
+use crate::network::Network;
+
+/// A trainable architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// Flatten → 256 → ReLU → 128 → ReLU → classes.
+    Mlp,
+    /// Two 5×5 conv (16, 32 channels) + ReLU + 2×2 max-pool blocks, then 128 → ReLU → dropout → classes.
+    /// Images smaller than 16 pixels on a side get "same" padding so the blocks still fit.
+    Cnn,
+}
+
+fn he_normal(rng: &mut ChaCha8Rng, fan_in: usize, n: usize) -> Vec<f32> {
+    let std = (2.0 / fan_in as f32).sqrt();
+    let normal = Normal::new(0.0f32, std).expect("std is positive and finite");
+    (0..n).map(|_| normal.sample(rng)).collect()
+}
+
+fn dense(rng: &mut ChaCha8Rng, inputs: usize, outputs: usize) -> Layer {
+    let w = Array2::from_shape_vec((outputs, inputs), he_normal(rng, inputs, inputs * outputs)).expect("sized");
+    Layer::Dense(Dense::new(w, Some(Array1::zeros(outputs))))
+}
+
+fn conv(rng: &mut ChaCha8Rng, cin: usize, cout: usize, k: usize, pad: usize) -> Layer {
+    let fan_in = cin * k * k;
+    let w = Array4::from_shape_vec((cout, cin, k, k), he_normal(rng, fan_in, fan_in * cout)).expect("sized");
+    Layer::Conv2d(Conv2d::new(w, Some(Array1::zeros(cout)), [1, 1], [pad; 4]))
+}
+
+impl Arch {
+    /// Builds a freshly initialised network (He-normal weights, zero biases) for images `[C, H, W]`.
+    pub fn build(self, input_shape: &[usize], classes: usize, seed: u64) -> Result<Network> {
+        let &[c, h, w] = input_shape else {
+            return Err(CoreError::InvalidNetwork(format!(
+                "training expects images [channels, height, width], got {input_shape:?}"
+            )));
+        };
+        if classes < 2 {
+            return Err(CoreError::InvalidNetwork(format!(
+                "a classifier needs at least 2 classes, got {classes}"
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let layers = match self {
+            Arch::Mlp => vec![
+                Layer::Flatten,
+                dense(&mut rng, c * h * w, 256),
+                Layer::Relu,
+                dense(&mut rng, 256, 128),
+                Layer::Relu,
+                dense(&mut rng, 128, classes),
+            ],
+            Arch::Cnn => {
+                if h < 4 || w < 4 {
+                    return Err(CoreError::InvalidNetwork(format!(
+                        "the CNN needs images of at least 4×4 pixels, got {h}×{w}"
+                    )));
+                }
+                let pad = if h.min(w) >= 16 { 0 } else { 2 };
+                let after = |s: usize| ((s + 2 * pad - 4) / 2 + 2 * pad - 4) / 2;
+                let flat = 32 * after(h) * after(w);
+                vec![
+                    conv(&mut rng, c, 16, 5, pad),
+                    Layer::Relu,
+                    Layer::MaxPool2d(Pool2d::square(2, 2)),
+                    conv(&mut rng, 16, 32, 5, pad),
+                    Layer::Relu,
+                    Layer::MaxPool2d(Pool2d::square(2, 2)),
+                    Layer::Flatten,
+                    dense(&mut rng, flat, 128),
+                    Layer::Relu,
+                    Layer::Dropout(0.25),
+                    dense(&mut rng, 128, classes),
+                ]
+            }
+        };
+        Network::new(input_shape.to_vec(), layers)
+    }
+}

@@ -1,0 +1,202 @@
+//! IDX datasets (MNIST and friends), gzip-compressed or raw.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+use ndarray::Array4;
+
+use crate::error::{CoreError, Result};
+
+/// The largest IDX payload this reader accepts (4 GiB), so a corrupt header cannot ask for absurd memory.
+const MAX_IDX_BYTES: u64 = 1 << 32;
+
+/// An IDX array of unsigned bytes: its dimensions and data (row-major).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdxArray {
+    /// Dimensions from the header.
+    pub dims: Vec<usize>,
+    /// `dims.iter().product()` bytes.
+    pub data: Vec<u8>,
+}
+
+/// Reads an IDX file of unsigned bytes, gzip-compressed (detected by its magic) or raw.
+///
+/// Checks the magic (`00 00 08 NDIM`), that the dimensions are within a sane size,
+/// and that the payload has exactly the size the header announces.
+pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    let bad = |reason: String| CoreError::Idx {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let mut raw = BufReader::new(file);
+    let mut sniff = [0u8; 2];
+    let peeked = {
+        use std::io::BufRead;
+        let buf = raw.fill_buf().map_err(|e| CoreError::io(path, e))?;
+        let n = buf.len().min(2);
+        sniff[..n].copy_from_slice(&buf[..n]);
+        n
+    };
+    let mut reader: Box<dyn Read> = if peeked == 2 && sniff == [0x1f, 0x8b] {
+        Box::new(GzDecoder::new(raw))
+    } else {
+        Box::new(raw)
+    };
+    let mut head = [0u8; 4];
+    reader
+        .read_exact(&mut head)
+        .map_err(|e| bad(format!("cannot read the IDX header: {e}")))?;
+    if head[0] != 0 || head[1] != 0 {
+        return Err(bad(format!(
+            "not an IDX file: magic {:02x} {:02x} {:02x} {:02x}, expected 00 00 08 NN",
+            head[0], head[1], head[2], head[3]
+        )));
+    }
+    if head[2] != 0x08 {
+        return Err(bad(format!(
+            "IDX element type 0x{:02x} is not supported (only unsigned bytes, 0x08)",
+            head[2]
+        )));
+    }
+    let ndim = head[3] as usize;
+    if ndim == 0 {
+        return Err(bad("IDX header declares zero dimensions".into()));
+    }
+    let mut dims = Vec::with_capacity(ndim);
+    let mut total: u64 = 1;
+    for d in 0..ndim {
+        let mut b = [0u8; 4];
+        reader
+            .read_exact(&mut b)
+            .map_err(|e| bad(format!("header ends before dimension {d}: {e}")))?;
+        let v = u32::from_be_bytes(b) as u64;
+        total = total.saturating_mul(v);
+        dims.push(v as usize);
+    }
+    if total > MAX_IDX_BYTES {
+        return Err(bad(format!(
+            "dimensions {dims:?} ask for {total} bytes, more than this reader accepts"
+        )));
+    }
+    let mut data = Vec::with_capacity((total as usize).min(64 << 20));
+    reader
+        .take(total + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| bad(format!("cannot read the data: {e}")))?;
+    let found = data.len() as u64;
+    if found < total {
+        return Err(bad(format!(
+            "truncated: header dimensions {dims:?} announce {total} bytes of data, found {found}"
+        )));
+    }
+    if found > total {
+        return Err(bad(format!(
+            "trailing bytes after the {total} bytes of data that header dimensions {dims:?} announce"
+        )));
+    }
+    Ok(IdxArray { dims, data })
+}
+
+/// Which half of a dataset folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`.
+    Train,
+    /// `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`.
+    Test,
+}
+
+impl Split {
+    fn prefix(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "t10k",
+        }
+    }
+}
+
+/// Labelled images, pixels scaled to `[0, 1]`.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// `[N, 1, H, W]`, IDX bytes divided by 255.
+    pub images: Array4<f32>,
+    /// `N` labels.
+    pub labels: Vec<u8>,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// `max label + 1`.
+    pub fn num_classes(&self) -> usize {
+        self.labels.iter().copied().max().map_or(0, |m| m as usize + 1)
+    }
+
+    /// Per-sample image shape `[1, H, W]`.
+    pub fn sample_shape(&self) -> Vec<usize> {
+        self.images.shape()[1..].to_vec()
+    }
+
+    /// Loads one split of a folder holding the four IDX files (each raw or `.gz`).
+    pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
+        let images_path = find_data_file(dir, &format!("{}-images-idx3-ubyte", split.prefix()))?;
+        let labels_path = find_data_file(dir, &format!("{}-labels-idx1-ubyte", split.prefix()))?;
+        let images = read_idx(&images_path)?;
+        let labels = read_idx(&labels_path)?;
+        if images.dims.len() != 3 {
+            return Err(CoreError::Idx {
+                path: images_path,
+                reason: format!("images must have 3 dimensions [N, H, W], header has {:?}", images.dims),
+            });
+        }
+        if labels.dims.len() != 1 {
+            return Err(CoreError::Idx {
+                path: labels_path,
+                reason: format!("labels must have 1 dimension [N], header has {:?}", labels.dims),
+            });
+        }
+        let (n, h, w) = (images.dims[0], images.dims[1], images.dims[2]);
+        if labels.dims[0] != n {
+            return Err(CoreError::Idx {
+                path: labels_path,
+                reason: format!("{} labels for {n} images in {}", labels.dims[0], images_path.display()),
+            });
+        }
+        if h == 0 || w == 0 {
+            return Err(CoreError::Idx {
+                path: images_path,
+                reason: format!("images of {h}×{w} pixels"),
+            });
+        }
+        let pixels: Vec<f32> = images.data.iter().map(|&b| b as f32 / 255.0).collect();
+        let images = Array4::from_shape_vec((n, 1, h, w), pixels).expect("length checked by read_idx");
+        Ok(Dataset {
+            images,
+            labels: labels.data,
+        })
+    }
+}
+
+/// `dir/name`, or `dir/name.gz` when only that exists.
+pub fn find_data_file(dir: &Path, name: &str) -> Result<PathBuf> {
+    for candidate in [dir.join(name), dir.join(format!("{name}.gz"))] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(CoreError::MissingDataFile {
+        dir: dir.to_path_buf(),
+        name: name.to_string(),
+    })
+}

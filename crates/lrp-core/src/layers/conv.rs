@@ -1,0 +1,259 @@
+//! 2-D convolution by im2col + GEMM, and its transpose by GEMM + col2im.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis, s};
+use serde::{Deserialize, Serialize};
+
+use super::window::Window;
+
+/// Upper bound on the number of floats in one im2col buffer; larger batches are split into groups.
+const COLS_BUDGET: usize = 1 << 22;
+
+/// A 2-D convolution (cross-correlation, as in PyTorch and ONNX), group 1, no dilation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conv2d {
+    /// Kernels, `[out_channels, in_channels, kh, kw]`.
+    pub weight: Array4<f32>,
+    /// Bias, `[out_channels]`, if the layer has one.
+    pub bias: Option<Array1<f32>>,
+    /// Stride and padding (the kernel size must equal the weight's last two dimensions).
+    pub window: Window,
+}
+
+impl Conv2d {
+    /// A convolution from kernels `[out, in, kh, kw]`, optional bias, stride and padding `[top, left, bottom, right]`.
+    pub fn new(weight: Array4<f32>, bias: Option<Array1<f32>>, stride: [usize; 2], pads: [usize; 4]) -> Self {
+        let (_, _, kh, kw) = weight.dim();
+        Conv2d {
+            weight,
+            bias,
+            window: Window {
+                kernel: [kh, kw],
+                stride,
+                pads,
+            },
+        }
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.weight.shape()[1]
+    }
+
+    /// The weights as a matrix `[out, in·kh·kw]` (a view, no copy).
+    fn weight_matrix(&self) -> ArrayView2<'_, f32> {
+        let o = self.out_channels();
+        let k = self.weight.len() / o.max(1);
+        self.weight
+            .view()
+            .into_shape_with_order((o, k))
+            .expect("conv weights are stored contiguously")
+    }
+
+    fn group_size(&self, n: usize, hw_out: usize) -> usize {
+        let rows = self.weight.len() / self.out_channels().max(1);
+        (COLS_BUDGET / (rows * hw_out).max(1)).clamp(1, n.max(1))
+    }
+
+    /// The convolution `W ⋆ x`, plus the bias when `with_bias` is set.
+    ///
+    /// # Shapes
+    /// `x: [N, C, H, W]` → `[N, O, OH, OW]`; the caller has checked `C` and that the window fits.
+    pub fn forward(&self, x: ArrayView4<f32>, with_bias: bool) -> Array4<f32> {
+        let (n, _, h, w) = x.dim();
+        let (oh, ow) = self.window.output_hw(h, w).expect("window checked by the caller");
+        let o = self.out_channels();
+        let hw = oh * ow;
+        let x = x.as_standard_layout();
+        let wmat = self.weight_matrix();
+        let mut out = Array4::<f32>::zeros((n, o, oh, ow));
+        let group = self.group_size(n, hw);
+        let rows = wmat.ncols();
+        let mut cols = Array2::<f32>::zeros((rows, group * hw));
+        let mut prod = Array2::<f32>::zeros((o, group * hw));
+        for start in (0..n).step_by(group) {
+            let g = group.min(n - start);
+            let mut cols = cols.slice_mut(s![.., ..g * hw]);
+            im2col(
+                x.slice(s![start..start + g, .., .., ..]),
+                &self.window,
+                oh,
+                ow,
+                &mut cols,
+            );
+            let mut prod = prod.slice_mut(s![.., ..g * hw]);
+            general_mat_mul(1.0, &wmat, &cols, 0.0, &mut prod);
+            for j in 0..g {
+                let mut dst = out.index_axis_mut(Axis(0), start + j);
+                let mut dst = dst.view_mut().into_shape_with_order((o, hw)).expect("fresh array");
+                dst.assign(&prod.slice(s![.., j * hw..(j + 1) * hw]));
+            }
+        }
+        if with_bias {
+            if let Some(b) = &self.bias {
+                let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
+                out += &b;
+            }
+        }
+        out
+    }
+
+    /// The transposed convolution `Wᵀ s`, cropped to an input of `in_hw`: the gradient of
+    /// `Σ s ⊙ (W ⋆ x)` with respect to `x`.
+    ///
+    /// # Shapes
+    /// `s: [N, O, OH, OW]` → `[N, C, H, W]` with `(H, W) = in_hw`.
+    pub fn transpose(&self, s: ArrayView4<f32>, in_hw: (usize, usize)) -> Array4<f32> {
+        let (n, o, oh, ow) = s.dim();
+        let (h, w) = in_hw;
+        let c = self.in_channels();
+        let hw = oh * ow;
+        let wmat = self.weight_matrix();
+        let rows = wmat.ncols();
+        let mut out = Array4::<f32>::zeros((n, c, h, w));
+        let group = self.group_size(n, hw);
+        let mut smat = Array2::<f32>::zeros((o, group * hw));
+        let mut cols = Array2::<f32>::zeros((rows, group * hw));
+        for start in (0..n).step_by(group) {
+            let g = group.min(n - start);
+            let mut smat = smat.slice_mut(s![.., ..g * hw]);
+            gather_outputs(s.slice(s![start..start + g, .., .., ..]), &mut smat);
+            let mut cols = cols.slice_mut(s![.., ..g * hw]);
+            general_mat_mul(1.0, &wmat.t(), &smat, 0.0, &mut cols);
+            col2im(
+                cols.view(),
+                &self.window,
+                oh,
+                ow,
+                out.slice_mut(s![start..start + g, .., .., ..])
+                    .as_slice_mut()
+                    .expect("fresh array"),
+                (c, h, w),
+            );
+        }
+        out
+    }
+
+    /// Parameter gradients for upstream gradient `g` at input `x`.
+    ///
+    /// # Shapes
+    /// `x: [N, C, H, W]`, `g: [N, O, OH, OW]` → `([O, C, KH, KW], [O])`.
+    pub fn param_grads(&self, x: ArrayView4<f32>, g: ArrayView4<f32>) -> (Array4<f32>, Option<Array1<f32>>) {
+        let (n, o, oh, ow) = g.dim();
+        let hw = oh * ow;
+        let x = x.as_standard_layout();
+        let rows = self.weight.len() / o.max(1);
+        let mut gw = Array2::<f32>::zeros((o, rows));
+        let group = self.group_size(n, hw);
+        let mut cols = Array2::<f32>::zeros((rows, group * hw));
+        let mut smat = Array2::<f32>::zeros((o, group * hw));
+        for start in (0..n).step_by(group) {
+            let gsz = group.min(n - start);
+            let mut cols = cols.slice_mut(s![.., ..gsz * hw]);
+            im2col(
+                x.slice(s![start..start + gsz, .., .., ..]),
+                &self.window,
+                oh,
+                ow,
+                &mut cols,
+            );
+            let mut smat = smat.slice_mut(s![.., ..gsz * hw]);
+            gather_outputs(g.slice(s![start..start + gsz, .., .., ..]), &mut smat);
+            general_mat_mul(1.0, &smat, &cols.t(), 1.0, &mut gw);
+        }
+        let gw = gw
+            .into_shape_with_order(self.weight.raw_dim())
+            .expect("same number of elements");
+        let gb = self
+            .bias
+            .as_ref()
+            .map(|_| g.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0)));
+        (gw, gb)
+    }
+}
+
+/// Copies `[g, O, OH, OW]` into the matrix `[O, g·OH·OW]` (sample-major columns).
+fn gather_outputs(s: ArrayView4<f32>, dst: &mut ArrayViewMut2<f32>) {
+    let (g, o, oh, ow) = s.dim();
+    let hw = oh * ow;
+    for j in 0..g {
+        for c in 0..o {
+            let src = s.slice(s![j, c, .., ..]);
+            let mut d = dst.slice_mut(s![c, j * hw..(j + 1) * hw]);
+            for (d, v) in d.iter_mut().zip(src.iter()) {
+                *d = *v;
+            }
+        }
+    }
+}
+
+/// Unfolds `x: [g, C, H, W]` (standard layout) into `cols: [C·KH·KW, g·OH·OW]`.
+fn im2col(x: ArrayView4<f32>, win: &Window, oh: usize, ow: usize, cols: &mut ArrayViewMut2<f32>) {
+    let (g, c, h, w) = x.dim();
+    let [kh, kw] = win.kernel;
+    let hw = oh * ow;
+    let xs = x.as_slice().expect("standard layout");
+    for ci in 0..c {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = (ci * kh + ky) * kw + kx;
+                let mut dst = cols.row_mut(row);
+                let dst = dst.as_slice_mut().expect("rows of a fresh matrix are contiguous");
+                for j in 0..g {
+                    let plane = &xs[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
+                    let dst = &mut dst[j * hw..(j + 1) * hw];
+                    for oy in 0..oh {
+                        let drow = &mut dst[oy * ow..(oy + 1) * ow];
+                        match win.source(0, oy, ky, h) {
+                            None => drow.fill(0.0),
+                            Some(iy) => {
+                                let srow = &plane[iy * w..(iy + 1) * w];
+                                for (ox, d) in drow.iter_mut().enumerate() {
+                                    *d = win.source(1, ox, kx, w).map_or(0.0, |ix| srow[ix]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Folds `cols: [C·KH·KW, g·OH·OW]` back onto `out` (`[g, C, H, W]`, standard layout), adding overlaps.
+fn col2im(
+    cols: ArrayView2<f32>,
+    win: &Window,
+    oh: usize,
+    ow: usize,
+    out: &mut [f32],
+    (c, h, w): (usize, usize, usize),
+) {
+    let [kh, kw] = win.kernel;
+    let hw = oh * ow;
+    let g = cols.ncols() / hw.max(1);
+    for ci in 0..c {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = (ci * kh + ky) * kw + kx;
+                let src = cols.row(row);
+                for j in 0..g {
+                    let plane = &mut out[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
+                    for oy in 0..oh {
+                        let Some(iy) = win.source(0, oy, ky, h) else { continue };
+                        for ox in 0..ow {
+                            if let Some(ix) = win.source(1, ox, kx, w) {
+                                plane[iy * w + ix] += src[j * hw + oy * ow + ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The `Layer` enum: one variant per kind, with shape inference, forward and backward.
+
+use ndarray::{Array1, ArrayD, ArrayViewD, Ix2, Ix4, IxDyn};
+use serde::{Deserialize, Serialize};
+
+use super::{BatchNorm, Conv2d, Dense, Pool2d};
+use crate::error::{CoreError, Result};
+
+/// One layer of a [`crate::Network`]. Shapes below are per sample; every array carries a leading batch axis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Layer {
+    /// Fully connected: `[in]` → `[out]`.
+    Dense(Dense),
+    /// 2-D convolution: `[C, H, W]` → `[O, OH, OW]`.
+    Conv2d(Conv2d),
+    /// Max pooling: `[C, H, W]` → `[C, OH, OW]`.
+    MaxPool2d(Pool2d),
+    /// Average pooling: `[C, H, W]` → `[C, OH, OW]`.
+    AvgPool2d(Pool2d),
+    /// `max(x, 0)`, any shape.
+    Relu,
+    /// Any shape → `[product]`.
+    Flatten,
+    /// Any shape → the given shape with the same number of elements.
+    Reshape(Vec<usize>),
+    /// Drops inputs with probability `p` while training; identity otherwise.
+    Dropout(f32),
+    /// Batch norm with inference statistics. [`crate::Network::new`] folds it into the preceding
+    /// dense or conv layer, so a built network never contains one.
+    BatchNorm(BatchNorm),
+}
+
+/// The kind of a layer, without its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LayerKind {
+    /// [`Layer::Dense`].
+    Dense,
+    /// [`Layer::Conv2d`].
+    Conv2d,
+    /// [`Layer::MaxPool2d`].
+    MaxPool2d,
+    /// [`Layer::AvgPool2d`].
+    AvgPool2d,
+    /// [`Layer::Relu`].
+    Relu,
+    /// [`Layer::Flatten`].
+    Flatten,
+    /// [`Layer::Reshape`].
+    Reshape,
+    /// [`Layer::Dropout`].
+    Dropout,
+    /// [`Layer::BatchNorm`].
+    BatchNorm,
+}
+
+impl LayerKind {
+    /// A short lower-case name (`dense`, `conv2d`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::Dense => "dense",
+            LayerKind::Conv2d => "conv2d",
+            LayerKind::MaxPool2d => "maxpool2d",
+            LayerKind::AvgPool2d => "avgpool2d",
+            LayerKind::Relu => "relu",
+            LayerKind::Flatten => "flatten",
+            LayerKind::Reshape => "reshape",
+            LayerKind::Dropout => "dropout",
+            LayerKind::BatchNorm => "batchnorm",
+        }
+    }
+}
+
+/// Gradients of a layer's parameters, shaped like them.
+#[derive(Clone, Debug)]
+pub struct ParamGrads {
+    /// Gradient of the weights.
+    pub weight: ArrayD<f32>,
+    /// Gradient of the bias, if the layer has one.
+    pub bias: Option<Array1<f32>>,
+}
+
+fn batch4(x: ArrayViewD<'_, f32>) -> ndarray::ArrayView4<'_, f32> {
+    x.into_dimensionality::<Ix4>().expect("shape checked at construction")
+}
+
+fn batch2(x: ArrayViewD<'_, f32>) -> ndarray::ArrayView2<'_, f32> {
+    x.into_dimensionality::<Ix2>().expect("shape checked at construction")
+}
+
+fn with_batch(n: usize, shape: &[usize]) -> IxDyn {
+    let mut d = vec![n];
+    d.extend_from_slice(shape);
+    IxDyn(&d)
+}
+
+impl Layer {
+    /// The kind of this layer.
+    pub fn kind(&self) -> LayerKind {
+        match self {
+            Layer::Dense(_) => LayerKind::Dense,
+            Layer::Conv2d(_) => LayerKind::Conv2d,
+            Layer::MaxPool2d(_) => LayerKind::MaxPool2d,
+            Layer::AvgPool2d(_) => LayerKind::AvgPool2d,
+            Layer::Relu => LayerKind::Relu,
+            Layer::Flatten => LayerKind::Flatten,
+            Layer::Reshape(_) => LayerKind::Reshape,
+            Layer::Dropout(_) => LayerKind::Dropout,
+            Layer::BatchNorm(_) => LayerKind::BatchNorm,
+        }
+    }
+
+    /// Whether the layer has trainable weights (dense, conv).
+    pub fn has_weights(&self) -> bool {
+        matches!(self, Layer::Dense(_) | Layer::Conv2d(_))
+    }
+
+    /// Number of parameters.
+    pub fn param_count(&self) -> usize {
+        match self {
+            Layer::Dense(d) => d.weight.len() + d.bias.as_ref().map_or(0, |b| b.len()),
+            Layer::Conv2d(c) => c.weight.len() + c.bias.as_ref().map_or(0, |b| b.len()),
+            Layer::BatchNorm(b) => 4 * b.channels(),
+            _ => 0,
+        }
+    }
+
+    fn invalid(&self, index: usize, reason: impl Into<String>) -> CoreError {
+        CoreError::InvalidLayer {
+            index,
+            kind: self.kind().name(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Validates the layer's parameters against its per-sample input shape and returns its output shape.
+    pub fn output_shape(&self, index: usize, input: &[usize]) -> Result<Vec<usize>> {
+        let finite = |name: &str, v: &mut dyn Iterator<Item = &f32>| -> Result<()> {
+            match v.enumerate().find(|(_, x)| !x.is_finite()).map(|(i, _)| i) {
+                Some(i) => Err(self.invalid(index, format!("{name} has a non-finite value at flat index {i}"))),
+                None => Ok(()),
+            }
+        };
+        match self {
+            Layer::Dense(d) => {
+                if input.len() != 1 {
+                    return Err(self.invalid(
+                        index,
+                        format!("needs a flat input [features], got {input:?}; add a flatten before it"),
+                    ));
+                }
+                if d.inputs() != input[0] {
+                    return Err(self.invalid(
+                        index,
+                        format!(
+                            "weight is [{}, {}] but the input has {} features",
+                            d.outputs(),
+                            d.inputs(),
+                            input[0]
+                        ),
+                    ));
+                }
+                if let Some(b) = &d.bias {
+                    if b.len() != d.outputs() {
+                        return Err(self.invalid(
+                            index,
+                            format!("bias has {} entries, weight has {} outputs", b.len(), d.outputs()),
+                        ));
+                    }
+                    finite("bias", &mut b.iter())?;
+                }
+                if d.outputs() == 0 {
+                    return Err(self.invalid(index, "has no outputs"));
+                }
+                finite("weight", &mut d.weight.iter())?;
+                Ok(vec![d.outputs()])
+            }
+            Layer::Conv2d(c) => {
+                let [_, _, kh, kw] = [
+                    c.weight.shape()[0],
+                    c.weight.shape()[1],
+                    c.weight.shape()[2],
+                    c.weight.shape()[3],
+                ];
+                if input.len() != 3 {
+                    return Err(self.invalid(index, format!("needs input [channels, height, width], got {input:?}")));
+                }
+                if c.window.kernel != [kh, kw] {
+                    return Err(self.invalid(
+                        index,
+                        format!(
+                            "kernel {:?} does not match weight {:?}",
+                            c.window.kernel,
+                            c.weight.shape()
+                        ),
+                    ));
+                }
+                c.window.validate().map_err(|r| self.invalid(index, r))?;
+                if c.in_channels() != input[0] {
+                    return Err(self.invalid(
+                        index,
+                        format!(
+                            "weight {:?} expects {} input channels, input has {}",
+                            c.weight.shape(),
+                            c.in_channels(),
+                            input[0]
+                        ),
+                    ));
+                }
+                if c.out_channels() == 0 {
+                    return Err(self.invalid(index, "has no output channels"));
+                }
+                if let Some(b) = &c.bias {
+                    if b.len() != c.out_channels() {
+                        return Err(self.invalid(
+                            index,
+                            format!(
+                                "bias has {} entries, weight has {} output channels",
+                                b.len(),
+                                c.out_channels()
+                            ),
+                        ));
+                    }
+                    finite("bias", &mut b.iter())?;
+                }
+                finite("weight", &mut c.weight.iter())?;
+                let (oh, ow) = c.window.output_hw(input[1], input[2]).ok_or_else(|| {
+                    self.invalid(
+                        index,
+                        format!(
+                            "kernel {:?} with padding {:?} does not fit a {}×{} input",
+                            c.window.kernel, c.window.pads, input[1], input[2]
+                        ),
+                    )
+                })?;
+                Ok(vec![c.out_channels(), oh, ow])
+            }
+            Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => {
+                if input.len() != 3 {
+                    return Err(self.invalid(index, format!("needs input [channels, height, width], got {input:?}")));
+                }
+                p.window.validate().map_err(|r| self.invalid(index, r))?;
+                let (oh, ow) = p.window.output_hw(input[1], input[2]).ok_or_else(|| {
+                    self.invalid(
+                        index,
+                        format!(
+                            "window {:?} does not fit a {}×{} input",
+                            p.window.kernel, input[1], input[2]
+                        ),
+                    )
+                })?;
+                Ok(vec![input[0], oh, ow])
+            }
+            Layer::Relu => Ok(input.to_vec()),
+            Layer::Flatten => Ok(vec![input.iter().product()]),
+            Layer::Reshape(shape) => {
+                if shape.iter().product::<usize>() != input.iter().product::<usize>() || shape.is_empty() {
+                    return Err(self.invalid(index, format!("cannot reshape {input:?} to {shape:?}")));
+                }
+                Ok(shape.clone())
+            }
+            Layer::Dropout(p) => {
+                if !(0.0..1.0).contains(p) {
+                    return Err(self.invalid(index, format!("probability {p} is not in [0, 1)")));
+                }
+                Ok(input.to_vec())
+            }
+            Layer::BatchNorm(b) => {
+                b.validate().map_err(|r| self.invalid(index, r))?;
+                if input.first() != Some(&b.channels()) {
+                    return Err(self.invalid(index, format!("has {} channels, input is {input:?}", b.channels())));
+                }
+                Ok(input.to_vec())
+            }
+        }
+    }
+
+    /// Inference forward pass on a batch whose shape has been checked.
+    pub fn forward(&self, x: ArrayViewD<f32>, out_shape: &[usize]) -> ArrayD<f32> {
+        let n = x.shape()[0];
+        match self {
+            Layer::Dense(d) => d.forward(batch2(x), true).into_dyn(),
+            Layer::Conv2d(c) => c.forward(batch4(x), true).into_dyn(),
+            Layer::MaxPool2d(p) => p.max_forward(batch4(x)).into_dyn(),
+            Layer::AvgPool2d(p) => p.avg_forward(batch4(x)).into_dyn(),
+            Layer::Relu => x.mapv(|v| v.max(0.0)),
+            Layer::Flatten | Layer::Reshape(_) => x
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(with_batch(n, out_shape))
+                .expect("element count checked at construction"),
+            Layer::Dropout(_) => x.to_owned(),
+            Layer::BatchNorm(_) => unreachable!("batch norm is folded when the network is built"),
+        }
+    }
+
+    /// Gradient of the loss with respect to the layer input, given the input `x` and the output gradient `g`.
+    pub fn backward(&self, x: ArrayViewD<f32>, g: ArrayViewD<f32>) -> ArrayD<f32> {
+        match self {
+            Layer::Dense(d) => d.transpose(batch2(g)).into_dyn(),
+            Layer::Conv2d(c) => {
+                let s = x.shape();
+                c.transpose(batch4(g), (s[2], s[3])).into_dyn()
+            }
+            Layer::MaxPool2d(p) => p.max_route(batch4(x), batch4(g)).into_dyn(),
+            Layer::AvgPool2d(p) => p.avg_transpose(batch4(g), batch4(x).dim()).into_dyn(),
+            Layer::Relu => {
+                let mut out = g.to_owned();
+                ndarray::Zip::from(&mut out).and(&x).for_each(|o, &xi| {
+                    if xi <= 0.0 {
+                        *o = 0.0;
+                    }
+                });
+                out
+            }
+            Layer::Flatten | Layer::Reshape(_) => g
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(x.raw_dim())
+                .expect("element count checked at construction"),
+            Layer::Dropout(_) => g.to_owned(),
+            Layer::BatchNorm(_) => unreachable!("batch norm is folded when the network is built"),
+        }
+    }
+
+    /// Gradients of the parameters given the layer input `x` and the output gradient `g`; `None` without parameters.
+    pub fn param_grads(&self, x: ArrayViewD<f32>, g: ArrayViewD<f32>) -> Option<ParamGrads> {
+        match self {
+            Layer::Dense(d) => {
+                let (w, b) = d.param_grads(batch2(x), batch2(g));
+                Some(ParamGrads {
+                    weight: w.into_dyn(),
+                    bias: b,
+                })
+            }
+            Layer::Conv2d(c) => {
+                let (w, b) = c.param_grads(batch4(x), batch4(g));
+                Some(ParamGrads {
+                    weight: w.into_dyn(),
+                    bias: b,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Mutable views of the weights and bias, for optimisers.
+    pub fn params_mut(&mut self) -> Option<(ndarray::ArrayViewMutD<'_, f32>, Option<ndarray::ArrayViewMut1<'_, f32>>)> {
+        match self {
+            Layer::Dense(d) => Some((d.weight.view_mut().into_dyn(), d.bias.as_mut().map(|b| b.view_mut()))),
+            Layer::Conv2d(c) => Some((c.weight.view_mut().into_dyn(), c.bias.as_mut().map(|b| b.view_mut()))),
+            _ => None,
+        }
+    }
+}

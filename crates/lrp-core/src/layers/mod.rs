@@ -1,0 +1,15 @@
+//! Layers: what each computes forward, its gradient, and its shape rule.
+
+mod batchnorm;
+mod conv;
+mod dense;
+mod layer;
+mod pool;
+mod window;
+
+pub use batchnorm::BatchNorm;
+pub use conv::Conv2d;
+pub use dense::Dense;
+pub use layer::{Layer, LayerKind, ParamGrads};
+pub use pool::Pool2d;
+pub use window::Window;

@@ -1,0 +1,21 @@
+//! `lrp-core`: the tensor and network core of `lrp`.
+//!
+//! Batch-first `f32` arrays on `ndarray`; layers with forward and backward passes; a [`Network`] that checks
+//! every shape when it is built and keeps each layer's input on [`Network::forward_trace`] (the trace LRP walks
+//! back through); training; native model files; IDX datasets.
+#![warn(missing_docs)]
+
+pub mod arch;
+pub mod error;
+pub mod idx;
+pub mod layers;
+pub mod model_file;
+pub mod network;
+pub mod train;
+
+pub use arch::Arch;
+pub use error::{CoreError, Result};
+pub use idx::{Dataset, Split};
+pub use layers::{BatchNorm, Conv2d, Dense, Layer, LayerKind, ParamGrads, Pool2d, Window};
+pub use model_file::{Model, ModelMeta};
+pub use network::{Network, Trace};

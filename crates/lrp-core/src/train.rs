@@ -1,0 +1,370 @@
+//! Training: softmax cross-entropy, SGD with momentum and Adam, seeded shuffling and dropout.
+//!
+//! Everything is single-threaded and driven by one seeded ChaCha8 generator, so training is
+//! deterministic: the same seed, data and settings give the same weights, bit for bit.
+
+use ndarray::{Array1, ArrayD, ArrayView4, ArrayViewD, Axis, Zip};
+use rand::Rng;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{CoreError, Result};
+use crate::layers::Layer;
+use crate::network::{Network, Trace};
+
+/// The update rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    /// SGD with (heavy-ball) momentum.
+    Sgd {
+        /// Learning rate.
+        lr: f32,
+        /// Momentum coefficient in `[0, 1)`.
+        momentum: f32,
+    },
+    /// Adam (Kingma & Ba 2015) with bias correction.
+    Adam {
+        /// Learning rate.
+        lr: f32,
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator stabiliser.
+        eps: f32,
+    },
+}
+
+impl Optimizer {
+    /// Adam with the usual defaults and learning rate `lr`.
+    pub fn adam(lr: f32) -> Self {
+        Optimizer::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    fn lr(&self) -> f32 {
+        match *self {
+            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+        }
+    }
+}
+
+/// Training settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Samples per update.
+    pub batch_size: usize,
+    /// Update rule.
+    pub optimizer: Optimizer,
+    /// The learning rate is multiplied by this after every epoch.
+    pub lr_decay: f32,
+    /// Seed of shuffling and dropout.
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(CoreError::TrainConfig(s));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch size must be at least 1".into());
+        }
+        let lr = self.optimizer.lr();
+        if !(lr > 0.0 && lr.is_finite()) {
+            return bad(format!("learning rate {lr} must be positive and finite"));
+        }
+        if let Optimizer::Sgd { momentum, .. } = self.optimizer {
+            if !(0.0..1.0).contains(&momentum) {
+                return bad(format!("momentum {momentum} must be in [0, 1)"));
+            }
+        }
+        if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            return bad(format!("learning-rate decay {} must be in (0, 1]", self.lr_decay));
+        }
+        Ok(())
+    }
+}
+
+/// Progress after one batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Batches done in this epoch.
+    pub batch: usize,
+    /// Batches per epoch.
+    pub batches: usize,
+    /// Mean loss so far in this epoch.
+    pub loss: f32,
+    /// Training accuracy so far in this epoch.
+    pub accuracy: f32,
+}
+
+/// Summary of one epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct EpochStats {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub loss: f32,
+    /// Training accuracy (with dropout active).
+    pub accuracy: f32,
+}
+
+/// Mean softmax cross-entropy over the batch, its gradient with respect to the logits, and the number of hits.
+///
+/// # Shapes
+/// `logits: [N, K]`, `labels: N` → `(loss, [N, K], hits)`.
+pub fn softmax_cross_entropy(logits: ArrayViewD<f32>, labels: &[u8]) -> (f32, ArrayD<f32>, usize) {
+    let logits = logits.into_dimensionality::<ndarray::Ix2>().expect("logits are [N, K]");
+    let n = logits.nrows();
+    let mut grad = logits.to_owned();
+    let mut loss = 0.0f64;
+    let mut hits = 0;
+    for (mut row, &label) in grad.axis_iter_mut(Axis(0)).zip(labels) {
+        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let argmax = row.iter().position(|&v| v == max).unwrap_or(0);
+        hits += usize::from(argmax == label as usize);
+        row.mapv_inplace(|v| (v - max).exp());
+        let sum: f32 = row.sum();
+        row /= sum;
+        let p = row[label as usize].max(f32::MIN_POSITIVE);
+        loss -= (p as f64).ln();
+        row[label as usize] -= 1.0;
+    }
+    grad /= n as f32;
+    ((loss / n as f64) as f32, grad.into_dyn(), hits)
+}
+
+/// Optimiser state of one layer's weights and bias.
+struct Slot {
+    m_w: ArrayD<f32>,
+    v_w: ArrayD<f32>,
+    m_b: Option<Array1<f32>>,
+    v_b: Option<Array1<f32>>,
+}
+
+fn update<D: ndarray::Dimension>(
+    opt: &Optimizer,
+    lr: f32,
+    step: i32,
+    p: &mut ndarray::ArrayViewMut<f32, D>,
+    g: &ndarray::Array<f32, D>,
+    m: &mut ndarray::Array<f32, D>,
+    v: &mut ndarray::Array<f32, D>,
+) {
+    match *opt {
+        Optimizer::Sgd { momentum, .. } => {
+            Zip::from(p).and(g).and(m).for_each(|p, &g, m| {
+                *m = momentum * *m + g;
+                *p -= lr * *m;
+            });
+        }
+        Optimizer::Adam { beta1, beta2, eps, .. } => {
+            let c1 = 1.0 - beta1.powi(step);
+            let c2 = 1.0 - beta2.powi(step);
+            Zip::from(p).and(g).and(m).and(v).for_each(|p, &g, m, v| {
+                *m = beta1 * *m + (1.0 - beta1) * g;
+                *v = beta2 * *v + (1.0 - beta2) * g * g;
+                *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+            });
+        }
+    }
+}
+
+/// Trains `net` in place on `images` (`[N, …input shape]`) and `labels`, calling `progress` after every batch.
+pub fn train(
+    net: &mut Network,
+    images: ArrayViewD<f32>,
+    labels: &[u8],
+    cfg: &TrainConfig,
+    mut progress: impl FnMut(Progress),
+) -> Result<Vec<EpochStats>> {
+    cfg.validate()?;
+    net.check_input(&images)?;
+    if images.shape()[0] != labels.len() {
+        return Err(CoreError::shape("labels", images.shape()[0], labels.len()));
+    }
+    let classes = net.num_classes();
+    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes) {
+        return Err(CoreError::TrainConfig(format!(
+            "label {bad} is out of range for a network with {classes} outputs"
+        )));
+    }
+    if labels.is_empty() {
+        return Err(CoreError::TrainConfig("no training samples".into()));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut slots: Vec<Option<Slot>> = net
+        .layers()
+        .iter()
+        .map(|l| match l {
+            Layer::Dense(_) | Layer::Conv2d(_) => {
+                let (w, b) = match l {
+                    Layer::Dense(d) => (d.weight.shape().to_vec(), d.bias.as_ref().map(|b| b.len())),
+                    Layer::Conv2d(c) => (c.weight.shape().to_vec(), c.bias.as_ref().map(|b| b.len())),
+                    _ => unreachable!(),
+                };
+                Some(Slot {
+                    m_w: ArrayD::zeros(w.clone()),
+                    v_w: ArrayD::zeros(w),
+                    m_b: b.map(Array1::zeros),
+                    v_b: b.map(Array1::zeros),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    let n = labels.len();
+    let batches = n.div_ceil(cfg.batch_size);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut stats = Vec::with_capacity(cfg.epochs);
+    let mut step = 0i32;
+    let mut lr = cfg.optimizer.lr();
+    for epoch in 1..=cfg.epochs {
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut hits, mut seen) = (0.0f64, 0usize, 0usize);
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+            let x = images.select(Axis(0), idx);
+            let y: Vec<u8> = idx.iter().map(|&i| labels[i]).collect();
+            let (trace, masks) = forward_train(net, x, &mut rng);
+            let (loss, grad, h) = softmax_cross_entropy(trace.output.view(), &y);
+            if !loss.is_finite() {
+                return Err(CoreError::Diverged(format!(
+                    "loss became {loss} in epoch {epoch}, batch {}; lower the learning rate",
+                    b + 1
+                )));
+            }
+            let grads = backward_train(net, &trace, &masks, grad);
+            step = step.saturating_add(1);
+            for ((layer, slot), g) in net.layers_mut().iter_mut().zip(slots.iter_mut()).zip(grads) {
+                let (Some(slot), Some(g), Some((mut w, b))) = (slot.as_mut(), g, layer.params_mut()) else {
+                    continue;
+                };
+                update(
+                    &cfg.optimizer,
+                    lr,
+                    step,
+                    &mut w,
+                    &g.weight,
+                    &mut slot.m_w,
+                    &mut slot.v_w,
+                );
+                if let (Some(mut b), Some(gb), Some(mb), Some(vb)) = (b, g.bias, slot.m_b.as_mut(), slot.v_b.as_mut()) {
+                    update(&cfg.optimizer, lr, step, &mut b, &gb, mb, vb);
+                }
+            }
+            loss_sum += loss as f64 * idx.len() as f64;
+            hits += h;
+            seen += idx.len();
+            progress(Progress {
+                epoch,
+                batch: b + 1,
+                batches,
+                loss: (loss_sum / seen as f64) as f32,
+                accuracy: hits as f32 / seen as f32,
+            });
+        }
+        stats.push(EpochStats {
+            epoch,
+            loss: (loss_sum / seen as f64) as f32,
+            accuracy: hits as f32 / seen as f32,
+        });
+        lr *= cfg.lr_decay;
+    }
+    Ok(stats)
+}
+
+/// Forward pass with dropout active; returns the trace and each dropout layer's scaled keep-mask.
+fn forward_train(net: &Network, x: ArrayD<f32>, rng: &mut ChaCha8Rng) -> (Trace, Vec<Option<ArrayD<f32>>>) {
+    let mut inputs = Vec::with_capacity(net.layers().len());
+    let mut masks = Vec::with_capacity(net.layers().len());
+    let mut cur = x;
+    for (i, layer) in net.layers().iter().enumerate() {
+        let (next, mask) = match layer {
+            Layer::Dropout(p) if *p > 0.0 => {
+                let keep = 1.0 - p;
+                let mask = cur.map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 });
+                (&cur * &mask, Some(mask))
+            }
+            _ => (layer.forward(cur.view(), net.shape_at(i + 1)), None),
+        };
+        inputs.push(cur);
+        masks.push(mask);
+        cur = next;
+    }
+    (Trace { inputs, output: cur }, masks)
+}
+
+fn backward_train(
+    net: &Network,
+    trace: &Trace,
+    masks: &[Option<ArrayD<f32>>],
+    g: ArrayD<f32>,
+) -> Vec<Option<crate::ParamGrads>> {
+    let mut grads = vec![None; net.layers().len()];
+    let mut g = g;
+    for i in (0..net.layers().len()).rev() {
+        let layer = &net.layers()[i];
+        let x = trace.inputs[i].view();
+        grads[i] = layer.param_grads(x.view(), g.view());
+        if i == 0 {
+            break; // the input gradient is not needed
+        }
+        g = match &masks[i] {
+            Some(mask) => g * mask,
+            None => layer.backward(x, g.view()),
+        };
+    }
+    grads
+}
+
+/// Predicted class of every sample, in batches of `batch`.
+pub fn predict_classes(net: &Network, images: ArrayViewD<f32>, batch: usize) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(images.shape()[0]);
+    for chunk in images.axis_chunks_iter(Axis(0), batch.max(1)) {
+        let logits = net.forward(chunk)?;
+        out.extend(argmax_rows(logits.view()));
+    }
+    Ok(out)
+}
+
+/// Index of the largest value in each row of `[N, K…]` (first on ties).
+pub fn argmax_rows(logits: ArrayViewD<f32>) -> Vec<usize> {
+    let n = logits.shape()[0];
+    let flat = logits
+        .to_shape((n, logits.len() / n.max(1)))
+        .expect("row-major reshape");
+    flat.axis_iter(Axis(0))
+        .map(|row| {
+            let mut best = 0;
+            for (i, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = i;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// Fraction of samples whose predicted class equals the label.
+pub fn accuracy(net: &Network, images: ArrayViewD<f32>, labels: &[u8]) -> Result<f32> {
+    let pred = predict_classes(net, images, 256)?;
+    let hits = pred.iter().zip(labels).filter(|(p, l)| **p == **l as usize).count();
+    Ok(hits as f32 / labels.len().max(1) as f32)
+}
+
+/// Convenience: the images of a 4-D dataset as a dynamic view.
+pub fn as_dyn(images: ArrayView4<'_, f32>) -> ArrayViewD<'_, f32> {
+    images.into_dyn()
+}

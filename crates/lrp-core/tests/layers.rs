@@ -1,0 +1,373 @@
+//! Layer forward passes against hand-computed cases and naive loops; backward passes against finite differences.
+
+use approx::assert_abs_diff_eq;
+use lrp_core::{BatchNorm, Conv2d, Dense, Layer, Network, Pool2d, Window};
+use ndarray::{Array1, Array2, Array4, ArrayD, IxDyn, array};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn rand_array(rng: &mut ChaCha8Rng, shape: &[usize]) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0))
+}
+
+/// Naive convolution: the definition, loop by loop.
+fn naive_conv(
+    x: &Array4<f32>,
+    w: &Array4<f32>,
+    b: Option<&Array1<f32>>,
+    stride: [usize; 2],
+    pads: [usize; 4],
+) -> Array4<f32> {
+    let (n, c, h, wd) = x.dim();
+    let (o, _, kh, kw) = w.dim();
+    let oh = (h + pads[0] + pads[2] - kh) / stride[0] + 1;
+    let ow = (wd + pads[1] + pads[3] - kw) / stride[1] + 1;
+    Array4::from_shape_fn((n, o, oh, ow), |(ni, oi, y, xx)| {
+        let mut acc = b.map_or(0.0, |b| b[oi]);
+        for ci in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let iy = (y * stride[0] + ky) as isize - pads[0] as isize;
+                    let ix = (xx * stride[1] + kx) as isize - pads[1] as isize;
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                        acc += w[[oi, ci, ky, kx]] * x[[ni, ci, iy as usize, ix as usize]];
+                    }
+                }
+            }
+        }
+        acc
+    })
+}
+
+/// Naive pooling; `avg` with `count_include_pad` or not, else max.
+fn naive_pool(x: &Array4<f32>, win: Window, avg: Option<bool>) -> Array4<f32> {
+    let (n, c, h, w) = x.dim();
+    let oh = (h + win.pads[0] + win.pads[2] - win.kernel[0]) / win.stride[0] + 1;
+    let ow = (w + win.pads[1] + win.pads[3] - win.kernel[1]) / win.stride[1] + 1;
+    Array4::from_shape_fn((n, c, oh, ow), |(ni, ci, y, xx)| {
+        let mut vals = Vec::new();
+        for ky in 0..win.kernel[0] {
+            for kx in 0..win.kernel[1] {
+                let iy = (y * win.stride[0] + ky) as isize - win.pads[0] as isize;
+                let ix = (xx * win.stride[1] + kx) as isize - win.pads[1] as isize;
+                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                    vals.push(x[[ni, ci, iy as usize, ix as usize]]);
+                }
+            }
+        }
+        match avg {
+            None => vals.iter().cloned().fold(f32::NEG_INFINITY, f32::max),
+            Some(true) => vals.iter().sum::<f32>() / (win.kernel[0] * win.kernel[1]) as f32,
+            Some(false) => vals.iter().sum::<f32>() / vals.len() as f32,
+        }
+    })
+}
+
+#[test]
+fn dense_forward_hand_computed() {
+    let d = Dense::new(
+        array![[1.0, 2.0], [-1.0, 0.5], [0.0, 3.0]],
+        Some(array![0.5, 0.0, -1.0]),
+    );
+    let z = d.forward(array![[1.0, -2.0], [0.0, 1.0]].view(), true);
+    // [1·1 + 2·(−2) + 0.5, −1·1 + 0.5·(−2), 3·(−2) − 1], [2 + 0.5, 0.5, 3 − 1]
+    assert_eq!(z, array![[-2.5, -2.0, -7.0], [2.5, 0.5, 2.0]]);
+    assert_eq!(d.transpose(array![[1.0, 0.0, 1.0]].view()), array![[1.0, 5.0]]);
+}
+
+#[test]
+fn conv_forward_hand_computed() {
+    // One 2×2 kernel over a 3×3 image, stride 1, no padding.
+    let w = Array4::from_shape_vec((1, 1, 2, 2), vec![1.0, 0.0, 0.0, -1.0]).unwrap();
+    let c = Conv2d::new(w, Some(array![1.0]), [1, 1], [0; 4]);
+    let x = Array4::from_shape_vec((1, 1, 3, 3), (1..=9).map(|v| v as f32).collect()).unwrap();
+    let z = c.forward(x.view(), true);
+    // x[i,j] − x[i+1,j+1] = −4 everywhere, plus bias 1.
+    assert_eq!(z.into_raw_vec_and_offset().0, vec![-3.0; 4]);
+}
+
+#[test]
+fn pool_forward_hand_computed() {
+    let x = Array4::from_shape_vec((1, 1, 2, 4), vec![1.0, 5.0, -2.0, -3.0, 2.0, 0.0, -1.0, -4.0]).unwrap();
+    let p = Pool2d::square(2, 2);
+    assert_eq!(p.max_forward(x.view()).into_raw_vec_and_offset().0, vec![5.0, -1.0]);
+    assert_eq!(p.avg_forward(x.view()).into_raw_vec_and_offset().0, vec![2.0, -2.5]);
+}
+
+#[test]
+fn conv_matches_naive_loop_over_geometries() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let cases: &[(usize, usize, usize, usize, usize, [usize; 2], [usize; 4], bool)] = &[
+        // n, c, h, w, o, stride, pads, bias
+        (2, 1, 7, 7, 3, [1, 1], [0, 0, 0, 0], true),
+        (3, 3, 8, 6, 4, [2, 1], [1, 0, 2, 1], true),
+        (1, 2, 9, 9, 2, [3, 3], [2, 2, 2, 2], false),
+        (5, 4, 5, 5, 6, [1, 2], [1, 1, 1, 1], true),
+    ];
+    for &(n, c, h, w, o, stride, pads, bias) in cases {
+        for k in [1usize, 3] {
+            let wt = rand_array(&mut rng, &[o, c, k, k]).into_dimensionality().unwrap();
+            let b: Option<Array1<f32>> = bias.then(|| rand_array(&mut rng, &[o]).into_dimensionality().unwrap());
+            let x: Array4<f32> = rand_array(&mut rng, &[n, c, h, w]).into_dimensionality().unwrap();
+            let pads = pads.map(|p| p.min(k - 1));
+            let conv = Conv2d::new(wt.clone(), b.clone(), stride, pads);
+            let fast = conv.forward(x.view(), true);
+            let slow = naive_conv(&x, &wt, b.as_ref(), stride, pads);
+            assert_eq!(fast.dim(), slow.dim());
+            assert_abs_diff_eq!(fast, slow, epsilon = 1e-5);
+        }
+    }
+}
+
+#[test]
+fn pools_match_naive_loop() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x: Array4<f32> = rand_array(&mut rng, &[2, 3, 7, 6]).into_dimensionality().unwrap();
+    for win in [
+        Window::square(2, 2, 0),
+        Window::square(3, 1, 1),
+        Window {
+            kernel: [3, 2],
+            stride: [2, 1],
+            pads: [1, 0, 2, 1],
+        },
+    ] {
+        for include in [false, true] {
+            let p = Pool2d {
+                window: win,
+                count_include_pad: include,
+            };
+            assert_abs_diff_eq!(
+                p.avg_forward(x.view()),
+                naive_pool(&x, win, Some(include)),
+                epsilon = 1e-6
+            );
+            assert_eq!(p.max_forward(x.view()), naive_pool(&x, win, None));
+        }
+    }
+}
+
+/// Checks `layer.backward` and `layer.param_grads` against central differences of `L = Σ c ⊙ layer(x)`.
+fn check_gradients(mut layer: Layer, in_shape: &[usize], seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let net = Network::new(in_shape[1..].to_vec(), vec![layer.clone()]).unwrap();
+    let out_shape = net.output_shape().to_vec();
+    // Distinct values 0.05 apart and none near zero, so ±h never crosses a kink of ReLU or a max.
+    let count: usize = in_shape.iter().product();
+    let mut vals: Vec<f32> = (0..count)
+        .map(|i| (i as f32 - (count / 2) as f32) * 0.05 + 0.025)
+        .collect();
+    use rand::seq::SliceRandom;
+    vals.shuffle(&mut rng);
+    let x = ArrayD::from_shape_vec(IxDyn(in_shape), vals).unwrap();
+    let mut full_out = vec![in_shape[0]];
+    full_out.extend(&out_shape);
+    let c = rand_array(&mut rng, &full_out);
+    let loss = |l: &Layer, x: &ArrayD<f32>| -> f64 {
+        let y = l.forward(x.view(), &out_shape);
+        y.iter().zip(c.iter()).map(|(a, b)| *a as f64 * *b as f64).sum()
+    };
+    let h = 1e-2f32;
+    let gx = layer.backward(x.view(), c.view());
+    assert_eq!(gx.shape(), x.shape());
+    for i in 0..x.len() {
+        let mut xp = x.clone();
+        let mut xm = x.clone();
+        xp.as_slice_mut().unwrap()[i] += h;
+        xm.as_slice_mut().unwrap()[i] -= h;
+        let fd = (loss(&layer, &xp) - loss(&layer, &xm)) / (2.0 * h as f64);
+        let an = gx.as_slice().unwrap()[i] as f64;
+        assert!(
+            (fd - an).abs() <= 2e-3 * (1.0 + fd.abs()),
+            "{:?} input {i}: analytic {an}, numeric {fd}",
+            layer.kind()
+        );
+    }
+    if let Some(pg) = layer.param_grads(x.view(), c.view()) {
+        let base = layer.clone();
+        let (w, _) = layer.params_mut().unwrap();
+        let wlen = w.len();
+        for i in 0..wlen {
+            let perturb = |delta: f32| {
+                let mut l = base.clone();
+                let (mut w, _) = l.params_mut().unwrap();
+                w.as_slice_mut().unwrap()[i] += delta;
+                loss(&l, &x)
+            };
+            let fd = (perturb(h) - perturb(-h)) / (2.0 * h as f64);
+            let an = pg.weight.as_slice().unwrap()[i] as f64;
+            assert!(
+                (fd - an).abs() <= 2e-3 * (1.0 + fd.abs()),
+                "{:?} weight {i}: analytic {an}, numeric {fd}",
+                base.kind()
+            );
+        }
+        if let Some(gb) = &pg.bias {
+            for i in 0..gb.len() {
+                let perturb = |delta: f32| {
+                    let mut l = base.clone();
+                    let (_, b) = l.params_mut().unwrap();
+                    b.unwrap()[i] += delta;
+                    loss(&l, &x)
+                };
+                let fd = (perturb(h) - perturb(-h)) / (2.0 * h as f64);
+                assert!((fd - gb[i] as f64).abs() <= 2e-3 * (1.0 + fd.abs()), "bias {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn dense_backward_matches_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let w: Array2<f32> = rand_array(&mut rng, &[4, 5]).into_dimensionality().unwrap();
+    check_gradients(
+        Layer::Dense(Dense::new(w.clone(), Some(Array1::zeros(4) + 0.3))),
+        &[3, 5],
+        2,
+    );
+    check_gradients(Layer::Dense(Dense::new(w, None)), &[2, 5], 3);
+}
+
+#[test]
+fn conv_backward_matches_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let w: Array4<f32> = rand_array(&mut rng, &[3, 2, 3, 3]).into_dimensionality().unwrap();
+    check_gradients(
+        Layer::Conv2d(Conv2d::new(w.clone(), Some(array![0.1, -0.2, 0.3]), [1, 1], [1; 4])),
+        &[2, 2, 5, 5],
+        5,
+    );
+    check_gradients(
+        Layer::Conv2d(Conv2d::new(w, None, [2, 1], [0, 1, 2, 0])),
+        &[2, 2, 6, 5],
+        6,
+    );
+}
+
+#[test]
+fn pool_relu_flatten_backward_match_finite_differences() {
+    check_gradients(Layer::MaxPool2d(Pool2d::square(2, 2)), &[2, 2, 4, 6], 8);
+    check_gradients(
+        Layer::MaxPool2d(Pool2d {
+            window: Window::square(3, 2, 1),
+            count_include_pad: false,
+        }),
+        &[1, 2, 5, 5],
+        9,
+    );
+    for include in [false, true] {
+        check_gradients(
+            Layer::AvgPool2d(Pool2d {
+                window: Window::square(3, 2, 1),
+                count_include_pad: include,
+            }),
+            &[2, 2, 5, 6],
+            10,
+        );
+    }
+    check_gradients(Layer::Relu, &[3, 7], 11);
+    check_gradients(Layer::Flatten, &[2, 2, 3, 3], 12);
+}
+
+#[test]
+fn batch_norm_is_folded_and_equals_explicit_normalisation() {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let w: Array4<f32> = rand_array(&mut rng, &[3, 1, 3, 3]).into_dimensionality().unwrap();
+    let conv = Conv2d::new(w, Some(array![0.1, 0.2, 0.3]), [1, 1], [0; 4]);
+    let bn = BatchNorm {
+        scale: array![1.5, -0.5, 2.0],
+        shift: array![0.1, 0.0, -0.3],
+        mean: array![0.2, -0.1, 0.05],
+        var: array![0.5, 2.0, 0.1],
+        eps: 1e-5,
+    };
+    let x: Array4<f32> = rand_array(&mut rng, &[2, 1, 5, 5]).into_dimensionality().unwrap();
+    let z = conv.forward(x.view(), true);
+    let explicit = Array4::from_shape_fn(z.dim(), |(n, c, i, j)| {
+        (z[[n, c, i, j]] - bn.mean[c]) * bn.scale[c] / (bn.var[c] + bn.eps).sqrt() + bn.shift[c]
+    });
+    let net = Network::new(vec![1, 5, 5], vec![Layer::Conv2d(conv), Layer::BatchNorm(bn.clone())]).unwrap();
+    assert_eq!(net.layers().len(), 1, "batch norm must be folded away");
+    let y = net.forward(x.into_dyn().view()).unwrap();
+    assert_abs_diff_eq!(y, explicit.into_dyn(), epsilon = 1e-5);
+
+    // Dense + batch norm over features.
+    let d = Dense::new(rand_array(&mut rng, &[3, 4]).into_dimensionality().unwrap(), None);
+    let xd = rand_array(&mut rng, &[2, 4]);
+    let zd = d.forward(xd.view().into_dimensionality().unwrap(), true);
+    let net = Network::new(vec![4], vec![Layer::Dense(d), Layer::BatchNorm(bn.clone())]).unwrap();
+    let explicit = Array2::from_shape_fn(zd.dim(), |(n, c)| {
+        (zd[[n, c]] - bn.mean[c]) * bn.scale[c] / (bn.var[c] + bn.eps).sqrt() + bn.shift[c]
+    });
+    assert_abs_diff_eq!(net.forward(xd.view()).unwrap(), explicit.into_dyn(), epsilon = 1e-5);
+
+    // A batch norm with nothing to fold into is refused by name.
+    let err = Network::new(vec![3], vec![Layer::Relu, Layer::BatchNorm(bn)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("batchnorm") && err.contains("fold"), "{err}");
+}
+
+#[test]
+fn network_refuses_inconsistent_shapes() {
+    let d = Dense::new(Array2::zeros((3, 5)), None);
+    let err = Network::new(vec![4], vec![Layer::Dense(d)]).unwrap_err().to_string();
+    assert!(
+        err.contains("layer #0 (dense)") && err.contains("5") && err.contains("4 features"),
+        "{err}"
+    );
+    let err = Network::new(
+        vec![1, 28, 28],
+        vec![Layer::Dense(Dense::new(Array2::zeros((3, 784)), None))],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("flatten"), "{err}");
+    let c = Conv2d::new(Array4::zeros((2, 3, 3, 3)), None, [1, 1], [0; 4]);
+    let err = Network::new(vec![1, 8, 8], vec![Layer::Conv2d(c)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 input channels"), "{err}");
+    let mut w = Array2::zeros((2, 2));
+    w[[1, 1]] = f32::NAN;
+    let err = Network::new(vec![2], vec![Layer::Dense(Dense::new(w, None))])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("non-finite"), "{err}");
+}
+
+#[test]
+fn forward_refuses_bad_inputs() {
+    let net = Network::new(vec![2], vec![Layer::Dense(Dense::new(Array2::eye(2), None))]).unwrap();
+    let err = net
+        .forward(ArrayD::zeros(IxDyn(&[1, 3])).view())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[N, 2]") && err.contains("[1, 3]"), "{err}");
+    let mut x = ArrayD::zeros(IxDyn(&[2, 2]));
+    x[[1, 0]] = f32::NAN;
+    let err = net.forward(x.view()).unwrap_err().to_string();
+    assert!(err.contains("non-finite") && err.contains("index 2"), "{err}");
+}
+
+#[test]
+fn trace_keeps_every_layer_input() {
+    let net = lrp_core::Arch::Cnn.build(&[1, 12, 12], 3, 1).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let x = rand_array(&mut rng, &[2, 1, 12, 12]);
+    let t = net.forward_trace(x.view()).unwrap();
+    assert_eq!(t.inputs.len(), net.layers().len());
+    assert_eq!(t.inputs[0], x);
+    for (i, inp) in t.inputs.iter().enumerate() {
+        assert_eq!(&inp.shape()[1..], net.shape_at(i));
+    }
+    assert_eq!(t.output, net.forward(x.view()).unwrap());
+}
+
+#[test]
+fn networks_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Network>();
+    assert_send_sync::<lrp_core::Model>();
+}

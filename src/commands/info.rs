@@ -1,0 +1,53 @@
+//! `lrp info`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use lrp_core::{Split, train};
+
+use crate::inputs::{SplitArg, load_model, load_split_for};
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// Model file (native, or .onnx).
+    #[arg(long)]
+    model: PathBuf,
+    /// Dataset folder: also print the accuracy on its test split.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Which split --data measures.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+}
+
+pub fn run(a: InfoArgs) -> Result<()> {
+    let model = load_model(&a.model)?;
+    let net = &model.network;
+    println!("model: {}", a.model.display());
+    if !model.meta.description.is_empty() {
+        println!("made by: {}", model.meta.description);
+    }
+    for note in &model.meta.notes {
+        println!("note: {note}");
+    }
+    println!("input: {:?} per sample", net.input_shape());
+    println!("layers:");
+    for line in net.summary() {
+        println!("  {line}");
+    }
+    println!("output: {} classes", net.num_classes());
+    println!("parameters: {}", net.param_count());
+    if let Some(dir) = &a.data {
+        let split: Split = a.split.into();
+        let data = load_split_for(dir, split, net)?;
+        let acc = train::accuracy(net, data.images.view().into_dyn(), &data.labels)?;
+        let name = match split {
+            Split::Test => "test",
+            Split::Train => "train",
+        };
+        println!("{name} accuracy: {acc:.4} ({} images)", data.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! `lrp train`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::s;
+
+use lrp_core::train::{self, Optimizer, TrainConfig};
+use lrp_core::{Arch, Dataset, Model, ModelMeta, Split};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ArchArg {
+    /// Flatten → 256 → 128 → classes, ReLU between.
+    Mlp,
+    /// Two conv(5×5) + ReLU + max-pool blocks, then 128 → classes.
+    Cnn,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OptimizerArg {
+    /// Adam.
+    Adam,
+    /// SGD with momentum (see --momentum).
+    Sgd,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Architecture; adapts to the image size and class count of the data.
+    #[arg(long, value_enum)]
+    arch: ArchArg,
+    /// Folder with train-/t10k-images-idx3-ubyte and -labels-idx1-ubyte (each raw or .gz).
+    #[arg(long)]
+    data: PathBuf,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Seed of initialisation, shuffling and dropout: the same seed gives the same model, bit for bit.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write the model.
+    #[arg(long)]
+    out: PathBuf,
+    /// Samples per update.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Update rule.
+    #[arg(long, value_enum, default_value_t = OptimizerArg::Adam)]
+    optimizer: OptimizerArg,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Momentum (SGD only).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Multiply the learning rate by this after every epoch.
+    #[arg(long, default_value_t = 0.7)]
+    lr_decay: f32,
+    /// Train on the first N training images only (quick experiments).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let mut data = Dataset::load(&a.data, Split::Train)?;
+    if let Some(limit) = a.limit {
+        let n = limit.min(data.len()).max(1);
+        data.images = data.images.slice(s![..n, .., .., ..]).to_owned();
+        data.labels.truncate(n);
+    }
+    let test = Dataset::load(&a.data, Split::Test).ok();
+    let classes = data.num_classes().max(test.as_ref().map_or(0, Dataset::num_classes));
+    let arch = match a.arch {
+        ArchArg::Mlp => Arch::Mlp,
+        ArchArg::Cnn => Arch::Cnn,
+    };
+    let mut net = arch.build(&data.sample_shape(), classes, a.seed)?;
+    let optimizer = match a.optimizer {
+        OptimizerArg::Adam => Optimizer::adam(a.lr),
+        OptimizerArg::Sgd => Optimizer::Sgd {
+            lr: a.lr,
+            momentum: a.momentum,
+        },
+    };
+    let cfg = TrainConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        optimizer,
+        lr_decay: a.lr_decay,
+        seed: a.seed,
+    };
+    eprintln!(
+        "training {:?} on {} images {:?}, {} classes, {} parameters",
+        a.arch,
+        data.len(),
+        data.sample_shape(),
+        classes,
+        net.param_count()
+    );
+    let batches = data.len().div_ceil(a.batch_size.max(1));
+    let bar = ProgressBar::new((a.epochs * batches) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} batches  {msg}  [{elapsed_precise} < {eta_precise}]")
+            .expect("valid template"),
+    );
+    let started = Instant::now();
+    let stats = train::train(&mut net, data.images.view().into_dyn(), &data.labels, &cfg, |p| {
+        bar.inc(1);
+        if p.batch % 20 == 0 || p.batch == p.batches {
+            bar.set_message(format!(
+                "epoch {}/{}  loss {:.4}  acc {:.4}",
+                p.epoch, a.epochs, p.loss, p.accuracy
+            ));
+        }
+        if p.batch == p.batches {
+            let line = format!(
+                "epoch {}/{}: loss {:.4}, train accuracy {:.4}",
+                p.epoch, a.epochs, p.loss, p.accuracy
+            );
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+    })?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(last) = stats.last() {
+        eprintln!(
+            "trained {} epochs in {secs:.1} s, last epoch loss {:.4}",
+            stats.len(),
+            last.loss
+        );
+    }
+    if let Some(test) = &test {
+        let acc = train::accuracy(&net, test.images.view().into_dyn(), &test.labels)?;
+        eprintln!("test accuracy: {acc:.4}");
+    }
+    let data_name = a
+        .data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let model = Model {
+        meta: ModelMeta {
+            description: format!(
+                "lrp train --arch {} --epochs {} --seed {} --batch-size {} --optimizer {} --lr {} --lr-decay {}{} (data: {data_name})",
+                format!("{:?}", a.arch).to_lowercase(),
+                a.epochs,
+                a.seed,
+                a.batch_size,
+                format!("{:?}", a.optimizer).to_lowercase(),
+                a.lr,
+                a.lr_decay,
+                a.limit.map(|l| format!(" --limit {l}")).unwrap_or_default()
+            ),
+            notes: Vec::new(),
+        },
+        network: net,
+    };
+    model
+        .save(&a.out)
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! `lrp`: the command line. Parses arguments, calls the library crates, maps errors to exit codes.
+
+mod commands;
+mod inputs;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Layer-wise Relevance Propagation: explain why a neural network decided what it did.
+#[derive(Parser)]
+#[command(name = "lrp", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train an MLP or CNN on an IDX dataset folder (MNIST, Fashion-MNIST, …) and save it.
+    Train(commands::train::TrainArgs),
+    /// Show a model's layers, shapes and parameter count; with --data, its test accuracy.
+    Info(commands::info::InfoArgs),
+    /// Run a model forward: logits for an .npy input or a dataset split.
+    Predict(commands::predict::PredictArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => commands::train::run(a),
+        Command::Info(a) => commands::info::run(a),
+        Command::Predict(a) => commands::predict::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
