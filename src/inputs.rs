@@ -1,15 +1,30 @@
 //! Loading what the commands take: models (by extension), `.npy` inputs and dataset splits.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use ndarray::{ArrayD, Axis};
 
-use lrp_core::{Dataset, Model, Network, Split};
+use lrp_core::{Dataset, Model, ModelMeta, Network, Split};
 
-/// Loads a model file.
+/// Loads a model: ONNX when the extension is `.onnx`, else the native format.
 pub fn load_model(path: &Path) -> Result<Model> {
-    Ok(Model::load(path)?)
+    let is_onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    if !is_onnx {
+        return Ok(Model::load(path)?);
+    }
+    let imported = lrp_onnx::import_file(path).with_context(|| format!("{}: cannot import", path.display()))?;
+    Ok(Model {
+        meta: ModelMeta {
+            description: format!(
+                "imported from {} ({})",
+                path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                imported.origin
+            ),
+            notes: imported.notes,
+        },
+        network: imported.network,
+    })
 }
 
 /// Reads a float `.npy` (float32, or float64 converted) and makes it a batch for `net`:
@@ -53,7 +68,7 @@ impl From<SplitArg> for Split {
 }
 
 /// Loads a dataset split and checks it fits `net`.
-pub fn load_split_for(dir: &PathBuf, split: Split, net: &Network) -> Result<Dataset> {
+pub fn load_split_for(dir: &Path, split: Split, net: &Network) -> Result<Dataset> {
     let data = Dataset::load(dir, split)?;
     if data.sample_shape() != net.input_shape() {
         bail!(

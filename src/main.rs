@@ -23,6 +23,8 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Run a model forward: logits for an .npy input or a dataset split.
     Predict(commands::predict::PredictArgs),
+    /// Convert a model (e.g. .onnx) to the native format.
+    Convert(commands::convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Predict(a) => commands::predict::run(a),
+        Command::Convert(a) => commands::convert::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

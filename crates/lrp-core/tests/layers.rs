@@ -97,7 +97,8 @@ fn pool_forward_hand_computed() {
 #[test]
 fn conv_matches_naive_loop_over_geometries() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let cases: &[(usize, usize, usize, usize, usize, [usize; 2], [usize; 4], bool)] = &[
+    type Case = (usize, usize, usize, usize, usize, [usize; 2], [usize; 4], bool);
+    let cases: &[Case] = &[
         // n, c, h, w, o, stride, pads, bias
         (2, 1, 7, 7, 3, [1, 1], [0, 0, 0, 0], true),
         (3, 3, 8, 6, 4, [2, 1], [1, 0, 2, 1], true),

@@ -34,10 +34,10 @@ impl BatchNorm {
                 return Err(format!("{name} has {} entries, scale has {n}", v.len()));
             }
         }
-        if !(self.eps >= 0.0) {
+        if self.eps.is_nan() || self.eps < 0.0 {
             return Err(format!("epsilon {} is negative or NaN", self.eps));
         }
-        if self.var.iter().any(|&v| !(v + self.eps > 0.0)) {
+        if self.var.iter().any(|&v| (v + self.eps).is_nan() || v + self.eps <= 0.0) {
             return Err("variance + epsilon must be positive".into());
         }
         Ok(())

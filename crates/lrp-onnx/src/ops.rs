@@ -1,0 +1,418 @@
+//! One ONNX operator → at most one layer.
+
+use std::collections::HashMap;
+
+use lrp_core::{BatchNorm, Conv2d, Dense, Layer, Pool2d, Window};
+use ndarray::{Array1, Array2, Array4, Ix1};
+
+use crate::error::{OnnxError, Result};
+use crate::proto::{AttributeProto, NodeProto, TensorProto};
+use crate::tensor::{to_f32, to_i64};
+
+/// What one node does to the chain.
+pub(crate) enum Step {
+    /// Appends a layer.
+    Push(Layer),
+    /// Nothing at inference (Identity, Dropout), or merged into the previous layer (a bias Add).
+    Skip,
+    /// Dropped, with a note for the user (a final Softmax).
+    Note(String),
+}
+
+/// A node with what the importer knows at that point of the chain.
+pub(crate) struct Ctx<'a> {
+    pub node: &'a NodeProto,
+    pub label: &'a str,
+    /// The chain value this node reads.
+    pub current: &'a str,
+    pub consts: &'a HashMap<&'a str, &'a TensorProto>,
+    /// Per-sample shape of `current`.
+    pub shape: &'a [usize],
+    /// Whether this node writes the graph output.
+    pub is_last: bool,
+}
+
+impl Ctx<'_> {
+    fn err(&self, reason: impl Into<String>) -> OnnxError {
+        OnnxError::Node {
+            node: self.label.to_string(),
+            op_type: self.node.op_type.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn attr(&self, name: &str) -> Option<&AttributeProto> {
+        self.node.attribute.iter().find(|a| a.name == name)
+    }
+
+    fn int(&self, name: &str, default: i64) -> i64 {
+        self.attr(name).map_or(default, |a| a.i)
+    }
+
+    fn float(&self, name: &str, default: f32) -> f32 {
+        self.attr(name).map_or(default, |a| a.f)
+    }
+
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.attr(name).map(|a| a.ints.clone())
+    }
+
+    fn string(&self, name: &str) -> Option<String> {
+        self.attr(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+    }
+
+    /// The constant at input position `i`, if the node has that input.
+    fn const_input(&self, i: usize) -> Option<&TensorProto> {
+        self.node
+            .input
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .and_then(|n| self.consts.get(n.as_str()).copied())
+    }
+
+    fn required(&self, i: usize, what: &str) -> Result<&TensorProto> {
+        self.const_input(i)
+            .ok_or_else(|| self.err(format!("needs {what} as input {i}, and it is missing")))
+    }
+
+    /// Position of the chain value among the inputs.
+    fn current_pos(&self) -> usize {
+        self.node.input.iter().position(|n| n == self.current).unwrap_or(0)
+    }
+
+    fn weight<D: ndarray::Dimension>(&self, t: &TensorProto, what: &str) -> Result<ndarray::Array<f32, D>> {
+        let a = to_f32(t)?;
+        let shape = a.shape().to_vec();
+        a.into_dimensionality::<D>().map_err(|_| {
+            self.err(format!(
+                "{what} '{}' has shape {shape:?}, expected rank {}",
+                t.name,
+                D::NDIM.unwrap_or(0)
+            ))
+        })
+    }
+
+    fn flat_input(&self) -> Result<usize> {
+        match self.shape {
+            [f] => Ok(*f),
+            other => Err(self.err(format!(
+                "needs a flat input [N, features], the chain value is [N, {other:?}]"
+            ))),
+        }
+    }
+
+    fn spatial_input(&self) -> Result<(usize, usize, usize)> {
+        match self.shape {
+            &[c, h, w] => Ok((c, h, w)),
+            other => Err(self.err(format!(
+                "needs a 2-D image input [N, C, H, W], the chain value is [N, {other:?}]"
+            ))),
+        }
+    }
+
+    /// Kernel, strides and pads of Conv and the pools, with auto_pad resolved.
+    fn window(&self, kernel: [usize; 2]) -> Result<Window> {
+        let (_, h, w) = self.spatial_input()?;
+        if let Some(d) = self.ints("dilations") {
+            if d.iter().any(|&v| v != 1) {
+                return Err(self.err(format!("dilations {d:?} are not supported (only 1)")));
+            }
+        }
+        let pair = |name: &str| -> Result<[usize; 2]> {
+            match self.ints(name) {
+                None => Ok([1, 1]),
+                Some(v) if v.len() == 2 && v.iter().all(|&x| x > 0) => Ok([v[0] as usize, v[1] as usize]),
+                Some(v) => Err(self.err(format!("{name} {v:?} must be two positive numbers"))),
+            }
+        };
+        let stride = pair("strides")?;
+        let auto = self.string("auto_pad").unwrap_or_default();
+        let pads = match auto.as_str() {
+            "" | "NOTSET" => match self.ints("pads") {
+                None => [0; 4],
+                Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => {
+                    [p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize]
+                }
+                Some(p) => return Err(self.err(format!("pads {p:?} must be four non-negative numbers"))),
+            },
+            "VALID" => [0; 4],
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let total = |len: usize, k: usize, s: usize| ((len.div_ceil(s) - 1) * s + k).saturating_sub(len);
+                let (th, tw) = (total(h, kernel[0], stride[0]), total(w, kernel[1], stride[1]));
+                if auto == "SAME_UPPER" {
+                    [th / 2, tw / 2, th - th / 2, tw - tw / 2]
+                } else {
+                    [th - th / 2, tw - tw / 2, th / 2, tw / 2]
+                }
+            }
+            other => return Err(self.err(format!("auto_pad '{other}' is not supported"))),
+        };
+        let window = Window { kernel, stride, pads };
+        if self.int("ceil_mode", 0) != 0 {
+            // ceil_mode only matters when a window would hang over the end.
+            let fits = |len: usize, a: usize, b: usize, k: usize, s: usize| {
+                (len + a + b).checked_sub(k).is_some_and(|r| r % s == 0)
+            };
+            if !(fits(h, pads[0], pads[2], kernel[0], stride[0]) && fits(w, pads[1], pads[3], kernel[1], stride[1])) {
+                return Err(self.err("ceil_mode 1 with a window that overhangs the input is not supported"));
+            }
+        }
+        Ok(window)
+    }
+
+    fn kernel_attr(&self) -> Result<[usize; 2]> {
+        match self.ints("kernel_shape") {
+            Some(k) if k.len() == 2 && k.iter().all(|&x| x > 0) => Ok([k[0] as usize, k[1] as usize]),
+            Some(k) => Err(self.err(format!("kernel_shape {k:?} must be two positive numbers (2-D only)"))),
+            None => Err(self.err("has no kernel_shape")),
+        }
+    }
+}
+
+/// A bias given as `[n]`, `[1, n]` or a scalar, as `[n]`.
+fn bias_vector(ctx: &Ctx, t: &TensorProto, n: usize, scale: f32) -> Result<Array1<f32>> {
+    let b = to_f32(t)?;
+    let len = b.len();
+    let v: Vec<f32> = if len == n && b.shape().iter().filter(|&&d| d != 1).count() <= 1 {
+        b.iter().map(|&x| x * scale).collect()
+    } else if len == 1 {
+        vec![b.iter().next().copied().unwrap_or(0.0) * scale; n]
+    } else {
+        return Err(ctx.err(format!(
+            "bias '{}' has shape {:?}, which does not broadcast to the {n} outputs",
+            t.name,
+            b.shape()
+        )));
+    };
+    Ok(Array1::from(v))
+}
+
+/// Translates one node.
+pub(crate) fn translate(ctx: &Ctx, last: Option<&mut Layer>) -> Result<Step> {
+    let node = ctx.node;
+    if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+        return Err(OnnxError::UnsupportedOp {
+            op_type: format!("{}:{}", node.domain, node.op_type),
+            node: ctx.label.to_string(),
+            hint: String::new(),
+        });
+    }
+    if ctx.current_pos() != 0 && node.op_type != "Add" {
+        return Err(ctx.err(format!("reads the chain value '{}' as a weight input", ctx.current)));
+    }
+    Ok(match node.op_type.as_str() {
+        "Gemm" => {
+            let k = ctx.flat_input()?;
+            if ctx.int("transA", 0) != 0 {
+                return Err(ctx.err("transA = 1 (a transposed activation) is not supported"));
+            }
+            let b: Array2<f32> = ctx.weight(ctx.required(1, "the weight B")?, "weight")?;
+            let alpha = ctx.float("alpha", 1.0);
+            let beta = ctx.float("beta", 1.0);
+            let w = if ctx.int("transB", 0) != 0 {
+                b
+            } else {
+                b.reversed_axes().as_standard_layout().into_owned()
+            };
+            if w.ncols() != k {
+                return Err(ctx.err(format!(
+                    "weight '{}' maps {} inputs but the chain value has {k} features",
+                    node.input[1],
+                    w.ncols()
+                )));
+            }
+            let bias = match ctx.const_input(2) {
+                Some(c) => Some(bias_vector(ctx, c, w.nrows(), beta)?),
+                None => None,
+            };
+            Step::Push(Layer::Dense(Dense::new(w * alpha, bias)))
+        }
+        "MatMul" => {
+            let k = ctx.flat_input()?;
+            let b: Array2<f32> = ctx.weight(ctx.required(1, "the weight")?, "weight")?;
+            if b.nrows() != k {
+                return Err(ctx.err(format!(
+                    "weight '{}' has shape {:?} but the chain value has {k} features",
+                    node.input[1],
+                    b.shape()
+                )));
+            }
+            Step::Push(Layer::Dense(Dense::new(
+                b.reversed_axes().as_standard_layout().into_owned(),
+                None,
+            )))
+        }
+        "Add" => {
+            let other = ctx.required(1 - ctx.current_pos().min(1), "a constant bias")?;
+            match last {
+                Some(Layer::Dense(d)) if d.bias.is_none() => {
+                    d.bias = Some(bias_vector(ctx, other, d.outputs(), 1.0)?);
+                    Step::Skip
+                }
+                _ => return Err(ctx.err("Add is supported only as the bias right after a MatMul")),
+            }
+        }
+        "Conv" => {
+            let (c, _, _) = ctx.spatial_input()?;
+            if ctx.int("group", 1) != 1 {
+                return Err(ctx.err(format!("group {} is not supported (only 1)", ctx.int("group", 1))));
+            }
+            let w: Array4<f32> = ctx.weight(ctx.required(1, "the weight W")?, "weight")?;
+            let (o, wc, kh, kw) = w.dim();
+            if wc != c {
+                return Err(ctx.err(format!(
+                    "weight '{}' has shape {:?}: {wc} input channels, but the chain value has {c}",
+                    node.input[1],
+                    w.shape()
+                )));
+            }
+            if let Some(k) = ctx.ints("kernel_shape") {
+                if k != [kh as i64, kw as i64] {
+                    return Err(ctx.err(format!(
+                        "kernel_shape {k:?} contradicts the weight shape {:?}",
+                        w.shape()
+                    )));
+                }
+            }
+            let win = ctx.window([kh, kw])?;
+            let bias = match ctx.const_input(2) {
+                Some(b) => Some(bias_vector(ctx, b, o, 1.0)?),
+                None => None,
+            };
+            Step::Push(Layer::Conv2d(Conv2d::new(w, bias, win.stride, win.pads)))
+        }
+        "Relu" => Step::Push(Layer::Relu),
+        "MaxPool" => {
+            let win = ctx.window(ctx.kernel_attr()?)?;
+            Step::Push(Layer::MaxPool2d(Pool2d {
+                window: win,
+                count_include_pad: false,
+            }))
+        }
+        "AveragePool" => {
+            let win = ctx.window(ctx.kernel_attr()?)?;
+            let include = ctx.int("count_include_pad", 0) != 0;
+            Step::Push(Layer::AvgPool2d(Pool2d {
+                window: win,
+                count_include_pad: include,
+            }))
+        }
+        "GlobalAveragePool" => {
+            let (_, h, w) = ctx.spatial_input()?;
+            Step::Push(Layer::AvgPool2d(Pool2d {
+                window: Window {
+                    kernel: [h, w],
+                    stride: [1, 1],
+                    pads: [0; 4],
+                },
+                count_include_pad: false,
+            }))
+        }
+        "Flatten" => {
+            let rank = ctx.shape.len() as i64 + 1;
+            let axis = ctx.int("axis", 1);
+            let axis = if axis < 0 { axis + rank } else { axis };
+            if axis != 1 {
+                return Err(ctx.err(format!(
+                    "axis {} would merge or split the batch axis; only axis 1 is supported",
+                    ctx.int("axis", 1)
+                )));
+            }
+            if ctx.shape.len() == 1 {
+                Step::Skip
+            } else {
+                Step::Push(Layer::Flatten)
+            }
+        }
+        "Reshape" => {
+            let target = to_i64(ctx.required(1, "a constant shape")?)?;
+            if ctx.int("allowzero", 0) != 0 && target.contains(&0) {
+                return Err(ctx.err("allowzero = 1 with a zero in the shape is not supported"));
+            }
+            let shape = reshape_target(ctx, &target)?;
+            if shape == ctx.shape {
+                Step::Skip
+            } else if shape.len() == 1 {
+                Step::Push(Layer::Flatten)
+            } else {
+                Step::Push(Layer::Reshape(shape))
+            }
+        }
+        "BatchNormalization" => {
+            if ctx.int("training_mode", 0) != 0 {
+                return Err(ctx.err("training_mode = 1 is not supported; export the model in eval mode"));
+            }
+            let vec1 =
+                |i: usize, what: &str| -> Result<Array1<f32>> { ctx.weight::<Ix1>(ctx.required(i, what)?, what) };
+            Step::Push(Layer::BatchNorm(BatchNorm {
+                scale: vec1(1, "scale")?,
+                shift: vec1(2, "bias")?,
+                mean: vec1(3, "mean")?,
+                var: vec1(4, "var")?,
+                eps: ctx.float("epsilon", 1e-5),
+            }))
+        }
+        "Dropout" | "Identity" => Step::Skip,
+        "Softmax" | "LogSoftmax" if ctx.is_last => Step::Note(format!(
+            "the final {} ({}) was dropped: lrp explains the logits",
+            node.op_type, ctx.label
+        )),
+        "Softmax" | "LogSoftmax" => {
+            return Err(ctx.err("a softmax is supported only as the last node (it is dropped: lrp explains logits)"));
+        }
+        other => {
+            let hint = match other {
+                "LSTM" | "GRU" | "RNN" => ": recurrent layers are not supported yet",
+                "Sigmoid" | "Tanh" | "LeakyRelu" | "Elu" | "Gelu" => ": the only activation supported is Relu",
+                "Concat" | "Split" | "Sum" | "Mul" => ": only chains are supported, no branches",
+                _ => "",
+            };
+            return Err(OnnxError::UnsupportedOp {
+                op_type: other.to_string(),
+                node: ctx.label.to_string(),
+                hint: format!(
+                    "{hint} (supported: Gemm, MatMul+Add, Conv, Relu, MaxPool, AveragePool, GlobalAveragePool, \
+                     Flatten, Reshape, BatchNormalization, Dropout, Identity, and a final Softmax/LogSoftmax)"
+                ),
+            });
+        }
+    })
+}
+
+/// Resolves a Reshape target (with 0 = copy and −1 = infer) that keeps the batch axis first.
+fn reshape_target(ctx: &Ctx, target: &[i64]) -> Result<Vec<usize>> {
+    let count: usize = ctx.shape.iter().product();
+    let Some((&first, rest)) = target.split_first() else {
+        return Err(ctx.err("shape is empty"));
+    };
+    let mut out: Vec<Option<usize>> = Vec::with_capacity(rest.len());
+    for (i, &d) in rest.iter().enumerate() {
+        out.push(match d {
+            0 => Some(*ctx.shape.get(i).ok_or_else(|| {
+                ctx.err(format!(
+                    "shape {target:?}: 0 at axis {} copies a dimension the input does not have",
+                    i + 1
+                ))
+            })?),
+            -1 => None,
+            d if d > 0 => Some(d as usize),
+            d => return Err(ctx.err(format!("shape {target:?} has an invalid entry {d}"))),
+        });
+    }
+    let known: usize = out.iter().flatten().product();
+    let unknown = out.iter().filter(|d| d.is_none()).count();
+    let keep_batch = first == 0 || (first == -1 && unknown == 0);
+    if !keep_batch {
+        return Err(ctx.err(format!(
+            "shape {target:?} does not keep the batch axis first (use 0 or -1 for it)"
+        )));
+    }
+    match unknown {
+        0 if known == count => Ok(out.into_iter().flatten().collect()),
+        1 if known > 0 && count % known == 0 => Ok(out.into_iter().map(|d| d.unwrap_or(count / known)).collect()),
+        _ => Err(ctx.err(format!(
+            "shape {target:?} does not fit {count} values per sample (input [N, {:?}])",
+            ctx.shape
+        ))),
+    }
+}

@@ -1,0 +1,284 @@
+//! ONNX import: the oracle models give their reference logits; every unsupported graph is refused by name.
+
+use std::path::PathBuf;
+
+use lrp_onnx::proto::*;
+use lrp_onnx::{OnnxError, import_bytes, import_file};
+use ndarray::{Array2, ArrayD};
+use prost::Message;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/oracle")
+        .join(name)
+}
+
+fn max_abs(a: &ArrayD<f32>) -> f32 {
+    a.iter().fold(0.0, |m, v| m.max(v.abs()))
+}
+
+#[test]
+fn oracle_models_give_reference_logits() {
+    let inputs: ArrayD<f32> = ndarray_npy::read_npy(fixture("inputs.npy")).unwrap();
+    for (model, logits) in [
+        ("mnist-mlp.onnx", "mnist-mlp-logits.npy"),
+        ("mnist-cnn.onnx", "mnist-cnn-logits.npy"),
+        ("mnist-cnn-bn-split.onnx", "mnist-cnn-logits.npy"),
+    ] {
+        let imported = import_file(&fixture(model)).unwrap();
+        let reference: ArrayD<f32> = ndarray_npy::read_npy(fixture(logits)).unwrap();
+        let got = imported.network.forward(inputs.view()).unwrap();
+        let err = (&got - &reference).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(err <= 1e-4 * max_abs(&reference), "{model}: max error {err}");
+    }
+}
+
+#[test]
+fn batch_norm_split_model_folds_to_the_plain_model() {
+    let plain = import_file(&fixture("mnist-cnn.onnx")).unwrap().network;
+    let split = import_file(&fixture("mnist-cnn-bn-split.onnx")).unwrap().network;
+    assert_eq!(
+        split.layers().len(),
+        plain.layers().len(),
+        "the batch norm is folded away"
+    );
+    let kinds = |n: &lrp_core::Network| n.layers().iter().map(|l| l.kind()).collect::<Vec<_>>();
+    assert_eq!(kinds(&split), kinds(&plain));
+}
+
+// ---- small graphs built in the test, to check each refusal ----
+
+fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: data_type::FLOAT,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn value(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            dim_value: *d,
+                            dim_param: d.is_none().then(|| "batch".into()),
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: 2,
+        i,
+        ..Default::default()
+    }
+}
+
+/// input [N, 3] → Gemm(W [2, 3], transB) → nodes… → output.
+fn model(nodes: Vec<NodeProto>, initializers: Vec<TensorProto>, output: &str) -> Vec<u8> {
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "test".into(),
+        producer_version: String::new(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "g".into(),
+            initializer: initializers,
+            input: vec![value("x", &[None, Some(3)])],
+            output: vec![value(output, &[None, Some(2)])],
+        }),
+    }
+    .encode_to_vec()
+}
+
+fn gemm(name: &str, input: &str, output: &str) -> NodeProto {
+    let mut n = node("Gemm", name, &[input, "W", "b"], &[output]);
+    n.attribute.push(int_attr("transB", 1));
+    n
+}
+
+fn weights() -> Vec<TensorProto> {
+    vec![
+        f32_tensor("W", &[2, 3], &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0]),
+        f32_tensor("b", &[2], &[0.5, -0.5]),
+    ]
+}
+
+fn refused(bytes: &[u8]) -> String {
+    match import_bytes(bytes) {
+        Ok(_) => panic!("the model should be refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_small_chain_imports_and_computes_gemm_exactly() {
+    let bytes = model(
+        vec![gemm("fc", "x", "h"), node("Softmax", "sm", &["h"], &["y"])],
+        weights(),
+        "y",
+    );
+    let imported = import_bytes(&bytes).unwrap();
+    assert!(
+        imported
+            .notes
+            .iter()
+            .any(|n| n.contains("Softmax") && n.contains("dropped")),
+        "{:?}",
+        imported.notes
+    );
+    let x = Array2::from_shape_vec((1, 3), vec![1.0f32, 1.0, 1.0])
+        .unwrap()
+        .into_dyn();
+    let y = imported.network.forward(x.view()).unwrap();
+    assert_eq!(y.into_raw_vec_and_offset().0, vec![6.5, -0.5]);
+}
+
+#[test]
+fn matmul_plus_add_becomes_one_dense_layer() {
+    let bytes = model(
+        vec![
+            node("MatMul", "mm", &["x", "Wt"], &["m"]),
+            node("Add", "add", &["bias", "m"], &["y"]),
+        ],
+        vec![
+            f32_tensor("Wt", &[3, 2], &[1.0, -1.0, 2.0, 0.0, 3.0, 1.0]),
+            f32_tensor("bias", &[2], &[0.5, -0.5]),
+        ],
+        "y",
+    );
+    let net = import_bytes(&bytes).unwrap().network;
+    assert_eq!(net.layers().len(), 1);
+    let x = Array2::from_shape_vec((1, 3), vec![1.0f32, 1.0, 1.0])
+        .unwrap()
+        .into_dyn();
+    assert_eq!(
+        net.forward(x.view()).unwrap().into_raw_vec_and_offset().0,
+        vec![6.5, -0.5]
+    );
+}
+
+#[test]
+fn unsupported_operator_is_named_with_its_node() {
+    let bytes = model(
+        vec![gemm("fc", "x", "h"), node("Sigmoid", "act/Sigmoid", &["h"], &["y"])],
+        weights(),
+        "y",
+    );
+    let err = refused(&bytes);
+    assert!(
+        err.contains("unsupported operator Sigmoid") && err.contains("'act/Sigmoid'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_and_foreign_files_are_refused() {
+    let bytes = model(vec![gemm("fc", "x", "y")], weights(), "y");
+    for cut in [bytes.len() / 3, bytes.len() - 5] {
+        let err = refused(&bytes[..cut]);
+        assert!(err.contains("truncated or corrupt"), "cut {cut}: {err}");
+    }
+    let err = refused(b"LRPMODEL\x01\x00\x00\x00 not onnx");
+    assert!(
+        err.contains("truncated or corrupt") || err.contains("no default-domain opset"),
+        "{err}"
+    );
+}
+
+#[test]
+fn weight_shape_contradicting_the_graph_is_refused() {
+    let mut w = weights();
+    w[0] = f32_tensor("W", &[2, 4], &[0.0; 8]);
+    let err = refused(&model(vec![gemm("fc", "x", "y")], w, "y"));
+    assert!(
+        err.contains("'fc'") && err.contains("4 inputs") && err.contains("3 features"),
+        "{err}"
+    );
+
+    let mut w = weights();
+    w[0].raw_data.truncate(12);
+    let err = refused(&model(vec![gemm("fc", "x", "y")], w, "y"));
+    assert!(err.contains("initializer 'W'") && err.contains("12 bytes"), "{err}");
+}
+
+#[test]
+fn branches_are_refused() {
+    // x feeds two Gemms whose results are added: a branch and a join.
+    let bytes = model(
+        vec![
+            gemm("a", "x", "h1"),
+            gemm("b", "x", "h2"),
+            node("Add", "join", &["h1", "h2"], &["y"]),
+        ],
+        weights(),
+        "y",
+    );
+    let err = refused(&bytes);
+    assert!(
+        err.contains("branches into 2 nodes") && err.contains("'a'") && err.contains("'b'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_initializer_is_refused() {
+    let mut w = weights();
+    w.remove(1);
+    let err = refused(&model(vec![gemm("fc", "x", "y")], w, "y"));
+    assert!(err.contains("'fc'") && err.contains("input 'b' is missing"), "{err}");
+}
+
+#[test]
+fn other_refusals_name_the_problem() {
+    // A softmax in the middle.
+    let bytes = model(
+        vec![node("Softmax", "sm", &["x"], &["s"]), gemm("fc", "s", "y")],
+        weights(),
+        "y",
+    );
+    assert!(refused(&bytes).contains("only as the last node"));
+    // An opset outside 11–21.
+    let mut m = ModelProto::decode(&model(vec![gemm("fc", "x", "y")], weights(), "y")[..]).unwrap();
+    m.opset_import[0].version = 9;
+    assert!(refused(&m.encode_to_vec()).contains("opset 9 is not supported"));
+    // A node off the chain.
+    let bytes = model(
+        vec![gemm("fc", "x", "y"), node("Relu", "stray", &["q"], &["r"])],
+        weights(),
+        "y",
+    );
+    let err = refused(&bytes);
+    assert!(err.contains("'stray'") && err.contains("not on the chain"), "{err}");
+    // The LSTM family is not supported yet and is named.
+    let err = refused(&std::fs::read(fixture("mnist-rows-lstm.onnx")).unwrap());
+    assert!(err.contains("Transpose") || err.contains("LSTM"), "{err}");
+    assert!(matches!(import_bytes(&m.encode_to_vec()), Err(OnnxError::Graph(_))));
+}

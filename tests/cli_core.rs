@@ -1,0 +1,155 @@
+//! End-to-end tests of `lrp train`, `lrp info` and `lrp predict`.
+
+mod common;
+
+use common::*;
+use ndarray::{Array2, ArrayD, IxDyn};
+
+#[test]
+fn shipped_models_reach_their_accuracy() {
+    let out = lrp_ok(&["info", "--model", "data/models/mnist-mlp.lrpm", "--data", "data/mnist"]);
+    assert!(out.contains("parameters: "), "{out}");
+    let acc = number_after(&out, "test accuracy: ");
+    assert!(acc >= 0.98, "MLP test accuracy {acc}");
+    let out = lrp_ok(&["info", "--model", "data/models/mnist-cnn.lrpm", "--data", "data/mnist"]);
+    assert!(out.contains("conv2d") && out.contains("maxpool2d"), "{out}");
+    let acc = number_after(&out, "test accuracy: ");
+    assert!(acc >= 0.99, "CNN test accuracy {acc}");
+}
+
+#[test]
+fn training_is_reproducible_bit_for_bit_and_learns_an_unseen_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bars");
+    std::fs::create_dir(&data).unwrap();
+    write_bars_dataset(&data, 12, 600, 200);
+    let d = data.to_str().unwrap();
+    for arch in ["mlp", "cnn"] {
+        let a = dir.path().join(format!("{arch}-a.lrpm"));
+        let b = dir.path().join(format!("{arch}-b.lrpm"));
+        let c = dir.path().join(format!("{arch}-c.lrpm"));
+        for (path, seed) in [(&a, "7"), (&b, "7"), (&c, "8")] {
+            lrp_ok(&[
+                "train",
+                "--arch",
+                arch,
+                "--data",
+                d,
+                "--epochs",
+                "3",
+                "--seed",
+                seed,
+                "--out",
+                path.to_str().unwrap(),
+            ]);
+        }
+        let (a, b, c) = (
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            std::fs::read(&c).unwrap(),
+        );
+        assert_eq!(a, b, "{arch}: the same seed must give the same file");
+        assert_ne!(a, c, "{arch}: another seed must give another model");
+        let out = lrp_ok(&[
+            "info",
+            "--model",
+            dir.path().join(format!("{arch}-a.lrpm")).to_str().unwrap(),
+            "--data",
+            d,
+        ]);
+        assert!(
+            out.contains("input: [1, 12, 12]") && out.contains("output: 3 classes"),
+            "{out}"
+        );
+        let acc = number_after(&out, "test accuracy: ");
+        assert!(acc >= 0.9, "{arch} on the bars dataset: test accuracy {acc}");
+    }
+}
+
+#[test]
+fn predict_writes_logits_and_reports_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("logits.npy");
+    let out = lrp_ok(&[
+        "predict",
+        "--model",
+        "data/models/mnist-cnn.lrpm",
+        "--data",
+        "data/mnist",
+        "--limit",
+        "300",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.contains("300 samples"), "{out}");
+    assert!(number_after(&out, "accuracy: ") > 0.97, "{out}");
+    let logits: Array2<f32> = ndarray_npy::read_npy(&out_path).unwrap();
+    assert_eq!(logits.dim(), (300, 10));
+
+    // The same images as an .npy input give the same logits.
+    let inputs = dir.path().join("x.npy");
+    let first: ArrayD<f32> = {
+        let ds = lrp_core::Dataset::load(&root().join("data/mnist"), lrp_core::Split::Test).unwrap();
+        ds.images.slice(ndarray::s![..5, .., .., ..]).to_owned().into_dyn()
+    };
+    ndarray_npy::write_npy(&inputs, &first).unwrap();
+    let out2 = dir.path().join("l2.npy");
+    lrp_ok(&[
+        "predict",
+        "--model",
+        "data/models/mnist-cnn.lrpm",
+        "--input",
+        inputs.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    let l2: Array2<f32> = ndarray_npy::read_npy(&out2).unwrap();
+    assert_eq!(l2, logits.slice(ndarray::s![..5, ..]));
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+
+    std::fs::write(p("junk.lrpm"), b"hello, not a model").unwrap();
+    let err = lrp_err(&["info", "--model", &p("junk.lrpm")]);
+    assert!(
+        err.contains("junk.lrpm") && err.contains("not an lrp model file"),
+        "{err}"
+    );
+
+    let good = std::fs::read(root().join("data/models/mnist-mlp.lrpm")).unwrap();
+    std::fs::write(p("cut.lrpm"), &good[..good.len() / 2]).unwrap();
+    let err = lrp_err(&["info", "--model", &p("cut.lrpm")]);
+    assert!(err.contains("truncated"), "{err}");
+
+    let err = lrp_err(&["info", "--model", &p("missing.lrpm")]);
+    assert!(err.contains("missing.lrpm") && err.contains("No such file"), "{err}");
+
+    ndarray_npy::write_npy(p("wrong.npy"), &ArrayD::<f32>::zeros(IxDyn(&[2, 3, 28]))).unwrap();
+    let err = lrp_err(&[
+        "predict",
+        "--model",
+        "data/models/mnist-mlp.lrpm",
+        "--input",
+        &p("wrong.npy"),
+    ]);
+    assert!(err.contains("[N, 1, 28, 28]") && err.contains("[2, 3, 28]"), "{err}");
+
+    let mut nan = ArrayD::<f32>::zeros(IxDyn(&[1, 1, 28, 28]));
+    nan[[0, 0, 3, 4]] = f32::NAN;
+    ndarray_npy::write_npy(p("nan.npy"), &nan).unwrap();
+    let err = lrp_err(&[
+        "predict",
+        "--model",
+        "data/models/mnist-mlp.lrpm",
+        "--input",
+        &p("nan.npy"),
+    ]);
+    assert!(err.contains("non-finite") && err.contains("NaN"), "{err}");
+
+    let err = lrp_err(&["train", "--arch", "mlp", "--data", &p("nowhere"), "--out", &p("x.lrpm")]);
+    assert!(err.contains("train-images-idx3-ubyte"), "{err}");
+    assert!(!dir.path().join("x.lrpm").exists());
+}

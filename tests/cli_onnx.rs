@@ -1,0 +1,108 @@
+//! `lrp predict` and `lrp convert` on the oracle's ONNX models.
+
+mod common;
+
+use common::*;
+use ndarray::ArrayD;
+
+fn oracle(name: &str) -> String {
+    format!("tests/fixtures/oracle/{name}")
+}
+
+/// (model, inputs, logits) of every dense/conv model in the oracle manifest, plus the batch-norm split model.
+fn oracle_models() -> Vec<(String, String, String)> {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(oracle("manifest.json"))).unwrap()).unwrap();
+    let mut out: Vec<(String, String, String)> = manifest["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap().to_string();
+            (s("model"), s("inputs"), s("logits"))
+        })
+        .collect();
+    out.push((
+        "mnist-cnn-bn-split.onnx".into(),
+        "inputs.npy".into(),
+        "mnist-cnn-logits.npy".into(),
+    ));
+    out
+}
+
+#[test]
+fn predict_on_onnx_models_gives_the_reference_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = oracle_models();
+    assert!(models.len() >= 3);
+    for (model, inputs, logits) in models {
+        let out = dir.path().join(format!("{model}.npy"));
+        lrp_ok(&[
+            "predict",
+            "--model",
+            &oracle(&model),
+            "--input",
+            &oracle(&inputs),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let got: ArrayD<f32> = ndarray_npy::read_npy(&out).unwrap();
+        let reference: ArrayD<f32> = ndarray_npy::read_npy(root().join(oracle(&logits))).unwrap();
+        assert_eq!(got.shape(), reference.shape());
+        let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = (&got - &reference).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(err <= 1e-4 * scale, "{model}: max error {err} (scale {scale})");
+    }
+}
+
+#[test]
+fn convert_writes_a_native_model_with_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = dir.path().join("cnn.lrpm");
+    let out = lrp_ok(&[
+        "convert",
+        "--model",
+        &oracle("mnist-cnn-bn-split.onnx"),
+        "--out",
+        native.to_str().unwrap(),
+    ]);
+    assert!(out.contains("wrote"), "{out}");
+    let info = lrp_ok(&["info", "--model", native.to_str().unwrap()]);
+    assert!(info.contains("imported from mnist-cnn-bn-split.onnx"), "{info}");
+    assert!(!info.contains("batchnorm"), "batch norm must be folded: {info}");
+    let a = dir.path().join("a.npy");
+    let b = dir.path().join("b.npy");
+    lrp_ok(&[
+        "predict",
+        "--model",
+        native.to_str().unwrap(),
+        "--input",
+        &oracle("inputs.npy"),
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    lrp_ok(&[
+        "predict",
+        "--model",
+        &oracle("mnist-cnn-bn-split.onnx"),
+        "--input",
+        &oracle("inputs.npy"),
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    let (a, b): (ArrayD<f32>, ArrayD<f32>) = (ndarray_npy::read_npy(&a).unwrap(), ndarray_npy::read_npy(&b).unwrap());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn broken_onnx_files_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(root().join(oracle("mnist-mlp.onnx"))).unwrap();
+    let cut = dir.path().join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = lrp_err(&["info", "--model", cut.to_str().unwrap()]);
+    assert!(
+        err.contains("cut.onnx") && err.contains("truncated or corrupt"),
+        "{err}"
+    );
+}
