@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::window::Window;
 
 /// Upper bound on the number of floats in one im2col buffer; larger batches are split into groups.
-const COLS_BUDGET: usize = 1 << 22;
+const COLS_BUDGET: usize = 1 << 17;
 
 /// A 2-D convolution (cross-correlation, as in PyTorch and ONNX), group 1, no dilation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
