@@ -190,6 +190,18 @@ impl Network {
         Ok((g, grads))
     }
 
+    /// Gradient of `Σ g ⊙ output` with respect to the input, through a trace (no parameter gradients).
+    pub fn input_gradient(&self, trace: &Trace, g: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        if g.shape() != trace.output.shape() {
+            return Err(CoreError::shape("output gradient", trace.output.shape(), g.shape()));
+        }
+        let mut g = g;
+        for i in (0..self.layers.len()).rev() {
+            g = self.layers[i].backward(trace.inputs[i].view(), g.view());
+        }
+        Ok(g)
+    }
+
     /// Mutable access to the layers for training. Shapes must not change.
     pub(crate) fn layers_mut(&mut self) -> &mut [Layer] {
         &mut self.layers

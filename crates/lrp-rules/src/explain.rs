@@ -1,0 +1,330 @@
+//! The explainer: relevance from the output back to the input, layer by layer.
+
+use lrp_core::{Network, Trace};
+use ndarray::{ArrayD, ArrayView2, ArrayViewD, Ix2, Ix4, Zip};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::error::{Result, RulesError};
+use crate::plan::{Maps, Plan, PlanKind, Prepared, Step};
+use crate::rule::Rule;
+use crate::spec::{Attribution, Spec};
+
+/// The stabiliser of every rule but epsilon.
+pub const STABILIZER: f32 = 1e-6;
+
+/// Which class to explain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The predicted class (largest logit, first on ties).
+    Predicted,
+    /// The same class for every sample.
+    Class(usize),
+    /// One class per sample (e.g. the labels).
+    PerSample(Vec<usize>),
+}
+
+impl Target {
+    /// The class of each sample, checked against the logits `[N, K]`.
+    pub fn resolve(&self, logits: ArrayView2<f32>) -> Result<Vec<usize>> {
+        let (n, k) = logits.dim();
+        let out: Vec<usize> = match self {
+            Target::Predicted => lrp_core::train::argmax_rows(logits.into_dyn()),
+            Target::Class(c) => vec![*c; n],
+            Target::PerSample(v) => {
+                if v.len() != n {
+                    return Err(RulesError::Target(format!("{} targets for {n} samples", v.len())));
+                }
+                v.clone()
+            }
+        };
+        if let Some((i, c)) = out.iter().enumerate().find(|(_, c)| **c >= k) {
+            return Err(RulesError::Target(format!(
+                "class {c} (sample {i}) is out of range: the model has {k} classes (0 to {})",
+                k - 1
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// The result of explaining a batch.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// Relevance of every input feature, shaped like the input (`[N, …]`).
+    pub relevance: ArrayD<f32>,
+    /// The network output `[N, K]`.
+    pub logits: ArrayD<f32>,
+    /// The explained class of each sample.
+    pub targets: Vec<usize>,
+    /// LRP only: `layer_sums[i][n]` is sample `n`'s relevance summed over the input of layer `i`;
+    /// the last entry is the explained logit. Empty for gradient-based attributions.
+    pub layer_sums: Vec<Vec<f32>>,
+}
+
+impl Explanation {
+    /// The explained logit of each sample.
+    pub fn explained_logits(&self) -> Vec<f32> {
+        let l = self
+            .logits
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("logits are [N, K]");
+        self.targets.iter().enumerate().map(|(n, &t)| l[[n, t]]).collect()
+    }
+
+    /// Each sample's relevance summed over the input.
+    pub fn input_sums(&self) -> Vec<f32> {
+        per_sample_sums(&self.relevance)
+    }
+}
+
+/// Explains batches for one network under one plan. Cheap to share across threads.
+#[derive(Clone, Debug)]
+pub struct Explainer<'n> {
+    net: &'n Network,
+    plan: Plan,
+}
+
+impl<'n> Explainer<'n> {
+    /// Resolves `spec` against `net`.
+    pub fn new(net: &'n Network, spec: &Spec) -> Result<Self> {
+        Ok(Explainer {
+            net,
+            plan: Plan::resolve(spec, net)?,
+        })
+    }
+
+    /// The resolved plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The network.
+    pub fn network(&self) -> &'n Network {
+        self.net
+    }
+
+    /// Explains `x` (`[N, …input shape]`) for the given target classes.
+    pub fn explain(&self, x: ArrayViewD<f32>, target: &Target) -> Result<Explanation> {
+        debug_assert_eq!(self.plan.layer_count(), self.net.layers().len());
+        let trace = self.net.forward_trace(x.view())?;
+        let logits2 = trace.output.view().into_dimensionality::<Ix2>().map_err(|_| {
+            RulesError::Target(format!(
+                "the network output {:?} is not [N, classes]",
+                trace.output.shape()
+            ))
+        })?;
+        let targets = target.resolve(logits2)?;
+        match self.plan.kind() {
+            PlanKind::Lrp(steps) => Ok(lrp(steps, &trace, targets)),
+            PlanKind::Attribution(a) => self.attribution(*a, x, trace, targets),
+        }
+    }
+
+    fn attribution(
+        &self,
+        a: Attribution,
+        x: ArrayViewD<f32>,
+        trace: Trace,
+        targets: Vec<usize>,
+    ) -> Result<Explanation> {
+        let onehot = onehot(&trace.output, &targets, false);
+        let relevance = match a {
+            Attribution::Gradient => self.net.input_gradient(&trace, onehot)?,
+            Attribution::GradientXInput => self.net.input_gradient(&trace, onehot)? * &x,
+            Attribution::IntegratedGradients { steps } => {
+                let mut acc = ArrayD::<f32>::zeros(x.raw_dim());
+                for k in 0..steps {
+                    let alpha = (k as f32 + 0.5) / steps as f32;
+                    let t = self.net.forward_trace((&x * alpha).view())?;
+                    acc += &self.net.input_gradient(&t, onehot.clone())?;
+                }
+                acc * &x / steps as f32
+            }
+            Attribution::SmoothGrad { n, sigma } => {
+                // One generator per sample, seeded by its content: the result does not depend on batching.
+                let mut rngs: Vec<ChaCha8Rng> = x
+                    .outer_iter()
+                    .map(|s| ChaCha8Rng::seed_from_u64(content_seed(s)))
+                    .collect();
+                let normal = Normal::new(0.0f32, sigma).expect("sigma checked at parse time");
+                let mut acc = ArrayD::<f32>::zeros(x.raw_dim());
+                for _ in 0..n {
+                    let mut noisy = x.to_owned();
+                    for (mut sample, rng) in noisy.outer_iter_mut().zip(rngs.iter_mut()) {
+                        sample.mapv_inplace(|v| v + normal.sample(rng));
+                    }
+                    let t = self.net.forward_trace(noisy.view())?;
+                    acc += &self.net.input_gradient(&t, onehot.clone())?;
+                }
+                acc / n as f32
+            }
+        };
+        Ok(Explanation {
+            relevance,
+            logits: trace.output,
+            targets,
+            layer_sums: Vec::new(),
+        })
+    }
+}
+
+/// FNV-1a over the sample's bits.
+fn content_seed(sample: ArrayViewD<f32>) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for v in sample.iter() {
+        for b in v.to_bits().to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    h
+}
+
+/// `onehot(target)`, times the logit when `scaled`.
+fn onehot(logits: &ArrayD<f32>, targets: &[usize], scaled: bool) -> ArrayD<f32> {
+    let mut r = ArrayD::<f32>::zeros(logits.raw_dim());
+    for (n, &t) in targets.iter().enumerate() {
+        r[[n, t]] = if scaled { logits[[n, t]] } else { 1.0 };
+    }
+    r
+}
+
+fn per_sample_sums(a: &ArrayD<f32>) -> Vec<f32> {
+    a.outer_iter()
+        .map(|s| s.iter().map(|&v| v as f64).sum::<f64>() as f32)
+        .collect()
+}
+
+/// `z + e·sgn(z)`, `sgn(0) = +1`.
+#[inline]
+fn stab(z: f32, e: f32) -> f32 {
+    if z >= 0.0 { z + e } else { z - e }
+}
+
+/// `r / stab(z, e)`, elementwise; `z` may be a single sample broadcast over the batch.
+fn divide(r: &ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f32> {
+    let mut s = r.clone();
+    let z = z.broadcast(r.raw_dim()).expect("denominator broadcasts over the batch");
+    Zip::from(&mut s).and(&z).for_each(|s, &z| *s /= stab(z, e));
+    s
+}
+
+/// `r·[o ⋚ 0] / stab(z)`: the share of outputs whose unmodified value has the given sign.
+fn divide_masked(r: &ArrayD<f32>, z: &ArrayD<f32>, o: &ArrayD<f32>, positive: bool) -> ArrayD<f32> {
+    let mut s = r.clone();
+    Zip::from(&mut s).and(z).and(o).for_each(|s, &z, &o| {
+        let keep = if positive { o > 0.0 } else { o < 0.0 };
+        *s = if keep { *s / stab(z, STABILIZER) } else { 0.0 };
+    });
+    s
+}
+
+fn lrp(steps: &[Step], trace: &Trace, targets: Vec<usize>) -> Explanation {
+    let mut r = onehot(&trace.output, &targets, true);
+    let mut sums = vec![Vec::new(); steps.len() + 1];
+    sums[steps.len()] = per_sample_sums(&r);
+    for (i, step) in steps.iter().enumerate().rev() {
+        let x = &trace.inputs[i];
+        let z = trace.inputs.get(i + 1).unwrap_or(&trace.output);
+        r = match step {
+            Step::Pass => r
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(x.raw_dim())
+                .expect("pass-through layers keep the element count"),
+            Step::MaxPool(p) => p
+                .max_route(
+                    x.view().into_dimensionality::<Ix4>().expect("4-D"),
+                    r.view().into_dimensionality::<Ix4>().expect("4-D"),
+                )
+                .into_dyn(),
+            Step::AvgPool(p) => {
+                let s = divide(&r, z, STABILIZER);
+                let x4 = x.view().into_dimensionality::<Ix4>().expect("4-D");
+                p.avg_transpose(s.view().into_dimensionality::<Ix4>().expect("4-D"), x4.dim())
+                    .into_dyn()
+                    * x
+            }
+            Step::Linear(p) => linear_relevance(p, x, z, &r),
+        };
+        sums[i] = per_sample_sums(&r);
+    }
+    Explanation {
+        relevance: r,
+        logits: trace.output.clone(),
+        targets,
+        layer_sums: sums,
+    }
+}
+
+/// One rule on one dense/conv layer: input `x`, its output `z = Wx + b` (from the trace), output relevance `r`.
+fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f32>) -> ArrayD<f32> {
+    let shape = x.shape();
+    // After a ReLU (or on [0, 1] images) the x⁻ terms vanish: skip their work.
+    let nonneg = x.iter().all(|&v| v >= 0.0);
+    let split = || (x.mapv(|v| v.max(0.0)), x.mapv(|v| v.min(0.0)));
+    match (&p.maps, p.rule) {
+        (Maps::Plain(w), Rule::Epsilon(e)) => w.transpose(divide(r, z, e).view(), shape) * x,
+        (Maps::Signed { pos, neg }, rule) => {
+            let (alpha, beta) = match rule {
+                Rule::AlphaBeta(a, b) => (a, b),
+                _ => (1.0, 0.0),
+            };
+            if nonneg {
+                let sa = divide(r, &pos.forward(x.view(), true), STABILIZER);
+                let mut out = pos.transpose(sa.view(), shape) * x;
+                if alpha != 1.0 {
+                    out *= alpha;
+                }
+                if beta != 0.0 {
+                    let sb = divide(r, &neg.forward(x.view(), true), STABILIZER);
+                    out = out - neg.transpose(sb.view(), shape) * x * beta;
+                }
+                out
+            } else {
+                let (xp, xn) = split();
+                let za = pos.forward(xp.view(), true) + neg.forward(xn.view(), false);
+                let sa = divide(r, &za, STABILIZER);
+                let mut out = (pos.transpose(sa.view(), shape) * &xp + neg.transpose(sa.view(), shape) * &xn) * alpha;
+                if beta != 0.0 {
+                    let zb = neg.forward(xp.view(), true) + pos.forward(xn.view(), false);
+                    let sb = divide(r, &zb, STABILIZER);
+                    out = out - (neg.transpose(sb.view(), shape) * &xp + pos.transpose(sb.view(), shape) * &xn) * beta;
+                }
+                out
+            }
+        }
+        (Maps::Gamma { p: pm, n: nm }, _) => {
+            if nonneg {
+                let sp = divide_masked(r, &pm.forward(x.view(), true), z, true);
+                let sn = divide_masked(r, &nm.forward(x.view(), true), z, false);
+                (pm.transpose(sp.view(), shape) + nm.transpose(sn.view(), shape)) * x
+            } else {
+                let (xp, xn) = split();
+                let zp = pm.forward(xp.view(), true) + nm.forward(xn.view(), false);
+                let zn = nm.forward(xp.view(), true) + pm.forward(xn.view(), false);
+                let sp = divide_masked(r, &zp, z, true);
+                let sn = divide_masked(r, &zn, z, false);
+                (pm.transpose(sp.view(), shape) + nm.transpose(sn.view(), shape)) * &xp
+                    + (nm.transpose(sp.view(), shape) + pm.transpose(sn.view(), shape)) * &xn
+            }
+        }
+        (Maps::ZBox { w, pos, neg }, Rule::ZBox(low, high)) => {
+            let lo = ArrayD::from_elem(x.raw_dim(), low);
+            let hi = ArrayD::from_elem(x.raw_dim(), high);
+            let zb = w.forward(x.view(), false) - pos.forward(lo.view(), false) - neg.forward(hi.view(), false);
+            let s = divide(r, &zb, STABILIZER);
+            w.transpose(s.view(), shape) * x
+                - pos.transpose(s.view(), shape) * &lo
+                - neg.transpose(s.view(), shape) * &hi
+        }
+        (Maps::Uniform { map, denom }, _) => {
+            let s = divide(r, denom, STABILIZER);
+            map.transpose(s.view(), shape)
+        }
+        (maps, rule) => unreachable!("rule {rule} prepared with the wrong maps {maps:?}"),
+    }
+}

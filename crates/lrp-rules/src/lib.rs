@@ -1,0 +1,24 @@
+//! `lrp-rules`: Layer-wise Relevance Propagation on `lrp-core` networks.
+//!
+//! - [`Rule`]: the rules for dense and conv layers (ε, γ, z⁺, αβ, z^B, w², flat), checked at construction;
+//! - [`Spec`]: the rule-spec grammar and presets, parsed once into typed values;
+//! - [`Plan`]: a spec resolved against a network, with each rule's modified maps prepared;
+//! - [`Explainer`]: relevance from `onehot(target)·logit` back to the input, with per-layer relevance sums
+//!   (conservation diagnostics), and the gradient-based baselines (gradient, gradient × input = simple Taylor,
+//!   integrated gradients, SmoothGrad).
+//!
+//! Every rule is written once over [`linear::LinearMap`], which treats dense and conv layers alike.
+#![warn(missing_docs)]
+
+mod error;
+mod explain;
+pub mod linear;
+mod plan;
+mod rule;
+pub mod spec;
+
+pub use error::{Result, RulesError};
+pub use explain::{Explainer, Explanation, STABILIZER, Target};
+pub use plan::Plan;
+pub use rule::Rule;
+pub use spec::{Assign, Attribution, Method, PRESETS, Selector, Spec};

@@ -1,0 +1,111 @@
+//! The linear-layer abstraction: dense and conv layers as one map `x ↦ Wx (+ b)` with its transpose,
+//! under a parameter modifier. Every LRP rule is written once over these calls.
+
+use lrp_core::{Conv2d, Dense, Layer};
+use ndarray::{ArrayD, ArrayViewD, Ix2, Ix4};
+
+/// How a rule modifies a layer's weights (and bias) before using the map.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Modifier {
+    /// `W`, `b`.
+    Identity,
+    /// `W⁺`, `b⁺`.
+    Positive,
+    /// `W⁻`, `b⁻`.
+    Negative,
+    /// `W + γW⁺`, `b + γb⁺`.
+    GammaPositive(f32),
+    /// `W + γW⁻`, `b + γb⁻`.
+    GammaNegative(f32),
+    /// `W²`, no bias.
+    Square,
+    /// All weights 1, no bias.
+    Ones,
+}
+
+impl Modifier {
+    fn weight(self, w: f32) -> f32 {
+        match self {
+            Modifier::Identity => w,
+            Modifier::Positive => w.max(0.0),
+            Modifier::Negative => w.min(0.0),
+            Modifier::GammaPositive(g) => w + g * w.max(0.0),
+            Modifier::GammaNegative(g) => w + g * w.min(0.0),
+            Modifier::Square => w * w,
+            Modifier::Ones => 1.0,
+        }
+    }
+
+    fn keeps_bias(self) -> bool {
+        !matches!(self, Modifier::Square | Modifier::Ones)
+    }
+}
+
+/// A dense or conv layer's linear map, possibly with modified parameters.
+#[derive(Clone, Debug)]
+pub enum LinearMap {
+    /// Fully connected.
+    Dense(Dense),
+    /// 2-D convolution.
+    Conv(Conv2d),
+}
+
+impl LinearMap {
+    /// The map of a layer with weights; `None` for other layers.
+    pub fn of(layer: &Layer) -> Option<LinearMap> {
+        match layer {
+            Layer::Dense(d) => Some(LinearMap::Dense(d.clone())),
+            Layer::Conv2d(c) => Some(LinearMap::Conv(c.clone())),
+            _ => None,
+        }
+    }
+
+    /// A copy with weights (and bias, where the modifier keeps one) transformed by `m`.
+    pub fn modified(&self, m: Modifier) -> LinearMap {
+        let bias = |b: &Option<ndarray::Array1<f32>>| {
+            if m.keeps_bias() {
+                b.as_ref().map(|b| b.mapv(|v| m.weight(v)))
+            } else {
+                None
+            }
+        };
+        match self {
+            LinearMap::Dense(d) => LinearMap::Dense(Dense::new(d.weight.mapv(|w| m.weight(w)), bias(&d.bias))),
+            LinearMap::Conv(c) => LinearMap::Conv(Conv2d {
+                weight: c.weight.mapv(|w| m.weight(w)),
+                bias: bias(&c.bias),
+                window: c.window,
+            }),
+        }
+    }
+
+    /// `W x`, plus the bias when `with_bias` is set.
+    ///
+    /// # Shapes
+    /// `x: [N, …in]` → `[N, …out]`; shapes were checked when the network was built.
+    pub fn forward(&self, x: ArrayViewD<f32>, with_bias: bool) -> ArrayD<f32> {
+        match self {
+            LinearMap::Dense(d) => d
+                .forward(x.into_dimensionality::<Ix2>().expect("dense input"), with_bias)
+                .into_dyn(),
+            LinearMap::Conv(c) => c
+                .forward(x.into_dimensionality::<Ix4>().expect("conv input"), with_bias)
+                .into_dyn(),
+        }
+    }
+
+    /// `Wᵀ s`, shaped like the layer input `in_shape` (`[N, …in]`).
+    pub fn transpose(&self, s: ArrayViewD<f32>, in_shape: &[usize]) -> ArrayD<f32> {
+        match self {
+            LinearMap::Dense(d) => d
+                .transpose(s.into_dimensionality::<Ix2>().expect("dense output"))
+                .into_dyn(),
+            LinearMap::Conv(c) => c
+                .transpose(
+                    s.into_dimensionality::<Ix4>().expect("conv output"),
+                    (in_shape[2], in_shape[3]),
+                )
+                .into_dyn(),
+        }
+    }
+}

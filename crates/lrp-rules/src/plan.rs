@@ -1,0 +1,194 @@
+//! `resolve`: a spec checked against a network once, with every rule's modified maps prepared.
+
+use lrp_core::{Layer, LayerKind, Network, Pool2d};
+use ndarray::{ArrayD, IxDyn};
+
+use crate::error::{Result, RulesError};
+use crate::linear::{LinearMap, Modifier};
+use crate::rule::Rule;
+use crate::spec::{Attribution, Method, Selector, Spec};
+
+/// What the explainer does at one layer.
+#[derive(Clone, Debug)]
+pub(crate) enum Step {
+    /// ReLU, flatten, reshape, dropout: relevance passes unchanged (reshaped to the input).
+    Pass,
+    /// Winner-take-all.
+    MaxPool(Pool2d),
+    /// Proportional to the inputs.
+    AvgPool(Pool2d),
+    /// A rule on a dense or conv layer, with its maps prepared.
+    Linear(Prepared),
+}
+
+/// A rule with the modified maps it needs, computed once.
+#[derive(Clone, Debug)]
+pub(crate) struct Prepared {
+    pub rule: Rule,
+    pub maps: Maps,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Maps {
+    /// ε: the layer itself (its output comes from the trace).
+    Plain(LinearMap),
+    /// z⁺ and αβ: `W⁺, b⁺` and `W⁻, b⁻`.
+    Signed { pos: LinearMap, neg: LinearMap },
+    /// γ: `W + γW⁺, b + γb⁺` and `W + γW⁻, b + γb⁻`.
+    Gamma { p: LinearMap, n: LinearMap },
+    /// z^B: `W`, `W⁺`, `W⁻` (no bias).
+    ZBox {
+        w: LinearMap,
+        pos: LinearMap,
+        neg: LinearMap,
+    },
+    /// w² and flat: the modified map and its (input-independent) denominator `M·1` for one sample.
+    Uniform { map: LinearMap, denom: ArrayD<f32> },
+}
+
+/// How a spec is carried out on a particular network.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    spec: Spec,
+    kind: PlanKind,
+    layer_count: usize,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum PlanKind {
+    Lrp(Vec<Step>),
+    Attribution(Attribution),
+}
+
+fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize]) -> Prepared {
+    let map = LinearMap::of(layer).expect("rules are only assigned to layers with weights");
+    let maps = match rule {
+        Rule::Epsilon(_) => Maps::Plain(map),
+        Rule::ZPlus | Rule::AlphaBeta(..) => Maps::Signed {
+            pos: map.modified(Modifier::Positive),
+            neg: map.modified(Modifier::Negative),
+        },
+        Rule::Gamma(g) => Maps::Gamma {
+            p: map.modified(Modifier::GammaPositive(g)),
+            n: map.modified(Modifier::GammaNegative(g)),
+        },
+        Rule::ZBox(..) => Maps::ZBox {
+            pos: map.modified(Modifier::Positive),
+            neg: map.modified(Modifier::Negative),
+            w: map,
+        },
+        Rule::WSquare | Rule::Flat => {
+            let m = map.modified(if rule == Rule::Flat {
+                Modifier::Ones
+            } else {
+                Modifier::Square
+            });
+            let mut one = vec![1];
+            one.extend_from_slice(in_shape);
+            let denom = m.forward(ArrayD::ones(IxDyn(&one)).view(), false);
+            Maps::Uniform { map: m, denom }
+        }
+    };
+    Prepared { rule, maps }
+}
+
+impl Plan {
+    /// Checks `spec` against `net` and prepares every rule. Errors name the layer, selector or number at fault.
+    pub fn resolve(spec: &Spec, net: &Network) -> Result<Plan> {
+        let layer_count = net.layers().len();
+        let assigns = match spec.method() {
+            Method::Attribution(a) => {
+                return Ok(Plan {
+                    spec: spec.clone(),
+                    kind: PlanKind::Attribution(*a),
+                    layer_count,
+                });
+            }
+            Method::Lrp(assigns) => assigns,
+        };
+        let weighted = net.weighted_layers();
+        let mut chosen: Vec<Option<Rule>> = vec![None; weighted.len()];
+        for a in assigns {
+            if let Selector::Index(n) = a.selector {
+                if n >= weighted.len() {
+                    return Err(RulesError::IndexOutOfRange {
+                        spec: spec.to_string(),
+                        index: n,
+                        count: weighted.len(),
+                    });
+                }
+            }
+            for (pos, &layer) in weighted.iter().enumerate() {
+                let kind = net.layers()[layer].kind();
+                let hit = match a.selector {
+                    Selector::All => true,
+                    Selector::First => pos == 0,
+                    Selector::Dense => kind == LayerKind::Dense,
+                    Selector::Conv => kind == LayerKind::Conv2d,
+                    Selector::Lstm => false,
+                    Selector::Index(n) => n == pos,
+                };
+                if hit {
+                    chosen[pos] = Some(a.rule);
+                }
+            }
+        }
+        let mut steps = Vec::with_capacity(layer_count);
+        let mut pos = 0;
+        for (i, layer) in net.layers().iter().enumerate() {
+            steps.push(match layer {
+                Layer::Dense(_) | Layer::Conv2d(_) => {
+                    let rule = chosen[pos].ok_or_else(|| RulesError::Unassigned {
+                        spec: spec.to_string(),
+                        layer: i,
+                        weighted: pos,
+                        kind: layer.kind().name(),
+                    })?;
+                    pos += 1;
+                    Step::Linear(prepare(rule, layer, net.shape_at(i)))
+                }
+                Layer::MaxPool2d(p) => Step::MaxPool(*p),
+                Layer::AvgPool2d(p) => Step::AvgPool(*p),
+                _ => Step::Pass,
+            });
+        }
+        Ok(Plan {
+            spec: spec.clone(),
+            kind: PlanKind::Lrp(steps),
+            layer_count,
+        })
+    }
+
+    /// The spec this plan carries out.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// The rule of each layer with weights, as `(layer index, rule)`; empty for gradient-based attributions.
+    pub fn rules(&self) -> Vec<(usize, Rule)> {
+        match &self.kind {
+            PlanKind::Lrp(steps) => steps
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| match s {
+                    Step::Linear(p) => Some((i, p.rule)),
+                    _ => None,
+                })
+                .collect(),
+            PlanKind::Attribution(_) => Vec::new(),
+        }
+    }
+
+    /// Whether this is an LRP plan (with per-layer relevance) rather than a gradient-based attribution.
+    pub fn is_lrp(&self) -> bool {
+        matches!(self.kind, PlanKind::Lrp(_))
+    }
+
+    pub(crate) fn kind(&self) -> &PlanKind {
+        &self.kind
+    }
+
+    pub(crate) fn layer_count(&self) -> usize {
+        self.layer_count
+    }
+}

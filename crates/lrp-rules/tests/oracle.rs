@@ -1,0 +1,80 @@
+//! Every case of the oracle manifest (Zennit references) through the public API, to 1e-4 of each sample's max |R|.
+
+use std::path::PathBuf;
+
+use lrp_rules::{Explainer, Spec, Target};
+use ndarray::{Array1, ArrayD};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/oracle")
+        .join(name)
+}
+
+/// Largest per-sample error relative to that sample's max |R_ref|.
+fn worst_relative_error(got: &ArrayD<f32>, reference: &ArrayD<f32>) -> f32 {
+    got.outer_iter()
+        .zip(reference.outer_iter())
+        .map(|(g, r)| {
+            let scale = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let err = g.iter().zip(r.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            if scale > 0.0 { err / scale } else { err }
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn every_oracle_case_matches_its_reference() {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
+    let mut checked = 0;
+    let mut report = Vec::new();
+    for model in manifest["models"].as_array().unwrap() {
+        let s = |k: &str| model[k].as_str().unwrap();
+        let net = lrp_onnx::import_file(&fixture(s("model"))).unwrap().network;
+        let inputs: ArrayD<f32> = ndarray_npy::read_npy(fixture(s("inputs"))).unwrap();
+        let targets: Array1<i64> = ndarray_npy::read_npy(fixture(s("targets"))).unwrap();
+        let targets = Target::PerSample(targets.iter().map(|&t| t as usize).collect());
+        for case in model["cases"].as_array().unwrap() {
+            let spec = Spec::parse(case["spec"].as_str().unwrap()).unwrap();
+            let reference: ArrayD<f32> = ndarray_npy::read_npy(fixture(case["file"].as_str().unwrap())).unwrap();
+            let explainer = Explainer::new(&net, &spec).unwrap();
+            let got = explainer.explain(inputs.view(), &targets).unwrap().relevance;
+            assert_eq!(got.shape(), reference.shape());
+            let err = worst_relative_error(&got, &reference);
+            report.push(format!("{} {}: {err:.2e}", s("model"), case["case"].as_str().unwrap()));
+            checked += 1;
+            assert!(
+                err <= 1e-4,
+                "{} / {}: relative error {err:.3e}\n{}",
+                s("model"),
+                spec,
+                report.join("\n")
+            );
+        }
+    }
+    assert_eq!(checked, 18, "the manifest has 18 dense/conv cases");
+    println!("{}", report.join("\n"));
+}
+
+#[test]
+fn batch_norm_split_model_gives_the_relevance_of_the_plain_model() {
+    let plain = lrp_onnx::import_file(&fixture("mnist-cnn.onnx")).unwrap().network;
+    let split = lrp_onnx::import_file(&fixture("mnist-cnn-bn-split.onnx"))
+        .unwrap()
+        .network;
+    let inputs: ArrayD<f32> = ndarray_npy::read_npy(fixture("inputs.npy")).unwrap();
+    for spec in ["epsilon", "epsilon-gamma-box", "epsilon-alpha2-beta1-flat"] {
+        let spec = Spec::parse(spec).unwrap();
+        let a = Explainer::new(&plain, &spec)
+            .unwrap()
+            .explain(inputs.view(), &Target::Predicted)
+            .unwrap();
+        let b = Explainer::new(&split, &spec)
+            .unwrap()
+            .explain(inputs.view(), &Target::Predicted)
+            .unwrap();
+        let err = worst_relative_error(&b.relevance, &a.relevance);
+        assert!(err <= 1e-4, "{spec}: {err}");
+    }
+}
