@@ -88,3 +88,45 @@ pub fn load_split_for(dir: &Path, split: Split, net: &Network) -> Result<Dataset
     }
     Ok(data)
 }
+
+/// Writes an `.npy` atomically: a temporary file beside `path`, then a rename, so a reader never sees half a file.
+pub fn write_npy_atomic<A, D>(path: &Path, array: &ndarray::ArrayBase<A, D>) -> Result<()>
+where
+    A: ndarray::Data,
+    A::Elem: ndarray_npy::WritableElement,
+    D: ndarray::Dimension,
+{
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = ndarray_npy::write_npy(&tmp, array)
+        .with_context(|| format!("cannot write {}", path.display()))
+        .and_then(|()| std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display())));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads class indices `[N]` from an integer `.npy` (int64 or int32).
+pub fn load_targets(path: &Path) -> Result<Vec<usize>> {
+    let v: Vec<i64> = match ndarray_npy::read_npy::<_, ndarray::Array1<i64>>(path) {
+        Ok(a) => a.to_vec(),
+        Err(first) => match ndarray_npy::read_npy::<_, ndarray::Array1<i32>>(path) {
+            Ok(a) => a.iter().map(|&x| x as i64).collect(),
+            Err(_) => {
+                return Err(first)
+                    .with_context(|| format!("{}: cannot read as a 1-D int64 .npy of classes", path.display()));
+            }
+        },
+    };
+    v.iter()
+        .map(|&t| usize::try_from(t).map_err(|_| anyhow::anyhow!("{}: negative class {t}", path.display())))
+        .collect()
+}

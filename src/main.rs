@@ -23,6 +23,8 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Run a model forward: logits for an .npy input or a dataset split.
     Predict(commands::predict::PredictArgs),
+    /// Explain a model's decision: relevance of every input feature under an LRP rule or baseline.
+    Explain(commands::explain::ExplainArgs),
     /// Convert a model (e.g. .onnx) to the native format.
     Convert(commands::convert::ConvertArgs),
 }
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Info(a) => commands::info::run(a),
         Command::Predict(a) => commands::predict::run(a),
         Command::Convert(a) => commands::convert::run(a),
+        Command::Explain(a) => commands::explain::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

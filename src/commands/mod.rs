@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod convert;
+pub mod explain;
 pub mod info;
 pub mod predict;
 pub mod train;

@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use ndarray::{ArrayD, Axis};
 
 use lrp_core::train::argmax_rows;
 
-use crate::inputs::{SplitArg, load_model, load_npy_input, load_split_for};
+use crate::inputs::{SplitArg, load_model, load_npy_input, load_split_for, write_npy_atomic};
 
 #[derive(Args)]
 pub struct PredictArgs {
@@ -74,7 +74,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         println!("accuracy: {:.4} ({hits}/{n})", hits as f32 / n.max(1) as f32);
     }
     if let Some(out) = &a.out {
-        ndarray_npy::write_npy(out, &logits).with_context(|| format!("cannot write {}", out.display()))?;
+        write_npy_atomic(out, &logits)?;
         println!("wrote logits {:?} to {}", logits.shape(), out.display());
     }
     Ok(())

@@ -106,40 +106,56 @@ impl<'n> Explainer<'n> {
         self.net
     }
 
-    /// Explains `x` (`[N, …input shape]`) for the given target classes.
+    /// Explains `x` (`[N, …input shape]`) for the given target classes: LRP starts from
+    /// `onehot(target)·logit`, the gradient methods from `onehot(target)`.
     pub fn explain(&self, x: ArrayViewD<f32>, target: &Target) -> Result<Explanation> {
-        debug_assert_eq!(self.plan.layer_count(), self.net.layers().len());
         let trace = self.net.forward_trace(x.view())?;
-        let logits2 = trace.output.view().into_dimensionality::<Ix2>().map_err(|_| {
-            RulesError::Target(format!(
-                "the network output {:?} is not [N, classes]",
-                trace.output.shape()
-            ))
-        })?;
-        let targets = target.resolve(logits2)?;
-        match self.plan.kind() {
-            PlanKind::Lrp(steps) => Ok(lrp(steps, &trace, targets)),
-            PlanKind::Attribution(a) => self.attribution(*a, x, trace, targets),
-        }
+        let targets = target.resolve(logits_2d(&trace.output)?)?;
+        let seed = onehot(&trace.output, &targets, self.plan.is_lrp());
+        self.propagate(x, trace, seed, targets)
     }
 
-    fn attribution(
+    /// Propagates a given output relevance (for LRP) or output gradient (for the gradient methods)
+    /// `[N, K]` back to the input. Every method is linear in it. `targets` of the result are the predictions.
+    pub fn explain_from(&self, x: ArrayViewD<f32>, output: ArrayViewD<f32>) -> Result<Explanation> {
+        let trace = self.net.forward_trace(x.view())?;
+        if output.shape() != trace.output.shape() {
+            return Err(lrp_core::CoreError::shape("output relevance", trace.output.shape(), output.shape()).into());
+        }
+        let targets = Target::Predicted.resolve(logits_2d(&trace.output)?)?;
+        self.propagate(x, trace, output.to_owned(), targets)
+    }
+
+    fn propagate(
         &self,
-        a: Attribution,
         x: ArrayViewD<f32>,
         trace: Trace,
+        seed: ArrayD<f32>,
         targets: Vec<usize>,
     ) -> Result<Explanation> {
-        let onehot = onehot(&trace.output, &targets, false);
-        let relevance = match a {
-            Attribution::Gradient => self.net.input_gradient(&trace, onehot)?,
-            Attribution::GradientXInput => self.net.input_gradient(&trace, onehot)? * &x,
+        debug_assert_eq!(self.plan.layer_count(), self.net.layers().len());
+        let (relevance, layer_sums) = match self.plan.kind() {
+            PlanKind::Lrp(steps) => lrp(steps, &trace, seed),
+            PlanKind::Attribution(a) => (self.attribution(*a, x, &trace, seed)?, Vec::new()),
+        };
+        Ok(Explanation {
+            relevance,
+            logits: trace.output,
+            targets,
+            layer_sums,
+        })
+    }
+
+    fn attribution(&self, a: Attribution, x: ArrayViewD<f32>, trace: &Trace, seed: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        Ok(match a {
+            Attribution::Gradient => self.net.input_gradient(trace, seed)?,
+            Attribution::GradientXInput => self.net.input_gradient(trace, seed)? * &x,
             Attribution::IntegratedGradients { steps } => {
                 let mut acc = ArrayD::<f32>::zeros(x.raw_dim());
                 for k in 0..steps {
                     let alpha = (k as f32 + 0.5) / steps as f32;
                     let t = self.net.forward_trace((&x * alpha).view())?;
-                    acc += &self.net.input_gradient(&t, onehot.clone())?;
+                    acc += &self.net.input_gradient(&t, seed.clone())?;
                 }
                 acc * &x / steps as f32
             }
@@ -157,18 +173,19 @@ impl<'n> Explainer<'n> {
                         sample.mapv_inplace(|v| v + normal.sample(rng));
                     }
                     let t = self.net.forward_trace(noisy.view())?;
-                    acc += &self.net.input_gradient(&t, onehot.clone())?;
+                    acc += &self.net.input_gradient(&t, seed.clone())?;
                 }
                 acc / n as f32
             }
-        };
-        Ok(Explanation {
-            relevance,
-            logits: trace.output,
-            targets,
-            layer_sums: Vec::new(),
         })
     }
+}
+
+fn logits_2d(output: &ArrayD<f32>) -> Result<ArrayView2<'_, f32>> {
+    output
+        .view()
+        .into_dimensionality::<Ix2>()
+        .map_err(|_| RulesError::Target(format!("the network output {:?} is not [N, classes]", output.shape())))
 }
 
 /// FNV-1a over the sample's bits.
@@ -222,8 +239,9 @@ fn divide_masked(r: &ArrayD<f32>, z: &ArrayD<f32>, o: &ArrayD<f32>, positive: bo
     s
 }
 
-fn lrp(steps: &[Step], trace: &Trace, targets: Vec<usize>) -> Explanation {
-    let mut r = onehot(&trace.output, &targets, true);
+/// LRP from the output relevance `r` to the input; also the per-layer sums.
+fn lrp(steps: &[Step], trace: &Trace, r: ArrayD<f32>) -> (ArrayD<f32>, Vec<Vec<f32>>) {
+    let mut r = r;
     let mut sums = vec![Vec::new(); steps.len() + 1];
     sums[steps.len()] = per_sample_sums(&r);
     for (i, step) in steps.iter().enumerate().rev() {
@@ -252,12 +270,7 @@ fn lrp(steps: &[Step], trace: &Trace, targets: Vec<usize>) -> Explanation {
         };
         sums[i] = per_sample_sums(&r);
     }
-    Explanation {
-        relevance: r,
-        logits: trace.output.clone(),
-        targets,
-        layer_sums: sums,
-    }
+    (r, sums)
 }
 
 /// One rule on one dense/conv layer: input `x`, its output `z = Wx + b` (from the trace), output relevance `r`.

@@ -10,6 +10,7 @@ use crate::spec::{Attribution, Method, Selector, Spec};
 
 /// What the explainer does at one layer.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per layer, built once per plan
 pub(crate) enum Step {
     /// ReLU, flatten, reshape, dropout: relevance passes unchanged (reshaped to the input).
     Pass,
@@ -29,6 +30,7 @@ pub(crate) struct Prepared {
 }
 
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per layer, built once per plan
 pub(crate) enum Maps {
     /// ε: the layer itself (its output comes from the trace).
     Plain(LinearMap),

@@ -1,0 +1,219 @@
+//! Heatmaps and images as terminal cells: two pixels per cell with the upper half block `▀`
+//! (foreground = upper pixel, background = lower pixel), or a signed character ramp without color.
+//!
+//! The same cells serve `lrp explain --print` (as ANSI text) and the terminal viewer.
+
+use ndarray::{Array2, ArrayView2, ArrayViewD};
+
+use crate::colormap::{Rgb, gray, heat, xterm256};
+
+/// How colors reach the terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorMode {
+    /// 24-bit color.
+    TrueColor,
+    /// The xterm 256-color palette.
+    Palette256,
+    /// No color: characters only.
+    NoColor,
+}
+
+impl ColorMode {
+    /// From the environment: `NO_COLOR` (set and non-empty) → no color; `COLORTERM` `truecolor`/`24bit` →
+    /// 24-bit; otherwise the 256-color palette.
+    pub fn from_env() -> ColorMode {
+        ColorMode::from_vars(
+            std::env::var("NO_COLOR").ok().as_deref(),
+            std::env::var("COLORTERM").ok().as_deref(),
+        )
+    }
+
+    /// The same decision from given values of `NO_COLOR` and `COLORTERM`.
+    pub fn from_vars(no_color: Option<&str>, colorterm: Option<&str>) -> ColorMode {
+        if no_color.is_some_and(|v| !v.is_empty()) {
+            ColorMode::NoColor
+        } else if colorterm.is_some_and(|v| v.eq_ignore_ascii_case("truecolor") || v.eq_ignore_ascii_case("24bit")) {
+            ColorMode::TrueColor
+        } else {
+            ColorMode::Palette256
+        }
+    }
+}
+
+/// A cell color.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Color {
+    /// The terminal's default.
+    Default,
+    /// 24-bit.
+    Rgb(u8, u8, u8),
+    /// Palette index.
+    Indexed(u8),
+}
+
+/// One terminal cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cell {
+    /// The character.
+    pub symbol: char,
+    /// Foreground.
+    pub fg: Color,
+    /// Background.
+    pub bg: Color,
+}
+
+/// What a map holds, which decides its colors and characters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MapKind {
+    /// An input image with values in `[0, 1]` (grayscale).
+    Image,
+    /// Signed relevance, shown relative to `scale` (normally the largest |R|).
+    Heatmap {
+        /// The |value| drawn at full color.
+        scale: f32,
+    },
+}
+
+/// The upper half block.
+pub const HALF_BLOCK: char = '▀';
+/// No-color ramp for images, dark to bright.
+pub const IMAGE_RAMP: [char; 10] = [' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
+/// No-color ramp for positive relevance, weak to strong.
+pub const POSITIVE_RAMP: [char; 4] = ['+', '*', '#', '@'];
+/// No-color ramp for negative relevance, weak to strong.
+pub const NEGATIVE_RAMP: [char; 4] = ['-', '=', '~', '%'];
+
+fn color(c: Rgb, mode: ColorMode) -> Color {
+    match mode {
+        ColorMode::TrueColor => Color::Rgb(c.0, c.1, c.2),
+        ColorMode::Palette256 => Color::Indexed(xterm256(c)),
+        ColorMode::NoColor => Color::Default,
+    }
+}
+
+fn normalised(v: f32, kind: MapKind) -> f32 {
+    match kind {
+        MapKind::Image => v,
+        MapKind::Heatmap { scale } if scale > 0.0 && scale.is_finite() => v / scale,
+        MapKind::Heatmap { .. } => 0.0,
+    }
+}
+
+fn ramp_char(v: f32, kind: MapKind) -> char {
+    let v = if v.is_nan() { 0.0 } else { v };
+    match kind {
+        MapKind::Image => IMAGE_RAMP[((v.clamp(0.0, 1.0) * 9.0).round()) as usize],
+        MapKind::Heatmap { .. } => {
+            let level = (v.abs().min(1.0) * 4.0).round() as usize;
+            match level {
+                0 => ' ',
+                l if v > 0.0 => POSITIVE_RAMP[l - 1],
+                l => NEGATIVE_RAMP[l - 1],
+            }
+        }
+    }
+}
+
+/// Renders a 2-D map into rows of cells, two pixel rows per cell row (an odd last row pairs with the default
+/// background). Without color, each cell shows the stronger of its two pixels.
+pub fn render(map: ArrayView2<f32>, kind: MapKind, mode: ColorMode) -> Vec<Vec<Cell>> {
+    let (h, w) = map.dim();
+    let pixel = |v: f32| match kind {
+        MapKind::Image => gray(v),
+        MapKind::Heatmap { .. } => heat(v),
+    };
+    (0..h.div_ceil(2))
+        .map(|row| {
+            (0..w)
+                .map(|x| {
+                    let top = normalised(map[[2 * row, x]], kind);
+                    let bottom = (2 * row + 1 < h).then(|| normalised(map[[2 * row + 1, x]], kind));
+                    match mode {
+                        ColorMode::NoColor => {
+                            let v = match bottom {
+                                Some(b) if b.abs() > top.abs() => b,
+                                _ => top,
+                            };
+                            Cell {
+                                symbol: ramp_char(v, kind),
+                                fg: Color::Default,
+                                bg: Color::Default,
+                            }
+                        }
+                        _ => Cell {
+                            symbol: HALF_BLOCK,
+                            fg: color(pixel(top), mode),
+                            bg: bottom.map_or(Color::Default, |b| color(pixel(b), mode)),
+                        },
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn sgr(c: Color, background: bool) -> String {
+    let base = if background { 48 } else { 38 };
+    match c {
+        Color::Default => format!("\x1b[{}m", if background { 49 } else { 39 }),
+        Color::Rgb(r, g, b) => format!("\x1b[{base};2;{r};{g};{b}m"),
+        Color::Indexed(i) => format!("\x1b[{base};5;{i}m"),
+    }
+}
+
+/// One row of cells as text with ANSI color escapes (none in no-color mode), ending in a reset.
+pub fn to_ansi(row: &[Cell]) -> String {
+    let mut out = String::new();
+    let mut last: Option<(Color, Color)> = None;
+    let colored = row.iter().any(|c| c.fg != Color::Default || c.bg != Color::Default);
+    for cell in row {
+        if colored && last != Some((cell.fg, cell.bg)) {
+            out.push_str(&sgr(cell.fg, false));
+            out.push_str(&sgr(cell.bg, true));
+            last = Some((cell.fg, cell.bg));
+        }
+        out.push(cell.symbol);
+    }
+    if colored {
+        out.push_str("\x1b[0m");
+    }
+    out
+}
+
+/// A sample (`[C, H, W]`, `[H, W]`, or flat) as a 2-D map: channels are summed; a flat vector becomes a square
+/// when its length is a square number, else one row.
+pub fn to_map(sample: ArrayViewD<f32>) -> Array2<f32> {
+    match sample.shape() {
+        [_, h, w] => {
+            let (h, w) = (*h, *w);
+            let mut out = Array2::zeros((h, w));
+            for c in sample.outer_iter() {
+                out += &c.into_dimensionality::<ndarray::Ix2>().expect("[H, W]");
+            }
+            out
+        }
+        [_, _] => sample.into_dimensionality::<ndarray::Ix2>().expect("2-D").to_owned(),
+        _ => {
+            let flat: Vec<f32> = sample.iter().copied().collect();
+            let side = (flat.len() as f64).sqrt() as usize;
+            if side * side == flat.len() && side > 0 {
+                Array2::from_shape_vec((side, side), flat).expect("square")
+            } else {
+                let n = flat.len();
+                Array2::from_shape_vec((1, n), flat).expect("one row")
+            }
+        }
+    }
+}
+
+/// The largest |value| (0 for an empty or all-zero map; NaN is ignored).
+pub fn max_abs(map: ArrayView2<f32>) -> f32 {
+    map.iter().filter(|v| !v.is_nan()).fold(0.0, |m, v| m.max(v.abs()))
+}
+
+/// A one-line legend of the no-color ramps.
+pub fn no_color_legend() -> String {
+    let pos: String = POSITIVE_RAMP.iter().collect();
+    let neg: String = NEGATIVE_RAMP.iter().collect();
+    format!("legend: positive {pos} (weak → strong), negative {neg} (weak → strong), blank ≈ 0")
+}

@@ -1,0 +1,252 @@
+//! End-to-end tests of `lrp explain`.
+
+mod common;
+
+use common::*;
+use ndarray::{Array1, ArrayD};
+
+fn oracle(name: &str) -> String {
+    format!("tests/fixtures/oracle/{name}")
+}
+
+fn worst_relative_error(got: &ArrayD<f32>, reference: &ArrayD<f32>) -> f32 {
+    got.outer_iter()
+        .zip(reference.outer_iter())
+        .map(|(g, r)| {
+            let scale = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            g.iter().zip(r.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale.max(f32::MIN_POSITIVE)
+        })
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn explain_with_targets_matches_the_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, targets, spec, reference) in [
+        (
+            "mnist-cnn.onnx",
+            "mnist-cnn-targets.npy",
+            "epsilon-gamma-box",
+            "mnist-cnn-epsilon-gamma-box.npy",
+        ),
+        (
+            "mnist-cnn.onnx",
+            "mnist-cnn-targets.npy",
+            "#0=flat; #1=zplus; #2=epsilon(1e-6); #3=epsilon(1e-6)",
+            "mnist-cnn-epsilon-plus-flat.npy",
+        ),
+        (
+            "mnist-mlp.onnx",
+            "mnist-mlp-targets.npy",
+            "deep-taylor",
+            "mnist-mlp-deep-taylor.npy",
+        ),
+        (
+            "mnist-mlp.onnx",
+            "mnist-mlp-targets.npy",
+            "gradient",
+            "mnist-mlp-gradient.npy",
+        ),
+    ] {
+        let out = dir.path().join("r.npy");
+        lrp_ok(&[
+            "explain",
+            "--model",
+            &oracle(model),
+            "--input",
+            &oracle("inputs.npy"),
+            "--rule",
+            spec,
+            "--targets",
+            &oracle(targets),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let got: ArrayD<f32> = ndarray_npy::read_npy(&out).unwrap();
+        let want: ArrayD<f32> = ndarray_npy::read_npy(root().join(oracle(reference))).unwrap();
+        assert_eq!(got.shape(), want.shape());
+        let err = worst_relative_error(&got, &want);
+        assert!(err <= 1e-4, "{model} {spec}: {err}");
+    }
+}
+
+#[test]
+fn explain_prints_png_and_npy_for_dataset_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("h.png");
+    let npy = dir.path().join("h.npy");
+    let out = lrp_ok(&[
+        "explain",
+        "--model",
+        "data/models/mnist-cnn.lrpm",
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--count",
+        "2",
+        "--rule",
+        "epsilon-gamma-box",
+        "--target",
+        "label",
+        "--png",
+        png.to_str().unwrap(),
+        "--out",
+        npy.to_str().unwrap(),
+        "--print",
+    ]);
+    assert!(
+        out.contains("index 0: predicted 7, label 7, explained class 7"),
+        "{out}"
+    );
+    assert!(out.contains("index 1:"), "{out}");
+    assert!(out.contains("output (logit)") && out.contains("#0  conv2d"), "{out}");
+    assert!(out.contains('▀'), "colour output uses half blocks");
+    let r: ArrayD<f32> = ndarray_npy::read_npy(&npy).unwrap();
+    assert_eq!(r.shape(), &[2, 1, 28, 28]);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    assert!(
+        info.width >= 2 * 280 && info.height >= 2 * 280,
+        "{}×{}",
+        info.width,
+        info.height
+    );
+
+    // Printing is the default; NO_COLOR gives characters only.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lrp"))
+        .args([
+            "explain",
+            "--model",
+            "data/models/mnist-mlp.lrpm",
+            "--data",
+            "data/mnist",
+            "--index",
+            "3",
+            "--rule",
+            "epsilon",
+        ])
+        .env("NO_COLOR", "1")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(o.status.success());
+    assert!(
+        !text.contains('\x1b') && !text.contains('▀'),
+        "no escapes without colour"
+    );
+    assert!(text.contains("legend:") && text.contains('@'), "{text}");
+}
+
+#[test]
+fn explain_class_and_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.npy");
+    let out = lrp_ok(&[
+        "explain",
+        "--model",
+        "data/models/mnist-mlp.lrpm",
+        "--data",
+        "data/mnist",
+        "--index",
+        "5",
+        "--rule",
+        "integrated-gradients(8)",
+        "--target",
+        "3",
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    assert!(out.contains("wrote relevance [1, 1, 28, 28]"), "{out}");
+    let out = lrp_ok(&[
+        "explain",
+        "--model",
+        "data/models/mnist-mlp.lrpm",
+        "--data",
+        "data/mnist",
+        "--index",
+        "5",
+        "--rule",
+        "smoothgrad(4,0.1)",
+        "--target",
+        "3",
+    ]);
+    assert!(
+        out.contains("explained class 3") && out.contains("attribution summed over the input"),
+        "{out}"
+    );
+}
+
+#[test]
+fn explain_refuses_bad_requests_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        "explain",
+        "--model",
+        "data/models/mnist-cnn.lrpm",
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+    ];
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [base, extra].concat()
+    }
+    let e = lrp_err(&with(&base, &["--rule", "epsilon-gama-box"]));
+    assert!(e.contains("unknown rule or preset 'epsilon-gama-box'"), "{e}");
+    let e = lrp_err(&with(&base, &["--rule", "all=alphabeta(2,2)"]));
+    assert!(e.contains("alpha − beta = 1"), "{e}");
+    let e = lrp_err(&with(&base, &["--rule", "conv=zplus"]));
+    assert!(e.contains("layer #7 (dense, weighted layer #2) gets no rule"), "{e}");
+    let e = lrp_err(&with(&base, &["--rule", "epsilon", "--target", "12"]));
+    assert!(e.contains("class 12") && e.contains("10 classes"), "{e}");
+    let e = lrp_err(&with(&base, &["--rule", "epsilon", "--target", "seven"]));
+    assert!(e.contains("'seven' is not pred, label or a class number"), "{e}");
+    let e = lrp_err(&[
+        "explain",
+        "--model",
+        "data/models/mnist-cnn.lrpm",
+        "--data",
+        "data/mnist",
+        "--index",
+        "10000",
+        "--rule",
+        "epsilon",
+    ]);
+    assert!(e.contains("--index 10000 is out of range"), "{e}");
+    let e = lrp_err(&[
+        "explain",
+        "--model",
+        "data/models/mnist-cnn.lrpm",
+        "--input",
+        &oracle("inputs.npy"),
+        "--rule",
+        "epsilon",
+        "--target",
+        "label",
+    ]);
+    assert!(e.contains("--target label needs --data"), "{e}");
+    let t = dir.path().join("t.npy");
+    ndarray_npy::write_npy(&t, &Array1::<i64>::from(vec![1, 2, 3])).unwrap();
+    let e = lrp_err(&[
+        "explain",
+        "--model",
+        "data/models/mnist-cnn.lrpm",
+        "--input",
+        &oracle("inputs.npy"),
+        "--rule",
+        "epsilon",
+        "--targets",
+        t.to_str().unwrap(),
+    ]);
+    assert!(e.contains("3 targets for 32 samples"), "{e}");
+    // A failed run leaves an existing output untouched.
+    let keep = dir.path().join("keep.npy");
+    std::fs::write(&keep, b"precious").unwrap();
+    lrp_err(&with(&base, &["--rule", "nope", "--out", keep.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&keep).unwrap(), b"precious");
+}
