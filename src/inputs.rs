@@ -67,17 +67,51 @@ impl From<SplitArg> for Split {
     }
 }
 
-/// Loads a dataset split and checks it fits `net`.
-pub fn load_split_for(dir: &Path, split: Split, net: &Network) -> Result<Dataset> {
-    let data = Dataset::load(dir, split)?;
-    if data.sample_shape() != net.input_shape() {
-        bail!(
-            "{}: images are {:?} per sample, the model takes {:?}",
-            dir.display(),
-            data.sample_shape(),
-            net.input_shape()
-        );
+/// Labelled inputs shaped for a particular network.
+pub struct Samples {
+    /// `[N, …input shape]`.
+    pub images: ArrayD<f32>,
+    /// `N` labels.
+    pub labels: Vec<u8>,
+}
+
+impl Samples {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
     }
+
+    /// `max label + 1`.
+    pub fn num_classes(&self) -> usize {
+        self.labels.iter().copied().max().map_or(0, |m| m as usize + 1)
+    }
+}
+
+/// Images `[N, …]` reshaped to a network's per-sample input shape when they differ only by unit axes
+/// (a `[1, 28, 28]` image for an LSTM that reads `[28, 28]`).
+pub fn fit_images(images: ndarray::ArrayViewD<f32>, input_shape: &[usize]) -> Result<ArrayD<f32>> {
+    let sample = &images.shape()[1..];
+    if sample == input_shape {
+        return Ok(images.to_owned());
+    }
+    let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if squeeze(sample) != squeeze(input_shape) {
+        bail!("images are {sample:?} per sample, the model takes {input_shape:?}");
+    }
+    let mut shape = vec![images.shape()[0]];
+    shape.extend_from_slice(input_shape);
+    Ok(images.as_standard_layout().into_owned().into_shape_with_order(shape)?)
+}
+
+/// Loads a dataset split, fits its images to `net`'s input shape and checks the labels.
+pub fn load_split_for(dir: &Path, split: Split, net: &Network) -> Result<Samples> {
+    let data = Dataset::load(dir, split)?;
+    let images = fit_images(data.images.view().into_dyn(), net.input_shape())
+        .with_context(|| format!("{}: images do not fit the model", dir.display()))?;
+    let data = Samples {
+        images,
+        labels: data.labels,
+    };
     if data.num_classes() > net.num_classes() {
         bail!(
             "{}: labels go up to {}, the model has {} outputs",

@@ -27,6 +27,12 @@ fn oracle_models() -> Vec<(String, String, String)> {
         "inputs.npy".into(),
         "mnist-cnn-logits.npy".into(),
     ));
+    let lstm: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(oracle("manifest-lstm.json"))).unwrap()).unwrap();
+    for m in lstm["models"].as_array().unwrap() {
+        let s = |k: &str| m[k].as_str().unwrap().to_string();
+        out.push((s("model"), s("inputs"), s("logits")));
+    }
     out
 }
 
@@ -34,7 +40,7 @@ fn oracle_models() -> Vec<(String, String, String)> {
 fn predict_on_onnx_models_gives_the_reference_logits() {
     let dir = tempfile::tempdir().unwrap();
     let models = oracle_models();
-    assert!(models.len() >= 3);
+    assert!(models.len() >= 4, "dense, conv, batch-norm split and LSTM models");
     for (model, inputs, logits) in models {
         let out = dir.path().join(format!("{model}.npy"));
         lrp_ok(&[

@@ -75,7 +75,7 @@ pub fn run(a: ExplainArgs) -> Result<()> {
                 );
             }
             let end = (start + a.count.max(1)).min(d.len());
-            let x = d.images.slice_axis(Axis(0), (start..end).into()).to_owned().into_dyn();
+            let x = d.images.slice_axis(Axis(0), (start..end).into()).to_owned();
             (x, Some(d.labels[start..end].to_vec()))
         }
         (None, None) => bail!("give --input X.npy or --data DIR --index I"),

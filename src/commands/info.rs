@@ -42,7 +42,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
     if let Some(dir) = &a.data {
         let split: Split = a.split.into();
         let data = load_split_for(dir, split, net)?;
-        let acc = train::accuracy(net, data.images.view().into_dyn(), &data.labels)?;
+        let acc = train::accuracy(net, data.images.view(), &data.labels)?;
         let name = match split {
             Split::Test => "test",
             Split::Train => "train",

@@ -39,7 +39,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         (Some(path), _) => (load_npy_input(path, net)?, None),
         (None, Some(dir)) => {
             let d = load_split_for(dir, a.split.into(), net)?;
-            (d.images.into_dyn(), Some(d.labels))
+            (d.images, Some(d.labels))
         }
         (None, None) => bail!("give --input X.npy or --data DIR"),
     };

@@ -17,6 +17,8 @@ pub enum ArchArg {
     Mlp,
     /// Two conv(5×5) + ReLU + max-pool blocks, then 128 → classes.
     Cnn,
+    /// Row-sequential LSTM (each image row a time step), 128 hidden units, then a dense layer.
+    Lstm,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -76,6 +78,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let arch = match a.arch {
         ArchArg::Mlp => Arch::Mlp,
         ArchArg::Cnn => Arch::Cnn,
+        ArchArg::Lstm => Arch::Lstm,
     };
     let mut net = arch.build(&data.sample_shape(), classes, a.seed)?;
     let optimizer = match a.optimizer {
@@ -107,7 +110,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             .expect("valid template"),
     );
     let started = Instant::now();
-    let stats = train::train(&mut net, data.images.view().into_dyn(), &data.labels, &cfg, |p| {
+    let images = crate::inputs::fit_images(data.images.view().into_dyn(), net.input_shape())?;
+    let stats = train::train(&mut net, images.view(), &data.labels, &cfg, |p| {
         bar.inc(1);
         if p.batch % 20 == 0 || p.batch == p.batches {
             bar.set_message(format!(
@@ -137,7 +141,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         );
     }
     if let Some(test) = &test {
-        let acc = train::accuracy(&net, test.images.view().into_dyn(), &test.labels)?;
+        let test_images = crate::inputs::fit_images(test.images.view().into_dyn(), net.input_shape())?;
+        let acc = train::accuracy(&net, test_images.view(), &test.labels)?;
         eprintln!("test accuracy: {acc:.4}");
     }
     let data_name = a

@@ -1,12 +1,13 @@
 //! The architectures `lrp train` builds, adapted to the image size and class count.
 
 use ndarray::{Array1, Array2, Array4};
+use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{CoreError, Result};
-use crate::layers::{Conv2d, Dense, Layer, Pool2d};
+use crate::layers::{Conv2d, Dense, Layer, Lstm, LstmDirection, Pool2d};
 use crate::network::Network;
 
 /// A trainable architecture.
@@ -17,7 +18,13 @@ pub enum Arch {
     /// Two 5×5 conv (16, 32 channels) + ReLU + 2×2 max-pool blocks, then 128 → ReLU → dropout → classes.
     /// Images smaller than 16 pixels on a side get "same" padding so the blocks still fit.
     Cnn,
+    /// Row-sequential LSTM: each image row is a time step (input `[H, W]`), 128 hidden units, then a dense
+    /// layer on the final hidden state. Single-channel images only.
+    Lstm,
 }
+
+/// Hidden units of [`Arch::Lstm`].
+pub const LSTM_HIDDEN: usize = 128;
 
 fn he_normal(rng: &mut ChaCha8Rng, fan_in: usize, n: usize) -> Vec<f32> {
     let std = (2.0 / fan_in as f32).sqrt();
@@ -36,7 +43,36 @@ fn conv(rng: &mut ChaCha8Rng, cin: usize, cout: usize, k: usize, pad: usize) -> 
     Layer::Conv2d(Conv2d::new(w, Some(Array1::zeros(cout)), [1, 1], [pad; 4]))
 }
 
+fn lstm(rng: &mut ChaCha8Rng, features: usize, hidden: usize) -> Layer {
+    // PyTorch's initialisation: uniform in ±1/√H for every weight and bias.
+    let k = 1.0 / (hidden as f32).sqrt();
+    let mut u = |r: usize, c: usize| Array2::from_shape_fn((r, c), |_| rng.random_range(-k..k));
+    let w = u(4 * hidden, features);
+    let r = u(4 * hidden, hidden);
+    let b = u(4 * hidden, 1).column(0).to_owned();
+    Layer::Lstm(Lstm {
+        directions: vec![LstmDirection {
+            w,
+            r,
+            b,
+            reverse: false,
+        }],
+        return_sequence: false,
+    })
+}
+
 impl Arch {
+    /// The per-sample input shape the network takes for images `[C, H, W]` (the LSTM reads `[H, W]`).
+    pub fn input_shape(self, image_shape: &[usize]) -> Result<Vec<usize>> {
+        match (self, image_shape) {
+            (Arch::Lstm, &[1, h, w]) => Ok(vec![h, w]),
+            (Arch::Lstm, other) => Err(CoreError::InvalidNetwork(format!(
+                "the LSTM reads single-channel images row by row; got images {other:?}"
+            ))),
+            (_, other) => Ok(other.to_vec()),
+        }
+    }
+
     /// Builds a freshly initialised network (He-normal weights, zero biases) for images `[C, H, W]`.
     pub fn build(self, input_shape: &[usize], classes: usize, seed: u64) -> Result<Network> {
         let &[c, h, w] = input_shape else {
@@ -50,7 +86,13 @@ impl Arch {
             )));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let net_input = self.input_shape(input_shape)?;
         let layers = match self {
+            Arch::Lstm => vec![
+                lstm(&mut rng, w, LSTM_HIDDEN),
+                Layer::Flatten,
+                dense(&mut rng, LSTM_HIDDEN, classes),
+            ],
             Arch::Mlp => vec![
                 Layer::Flatten,
                 dense(&mut rng, c * h * w, 256),
@@ -83,6 +125,6 @@ impl Arch {
                 ]
             }
         };
-        Network::new(input_shape.to_vec(), layers)
+        Network::new(net_input, layers)
     }
 }

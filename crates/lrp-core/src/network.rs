@@ -238,6 +238,21 @@ impl Network {
                         }
                     ),
                     Layer::Dropout(p) => format!("p = {p}"),
+                    Layer::Lstm(l) => format!(
+                        "{} → {} hidden, {}{}",
+                        l.features(),
+                        l.hidden(),
+                        if l.directions.len() == 2 {
+                            "bidirectional"
+                        } else {
+                            "one direction"
+                        },
+                        if l.return_sequence {
+                            ", returns the sequence"
+                        } else {
+                            ""
+                        }
+                    ),
                     _ => String::new(),
                 };
                 format!(

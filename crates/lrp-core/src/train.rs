@@ -3,7 +3,7 @@
 //! Everything is single-threaded and driven by one seeded ChaCha8 generator, so training is
 //! deterministic: the same seed, data and settings give the same weights, bit for bit.
 
-use ndarray::{Array1, ArrayD, ArrayView4, ArrayViewD, Axis, Zip};
+use ndarray::{ArrayD, ArrayView4, ArrayViewD, Axis, Zip};
 use rand::Rng;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -145,12 +145,10 @@ pub fn softmax_cross_entropy(logits: ArrayViewD<f32>, labels: &[u8]) -> (f32, Ar
     ((loss / n as f64) as f32, grad.into_dyn(), hits)
 }
 
-/// Optimiser state of one layer's weights and bias.
+/// Optimiser state of one parameter tensor: first and second moments (momentum uses the first).
 struct Slot {
-    m_w: ArrayD<f32>,
-    v_w: ArrayD<f32>,
-    m_b: Option<Array1<f32>>,
-    v_b: Option<Array1<f32>>,
+    m: ArrayD<f32>,
+    v: ArrayD<f32>,
 }
 
 fn update<D: ndarray::Dimension>(
@@ -204,24 +202,17 @@ pub fn train(
         return Err(CoreError::TrainConfig("no training samples".into()));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut slots: Vec<Option<Slot>> = net
-        .layers()
-        .iter()
-        .map(|l| match l {
-            Layer::Dense(_) | Layer::Conv2d(_) => {
-                let (w, b) = match l {
-                    Layer::Dense(d) => (d.weight.shape().to_vec(), d.bias.as_ref().map(|b| b.len())),
-                    Layer::Conv2d(c) => (c.weight.shape().to_vec(), c.bias.as_ref().map(|b| b.len())),
-                    _ => unreachable!(),
-                };
-                Some(Slot {
-                    m_w: ArrayD::zeros(w.clone()),
-                    v_w: ArrayD::zeros(w),
-                    m_b: b.map(Array1::zeros),
-                    v_b: b.map(Array1::zeros),
+    let mut slots: Vec<Vec<Slot>> = net
+        .layers_mut()
+        .iter_mut()
+        .map(|l| {
+            l.params_mut()
+                .iter()
+                .map(|p| Slot {
+                    m: ArrayD::zeros(p.raw_dim()),
+                    v: ArrayD::zeros(p.raw_dim()),
                 })
-            }
-            _ => None,
+                .collect()
         })
         .collect();
     let n = labels.len();
@@ -246,21 +237,10 @@ pub fn train(
             }
             let grads = backward_train(net, &trace, &masks, grad);
             step = step.saturating_add(1);
-            for ((layer, slot), g) in net.layers_mut().iter_mut().zip(slots.iter_mut()).zip(grads) {
-                let (Some(slot), Some(g), Some((mut w, b))) = (slot.as_mut(), g, layer.params_mut()) else {
-                    continue;
-                };
-                update(
-                    &cfg.optimizer,
-                    lr,
-                    step,
-                    &mut w,
-                    &g.weight,
-                    &mut slot.m_w,
-                    &mut slot.v_w,
-                );
-                if let (Some(mut b), Some(gb), Some(mb), Some(vb)) = (b, g.bias, slot.m_b.as_mut(), slot.v_b.as_mut()) {
-                    update(&cfg.optimizer, lr, step, &mut b, &gb, mb, vb);
+            for ((layer, slots), grads) in net.layers_mut().iter_mut().zip(slots.iter_mut()).zip(grads) {
+                let Some(grads) = grads else { continue };
+                for ((mut p, slot), g) in layer.params_mut().into_iter().zip(slots.iter_mut()).zip(&grads) {
+                    update(&cfg.optimizer, lr, step, &mut p, g, &mut slot.m, &mut slot.v);
                 }
             }
             loss_sum += loss as f64 * idx.len() as f64;
@@ -316,14 +296,17 @@ fn backward_train(
     for i in (0..net.layers().len()).rev() {
         let layer = &net.layers()[i];
         let x = trace.inputs[i].view();
-        grads[i] = layer.param_grads(x.view(), g.view());
-        if i == 0 {
-            break; // the input gradient is not needed
+        if let Some(mask) = &masks[i] {
+            g *= mask;
+            continue;
         }
-        g = match &masks[i] {
-            Some(mask) => g * mask,
-            None => layer.backward(x, g.view()),
-        };
+        if i == 0 {
+            grads[i] = layer.param_grads(x.view(), g.view()); // the input gradient is not needed
+            break;
+        }
+        let (gx, pg) = layer.backward_with_params(x, g.view());
+        grads[i] = pg;
+        g = gx;
     }
     grads
 }

@@ -186,33 +186,25 @@ fn check_gradients(mut layer: Layer, in_shape: &[usize], seed: u64) {
     }
     if let Some(pg) = layer.param_grads(x.view(), c.view()) {
         let base = layer.clone();
-        let (w, _) = layer.params_mut().unwrap();
-        let wlen = w.len();
-        for i in 0..wlen {
-            let perturb = |delta: f32| {
-                let mut l = base.clone();
-                let (mut w, _) = l.params_mut().unwrap();
-                w.as_slice_mut().unwrap()[i] += delta;
-                loss(&l, &x)
-            };
-            let fd = (perturb(h) - perturb(-h)) / (2.0 * h as f64);
-            let an = pg.weight.as_slice().unwrap()[i] as f64;
-            assert!(
-                (fd - an).abs() <= 2e-3 * (1.0 + fd.abs()),
-                "{:?} weight {i}: analytic {an}, numeric {fd}",
-                base.kind()
-            );
-        }
-        if let Some(gb) = &pg.bias {
-            for i in 0..gb.len() {
+        let sizes: Vec<usize> = layer.params_mut().iter().map(|p| p.len()).collect();
+        assert_eq!(pg.len(), sizes.len());
+        for (t, &size) in sizes.iter().enumerate() {
+            assert_eq!(pg[t].len(), size);
+            for i in 0..size {
                 let perturb = |delta: f32| {
                     let mut l = base.clone();
-                    let (_, b) = l.params_mut().unwrap();
-                    b.unwrap()[i] += delta;
+                    let mut params = l.params_mut();
+                    params[t].as_slice_mut().unwrap()[i] += delta;
+                    drop(params);
                     loss(&l, &x)
                 };
                 let fd = (perturb(h) - perturb(-h)) / (2.0 * h as f64);
-                assert!((fd - gb[i] as f64).abs() <= 2e-3 * (1.0 + fd.abs()), "bias {i}");
+                let an = pg[t].as_slice().unwrap()[i] as f64;
+                assert!(
+                    (fd - an).abs() <= 2e-3 * (1.0 + fd.abs()),
+                    "{:?} parameter {t}[{i}]: analytic {an}, numeric {fd}",
+                    base.kind()
+                );
             }
         }
     }

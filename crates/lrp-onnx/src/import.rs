@@ -147,6 +147,7 @@ pub fn import_bytes(bytes: &[u8]) -> Result<Imported> {
     let mut notes = Vec::new();
     let mut used = vec![false; nodes.len()];
     let mut current: &str = input.name.as_str();
+    let mut batch_axis = 0usize;
     while current != output.name {
         let consumers = readers.get(current).map(Vec::as_slice).unwrap_or(&[]);
         let k = match consumers {
@@ -205,38 +206,60 @@ pub fn import_bytes(bytes: &[u8]) -> Result<Imported> {
                 op_type: node.op_type.clone(),
                 reason: "has no output".into(),
             })?;
-        for extra in node.output.iter().skip(1).filter(|o| !o.is_empty()) {
-            if readers.contains_key(extra.as_str()) || *extra == output.name {
-                return Err(OnnxError::Node {
-                    node: label,
-                    op_type: node.op_type.clone(),
-                    reason: format!("its second output '{extra}' is used; only the first output is supported"),
-                });
-            }
-        }
-        let is_last = *out_name == output.name;
+        let outputs_used: Vec<bool> = node
+            .output
+            .iter()
+            .map(|o| !o.is_empty() && (readers.contains_key(o.as_str()) || *o == output.name))
+            .collect();
         let ctx = crate::ops::Ctx {
             node,
             label: &label,
             current,
             consts: &consts,
             shape: &shape,
-            is_last,
+            is_last: *out_name == output.name,
+            batch_axis,
+            outputs_used: outputs_used.clone(),
+            opset,
         };
-        match translate(&ctx, layers.last_mut())? {
-            Step::Push(layer) => {
-                let out = layer.output_shape(layers.len(), &shape).map_err(|e| OnnxError::Node {
-                    node: label.clone(),
-                    op_type: node.op_type.clone(),
-                    reason: e.to_string(),
-                })?;
-                layers.push(layer);
-                shape = out;
+        let (layer, next) = match translate(&ctx, layers.last_mut())? {
+            Step::Push(layer) => (Some(layer), 0),
+            Step::Skip => (None, 0),
+            Step::Note(note) => {
+                notes.push(note);
+                (None, 0)
             }
-            Step::Skip => {}
-            Step::Note(note) => notes.push(note),
+            Step::Relayout {
+                layer,
+                output: k,
+                batch_axis: b,
+            } => {
+                batch_axis = b;
+                (layer, k)
+            }
+        };
+        if let Some(layer) = layer {
+            let out = layer.output_shape(layers.len(), &shape).map_err(|e| OnnxError::Node {
+                node: label.clone(),
+                op_type: node.op_type.clone(),
+                reason: e.to_string(),
+            })?;
+            layers.push(layer);
+            shape = out;
         }
-        current = out_name.as_str();
+        for (k, used_k) in outputs_used.iter().enumerate() {
+            if *used_k && k != next {
+                return Err(OnnxError::Node {
+                    node: label,
+                    op_type: node.op_type.clone(),
+                    reason: format!(
+                        "its output '{}' is used, but only output '{}' can continue the chain",
+                        node.output[k], node.output[next]
+                    ),
+                });
+            }
+        }
+        current = node.output[next].as_str();
     }
     if let Some(k) = used.iter().position(|u| !u) {
         let (index, node) = nodes[k];
@@ -245,6 +268,12 @@ pub fn import_bytes(bytes: &[u8]) -> Result<Imported> {
             node_label(node, index),
             node.op_type,
             input.name,
+            output.name
+        )));
+    }
+    if batch_axis != 0 {
+        return Err(OnnxError::Graph(format!(
+            "the graph output '{}' does not have the batch axis first",
             output.name
         )));
     }

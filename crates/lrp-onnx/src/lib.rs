@@ -7,6 +7,7 @@
 
 mod error;
 mod import;
+mod lstm;
 mod ops;
 pub mod proto;
 mod tensor;

@@ -17,6 +17,13 @@ pub(crate) enum Step {
     Skip,
     /// Dropped, with a note for the user (a final Softmax).
     Note(String),
+    /// A layer (or none), continuing from output `output` of the node, with the batch axis of that ONNX value at
+    /// `batch_axis` (Transpose, Squeeze and LSTM move it; our tensors stay batch-first).
+    Relayout {
+        layer: Option<Layer>,
+        output: usize,
+        batch_axis: usize,
+    },
 }
 
 /// A node with what the importer knows at that point of the chain.
@@ -30,10 +37,16 @@ pub(crate) struct Ctx<'a> {
     pub shape: &'a [usize],
     /// Whether this node writes the graph output.
     pub is_last: bool,
+    /// Where the batch axis of `current` is in ONNX's layout.
+    pub batch_axis: usize,
+    /// Whether each output of the node is read (by a node or as the graph output).
+    pub outputs_used: Vec<bool>,
+    /// The opset of the default domain.
+    pub opset: i64,
 }
 
 impl Ctx<'_> {
-    fn err(&self, reason: impl Into<String>) -> OnnxError {
+    pub(crate) fn err(&self, reason: impl Into<String>) -> OnnxError {
         OnnxError::Node {
             node: self.label.to_string(),
             op_type: self.node.op_type.clone(),
@@ -41,28 +54,28 @@ impl Ctx<'_> {
         }
     }
 
-    fn attr(&self, name: &str) -> Option<&AttributeProto> {
+    pub(crate) fn attr(&self, name: &str) -> Option<&AttributeProto> {
         self.node.attribute.iter().find(|a| a.name == name)
     }
 
-    fn int(&self, name: &str, default: i64) -> i64 {
+    pub(crate) fn int(&self, name: &str, default: i64) -> i64 {
         self.attr(name).map_or(default, |a| a.i)
     }
 
-    fn float(&self, name: &str, default: f32) -> f32 {
+    pub(crate) fn float(&self, name: &str, default: f32) -> f32 {
         self.attr(name).map_or(default, |a| a.f)
     }
 
-    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+    pub(crate) fn ints(&self, name: &str) -> Option<Vec<i64>> {
         self.attr(name).map(|a| a.ints.clone())
     }
 
-    fn string(&self, name: &str) -> Option<String> {
+    pub(crate) fn string(&self, name: &str) -> Option<String> {
         self.attr(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
 
     /// The constant at input position `i`, if the node has that input.
-    fn const_input(&self, i: usize) -> Option<&TensorProto> {
+    pub(crate) fn const_input(&self, i: usize) -> Option<&TensorProto> {
         self.node
             .input
             .get(i)
@@ -70,7 +83,7 @@ impl Ctx<'_> {
             .and_then(|n| self.consts.get(n.as_str()).copied())
     }
 
-    fn required(&self, i: usize, what: &str) -> Result<&TensorProto> {
+    pub(crate) fn required(&self, i: usize, what: &str) -> Result<&TensorProto> {
         self.const_input(i)
             .ok_or_else(|| self.err(format!("needs {what} as input {i}, and it is missing")))
     }
@@ -80,7 +93,7 @@ impl Ctx<'_> {
         self.node.input.iter().position(|n| n == self.current).unwrap_or(0)
     }
 
-    fn weight<D: ndarray::Dimension>(&self, t: &TensorProto, what: &str) -> Result<ndarray::Array<f32, D>> {
+    pub(crate) fn weight<D: ndarray::Dimension>(&self, t: &TensorProto, what: &str) -> Result<ndarray::Array<f32, D>> {
         let a = to_f32(t)?;
         let shape = a.shape().to_vec();
         a.into_dimensionality::<D>().map_err(|_| {
@@ -199,6 +212,19 @@ pub(crate) fn translate(ctx: &Ctx, last: Option<&mut Layer>) -> Result<Step> {
     }
     if ctx.current_pos() != 0 && node.op_type != "Add" {
         return Err(ctx.err(format!("reads the chain value '{}' as a weight input", ctx.current)));
+    }
+    match node.op_type.as_str() {
+        "Transpose" => return transpose(ctx),
+        "Squeeze" => return squeeze(ctx),
+        "LSTM" => return crate::lstm::lstm(ctx),
+        "Identity" | "Dropout" => return Ok(Step::Skip),
+        _ if ctx.batch_axis != 0 => {
+            return Err(ctx.err(format!(
+                "the chain value '{}' has its batch axis at position {}; this operator needs it first",
+                ctx.current, ctx.batch_axis
+            )));
+        }
+        _ => {}
     }
     Ok(match node.op_type.as_str() {
         "Gemm" => {
@@ -352,7 +378,6 @@ pub(crate) fn translate(ctx: &Ctx, last: Option<&mut Layer>) -> Result<Step> {
                 eps: ctx.float("epsilon", 1e-5),
             }))
         }
-        "Dropout" | "Identity" => Step::Skip,
         "Softmax" | "LogSoftmax" if ctx.is_last => Step::Note(format!(
             "the final {} ({}) was dropped: lrp explains the logits",
             node.op_type, ctx.label
@@ -362,7 +387,7 @@ pub(crate) fn translate(ctx: &Ctx, last: Option<&mut Layer>) -> Result<Step> {
         }
         other => {
             let hint = match other {
-                "LSTM" | "GRU" | "RNN" => ": recurrent layers are not supported yet",
+                "GRU" | "RNN" => ": of the recurrent layers only LSTM is supported",
                 "Sigmoid" | "Tanh" | "LeakyRelu" | "Elu" | "Gelu" => ": the only activation supported is Relu",
                 "Concat" | "Split" | "Sum" | "Mul" => ": only chains are supported, no branches",
                 _ => "",
@@ -372,10 +397,100 @@ pub(crate) fn translate(ctx: &Ctx, last: Option<&mut Layer>) -> Result<Step> {
                 node: ctx.label.to_string(),
                 hint: format!(
                     "{hint} (supported: Gemm, MatMul+Add, Conv, Relu, MaxPool, AveragePool, GlobalAveragePool, \
-                     Flatten, Reshape, BatchNormalization, Dropout, Identity, and a final Softmax/LogSoftmax)"
+                     Flatten, Reshape, Squeeze, Transpose (of the batch axis), BatchNormalization, LSTM, Dropout, \
+                     Identity, and a final Softmax/LogSoftmax)"
                 ),
             });
         }
+    })
+}
+
+/// The ONNX shape of the chain value with the batch axis (size 0 as a stand-in) at its place.
+fn full_shape(ctx: &Ctx) -> Vec<usize> {
+    let mut full = ctx.shape.to_vec();
+    full.insert(ctx.batch_axis.min(full.len()), 0);
+    full
+}
+
+/// A Transpose that only moves the batch axis is free (our tensors stay batch-first); others are refused.
+fn transpose(ctx: &Ctx) -> Result<Step> {
+    let rank = ctx.shape.len() + 1;
+    let perm: Vec<usize> = match ctx.ints("perm") {
+        Some(p) => p
+            .iter()
+            .map(|&v| if v < 0 { (v + rank as i64) as usize } else { v as usize })
+            .collect(),
+        None => (0..rank).rev().collect(),
+    };
+    let mut sorted = perm.clone();
+    sorted.sort_unstable();
+    if sorted != (0..rank).collect::<Vec<_>>() {
+        return Err(ctx.err(format!("perm {perm:?} is not a permutation of {rank} axes")));
+    }
+    let others: Vec<usize> = perm.iter().copied().filter(|&a| a != ctx.batch_axis).collect();
+    if others.windows(2).any(|w| w[0] > w[1]) {
+        return Err(ctx.err(format!(
+            "perm {perm:?} reorders the feature axes; only a Transpose that moves the batch axis is supported"
+        )));
+    }
+    let batch_axis = perm.iter().position(|&a| a == ctx.batch_axis).expect("a permutation");
+    Ok(Step::Relayout {
+        layer: None,
+        output: 0,
+        batch_axis,
+    })
+}
+
+/// Squeeze of unit feature axes: a reshape of each sample.
+fn squeeze(ctx: &Ctx) -> Result<Step> {
+    let full = full_shape(ctx);
+    let rank = full.len() as i64;
+    let axes: Vec<i64> = if ctx.opset >= 13 {
+        match ctx.const_input(1) {
+            Some(t) => to_i64(t)?,
+            None => Vec::new(),
+        }
+    } else {
+        ctx.ints("axes").unwrap_or_default()
+    };
+    let mut drop: Vec<usize> = if axes.is_empty() {
+        (0..full.len())
+            .filter(|&a| a != ctx.batch_axis && full[a] == 1)
+            .collect()
+    } else {
+        let mut v = Vec::new();
+        for &a in &axes {
+            let a = if a < 0 { a + rank } else { a };
+            if a < 0 || a >= rank {
+                return Err(ctx.err(format!("axis {a} is out of range for rank {rank}")));
+            }
+            v.push(a as usize);
+        }
+        v
+    };
+    drop.sort_unstable();
+    drop.dedup();
+    if drop.contains(&ctx.batch_axis) {
+        return Err(ctx.err("squeezes the batch axis"));
+    }
+    if let Some(&a) = drop.iter().find(|&&a| full[a] != 1) {
+        return Err(ctx.err(format!("axis {a} has size {}, not 1", full[a])));
+    }
+    let batch_axis = ctx.batch_axis - drop.iter().filter(|&&a| a < ctx.batch_axis).count();
+    let kept: Vec<usize> = (0..full.len())
+        .filter(|a| !drop.contains(a) && *a != ctx.batch_axis)
+        .map(|a| full[a])
+        .collect();
+    let layer = match kept.len() {
+        _ if kept == ctx.shape => None,
+        0 => return Err(ctx.err("would leave no feature axis")),
+        1 => Some(Layer::Flatten),
+        _ => Some(Layer::Reshape(kept)),
+    };
+    Ok(Step::Relayout {
+        layer,
+        output: 0,
+        batch_axis,
     })
 }
 

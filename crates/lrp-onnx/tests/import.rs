@@ -34,6 +34,88 @@ fn oracle_models_give_reference_logits() {
 }
 
 #[test]
+fn the_reference_lstm_imports_with_its_transposes_absorbed() {
+    let imported = import_file(&fixture("mnist-rows-lstm.onnx")).unwrap();
+    let kinds: Vec<_> = imported.network.layers().iter().map(|l| l.kind().name()).collect();
+    assert_eq!(kinds, ["lstm", "flatten", "dense"]);
+    assert_eq!(imported.network.input_shape(), &[28, 28]);
+    let inputs: ArrayD<f32> = ndarray_npy::read_npy(fixture("mnist-rows-lstm-inputs.npy")).unwrap();
+    let logits: ArrayD<f32> = ndarray_npy::read_npy(fixture("mnist-rows-lstm-logits.npy")).unwrap();
+    let got = imported.network.forward(inputs.view()).unwrap();
+    let err = (&got - &logits).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(err <= 1e-4 * max_abs(&logits), "{err}");
+}
+
+/// The reference LSTM graph with one node or attribute changed.
+fn lstm_variant(change: impl FnOnce(&mut GraphProto)) -> String {
+    let mut m = ModelProto::decode(&std::fs::read(fixture("mnist-rows-lstm.onnx")).unwrap()[..]).unwrap();
+    change(m.graph.as_mut().unwrap());
+    refused(&m.encode_to_vec())
+}
+
+fn lstm_node(g: &mut GraphProto) -> &mut NodeProto {
+    g.node.iter_mut().find(|n| n.op_type == "LSTM").unwrap()
+}
+
+#[test]
+fn lstm_variants_are_refused_by_name() {
+    let e = lstm_variant(|g| {
+        lstm_node(g).attribute.push(AttributeProto {
+            name: "clip".into(),
+            r#type: 1,
+            f: 3.0,
+            ..Default::default()
+        })
+    });
+    assert!(e.contains("(LSTM)") && e.contains("clip"), "{e}");
+    let e = lstm_variant(|g| {
+        lstm_node(g).attribute.push(AttributeProto {
+            name: "activations".into(),
+            r#type: 8,
+            strings: vec![b"Sigmoid".to_vec(), b"Relu".to_vec(), b"Tanh".to_vec()],
+            ..Default::default()
+        })
+    });
+    assert!(e.contains("custom activations"), "{e}");
+    let e = lstm_variant(|g| {
+        g.initializer.push(f32_tensor("P", &[1, 192], &[0.0; 192]));
+        let n = lstm_node(g);
+        n.input.resize(7, String::new());
+        n.input.push("P".into());
+    });
+    assert!(e.contains("peephole"), "{e}");
+    let e = lstm_variant(|g| {
+        g.initializer.push(TensorProto {
+            name: "lens".into(),
+            dims: vec![1],
+            data_type: data_type::INT32,
+            int32_data: vec![28],
+            ..Default::default()
+        });
+        let n = lstm_node(g);
+        n.input.push("lens".into());
+    });
+    assert!(e.contains("sequence_lens"), "{e}");
+    // Y_c continuing the chain instead of Y_h.
+    let e = lstm_variant(|g| {
+        let yc = lstm_node(g).output[2].clone();
+        let t = g
+            .node
+            .iter_mut()
+            .find(|n| n.op_type == "Transpose" && n.input[0] == "Y_h")
+            .unwrap();
+        t.input[0] = yc;
+    });
+    assert!(e.contains("Y_c"), "{e}");
+    // A Transpose that reorders features.
+    let e = lstm_variant(|g| {
+        let t = g.node.iter_mut().find(|n| n.op_type == "Transpose").unwrap();
+        t.attribute[0].ints = vec![0, 2, 1];
+    });
+    assert!(e.contains("reorders the feature axes"), "{e}");
+}
+
+#[test]
 fn batch_norm_split_model_folds_to_the_plain_model() {
     let plain = import_file(&fixture("mnist-cnn.onnx")).unwrap().network;
     let split = import_file(&fixture("mnist-cnn-bn-split.onnx")).unwrap().network;
@@ -277,8 +359,5 @@ fn other_refusals_name_the_problem() {
     );
     let err = refused(&bytes);
     assert!(err.contains("'stray'") && err.contains("not on the chain"), "{err}");
-    // The LSTM family is not supported yet and is named.
-    let err = refused(&std::fs::read(fixture("mnist-rows-lstm.onnx")).unwrap());
-    assert!(err.contains("Transpose") || err.contains("LSTM"), "{err}");
     assert!(matches!(import_bytes(&m.encode_to_vec()), Err(OnnxError::Graph(_))));
 }

@@ -20,6 +20,8 @@ pub(crate) enum Step {
     AvgPool(Pool2d),
     /// A rule on a dense or conv layer, with its maps prepared.
     Linear(Prepared),
+    /// The LSTM rule of Arras et al. (2017) with this ε.
+    Lstm(lrp_core::Lstm, f32),
 }
 
 /// A rule with the modified maps it needs, computed once.
@@ -127,7 +129,7 @@ impl Plan {
                     Selector::First => pos == 0,
                     Selector::Dense => kind == LayerKind::Dense,
                     Selector::Conv => kind == LayerKind::Conv2d,
-                    Selector::Lstm => false,
+                    Selector::Lstm => kind == LayerKind::Lstm,
                     Selector::Index(n) => n == pos,
                 };
                 if hit {
@@ -148,6 +150,29 @@ impl Plan {
                     })?;
                     pos += 1;
                     Step::Linear(prepare(rule, layer, net.shape_at(i)))
+                }
+                Layer::Lstm(l) => {
+                    let rule = chosen[pos].ok_or_else(|| RulesError::Unassigned {
+                        spec: spec.to_string(),
+                        layer: i,
+                        weighted: pos,
+                        kind: layer.kind().name(),
+                    })?;
+                    pos += 1;
+                    match rule {
+                        Rule::Epsilon(e) => Step::Lstm(l.clone(), e),
+                        other => {
+                            return Err(RulesError::RuleNotForLayer {
+                                spec: spec.to_string(),
+                                layer: i,
+                                kind: "lstm",
+                                rule: other.to_string(),
+                                reason:
+                                    "an LSTM takes epsilon only (Arras et al. 2017); assign it with 'lstm=epsilon(e)'"
+                                        .into(),
+                            });
+                        }
+                    }
                 }
                 Layer::MaxPool2d(p) => Step::MaxPool(*p),
                 Layer::AvgPool2d(p) => Step::AvgPool(*p),
@@ -174,6 +199,7 @@ impl Plan {
                 .enumerate()
                 .filter_map(|(i, s)| match s {
                     Step::Linear(p) => Some((i, p.rule)),
+                    Step::Lstm(_, e) => Some((i, Rule::Epsilon(*e))),
                     _ => None,
                 })
                 .collect(),

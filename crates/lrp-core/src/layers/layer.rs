@@ -1,9 +1,9 @@
 //! The `Layer` enum: one variant per kind, with shape inference, forward and backward.
 
-use ndarray::{Array1, ArrayD, ArrayViewD, Ix2, Ix4, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, Ix2, Ix4, IxDyn};
 use serde::{Deserialize, Serialize};
 
-use super::{BatchNorm, Conv2d, Dense, Pool2d};
+use super::{BatchNorm, Conv2d, Dense, Lstm, Pool2d};
 use crate::error::{CoreError, Result};
 
 /// One layer of a [`crate::Network`]. Shapes below are per sample; every array carries a leading batch axis.
@@ -29,6 +29,8 @@ pub enum Layer {
     /// Batch norm with inference statistics. [`crate::Network::new`] folds it into the preceding
     /// dense or conv layer, so a built network never contains one.
     BatchNorm(BatchNorm),
+    /// LSTM: `[T, F]` → `[dirs, H]` (final hidden states) or `[T, dirs, H]` (every step).
+    Lstm(Lstm),
 }
 
 /// The kind of a layer, without its parameters.
@@ -53,6 +55,8 @@ pub enum LayerKind {
     Dropout,
     /// [`Layer::BatchNorm`].
     BatchNorm,
+    /// [`Layer::Lstm`].
+    Lstm,
 }
 
 impl LayerKind {
@@ -68,18 +72,13 @@ impl LayerKind {
             LayerKind::Reshape => "reshape",
             LayerKind::Dropout => "dropout",
             LayerKind::BatchNorm => "batchnorm",
+            LayerKind::Lstm => "lstm",
         }
     }
 }
 
-/// Gradients of a layer's parameters, shaped like them.
-#[derive(Clone, Debug)]
-pub struct ParamGrads {
-    /// Gradient of the weights.
-    pub weight: ArrayD<f32>,
-    /// Gradient of the bias, if the layer has one.
-    pub bias: Option<Array1<f32>>,
-}
+/// Gradients of a layer's parameter tensors, in the order of [`Layer::params_mut`].
+pub type ParamGrads = Vec<ArrayD<f32>>;
 
 fn batch4(x: ArrayViewD<'_, f32>) -> ndarray::ArrayView4<'_, f32> {
     x.into_dimensionality::<Ix4>().expect("shape checked at construction")
@@ -108,12 +107,13 @@ impl Layer {
             Layer::Reshape(_) => LayerKind::Reshape,
             Layer::Dropout(_) => LayerKind::Dropout,
             Layer::BatchNorm(_) => LayerKind::BatchNorm,
+            Layer::Lstm(_) => LayerKind::Lstm,
         }
     }
 
     /// Whether the layer has trainable weights (dense, conv).
     pub fn has_weights(&self) -> bool {
-        matches!(self, Layer::Dense(_) | Layer::Conv2d(_))
+        matches!(self, Layer::Dense(_) | Layer::Conv2d(_) | Layer::Lstm(_))
     }
 
     /// Number of parameters.
@@ -122,6 +122,7 @@ impl Layer {
             Layer::Dense(d) => d.weight.len() + d.bias.as_ref().map_or(0, |b| b.len()),
             Layer::Conv2d(c) => c.weight.len() + c.bias.as_ref().map_or(0, |b| b.len()),
             Layer::BatchNorm(b) => 4 * b.channels(),
+            Layer::Lstm(l) => l.directions.iter().map(|d| d.w.len() + d.r.len() + d.b.len()).sum(),
             _ => 0,
         }
     }
@@ -266,6 +267,7 @@ impl Layer {
                 }
                 Ok(input.to_vec())
             }
+            Layer::Lstm(l) => l.output_shape(input).map_err(|r| self.invalid(index, r)),
             Layer::BatchNorm(b) => {
                 b.validate().map_err(|r| self.invalid(index, r))?;
                 if input.first() != Some(&b.channels()) {
@@ -291,6 +293,10 @@ impl Layer {
                 .into_shape_with_order(with_batch(n, out_shape))
                 .expect("element count checked at construction"),
             Layer::Dropout(_) => x.to_owned(),
+            Layer::Lstm(l) => l.forward(
+                x.into_dimensionality::<ndarray::Ix3>()
+                    .expect("shape checked at construction"),
+            ),
             Layer::BatchNorm(_) => unreachable!("batch norm is folded when the network is built"),
         }
     }
@@ -320,7 +326,28 @@ impl Layer {
                 .into_shape_with_order(x.raw_dim())
                 .expect("element count checked at construction"),
             Layer::Dropout(_) => g.to_owned(),
+            Layer::Lstm(l) => l
+                .backward(
+                    x.into_dimensionality::<ndarray::Ix3>().expect("shape checked"),
+                    &g.to_owned(),
+                )
+                .0
+                .into_dyn(),
             Layer::BatchNorm(_) => unreachable!("batch norm is folded when the network is built"),
+        }
+    }
+
+    /// The input gradient and the parameter gradients together (one pass through time for an LSTM).
+    pub fn backward_with_params(&self, x: ArrayViewD<f32>, g: ArrayViewD<f32>) -> (ArrayD<f32>, Option<ParamGrads>) {
+        match self {
+            Layer::Lstm(l) => {
+                let (dx, p) = l.backward(
+                    x.into_dimensionality::<ndarray::Ix3>().expect("shape checked"),
+                    &g.to_owned(),
+                );
+                (dx.into_dyn(), Some(p))
+            }
+            _ => (self.backward(x.view(), g.view()), self.param_grads(x, g)),
         }
     }
 
@@ -329,28 +356,38 @@ impl Layer {
         match self {
             Layer::Dense(d) => {
                 let (w, b) = d.param_grads(batch2(x), batch2(g));
-                Some(ParamGrads {
-                    weight: w.into_dyn(),
-                    bias: b,
-                })
+                Some(std::iter::once(w.into_dyn()).chain(b.map(|b| b.into_dyn())).collect())
             }
             Layer::Conv2d(c) => {
                 let (w, b) = c.param_grads(batch4(x), batch4(g));
-                Some(ParamGrads {
-                    weight: w.into_dyn(),
-                    bias: b,
-                })
+                Some(std::iter::once(w.into_dyn()).chain(b.map(|b| b.into_dyn())).collect())
             }
+            Layer::Lstm(_) => self.backward_with_params(x, g).1,
             _ => None,
         }
     }
 
-    /// Mutable views of the weights and bias, for optimisers.
-    pub fn params_mut(&mut self) -> Option<(ndarray::ArrayViewMutD<'_, f32>, Option<ndarray::ArrayViewMut1<'_, f32>>)> {
+    /// Mutable views of the parameter tensors (weights, then bias; per LSTM direction `W, R, b`), for optimisers.
+    pub fn params_mut(&mut self) -> Vec<ndarray::ArrayViewMutD<'_, f32>> {
         match self {
-            Layer::Dense(d) => Some((d.weight.view_mut().into_dyn(), d.bias.as_mut().map(|b| b.view_mut()))),
-            Layer::Conv2d(c) => Some((c.weight.view_mut().into_dyn(), c.bias.as_mut().map(|b| b.view_mut()))),
-            _ => None,
+            Layer::Dense(d) => std::iter::once(d.weight.view_mut().into_dyn())
+                .chain(d.bias.as_mut().map(|b| b.view_mut().into_dyn()))
+                .collect(),
+            Layer::Conv2d(c) => std::iter::once(c.weight.view_mut().into_dyn())
+                .chain(c.bias.as_mut().map(|b| b.view_mut().into_dyn()))
+                .collect(),
+            Layer::Lstm(l) => l
+                .directions
+                .iter_mut()
+                .flat_map(|d| {
+                    [
+                        d.w.view_mut().into_dyn(),
+                        d.r.view_mut().into_dyn(),
+                        d.b.view_mut().into_dyn(),
+                    ]
+                })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }

@@ -4,6 +4,7 @@ mod batchnorm;
 mod conv;
 mod dense;
 mod layer;
+mod lstm;
 mod pool;
 mod window;
 
@@ -11,5 +12,6 @@ pub use batchnorm::BatchNorm;
 pub use conv::Conv2d;
 pub use dense::Dense;
 pub use layer::{Layer, LayerKind, ParamGrads};
+pub use lstm::{Lstm, LstmDirection, LstmStates};
 pub use pool::Pool2d;
 pub use window::Window;

@@ -1,0 +1,147 @@
+//! ONNX `LSTM` → an `lrp-core` LSTM layer (gate order converted from ONNX's `i, o, f, c` to `i, f, g, o`).
+
+use lrp_core::{Layer, Lstm, LstmDirection};
+use ndarray::{Array1, Array2, Array3, Axis, concatenate, s};
+
+use crate::error::Result;
+use crate::ops::{Ctx, Step};
+
+/// ONNX gate blocks `i, o, f, c` reordered to `i, f, g(=c), o`.
+const FROM_ONNX: [usize; 4] = [0, 2, 3, 1];
+
+fn reorder(m: ndarray::ArrayView2<f32>, h: usize) -> Array2<f32> {
+    let blocks: Vec<_> = FROM_ONNX.iter().map(|&k| m.slice(s![k * h..(k + 1) * h, ..])).collect();
+    concatenate(Axis(0), &blocks).expect("blocks of equal width")
+}
+
+pub(crate) fn lstm(ctx: &Ctx) -> Result<Step> {
+    let node = ctx.node;
+    // Variants this importer does not support are refused by name.
+    if let Some(p) = ctx.node.input.get(7).filter(|n| !n.is_empty()) {
+        return Err(ctx.err(format!("peephole weights ('{p}', input P) are not supported")));
+    }
+    for (i, what) in [(4, "sequence_lens"), (5, "initial_h"), (6, "initial_c")] {
+        if let Some(name) = node.input.get(i).filter(|n| !n.is_empty()) {
+            return Err(ctx.err(format!(
+                "input {what} ('{name}') is not supported; all sequences are full length and start from zero"
+            )));
+        }
+    }
+    if ctx.attr("clip").is_some() {
+        return Err(ctx.err("attribute clip (cell clipping) is not supported"));
+    }
+    if ctx.int("input_forget", 0) != 0 {
+        return Err(ctx.err("input_forget = 1 (coupled input and forget gates) is not supported"));
+    }
+    if let Some(a) = ctx.attr("activations") {
+        let names: Vec<String> = a
+            .strings
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).to_lowercase())
+            .collect();
+        if names.chunks(3).any(|c| c != ["sigmoid", "tanh", "tanh"]) {
+            return Err(ctx.err(format!(
+                "custom activations {names:?} are not supported (only Sigmoid, Tanh, Tanh)"
+            )));
+        }
+    }
+    let layout = ctx.int("layout", 0);
+    let wanted_batch_axis = match layout {
+        0 => 1,
+        1 => 0,
+        other => return Err(ctx.err(format!("layout {other} is not defined"))),
+    };
+    if ctx.batch_axis != wanted_batch_axis {
+        return Err(ctx.err(format!(
+            "with layout {layout} the input must be {}, but the chain value has its batch axis at position {}",
+            if layout == 0 {
+                "[time, batch, features]"
+            } else {
+                "[batch, time, features]"
+            },
+            ctx.batch_axis
+        )));
+    }
+    let &[t, f] = ctx.shape else {
+        return Err(ctx.err(format!(
+            "needs a sequence input (time and features), the chain value is {:?}",
+            ctx.shape
+        )));
+    };
+    let _ = t;
+    let direction = ctx.string("direction").unwrap_or_else(|| "forward".into());
+    let reverse_flags: &[bool] = match direction.as_str() {
+        "forward" => &[false],
+        "reverse" => &[true],
+        "bidirectional" => &[false, true],
+        other => return Err(ctx.err(format!("direction '{other}' is not defined"))),
+    };
+    let dirs = reverse_flags.len();
+    let w: Array3<f32> = ctx.weight(ctx.required(1, "the weights W")?, "W")?;
+    let r: Array3<f32> = ctx.weight(ctx.required(2, "the recurrence weights R")?, "R")?;
+    let h = ctx.int("hidden_size", (r.dim().2) as i64) as usize;
+    if w.dim() != (dirs, 4 * h, f) {
+        return Err(ctx.err(format!(
+            "W '{}' has shape {:?}, expected [{dirs}, {}, {f}] for {direction} with hidden size {h} and {f} features",
+            node.input[1],
+            w.shape(),
+            4 * h
+        )));
+    }
+    if r.dim() != (dirs, 4 * h, h) {
+        return Err(ctx.err(format!(
+            "R '{}' has shape {:?}, expected [{dirs}, {}, {h}]",
+            node.input[2],
+            r.shape(),
+            4 * h
+        )));
+    }
+    let b: Array2<f32> = match ctx.const_input(3) {
+        Some(t) => {
+            let b: Array2<f32> = ctx.weight(t, "B")?;
+            if b.dim() != (dirs, 8 * h) {
+                return Err(ctx.err(format!(
+                    "B '{}' has shape {:?}, expected [{dirs}, {}]",
+                    t.name,
+                    b.shape(),
+                    8 * h
+                )));
+            }
+            b
+        }
+        None => Array2::zeros((dirs, 8 * h)),
+    };
+    let directions = reverse_flags
+        .iter()
+        .enumerate()
+        .map(|(d, &reverse)| {
+            let bias = &b.slice(s![d, 0..4 * h]) + &b.slice(s![d, 4 * h..8 * h]);
+            let bias = reorder(bias.view().insert_axis(Axis(1)), h).column(0).to_owned();
+            LstmDirection {
+                w: reorder(w.index_axis(Axis(0), d), h),
+                r: reorder(r.index_axis(Axis(0), d), h),
+                b: Array1::from(bias.to_vec()),
+                reverse,
+            }
+        })
+        .collect();
+    let used = |k: usize| ctx.outputs_used.get(k).copied().unwrap_or(false);
+    if used(2) {
+        return Err(ctx.err("its cell-state output Y_c is used; only Y or Y_h can continue the chain"));
+    }
+    let (output, return_sequence, batch_axis) = match (used(0), used(1)) {
+        (true, true) => return Err(ctx.err("both Y and Y_h are used: a branch, which is not supported")),
+        // Y: [T, dirs, N, H] (layout 0) or [N, T, dirs, H] (layout 1).
+        (true, false) => (0, true, if layout == 0 { 2 } else { 0 }),
+        // Y_h: [dirs, N, H] (layout 0) or [N, dirs, H] (layout 1).
+        _ => (1, false, if layout == 0 { 1 } else { 0 }),
+    };
+    Ok(Step::Relayout {
+        layer: Some(Layer::Lstm(Lstm {
+            directions,
+            return_sequence,
+        })),
+        output,
+        batch_axis,
+    })
+}
