@@ -25,6 +25,8 @@ enum Command {
     Predict(commands::predict::PredictArgs),
     /// Explain a model's decision: relevance of every input feature under an LRP rule or baseline.
     Explain(commands::explain::ExplainArgs),
+    /// Explain a whole dataset in parallel under one or more rules (resumable, shardable).
+    Batch(commands::batch::BatchArgs),
     /// Convert a model (e.g. .onnx) to the native format.
     Convert(commands::convert::ConvertArgs),
 }
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => commands::predict::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Explain(a) => commands::explain::run(a),
+        Command::Batch(a) => commands::batch::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,66 @@
+//! The error type of `lrp-batch`.
+
+use std::path::PathBuf;
+
+/// Why a batch run or merge failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// The output folder holds something else, or a run that differs from this one.
+    #[error("{}: {reason}", dir.display())]
+    OutputDir {
+        /// The folder.
+        dir: PathBuf,
+        /// What is there and what to do.
+        reason: String,
+    },
+    /// A file the runner reads or writes.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An `.npy` file that cannot be read or written as needed.
+    #[error("{}: {reason}", path.display())]
+    Npy {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A manifest that is not valid JSON of this format.
+    #[error("{}: not a manifest of lrp batch: {reason}", path.display())]
+    Manifest {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Settings that do not fit together (shard, limit, targets, chunk size).
+    #[error("{0}")]
+    Config(String),
+    /// Shards that do not form one run.
+    #[error("cannot merge: {0}")]
+    Merge(String),
+    /// An explanation failed.
+    #[error(transparent)]
+    Rules(#[from] lrp_rules::RulesError),
+    /// The network refused an input.
+    #[error(transparent)]
+    Core(#[from] lrp_core::CoreError),
+}
+
+impl BatchError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        BatchError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result with [`BatchError`].
+pub type Result<T, E = BatchError> = std::result::Result<T, E>;

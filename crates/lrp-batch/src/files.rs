@@ -1,0 +1,159 @@
+//! File mechanics: atomic writes, and `.npy` files assembled piece by piece without holding them in memory.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use ndarray::{ArrayBase, ArrayViewD, Data, Dimension, IxDyn};
+use ndarray_npy::{ViewNpyExt, WritableElement};
+
+use crate::error::{BatchError, Result};
+
+/// A temporary name beside `path` (same folder, so the rename is atomic).
+pub(crate) fn temp_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// Moves a finished temporary file into place.
+pub(crate) fn commit(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(tmp);
+        BatchError::io(path, e)
+    })
+}
+
+/// Writes bytes atomically.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_beside(path);
+    std::fs::write(&tmp, bytes).map_err(|e| BatchError::io(&tmp, e))?;
+    commit(&tmp, path)
+}
+
+/// Writes an array as `.npy` atomically.
+pub(crate) fn write_npy_atomic<A, D>(path: &Path, a: &ArrayBase<A, D>) -> Result<()>
+where
+    A: Data,
+    A::Elem: WritableElement,
+    D: Dimension,
+{
+    let tmp = temp_beside(path);
+    ndarray_npy::write_npy(&tmp, a).map_err(|e| BatchError::Npy {
+        path: tmp.clone(),
+        reason: e.to_string(),
+    })?;
+    commit(&tmp, path)
+}
+
+/// Element types the assembler copies.
+pub(crate) trait Elem: WritableElement + Copy + 'static {
+    fn le_bytes(self) -> [u8; 8];
+    const SIZE: usize;
+}
+
+impl Elem for f32 {
+    fn le_bytes(self) -> [u8; 8] {
+        let b = self.to_le_bytes();
+        [b[0], b[1], b[2], b[3], 0, 0, 0, 0]
+    }
+    const SIZE: usize = 4;
+}
+
+impl Elem for i64 {
+    fn le_bytes(self) -> [u8; 8] {
+        self.to_le_bytes()
+    }
+    const SIZE: usize = 8;
+}
+
+/// Maps an `.npy` part and hands its elements (C order) to `f`; returns its shape.
+pub(crate) fn with_part<T, R>(path: &Path, f: impl FnOnce(ArrayViewD<'_, T>) -> R) -> Result<R>
+where
+    T: Elem + ndarray_npy::ViewElement,
+{
+    let file = File::open(path).map_err(|e| BatchError::io(path, e))?;
+    // SAFETY: read-only mapping of a file this process wrote (or that a merge reads); nobody writes it meanwhile.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| BatchError::io(path, e))?;
+    let view = ArrayViewD::<T>::view_npy(&map).map_err(|e| BatchError::Npy {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(f(view))
+}
+
+/// Writes `out` (atomically) as one `.npy` of `shape`, filled part after part in order from `parts`,
+/// each an `.npy` whose rows continue the previous one. Only one part is mapped at a time.
+pub(crate) fn assemble<T>(out: &Path, shape: &[usize], parts: &[PathBuf]) -> Result<()>
+where
+    T: Elem + ndarray_npy::ViewElement,
+{
+    let tmp = temp_beside(out);
+    let npy_err = |reason: String| BatchError::Npy {
+        path: tmp.clone(),
+        reason,
+    };
+    {
+        let f = File::create(&tmp).map_err(|e| BatchError::io(&tmp, e))?;
+        ndarray_npy::write_zeroed_npy::<T, _>(&f, IxDyn(shape)).map_err(|e| npy_err(e.to_string()))?;
+    }
+    let total: usize = shape.iter().product::<usize>() * T::SIZE;
+    let len = std::fs::metadata(&tmp).map_err(|e| BatchError::io(&tmp, e))?.len() as usize;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&tmp)
+        .map_err(|e| BatchError::io(&tmp, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    w.seek(SeekFrom::Start((len - total) as u64))
+        .map_err(|e| BatchError::io(&tmp, e))?;
+    let mut written = 0usize;
+    for part in parts {
+        let result = with_part::<T, _>(part, |view| -> std::io::Result<usize> {
+            if view.shape()[1..] != shape[1..] {
+                return Err(std::io::Error::other(format!(
+                    "part {} has rows {:?}, expected {:?}",
+                    part.display(),
+                    &view.shape()[1..],
+                    &shape[1..]
+                )));
+            }
+            let std = view.as_standard_layout();
+            for v in std.iter() {
+                w.write_all(&v.le_bytes()[..T::SIZE])?;
+            }
+            Ok(view.len())
+        })?;
+        written += result.map_err(|e| BatchError::io(part, e))?;
+    }
+    w.flush().map_err(|e| BatchError::io(&tmp, e))?;
+    drop(w);
+    if written * T::SIZE != total {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(BatchError::Npy {
+            path: out.to_path_buf(),
+            reason: format!("parts hold {} values, the file needs {}", written, total / T::SIZE),
+        });
+    }
+    commit(&tmp, out)
+}
+
+/// FNV-1a of a file's bytes, as hex: identifies inputs and models in manifests.
+pub fn digest_file(path: &Path) -> Result<String> {
+    let file = File::open(path).map_err(|e| BatchError::io(path, e))?;
+    // SAFETY: read-only mapping, read once.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| BatchError::io(path, e))?;
+    Ok(digest_bytes(&map))
+}
+
+/// FNV-1a of bytes, as hex.
+pub fn digest_bytes(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}

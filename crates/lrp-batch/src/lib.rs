@@ -1,0 +1,23 @@
+//! `lrp-batch`: explain whole datasets in parallel, safely.
+//!
+//! The only crate with a thread pool and a chunking policy. Inputs are split into chunks of samples; a rayon
+//! pool explains each chunk under every rule (the core and the rules are single-threaded and deterministic, so
+//! any thread count gives the same bits); each chunk's files land atomically in `DIR/chunks/` and are marked
+//! done, so an interrupted run (even `kill -9`) resumes where it stopped; at the end the chunks are assembled
+//! into one `.npy` per rule plus `logits.npy` and `targets.npy`, and `manifest.json` says what the folder holds.
+//! Memory is bounded by the chunk size times the threads: `.npy` inputs are memory-mapped, outputs streamed.
+#![warn(missing_docs)]
+
+mod error;
+mod files;
+mod manifest;
+mod merge;
+mod runner;
+mod source;
+
+pub use error::{BatchError, Result};
+pub use files::{digest_bytes, digest_file};
+pub use manifest::{FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
+pub use merge::merge;
+pub use runner::{DEFAULT_CHUNK, Outcome, Runner, Targets, shard_range};
+pub use source::{ArraySource, NpySource, Source};

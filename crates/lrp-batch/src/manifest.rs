@@ -1,0 +1,131 @@
+//! `manifest.json`: what a batch folder holds, so a run can be resumed, refused or merged.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BatchError, Result};
+use crate::files::write_atomic;
+
+/// The format tag of manifests this version writes.
+pub const FORMAT: &str = "lrp-batch/1";
+
+/// Everything that identifies a run: two folders with equal `RunId`s hold the same results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunId {
+    /// Model file as given.
+    pub model: String,
+    /// Digest of the model file.
+    pub model_digest: String,
+    /// Input description (`.npy` path, or dataset folder and split).
+    pub inputs: String,
+    /// Digest of the input files.
+    pub inputs_digest: String,
+    /// Samples in the whole job (after `--limit`), across every shard.
+    pub total: usize,
+    /// First sample of this folder.
+    pub start: usize,
+    /// Samples in this folder.
+    pub count: usize,
+    /// Per-sample input shape.
+    pub sample_shape: Vec<usize>,
+    /// `[index, of]` for a shard.
+    pub shard: Option<[usize; 2]>,
+    /// How targets were chosen (`pred`, `label`, `class K`, or a targets file with its digest).
+    pub target: String,
+    /// The rule specs, in order.
+    pub rules: Vec<String>,
+    /// Samples per chunk.
+    pub chunk_size: usize,
+}
+
+/// One rule's output file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleFile {
+    /// The rule spec.
+    pub spec: String,
+    /// File name inside the folder.
+    pub file: String,
+}
+
+/// How long a run took.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Wall-clock seconds of this invocation (a resumed run counts only its own part).
+    pub seconds: f64,
+    /// Samples explained by this invocation.
+    pub samples: usize,
+    /// Explanations (samples × rules) per wall-clock second.
+    pub explanations_per_second: f64,
+    /// Worker threads.
+    pub threads: usize,
+    /// Thread-seconds spent in each rule (including its forward pass), in rule order.
+    pub rule_seconds: Vec<f64>,
+}
+
+/// The manifest of a batch folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: String,
+    /// `running` or `complete`.
+    pub status: String,
+    /// What was run.
+    pub run: RunId,
+    /// Number of classes of the model.
+    pub classes: usize,
+    /// One file per rule, `[count, …sample shape]` float32.
+    pub rules: Vec<RuleFile>,
+    /// Logits `[count, classes]` float32.
+    pub logits: String,
+    /// Explained class per sample `[count]` int64.
+    pub targets: String,
+    /// Timings of the invocation that completed the folder.
+    pub timings: Option<Timings>,
+}
+
+impl Manifest {
+    /// Reads `dir/manifest.json`.
+    pub fn load(dir: &Path) -> Result<Manifest> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| BatchError::io(&path, e))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| BatchError::Manifest {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if m.format != FORMAT {
+            return Err(BatchError::Manifest {
+                path,
+                reason: format!("format '{}', this version reads '{FORMAT}'", m.format),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Writes `dir/manifest.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("manifests serialise");
+        write_atomic(&dir.join("manifest.json"), text.as_bytes())
+    }
+
+    /// Whether every file was written.
+    pub fn is_complete(&self) -> bool {
+        self.status == "complete"
+    }
+}
+
+/// The file name of rule `k`: its index and a readable form of its spec.
+pub fn rule_file_name(k: usize, spec: &str) -> String {
+    let mut name: String = spec
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    name.truncate(48);
+    format!("rule{k}-{}.npy", name.trim_matches('_'))
+}

@@ -1,0 +1,304 @@
+//! The runner: chunks explained in parallel on a rayon pool, each landing atomically, then assembled.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use lrp_core::Network;
+use lrp_rules::{Explainer, Spec, Target};
+use ndarray::Array1;
+use rayon::prelude::*;
+
+use crate::error::{BatchError, Result};
+use crate::files::{assemble, write_atomic, write_npy_atomic};
+use crate::manifest::{FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
+use crate::source::Source;
+
+/// Default samples per chunk.
+pub const DEFAULT_CHUNK: usize = 256;
+
+/// Which class each sample is explained for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// The prediction.
+    Predicted,
+    /// One class for all.
+    Class(usize),
+    /// One class per sample of the whole job (indexed like the source).
+    PerSample(Vec<usize>),
+}
+
+/// What happened.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// This invocation explained `samples` samples (and skipped chunks an earlier one had finished).
+    Completed(Manifest),
+    /// The folder already held this complete run; nothing was changed.
+    AlreadyComplete(Manifest),
+}
+
+/// A job: a network, its rules and targets, and the slice of the source it covers.
+pub struct Runner<'a> {
+    explainers: Vec<Explainer<'a>>,
+    id: RunId,
+    targets: Targets,
+    classes: usize,
+}
+
+/// The `i`-th of `n` contiguous parts of `0..total`.
+pub fn shard_range(total: usize, i: usize, n: usize) -> Result<std::ops::Range<usize>> {
+    if n == 0 || i >= n {
+        return Err(BatchError::Config(format!(
+            "shard {i}/{n}: the index must be in 0..{n} and N at least 1"
+        )));
+    }
+    Ok(i * total / n..(i + 1) * total / n)
+}
+
+fn chunks_dir(out: &Path) -> PathBuf {
+    out.join("chunks")
+}
+
+fn chunk_file(out: &Path, c: usize, what: &str) -> PathBuf {
+    chunks_dir(out).join(format!("{c:06}-{what}.npy"))
+}
+
+fn chunk_marker(out: &Path, c: usize) -> PathBuf {
+    chunks_dir(out).join(format!("{c:06}.done"))
+}
+
+impl<'a> Runner<'a> {
+    /// Resolves every spec against the network (errors before any work) and checks the settings.
+    pub fn new(net: &'a Network, specs: &[Spec], targets: Targets, id: RunId) -> Result<Self> {
+        if specs.is_empty() {
+            return Err(BatchError::Config("give at least one --rule".into()));
+        }
+        if id.chunk_size == 0 {
+            return Err(BatchError::Config("chunk size must be at least 1".into()));
+        }
+        if id.sample_shape != net.input_shape() {
+            return Err(BatchError::Config(format!(
+                "inputs are {:?} per sample, the model takes {:?}",
+                id.sample_shape,
+                net.input_shape()
+            )));
+        }
+        if let Targets::PerSample(v) = &targets {
+            if v.len() < id.start + id.count {
+                return Err(BatchError::Config(format!(
+                    "{} targets for {} inputs",
+                    v.len(),
+                    id.start + id.count
+                )));
+            }
+        }
+        let explainers = specs
+            .iter()
+            .map(|s| Explainer::new(net, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Runner {
+            explainers,
+            id,
+            targets,
+            classes: net.num_classes(),
+        })
+    }
+
+    fn manifest(&self, status: &str, timings: Option<Timings>) -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            status: status.into(),
+            run: self.id.clone(),
+            classes: self.classes,
+            rules: self
+                .id
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(k, spec)| RuleFile {
+                    spec: spec.clone(),
+                    file: rule_file_name(k, spec),
+                })
+                .collect(),
+            logits: "logits.npy".into(),
+            targets: "targets.npy".into(),
+            timings,
+        }
+    }
+
+    fn chunk_count(&self) -> usize {
+        self.id.count.div_ceil(self.id.chunk_size)
+    }
+
+    /// Absolute sample indices of chunk `c`.
+    fn chunk_range(&self, c: usize) -> std::ops::Range<usize> {
+        let lo = self.id.start + c * self.id.chunk_size;
+        lo..(lo + self.id.chunk_size).min(self.id.start + self.id.count)
+    }
+
+    /// Decides what to do with `out`: start fresh, resume, or refuse.
+    fn prepare(&self, out: &Path, resume: bool) -> Result<Option<Manifest>> {
+        let refuse = |reason: String| BatchError::OutputDir {
+            dir: out.to_path_buf(),
+            reason,
+        };
+        if out.join("manifest.json").exists() {
+            let existing = Manifest::load(out)?;
+            if existing.run != self.id {
+                let diff = differences(&existing.run, &self.id);
+                return Err(refuse(format!(
+                    "holds a different run (it differs in {diff}); choose another --out or remove the folder"
+                )));
+            }
+            if !resume {
+                return Err(refuse(format!(
+                    "already holds this run ({}); pass --resume to continue or keep it",
+                    existing.status
+                )));
+            }
+            return Ok(existing.is_complete().then_some(existing));
+        }
+        if out.exists() {
+            let mut entries = std::fs::read_dir(out).map_err(|e| BatchError::io(out, e))?;
+            if entries.next().is_some() {
+                return Err(refuse(
+                    "is not empty and has no manifest.json, so it is not an lrp batch folder; refusing to write into it"
+                        .into(),
+                ));
+            }
+        }
+        std::fs::create_dir_all(chunks_dir(out)).map_err(|e| BatchError::io(out, e))?;
+        self.manifest("running", None).save(out)?;
+        Ok(None)
+    }
+
+    /// Runs (or resumes) the job into `out` on `threads` worker threads. `progress` is told how many samples are
+    /// done after every chunk (including chunks finished by an earlier, interrupted invocation).
+    pub fn run(
+        &self,
+        source: &dyn Source,
+        out: &Path,
+        threads: usize,
+        resume: bool,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Outcome> {
+        if source.sample_shape() != self.id.sample_shape || source.len() < self.id.start + self.id.count {
+            return Err(BatchError::Config(format!(
+                "the source has {} samples of {:?}; the run needs {} of {:?}",
+                source.len(),
+                source.sample_shape(),
+                self.id.start + self.id.count,
+                self.id.sample_shape
+            )));
+        }
+        if let Some(done) = self.prepare(out, resume)? {
+            return Ok(Outcome::AlreadyComplete(done));
+        }
+        std::fs::create_dir_all(chunks_dir(out)).map_err(|e| BatchError::io(out, e))?;
+        let started = Instant::now();
+        let pending: Vec<usize> = (0..self.chunk_count())
+            .filter(|&c| !chunk_marker(out, c).exists())
+            .collect();
+        let already: usize = (0..self.chunk_count())
+            .filter(|c| !pending.contains(c))
+            .map(|c| self.chunk_range(c).len())
+            .sum();
+        let done = AtomicUsize::new(already);
+        progress(already);
+        let rule_nanos: Vec<AtomicU64> = self.explainers.iter().map(|_| AtomicU64::new(0)).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|e| BatchError::Config(format!("cannot start {threads} threads: {e}")))?;
+        pool.install(|| {
+            pending.par_iter().try_for_each(|&c| -> Result<()> {
+                self.process(source, out, c, &rule_nanos)?;
+                let n = done.fetch_add(self.chunk_range(c).len(), Ordering::Relaxed) + self.chunk_range(c).len();
+                progress(n);
+                Ok(())
+            })
+        })?;
+        self.assemble(out)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let samples = self.id.count - already;
+        let timings = Timings {
+            seconds,
+            samples,
+            explanations_per_second: (samples * self.explainers.len()) as f64 / seconds.max(1e-9),
+            threads: threads.max(1),
+            rule_seconds: rule_nanos
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed) as f64 * 1e-9)
+                .collect(),
+        };
+        let manifest = self.manifest("complete", Some(timings));
+        manifest.save(out)?;
+        let _ = std::fs::remove_dir_all(chunks_dir(out));
+        Ok(Outcome::Completed(manifest))
+    }
+
+    /// Explains one chunk under every rule; its files land atomically, then its marker.
+    fn process(&self, source: &dyn Source, out: &Path, c: usize, rule_nanos: &[AtomicU64]) -> Result<()> {
+        let range = self.chunk_range(c);
+        let x = source.chunk(range.clone());
+        let target = match &self.targets {
+            Targets::Predicted => Target::Predicted,
+            Targets::Class(k) => Target::Class(*k),
+            Targets::PerSample(v) => Target::PerSample(v[range.clone()].to_vec()),
+        };
+        for (k, ex) in self.explainers.iter().enumerate() {
+            let t0 = Instant::now();
+            let e = ex.explain(x.view(), &target)?;
+            rule_nanos[k].fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            if k == 0 {
+                write_npy_atomic(&chunk_file(out, c, "logits"), &e.logits)?;
+                let t: Array1<i64> = e.targets.iter().map(|&t| t as i64).collect();
+                write_npy_atomic(&chunk_file(out, c, "targets"), &t)?;
+            }
+            write_npy_atomic(&chunk_file(out, c, &format!("rule{k}")), &e.relevance)?;
+        }
+        write_atomic(&chunk_marker(out, c), b"")?;
+        Ok(())
+    }
+
+    fn assemble(&self, out: &Path) -> Result<()> {
+        let n = self.id.count;
+        let chunks = self.chunk_count();
+        let parts = |what: &str| (0..chunks).map(|c| chunk_file(out, c, what)).collect::<Vec<_>>();
+        assemble::<f32>(&out.join("logits.npy"), &[n, self.classes], &parts("logits"))?;
+        assemble::<i64>(&out.join("targets.npy"), &[n], &parts("targets"))?;
+        let mut shape = vec![n];
+        shape.extend_from_slice(&self.id.sample_shape);
+        for (k, spec) in self.id.rules.iter().enumerate() {
+            assemble::<f32>(&out.join(rule_file_name(k, spec)), &shape, &parts(&format!("rule{k}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Names the fields in which two runs differ.
+pub(crate) fn differences(a: &RunId, b: &RunId) -> String {
+    let mut d = Vec::new();
+    if a.model != b.model || a.model_digest != b.model_digest {
+        d.push("model");
+    }
+    if a.inputs != b.inputs || a.inputs_digest != b.inputs_digest || a.sample_shape != b.sample_shape {
+        d.push("inputs");
+    }
+    if a.total != b.total || a.start != b.start || a.count != b.count {
+        d.push("sample range (--limit)");
+    }
+    if a.shard != b.shard {
+        d.push("shard");
+    }
+    if a.target != b.target {
+        d.push("targets");
+    }
+    if a.rules != b.rules {
+        d.push("rules");
+    }
+    if a.chunk_size != b.chunk_size {
+        d.push("chunk size");
+    }
+    d.join(", ")
+}

@@ -1,0 +1,247 @@
+//! `lrp batch` and `lrp batch merge`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use lrp_batch::{ArraySource, DEFAULT_CHUNK, NpySource, Outcome, RunId, Runner, Source, Targets, digest_file};
+use lrp_core::Split;
+use lrp_core::idx::find_data_file;
+use lrp_rules::Spec;
+
+use crate::inputs::{SplitArg, load_model, load_split_for, load_targets};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BatchArgs {
+    #[command(subcommand)]
+    command: Option<BatchCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum BatchCommand {
+    /// Join the folders of `--shard I/N` runs into the folder one run would have written.
+    Merge {
+        /// The shard folders (any order).
+        #[arg(required = true, num_args = 1..)]
+        dirs: Vec<PathBuf>,
+        /// The merged folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Model file (native, or .onnx).
+    #[arg(long, required = true)]
+    model: Option<PathBuf>,
+    /// Inputs as a float32 .npy `[N, …input shape]` (memory-mapped).
+    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    input: Option<PathBuf>,
+    /// Dataset folder (IDX files).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Which split of --data.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+    /// Rule spec; repeat for several rules (one output file each).
+    #[arg(long = "rule", required = true)]
+    rules: Vec<String>,
+    /// Output folder.
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// Worker threads (default: all cores). Results are identical for any number.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Only the first N samples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Class to explain: pred, label (with --data) or a class number.
+    #[arg(long, default_value = "pred", conflicts_with = "targets")]
+    target: String,
+    /// One class per sample from an int64 .npy `[N]`.
+    #[arg(long)]
+    targets: Option<PathBuf>,
+    /// Continue an interrupted run in --out (or confirm a finished one; nothing is redone).
+    #[arg(long)]
+    resume: bool,
+    /// Do only the I-th of N contiguous parts (I from 0 to N−1), e.g. --shard 3/8; join with `lrp batch merge`.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Samples per chunk (the unit of parallel work and of resuming).
+    #[arg(long, default_value_t = DEFAULT_CHUNK)]
+    chunk: usize,
+}
+
+pub fn run(a: BatchArgs) -> Result<()> {
+    match a.command {
+        Some(BatchCommand::Merge { dirs, out }) => {
+            let m = lrp_batch::merge(&dirs, &out)?;
+            println!(
+                "merged {} shards: {} samples × {} rules → {}",
+                dirs.len(),
+                m.run.count,
+                m.rules.len(),
+                out.display()
+            );
+            Ok(())
+        }
+        None => run_job(a.run),
+    }
+}
+
+fn parse_shard(s: &str) -> Result<[usize; 2]> {
+    let (i, n) = s
+        .split_once('/')
+        .with_context(|| format!("--shard '{s}' is not I/N (e.g. 0/4)"))?;
+    let i: usize = i
+        .trim()
+        .parse()
+        .with_context(|| format!("--shard '{s}': '{i}' is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .with_context(|| format!("--shard '{s}': '{n}' is not a number"))?;
+    if n == 0 || i >= n {
+        bail!("--shard '{s}': I must be between 0 and N−1");
+    }
+    Ok([i, n])
+}
+
+fn run_job(a: RunArgs) -> Result<()> {
+    let model_path = a.model.expect("required by clap");
+    let out = a.out.expect("required by clap");
+    let specs = a.rules.iter().map(|r| Spec::parse(r)).collect::<Result<Vec<_>, _>>()?;
+    let model = load_model(&model_path)?;
+    let net = &model.network;
+    let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+    let (source, inputs, inputs_digest, labels): (Box<dyn Source>, String, String, Option<Vec<u8>>) =
+        match (&a.input, &a.data) {
+            (Some(path), _) => {
+                let src = NpySource::open(path)?;
+                (Box::new(src), path.display().to_string(), digest_file(path)?, None)
+            }
+            (None, Some(dir)) => {
+                let split: Split = a.split.into();
+                let prefix = if matches!(split, Split::Test) { "t10k" } else { "train" };
+                let images = find_data_file(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+                let labels = find_data_file(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+                let digest = format!("{}{}", digest_file(&images)?, digest_file(&labels)?);
+                let d = load_split_for(dir, split, net)?;
+                let desc = format!(
+                    "{} ({} split)",
+                    dir.display(),
+                    if matches!(split, Split::Test) { "test" } else { "train" }
+                );
+                (Box::new(ArraySource { data: d.images }), desc, digest, Some(d.labels))
+            }
+            (None, None) => bail!("give --input X.npy or --data DIR"),
+        };
+    if source.sample_shape() != net.input_shape() {
+        bail!(
+            "inputs are {:?} per sample, the model takes {:?}",
+            source.sample_shape(),
+            net.input_shape()
+        );
+    }
+    let total = a.limit.map_or(source.len(), |l| l.min(source.len()));
+    let range = match shard {
+        Some([i, n]) => lrp_batch::shard_range(total, i, n)?,
+        None => 0..total,
+    };
+    let (targets, target_desc) = match (&a.targets, a.target.as_str()) {
+        (Some(path), _) => (
+            Targets::PerSample(load_targets(path)?),
+            format!("file {}", digest_file(path)?),
+        ),
+        (None, "pred") => (Targets::Predicted, "pred".to_string()),
+        (None, "label") => match &labels {
+            Some(l) => (
+                Targets::PerSample(l.iter().map(|&v| v as usize).collect()),
+                "label".to_string(),
+            ),
+            None => bail!("--target label needs --data: an .npy input has no labels (use --targets T.npy)"),
+        },
+        (None, k) => {
+            let k: usize = k
+                .parse()
+                .with_context(|| format!("--target '{k}' is not pred, label or a class number"))?;
+            (Targets::Class(k), format!("class {k}"))
+        }
+    };
+    if let Targets::Class(k) = targets {
+        if k >= net.num_classes() {
+            bail!(
+                "--target {k} is out of range: the model has {} classes",
+                net.num_classes()
+            );
+        }
+    }
+    let id = RunId {
+        model: model_path.display().to_string(),
+        model_digest: digest_file(&model_path)?,
+        inputs,
+        inputs_digest,
+        total,
+        start: range.start,
+        count: range.len(),
+        sample_shape: net.input_shape().to_vec(),
+        shard,
+        target: target_desc,
+        rules: specs.iter().map(|s| s.to_string()).collect(),
+        chunk_size: a.chunk,
+    };
+    let runner = Runner::new(net, &specs, targets, id)?;
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let bar = ProgressBar::with_draw_target(
+        Some(range.len() as u64),
+        if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  ETA {eta}").expect("valid template"),
+    );
+    let outcome = runner.run(source.as_ref(), &out, threads, a.resume, &|n| {
+        bar.set_position(n as u64)
+    })?;
+    bar.finish_and_clear();
+    match outcome {
+        Outcome::AlreadyComplete(m) => {
+            println!(
+                "{} already holds this complete run ({} samples × {} rules); nothing to do",
+                out.display(),
+                m.run.count,
+                m.rules.len()
+            );
+        }
+        Outcome::Completed(m) => {
+            let t = m.timings.as_ref().expect("a completed run has timings");
+            println!(
+                "explained {} samples × {} rules in {:.2} s ({:.0} explanations/s, {} threads){} → {}",
+                t.samples,
+                m.rules.len(),
+                t.seconds,
+                t.explanations_per_second,
+                t.threads,
+                if t.samples < m.run.count {
+                    format!(", resumed: {} were done before", m.run.count - t.samples)
+                } else {
+                    String::new()
+                },
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}

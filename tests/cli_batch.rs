@@ -1,0 +1,281 @@
+//! End-to-end tests of `lrp batch`: determinism across threads, kill -9 and resume, refusal of foreign folders,
+//! shard + merge, and agreement with `lrp explain`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ndarray::ArrayD;
+
+const MODEL: &str = "data/models/mnist-cnn.lrpm";
+
+fn batch(out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "batch",
+        "--model",
+        MODEL,
+        "--data",
+        "data/mnist",
+        "--rule",
+        "epsilon",
+        "--rule",
+        "epsilon-gamma-box",
+    ];
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    lrp_ok(&args)
+}
+
+/// The result files of a batch folder, by name (the manifest is left out: it holds timings).
+fn results(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "logits, targets and two rules in {}", dir.display());
+    files
+}
+
+#[test]
+fn one_and_two_threads_give_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("t1"), dir.path().join("t2"));
+    let out = batch(&a, &["--limit", "300", "--chunk", "64", "--threads", "1"]);
+    assert!(out.contains("explained 300 samples × 2 rules"), "{out}");
+    batch(&b, &["--limit", "300", "--chunk", "64", "--threads", "2"]);
+    assert_eq!(results(&a), results(&b));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["status"], "complete");
+    assert_eq!(manifest["rules"][1]["spec"], "epsilon-gamma-box");
+    assert_eq!(manifest["run"]["count"], 300);
+    let r: ArrayD<f32> = ndarray_npy::read_npy(a.join(manifest["rules"][0]["file"].as_str().unwrap())).unwrap();
+    assert_eq!(r.shape(), &[300, 1, 28, 28]);
+    assert!(!a.join("chunks").exists(), "chunk files are removed once assembled");
+}
+
+#[test]
+fn a_run_killed_midway_resumes_to_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, killed) = (dir.path().join("whole"), dir.path().join("killed"));
+    let args = |out: &Path| {
+        vec![
+            "batch".to_string(),
+            "--model".into(),
+            MODEL.into(),
+            "--data".into(),
+            "data/mnist".into(),
+            "--rule".into(),
+            "epsilon".into(),
+            "--rule".into(),
+            "integrated-gradients(16)".into(),
+            "--limit".into(),
+            "1200".into(),
+            "--chunk".into(),
+            "50".into(),
+            "--threads".into(),
+            "2".into(),
+            "--out".into(),
+            out.to_str().unwrap().to_string(),
+        ]
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lrp"))
+        .args(args(&killed))
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until some chunks have landed, then kill -9.
+    let started = Instant::now();
+    let landed = |d: &Path| {
+        std::fs::read_dir(d.join("chunks"))
+            .map(|r| {
+                r.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "done"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while landed(&killed) < 3 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no chunk landed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let manifest = std::fs::read_to_string(killed.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"running\""), "{manifest}");
+    assert!(
+        !killed.join("rule0-epsilon.npy").exists(),
+        "no final file before the run completes"
+    );
+
+    // Without --resume the folder is not touched.
+    let mut again: Vec<&str> = Vec::new();
+    let a = args(&killed);
+    again.extend(a.iter().map(String::as_str));
+    let err = lrp_err(&again);
+    assert!(err.contains("--resume"), "{err}");
+
+    again.push("--resume");
+    let out = lrp_ok(&again);
+    assert!(out.contains("resumed"), "{out}");
+    let w = args(&whole);
+    lrp_ok(&w.iter().map(String::as_str).collect::<Vec<_>>());
+    let files = |d: &Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files(&killed), files(&whole));
+    // Resuming a finished run changes nothing.
+    let before = std::fs::read(killed.join("manifest.json")).unwrap();
+    let out = lrp_ok(&again);
+    assert!(out.contains("nothing to do"), "{out}");
+    assert_eq!(std::fs::read(killed.join("manifest.json")).unwrap(), before);
+}
+
+#[test]
+fn a_foreign_or_different_output_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("thesis.tex"), b"precious").unwrap();
+    let err = lrp_err(&[
+        "batch",
+        "--model",
+        MODEL,
+        "--data",
+        "data/mnist",
+        "--rule",
+        "epsilon",
+        "--limit",
+        "10",
+        "--out",
+        foreign.to_str().unwrap(),
+    ]);
+    assert!(err.contains("not an lrp batch folder"), "{err}");
+    assert_eq!(std::fs::read(foreign.join("thesis.tex")).unwrap(), b"precious");
+
+    let run = dir.path().join("run");
+    batch(&run, &["--limit", "20"]);
+    let err = lrp_err(&[
+        "batch",
+        "--model",
+        MODEL,
+        "--data",
+        "data/mnist",
+        "--rule",
+        "zplus",
+        "--limit",
+        "20",
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(err.contains("different run") && err.contains("rules"), "{err}");
+    let err = lrp_err(&[
+        "batch",
+        "--model",
+        "data/models/mnist-mlp.lrpm",
+        "--data",
+        "data/mnist",
+        "--rule",
+        "epsilon",
+        "--rule",
+        "epsilon-gamma-box",
+        "--limit",
+        "20",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(err.contains("different run") && err.contains("model"), "{err}");
+}
+
+#[test]
+fn shards_merged_equal_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one");
+    batch(&one, &["--limit", "250", "--chunk", "40"]);
+    let mut shards = Vec::new();
+    for i in [2, 0, 1] {
+        let d = dir.path().join(format!("s{i}"));
+        batch(&d, &["--limit", "250", "--chunk", "40", "--shard", &format!("{i}/3")]);
+        shards.push(d);
+    }
+    let merged = dir.path().join("merged");
+    let mut args = vec!["batch", "merge"];
+    args.extend(shards.iter().map(|p| p.to_str().unwrap()));
+    args.extend(["--out", merged.to_str().unwrap()]);
+    let out = lrp_ok(&args);
+    assert!(out.contains("merged 3 shards: 250 samples"), "{out}");
+    assert_eq!(results(&merged), results(&one));
+    // A missing shard is named.
+    let err = lrp_err(&[
+        "batch",
+        "merge",
+        shards[0].to_str().unwrap(),
+        shards[1].to_str().unwrap(),
+        "--out",
+        dir.path().join("m2").to_str().unwrap(),
+    ]);
+    assert!(err.contains("one of 3 shards"), "{err}");
+}
+
+#[test]
+fn rows_equal_lrp_explain_on_the_same_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    batch(&run, &["--limit", "40", "--chunk", "16", "--target", "label"]);
+    let batch_r: ArrayD<f32> = ndarray_npy::read_npy(run.join("rule1-epsilon-gamma-box.npy")).unwrap();
+    for index in [0usize, 17, 39] {
+        let out = dir.path().join(format!("e{index}.npy"));
+        lrp_ok(&[
+            "explain",
+            "--model",
+            MODEL,
+            "--data",
+            "data/mnist",
+            "--index",
+            &index.to_string(),
+            "--rule",
+            "epsilon-gamma-box",
+            "--target",
+            "label",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let single: ArrayD<f32> = ndarray_npy::read_npy(&out).unwrap();
+        let row = batch_r.index_axis(ndarray::Axis(0), index);
+        let err = row
+            .iter()
+            .zip(single.iter())
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let scale = single.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(err <= 1e-5 * scale, "row {index}: {err}");
+    }
+}
