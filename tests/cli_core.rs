@@ -15,6 +15,10 @@ fn shipped_models_reach_their_accuracy() {
     assert!(out.contains("conv2d") && out.contains("maxpool2d"), "{out}");
     let acc = number_after(&out, "test accuracy: ");
     assert!(acc >= 0.99, "CNN test accuracy {acc}");
+    let out = lrp_ok(&["info", "--model", "data/models/mnist-lstm.lrpm", "--data", "data/mnist"]);
+    assert!(out.contains("lstm") && out.contains("input: [28, 28]"), "{out}");
+    let acc = number_after(&out, "test accuracy: ");
+    assert!(acc >= 0.98, "LSTM test accuracy {acc}");
 }
 
 #[test]
