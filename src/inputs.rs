@@ -164,3 +164,14 @@ pub fn load_targets(path: &Path) -> Result<Vec<usize>> {
         .map(|&t| usize::try_from(t).map_err(|_| anyhow::anyhow!("{}: negative class {t}", path.display())))
         .collect()
 }
+
+/// Writes bytes atomically (temporary file beside `path`, then a rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}

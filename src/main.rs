@@ -27,6 +27,8 @@ enum Command {
     Explain(commands::explain::ExplainArgs),
     /// Explain a whole dataset in parallel under one or more rules (resumable, shardable).
     Batch(commands::batch::BatchArgs),
+    /// Compare rules by faithfulness: region perturbation (pixel flipping) and AOPC, against a random order.
+    Eval(commands::eval::EvalArgs),
     /// Convert a model (e.g. .onnx) to the native format.
     Convert(commands::convert::ConvertArgs),
 }
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => commands::convert::run(a),
         Command::Explain(a) => commands::explain::run(a),
         Command::Batch(a) => commands::batch::run(a),
+        Command::Eval(a) => commands::eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod convert;
+pub mod eval;
 pub mod explain;
 pub mod info;
 pub mod predict;

@@ -19,5 +19,5 @@ pub use error::{BatchError, Result};
 pub use files::{digest_bytes, digest_file};
 pub use manifest::{FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
 pub use merge::merge;
-pub use runner::{DEFAULT_CHUNK, Outcome, Runner, Targets, shard_range};
+pub use runner::{DEFAULT_CHUNK, Outcome, Runner, Targets, map_chunks, shard_range};
 pub use source::{ArraySource, NpySource, Source};

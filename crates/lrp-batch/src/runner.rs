@@ -302,3 +302,23 @@ pub(crate) fn differences(a: &RunId, b: &RunId) -> String {
     }
     d.join(", ")
 }
+
+/// Runs `f` over consecutive chunks of `0..count` on `threads` workers and returns the results in chunk order.
+/// For jobs that aggregate in memory (e.g. `lrp eval`) rather than write files.
+pub fn map_chunks<T, E, F>(count: usize, chunk: usize, threads: usize, f: F) -> std::result::Result<Vec<T>, E>
+where
+    T: Send,
+    E: Send + From<BatchError>,
+    F: Fn(std::ops::Range<usize>) -> std::result::Result<T, E> + Sync,
+{
+    let chunk = chunk.max(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| E::from(BatchError::Config(format!("cannot start {threads} threads: {e}"))))?;
+    let ranges: Vec<_> = (0..count)
+        .step_by(chunk)
+        .map(|lo| lo..(lo + chunk).min(count))
+        .collect();
+    pool.install(|| ranges.into_par_iter().map(&f).collect())
+}

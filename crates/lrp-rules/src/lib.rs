@@ -12,6 +12,7 @@
 
 mod error;
 mod explain;
+pub mod faithfulness;
 pub mod linear;
 mod plan;
 mod rule;
