@@ -29,6 +29,8 @@ enum Command {
     Batch(commands::batch::BatchArgs),
     /// Compare rules by faithfulness: region perturbation (pixel flipping) and AOPC, against a random order.
     Eval(commands::eval::EvalArgs),
+    /// Browse explanations in the terminal: MNIST digits and their heatmaps, rule by rule, model by model.
+    View(commands::view::ViewArgs),
     /// Convert a model (e.g. .onnx) to the native format.
     Convert(commands::convert::ConvertArgs),
 }
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Explain(a) => commands::explain::run(a),
         Command::Batch(a) => commands::batch::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::View(a) => commands::view::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,3 +7,4 @@ pub mod explain;
 pub mod info;
 pub mod predict;
 pub mod train;
+pub mod view;

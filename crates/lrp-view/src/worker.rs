@@ -1,0 +1,219 @@
+//! Off the UI thread: explanations and predictions computed by a worker, newest request first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+use lrp_core::Network;
+use lrp_rules::{Explainer, Spec, Target};
+use ndarray::{Array2, ArrayD, Axis, Ix2};
+
+use crate::app::ClassChoice;
+use crate::cells::to_map;
+
+/// What the viewer shows: models and a labelled dataset.
+pub struct Shared {
+    /// Name and network of each model.
+    pub models: Vec<(String, Network)>,
+    /// `[N, …]` images.
+    pub images: ArrayD<f32>,
+    /// `N` labels.
+    pub labels: Vec<u8>,
+}
+
+/// One explanation the viewer may need.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// Model index.
+    pub model: usize,
+    /// Sample index.
+    pub index: usize,
+    /// Rule spec.
+    pub rule: String,
+    /// Explained class.
+    pub class: ClassChoice,
+}
+
+/// Everything drawn for one explanation.
+#[derive(Clone, Debug)]
+pub struct ViewData {
+    /// The input as a 2-D map.
+    pub image: Array2<f32>,
+    /// The relevance as a 2-D map.
+    pub relevance: Array2<f32>,
+    /// The logits.
+    pub logits: Vec<f32>,
+    /// The explained class.
+    pub target: usize,
+    /// `(layer, relevance sum at its input)`, the last entry the explained logit; empty for gradient methods.
+    pub layer_sums: Vec<(String, f32)>,
+}
+
+impl ViewData {
+    /// The predicted class.
+    pub fn predicted(&self) -> usize {
+        lrp_core::train::argmax_rows(
+            ndarray::ArrayView1::from(&self.logits[..])
+                .insert_axis(Axis(0))
+                .into_dyn(),
+        )[0]
+    }
+
+    /// Softmax of the logits.
+    pub fn probabilities(&self) -> Vec<f32> {
+        let max = self.logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let e: Vec<f32> = self.logits.iter().map(|&v| (v - max).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        e.iter().map(|v| v / sum).collect()
+    }
+}
+
+/// The images of samples `range` shaped for `net` (unit axes dropped or added as needed).
+fn fit(shared: &Shared, net: &Network, range: std::ops::Range<usize>) -> Result<ArrayD<f32>, String> {
+    let x = shared.images.slice_axis(Axis(0), range.clone().into());
+    let mut shape = vec![range.len()];
+    shape.extend_from_slice(net.input_shape());
+    if x.shape() == &shape[..] {
+        return Ok(x.to_owned());
+    }
+    if x.len() != shape.iter().product::<usize>() {
+        return Err(format!(
+            "images {:?} do not fit the model's input {:?}",
+            &x.shape()[1..],
+            net.input_shape()
+        ));
+    }
+    x.as_standard_layout()
+        .into_owned()
+        .into_shape_with_order(shape)
+        .map_err(|e| e.to_string())
+}
+
+/// Explains one sample (used by the worker; also handy in tests).
+pub fn compute(shared: &Shared, key: &Key, explainer: &Explainer) -> Result<ViewData, String> {
+    let (_, net) = &shared.models[key.model];
+    let x = fit(shared, net, key.index..key.index + 1)?;
+    let target = match key.class {
+        ClassChoice::Predicted => Target::Predicted,
+        ClassChoice::Class(c) => Target::Class(c),
+    };
+    let e = explainer.explain(x.view(), &target).map_err(|e| e.to_string())?;
+    let logits = e
+        .logits
+        .view()
+        .into_dimensionality::<Ix2>()
+        .map_err(|e| e.to_string())?;
+    let mut layer_sums: Vec<(String, f32)> = e
+        .layer_sums
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let name = net
+                .layers()
+                .get(i)
+                .map_or("logit".to_string(), |l| format!("#{i} {}", l.kind().name()));
+            (name, s[0])
+        })
+        .collect();
+    if layer_sums.is_empty() {
+        layer_sums.push(("input sum".into(), e.relevance.sum()));
+    }
+    Ok(ViewData {
+        image: to_map(shared.images.index_axis(Axis(0), key.index)),
+        relevance: to_map(e.relevance.index_axis(Axis(0), 0)),
+        logits: logits.row(0).to_vec(),
+        target: e.targets[0],
+        layer_sums,
+    })
+}
+
+/// Predicted class of every sample for one model.
+pub fn predictions(shared: &Shared, model: usize) -> Result<Vec<usize>, String> {
+    let (_, net) = &shared.models[model];
+    let n = shared.labels.len();
+    let mut out = Vec::with_capacity(n);
+    for lo in (0..n).step_by(256) {
+        let x = fit(shared, net, lo..(lo + 256).min(n))?;
+        let logits = net.forward(x.view()).map_err(|e| e.to_string())?;
+        out.extend(lrp_core::train::argmax_rows(logits.view()));
+    }
+    Ok(out)
+}
+
+/// A request to the worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// One explanation.
+    Explain(Key),
+    /// Every prediction of a model (for `m`).
+    Predictions(usize),
+}
+
+/// A finished request.
+#[derive(Clone, Debug)]
+pub enum Response {
+    /// An explanation, or why there is none.
+    Explained(Key, Result<ViewData, String>),
+    /// A model's predictions.
+    Predictions(usize, Result<Vec<usize>, String>),
+}
+
+/// The worker thread and its channels.
+pub struct Worker {
+    tx: Sender<Request>,
+    rx: Receiver<Response>,
+}
+
+impl Worker {
+    /// Starts the worker.
+    pub fn spawn(shared: Arc<Shared>) -> Worker {
+        let (tx, requests) = channel::<Request>();
+        let (answers, rx) = channel::<Response>();
+        std::thread::spawn(move || {
+            let shared: &Shared = &shared;
+            let mut explainers: HashMap<(usize, String), Result<Explainer<'_>, String>> = HashMap::new();
+            let mut stack: Vec<Request> = Vec::new();
+            loop {
+                if stack.is_empty() {
+                    match requests.recv() {
+                        Ok(r) => stack.push(r),
+                        Err(_) => return,
+                    }
+                }
+                stack.extend(requests.try_iter());
+                let Some(req) = stack.pop() else { continue };
+                stack.retain(|r| *r != req);
+                let answer = match req {
+                    Request::Explain(key) => {
+                        let ex = explainers.entry((key.model, key.rule.clone())).or_insert_with(|| {
+                            let net = &shared.models[key.model].1;
+                            Spec::parse(&key.rule)
+                                .and_then(|s| Explainer::new(net, &s))
+                                .map_err(|e| e.to_string())
+                        });
+                        let result = match ex {
+                            Ok(ex) => compute(shared, &key, ex),
+                            Err(e) => Err(e.clone()),
+                        };
+                        Response::Explained(key, result)
+                    }
+                    Request::Predictions(m) => Response::Predictions(m, predictions(shared, m)),
+                };
+                if answers.send(answer).is_err() {
+                    return;
+                }
+            }
+        });
+        Worker { tx, rx }
+    }
+
+    /// Queues a request.
+    pub fn request(&self, r: Request) {
+        let _ = self.tx.send(r);
+    }
+
+    /// A finished request, if any.
+    pub fn try_recv(&self) -> Option<Response> {
+        self.rx.try_recv().ok()
+    }
+}

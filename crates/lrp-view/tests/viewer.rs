@@ -1,0 +1,272 @@
+//! The viewer: widgets rendered into ratatui's test backend, and key handling as pure state changes.
+
+use lrp_core::{Arch, Network};
+use lrp_view::app::{App, ClassChoice, Mode, ModelEntry};
+use lrp_view::cells::{ColorMode, MapKind, render};
+use lrp_view::ui::{CellsWidget, compare_layout, draw, shrink_width};
+use lrp_view::worker::{Key, Shared, ViewData, compute};
+use ndarray::{ArrayD, IxDyn, array};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::layout::Rect;
+use ratatui::style::Color;
+use ratatui::widgets::Widget;
+
+fn cells_in_buffer(mode: ColorMode) -> Buffer {
+    let map = array![[1.0f32, 0.5], [-1.0, 0.0]];
+    let cells = render(map.view(), MapKind::Heatmap { scale: 1.0 }, mode);
+    let mut buf = Buffer::empty(Rect::new(0, 0, 2, 1));
+    CellsWidget(&cells).render(buf.area, &mut buf);
+    buf
+}
+
+#[test]
+fn a_two_by_two_heatmap_renders_to_the_expected_cells() {
+    let t = cells_in_buffer(ColorMode::TrueColor);
+    assert_eq!(t[(0, 0)].symbol(), "▀");
+    assert_eq!(
+        (t[(0, 0)].fg, t[(0, 0)].bg),
+        (Color::Rgb(255, 0, 0), Color::Rgb(0, 0, 255))
+    );
+    assert_eq!(
+        (t[(1, 0)].fg, t[(1, 0)].bg),
+        (Color::Rgb(255, 128, 128), Color::Rgb(255, 255, 255))
+    );
+
+    let p = cells_in_buffer(ColorMode::Palette256);
+    assert_eq!(p[(0, 0)].symbol(), "▀");
+    assert_eq!((p[(0, 0)].fg, p[(0, 0)].bg), (Color::Indexed(196), Color::Indexed(21)));
+    assert_eq!(p[(1, 0)].bg, Color::Indexed(231));
+
+    let n = cells_in_buffer(ColorMode::NoColor);
+    assert_eq!(n[(0, 0)].symbol(), "@");
+    assert_eq!(n[(1, 0)].symbol(), "*");
+    assert_eq!((n[(0, 0)].fg, n[(0, 0)].bg), (Color::Reset, Color::Reset));
+}
+
+fn app(count: usize) -> App {
+    App::new(
+        vec![
+            ModelEntry {
+                name: "a".into(),
+                classes: 3,
+            },
+            ModelEntry {
+                name: "b".into(),
+                classes: 10,
+            },
+        ],
+        count,
+        vec!["epsilon".into(), "zplus".into(), "gradient".into()],
+    )
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn spec_ok(s: &str) -> Result<String, String> {
+    if s.starts_with("all=") {
+        Ok(s.to_string())
+    } else {
+        Err(format!("bad spec '{s}'"))
+    }
+}
+
+fn press(app: &mut App, codes: &[KeyCode]) {
+    for &c in codes {
+        app.handle_key(key(c), spec_ok);
+    }
+}
+
+#[test]
+fn next_and_previous_wrap_at_the_ends() {
+    let mut a = app(250);
+    press(&mut a, &[KeyCode::Left]);
+    assert_eq!(a.index, 249);
+    press(&mut a, &[KeyCode::Right]);
+    assert_eq!(a.index, 0);
+    press(&mut a, &[KeyCode::PageUp]);
+    assert_eq!(a.index, 150);
+    press(&mut a, &[KeyCode::PageDown, KeyCode::PageDown]);
+    assert_eq!(a.index, 100);
+    press(
+        &mut a,
+        &[
+            KeyCode::Char('g'),
+            KeyCode::Char('4'),
+            KeyCode::Char('2'),
+            KeyCode::Enter,
+        ],
+    );
+    assert_eq!((a.index, &a.mode), (42, &Mode::Normal));
+    press(
+        &mut a,
+        &[
+            KeyCode::Char('g'),
+            KeyCode::Char('9'),
+            KeyCode::Char('9'),
+            KeyCode::Char('9'),
+            KeyCode::Enter,
+        ],
+    );
+    assert_eq!(a.index, 42);
+    assert!(a.message.as_deref().unwrap().contains("out of range"));
+}
+
+#[test]
+fn classes_rules_and_models_cycle() {
+    let mut a = app(10);
+    press(&mut a, &[KeyCode::Char('c')]);
+    assert_eq!(a.class, ClassChoice::Class(0));
+    press(&mut a, &[KeyCode::Char('c'), KeyCode::Char('c'), KeyCode::Char('c')]);
+    assert_eq!(
+        a.class,
+        ClassChoice::Predicted,
+        "after the last class comes the prediction again"
+    );
+    press(&mut a, &[KeyCode::Char('C')]);
+    assert_eq!(a.class, ClassChoice::Class(2));
+    press(&mut a, &[KeyCode::Tab]);
+    assert_eq!((a.model, a.class), (1, ClassChoice::Class(2)));
+    press(&mut a, &[KeyCode::Char('C'), KeyCode::Char('C'), KeyCode::Char('C')]);
+    assert_eq!(a.class, ClassChoice::Predicted);
+    press(&mut a, &[KeyCode::Char('C')]);
+    assert_eq!(a.class, ClassChoice::Class(9));
+    press(&mut a, &[KeyCode::Tab]);
+    assert_eq!(
+        (a.model, a.class),
+        (0, ClassChoice::Predicted),
+        "class 9 does not exist in a 3-class model"
+    );
+
+    press(&mut a, &[KeyCode::Char('R')]);
+    assert_eq!(a.rule, 2);
+    press(&mut a, &[KeyCode::Char('r')]);
+    assert_eq!(a.rule, 0);
+    press(
+        &mut a,
+        &[
+            KeyCode::Char(':'),
+            KeyCode::Char('a'),
+            KeyCode::Char('l'),
+            KeyCode::Char('l'),
+            KeyCode::Char('='),
+            KeyCode::Char('x'),
+            KeyCode::Enter,
+        ],
+    );
+    assert_eq!((a.rule, a.rules.len()), (3, 4));
+    press(&mut a, &[KeyCode::Char(':'), KeyCode::Char('z'), KeyCode::Enter]);
+    assert_eq!(a.rule, 3);
+    assert_eq!(a.message.as_deref(), Some("bad spec 'z'"));
+    press(&mut a, &[KeyCode::Char('v'), KeyCode::Char('?')]);
+    assert!(a.compare);
+    assert_eq!(a.mode, Mode::Help);
+    press(&mut a, &[KeyCode::Char('x')]);
+    assert_eq!(a.mode, Mode::Normal);
+    assert!(!a.quit);
+    press(&mut a, &[KeyCode::Char('q')]);
+    assert!(a.quit);
+}
+
+#[test]
+fn misclassified_search_moves_or_says_there_is_none() {
+    let mut a = app(5);
+    let labels = [1u8, 1, 2, 0, 2];
+    a.next_misclassified(&[1, 1, 2, 0, 2], &labels);
+    assert_eq!(a.index, 0);
+    assert!(a.message.as_deref().unwrap().contains("no misclassified sample"));
+    a.index = 3;
+    a.next_misclassified(&[0, 1, 2, 0, 2], &labels);
+    assert_eq!(a.index, 0, "search wraps past the end");
+    press(&mut a, &[KeyCode::Char('m')]);
+    assert!(a.wants_misclassified);
+}
+
+#[test]
+fn compare_mode_fits_three_rules_in_80_columns() {
+    assert_eq!(compare_layout(80, 15), (3, 26));
+    assert_eq!(compare_layout(120, 15), (4, 28));
+    let narrowed = shrink_width(&array![[0.1f32, -0.9, 0.2, 0.3]], 2);
+    assert_eq!(narrowed, array![[-0.9f32, 0.3]]);
+}
+
+fn shared() -> (Shared, Network) {
+    let net = Arch::Cnn.build(&[1, 12, 12], 3, 1).unwrap();
+    let images = ArrayD::from_shape_fn(IxDyn(&[4, 1, 12, 12]), |d| ((d[0] + d[2] * d[3]) % 7) as f32 / 7.0);
+    (
+        Shared {
+            models: vec![("tiny".into(), net.clone())],
+            images,
+            labels: vec![0, 1, 2, 1],
+        },
+        net,
+    )
+}
+
+#[test]
+fn the_screen_shows_the_sample_and_says_when_the_terminal_is_too_small() {
+    let (shared, net) = shared();
+    let mut a = App::new(
+        vec![ModelEntry {
+            name: "tiny".into(),
+            classes: 3,
+        }],
+        4,
+        vec!["epsilon".into(), "zplus".into(), "gamma".into()],
+    );
+    a.index = 1;
+    let spec = lrp_rules::Spec::parse("epsilon").unwrap();
+    let ex = lrp_rules::Explainer::new(&net, &spec).unwrap();
+    let k = Key {
+        model: 0,
+        index: 1,
+        rule: "epsilon".into(),
+        class: ClassChoice::Predicted,
+    };
+    let data: ViewData = compute(&shared, &k, &ex).unwrap();
+    let lookup = |q: &Key| if *q == k { Some(Ok(data.clone())) } else { None };
+    let mut term = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    term.draw(|f| draw(f, &a, &lookup, &shared.labels, ColorMode::TrueColor))
+        .unwrap();
+    let screen: String = {
+        let buf = term.backend().buffer();
+        (0..24)
+            .map(|y| (0..80).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>() + "\n")
+            .collect()
+    };
+    assert!(screen.contains("index 1/3") && screen.contains("label 1"), "{screen}");
+    assert!(
+        screen.contains("probabilities") && screen.contains("relevance sum"),
+        "{screen}"
+    );
+    assert!(screen.contains('▀'));
+    // Compare mode: the first panel is ready, the others say they are computing.
+    a.compare = true;
+    term.draw(|f| draw(f, &a, &lookup, &shared.labels, ColorMode::TrueColor))
+        .unwrap();
+    let buf = term.backend().buffer().clone();
+    let row1: String = (0..80).map(|x| buf[(x, 1)].symbol().to_string()).collect();
+    assert!(
+        row1.contains("epsilon") && row1.contains("zplus") && row1.contains("gamma"),
+        "{row1}"
+    );
+    let row2: String = (27..80).map(|x| buf[(x, 2)].symbol().to_string()).collect();
+    assert!(row2.contains("computing"), "{row2}");
+
+    let mut small = Terminal::new(TestBackend::new(60, 20)).unwrap();
+    small
+        .draw(|f| draw(f, &a, &lookup, &shared.labels, ColorMode::TrueColor))
+        .unwrap();
+    let buf = small.backend().buffer();
+    let text: String = (0..20)
+        .map(|y| (0..60).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>())
+        .collect();
+    assert!(
+        text.contains("terminal too small") && text.contains("80×24") && text.contains("60×20"),
+        "{text}"
+    );
+}

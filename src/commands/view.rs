@@ -1,0 +1,72 @@
+//! `lrp view`: the terminal viewer.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use lrp_core::{Dataset, Split};
+use lrp_view::worker::Shared;
+
+use crate::inputs::{SplitArg, load_model};
+
+/// The shipped models, opened when they are found under the current folder.
+const SHIPPED: [&str; 3] = [
+    "data/models/mnist-mlp.lrpm",
+    "data/models/mnist-cnn.lrpm",
+    "data/models/mnist-lstm.lrpm",
+];
+
+#[derive(Args)]
+pub struct ViewArgs {
+    /// More models to show (native or .onnx), after the shipped ones; repeat.
+    #[arg(long = "model")]
+    models: Vec<PathBuf>,
+    /// Dataset folder (default: the shipped MNIST, data/mnist).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Which split of the dataset.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+}
+
+pub fn run(a: ViewArgs) -> Result<()> {
+    let data_dir = a.data.clone().unwrap_or_else(|| PathBuf::from("data/mnist"));
+    let data = Dataset::load(&data_dir, Split::from(a.split))
+        .context("cannot open the dataset (run from the repository root, or pass --data DIR)")?;
+    let mut paths: Vec<PathBuf> = SHIPPED.iter().map(PathBuf::from).filter(|p| p.is_file()).collect();
+    paths.extend(a.models.iter().cloned());
+    if paths.is_empty() {
+        bail!(
+            "no models: the shipped ones are not under ./data/models; run from the repository root or pass --model FILE"
+        );
+    }
+    let mut models = Vec::new();
+    for p in &paths {
+        let m = load_model(p)?;
+        let per_sample: usize = data.sample_shape().iter().product();
+        if m.network.input_shape().iter().product::<usize>() != per_sample {
+            bail!(
+                "{}: takes inputs {:?}, the dataset has images {:?}",
+                p.display(),
+                m.network.input_shape(),
+                data.sample_shape()
+            );
+        }
+        models.push((name_of(p), m.network));
+    }
+    let shared = Shared {
+        models,
+        images: data.images.into_dyn(),
+        labels: data.labels,
+    };
+    let rules = lrp_rules::PRESETS.iter().map(|s| s.to_string()).collect();
+    lrp_view::tui::run(shared, rules)?;
+    Ok(())
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
