@@ -211,8 +211,24 @@ fn onehot(logits: &ArrayD<f32>, targets: &[usize], scaled: bool) -> ArrayD<f32> 
 
 fn per_sample_sums(a: &ArrayD<f32>) -> Vec<f32> {
     a.outer_iter()
-        .map(|s| s.iter().map(|&v| v as f64).sum::<f64>() as f32)
+        .map(|s| match s.as_slice() {
+            Some(sl) => lane_sum(sl),
+            None => s.iter().map(|&v| v as f64).sum::<f64>() as f32,
+        })
         .collect()
+}
+
+/// Sum with eight interleaved accumulators (vectorises; accurate enough for diagnostics), finished in f64.
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    (acc.iter().map(|&a| a as f64).sum::<f64>() + rest.iter().map(|&x| x as f64).sum::<f64>()) as f32
 }
 
 /// `z + e·sgn(z)`, `sgn(0) = +1`.
@@ -248,6 +264,7 @@ fn lrp(steps: &[Step], trace: &Trace, r: ArrayD<f32>) -> (ArrayD<f32>, Vec<Vec<f
         let x = &trace.inputs[i];
         let z = trace.inputs.get(i + 1).unwrap_or(&trace.output);
         r = match step {
+            Step::Pass if r.shape() == x.shape() => r,
             Step::Pass => r
                 .as_standard_layout()
                 .into_owned()
@@ -278,7 +295,10 @@ fn lrp(steps: &[Step], trace: &Trace, r: ArrayD<f32>) -> (ArrayD<f32>, Vec<Vec<f
 fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f32>) -> ArrayD<f32> {
     let shape = x.shape();
     // After a ReLU (or on [0, 1] images) the x⁻ terms vanish: skip their work.
-    let nonneg = x.iter().all(|&v| v >= 0.0);
+    let nonneg = match x.as_slice() {
+        Some(sl) => sl.iter().all(|&v| v >= 0.0),
+        None => x.iter().all(|&v| v >= 0.0),
+    };
     let split = || (x.mapv(|v| v.max(0.0)), x.mapv(|v| v.min(0.0)));
     match (&p.maps, p.rule) {
         (Maps::Plain(w), Rule::Epsilon(e)) => w.transpose(divide(r, z, e).view(), shape) * x,

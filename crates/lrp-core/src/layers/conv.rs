@@ -192,15 +192,32 @@ fn gather_outputs(s: ArrayView4<f32>, dst: &mut ArrayViewMut2<f32>) {
     }
 }
 
+/// Output positions `o` (out of `n_out`) whose input index `o·stride + k − pad` falls inside `0..len`,
+/// as a range, so inner loops need no bounds test.
+#[inline]
+fn valid_outputs(n_out: usize, stride: usize, k: usize, pad: usize, len: usize) -> std::ops::Range<usize> {
+    // o·s + k − p ≥ 0  ⇔  o ≥ ceil((p − k)/s);   o·s + k − p ≤ len − 1  ⇔  o ≤ floor((len − 1 + p − k)/s)
+    let lo = if pad > k { (pad - k).div_ceil(stride) } else { 0 };
+    let hi = if len + pad > k {
+        ((len - 1 + pad - k) / stride + 1).min(n_out)
+    } else {
+        0
+    };
+    lo.min(hi)..hi
+}
+
 /// Unfolds `x: [g, C, H, W]` (standard layout) into `cols: [C·KH·KW, g·OH·OW]`.
 fn im2col(x: ArrayView4<f32>, win: &Window, oh: usize, ow: usize, cols: &mut ArrayViewMut2<f32>) {
     let (g, c, h, w) = x.dim();
     let [kh, kw] = win.kernel;
+    let [sh, sw] = win.stride;
     let hw = oh * ow;
     let xs = x.as_slice().expect("standard layout");
     for ci in 0..c {
         for ky in 0..kh {
+            let ys = valid_outputs(oh, sh, ky, win.pads[0], h);
             for kx in 0..kw {
+                let xr = valid_outputs(ow, sw, kx, win.pads[1], w);
                 let row = (ci * kh + ky) * kw + kx;
                 let mut dst = cols.row_mut(row);
                 let dst = dst.as_slice_mut().expect("rows of a fresh matrix are contiguous");
@@ -209,13 +226,20 @@ fn im2col(x: ArrayView4<f32>, win: &Window, oh: usize, ow: usize, cols: &mut Arr
                     let dst = &mut dst[j * hw..(j + 1) * hw];
                     for oy in 0..oh {
                         let drow = &mut dst[oy * ow..(oy + 1) * ow];
-                        match win.source(0, oy, ky, h) {
-                            None => drow.fill(0.0),
-                            Some(iy) => {
-                                let srow = &plane[iy * w..(iy + 1) * w];
-                                for (ox, d) in drow.iter_mut().enumerate() {
-                                    *d = win.source(1, ox, kx, w).map_or(0.0, |ix| srow[ix]);
-                                }
+                        if !ys.contains(&oy) {
+                            drow.fill(0.0);
+                            continue;
+                        }
+                        let iy = oy * sh + ky - win.pads[0];
+                        let srow = &plane[iy * w..(iy + 1) * w];
+                        drow[..xr.start].fill(0.0);
+                        drow[xr.end..].fill(0.0);
+                        let base = xr.start * sw + kx - win.pads[1];
+                        if sw == 1 {
+                            drow[xr.clone()].copy_from_slice(&srow[base..base + xr.len()]);
+                        } else {
+                            for (k, d) in drow[xr.clone()].iter_mut().enumerate() {
+                                *d = srow[base + k * sw];
                             }
                         }
                     }
@@ -235,20 +259,31 @@ fn col2im(
     (c, h, w): (usize, usize, usize),
 ) {
     let [kh, kw] = win.kernel;
+    let [sh, sw] = win.stride;
     let hw = oh * ow;
     let g = cols.ncols() / hw.max(1);
     for ci in 0..c {
         for ky in 0..kh {
+            let ys = valid_outputs(oh, sh, ky, win.pads[0], h);
             for kx in 0..kw {
+                let xr = valid_outputs(ow, sw, kx, win.pads[1], w);
                 let row = (ci * kh + ky) * kw + kx;
                 let src = cols.row(row);
+                let src = src.as_slice().expect("rows of a fresh matrix are contiguous");
                 for j in 0..g {
                     let plane = &mut out[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
-                    for oy in 0..oh {
-                        let Some(iy) = win.source(0, oy, ky, h) else { continue };
-                        for ox in 0..ow {
-                            if let Some(ix) = win.source(1, ox, kx, w) {
-                                plane[iy * w + ix] += src[j * hw + oy * ow + ox];
+                    for oy in ys.clone() {
+                        let iy = oy * sh + ky - win.pads[0];
+                        let orow = &mut plane[iy * w..(iy + 1) * w];
+                        let srow = &src[j * hw + oy * ow..j * hw + (oy + 1) * ow];
+                        let base = xr.start * sw + kx - win.pads[1];
+                        if sw == 1 {
+                            for (o, v) in orow[base..base + xr.len()].iter_mut().zip(&srow[xr.clone()]) {
+                                *o += v;
+                            }
+                        } else {
+                            for (k, v) in srow[xr.clone()].iter().enumerate() {
+                                orow[base + k * sw] += v;
                             }
                         }
                     }

@@ -54,6 +54,74 @@ impl Pool2d {
         (x.0, x.1, oh, ow)
     }
 
+    /// Kernel offsets along one axis that land inside the input for output position `o`.
+    #[inline]
+    fn taps(&self, axis: usize, o: usize, len: usize) -> std::ops::Range<usize> {
+        let start = o * self.window.stride[axis];
+        let pad = self.window.pads[axis];
+        let k = self.window.kernel[axis];
+        let lo = pad.saturating_sub(start);
+        let hi = (len + pad).saturating_sub(start).min(k);
+        lo.min(hi)..hi
+    }
+
+    /// For each output, the flat index (within its channel plane) of the first maximum of its window
+    /// (padded cells never win), or `usize::MAX` when the window lies entirely in the padding.
+    fn winners(&self, xs: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> (Vec<usize>, usize, usize) {
+        let (oh, ow) = self.window.output_hw(h, w).expect("window checked by the caller");
+        let [sh, sw] = self.window.stride;
+        let [pt, pl] = [self.window.pads[0], self.window.pads[1]];
+        let mut out = vec![usize::MAX; n * c * oh * ow];
+        if self.window.pads == [0; 4] {
+            // Every window lies inside the input: no bounds to test.
+            let [kh, kw] = self.window.kernel;
+            for plane in 0..n * c {
+                let p = &xs[plane * h * w..(plane + 1) * h * w];
+                let dst = &mut out[plane * oh * ow..(plane + 1) * oh * ow];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let base = oy * sh * w + ox * sw;
+                        let (mut best, mut at) = (p[base], base);
+                        for ky in 0..kh {
+                            let row = &p[base + ky * w..base + ky * w + kw];
+                            for (kx, &v) in row.iter().enumerate() {
+                                if v > best {
+                                    best = v;
+                                    at = base + ky * w + kx;
+                                }
+                            }
+                        }
+                        dst[oy * ow + ox] = at;
+                    }
+                }
+            }
+            return (out, oh, ow);
+        }
+        for plane in 0..n * c {
+            let p = &xs[plane * h * w..(plane + 1) * h * w];
+            for oy in 0..oh {
+                let kys = self.taps(0, oy, h);
+                for ox in 0..ow {
+                    let kxs = self.taps(1, ox, w);
+                    let mut best = f32::NEG_INFINITY;
+                    let mut at = usize::MAX;
+                    for ky in kys.clone() {
+                        let row = (oy * sh + ky - pt) * w;
+                        for kx in kxs.clone() {
+                            let i = row + ox * sw + kx - pl;
+                            if p[i] > best || at == usize::MAX {
+                                best = p[i];
+                                at = i;
+                            }
+                        }
+                    }
+                    out[(plane * oh + oy) * ow + ox] = at;
+                }
+            }
+        }
+        (out, oh, ow)
+    }
+
     /// Max pooling; padded cells never win.
     ///
     /// # Shapes
@@ -61,15 +129,21 @@ impl Pool2d {
     pub fn max_forward(&self, x: ArrayView4<f32>) -> Array4<f32> {
         let x = x.as_standard_layout();
         let xs = x.as_slice().expect("standard layout");
-        let dims = self.out_dims(x.dim());
-        let (hw_in, hw_out) = (x.dim().2 * x.dim().3, dims.2 * dims.3);
-        let mut out = Array4::<f32>::zeros(dims);
-        let os = out.as_slice_mut().expect("fresh array");
-        self.for_each_window(x.dim(), |plane, o, idx| {
-            let p = &xs[plane * hw_in..];
-            os[plane * hw_out + o] = idx.iter().map(|&i| p[i]).fold(f32::NEG_INFINITY, f32::max);
-        });
-        out
+        let (n, c, h, w) = x.dim();
+        let (win, oh, ow) = self.winners(xs, x.dim());
+        let hw = h * w;
+        let data: Vec<f32> = win
+            .iter()
+            .enumerate()
+            .map(|(o, &i)| {
+                if i == usize::MAX {
+                    f32::NEG_INFINITY
+                } else {
+                    xs[(o / (oh * ow)) * hw + i]
+                }
+            })
+            .collect();
+        Array4::from_shape_vec((n, c, oh, ow), data).expect("one value per output")
     }
 
     /// Routes each output's value `g` to the input cell that won its window (the first maximum):
@@ -82,21 +156,15 @@ impl Pool2d {
         let g = g.as_standard_layout();
         let xs = x.as_slice().expect("standard layout");
         let gs = g.as_slice().expect("standard layout");
-        let (hw_in, hw_out) = (x.dim().2 * x.dim().3, g.dim().2 * g.dim().3);
+        let (win, oh, ow) = self.winners(xs, x.dim());
+        let hw = x.dim().2 * x.dim().3;
         let mut out = Array4::<f32>::zeros(x.dim());
         let os = out.as_slice_mut().expect("fresh array");
-        self.for_each_window(x.dim(), |plane, o, idx| {
-            let p = &xs[plane * hw_in..(plane + 1) * hw_in];
-            let mut best: Option<usize> = None;
-            for &i in idx {
-                if best.is_none_or(|b| p[i] > p[b]) {
-                    best = Some(i);
-                }
+        for (o, &i) in win.iter().enumerate() {
+            if i != usize::MAX {
+                os[(o / (oh * ow)) * hw + i] += gs[o];
             }
-            if let Some(b) = best {
-                os[plane * hw_in + b] += gs[plane * hw_out + o];
-            }
-        });
+        }
         out
     }
 
