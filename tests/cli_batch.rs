@@ -271,11 +271,7 @@ fn rows_equal_lrp_explain_on_the_same_inputs() {
         ]);
         let single: ArrayD<f32> = ndarray_npy::read_npy(&out).unwrap();
         let row = batch_r.index_axis(ndarray::Axis(0), index);
-        let err = row
-            .iter()
-            .zip(single.iter())
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        let scale = single.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert!(err <= 1e-5 * scale, "row {index}: {err}");
+        // The kernels do not depend on how many samples share a batch, so the rows are the same bits.
+        assert_eq!(row, single.index_axis(ndarray::Axis(0), 0), "row {index}");
     }
 }
