@@ -279,7 +279,7 @@ fn draw_single(
                     x,
                     18 + row as u16,
                     19,
-                    Line::from(format!("{:<11}{:>8.3}", truncate(name, 11), s)),
+                    Line::from(format!("{:<12}{:>7.2}", truncate(name, 12), s)),
                 );
             }
         }
