@@ -9,16 +9,6 @@ fn oracle(name: &str) -> String {
     format!("tests/fixtures/oracle/{name}")
 }
 
-fn worst_relative_error(got: &ArrayD<f32>, reference: &ArrayD<f32>) -> f32 {
-    got.outer_iter()
-        .zip(reference.outer_iter())
-        .map(|(g, r)| {
-            let scale = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            g.iter().zip(r.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale.max(f32::MIN_POSITIVE)
-        })
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn explain_with_targets_matches_the_oracle() {
     let dir = tempfile::tempdir().unwrap();

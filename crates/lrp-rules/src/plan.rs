@@ -140,40 +140,32 @@ impl Plan {
         let mut steps = Vec::with_capacity(layer_count);
         let mut pos = 0;
         for (i, layer) in net.layers().iter().enumerate() {
+            // The rule of the next layer with weights; every such layer must have one.
+            let mut next_rule = || {
+                let rule = chosen[pos].ok_or_else(|| RulesError::Unassigned {
+                    spec: spec.to_string(),
+                    layer: i,
+                    weighted: pos,
+                    kind: layer.kind().name(),
+                });
+                pos += 1;
+                rule
+            };
             steps.push(match layer {
-                Layer::Dense(_) | Layer::Conv2d(_) => {
-                    let rule = chosen[pos].ok_or_else(|| RulesError::Unassigned {
-                        spec: spec.to_string(),
-                        layer: i,
-                        weighted: pos,
-                        kind: layer.kind().name(),
-                    })?;
-                    pos += 1;
-                    Step::Linear(prepare(rule, layer, net.shape_at(i)))
-                }
-                Layer::Lstm(l) => {
-                    let rule = chosen[pos].ok_or_else(|| RulesError::Unassigned {
-                        spec: spec.to_string(),
-                        layer: i,
-                        weighted: pos,
-                        kind: layer.kind().name(),
-                    })?;
-                    pos += 1;
-                    match rule {
-                        Rule::Epsilon(e) => Step::Lstm(l.clone(), e),
-                        other => {
-                            return Err(RulesError::RuleNotForLayer {
-                                spec: spec.to_string(),
-                                layer: i,
-                                kind: "lstm",
-                                rule: other.to_string(),
-                                reason:
-                                    "an LSTM takes epsilon only (Arras et al. 2017); assign it with 'lstm=epsilon(e)'"
-                                        .into(),
-                            });
-                        }
+                Layer::Dense(_) | Layer::Conv2d(_) => Step::Linear(prepare(next_rule()?, layer, net.shape_at(i))),
+                Layer::Lstm(l) => match next_rule()? {
+                    Rule::Epsilon(e) => Step::Lstm(l.clone(), e),
+                    other => {
+                        return Err(RulesError::RuleNotForLayer {
+                            spec: spec.to_string(),
+                            layer: i,
+                            kind: "lstm",
+                            rule: other.to_string(),
+                            reason: "an LSTM takes epsilon only (Arras et al. 2017); assign it with 'lstm=epsilon(e)'"
+                                .into(),
+                        });
                     }
-                }
+                },
                 Layer::MaxPool2d(p) => Step::MaxPool(*p),
                 Layer::AvgPool2d(p) => Step::AvgPool(*p),
                 _ => Step::Pass,

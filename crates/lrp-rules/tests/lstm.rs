@@ -1,29 +1,15 @@
 //! LSTM relevance (Arras et al. 2017): the reference model and its fixture, bidirectional = two forward passes,
 //! and rules an LSTM cannot take.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{fixture, worst_relative_error};
 
 use lrp_core::{Dense, Layer, Lstm, LstmDirection, Network};
 use lrp_rules::{Explainer, Plan, Spec, Target};
 use ndarray::{Array1, Array2, ArrayD, Axis, IxDyn, concatenate, s};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/oracle")
-        .join(name)
-}
-
-fn worst_relative_error(got: &ArrayD<f32>, reference: &ArrayD<f32>) -> f32 {
-    got.outer_iter()
-        .zip(reference.outer_iter())
-        .map(|(g, r)| {
-            let scale = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            g.iter().zip(r.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale.max(f32::MIN_POSITIVE)
-        })
-        .fold(0.0, f32::max)
-}
 
 #[test]
 fn reference_lstm_gives_its_logits_and_relevance() {

@@ -1,27 +1,11 @@
 //! Every case of the oracle manifest (Zennit references) through the public API, to 1e-4 of each sample's max |R|.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{fixture, worst_relative_error};
 
 use lrp_rules::{Explainer, Spec, Target};
 use ndarray::{Array1, ArrayD};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/oracle")
-        .join(name)
-}
-
-/// Largest per-sample error relative to that sample's max |R_ref|.
-fn worst_relative_error(got: &ArrayD<f32>, reference: &ArrayD<f32>) -> f32 {
-    got.outer_iter()
-        .zip(reference.outer_iter())
-        .map(|(g, r)| {
-            let scale = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let err = g.iter().zip(r.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            if scale > 0.0 { err / scale } else { err }
-        })
-        .fold(0.0, f32::max)
-}
 
 #[test]
 fn every_oracle_case_matches_its_reference() {
