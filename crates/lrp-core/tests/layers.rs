@@ -95,6 +95,26 @@ fn pool_forward_hand_computed() {
 }
 
 #[test]
+fn relu_flatten_reshape_dropout_forward_hand_computed() {
+    let x = ArrayD::from_shape_vec(IxDyn(&[1, 2, 1, 2]), vec![-1.0f32, 2.0, 0.0, -0.5]).unwrap();
+    assert_eq!(
+        Layer::Relu.forward(x.view(), &[2, 1, 2]).into_raw_vec_and_offset().0,
+        vec![0.0, 2.0, 0.0, 0.0]
+    );
+    let flat = Layer::Flatten.forward(x.view(), &[4]);
+    assert_eq!(flat.shape(), &[1, 4]);
+    assert_eq!(flat.into_raw_vec_and_offset().0, vec![-1.0, 2.0, 0.0, -0.5]);
+    let r = Layer::Reshape(vec![2, 2]).forward(x.view(), &[2, 2]);
+    assert_eq!(r.shape(), &[1, 2, 2]);
+    assert_eq!(r[[0, 1, 1]], -0.5);
+    assert_eq!(
+        Layer::Dropout(0.5).forward(x.view(), &[2, 1, 2]),
+        x,
+        "dropout is the identity at inference"
+    );
+}
+
+#[test]
 fn conv_matches_naive_loop_over_geometries() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     type Case = (usize, usize, usize, usize, usize, [usize; 2], [usize; 4], bool);
