@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train an MLP or CNN on an IDX dataset folder (MNIST, Fashion-MNIST, …) and save it.
+    /// Train an MLP, CNN or row-sequential LSTM on an IDX dataset folder (MNIST, Fashion-MNIST, …) and save it.
     Train(commands::train::TrainArgs),
     /// Show a model's layers, shapes and parameter count; with --data, its test accuracy.
     Info(commands::info::InfoArgs),
@@ -36,6 +36,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Behave like other Unix tools when the reader of our output goes away (`lrp explain … | head`):
+    // end quietly on SIGPIPE instead of panicking on a failed print.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => commands::train::run(a),

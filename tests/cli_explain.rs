@@ -241,3 +241,34 @@ fn explain_refuses_bad_requests_clearly() {
     lrp_err(&with(&base, &["--rule", "nope", "--out", keep.to_str().unwrap()]));
     assert_eq!(std::fs::read(&keep).unwrap(), b"precious");
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lrp"))
+        .args([
+            "explain",
+            "--model",
+            "data/models/mnist-mlp.lrpm",
+            "--data",
+            "data/mnist",
+            "--index",
+            "0",
+            "--count",
+            "16",
+            "--rule",
+            "epsilon",
+        ])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then the pipe closes, like `| head`
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+}
