@@ -136,22 +136,7 @@ fn a_run_killed_midway_resumes_to_the_same_files() {
     assert!(out.contains("resumed"), "{out}");
     let w = args(&whole);
     lrp_ok(&w.iter().map(String::as_str).collect::<Vec<_>>());
-    let files = |d: &Path| {
-        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "npy"))
-            .map(|p| {
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&p).unwrap(),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(files(&killed), files(&whole));
+    assert_eq!(results(&killed), results(&whole));
     // Resuming a finished run changes nothing.
     let before = std::fs::read(killed.join("manifest.json")).unwrap();
     let out = lrp_ok(&again);
