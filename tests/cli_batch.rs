@@ -260,3 +260,34 @@ fn rows_equal_lrp_explain_on_the_same_inputs() {
         assert_eq!(row, single.index_axis(ndarray::Axis(0), 0), "row {index}");
     }
 }
+
+#[test]
+fn a_nan_input_is_named_by_its_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = ndarray::Array4::<f32>::zeros((20, 1, 28, 28));
+    x[[13, 0, 2, 3]] = f32::NAN;
+    let input = dir.path().join("x.npy");
+    ndarray_npy::write_npy(&input, &x).unwrap();
+    let out = dir.path().join("run");
+    let err = lrp_err(&[
+        "batch",
+        "--model",
+        MODEL,
+        "--input",
+        input.to_str().unwrap(),
+        "--rule",
+        "epsilon",
+        "--chunk",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("samples 8..16") && err.contains("input sample 13 holds NaN at element 59"),
+        "{err}"
+    );
+    assert!(
+        !out.join("rule0-epsilon.npy").exists(),
+        "no result file for a failed run"
+    );
+}

@@ -39,6 +39,16 @@ pub enum BatchError {
         /// What went wrong.
         reason: String,
     },
+    /// An input sample holds NaN or infinity.
+    #[error("input sample {sample} holds {value} at element {element}")]
+    NonFinite {
+        /// Index of the sample in the whole input.
+        sample: usize,
+        /// Flat index within the sample.
+        element: usize,
+        /// The value.
+        value: f32,
+    },
     /// Settings that do not fit together (shard, limit, targets, chunk size).
     #[error("{0}")]
     Config(String),
@@ -48,6 +58,17 @@ pub enum BatchError {
     /// An explanation failed.
     #[error(transparent)]
     Rules(#[from] lrp_rules::RulesError),
+    /// A chunk of samples could not be explained (e.g. one of them holds NaN).
+    #[error("samples {start}..{end}")]
+    Chunk {
+        /// First sample of the chunk (index in the whole input).
+        start: usize,
+        /// One past the last sample.
+        end: usize,
+        /// The cause.
+        #[source]
+        source: Box<BatchError>,
+    },
     /// The network refused an input.
     #[error(transparent)]
     Core(#[from] lrp_core::CoreError),

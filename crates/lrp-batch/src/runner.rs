@@ -212,7 +212,13 @@ impl<'a> Runner<'a> {
             .map_err(|e| BatchError::Config(format!("cannot start {threads} threads: {e}")))?;
         pool.install(|| {
             pending.par_iter().try_for_each(|&c| -> Result<()> {
-                self.process(source, out, c, &rule_nanos)?;
+                let range = self.chunk_range(c);
+                self.process(source, out, c, &rule_nanos)
+                    .map_err(|e| BatchError::Chunk {
+                        start: range.start,
+                        end: range.end,
+                        source: Box::new(e),
+                    })?;
                 let n = done.fetch_add(self.chunk_range(c).len(), Ordering::Relaxed) + self.chunk_range(c).len();
                 progress(n);
                 Ok(())
@@ -241,6 +247,14 @@ impl<'a> Runner<'a> {
     fn process(&self, source: &dyn Source, out: &Path, c: usize, rule_nanos: &[AtomicU64]) -> Result<()> {
         let range = self.chunk_range(c);
         let x = source.chunk(range.clone());
+        let per_sample = x.len() / range.len().max(1);
+        if let Some((i, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(BatchError::NonFinite {
+                sample: range.start + i / per_sample.max(1),
+                element: i % per_sample.max(1),
+                value,
+            });
+        }
         let target = match &self.targets {
             Targets::Predicted => Target::Predicted,
             Targets::Class(k) => Target::Class(*k),

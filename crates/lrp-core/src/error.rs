@@ -30,11 +30,11 @@ pub enum CoreError {
     #[error("invalid network: {0}")]
     InvalidNetwork(String),
     /// An input contains NaN or infinity.
-    #[error("{context} contains a non-finite value ({value}) at flat index {index}")]
+    #[error("{context} contains a non-finite value ({value}) at element {index}")]
     NonFinite {
         /// What was checked.
         context: String,
-        /// Flat index of the first bad value.
+        /// Flat index of the first bad value (within its sample, for network inputs).
         index: usize,
         /// The bad value.
         value: f32,

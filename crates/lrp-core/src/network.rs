@@ -142,9 +142,10 @@ impl Network {
             });
         }
         if let Some((index, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            let per_sample = self.input_shape.iter().product::<usize>().max(1);
             return Err(CoreError::NonFinite {
-                context: "network input".into(),
-                index,
+                context: format!("network input (sample {} of the batch)", index / per_sample),
+                index: index % per_sample,
                 value,
             });
         }
