@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CoreError, Result};
 use crate::layers::{Layer, LayerKind};
 
+/// [`Network::forward`] splits large batches so that the widest intermediate holds about this many floats.
+const BLOCK_FLOATS: usize = 1 << 19;
+
 /// A feed-forward network. Built by [`Network::new`], which folds batch norms and checks every shape,
 /// so a `Network` value is always consistent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,11 +158,37 @@ impl Network {
     /// Forward pass: logits `[N, classes…]` for inputs `[N, input_shape…]`.
     pub fn forward(&self, x: ArrayViewD<f32>) -> Result<ArrayD<f32>> {
         self.check_input(&x)?;
+        let n = x.shape()[0];
+        // Blocks whose largest intermediate is about 2 MiB stay in cache (64 samples at least).
+        let widest = self
+            .shapes
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .max()
+            .unwrap_or(1);
+        let block = (BLOCK_FLOATS / widest.max(1)).max(64);
+        if n <= block {
+            return Ok(self.forward_unchecked(x));
+        }
+        // Large batches run in blocks whose intermediates stay in cache; the kernels do not depend on the
+        // batch size, so the result is the same bits.
+        let mut shape = vec![n];
+        shape.extend_from_slice(self.output_shape());
+        let mut out = ArrayD::<f32>::zeros(ndarray::IxDyn(&shape));
+        for start in (0..n).step_by(block) {
+            let end = (start + block).min(n);
+            let y = self.forward_unchecked(x.slice_axis(ndarray::Axis(0), (start..end).into()));
+            out.slice_axis_mut(ndarray::Axis(0), (start..end).into()).assign(&y);
+        }
+        Ok(out)
+    }
+
+    fn forward_unchecked(&self, x: ArrayViewD<f32>) -> ArrayD<f32> {
         let mut cur = x.to_owned();
         for (i, layer) in self.layers.iter().enumerate() {
             cur = layer.forward(cur.view(), &self.shapes[i + 1]);
         }
-        Ok(cur)
+        cur
     }
 
     /// Forward pass that keeps every layer's input.
