@@ -3,7 +3,7 @@
 //! Everything is single-threaded and driven by one seeded ChaCha8 generator, so training is
 //! deterministic: the same seed, data and settings give the same weights, bit for bit.
 
-use ndarray::{ArrayD, ArrayView4, ArrayViewD, Axis, Zip};
+use ndarray::{ArrayD, ArrayViewD, Axis, Zip};
 use rand::Rng;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -345,9 +345,4 @@ pub fn accuracy(net: &Network, images: ArrayViewD<f32>, labels: &[u8]) -> Result
     let pred = predict_classes(net, images, 256)?;
     let hits = pred.iter().zip(labels).filter(|(p, l)| **p == **l as usize).count();
     Ok(hits as f32 / labels.len().max(1) as f32)
-}
-
-/// Convenience: the images of a 4-D dataset as a dynamic view.
-pub fn as_dyn(images: ArrayView4<'_, f32>) -> ArrayViewD<'_, f32> {
-    images.into_dyn()
 }
