@@ -123,29 +123,15 @@ pub fn load_split_for(dir: &Path, split: Split, net: &Network) -> Result<Samples
     Ok(data)
 }
 
-/// Writes an `.npy` atomically: a temporary file beside `path`, then a rename, so a reader never sees half a file.
+/// Writes an `.npy` atomically (a temporary file beside `path`, then a rename): a reader never sees half a file,
+/// and a failed write leaves an existing file as it was.
 pub fn write_npy_atomic<A, D>(path: &Path, array: &ndarray::ArrayBase<A, D>) -> Result<()>
 where
     A: ndarray::Data,
     A::Elem: ndarray_npy::WritableElement,
     D: ndarray::Dimension,
 {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = ndarray_npy::write_npy(&tmp, array)
-        .with_context(|| format!("cannot write {}", path.display()))
-        .and_then(|()| std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display())));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    write_atomic_with(path, |tmp| Ok(ndarray_npy::write_npy(tmp, array)?))
 }
 
 /// Reads class indices `[N]` from an integer `.npy` (int64 or int32).
@@ -167,11 +153,10 @@ pub fn load_targets(path: &Path) -> Result<Vec<usize>> {
 
 /// Writes bytes atomically (temporary file beside `path`, then a rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    write_atomic_with(path, |tmp| Ok(std::fs::write(tmp, bytes)?))
+}
+
+fn write_atomic_with(path: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    lrp_core::atomic::write_atomically(path, fill, anyhow::Error::from)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -87,40 +87,41 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let started = std::time::Instant::now();
     let chunks: Vec<ChunkCurves> = lrp_batch::map_chunks(n, 32, threads, |range| -> Result<ChunkCurves> {
-        let x = data.images.slice_axis(Axis(0), range.clone().into()).to_owned();
-        let mut per_rule = Vec::with_capacity(explainers.len());
-        let mut targets = Vec::new();
-        for ex in &explainers {
-            let e = ex.explain(x.view(), &Target::Predicted)?;
-            targets = e.targets.clone();
-            let mut curves = Vec::with_capacity(range.len());
-            for (s, r) in e.relevance.outer_iter().enumerate() {
-                let order = regions.most_relevant_first(r);
-                curves.push(perturbation_curve(
-                    net,
-                    x.index_axis(Axis(0), s),
-                    targets[s],
-                    &regions,
-                    &order,
-                    steps,
-                    a.baseline,
-                )?);
-            }
-            per_rule.push(curves);
-        }
+        let x = data.images.slice_axis(Axis(0), range.clone().into());
+        let explanations = explainers
+            .iter()
+            .map(|ex| ex.explain(x.view(), &Target::Predicted))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Every rule explains the prediction, so the targets agree.
+        let targets = &explanations[0].targets;
+        let curve = |s: usize, order: &[usize]| {
+            perturbation_curve(
+                net,
+                x.index_axis(Axis(0), s),
+                targets[s],
+                &regions,
+                order,
+                steps,
+                a.baseline,
+            )
+        };
+        let per_rule = explanations
+            .iter()
+            .map(|e| {
+                e.relevance
+                    .outer_iter()
+                    .enumerate()
+                    .map(|(s, r)| curve(s, &regions.most_relevant_first(r)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let random = range
             .clone()
             .enumerate()
             .map(|(s, global)| {
-                let order = regions.random(a.seed ^ (global as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                perturbation_curve(
-                    net,
-                    x.index_axis(Axis(0), s),
-                    targets[s],
-                    &regions,
-                    &order,
-                    steps,
-                    a.baseline,
+                curve(
+                    s,
+                    &regions.random(a.seed ^ (global as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -8,30 +8,17 @@ use memmap2::Mmap;
 use ndarray::{ArrayBase, ArrayViewD, Data, Dimension, IxDyn};
 use ndarray_npy::{ViewNpyExt, WritableElement};
 
+use lrp_core::atomic::write_atomically;
+
 use crate::error::{BatchError, Result};
-
-/// A temporary name beside `path` (same folder, so the rename is atomic).
-pub(crate) fn temp_beside(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
-}
-
-/// Moves a finished temporary file into place.
-pub(crate) fn commit(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::rename(tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(tmp);
-        BatchError::io(path, e)
-    })
-}
 
 /// Writes bytes atomically.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_beside(path);
-    std::fs::write(&tmp, bytes).map_err(|e| BatchError::io(&tmp, e))?;
-    commit(&tmp, path)
+    write_atomically(
+        path,
+        |tmp| std::fs::write(tmp, bytes).map_err(|e| BatchError::io(tmp, e)),
+        |e| BatchError::io(path, e),
+    )
 }
 
 /// Writes an array as `.npy` atomically.
@@ -41,12 +28,16 @@ where
     A::Elem: WritableElement,
     D: Dimension,
 {
-    let tmp = temp_beside(path);
-    ndarray_npy::write_npy(&tmp, a).map_err(|e| BatchError::Npy {
-        path: tmp.clone(),
-        reason: e.to_string(),
-    })?;
-    commit(&tmp, path)
+    write_atomically(
+        path,
+        |tmp| {
+            ndarray_npy::write_npy(tmp, a).map_err(|e| BatchError::Npy {
+                path: tmp.to_path_buf(),
+                reason: e.to_string(),
+            })
+        },
+        |e| BatchError::io(path, e),
+    )
 }
 
 /// Element types the assembler copies.
@@ -91,24 +82,31 @@ pub(crate) fn assemble<T>(out: &Path, shape: &[usize], parts: &[PathBuf]) -> Res
 where
     T: Elem + ndarray_npy::ViewElement,
 {
-    let tmp = temp_beside(out);
-    let npy_err = |reason: String| BatchError::Npy {
-        path: tmp.clone(),
-        reason,
-    };
+    write_atomically(
+        out,
+        |tmp| fill_parts::<T>(tmp, out, shape, parts),
+        |e| BatchError::io(out, e),
+    )
+}
+
+/// Writes the `.npy` of `shape` at `tmp` from `parts` (see [`assemble`]).
+fn fill_parts<T>(tmp: &Path, out: &Path, shape: &[usize], parts: &[PathBuf]) -> Result<()>
+where
+    T: Elem + ndarray_npy::ViewElement,
+{
+    let io = |e| BatchError::io(tmp, e);
     {
-        let f = File::create(&tmp).map_err(|e| BatchError::io(&tmp, e))?;
-        ndarray_npy::write_zeroed_npy::<T, _>(&f, IxDyn(shape)).map_err(|e| npy_err(e.to_string()))?;
+        let f = File::create(tmp).map_err(io)?;
+        ndarray_npy::write_zeroed_npy::<T, _>(&f, IxDyn(shape)).map_err(|e| BatchError::Npy {
+            path: tmp.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     }
     let total: usize = shape.iter().product::<usize>() * T::SIZE;
-    let len = std::fs::metadata(&tmp).map_err(|e| BatchError::io(&tmp, e))?.len() as usize;
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&tmp)
-        .map_err(|e| BatchError::io(&tmp, e))?;
+    let len = std::fs::metadata(tmp).map_err(io)?.len() as usize;
+    let file = OpenOptions::new().write(true).open(tmp).map_err(io)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.seek(SeekFrom::Start((len - total) as u64))
-        .map_err(|e| BatchError::io(&tmp, e))?;
+    w.seek(SeekFrom::Start((len - total) as u64)).map_err(io)?;
     let mut written = 0usize;
     for part in parts {
         let result = with_part::<T, _>(part, |view| -> std::io::Result<usize> {
@@ -128,16 +126,14 @@ where
         })?;
         written += result.map_err(|e| BatchError::io(part, e))?;
     }
-    w.flush().map_err(|e| BatchError::io(&tmp, e))?;
-    drop(w);
+    w.flush().map_err(io)?;
     if written * T::SIZE != total {
-        let _ = std::fs::remove_file(&tmp);
         return Err(BatchError::Npy {
             path: out.to_path_buf(),
             reason: format!("parts hold {} values, the file needs {}", written, total / T::SIZE),
         });
     }
-    commit(&tmp, out)
+    Ok(())
 }
 
 /// FNV-1a of a file's bytes, as hex: identifies inputs and models in manifests.

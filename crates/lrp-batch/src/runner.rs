@@ -196,13 +196,9 @@ impl<'a> Runner<'a> {
         }
         std::fs::create_dir_all(chunks_dir(out)).map_err(|e| BatchError::io(out, e))?;
         let started = Instant::now();
-        let pending: Vec<usize> = (0..self.chunk_count())
-            .filter(|&c| !chunk_marker(out, c).exists())
-            .collect();
-        let already: usize = (0..self.chunk_count())
-            .filter(|c| !pending.contains(c))
-            .map(|c| self.chunk_range(c).len())
-            .sum();
+        let (landed, pending): (Vec<usize>, Vec<usize>) =
+            (0..self.chunk_count()).partition(|&c| chunk_marker(out, c).exists());
+        let already: usize = landed.iter().map(|&c| self.chunk_range(c).len()).sum();
         let done = AtomicUsize::new(already);
         progress(already);
         let rule_nanos: Vec<AtomicU64> = self.explainers.iter().map(|_| AtomicU64::new(0)).collect();

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod arch;
+pub mod atomic;
 pub mod error;
 pub mod idx;
 pub mod layers;

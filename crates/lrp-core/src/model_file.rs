@@ -97,20 +97,11 @@ impl Model {
     /// Writes atomically: a temporary file beside `path`, then a rename.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = self.to_bytes()?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp{}",
-            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-            std::process::id()
-        ));
-        std::fs::write(&tmp, &bytes).map_err(|e| CoreError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            CoreError::io(path, e)
-        })
+        crate::atomic::write_atomically(
+            path,
+            |tmp| std::fs::write(tmp, &bytes).map_err(|e| CoreError::io(tmp, e)),
+            |e| CoreError::io(path, e),
+        )
     }
 
     /// Reads and validates a model file.

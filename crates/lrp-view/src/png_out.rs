@@ -85,11 +85,6 @@ pub fn write_png(path: &Path, panels: &[Panel]) -> Result<(), PngError> {
 
 /// Writes 8-bit RGB pixels (`width × height × 3`, row-major) as a PNG, via a temporary file renamed into place.
 pub fn write_rgb(path: &Path, width: u32, height: u32, rgb: &[u8]) -> Result<(), PngError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
     let io_err = |p: &Path, source: std::io::Error| PngError::Io {
         path: p.to_path_buf(),
         source,
@@ -98,18 +93,17 @@ pub fn write_rgb(path: &Path, width: u32, height: u32, rgb: &[u8]) -> Result<(),
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        let mut enc = png::Encoder::new(BufWriter::new(file), width, height);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().map_err(encode_err)?;
-        writer.write_image_data(rgb).map_err(encode_err)?;
-        writer.finish().map_err(encode_err)?;
-        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    lrp_core::atomic::write_atomically(
+        path,
+        |tmp| {
+            let file = std::fs::File::create(tmp).map_err(|e| io_err(tmp, e))?;
+            let mut enc = png::Encoder::new(BufWriter::new(file), width, height);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut writer = enc.write_header().map_err(encode_err)?;
+            writer.write_image_data(rgb).map_err(encode_err)?;
+            writer.finish().map_err(encode_err)
+        },
+        |e| io_err(path, e),
+    )
 }

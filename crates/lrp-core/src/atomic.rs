@@ -1,0 +1,60 @@
+//! Replacing files atomically, so a reader never sees half a file and a failure leaves the old one intact.
+
+use std::path::{Path, PathBuf};
+
+/// A temporary name beside `path` (same folder, so the final rename is atomic).
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// Writes `path` atomically: `fill` writes a temporary file beside it (the path it is given), which is renamed
+/// over `path` only when `fill` succeeds. On any failure the temporary file is removed and `path` is untouched;
+/// a failed rename is reported through `rename_err`.
+pub fn write_atomically<E>(
+    path: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), E>,
+    rename_err: impl FnOnce(std::io::Error) -> E,
+) -> Result<(), E> {
+    let tmp = temp_path(path);
+    let result = fill(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(rename_err));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_fill_leaves_the_old_file_and_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("lrp-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.txt");
+        std::fs::write(&path, b"old").unwrap();
+        let r: Result<(), String> = write_atomically(
+            &path,
+            |tmp| {
+                std::fs::write(tmp, b"half").unwrap();
+                Err("disk full".into())
+            },
+            |e| e.to_string(),
+        );
+        assert_eq!(r, Err("disk full".to_string()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert!(!temp_path(&path).exists());
+        write_atomically(
+            &path,
+            |tmp| std::fs::write(tmp, b"new").map_err(|e| e.to_string()),
+            |e| e.to_string(),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
