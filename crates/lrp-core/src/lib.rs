@@ -17,6 +17,9 @@ pub mod train;
 pub use arch::Arch;
 pub use error::{CoreError, Result};
 pub use idx::{Dataset, Split};
-pub use layers::{BatchNorm, Conv2d, Dense, Layer, LayerKind, Lstm, LstmDirection, ParamGrads, Pool2d, Window};
+pub use layers::{
+    Activation, Arith, ArithOp, BatchNorm, Conv2d, Dense, Layer, LayerKind, Lstm, LstmDirection, ParamGrads, Pool2d,
+    Window,
+};
 pub use model_file::{Model, ModelMeta};
 pub use network::{Network, Trace};

@@ -1,17 +1,24 @@
 //! Native model files: `LRPMODEL` magic, a little-endian `u32` format version, then bincode 2 (serde)
 //! of the model's metadata and network.
+//!
+//! Version 1 holds a chain (`input_shape`, `layers`); version 2 a graph (`input_shape`, `layers` and the values each
+//! layer reads). Chains are still written as version 1, so files of chains stay readable by older builds and
+//! byte-identical to what they were.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
+use crate::layers::Layer;
 use crate::network::Network;
 
 /// The first eight bytes of every model file.
 pub const MAGIC: &[u8; 8] = b"LRPMODEL";
-/// The format version this build writes and reads.
+/// The format version of chains (written for every network that is a chain of version-1 layers).
 pub const FORMAT_VERSION: u32 = 1;
+/// The format version of graphs.
+pub const GRAPH_FORMAT_VERSION: u32 = 2;
 /// No model file may decode to more than this many bytes of parameters and metadata (1 GiB).
 const DECODE_LIMIT: usize = 1 << 30;
 
@@ -31,7 +38,7 @@ pub struct ModelMeta {
 }
 
 /// A network with its metadata, as stored on disk.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Model {
     /// Metadata.
     pub meta: ModelMeta,
@@ -39,13 +46,47 @@ pub struct Model {
     pub network: Network,
 }
 
+/// Version 1: a chain.
+#[derive(Serialize, Deserialize)]
+struct ChainFile {
+    meta: ModelMeta,
+    input_shape: Vec<usize>,
+    layers: Vec<Layer>,
+}
+
+/// Version 2: a graph; `nodes[k]` is a layer and the values it reads.
+#[derive(Serialize, Deserialize)]
+struct GraphFile {
+    meta: ModelMeta,
+    input_shape: Vec<usize>,
+    nodes: Vec<(Layer, Vec<usize>)>,
+}
+
 impl Model {
     /// Encodes into the file format.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(16 + 4 * self.network.param_count());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        let payload = bincode::serde::encode_to_vec(self, config()).map_err(|e| CoreError::ModelFile {
+        let net = &self.network;
+        let chain = net.is_chain() && !net.layers().iter().any(Layer::is_graph_only);
+        let encoded = if chain {
+            out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            let file = ChainFile {
+                meta: self.meta.clone(),
+                input_shape: net.input_shape().to_vec(),
+                layers: net.layers().to_vec(),
+            };
+            bincode::serde::encode_to_vec(&file, config())
+        } else {
+            out.extend_from_slice(&GRAPH_FORMAT_VERSION.to_le_bytes());
+            let file = GraphFile {
+                meta: self.meta.clone(),
+                input_shape: net.input_shape().to_vec(),
+                nodes: net.nodes(),
+            };
+            bincode::serde::encode_to_vec(&file, config())
+        };
+        let payload = encoded.map_err(|e| CoreError::ModelFile {
             path: "<memory>".into(),
             reason: format!("cannot encode: {e}"),
         })?;
@@ -71,20 +112,38 @@ impl Model {
             return Err(bad(hint.into()));
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != GRAPH_FORMAT_VERSION {
             return Err(bad(format!(
-                "model format version {version}; this build of lrp reads version {FORMAT_VERSION}"
+                "model format version {version}; this build of lrp reads versions {FORMAT_VERSION} and \
+                 {GRAPH_FORMAT_VERSION}"
             )));
         }
         let payload = &bytes[12..];
-        let (model, used): (Model, usize) = bincode::serde::decode_from_slice(payload, config()).map_err(|e| {
+        let decode_error = |e: bincode::error::DecodeError| {
             use bincode::error::DecodeError;
             match e {
                 DecodeError::UnexpectedEnd { .. } => bad("truncated: the file ends before the model does".into()),
                 DecodeError::LimitExceeded => bad("corrupt: the file asks for more than 1 GiB of parameters".into()),
                 other => bad(format!("corrupt or invalid model: {other}")),
             }
-        })?;
+        };
+        let (meta, network, used) = if version == FORMAT_VERSION {
+            let (f, used): (ChainFile, usize) =
+                bincode::serde::decode_from_slice(payload, config()).map_err(decode_error)?;
+            if let Some(l) = f.layers.iter().find(|l| l.is_graph_only()) {
+                return Err(bad(format!(
+                    "corrupt: a version-1 file holds a {} layer, which only graphs (version 2) have",
+                    l.kind().name()
+                )));
+            }
+            (f.meta, Network::new(f.input_shape, f.layers), used)
+        } else {
+            let (f, used): (GraphFile, usize) =
+                bincode::serde::decode_from_slice(payload, config()).map_err(decode_error)?;
+            (f.meta, Network::graph(f.input_shape, f.nodes), used)
+        };
+        let network = network.map_err(|e| bad(format!("invalid network: {e}")))?;
+        let model = Model { meta, network };
         if used != payload.len() {
             return Err(bad(format!(
                 "{} trailing bytes after the model: the file is corrupt or was written by something else",

@@ -1,7 +1,10 @@
-//! `Network`: an ordered list of layers with shapes inferred and checked at construction.
+//! `Network`: a directed acyclic graph of layers with shapes inferred and checked at construction.
+//!
+//! Values are numbered: value 0 is the network input and value `k + 1` is the output of node `k`; the output of
+//! the last node is the network output. Node `k` reads values with numbers at most `k`, so the node list is in
+//! topological order. A chain (node `k` reads value `k`, the common case) runs on a fast path.
 
 use ndarray::{ArrayD, ArrayViewD};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
 use crate::layers::{Layer, LayerKind};
@@ -9,73 +12,112 @@ use crate::layers::{Layer, LayerKind};
 /// [`Network::forward`] splits large batches so that the widest intermediate holds about this many floats.
 const BLOCK_FLOATS: usize = 1 << 19;
 
-/// A feed-forward network. Built by [`Network::new`], which folds batch norms and checks every shape,
-/// so a `Network` value is always consistent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "NetworkRepr", into = "NetworkRepr")]
+/// A feed-forward network. Built by [`Network::new`] (a chain) or [`Network::graph`], which fold batch norms
+/// and check every shape, so a `Network` value is always consistent.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Network {
     input_shape: Vec<usize>,
     layers: Vec<Layer>,
-    /// `shapes[i]` is the per-sample input shape of layer `i`; the last entry is the output shape.
+    /// `wiring[k]`: the values node `k` reads.
+    wiring: Vec<Vec<usize>>,
+    /// `shapes[v]` is the per-sample shape of value `v`; the last entry is the output shape.
     shapes: Vec<Vec<usize>>,
+    /// `last_use[v]`: the last node that reads value `v` (the output: the node count).
+    last_use: Vec<usize>,
+    /// `first_use[v]`: the first node that reads value `v` (the output: the node count).
+    first_use: Vec<usize>,
+    chain: bool,
 }
 
-/// What is stored in model files: the layers before validation.
-#[derive(Serialize, Deserialize)]
-struct NetworkRepr {
-    input_shape: Vec<usize>,
-    layers: Vec<Layer>,
-}
-
-impl TryFrom<NetworkRepr> for Network {
-    type Error = CoreError;
-    fn try_from(r: NetworkRepr) -> Result<Self> {
-        Network::new(r.input_shape, r.layers)
-    }
-}
-
-impl From<Network> for NetworkRepr {
-    fn from(n: Network) -> Self {
-        NetworkRepr {
-            input_shape: n.input_shape,
-            layers: n.layers,
-        }
-    }
-}
-
-/// Every layer's input from one forward pass, and the output: what LRP walks back through.
+/// Every value of one forward pass: what LRP walks back through.
 #[derive(Clone, Debug)]
 pub struct Trace {
-    /// `inputs[i]` is the input of layer `i` (so `inputs[0]` is the network input).
-    pub inputs: Vec<ArrayD<f32>>,
-    /// The network output (logits).
+    /// `values[v]` for `v` below the node count: value `v` (for a chain, the input of layer `v`; `values[0]` is
+    /// the network input).
+    pub values: Vec<ArrayD<f32>>,
+    /// The network output (logits), the last value.
     pub output: ArrayD<f32>,
 }
 
+impl Trace {
+    /// Value `v` (the node count gives the output).
+    pub fn value(&self, v: usize) -> &ArrayD<f32> {
+        self.values.get(v).unwrap_or(&self.output)
+    }
+}
+
 impl Network {
-    /// Builds a network for per-sample inputs of `input_shape` (e.g. `[1, 28, 28]`).
+    /// Builds a chain for per-sample inputs of `input_shape` (e.g. `[1, 28, 28]`): layer `k` reads the output of
+    /// layer `k − 1`.
     ///
     /// Batch norms are folded into the dense/conv layer right before them (an error if there is none);
     /// every layer's parameters are checked against the shape that reaches it.
     pub fn new(input_shape: Vec<usize>, layers: Vec<Layer>) -> Result<Self> {
+        let nodes = layers.into_iter().enumerate().map(|(k, l)| (l, vec![k])).collect();
+        Network::graph(input_shape, nodes)
+    }
+
+    /// Builds a graph: node `k` is `(layer, values it reads)`, where value 0 is the network input and value
+    /// `j + 1` the output of node `j` (so a node reads only values numbered `k` or less). The last node gives the
+    /// network output; every other node's output must be read by some node.
+    ///
+    /// A batch norm is folded into the dense/conv node whose output it reads, if nothing else reads that output.
+    pub fn graph(input_shape: Vec<usize>, nodes: Vec<(Layer, Vec<usize>)>) -> Result<Self> {
         if input_shape.is_empty() || input_shape.contains(&0) {
             return Err(CoreError::InvalidNetwork(format!(
                 "input shape {input_shape:?} must have at least one dimension and no zero"
             )));
         }
-        if layers.is_empty() {
+        if input_shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .is_none_or(|n| n > 1 << 31)
+        {
+            return Err(CoreError::InvalidNetwork(format!(
+                "input shape {input_shape:?} is too large"
+            )));
+        }
+        if nodes.is_empty() {
             return Err(CoreError::InvalidNetwork("a network needs at least one layer".into()));
         }
-        let mut folded: Vec<Layer> = Vec::with_capacity(layers.len());
+        let count = nodes.len();
+        let mut readers = vec![0usize; count + 1];
+        for (k, (layer, inputs)) in nodes.iter().enumerate() {
+            if let Some(&v) = inputs.iter().find(|&&v| v > k) {
+                return Err(CoreError::InvalidLayer {
+                    index: k,
+                    kind: layer.kind().name(),
+                    reason: format!("reads value {v}, which is not computed before it (values 0 to {k} are)"),
+                });
+            }
+            for &v in inputs {
+                readers[v] += 1;
+            }
+        }
+        if let Some(v) = (1..count).find(|&v| readers[v] == 0) {
+            return Err(CoreError::InvalidNetwork(format!(
+                "the output of node #{} ({}) is read by nothing and is not the network output",
+                v - 1,
+                nodes[v - 1].0.kind().name()
+            )));
+        }
+        // `map[v]`: the value of the built network that original value `v` became.
+        let mut map: Vec<usize> = Vec::with_capacity(count + 1);
+        map.push(0);
+        let mut layers: Vec<Layer> = Vec::with_capacity(count);
+        let mut wiring: Vec<Vec<usize>> = Vec::with_capacity(count);
         let mut shapes = vec![input_shape.clone()];
-        for (index, layer) in layers.into_iter().enumerate() {
-            let current = shapes.last().expect("non-empty").clone();
-            // Validates the layer (batch norm included) against the shape that reaches it.
-            let out = layer.output_shape(index, &current)?;
+        for (index, (layer, inputs)) in nodes.into_iter().enumerate() {
+            let ins: Vec<usize> = inputs.iter().map(|&v| map[v]).collect();
+            let in_shapes: Vec<&[usize]> = ins.iter().map(|&v| shapes[v].as_slice()).collect();
+            // Validates the layer (batch norm included) against the shapes that reach it.
+            let out = layer.output_shape_many(index, &in_shapes)?;
             if let Layer::BatchNorm(bn) = &layer {
-                match folded.last_mut() {
-                    Some(Layer::Dense(d)) => bn.fold_into_dense(d),
-                    Some(Layer::Conv2d(c)) => bn.fold_into_conv(c),
+                let src = ins[0];
+                let foldable = src > 0 && src == layers.len() && readers[inputs[0]] == 1;
+                match layers.last_mut() {
+                    Some(Layer::Dense(d)) if foldable => bn.fold_into_dense(d),
+                    Some(Layer::Conv2d(c)) if foldable => bn.fold_into_conv(c),
                     _ => {
                         return Err(CoreError::InvalidLayer {
                             index,
@@ -84,16 +126,53 @@ impl Network {
                         });
                     }
                 }
+                map.push(src);
                 continue;
             }
-            folded.push(layer);
+            layers.push(layer);
+            wiring.push(ins);
             shapes.push(out);
+            map.push(layers.len());
         }
+        let n = layers.len();
+        let mut last_use = vec![0usize; n + 1];
+        for (k, ins) in wiring.iter().enumerate() {
+            for &v in ins {
+                last_use[v] = last_use[v].max(k);
+            }
+        }
+        last_use[n] = n;
+        let mut first_use = vec![n; n + 1];
+        for (k, ins) in wiring.iter().enumerate().rev() {
+            for &v in ins {
+                first_use[v] = k;
+            }
+        }
+        let chain = wiring.iter().enumerate().all(|(k, ins)| ins == &[k]);
         Ok(Network {
             input_shape,
-            layers: folded,
+            layers,
+            wiring,
             shapes,
+            last_use,
+            first_use,
+            chain,
         })
+    }
+
+    /// Whether every layer reads the output of the one before it (no branches or joins).
+    pub fn is_chain(&self) -> bool {
+        self.chain
+    }
+
+    /// The values node `k` reads.
+    pub fn inputs_of(&self, k: usize) -> &[usize] {
+        &self.wiring[k]
+    }
+
+    /// The nodes as `(layer, values it reads)`, the form [`Network::graph`] takes.
+    pub fn nodes(&self) -> Vec<(Layer, Vec<usize>)> {
+        self.layers.iter().cloned().zip(self.wiring.iter().cloned()).collect()
     }
 
     /// Per-sample input shape.
@@ -116,9 +195,10 @@ impl Network {
         &self.layers
     }
 
-    /// Per-sample input shape of layer `i` (`i = layers().len()` gives the output shape).
-    pub fn shape_at(&self, i: usize) -> &[usize] {
-        &self.shapes[i]
+    /// Per-sample shape of value `v` (for a chain, the input of layer `v`; `v = layers().len()` gives the
+    /// output shape).
+    pub fn shape_at(&self, v: usize) -> &[usize] {
+        &self.shapes[v]
     }
 
     /// Total number of parameters.
@@ -184,40 +264,113 @@ impl Network {
     }
 
     fn forward_unchecked(&self, x: ArrayViewD<f32>) -> ArrayD<f32> {
-        let mut cur = x.to_owned();
-        for (i, layer) in self.layers.iter().enumerate() {
-            cur = layer.forward(cur.view(), &self.shapes[i + 1]);
+        if self.chain {
+            let mut cur = x.to_owned();
+            for (i, layer) in self.layers.iter().enumerate() {
+                cur = layer.forward(cur.view(), &self.shapes[i + 1]);
+            }
+            return cur;
         }
-        cur
+        // Values are dropped after their last reader.
+        let mut values: Vec<Option<ArrayD<f32>>> = vec![None; self.layers.len() + 1];
+        values[0] = Some(x.to_owned());
+        for k in 0..self.layers.len() {
+            let out = self.node_forward(k, |v| values[v].as_ref().expect("read before its last use").view());
+            for &v in &self.wiring[k] {
+                if self.last_use[v] == k {
+                    values[v] = None;
+                }
+            }
+            values[k + 1] = Some(out);
+        }
+        values.pop().flatten().expect("the output is computed")
     }
 
-    /// Forward pass that keeps every layer's input.
+    /// Runs node `k` on the values `get` returns.
+    pub(crate) fn node_forward<'a>(&self, k: usize, get: impl Fn(usize) -> ArrayViewD<'a, f32>) -> ArrayD<f32> {
+        let layer = &self.layers[k];
+        match &self.wiring[k][..] {
+            &[v] => layer.forward(get(v), &self.shapes[k + 1]),
+            many => {
+                let xs: Vec<ArrayViewD<f32>> = many.iter().map(|&v| get(v)).collect();
+                layer.forward_many(&xs, &self.shapes[k + 1])
+            }
+        }
+    }
+
+    /// Forward pass that keeps every value.
     pub fn forward_trace(&self, x: ArrayViewD<f32>) -> Result<Trace> {
         self.check_input(&x)?;
-        let mut inputs = Vec::with_capacity(self.layers.len());
-        let mut cur = x.to_owned();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let next = layer.forward(cur.view(), &self.shapes[i + 1]);
-            inputs.push(cur);
-            cur = next;
+        let mut values: Vec<ArrayD<f32>> = Vec::with_capacity(self.layers.len() + 1);
+        values.push(x.to_owned());
+        for k in 0..self.layers.len() {
+            let out = self.node_forward(k, |v| values[v].view());
+            values.push(out);
         }
-        Ok(Trace { inputs, output: cur })
+        let output = values.pop().expect("the output is computed");
+        Ok(Trace { values, output })
     }
 
-    /// Backward pass from the output gradient `g` through a trace: the input gradient and each layer's
-    /// parameter gradients (`None` for layers without parameters).
-    pub fn backward(&self, trace: &Trace, g: ArrayD<f32>) -> Result<(ArrayD<f32>, Vec<Option<crate::ParamGrads>>)> {
-        if g.shape() != trace.output.shape() {
-            return Err(CoreError::shape("output gradient", trace.output.shape(), g.shape()));
+    /// Gradients of node `k`'s inputs for the gradient `g` of its output, through a trace.
+    pub fn node_backward(&self, k: usize, trace: &Trace, g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        let layer = &self.layers[k];
+        match &self.wiring[k][..] {
+            &[v] => vec![layer.backward(trace.value(v).view(), g)],
+            many => {
+                let xs: Vec<ArrayViewD<f32>> = many.iter().map(|&v| trace.value(v).view()).collect();
+                layer.backward_many(&xs, g)
+            }
         }
-        let mut grads = vec![None; self.layers.len()];
-        let mut g = g;
-        for i in (0..self.layers.len()).rev() {
-            let x = trace.inputs[i].view();
-            grads[i] = self.layers[i].param_grads(x.view(), g.view());
-            g = self.layers[i].backward(x, g.view());
+    }
+
+    /// Runs `step` for every node from the last to the first with the gradient (or relevance) reaching its
+    /// output, and sums what it returns for each input into that value (fan-out adds). Returns the network input's.
+    /// A node whose output receives nothing gets zeros.
+    pub fn reverse_accumulate(
+        &self,
+        seed: ArrayD<f32>,
+        mut step: impl FnMut(usize, ArrayD<f32>) -> Vec<ArrayD<f32>>,
+        mut visit: impl FnMut(usize, &ArrayD<f32>),
+    ) -> ArrayD<f32> {
+        let n = self.layers.len();
+        visit(n, &seed);
+        if self.chain {
+            let mut g = seed;
+            for k in (0..n).rev() {
+                g = step(k, g).pop().expect("one input");
+                visit(k, &g);
+            }
+            return g;
         }
-        Ok((g, grads))
+        let batch = seed.shape()[0];
+        let mut acc: Vec<Option<ArrayD<f32>>> = vec![None; n + 1];
+        acc[n] = Some(seed);
+        for k in (0..n).rev() {
+            let g = match acc[k + 1].take() {
+                Some(g) => g,
+                None => {
+                    let mut shape = vec![batch];
+                    shape.extend_from_slice(&self.shapes[k + 1]);
+                    ArrayD::zeros(ndarray::IxDyn(&shape))
+                }
+            };
+            let parts = step(k, g);
+            for (&v, part) in self.wiring[k].iter().zip(parts) {
+                match &mut acc[v] {
+                    Some(a) => *a += &part,
+                    slot => *slot = Some(part),
+                }
+            }
+            // A value is complete once its first reader has run.
+            for (i, &v) in self.wiring[k].iter().enumerate() {
+                if self.first_use[v] == k && !self.wiring[k][..i].contains(&v) {
+                    if let Some(a) = &acc[v] {
+                        visit(v, a);
+                    }
+                }
+            }
+        }
+        acc[0].take().expect("the input is read by some node")
     }
 
     /// Gradient of `Σ g ⊙ output` with respect to the input, through a trace (no parameter gradients).
@@ -225,11 +378,7 @@ impl Network {
         if g.shape() != trace.output.shape() {
             return Err(CoreError::shape("output gradient", trace.output.shape(), g.shape()));
         }
-        let mut g = g;
-        for i in (0..self.layers.len()).rev() {
-            g = self.layers[i].backward(trace.inputs[i].view(), g.view());
-        }
-        Ok(g)
+        Ok(self.reverse_accumulate(g, |k, g| self.node_backward(k, trace, g.view()), |_, _| {}))
     }
 
     /// Mutable access to the layers for training. Shapes must not change.
@@ -237,8 +386,10 @@ impl Network {
         &mut self.layers
     }
 
-    /// A one-line description of each layer with its output shape.
+    /// A one-line description of each node: its number, kind, output shape, parameters, the `#N` that rule
+    /// specs use for a layer with weights, details, and (in a graph) the nodes it reads.
     pub fn summary(&self) -> Vec<String> {
+        let weighted = self.weighted_layers();
         self.layers
             .iter()
             .enumerate()
@@ -283,14 +434,38 @@ impl Network {
                             ""
                         }
                     ),
+                    Layer::Concat(axis) => format!("axis {axis}"),
+                    Layer::Arith(a) => a.describe(),
+                    Layer::Activation(a) => a.name(),
+                    Layer::Pad(p) => format!("pads {p:?}"),
+                    Layer::Transpose(p) => format!("perm {p:?}"),
+                    Layer::Slice { axis, start, end } => format!("axis {axis}, {start}..{end}"),
                     _ => String::new(),
                 };
+                let rule_number = match weighted.iter().position(|&w| w == i) {
+                    Some(n) => format!("#{n}"),
+                    None => String::new(),
+                };
+                let from = if self.chain {
+                    String::new()
+                } else {
+                    let names: Vec<String> = self.wiring[i]
+                        .iter()
+                        .map(|&v| {
+                            if v == 0 {
+                                "input".to_string()
+                            } else {
+                                format!("{}", v - 1)
+                            }
+                        })
+                        .collect();
+                    format!("  ← {}", names.join(", "))
+                };
                 format!(
-                    "#{i:<2} {:<10} {:<16} {:>9} params  {}",
+                    "{i:>3} {rule_number:<4} {:<10} {:<16} {:>9} params  {detail}{from}",
                     l.kind().name(),
                     format!("{:?}", self.shapes[i + 1]),
                     l.param_count(),
-                    detail
                 )
             })
             .collect()

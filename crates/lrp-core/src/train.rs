@@ -266,47 +266,65 @@ pub fn train(
 
 /// Forward pass with dropout active; returns the trace and each dropout layer's scaled keep-mask.
 fn forward_train(net: &Network, x: ArrayD<f32>, rng: &mut ChaCha8Rng) -> (Trace, Vec<Option<ArrayD<f32>>>) {
-    let mut inputs = Vec::with_capacity(net.layers().len());
-    let mut masks = Vec::with_capacity(net.layers().len());
-    let mut cur = x;
-    for (i, layer) in net.layers().iter().enumerate() {
+    let n = net.layers().len();
+    let mut values: Vec<ArrayD<f32>> = Vec::with_capacity(n + 1);
+    let mut masks = Vec::with_capacity(n);
+    values.push(x);
+    for (k, layer) in net.layers().iter().enumerate() {
         let (next, mask) = match layer {
             Layer::Dropout(p) if *p > 0.0 => {
+                let cur = &values[net.inputs_of(k)[0]];
                 let keep = 1.0 - p;
                 let mask = cur.map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 });
-                (&cur * &mask, Some(mask))
+                (cur * &mask, Some(mask))
             }
-            _ => (layer.forward(cur.view(), net.shape_at(i + 1)), None),
+            _ => (net.node_forward(k, |v| values[v].view()), None),
         };
-        inputs.push(cur);
+        values.push(next);
         masks.push(mask);
-        cur = next;
     }
-    (Trace { inputs, output: cur }, masks)
+    let output = values.pop().expect("the output is computed");
+    (Trace { values, output }, masks)
 }
 
+/// Parameter gradients of every layer for the output gradient `g` (the input gradient is not computed).
 fn backward_train(
     net: &Network,
     trace: &Trace,
     masks: &[Option<ArrayD<f32>>],
     g: ArrayD<f32>,
 ) -> Vec<Option<crate::ParamGrads>> {
-    let mut grads = vec![None; net.layers().len()];
-    let mut g = g;
-    for i in (0..net.layers().len()).rev() {
-        let layer = &net.layers()[i];
-        let x = trace.inputs[i].view();
-        if let Some(mask) = &masks[i] {
-            g *= mask;
-            continue;
+    let n = net.layers().len();
+    let mut grads = vec![None; n];
+    let mut acc: Vec<Option<ArrayD<f32>>> = vec![None; n + 1];
+    acc[n] = Some(g);
+    for k in (0..n).rev() {
+        let Some(g) = acc[k + 1].take() else { continue };
+        let layer = &net.layers()[k];
+        let ins = net.inputs_of(k);
+        let parts: Vec<ArrayD<f32>> = if let Some(mask) = &masks[k] {
+            vec![g * mask]
+        } else if let &[v] = ins {
+            let x = trace.value(v).view();
+            if v == 0 {
+                grads[k] = layer.param_grads(x, g.view()); // the input gradient is not needed
+                continue;
+            }
+            let (gx, pg) = layer.backward_with_params(x, g.view());
+            grads[k] = pg;
+            vec![gx]
+        } else {
+            net.node_backward(k, trace, g.view())
+        };
+        for (&v, part) in ins.iter().zip(parts) {
+            if v == 0 {
+                continue;
+            }
+            match &mut acc[v] {
+                Some(a) => *a += &part,
+                slot => *slot = Some(part),
+            }
         }
-        if i == 0 {
-            grads[i] = layer.param_grads(x.view(), g.view()); // the input gradient is not needed
-            break;
-        }
-        let (gx, pg) = layer.backward_with_params(x, g.view());
-        grads[i] = pg;
-        g = gx;
     }
     grads
 }

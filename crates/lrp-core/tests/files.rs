@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use lrp_core::idx::read_idx;
-use lrp_core::model_file::{FORMAT_VERSION, MAGIC};
+use lrp_core::model_file::{FORMAT_VERSION, GRAPH_FORMAT_VERSION, MAGIC};
 use lrp_core::{Arch, Dataset, Model, ModelMeta, Split};
 
 fn model() -> Model {
@@ -59,9 +59,9 @@ fn trailing_bytes_other_versions_and_foreign_files_are_refused() {
     );
 
     let mut other = model().to_bytes().unwrap();
-    other[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    other[8..12].copy_from_slice(&(GRAPH_FORMAT_VERSION + 1).to_le_bytes());
     let err = decode_err(&other);
-    assert!(err.contains(&format!("version {}", FORMAT_VERSION + 1)), "{err}");
+    assert!(err.contains(&format!("version {}", GRAPH_FORMAT_VERSION + 1)), "{err}");
 
     let err = decode_err(b"\x08\x07\x12\x07pytorch and more bytes of an onnx file");
     assert!(err.contains("not an lrp model file"), "{err}");

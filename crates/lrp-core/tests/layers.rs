@@ -373,9 +373,9 @@ fn trace_keeps_every_layer_input() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let x = rand_array(&mut rng, &[2, 1, 12, 12]);
     let t = net.forward_trace(x.view()).unwrap();
-    assert_eq!(t.inputs.len(), net.layers().len());
-    assert_eq!(t.inputs[0], x);
-    for (i, inp) in t.inputs.iter().enumerate() {
+    assert_eq!(t.values.len(), net.layers().len());
+    assert_eq!(t.values[0], x);
+    for (i, inp) in t.values.iter().enumerate() {
         assert_eq!(&inp.shape()[1..], net.shape_at(i));
     }
     assert_eq!(t.output, net.forward(x.view()).unwrap());

@@ -135,7 +135,7 @@ impl<'n> Explainer<'n> {
     ) -> Result<Explanation> {
         debug_assert_eq!(self.plan.layer_count(), self.net.layers().len());
         let (relevance, layer_sums) = match self.plan.kind() {
-            PlanKind::Lrp(steps) => lrp(steps, &trace, seed),
+            PlanKind::Lrp(steps) => lrp(self.net, steps, &trace, seed),
             PlanKind::Attribution(a) => (self.attribution(*a, x, &trace, seed)?, Vec::new()),
         };
         Ok(Explanation {
@@ -255,40 +255,53 @@ fn divide_masked(r: &ArrayD<f32>, z: &ArrayD<f32>, o: &ArrayD<f32>, positive: bo
     s
 }
 
-/// LRP from the output relevance `r` to the input; also the per-layer sums.
-fn lrp(steps: &[Step], trace: &Trace, r: ArrayD<f32>) -> (ArrayD<f32>, Vec<Vec<f32>>) {
-    let mut r = r;
+/// LRP from the output relevance `r` to the input; also the relevance summed over each value (for a chain, the
+/// input of each layer), the last entry being the output's.
+fn lrp(net: &Network, steps: &[Step], trace: &Trace, r: ArrayD<f32>) -> (ArrayD<f32>, Vec<Vec<f32>>) {
     let mut sums = vec![Vec::new(); steps.len() + 1];
-    sums[steps.len()] = per_sample_sums(&r);
-    for (i, step) in steps.iter().enumerate().rev() {
-        let x = &trace.inputs[i];
-        let z = trace.inputs.get(i + 1).unwrap_or(&trace.output);
-        r = match step {
-            Step::Pass if r.shape() == x.shape() => r,
-            Step::Pass => r
-                .as_standard_layout()
-                .into_owned()
-                .into_shape_with_order(x.raw_dim())
-                .expect("pass-through layers keep the element count"),
-            Step::MaxPool(p) => p
-                .max_route(
-                    x.view().into_dimensionality::<Ix4>().expect("4-D"),
-                    r.view().into_dimensionality::<Ix4>().expect("4-D"),
-                )
-                .into_dyn(),
-            Step::AvgPool(p) => {
-                let s = divide(&r, z, STABILIZER);
-                let x4 = x.view().into_dimensionality::<Ix4>().expect("4-D");
-                p.avg_transpose(s.view().into_dimensionality::<Ix4>().expect("4-D"), x4.dim())
-                    .into_dyn()
-                    * x
-            }
-            Step::Linear(p) => linear_relevance(p, x, z, &r),
-            Step::Lstm(l, e) => lstm_relevance(l, *e, x, &r),
-        };
-        sums[i] = per_sample_sums(&r);
-    }
-    (r, sums)
+    let relevance = net.reverse_accumulate(
+        r,
+        |k, r| {
+            let ins = net.inputs_of(k);
+            let x = trace.value(ins[0]);
+            let z = trace.value(k + 1);
+            vec![match &steps[k] {
+                Step::Pass if r.shape() == x.shape() => r,
+                Step::Pass => r
+                    .as_standard_layout()
+                    .into_owned()
+                    .into_shape_with_order(x.raw_dim())
+                    .expect("pass-through layers keep the element count"),
+                Step::MaxPool(p) => p
+                    .max_route(
+                        x.view().into_dimensionality::<Ix4>().expect("4-D"),
+                        r.view().into_dimensionality::<Ix4>().expect("4-D"),
+                    )
+                    .into_dyn(),
+                Step::AvgPool(p) => {
+                    let s = divide(&r, z, STABILIZER);
+                    let x4 = x.view().into_dimensionality::<Ix4>().expect("4-D");
+                    p.avg_transpose(s.view().into_dimensionality::<Ix4>().expect("4-D"), x4.dim())
+                        .into_dyn()
+                        * x
+                }
+                Step::Linear(p) => linear_relevance(p, x, z, &r),
+                Step::Lstm(l, e) => lstm_relevance(l, *e, x, &r),
+                Step::Bias(sign) => {
+                    let s = divide(&r, z, STABILIZER);
+                    if *sign < 0.0 { -(s * x) } else { s * x }
+                }
+                Step::Add => {
+                    let s = divide(&r, z, STABILIZER);
+                    let b = trace.value(ins[1]);
+                    return vec![&s * x, s * b];
+                }
+                Step::Route => return net.node_backward(k, trace, r.view()),
+            }]
+        },
+        |v, r| sums[v] = per_sample_sums(r),
+    );
+    (relevance, sums)
 }
 
 /// One rule on one dense/conv layer: input `x`, its output `z = Wx + b` (from the trace), output relevance `r`.

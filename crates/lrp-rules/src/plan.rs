@@ -1,6 +1,6 @@
 //! `resolve`: a spec checked against a network once, with every rule's modified maps prepared.
 
-use lrp_core::{Layer, LayerKind, Network, Pool2d};
+use lrp_core::{ArithOp, Layer, LayerKind, Network, Pool2d};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::error::{Result, RulesError};
@@ -22,6 +22,12 @@ pub(crate) enum Step {
     Linear(Prepared),
     /// The LSTM rule of Arras et al. (2017) with this ε.
     Lstm(lrp_core::Lstm, f32),
+    /// Sum of two values: split in proportion to each summand.
+    Add,
+    /// A constant added (`sign` = 1) or subtracted from (`sign` = −1) the input: it acts as a bias.
+    Bias(f32),
+    /// Pad, transpose, slice, concat: relevance goes back to where each output element came from.
+    Route,
 }
 
 /// A rule with the modified maps it needs, computed once.
@@ -96,6 +102,27 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize]) -> Prepared {
     Prepared { rule, maps }
 }
 
+/// The layers with weights that read the network input directly or through nodes without weights only
+/// (in a chain, the first layer with weights; in an inception block, every branch's first convolution).
+pub fn first_layers(net: &Network) -> Vec<usize> {
+    let n = net.layers().len();
+    // behind[v]: whether computing value v passes through a layer with weights.
+    let mut behind = vec![false; n + 1];
+    let mut first = Vec::new();
+    for (k, layer) in net.layers().iter().enumerate() {
+        let after_weights = net.inputs_of(k).iter().any(|&v| behind[v]);
+        if layer.has_weights() {
+            if !after_weights {
+                first.push(k);
+            }
+            behind[k + 1] = true;
+        } else {
+            behind[k + 1] = after_weights;
+        }
+    }
+    first
+}
+
 impl Plan {
     /// Checks `spec` against `net` and prepares every rule. Errors name the layer, selector or number at fault.
     pub fn resolve(spec: &Spec, net: &Network) -> Result<Plan> {
@@ -111,6 +138,7 @@ impl Plan {
             Method::Lrp(assigns) => assigns,
         };
         let weighted = net.weighted_layers();
+        let first = first_layers(net);
         let mut chosen: Vec<Option<Rule>> = vec![None; weighted.len()];
         for a in assigns {
             if let Selector::Index(n) = a.selector {
@@ -126,7 +154,7 @@ impl Plan {
                 let kind = net.layers()[layer].kind();
                 let hit = match a.selector {
                     Selector::All => true,
-                    Selector::First => pos == 0,
+                    Selector::First => first.contains(&layer),
                     Selector::Dense => kind == LayerKind::Dense,
                     Selector::Conv => kind == LayerKind::Conv2d,
                     Selector::Lstm => kind == LayerKind::Lstm,
@@ -152,7 +180,9 @@ impl Plan {
                 rule
             };
             steps.push(match layer {
-                Layer::Dense(_) | Layer::Conv2d(_) => Step::Linear(prepare(next_rule()?, layer, net.shape_at(i))),
+                Layer::Dense(_) | Layer::Conv2d(_) => {
+                    Step::Linear(prepare(next_rule()?, layer, net.shape_at(net.inputs_of(i)[0])))
+                }
                 Layer::Lstm(l) => match next_rule()? {
                     Rule::Epsilon(e) => Step::Lstm(l.clone(), e),
                     other => {
@@ -168,6 +198,13 @@ impl Plan {
                 },
                 Layer::MaxPool2d(p) => Step::MaxPool(*p),
                 Layer::AvgPool2d(p) => Step::AvgPool(*p),
+                Layer::Add => Step::Add,
+                Layer::Arith(a) => match a.op {
+                    ArithOp::Add | ArithOp::Sub => Step::Bias(1.0),
+                    ArithOp::SubFrom => Step::Bias(-1.0),
+                    ArithOp::Mul | ArithOp::Div => Step::Pass,
+                },
+                Layer::Concat(_) | Layer::Pad(_) | Layer::Transpose(_) | Layer::Slice { .. } => Step::Route,
                 _ => Step::Pass,
             });
         }

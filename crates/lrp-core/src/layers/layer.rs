@@ -3,7 +3,7 @@
 use ndarray::{ArrayD, ArrayViewD, Ix2, Ix4, IxDyn};
 use serde::{Deserialize, Serialize};
 
-use super::{BatchNorm, Conv2d, Dense, Lstm, Pool2d};
+use super::{Activation, Arith, BatchNorm, Conv2d, Dense, Lstm, Pool2d};
 use crate::error::{CoreError, Result};
 
 /// One layer of a [`crate::Network`]. Shapes below are per sample; every array carries a leading batch axis.
@@ -31,6 +31,28 @@ pub enum Layer {
     BatchNorm(BatchNorm),
     /// LSTM: `[T, F]` → `[dirs, H]` (final hidden states) or `[T, dirs, H]` (every step).
     Lstm(Lstm),
+    // Graph nodes (model format version 2). New variants go at the end: bincode numbers them in order.
+    /// Sum of two computed values of the same shape (a residual join). Reads two values.
+    Add,
+    /// Concatenation of computed values along a per-sample axis (0 = the first axis after the batch).
+    Concat(usize),
+    /// Elementwise arithmetic with a constant.
+    Arith(Arith),
+    /// An elementwise activation other than ReLU.
+    Activation(Activation),
+    /// Zero padding: `[before, after]` for every per-sample axis.
+    Pad(Vec<[usize; 2]>),
+    /// A permutation of the per-sample axes (output axis `i` is input axis `perm[i]`).
+    Transpose(Vec<usize>),
+    /// The range `start..end` of one per-sample axis.
+    Slice {
+        /// The per-sample axis.
+        axis: usize,
+        /// First index kept.
+        start: usize,
+        /// One past the last index kept.
+        end: usize,
+    },
 }
 
 /// The kind of a layer, without its parameters.
@@ -57,6 +79,20 @@ pub enum LayerKind {
     BatchNorm,
     /// [`Layer::Lstm`].
     Lstm,
+    /// [`Layer::Add`].
+    Add,
+    /// [`Layer::Concat`].
+    Concat,
+    /// [`Layer::Arith`].
+    Arith,
+    /// [`Layer::Activation`].
+    Activation,
+    /// [`Layer::Pad`].
+    Pad,
+    /// [`Layer::Transpose`].
+    Transpose,
+    /// [`Layer::Slice`].
+    Slice,
 }
 
 impl LayerKind {
@@ -73,6 +109,13 @@ impl LayerKind {
             LayerKind::Dropout => "dropout",
             LayerKind::BatchNorm => "batchnorm",
             LayerKind::Lstm => "lstm",
+            LayerKind::Add => "add",
+            LayerKind::Concat => "concat",
+            LayerKind::Arith => "arith",
+            LayerKind::Activation => "activation",
+            LayerKind::Pad => "pad",
+            LayerKind::Transpose => "transpose",
+            LayerKind::Slice => "slice",
         }
     }
 }
@@ -86,6 +129,18 @@ fn batch4(x: ArrayViewD<'_, f32>) -> ndarray::ArrayView4<'_, f32> {
 
 fn batch2(x: ArrayViewD<'_, f32>) -> ndarray::ArrayView2<'_, f32> {
     x.into_dimensionality::<Ix2>().expect("shape checked at construction")
+}
+
+/// No axis of a value may be longer than this, and no sample may hold more elements than [`MAX_SAMPLE`].
+const MAX_AXIS: usize = 1 << 31;
+/// Elements of one sample of any value (2^31): larger would not fit in memory for even one sample.
+const MAX_SAMPLE: usize = 1 << 31;
+
+fn check_count(layer: &Layer, index: usize, shape: &[usize]) -> Result<()> {
+    match shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+        Some(n) if n <= MAX_SAMPLE => Ok(()),
+        _ => Err(layer.invalid(index, format!("output {shape:?} is too large"))),
+    }
 }
 
 fn with_batch(n: usize, shape: &[usize]) -> IxDyn {
@@ -108,7 +163,37 @@ impl Layer {
             Layer::Dropout(_) => LayerKind::Dropout,
             Layer::BatchNorm(_) => LayerKind::BatchNorm,
             Layer::Lstm(_) => LayerKind::Lstm,
+            Layer::Add => LayerKind::Add,
+            Layer::Concat(_) => LayerKind::Concat,
+            Layer::Arith(_) => LayerKind::Arith,
+            Layer::Activation(_) => LayerKind::Activation,
+            Layer::Pad(_) => LayerKind::Pad,
+            Layer::Transpose(_) => LayerKind::Transpose,
+            Layer::Slice { .. } => LayerKind::Slice,
         }
+    }
+
+    /// How many values the layer reads: `Some(k)` exactly `k`, `None` one or more (concat).
+    pub fn arity(&self) -> Option<usize> {
+        match self {
+            Layer::Add => Some(2),
+            Layer::Concat(_) => None,
+            _ => Some(1),
+        }
+    }
+
+    /// Whether the layer is only available in graph model files (format version 2).
+    pub fn is_graph_only(&self) -> bool {
+        matches!(
+            self,
+            Layer::Add
+                | Layer::Concat(_)
+                | Layer::Arith(_)
+                | Layer::Activation(_)
+                | Layer::Pad(_)
+                | Layer::Transpose(_)
+                | Layer::Slice { .. }
+        )
     }
 
     /// Whether the layer has trainable weights (dense, conv).
@@ -275,6 +360,103 @@ impl Layer {
                 }
                 Ok(input.to_vec())
             }
+            Layer::Add | Layer::Concat(_) => self.output_shape_many(index, &[input]),
+            Layer::Arith(a) => {
+                a.validate(input).map_err(|r| self.invalid(index, r))?;
+                Ok(input.to_vec())
+            }
+            Layer::Activation(a) => {
+                a.validate().map_err(|r| self.invalid(index, r))?;
+                Ok(input.to_vec())
+            }
+            Layer::Pad(pads) => {
+                if pads.len() != input.len() {
+                    return Err(self.invalid(index, format!("has {} axis pads for input {input:?}", pads.len())));
+                }
+                let mut out = Vec::with_capacity(input.len());
+                for (&d, [a, b]) in input.iter().zip(pads) {
+                    let total = d.checked_add(*a).and_then(|v| v.checked_add(*b));
+                    match total {
+                        Some(t) if t <= MAX_AXIS => out.push(t),
+                        _ => return Err(self.invalid(index, format!("pads {pads:?} are too large"))),
+                    }
+                }
+                check_count(self, index, &out)?;
+                Ok(out)
+            }
+            Layer::Transpose(perm) => {
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if sorted != (0..input.len()).collect::<Vec<_>>() {
+                    return Err(self.invalid(
+                        index,
+                        format!("perm {perm:?} is not a permutation of the axes of {input:?}"),
+                    ));
+                }
+                Ok(perm.iter().map(|&a| input[a]).collect())
+            }
+            Layer::Slice { axis, start, end } => {
+                let Some(&d) = input.get(*axis) else {
+                    return Err(self.invalid(index, format!("axis {axis} is out of range for {input:?}")));
+                };
+                if start >= end || *end > d {
+                    return Err(self.invalid(
+                        index,
+                        format!("range {start}..{end} does not fit axis {axis} of size {d}"),
+                    ));
+                }
+                let mut out = input.to_vec();
+                out[*axis] = end - start;
+                Ok(out)
+            }
+        }
+    }
+
+    /// The output shape of a layer that reads several values (per-sample shapes `inputs`).
+    pub fn output_shape_many(&self, index: usize, inputs: &[&[usize]]) -> Result<Vec<usize>> {
+        match (self.arity(), inputs.len()) {
+            (Some(k), n) if k != n => {
+                return Err(self.invalid(index, format!("reads {n} values, needs {k}")));
+            }
+            (None, 0) => return Err(self.invalid(index, "reads no value")),
+            _ => {}
+        }
+        match self {
+            Layer::Add => {
+                if inputs[0] != inputs[1] {
+                    return Err(self.invalid(
+                        index,
+                        format!("adds values of different shapes {:?} and {:?}", inputs[0], inputs[1]),
+                    ));
+                }
+                Ok(inputs[0].to_vec())
+            }
+            Layer::Concat(axis) => {
+                let first = inputs[0];
+                if *axis >= first.len() {
+                    return Err(self.invalid(index, format!("axis {axis} is out of range for {first:?}")));
+                }
+                let mut total = 0usize;
+                for s in inputs {
+                    let same_rest = s.len() == first.len()
+                        && s.iter()
+                            .zip(first.iter())
+                            .enumerate()
+                            .all(|(i, (a, b))| i == *axis || a == b);
+                    if !same_rest {
+                        return Err(self.invalid(
+                            index,
+                            format!("cannot concatenate {s:?} with {first:?} along axis {axis}"),
+                        ));
+                    }
+                    total = total.saturating_add(s[*axis]);
+                }
+                let mut out = first.to_vec();
+                out[*axis] = total;
+                check_count(self, index, &out)?;
+                Ok(out)
+            }
+            _ => self.output_shape(index, inputs[0]),
         }
     }
 
@@ -298,6 +480,58 @@ impl Layer {
                     .expect("shape checked at construction"),
             ),
             Layer::BatchNorm(_) => unreachable!("batch norm is folded when the network is built"),
+            Layer::Add | Layer::Concat(_) => self.forward_many(&[x], out_shape),
+            Layer::Arith(a) => a.forward(x),
+            Layer::Activation(a) => a.forward(x),
+            Layer::Pad(pads) => {
+                let mut out = ArrayD::<f32>::zeros(with_batch(n, out_shape));
+                out.slice_each_axis_mut(|ax| match ax.axis.index() {
+                    0 => ndarray::Slice::from(..),
+                    a => {
+                        let [before, _] = pads[a - 1];
+                        ndarray::Slice::from(before..before + x.shape()[a])
+                    }
+                })
+                .assign(&x);
+                out
+            }
+            Layer::Transpose(perm) => {
+                let axes: Vec<usize> = std::iter::once(0).chain(perm.iter().map(|a| a + 1)).collect();
+                x.permuted_axes(axes).as_standard_layout().into_owned()
+            }
+            Layer::Slice { axis, start, end } => x
+                .slice_axis(ndarray::Axis(axis + 1), ndarray::Slice::from(*start..*end))
+                .to_owned(),
+        }
+    }
+
+    /// Forward pass of a layer that reads several values (each `[N, …]`, shapes checked).
+    pub fn forward_many(&self, xs: &[ArrayViewD<f32>], out_shape: &[usize]) -> ArrayD<f32> {
+        match self {
+            Layer::Add => &xs[0] + &xs[1],
+            Layer::Concat(axis) => ndarray::concatenate(ndarray::Axis(axis + 1), xs).expect("shapes checked"),
+            _ => self.forward(xs[0].view(), out_shape),
+        }
+    }
+
+    /// Gradients with respect to each input of a layer that reads several values.
+    pub fn backward_many(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        match self {
+            Layer::Add => vec![g.to_owned(), g.to_owned()],
+            Layer::Concat(axis) => {
+                let mut start = 0;
+                xs.iter()
+                    .map(|x| {
+                        let len = x.shape()[axis + 1];
+                        let part = g
+                            .slice_axis(ndarray::Axis(axis + 1), ndarray::Slice::from(start..start + len))
+                            .to_owned();
+                        start += len;
+                        part
+                    })
+                    .collect()
+            }
+            _ => vec![self.backward(xs[0].view(), g)],
         }
     }
 
@@ -334,6 +568,31 @@ impl Layer {
                 .0
                 .into_dyn(),
             Layer::BatchNorm(_) => unreachable!("batch norm is folded when the network is built"),
+            Layer::Add | Layer::Concat(_) => self.backward_many(&[x], g).remove(0),
+            Layer::Arith(a) => a.backward(g),
+            Layer::Activation(a) => a.backward(x, g),
+            Layer::Pad(pads) => g
+                .slice_each_axis(|ax| match ax.axis.index() {
+                    0 => ndarray::Slice::from(..),
+                    a => {
+                        let [before, _] = pads[a - 1];
+                        ndarray::Slice::from(before..before + x.shape()[a])
+                    }
+                })
+                .to_owned(),
+            Layer::Transpose(perm) => {
+                let mut inverse = vec![0; perm.len() + 1];
+                for (i, &p) in perm.iter().enumerate() {
+                    inverse[p + 1] = i + 1;
+                }
+                g.permuted_axes(inverse).as_standard_layout().into_owned()
+            }
+            Layer::Slice { axis, start, end } => {
+                let mut out = ArrayD::<f32>::zeros(x.raw_dim());
+                out.slice_axis_mut(ndarray::Axis(axis + 1), ndarray::Slice::from(*start..*end))
+                    .assign(&g);
+                out
+            }
         }
     }
 

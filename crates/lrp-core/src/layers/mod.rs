@@ -3,6 +3,7 @@
 mod batchnorm;
 mod conv;
 mod dense;
+mod elementwise;
 mod layer;
 mod lstm;
 mod pool;
@@ -11,6 +12,7 @@ mod window;
 pub use batchnorm::BatchNorm;
 pub use conv::Conv2d;
 pub use dense::Dense;
+pub use elementwise::{Activation, Arith, ArithOp};
 pub use layer::{Layer, LayerKind, ParamGrads};
 pub use lstm::{Lstm, LstmDirection, LstmStates};
 pub use pool::Pool2d;

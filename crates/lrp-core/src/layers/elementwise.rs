@@ -1,0 +1,265 @@
+//! Elementwise nodes: activations, and arithmetic with a constant.
+
+use ndarray::{ArrayD, ArrayViewD, Zip};
+use serde::{Deserialize, Serialize};
+
+/// An elementwise activation. LRP passes relevance through it unchanged; gradients use its true derivative.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Activation {
+    /// `tanh(x)`.
+    Tanh,
+    /// `1 / (1 + e^−x)`.
+    Sigmoid,
+    /// `x` for `x ≥ 0`, `alpha·x` otherwise.
+    LeakyRelu(f32),
+    /// `x` for `x > 0`, `alpha·(eˣ − 1)` otherwise.
+    Elu(f32),
+    /// `x·Φ(x)` with the Gaussian CDF `Φ` (erf form).
+    Gelu,
+    /// GELU's tanh approximation `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    GeluTanh,
+    /// `x·sigmoid(x)` (SiLU, swish).
+    Silu,
+    /// `ln(1 + eˣ)`.
+    Softplus,
+    /// `min(max(x, low), high)` (ReLU6 is `Clip(0, 6)`).
+    Clip(f32, f32),
+    /// `max(0, min(1, alpha·x + beta))`.
+    HardSigmoid(f32, f32),
+    /// `x·max(0, min(1, x/6 + 1/2))`.
+    HardSwish,
+}
+
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+const INV_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+
+impl Activation {
+    /// A short name (`tanh`, `leaky-relu(0.01)`, …).
+    pub fn name(&self) -> String {
+        match self {
+            Activation::Tanh => "tanh".into(),
+            Activation::Sigmoid => "sigmoid".into(),
+            Activation::LeakyRelu(a) => format!("leaky-relu({a})"),
+            Activation::Elu(a) => format!("elu({a})"),
+            Activation::Gelu => "gelu".into(),
+            Activation::GeluTanh => "gelu-tanh".into(),
+            Activation::Silu => "silu".into(),
+            Activation::Softplus => "softplus".into(),
+            Activation::Clip(l, h) => format!("clip({l}, {h})"),
+            Activation::HardSigmoid(a, b) => format!("hard-sigmoid({a}, {b})"),
+            Activation::HardSwish => "hard-swish".into(),
+        }
+    }
+
+    /// Checks the parameters: finite, and `low ≤ high` for a clip.
+    pub fn validate(&self) -> Result<(), String> {
+        let params: &[f32] = match self {
+            Activation::LeakyRelu(a) | Activation::Elu(a) => &[*a],
+            Activation::Clip(l, h) | Activation::HardSigmoid(l, h) => &[*l, *h],
+            _ => &[],
+        };
+        if params.iter().any(|p| !p.is_finite()) {
+            return Err(format!("{} has a non-finite parameter", self.name()));
+        }
+        if let Activation::Clip(l, h) = self {
+            if l > h {
+                return Err(format!("clip bounds {l} > {h}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `f(x)`.
+    pub fn apply(&self, x: f32) -> f32 {
+        match *self {
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => sigmoid(x),
+            Activation::LeakyRelu(a) => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    a * x
+                }
+            }
+            Activation::Elu(a) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    a * x.exp_m1()
+                }
+            }
+            Activation::Gelu => 0.5 * x * (1.0 + libm::erff(x * INV_SQRT_2)),
+            Activation::GeluTanh => 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh()),
+            Activation::Silu => x * sigmoid(x),
+            // ln(1 + eˣ) without overflow: max(x, 0) + ln(1 + e^−|x|).
+            Activation::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+            Activation::Clip(l, h) => x.max(l).min(h),
+            Activation::HardSigmoid(a, b) => (a * x + b).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        }
+    }
+
+    /// `f′(x)` (at kinks, the derivative of the right-hand piece; PyTorch's choice where it matters).
+    pub fn derivative(&self, x: f32) -> f32 {
+        match *self {
+            Activation::Tanh => {
+                let t = x.tanh();
+                1.0 - t * t
+            }
+            Activation::Sigmoid => {
+                let s = sigmoid(x);
+                s * (1.0 - s)
+            }
+            Activation::LeakyRelu(a) => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    a
+                }
+            }
+            Activation::Elu(a) => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    a * x.exp()
+                }
+            }
+            Activation::Gelu => {
+                let cdf = 0.5 * (1.0 + libm::erff(x * INV_SQRT_2));
+                let pdf = (-0.5 * x * x).exp() * 0.398_942_3;
+                cdf + x * pdf
+            }
+            Activation::GeluTanh => {
+                let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+                let t = u.tanh();
+                let du = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
+                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
+            }
+            Activation::Silu => {
+                let s = sigmoid(x);
+                s * (1.0 + x * (1.0 - s))
+            }
+            Activation::Softplus => sigmoid(x),
+            Activation::Clip(l, h) => {
+                if x >= l && x <= h {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::HardSigmoid(a, b) => {
+                let v = a * x + b;
+                if v > 0.0 && v < 1.0 { a } else { 0.0 }
+            }
+            Activation::HardSwish => {
+                if x < -3.0 {
+                    0.0
+                } else if x <= 3.0 {
+                    x / 3.0 + 0.5
+                } else {
+                    1.0
+                }
+            }
+        }
+    }
+
+    /// `f` over a batch.
+    pub fn forward(&self, x: ArrayViewD<f32>) -> ArrayD<f32> {
+        x.mapv(|v| self.apply(v))
+    }
+
+    /// `g ⊙ f′(x)`.
+    pub fn backward(&self, x: ArrayViewD<f32>, g: ArrayViewD<f32>) -> ArrayD<f32> {
+        let mut out = g.to_owned();
+        Zip::from(&mut out).and(&x).for_each(|o, &xi| *o *= self.derivative(xi));
+        out
+    }
+}
+
+/// Which arithmetic a constant takes part in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArithOp {
+    /// `x + c`.
+    Add,
+    /// `x − c`.
+    Sub,
+    /// `c − x`.
+    SubFrom,
+    /// `x · c`.
+    Mul,
+    /// `x / c`.
+    Div,
+}
+
+/// Elementwise arithmetic with a constant that broadcasts (numpy rules, right-aligned) to the per-sample shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Arith {
+    /// The operation.
+    pub op: ArithOp,
+    /// The constant, of rank at most the per-sample rank.
+    pub value: ArrayD<f32>,
+}
+
+impl Arith {
+    /// A short description (`x − c`, with the constant's shape).
+    pub fn describe(&self) -> String {
+        let op = match self.op {
+            ArithOp::Add => "x + c",
+            ArithOp::Sub => "x − c",
+            ArithOp::SubFrom => "c − x",
+            ArithOp::Mul => "x · c",
+            ArithOp::Div => "x / c",
+        };
+        format!("{op}, c {:?}", self.value.shape())
+    }
+
+    /// Checks the constant against the per-sample input shape.
+    pub fn validate(&self, input: &[usize]) -> Result<(), String> {
+        let c = self.value.shape();
+        let fits = c.len() <= input.len() && c.iter().rev().zip(input.iter().rev()).all(|(&a, &b)| a == 1 || a == b);
+        if !fits {
+            return Err(format!("constant {c:?} does not broadcast to the input {input:?}"));
+        }
+        if let Some(i) = self.value.iter().position(|v| !v.is_finite()) {
+            return Err(format!("constant has a non-finite value at flat index {i}"));
+        }
+        if self.op == ArithOp::Div {
+            if let Some(i) = self.value.iter().position(|v| *v == 0.0) {
+                return Err(format!("divides by zero (constant element {i})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The result over a batch `[N, …]`.
+    pub fn forward(&self, x: ArrayViewD<f32>) -> ArrayD<f32> {
+        let c = &self.value;
+        match self.op {
+            ArithOp::Add => &x + c,
+            ArithOp::Sub => &x - c,
+            ArithOp::SubFrom => c - &x,
+            ArithOp::Mul => &x * c,
+            ArithOp::Div => &x / c,
+        }
+    }
+
+    /// The input gradient for the output gradient `g`.
+    pub fn backward(&self, g: ArrayViewD<f32>) -> ArrayD<f32> {
+        match self.op {
+            ArithOp::Add | ArithOp::Sub => g.to_owned(),
+            ArithOp::SubFrom => g.mapv(|v| -v),
+            ArithOp::Mul => &g * &self.value,
+            ArithOp::Div => &g / &self.value,
+        }
+    }
+}
