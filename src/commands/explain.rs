@@ -155,13 +155,16 @@ fn print(x: &ArrayD<f32>, e: &Explanation, explainer: &Explainer, labels: Option
                 logits[[s, e.targets[s]]]
             );
         } else {
-            println!("relevance sum at each layer's input (conservation; the last line is the explained logit):");
+            if net.is_chain() {
+                println!("relevance sum at each layer's input (conservation; the last line is the explained logit):");
+            } else {
+                println!(
+                    "relevance sum at each value (conservation across all the values a cut separates; the last line is \
+                     the explained logit):"
+                );
+            }
             for (i, sums) in e.layer_sums.iter().enumerate() {
-                let name = match net.layers().get(i) {
-                    Some(l) => format!("#{i:<2} {}", l.kind().name()),
-                    None => "output (logit)".to_string(),
-                };
-                println!("  {name:<16} {:>12.4}", sums[s]);
+                println!("  {:<16} {:>12.4}", net.value_label(i), sums[s]);
             }
         }
         println!();

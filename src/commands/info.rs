@@ -33,10 +33,19 @@ pub fn run(a: InfoArgs) -> Result<()> {
         println!("note: {note}");
     }
     println!("input: {:?} per sample", net.input_shape());
-    println!("layers:");
+    if net.is_chain() {
+        println!("layers (#N: the number rule specs use for a layer with weights):");
+    } else {
+        println!("nodes (a graph; #N: the number rule specs use for a layer with weights; ← the nodes read):");
+    }
     for line in net.summary() {
         println!("  {line}");
     }
+    let first: Vec<String> = lrp_rules::first_layers(net)
+        .iter()
+        .map(|&k| format!("#{}", net.weighted_layers().iter().position(|&w| w == k).unwrap_or(0)))
+        .collect();
+    println!("first (the layers a spec's 'first' selects): {}", first.join(", "));
     println!("output: {} classes", net.num_classes());
     println!("parameters: {}", net.param_count());
     if let Some(dir) = &a.data {

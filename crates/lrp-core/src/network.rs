@@ -170,6 +170,21 @@ impl Network {
         &self.wiring[k]
     }
 
+    /// A short name for value `v` in conservation tables: for a chain the layer it enters (`#3 relu`), for a
+    /// graph the node that wrote it (`after 3 add`); `input` and `output (logit)` at the ends.
+    pub fn value_label(&self, v: usize) -> String {
+        let n = self.layers.len();
+        if v >= n {
+            "output (logit)".to_string()
+        } else if self.chain {
+            format!("#{v:<2} {}", self.layers[v].kind().name())
+        } else if v == 0 {
+            "input".to_string()
+        } else {
+            format!("after {} {}", v - 1, self.layers[v - 1].kind().name())
+        }
+    }
+
     /// The nodes as `(layer, values it reads)`, the form [`Network::graph`] takes.
     pub fn nodes(&self) -> Vec<(Layer, Vec<usize>)> {
         self.layers.iter().cloned().zip(self.wiring.iter().cloned()).collect()
@@ -462,10 +477,15 @@ impl Network {
                     format!("  ← {}", names.join(", "))
                 };
                 format!(
-                    "{i:>3} {rule_number:<4} {:<10} {:<16} {:>9} params  {detail}{from}",
+                    "{i:>3} {rule_number:<4} {:<10} {:<16} {:>9} params{}{from}",
                     l.kind().name(),
                     format!("{:?}", self.shapes[i + 1]),
                     l.param_count(),
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  {detail}")
+                    }
                 )
             })
             .collect()

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod fold;
 mod import;
 mod lstm;
 mod ops;

@@ -22,6 +22,10 @@ pub(crate) fn lstm(ctx: &Ctx) -> Result<Step> {
     }
     for (i, what) in [(4, "sequence_lens"), (5, "initial_h"), (6, "initial_c")] {
         if let Some(name) = node.input.get(i).filter(|n| !n.is_empty()) {
+            // A zero initial state (a constant, or built from the input's shape) is the default anyway.
+            if i >= 5 && ctx.zero_inputs.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             return Err(ctx.err(format!(
                 "input {what} ('{name}') is not supported; all sequences are full length and start from zero"
             )));

@@ -43,6 +43,8 @@ pub(crate) struct Ctx<'a> {
     pub outputs_used: Vec<bool>,
     /// The opset of the default domain.
     pub opset: i64,
+    /// Whether each input is known to be all zeros (e.g. an LSTM's initial state).
+    pub zero_inputs: Vec<bool>,
 }
 
 impl Ctx<'_> {
@@ -201,7 +203,7 @@ fn bias_vector(ctx: &Ctx, t: &TensorProto, n: usize, scale: f32) -> Result<Array
 }
 
 /// Translates one node.
-pub(crate) fn translate(ctx: &Ctx, last: Option<&mut Layer>) -> Result<Step> {
+pub(crate) fn translate(ctx: &Ctx) -> Result<Step> {
     let node = ctx.node;
     if !(node.domain.is_empty() || node.domain == "ai.onnx") {
         return Err(OnnxError::UnsupportedOp {
@@ -210,11 +212,10 @@ pub(crate) fn translate(ctx: &Ctx, last: Option<&mut Layer>) -> Result<Step> {
             hint: String::new(),
         });
     }
-    if ctx.current_pos() != 0 && node.op_type != "Add" {
+    if ctx.current_pos() != 0 {
         return Err(ctx.err(format!("reads the chain value '{}' as a weight input", ctx.current)));
     }
     match node.op_type.as_str() {
-        "Transpose" => return transpose(ctx),
         "Squeeze" => return squeeze(ctx),
         "LSTM" => return crate::lstm::lstm(ctx),
         "Identity" | "Dropout" => return Ok(Step::Skip),
@@ -267,16 +268,6 @@ pub(crate) fn translate(ctx: &Ctx, last: Option<&mut Layer>) -> Result<Step> {
                 b.reversed_axes().as_standard_layout().into_owned(),
                 None,
             )))
-        }
-        "Add" => {
-            let other = ctx.required(1 - ctx.current_pos().min(1), "a constant bias")?;
-            match last {
-                Some(Layer::Dense(d)) if d.bias.is_none() => {
-                    d.bias = Some(bias_vector(ctx, other, d.outputs(), 1.0)?);
-                    Step::Skip
-                }
-                _ => return Err(ctx.err("Add is supported only as the bias right after a MatMul")),
-            }
         }
         "Conv" => {
             let (c, _, _) = ctx.spatial_input()?;
@@ -350,20 +341,6 @@ pub(crate) fn translate(ctx: &Ctx, last: Option<&mut Layer>) -> Result<Step> {
                 Step::Push(Layer::Flatten)
             }
         }
-        "Reshape" => {
-            let target = to_i64(ctx.required(1, "a constant shape")?)?;
-            if ctx.int("allowzero", 0) != 0 && target.contains(&0) {
-                return Err(ctx.err("allowzero = 1 with a zero in the shape is not supported"));
-            }
-            let shape = reshape_target(ctx, &target)?;
-            if shape == ctx.shape {
-                Step::Skip
-            } else if shape.len() == 1 {
-                Step::Push(Layer::Flatten)
-            } else {
-                Step::Push(Layer::Reshape(shape))
-            }
-        }
         "BatchNormalization" => {
             if ctx.int("training_mode", 0) != 0 {
                 return Err(ctx.err("training_mode = 1 is not supported; export the model in eval mode"));
@@ -388,17 +365,17 @@ pub(crate) fn translate(ctx: &Ctx, last: Option<&mut Layer>) -> Result<Step> {
         other => {
             let hint = match other {
                 "GRU" | "RNN" => ": of the recurrent layers only LSTM is supported",
-                "Sigmoid" | "Tanh" | "LeakyRelu" | "Elu" | "Gelu" => ": the only activation supported is Relu",
-                "Concat" | "Split" | "Sum" | "Mul" => ": only chains are supported, no branches",
                 _ => "",
             };
             return Err(OnnxError::UnsupportedOp {
                 op_type: other.to_string(),
                 node: ctx.label.to_string(),
                 hint: format!(
-                    "{hint} (supported: Gemm, MatMul+Add, Conv, Relu, MaxPool, AveragePool, GlobalAveragePool, \
-                     Flatten, Reshape, Squeeze, Transpose (of the batch axis), BatchNormalization, LSTM, Dropout, \
-                     Identity, and a final Softmax/LogSoftmax)"
+                    "{hint} (supported: Gemm, MatMul by a constant, Conv, Relu, Tanh, Sigmoid, LeakyRelu, Elu, Gelu, \
+                     Softplus, HardSigmoid, HardSwish, Clip, MaxPool, AveragePool, GlobalAveragePool, ReduceMean over \
+                     H and W, Add, Sub/Mul/Div by a constant, Concat, Pad, Flatten, Reshape, Squeeze, Unsqueeze, \
+                     Transpose, Gather and Slice of a feature axis, BatchNormalization, LSTM, Dropout, Identity, \
+                     a final Softmax/LogSoftmax, and shape arithmetic on constants)"
                 ),
             });
         }
@@ -410,35 +387,6 @@ fn full_shape(ctx: &Ctx) -> Vec<usize> {
     let mut full = ctx.shape.to_vec();
     full.insert(ctx.batch_axis.min(full.len()), 0);
     full
-}
-
-/// A Transpose that only moves the batch axis is free (our tensors stay batch-first); others are refused.
-fn transpose(ctx: &Ctx) -> Result<Step> {
-    let rank = ctx.shape.len() + 1;
-    let perm: Vec<usize> = match ctx.ints("perm") {
-        Some(p) => p
-            .iter()
-            .map(|&v| if v < 0 { (v + rank as i64) as usize } else { v as usize })
-            .collect(),
-        None => (0..rank).rev().collect(),
-    };
-    let mut sorted = perm.clone();
-    sorted.sort_unstable();
-    if sorted != (0..rank).collect::<Vec<_>>() {
-        return Err(ctx.err(format!("perm {perm:?} is not a permutation of {rank} axes")));
-    }
-    let others: Vec<usize> = perm.iter().copied().filter(|&a| a != ctx.batch_axis).collect();
-    if others.windows(2).any(|w| w[0] > w[1]) {
-        return Err(ctx.err(format!(
-            "perm {perm:?} reorders the feature axes; only a Transpose that moves the batch axis is supported"
-        )));
-    }
-    let batch_axis = perm.iter().position(|&a| a == ctx.batch_axis).expect("a permutation");
-    Ok(Step::Relayout {
-        layer: None,
-        output: 0,
-        batch_axis,
-    })
 }
 
 /// Squeeze of unit feature axes: a reshape of each sample.
@@ -492,42 +440,4 @@ fn squeeze(ctx: &Ctx) -> Result<Step> {
         output: 0,
         batch_axis,
     })
-}
-
-/// Resolves a Reshape target (with 0 = copy and −1 = infer) that keeps the batch axis first.
-fn reshape_target(ctx: &Ctx, target: &[i64]) -> Result<Vec<usize>> {
-    let count: usize = ctx.shape.iter().product();
-    let Some((&first, rest)) = target.split_first() else {
-        return Err(ctx.err("shape is empty"));
-    };
-    let mut out: Vec<Option<usize>> = Vec::with_capacity(rest.len());
-    for (i, &d) in rest.iter().enumerate() {
-        out.push(match d {
-            0 => Some(*ctx.shape.get(i).ok_or_else(|| {
-                ctx.err(format!(
-                    "shape {target:?}: 0 at axis {} copies a dimension the input does not have",
-                    i + 1
-                ))
-            })?),
-            -1 => None,
-            d if d > 0 => Some(d as usize),
-            d => return Err(ctx.err(format!("shape {target:?} has an invalid entry {d}"))),
-        });
-    }
-    let known: usize = out.iter().flatten().product();
-    let unknown = out.iter().filter(|d| d.is_none()).count();
-    let keep_batch = first == 0 || (first == -1 && unknown == 0);
-    if !keep_batch {
-        return Err(ctx.err(format!(
-            "shape {target:?} does not keep the batch axis first (use 0 or -1 for it)"
-        )));
-    }
-    match unknown {
-        0 if known == count => Ok(out.into_iter().flatten().collect()),
-        1 if known > 0 && count % known == 0 => Ok(out.into_iter().map(|d| d.unwrap_or(count / known)).collect()),
-        _ => Err(ctx.err(format!(
-            "shape {target:?} does not fit {count} values per sample (input [N, {:?}])",
-            ctx.shape
-        ))),
-    }
 }

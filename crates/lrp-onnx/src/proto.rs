@@ -101,8 +101,20 @@ pub struct TensorProto {
     pub raw_data: Vec<u8>,
     #[prost(double, repeated, tag = "10")]
     pub double_data: Vec<f64>,
+    /// `key`/`value` pairs `location`, `offset`, `length` when `data_location` is 1 (external).
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
     #[prost(int32, tag = "14")]
     pub data_location: i32,
+}
+
+/// `StringStringEntryProto`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringStringEntryProto {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
 }
 
 /// `ValueInfoProto`.
@@ -154,6 +166,8 @@ pub mod data_type {
     pub const INT32: i32 = 6;
     /// int64
     pub const INT64: i32 = 7;
+    /// bool
+    pub const BOOL: i32 = 9;
     /// float64
     pub const DOUBLE: i32 = 11;
 }

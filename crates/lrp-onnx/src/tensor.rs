@@ -16,7 +16,7 @@ fn dims(t: &TensorProto) -> Result<(Vec<usize>, usize)> {
     if t.data_location == 1 {
         return Err(bad(
             t,
-            "stored as external data, which is not supported; save the model with its weights inside",
+            "stored as external data, which needs the model's folder: import the model from its file",
         ));
     }
     let mut shape = Vec::with_capacity(t.dims.len());
@@ -98,10 +98,11 @@ pub fn to_i64(t: &TensorProto) -> Result<Vec<i64>> {
             Ok(t.int64_data.clone())
         }
         data_type::INT32 if !t.raw_data.is_empty() => from_raw::<4, _>(t, count, |b| i32::from_le_bytes(b) as i64),
-        data_type::INT32 => {
+        data_type::INT32 | data_type::BOOL if t.raw_data.is_empty() => {
             check_len(t, t.int32_data.len(), count)?;
             Ok(t.int32_data.iter().map(|&v| v as i64).collect())
         }
-        other => Err(bad(t, format!("has data type {other}; expected int64"))),
+        data_type::BOOL => from_raw::<1, _>(t, count, |b| (b[0] != 0) as i64),
+        other => Err(bad(t, format!("has data type {other}; expected an integer type"))),
     }
 }

@@ -108,10 +108,11 @@ pub fn compute(shared: &Shared, key: &Key, explainer: &Explainer) -> Result<View
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let name = net
-                .layers()
-                .get(i)
-                .map_or("logit".to_string(), |l| format!("#{i} {}", l.kind().name()));
+            let name = if i >= net.layers().len() {
+                "logit".to_string()
+            } else {
+                net.value_label(i).split_whitespace().collect::<Vec<_>>().join(" ")
+            };
             (name, s[0])
         })
         .collect();

@@ -112,14 +112,12 @@ impl Activation {
     /// `f′(x)` (at kinks, the derivative of the right-hand piece; PyTorch's choice where it matters).
     pub fn derivative(&self, x: f32) -> f32 {
         match *self {
+            // Written so that saturated units keep their precision: 1 − tanh² and s·(1 − s) would cancel.
             Activation::Tanh => {
-                let t = x.tanh();
-                1.0 - t * t
+                let c = x.cosh();
+                1.0 / (c * c)
             }
-            Activation::Sigmoid => {
-                let s = sigmoid(x);
-                s * (1.0 - s)
-            }
+            Activation::Sigmoid => sigmoid(x) * sigmoid(-x),
             Activation::LeakyRelu(a) => {
                 if x > 0.0 {
                     1.0
@@ -145,10 +143,7 @@ impl Activation {
                 let du = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
                 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
             }
-            Activation::Silu => {
-                let s = sigmoid(x);
-                s * (1.0 + x * (1.0 - s))
-            }
+            Activation::Silu => sigmoid(x) * (1.0 + x * sigmoid(-x)),
             Activation::Softplus => sigmoid(x),
             Activation::Clip(l, h) => {
                 if x >= l && x <= h {

@@ -1,0 +1,240 @@
+//! Graph networks: hand-computed forward passes, gradients of every graph node against central differences,
+//! model files (version 2 for graphs, version 1 unchanged for chains), and construction errors.
+
+use lrp_core::{Activation, Arith, ArithOp, BatchNorm, Dense, Layer, Model, ModelMeta, Network};
+use ndarray::{Array1, Array2, ArrayD, ArrayViewD, IxDyn, array};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn rand_array(rng: &mut ChaCha8Rng, shape: &[usize]) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0))
+}
+
+fn dense(w: Array2<f32>) -> Layer {
+    Layer::Dense(Dense::new(w, None))
+}
+
+/// input [2] → a = W1 x, b = W2 x, y = relu(a) + b, out = concat(y, a).
+fn residual() -> Network {
+    Network::graph(
+        vec![2],
+        vec![
+            (dense(array![[1.0, 2.0], [3.0, -4.0]]), vec![0]),
+            (dense(array![[-1.0, 0.0], [0.0, 1.0]]), vec![0]),
+            (Layer::Relu, vec![1]),
+            (Layer::Add, vec![3, 2]),
+            (Layer::Concat(0), vec![4, 1]),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_residual_graph_computes_by_hand() {
+    let net = residual();
+    assert!(!net.is_chain());
+    assert_eq!(net.output_shape(), &[4]);
+    let x = array![[1.0f32, 1.0]].into_dyn();
+    // a = [3, -1], b = [-1, 1], relu(a) + b = [2, 1], concat with a.
+    assert_eq!(
+        net.forward(x.view()).unwrap().into_raw_vec_and_offset().0,
+        vec![2.0, 1.0, 3.0, -1.0]
+    );
+    let t = net.forward_trace(x.view()).unwrap();
+    assert_eq!(t.values.len(), 5);
+    assert_eq!(t.value(5), &t.output);
+    // d out[0] / dx: relu(a0) + b0 = (x0 + 2 x1) - x0 → [0, 2]; out[2] = a0 → [1, 2].
+    let g = net
+        .input_gradient(&t, array![[1.0f32, 0.0, 1.0, 0.0]].into_dyn())
+        .unwrap();
+    assert_eq!(g.into_raw_vec_and_offset().0, vec![1.0, 4.0]);
+}
+
+/// `Σ c ⊙ f(xs)` by central differences against `backward_many` for each input.
+fn check_node(layer: Layer, in_shapes: &[&[usize]], seed: u64, keep_away_from_zero: bool) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let per: Vec<&[usize]> = in_shapes.iter().map(|s| &s[1..]).collect();
+    let out_shape = layer.output_shape_many(0, &per).unwrap();
+    let xs: Vec<ArrayD<f32>> = in_shapes
+        .iter()
+        .map(|s| {
+            let mut a = rand_array(&mut rng, s);
+            if keep_away_from_zero {
+                a.mapv_inplace(|v| if v.abs() < 0.1 { v + 0.3 } else { v });
+            }
+            a
+        })
+        .collect();
+    let mut full = vec![in_shapes[0][0]];
+    full.extend(&out_shape);
+    let c = rand_array(&mut rng, &full);
+    let loss = |xs: &[ArrayD<f32>]| -> f64 {
+        let views: Vec<ArrayViewD<f32>> = xs.iter().map(|x| x.view()).collect();
+        let y = layer.forward_many(&views, &out_shape);
+        assert_eq!(y.shape(), c.shape(), "{layer:?}");
+        y.iter().zip(c.iter()).map(|(a, b)| *a as f64 * *b as f64).sum()
+    };
+    let views: Vec<ArrayViewD<f32>> = xs.iter().map(|x| x.view()).collect();
+    let grads = layer.backward_many(&views, c.view());
+    let h = 1e-3f32;
+    for (k, x) in xs.iter().enumerate() {
+        assert_eq!(grads[k].shape(), x.shape());
+        for i in 0..x.len() {
+            let mut p = xs.clone();
+            let mut m = xs.clone();
+            p[k].as_slice_mut().unwrap()[i] += h;
+            m[k].as_slice_mut().unwrap()[i] -= h;
+            let fd = (loss(&p) - loss(&m)) / (2.0 * h as f64);
+            let an = grads[k].as_slice().unwrap()[i] as f64;
+            assert!(
+                (fd - an).abs() <= 2e-2 * (1.0 + an.abs()),
+                "{layer:?} input {k}[{i}]: {fd} vs {an}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_graph_node_has_the_gradient_of_its_forward_pass() {
+    let acts = [
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::LeakyRelu(0.1),
+        Activation::Elu(1.0),
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::Silu,
+        Activation::Softplus,
+        Activation::Clip(-0.5, 0.5),
+        Activation::HardSigmoid(0.2, 0.5),
+        Activation::HardSwish,
+    ];
+    for (i, a) in acts.into_iter().enumerate() {
+        check_node(Layer::Activation(a), &[&[2, 3, 4]], i as u64, true);
+    }
+    let c = ArrayD::from_shape_vec(IxDyn(&[3, 1]), vec![0.5, -2.0, 1.5]).unwrap();
+    for op in [ArithOp::Add, ArithOp::Sub, ArithOp::SubFrom, ArithOp::Mul, ArithOp::Div] {
+        check_node(Layer::Arith(Arith { op, value: c.clone() }), &[&[2, 3, 4]], 20, false);
+    }
+    check_node(Layer::Add, &[&[2, 3, 4], &[2, 3, 4]], 30, false);
+    check_node(Layer::Concat(1), &[&[2, 3, 4], &[2, 3, 2], &[2, 3, 1]], 31, false);
+    check_node(Layer::Pad(vec![[0, 0], [1, 2], [2, 0]]), &[&[2, 1, 3, 4]], 32, false);
+    check_node(Layer::Transpose(vec![2, 0, 1]), &[&[2, 3, 4, 5]], 33, false);
+    check_node(
+        Layer::Slice {
+            axis: 1,
+            start: 1,
+            end: 3,
+        },
+        &[&[2, 3, 4]],
+        34,
+        false,
+    );
+}
+
+#[test]
+fn activations_match_their_definitions() {
+    let erf_gelu = Activation::Gelu.apply(1.0);
+    assert!((erf_gelu - 0.841_344_7).abs() < 1e-6, "{erf_gelu}");
+    assert_eq!(Activation::LeakyRelu(0.01).apply(-2.0), -0.02);
+    assert!((Activation::Elu(1.0).apply(-1.0) - (-0.632_120_6)).abs() < 1e-6);
+    assert_eq!(Activation::Clip(0.0, 6.0).apply(7.0), 6.0);
+    assert_eq!(Activation::HardSwish.apply(1.0), 1.0 * (1.0 / 6.0 + 0.5));
+    assert!((Activation::Softplus.apply(100.0) - 100.0).abs() < 1e-4, "no overflow");
+    // A saturated sigmoid keeps the precision of its derivative (1 − s would cancel in float32).
+    let d = Activation::Sigmoid.derivative(12.0);
+    assert!((d as f64 - 6.144_174e-6).abs() < 1e-10, "{d}");
+    assert!(Activation::Clip(1.0, 0.0).validate().is_err());
+    assert!(Activation::LeakyRelu(f32::NAN).validate().is_err());
+}
+
+#[test]
+fn graph_model_files_round_trip_as_version_2_and_chains_stay_version_1() {
+    let m = Model {
+        meta: ModelMeta {
+            description: "residual".into(),
+            notes: vec![],
+        },
+        network: residual(),
+    };
+    let bytes = m.to_bytes().unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    let back = Model::from_bytes(&bytes, std::path::Path::new("x.lrpm")).unwrap();
+    assert_eq!(back, m);
+    // Every truncation is refused, never a panic.
+    for cut in 0..bytes.len() {
+        assert!(Model::from_bytes(&bytes[..cut], std::path::Path::new("x.lrpm")).is_err());
+    }
+    // The shipped models are chains: they re-encode to the very bytes on disk.
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/models");
+    for name in ["mnist-mlp.lrpm", "mnist-cnn.lrpm", "mnist-lstm.lrpm"] {
+        let on_disk = std::fs::read(root.join(name)).unwrap();
+        let model = Model::from_bytes(&on_disk, &root.join(name)).unwrap();
+        assert!(model.network.is_chain());
+        assert_eq!(model.to_bytes().unwrap(), on_disk, "{name}");
+    }
+}
+
+#[test]
+fn graph_construction_errors_name_the_node() {
+    let err = Network::graph(vec![2], vec![(Layer::Relu, vec![1])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("#0") && err.contains("not computed before it"), "{err}");
+    // Node 0's output read by nothing.
+    let err = Network::graph(vec![2], vec![(Layer::Relu, vec![0]), (Layer::Relu, vec![0])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("node #0") && err.contains("read by nothing"), "{err}");
+    let err = Network::graph(vec![2], vec![(dense(Array2::eye(2)), vec![0]), (Layer::Add, vec![1])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("add") && err.contains("needs 2"), "{err}");
+    let err = Network::graph(
+        vec![2],
+        vec![(dense(Array2::zeros((3, 2))), vec![0]), (Layer::Add, vec![1, 0])],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("different shapes"), "{err}");
+    let err = Network::graph(vec![2], vec![(Layer::Pad(vec![[usize::MAX, 1]]), vec![0])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("too large"), "{err}");
+}
+
+#[test]
+fn batch_norm_folds_into_a_branch_convolution_only_when_nothing_else_reads_it() {
+    let bn = BatchNorm {
+        scale: Array1::from(vec![2.0, 1.0]),
+        shift: Array1::from(vec![0.5, 0.0]),
+        mean: Array1::from(vec![1.0, 0.0]),
+        var: Array1::from(vec![1.0, 4.0]),
+        eps: 0.0,
+    };
+    let net = Network::graph(
+        vec![2],
+        vec![
+            (dense(Array2::eye(2)), vec![0]),
+            (dense(array![[1.0, 1.0], [0.0, 1.0]]), vec![0]),
+            (Layer::BatchNorm(bn.clone()), vec![2]),
+            (Layer::Add, vec![1, 3]),
+        ],
+    )
+    .unwrap();
+    assert_eq!(net.layers().len(), 3, "folded");
+    let y = net.forward(array![[1.0f32, 2.0]].into_dyn().view()).unwrap();
+    // Branch 2: [3, 2] → bn → [2·(3−1)+0.5, (2−0)/2] = [4.5, 1]; plus [1, 2].
+    assert_eq!(y.into_raw_vec_and_offset().0, vec![5.5, 3.0]);
+    let err = Network::graph(
+        vec![2],
+        vec![
+            (dense(Array2::eye(2)), vec![0]),
+            (Layer::BatchNorm(bn), vec![1]),
+            (Layer::Add, vec![1, 2]),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("batchnorm"), "{err}");
+}

@@ -1,0 +1,119 @@
+//! Property tests on random small graphs (chains, fan-out, residual adds, concatenations).
+
+use lrp_core::{Dense, Layer, Network};
+use lrp_rules::{Explainer, Spec, Target};
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const WIDTH: usize = 4;
+
+/// A random graph over values of width 4 built from `seed`: dense layers, ReLUs, adds of two earlier values,
+/// concatenations (followed by a dense layer back to width 4). Values nothing reads are added into the last one,
+/// and a dense layer maps it to 3 outputs.
+fn random_graph(seed: u64, with_bias: bool) -> Network {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let dense = |rng: &mut ChaCha8Rng, outs: usize, ins: usize| {
+        let w = Array2::from_shape_fn((outs, ins), |_| rng.random_range(-1.0f32..1.0));
+        let b = with_bias.then(|| Array1::from_shape_fn(outs, |_| rng.random_range(-1.0f32..1.0)));
+        Layer::Dense(Dense::new(w, b))
+    };
+    let mut nodes: Vec<(Layer, Vec<usize>)> = Vec::new();
+    // Values of width 4 (value 0 is the input).
+    let mut values = vec![0usize];
+    let mut read = vec![false];
+    let steps = rng.random_range(2..9);
+    for _ in 0..steps {
+        let pick = |rng: &mut ChaCha8Rng, values: &[usize]| values[rng.random_range(0..values.len())];
+        let kind = rng.random_range(0..4);
+        let (layer, ins) = match kind {
+            0 => (dense(&mut rng, WIDTH, WIDTH), vec![pick(&mut rng, &values)]),
+            1 => (Layer::Relu, vec![pick(&mut rng, &values)]),
+            2 => (Layer::Add, vec![pick(&mut rng, &values), pick(&mut rng, &values)]),
+            _ => {
+                let ins = vec![pick(&mut rng, &values), pick(&mut rng, &values)];
+                for &v in &ins {
+                    read[v] = true;
+                }
+                nodes.push((Layer::Concat(0), ins));
+                read.push(false);
+                let concat = nodes.len();
+                (dense(&mut rng, WIDTH, 2 * WIDTH), vec![concat])
+            }
+        };
+        for &v in &ins {
+            read[v] = true;
+        }
+        nodes.push((layer, ins));
+        read.push(false);
+        values.push(nodes.len());
+    }
+    let mut last = nodes.len();
+    for &v in &values {
+        if !read[v] && v != last && v != 0 {
+            nodes.push((Layer::Add, vec![last, v]));
+            read.push(false);
+            last = nodes.len();
+        }
+    }
+    nodes.push((dense(&mut rng, 3, WIDTH), vec![last]));
+    Network::graph(vec![WIDTH], nodes).expect("a valid random graph")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+    /// With epsilon and zero biases, relevance is conserved through fan-out, residual adds and concatenations:
+    /// the input relevance sums to the explained logit.
+    #[test]
+    fn epsilon_without_bias_conserves_relevance_through_graphs(
+        seed in any::<u64>(),
+        x in prop::collection::vec(-1.0f32..1.0, 2 * WIDTH),
+        t in 0usize..3,
+    ) {
+        let net = random_graph(seed, false);
+        let x = ArrayD::from_shape_vec(IxDyn(&[2, WIDTH]), x).unwrap();
+        let e = Explainer::new(&net, &Spec::parse("epsilon(1e-9)").unwrap())
+            .unwrap()
+            .explain(x.view(), &Target::Class(t))
+            .unwrap();
+        let logits = e.explained_logits();
+        for (n, l) in logits.iter().enumerate() {
+            let s: f32 = e.relevance.index_axis(ndarray::Axis(0), n).sum();
+            // Relevance at the input equals the logit, up to rounding of the shares (large when shares cancel).
+            let scale: f32 = e.relevance.index_axis(ndarray::Axis(0), n).iter().map(|v| v.abs()).sum::<f32>();
+            prop_assert!((s - l).abs() <= 1e-3 * (1.0 + l.abs() + scale), "sample {n}: input sum {s} vs logit {l}");
+        }
+    }
+
+    /// Gradient × input of a graph equals its definition by central differences.
+    #[test]
+    fn graph_gradients_match_finite_differences(seed in any::<u64>(), x in prop::collection::vec(-1.0f32..1.0, WIDTH)) {
+        let net = random_graph(seed, true);
+        let x = ArrayD::from_shape_vec(IxDyn(&[1, WIDTH]), x).unwrap();
+        let e = Explainer::new(&net, &Spec::parse("gradient").unwrap())
+            .unwrap()
+            .explain(x.view(), &Target::Class(0))
+            .unwrap();
+        let f = |x: &ArrayD<f32>| -> f64 {
+            let y = net.forward(x.view()).unwrap();
+            y[[0, 0]] as f64
+        };
+        let h = 1e-2f32;
+        for i in 0..WIDTH {
+            let mut p = x.clone();
+            let mut m = x.clone();
+            p[[0, i]] += h;
+            m[[0, i]] -= h;
+            let fd = (f(&p) - f(&m)) / (2.0 * h as f64);
+            let an = e.relevance[[0, i]] as f64;
+            // A ReLU kink within h of the input makes the difference quotient meaningless; skip those.
+            let crosses = net.forward_trace(p.view()).unwrap().values.iter().zip(net.forward_trace(m.view()).unwrap().values.iter())
+                .any(|(a, b)| a.iter().zip(b.iter()).any(|(u, v)| (*u > 0.0) != (*v > 0.0)));
+            if !crosses {
+                prop_assert!((fd - an).abs() <= 1e-2 * (1.0 + an.abs()), "input {i}: {fd} vs {an}");
+            }
+        }
+    }
+}
