@@ -19,6 +19,9 @@ pub enum ArchArg {
     Cnn,
     /// Row-sequential LSTM (each image row a time step), 128 hidden units, then a dense layer.
     Lstm,
+    /// A small residual network (a graph): stem conv, three residual blocks (two with strided 1×1 projection
+    /// shortcuts, one identity), global average pooling, dense.
+    Resnet,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -78,6 +81,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let arch = match a.arch {
         ArchArg::Mlp => Arch::Mlp,
         ArchArg::Cnn => Arch::Cnn,
+        ArchArg::Resnet => Arch::Resnet,
         ArchArg::Lstm => Arch::Lstm,
     };
     let mut net = arch.build(&data.sample_shape(), classes, a.seed)?;

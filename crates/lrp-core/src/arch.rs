@@ -21,6 +21,11 @@ pub enum Arch {
     /// Row-sequential LSTM: each image row is a time step (input `[H, W]`), 128 hidden units, then a dense
     /// layer on the final hidden state. Single-channel images only.
     Lstm,
+    /// A small residual network (a graph): a 3×3 stem convolution (16 channels), two blocks that halve the
+    /// resolution with a strided 1×1 projection shortcut (24, then 48 channels), one block with an identity
+    /// shortcut, global average pooling and a dense layer. Each block is conv 3×3 → ReLU → conv 3×3, added to the
+    /// shortcut, then ReLU. No batch norm.
+    Resnet,
 }
 
 /// Hidden units of [`Arch::Lstm`].
@@ -38,9 +43,39 @@ fn dense(rng: &mut ChaCha8Rng, inputs: usize, outputs: usize) -> Layer {
 }
 
 fn conv(rng: &mut ChaCha8Rng, cin: usize, cout: usize, k: usize, pad: usize) -> Layer {
+    strided_conv(rng, cin, cout, k, pad, 1)
+}
+
+fn strided_conv(rng: &mut ChaCha8Rng, cin: usize, cout: usize, k: usize, pad: usize, stride: usize) -> Layer {
     let fan_in = cin * k * k;
     let w = Array4::from_shape_vec((cout, cin, k, k), he_normal(rng, fan_in, fan_in * cout)).expect("sized");
-    Layer::Conv2d(Conv2d::new(w, Some(Array1::zeros(cout)), [1, 1], [pad; 4]))
+    Layer::Conv2d(Conv2d::new(w, Some(Array1::zeros(cout)), [stride, stride], [pad; 4]))
+}
+
+/// Appends a residual block reading value `from` (`cin` channels) and returns the value of its output.
+/// `stride` 2 halves the resolution and gets a 1×1 projection shortcut; stride 1 with `cin == cout` an identity.
+fn residual_block(
+    rng: &mut ChaCha8Rng,
+    nodes: &mut Vec<(Layer, Vec<usize>)>,
+    from: usize,
+    cin: usize,
+    cout: usize,
+    stride: usize,
+) -> usize {
+    let push = |nodes: &mut Vec<(Layer, Vec<usize>)>, layer: Layer, ins: Vec<usize>| {
+        nodes.push((layer, ins));
+        nodes.len()
+    };
+    let a = push(nodes, strided_conv(rng, cin, cout, 3, 1, stride), vec![from]);
+    let a = push(nodes, Layer::Relu, vec![a]);
+    let a = push(nodes, conv(rng, cout, cout, 3, 1), vec![a]);
+    let shortcut = if stride == 1 && cin == cout {
+        from
+    } else {
+        push(nodes, strided_conv(rng, cin, cout, 1, 0, stride), vec![from])
+    };
+    let sum = push(nodes, Layer::Add, vec![a, shortcut]);
+    push(nodes, Layer::Relu, vec![sum])
 }
 
 fn lstm(rng: &mut ChaCha8Rng, features: usize, hidden: usize) -> Layer {
@@ -87,7 +122,36 @@ impl Arch {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let net_input = self.input_shape(input_shape)?;
+        if self == Arch::Resnet {
+            if h < 4 || w < 4 {
+                return Err(CoreError::InvalidNetwork(format!(
+                    "the residual network needs images of at least 4×4 pixels, got {h}×{w}"
+                )));
+            }
+            let mut nodes: Vec<(Layer, Vec<usize>)> = Vec::new();
+            nodes.push((conv(&mut rng, c, 16, 3, 1), vec![0]));
+            nodes.push((Layer::Relu, vec![1]));
+            let v = residual_block(&mut rng, &mut nodes, 2, 16, 24, 2);
+            let v = residual_block(&mut rng, &mut nodes, v, 24, 48, 2);
+            let v = residual_block(&mut rng, &mut nodes, v, 48, 48, 1);
+            let (oh, ow) = (h.div_ceil(2).div_ceil(2), w.div_ceil(2).div_ceil(2));
+            nodes.push((
+                Layer::AvgPool2d(Pool2d {
+                    window: crate::layers::Window {
+                        kernel: [oh, ow],
+                        stride: [1, 1],
+                        pads: [0; 4],
+                    },
+                    count_include_pad: false,
+                }),
+                vec![v],
+            ));
+            nodes.push((Layer::Flatten, vec![nodes.len()]));
+            nodes.push((dense(&mut rng, 48, classes), vec![nodes.len()]));
+            return Network::graph(net_input, nodes);
+        }
         let layers = match self {
+            Arch::Resnet => unreachable!("built above"),
             Arch::Lstm => vec![
                 lstm(&mut rng, w, LSTM_HIDDEN),
                 Layer::Flatten,

@@ -18,8 +18,8 @@ pub use arch::Arch;
 pub use error::{CoreError, Result};
 pub use idx::{Dataset, Split};
 pub use layers::{
-    Activation, Arith, ArithOp, BatchNorm, Conv2d, Dense, Layer, LayerKind, Lstm, LstmDirection, ParamGrads, Pool2d,
-    Window,
+    Activation, Arith, ArithOp, BatchNorm, BinaryFn, Conv2d, Dense, Expr, ExprOp, Layer, LayerKind, Lstm,
+    LstmDirection, ParamGrads, Pool2d, UnaryFn, Window,
 };
 pub use model_file::{Model, ModelMeta};
 pub use network::{Network, Trace};

@@ -311,8 +311,48 @@ fn import_with(bytes: &[u8], dir: Option<&Path>) -> Result<Imported> {
     };
     let mut notes = Vec::new();
 
+    // Values known before the input is: initializers, Constant nodes, and what only they compute.
+    let mut constant: std::collections::HashSet<String> = consts.keys().cloned().collect();
+    for node in &graph.node {
+        if node.input.iter().all(|i| i.is_empty() || constant.contains(i)) {
+            constant.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
+        }
+    }
+    let islands = crate::islands::find(&graph, &constant);
+    let mut island_of: HashMap<usize, usize> = HashMap::new();
+    for (k, isl) in islands.iter().enumerate() {
+        for &n in &isl.nodes {
+            island_of.insert(n, k);
+        }
+    }
+
     for (index, node) in graph.node.iter().enumerate() {
         let label = node_label(node, index);
+        if let Some(&k) = island_of.get(&index) {
+            let isl = &islands[k];
+            if isl.nodes.last() != Some(&index) {
+                continue;
+            }
+            let island_err = |reason: String| OnnxError::Node {
+                node: label.clone(),
+                op_type: node.op_type.clone(),
+                reason: format!("ends an elementwise island over '{}': {reason}", isl.root),
+            };
+            let Some(Val::Node { id, shape, batch_axis }) = vals.get(&isl.root).cloned() else {
+                return Err(island_err("its input is not a computed value".into()));
+            };
+            let expr = crate::islands::compile(&graph, isl, &consts).map_err(island_err)?;
+            let new = b.emit(Layer::Activation(Activation::Island(expr)), vec![id], node, &label)?;
+            vals.insert(
+                node.output[0].clone(),
+                Val::Node {
+                    id: new,
+                    shape,
+                    batch_axis,
+                },
+            );
+            continue;
+        }
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
             return Err(OnnxError::UnsupportedOp {
                 op_type: format!("{}:{}", node.domain, node.op_type),

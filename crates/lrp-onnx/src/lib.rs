@@ -8,6 +8,7 @@
 mod error;
 mod fold;
 mod import;
+mod islands;
 mod lstm;
 mod ops;
 pub mod proto;

@@ -381,3 +381,134 @@ fn other_refusals_name_the_problem() {
     assert!(err.contains("'stray'") && err.contains("input 'q' is missing"), "{err}");
     assert!(matches!(import_bytes(&m.encode_to_vec()), Err(OnnxError::Graph(_))));
 }
+
+fn scalar(name: &str, v: f32) -> TensorProto {
+    f32_tensor(name, &[], &[v])
+}
+
+/// `Gemm` then an activation written as several elementwise nodes (`nodes` read `h`, write `y`): imports as a dense
+/// layer and one activation, whose values and gradients equal the built-in activation's.
+fn check_island(what: &str, nodes: Vec<NodeProto>, mut consts: Vec<TensorProto>, builtin: lrp_core::Activation) {
+    let mut all = vec![gemm("fc", "x", "h")];
+    all.extend(nodes);
+    consts.extend(weights());
+    let imported = import_bytes(&model(all, consts, "y")).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let net = imported.network;
+    let kinds: Vec<_> = net.layers().iter().map(|l| l.kind().name()).collect();
+    assert_eq!(kinds, ["dense", "activation"], "{what}");
+    let mut nodes = net.nodes();
+    nodes[1].0 = lrp_core::Layer::Activation(builtin);
+    let reference = lrp_core::Network::graph(net.input_shape().to_vec(), nodes).unwrap();
+    let x = Array2::from_shape_fn((7, 3), |(i, j)| (i as f32 - 3.0) * 0.9 + j as f32 * 0.35 - 0.2).into_dyn();
+    let (a, b) = (net.forward(x.view()).unwrap(), reference.forward(x.view()).unwrap());
+    for (p, q) in a.iter().zip(b.iter()) {
+        assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{what}: {p} vs {q}");
+    }
+    let g = ArrayD::from_elem(a.raw_dim(), 1.0f32);
+    let ga = net
+        .input_gradient(&net.forward_trace(x.view()).unwrap(), g.clone())
+        .unwrap();
+    let gb = reference
+        .input_gradient(&reference.forward_trace(x.view()).unwrap(), g)
+        .unwrap();
+    for (p, q) in ga.iter().zip(gb.iter()) {
+        assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{what} gradient: {p} vs {q}");
+    }
+}
+
+#[test]
+fn decomposed_activations_import_as_one_island() {
+    use lrp_core::Activation;
+    check_island(
+        "SiLU",
+        vec![
+            node("Sigmoid", "s", &["h"], &["s"]),
+            node("Mul", "m", &["h", "s"], &["y"]),
+        ],
+        vec![],
+        Activation::Silu,
+    );
+    check_island(
+        "GELU (erf)",
+        vec![
+            node("Div", "d", &["h", "sqrt2"], &["d"]),
+            node("Erf", "e", &["d"], &["e"]),
+            node("Add", "a", &["e", "one"], &["a"]),
+            node("Mul", "m", &["h", "a"], &["m"]),
+            node("Mul", "half", &["m", "half"], &["y"]),
+        ],
+        vec![
+            scalar("sqrt2", std::f32::consts::SQRT_2),
+            scalar("one", 1.0),
+            scalar("half", 0.5),
+        ],
+        Activation::Gelu,
+    );
+    check_island(
+        "Softplus behind a threshold",
+        vec![
+            node("Greater", "g", &["h", "twenty"], &["g"]),
+            node("Exp", "e", &["h"], &["e"]),
+            node("Add", "a", &["e", "one"], &["a"]),
+            node("Log", "l", &["a"], &["l"]),
+            node("Where", "w", &["g", "h", "l"], &["y"]),
+        ],
+        vec![scalar("twenty", 20.0), scalar("one", 1.0)],
+        Activation::Softplus,
+    );
+    check_island(
+        "HardSwish",
+        vec![
+            node("Add", "a", &["h", "three"], &["a"]),
+            node("Clip", "c", &["a", "zero", "six"], &["c"]),
+            node("Mul", "m", &["h", "c"], &["m"]),
+            node("Div", "d", &["m", "six"], &["y"]),
+        ],
+        vec![scalar("three", 3.0), scalar("zero", 0.0), scalar("six", 6.0)],
+        Activation::HardSwish,
+    );
+}
+
+#[test]
+fn a_bias_before_an_island_stays_the_dense_layers_bias() {
+    let bytes = model(
+        vec![
+            node("MatMul", "mm", &["x", "Wt"], &["m"]),
+            node("Add", "bias", &["m", "b"], &["h"]),
+            node("Sigmoid", "s", &["h"], &["s"]),
+            node("Mul", "silu", &["h", "s"], &["y"]),
+        ],
+        vec![
+            f32_tensor("Wt", &[3, 2], &[1.0, -1.0, 2.0, 0.0, 3.0, 1.0]),
+            f32_tensor("b", &[2], &[0.5, -0.5]),
+        ],
+        "y",
+    );
+    let net = import_bytes(&bytes).unwrap().network;
+    let kinds: Vec<_> = net.layers().iter().map(|l| l.kind().name()).collect();
+    assert_eq!(kinds, ["dense", "activation"]);
+    match &net.layers()[0] {
+        lrp_core::Layer::Dense(d) => assert!(d.bias.is_some()),
+        other => panic!("{other:?}"),
+    }
+    // An island with a non-scalar constant is refused by name.
+    let bytes = model(
+        vec![
+            gemm("fc", "x", "h"),
+            node("Mul", "scale", &["h", "v"], &["hv"]),
+            node("Sigmoid", "s", &["hv"], &["s"]),
+            node("Mul", "gate", &["h", "s"], &["y"]),
+        ],
+        {
+            let mut w = weights();
+            w.push(f32_tensor("v", &[2], &[1.0, 2.0]));
+            w
+        },
+        "y",
+    );
+    let err = refused(&bytes);
+    assert!(
+        err.contains("'gate'") && err.contains("island") && err.contains("not a scalar"),
+        "{err}"
+    );
+}

@@ -3,6 +3,8 @@
 use ndarray::{ArrayD, ArrayViewD, Zip};
 use serde::{Deserialize, Serialize};
 
+use super::expr::Expr;
+
 /// An elementwise activation. LRP passes relevance through it unchanged; gradients use its true derivative.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -29,6 +31,8 @@ pub enum Activation {
     HardSigmoid(f32, f32),
     /// `x·max(0, min(1, x/6 + 1/2))`.
     HardSwish,
+    /// An elementwise function an exporter wrote as several nodes (e.g. SiLU as `x·σ(x)`).
+    Island(Expr),
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -58,6 +62,7 @@ impl Activation {
             Activation::Clip(l, h) => format!("clip({l}, {h})"),
             Activation::HardSigmoid(a, b) => format!("hard-sigmoid({a}, {b})"),
             Activation::HardSwish => "hard-swish".into(),
+            Activation::Island(e) => format!("elementwise island of {} steps", e.ops.len()),
         }
     }
 
@@ -71,6 +76,9 @@ impl Activation {
         if params.iter().any(|p| !p.is_finite()) {
             return Err(format!("{} has a non-finite parameter", self.name()));
         }
+        if let Activation::Island(e) = self {
+            e.validate()?;
+        }
         if let Activation::Clip(l, h) = self {
             if l > h {
                 return Err(format!("clip bounds {l} > {h}"));
@@ -82,6 +90,7 @@ impl Activation {
     /// `f(x)`.
     pub fn apply(&self, x: f32) -> f32 {
         match *self {
+            Activation::Island(ref e) => e.value(x),
             Activation::Tanh => x.tanh(),
             Activation::Sigmoid => sigmoid(x),
             Activation::LeakyRelu(a) => {
@@ -112,6 +121,7 @@ impl Activation {
     /// `f′(x)` (at kinks, the derivative of the right-hand piece; PyTorch's choice where it matters).
     pub fn derivative(&self, x: f32) -> f32 {
         match *self {
+            Activation::Island(ref e) => e.derivative(x),
             // Written so that saturated units keep their precision: 1 − tanh² and s·(1 − s) would cancel.
             Activation::Tanh => {
                 let c = x.cosh();
@@ -170,11 +180,22 @@ impl Activation {
 
     /// `f` over a batch.
     pub fn forward(&self, x: ArrayViewD<f32>) -> ArrayD<f32> {
+        if let Activation::Island(e) = self {
+            let mut vals = Vec::with_capacity(x.len());
+            e.map(x.iter().copied(), |v, _| vals.push(v));
+            return ArrayD::from_shape_vec(x.raw_dim(), vals).expect("one value per element");
+        }
         x.mapv(|v| self.apply(v))
     }
 
     /// `g ⊙ f′(x)`.
     pub fn backward(&self, x: ArrayViewD<f32>, g: ArrayViewD<f32>) -> ArrayD<f32> {
+        if let Activation::Island(e) = self {
+            let mut ds = Vec::with_capacity(x.len());
+            e.map(x.iter().copied(), |_, d| ds.push(d));
+            let ds = ArrayD::from_shape_vec(x.raw_dim(), ds).expect("one value per element");
+            return &g * &ds;
+        }
         let mut out = g.to_owned();
         Zip::from(&mut out).and(&x).for_each(|o, &xi| *o *= self.derivative(xi));
         out
