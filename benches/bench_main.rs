@@ -2,6 +2,7 @@
 
 mod batch;
 mod forward;
+mod graphs;
 mod rules;
 
-criterion::criterion_main!(forward::benches, rules::benches, batch::benches);
+criterion::criterion_main!(forward::benches, rules::benches, batch::benches, graphs::benches);

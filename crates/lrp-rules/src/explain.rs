@@ -359,9 +359,15 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
                     + (nm.transpose(sp.view(), shape) + pm.transpose(sn.view(), shape)) * &xn
             }
         }
-        (Maps::ZBox { w, pos, neg }, Rule::ZBox(low, high)) => {
-            let lo = ArrayD::from_elem(x.raw_dim(), low);
-            let hi = ArrayD::from_elem(x.raw_dim(), high);
+        (Maps::ZBox { w, pos, neg, low, high }, Rule::ZBox(..)) => {
+            let lo = low
+                .broadcast(x.raw_dim())
+                .expect("bounds have the layer input's shape")
+                .to_owned();
+            let hi = high
+                .broadcast(x.raw_dim())
+                .expect("bounds have the layer input's shape")
+                .to_owned();
             let zb = w.forward(x.view(), false) - pos.forward(lo.view(), false) - neg.forward(hi.view(), false);
             let s = divide(r, &zb, STABILIZER);
             w.transpose(s.view(), shape) * x

@@ -46,11 +46,14 @@ pub(crate) enum Maps {
     Signed { pos: LinearMap, neg: LinearMap },
     /// γ: `W + γW⁺, b + γb⁺` and `W + γW⁻, b + γb⁻`.
     Gamma { p: LinearMap, n: LinearMap },
-    /// z^B: `W`, `W⁺`, `W⁻` (no bias).
+    /// z^B: `W`, `W⁺`, `W⁻` (no bias), and the bounds at the layer's input (one sample, broadcast over the batch):
+    /// the rule's scalars, mapped through any input normalization before the layer.
     ZBox {
         w: LinearMap,
         pos: LinearMap,
         neg: LinearMap,
+        low: ArrayD<f32>,
+        high: ArrayD<f32>,
     },
     /// w² and flat: the modified map and its (input-independent) denominator `M·1` for one sample.
     Uniform { map: LinearMap, denom: ArrayD<f32> },
@@ -70,7 +73,51 @@ pub(crate) enum PlanKind {
     Attribution(Attribution),
 }
 
-fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize]) -> Prepared {
+/// The bounds `low`/`high` (in the units of the network input) at the input of node `k`: mapped through the
+/// constant `Add`/`Sub`/`Mul`/`Div` (input normalization) and reshapes between the network input and the node.
+/// Where anything else stands between them, the bounds are taken as given, in the units of the node's input.
+fn zbox_bounds(net: &Network, k: usize, low: f32, high: f32) -> (ArrayD<f32>, ArrayD<f32>) {
+    let target = net.inputs_of(k)[0];
+    let scalar = |v: f32| ArrayD::from_elem(IxDyn(net.shape_at(target)), v);
+    // The nodes from the input to node k's input, if they form such a chain.
+    let mut path = Vec::new();
+    let mut v = target;
+    while v != 0 {
+        let j = v - 1;
+        match net.layers()[j] {
+            Layer::Arith(_) | Layer::Reshape(_) | Layer::Flatten | Layer::Dropout(_) => path.push(j),
+            _ => return (scalar(low), scalar(high)),
+        }
+        v = net.inputs_of(j)[0];
+    }
+    let mut lo = ArrayD::from_elem(IxDyn(net.input_shape()), low);
+    let mut hi = ArrayD::from_elem(IxDyn(net.input_shape()), high);
+    for &j in path.iter().rev() {
+        let shape = IxDyn(net.shape_at(j + 1));
+        match &net.layers()[j] {
+            Layer::Arith(a) => {
+                let c = &a.value;
+                let (l, h) = match a.op {
+                    ArithOp::Add => (&lo + c, &hi + c),
+                    ArithOp::Sub => (&lo - c, &hi - c),
+                    ArithOp::SubFrom => (c - &hi, c - &lo),
+                    ArithOp::Mul => (&lo * c, &hi * c),
+                    ArithOp::Div => (&lo / c, &hi / c),
+                };
+                // A negative scale swaps the ends.
+                lo = ndarray::Zip::from(&l).and(&h).map_collect(|&a, &b| a.min(b));
+                hi = ndarray::Zip::from(&l).and(&h).map_collect(|&a, &b| a.max(b));
+            }
+            _ => {
+                lo = lo.into_shape_with_order(shape.clone()).expect("same element count");
+                hi = hi.into_shape_with_order(shape).expect("same element count");
+            }
+        }
+    }
+    (lo, hi)
+}
+
+fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usize) -> Prepared {
     let map = LinearMap::of(layer).expect("rules are only assigned to layers with weights");
     let maps = match rule {
         Rule::Epsilon(_) => Maps::Plain(map),
@@ -82,11 +129,16 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize]) -> Prepared {
             p: map.modified(Modifier::GammaPositive(g)),
             n: map.modified(Modifier::GammaNegative(g)),
         },
-        Rule::ZBox(..) => Maps::ZBox {
-            pos: map.modified(Modifier::Positive),
-            neg: map.modified(Modifier::Negative),
-            w: map,
-        },
+        Rule::ZBox(l, h) => {
+            let (low, high) = zbox_bounds(net, k, l, h);
+            Maps::ZBox {
+                pos: map.modified(Modifier::Positive),
+                neg: map.modified(Modifier::Negative),
+                w: map,
+                low,
+                high,
+            }
+        }
         Rule::WSquare | Rule::Flat => {
             let m = map.modified(if rule == Rule::Flat {
                 Modifier::Ones
@@ -181,7 +233,7 @@ impl Plan {
             };
             steps.push(match layer {
                 Layer::Dense(_) | Layer::Conv2d(_) => {
-                    Step::Linear(prepare(next_rule()?, layer, net.shape_at(net.inputs_of(i)[0])))
+                    Step::Linear(prepare(next_rule()?, layer, net.shape_at(net.inputs_of(i)[0]), net, i))
                 }
                 Layer::Lstm(l) => match next_rule()? {
                     Rule::Epsilon(e) => Step::Lstm(l.clone(), e),

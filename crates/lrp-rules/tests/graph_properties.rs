@@ -117,3 +117,57 @@ proptest! {
         }
     }
 }
+
+/// Input normalization `(x − 0.5) / 0.25` in front of the first layer: `first` finds the dense layer behind it,
+/// and `zbox(0, 1)` (in the units of the input) acts there as `zbox(−2, 2)`.
+#[test]
+fn zbox_bounds_are_mapped_through_input_normalization() {
+    use lrp_core::{Arith, ArithOp};
+    let w1 = Array2::from_shape_fn((5, 4), |(i, j)| ((i * 4 + j) as f32 * 0.37).sin());
+    let w2 = Array2::from_shape_fn((3, 5), |(i, j)| ((i * 5 + j) as f32 * 0.91).cos());
+    let layers = || {
+        vec![
+            Layer::Dense(Dense::new(
+                w1.clone(),
+                Some(Array1::from(vec![0.1, -0.2, 0.3, 0.0, 0.05])),
+            )),
+            Layer::Relu,
+            Layer::Dense(Dense::new(w2.clone(), None)),
+        ]
+    };
+    let mut with_norm = vec![
+        Layer::Arith(Arith {
+            op: ArithOp::Sub,
+            value: ArrayD::from_elem(IxDyn(&[]), 0.5),
+        }),
+        Layer::Arith(Arith {
+            op: ArithOp::Div,
+            value: ArrayD::from_elem(IxDyn(&[1]), 0.25),
+        }),
+    ];
+    with_norm.extend(layers());
+    let a = Network::new(vec![4], with_norm).unwrap();
+    let b = Network::new(vec![4], layers()).unwrap();
+    assert_eq!(lrp_rules::first_layers(&a), vec![2]);
+    let x = ArrayD::from_shape_vec(IxDyn(&[2, 4]), vec![0.1, 0.9, 0.45, 0.0, 1.0, 0.3, 0.6, 0.2]).unwrap();
+    let xn = x.mapv(|v| (v - 0.5) / 0.25);
+    let ra = Explainer::new(&a, &Spec::parse("all=epsilon;first=zbox(0,1)").unwrap())
+        .unwrap()
+        .explain(x.view(), &Target::Class(1))
+        .unwrap()
+        .relevance;
+    let rb = Explainer::new(&b, &Spec::parse("all=epsilon;first=zbox(-2,2)").unwrap())
+        .unwrap()
+        .explain(xn.view(), &Target::Class(1))
+        .unwrap()
+        .relevance;
+    // The subtracted mean is a bias: R_x = x ⊙ R / stab(x − 0.5); the division passes relevance unchanged.
+    let expected = ndarray::Zip::from(&x).and(&rb).map_collect(|&x, &r| {
+        let z = x - 0.5;
+        x * r / if z >= 0.0 { z + 1e-6 } else { z - 1e-6 }
+    });
+    let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    for (g, e) in ra.iter().zip(expected.iter()) {
+        assert!((g - e).abs() <= 1e-4 * scale, "{g} vs {e}");
+    }
+}
