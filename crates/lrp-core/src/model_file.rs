@@ -54,12 +54,14 @@ struct ChainFile {
     layers: Vec<Layer>,
 }
 
-/// Version 2: a graph; `nodes[k]` is a layer and the values it reads.
+/// Version 2: a graph; `nodes[k]` is a layer and the values it reads; `convs[k]` the dilation and groups of node
+/// `k` when it is a convolution (the layer's own serde form leaves them out, as version 1 did).
 #[derive(Serialize, Deserialize)]
 struct GraphFile {
     meta: ModelMeta,
     input_shape: Vec<usize>,
     nodes: Vec<(Layer, Vec<usize>)>,
+    convs: Vec<Option<([usize; 2], usize)>>,
 }
 
 impl Model {
@@ -68,7 +70,11 @@ impl Model {
         let mut out = Vec::with_capacity(16 + 4 * self.network.param_count());
         out.extend_from_slice(MAGIC);
         let net = &self.network;
-        let chain = net.is_chain() && !net.layers().iter().any(Layer::is_graph_only);
+        let plain = |l: &Layer| match l {
+            Layer::Conv2d(c) => c.is_plain(),
+            other => !other.is_graph_only(),
+        };
+        let chain = net.is_chain() && net.layers().iter().all(plain);
         let encoded = if chain {
             out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
             let file = ChainFile {
@@ -83,6 +89,14 @@ impl Model {
                 meta: self.meta.clone(),
                 input_shape: net.input_shape().to_vec(),
                 nodes: net.nodes(),
+                convs: net
+                    .layers()
+                    .iter()
+                    .map(|l| match l {
+                        Layer::Conv2d(c) => Some((c.dilation, c.groups)),
+                        _ => None,
+                    })
+                    .collect(),
             };
             bincode::serde::encode_to_vec(&file, config())
         };
@@ -138,8 +152,27 @@ impl Model {
             }
             (f.meta, Network::new(f.input_shape, f.layers), used)
         } else {
-            let (f, used): (GraphFile, usize) =
+            let (mut f, used): (GraphFile, usize) =
                 bincode::serde::decode_from_slice(payload, config()).map_err(decode_error)?;
+            if f.convs.len() != f.nodes.len() {
+                return Err(bad(format!(
+                    "corrupt: {} convolution settings for {} nodes",
+                    f.convs.len(),
+                    f.nodes.len()
+                )));
+            }
+            for (k, ((layer, _), extra)) in f.nodes.iter_mut().zip(&f.convs).enumerate() {
+                match (layer, extra) {
+                    (Layer::Conv2d(c), Some((dilation, groups))) => {
+                        c.dilation = *dilation;
+                        c.groups = *groups;
+                    }
+                    (Layer::Conv2d(_), None) | (_, Some(_)) => {
+                        return Err(bad(format!("corrupt: convolution settings do not match node {k}")));
+                    }
+                    _ => {}
+                }
+            }
             (f.meta, Network::graph(f.input_shape, f.nodes), used)
         };
         let network = network.map_err(|e| bad(format!("invalid network: {e}")))?;

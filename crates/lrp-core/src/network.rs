@@ -412,13 +412,23 @@ impl Network {
                 let detail = match l {
                     Layer::Dense(d) => format!("{} → {}{}", d.inputs(), d.outputs(), bias_note(d.bias.is_some())),
                     Layer::Conv2d(c) => format!(
-                        "{}→{} channels, kernel {}×{}, stride {:?}, pads {:?}{}",
+                        "{}→{} channels, kernel {}×{}, stride {:?}, pads {:?}{}{}{}",
                         c.in_channels(),
                         c.out_channels(),
                         c.window.kernel[0],
                         c.window.kernel[1],
                         c.window.stride,
                         c.window.pads,
+                        if c.dilation == [1, 1] {
+                            String::new()
+                        } else {
+                            format!(", dilation {:?}", c.dilation)
+                        },
+                        if c.groups == 1 {
+                            String::new()
+                        } else {
+                            format!(", {} groups", c.groups)
+                        },
                         bias_note(c.bias.is_some())
                     ),
                     Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => format!(

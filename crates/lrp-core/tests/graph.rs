@@ -238,3 +238,109 @@ fn batch_norm_folds_into_a_branch_convolution_only_when_nothing_else_reads_it() 
     .to_string();
     assert!(err.contains("batchnorm"), "{err}");
 }
+
+/// The definition, loop by loop: groups and dilation.
+fn naive_grouped_conv(x: &ndarray::Array4<f32>, c: &lrp_core::Conv2d) -> ndarray::Array4<f32> {
+    let (n, ch, h, w) = x.dim();
+    let (o, cg, kh, kw) = c.weight.dim();
+    let og = o / c.groups;
+    let (oh, ow) = c.output_hw(h, w).unwrap();
+    assert_eq!(cg * c.groups, ch);
+    ndarray::Array4::from_shape_fn((n, o, oh, ow), |(ni, oi, y, xx)| {
+        let g = oi / og;
+        let mut acc = c.bias.as_ref().map_or(0.0, |b| b[oi]);
+        for ci in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let iy = (y * c.window.stride[0] + ky * c.dilation[0]) as isize - c.window.pads[0] as isize;
+                    let ix = (xx * c.window.stride[1] + kx * c.dilation[1]) as isize - c.window.pads[1] as isize;
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                        acc += c.weight[[oi, ci, ky, kx]] * x[[ni, g * cg + ci, iy as usize, ix as usize]];
+                    }
+                }
+            }
+        }
+        acc
+    })
+}
+
+fn grouped(seed: u64, groups: usize, dilation: [usize; 2], stride: [usize; 2], pads: [usize; 4]) -> lrp_core::Conv2d {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let w = rand_array(&mut rng, &[6, 6 / groups, 3, 2])
+        .into_dimensionality::<ndarray::Ix4>()
+        .unwrap();
+    let b = Array1::from_shape_fn(6, |i| i as f32 * 0.1 - 0.2);
+    let mut c = lrp_core::Conv2d::new(w, Some(b), stride, pads);
+    c.groups = groups;
+    c.dilation = dilation;
+    c
+}
+
+#[test]
+fn grouped_and_dilated_convolutions_match_the_definition_and_their_gradients() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let cases = [
+        (1, [1, 1], [1, 1], [0; 4]),
+        (2, [2, 1], [1, 1], [1, 0, 2, 1]),
+        (3, [1, 3], [2, 1], [2, 1, 0, 1]),
+        (6, [2, 2], [1, 2], [1, 1, 1, 1]),
+    ];
+    for (k, &(groups, dilation, stride, pads)) in cases.iter().enumerate() {
+        let c = grouped(k as u64, groups, dilation, stride, pads);
+        let x = rand_array(&mut rng, &[3, 6, 9, 8])
+            .into_dimensionality::<ndarray::Ix4>()
+            .unwrap();
+        let got = c.forward(x.view(), true);
+        let want = naive_grouped_conv(&x, &c);
+        for (a, b) in got.iter().zip(want.iter()) {
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "groups {groups} dilation {dilation:?}: {a} vs {b}"
+            );
+        }
+        check_node(Layer::Conv2d(c.clone()), &[&[2, 6, 9, 8]], 40 + k as u64, false);
+        // Weight gradient against central differences of Σ g ⊙ conv(x) (linear in W).
+        let g = rand_array(&mut rng, got.shape())
+            .into_dimensionality::<ndarray::Ix4>()
+            .unwrap();
+        let (gw, _) = c.param_grads(x.view(), g.view());
+        for i in (0..c.weight.len()).step_by(7) {
+            let mut p = c.clone();
+            p.weight.as_slice_mut().unwrap()[i] += 1.0;
+            let delta: f32 = (&p.forward(x.view(), true) - &got)
+                .iter()
+                .zip(g.iter())
+                .map(|(d, g)| d * g)
+                .sum();
+            let an = gw.as_slice().unwrap()[i];
+            assert!(
+                (delta - an).abs() <= 1e-3 * (1.0 + an.abs()),
+                "weight {i}: {delta} vs {an}"
+            );
+        }
+    }
+}
+
+#[test]
+fn grouped_convolutions_round_trip_through_graph_model_files() {
+    let c = grouped(1, 3, [2, 1], [1, 1], [1, 1, 1, 1]);
+    let net = Network::new(vec![6, 7, 7], vec![Layer::Conv2d(c), Layer::Flatten]).unwrap();
+    let m = Model {
+        meta: ModelMeta::default(),
+        network: net,
+    };
+    let bytes = m.to_bytes().unwrap();
+    assert_eq!(
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap()),
+        2,
+        "a chain with a grouped convolution needs the graph format"
+    );
+    assert_eq!(Model::from_bytes(&bytes, std::path::Path::new("g.lrpm")).unwrap(), m);
+    let err = Network::new(
+        vec![5, 7, 7],
+        vec![Layer::Conv2d(grouped(1, 3, [1, 1], [1, 1], [0; 4]))],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("input channels"), "{err}");
+}

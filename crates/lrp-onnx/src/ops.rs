@@ -125,14 +125,32 @@ impl Ctx<'_> {
         }
     }
 
-    /// Kernel, strides and pads of Conv and the pools, with auto_pad resolved.
+    /// Kernel, strides and pads of the pools, with auto_pad resolved (no dilation).
     fn window(&self, kernel: [usize; 2]) -> Result<Window> {
-        let (_, h, w) = self.spatial_input()?;
         if let Some(d) = self.ints("dilations") {
             if d.iter().any(|&v| v != 1) {
-                return Err(self.err(format!("dilations {d:?} are not supported (only 1)")));
+                return Err(self.err(format!("dilations {d:?} are not supported for pooling (only 1)")));
             }
         }
+        self.window_dilated(kernel, [1, 1])
+    }
+
+    /// The dilations attribute of a convolution.
+    fn dilations(&self) -> Result<[usize; 2]> {
+        match self.ints("dilations") {
+            None => Ok([1, 1]),
+            Some(d) if d.len() == 2 && d.iter().all(|&v| (1..=1 << 16).contains(&v)) => {
+                Ok([d[0] as usize, d[1] as usize])
+            }
+            Some(d) => Err(self.err(format!("dilations {d:?} must be two numbers from 1 to 65536"))),
+        }
+    }
+
+    /// Kernel, strides and pads with auto_pad resolved, for a kernel whose taps are `dilation` apart.
+    fn window_dilated(&self, kernel: [usize; 2], dilation: [usize; 2]) -> Result<Window> {
+        let (_, h, w) = self.spatial_input()?;
+        let span = |k: usize, d: usize| (k - 1).saturating_mul(d).saturating_add(1);
+        let extent = [span(kernel[0], dilation[0]), span(kernel[1], dilation[1])];
         let pair = |name: &str| -> Result<[usize; 2]> {
             match self.ints(name) {
                 None => Ok([1, 1]),
@@ -153,7 +171,7 @@ impl Ctx<'_> {
             "VALID" => [0; 4],
             "SAME_UPPER" | "SAME_LOWER" => {
                 let total = |len: usize, k: usize, s: usize| ((len.div_ceil(s) - 1) * s + k).saturating_sub(len);
-                let (th, tw) = (total(h, kernel[0], stride[0]), total(w, kernel[1], stride[1]));
+                let (th, tw) = (total(h, extent[0], stride[0]), total(w, extent[1], stride[1]));
                 if auto == "SAME_UPPER" {
                     [th / 2, tw / 2, th - th / 2, tw - tw / 2]
                 } else {
@@ -168,7 +186,7 @@ impl Ctx<'_> {
             let fits = |len: usize, a: usize, b: usize, k: usize, s: usize| {
                 (len + a + b).checked_sub(k).is_some_and(|r| r % s == 0)
             };
-            if !(fits(h, pads[0], pads[2], kernel[0], stride[0]) && fits(w, pads[1], pads[3], kernel[1], stride[1])) {
+            if !(fits(h, pads[0], pads[2], extent[0], stride[0]) && fits(w, pads[1], pads[3], extent[1], stride[1])) {
                 return Err(self.err("ceil_mode 1 with a window that overhangs the input is not supported"));
             }
         }
@@ -271,14 +289,17 @@ pub(crate) fn translate(ctx: &Ctx) -> Result<Step> {
         }
         "Conv" => {
             let (c, _, _) = ctx.spatial_input()?;
-            if ctx.int("group", 1) != 1 {
-                return Err(ctx.err(format!("group {} is not supported (only 1)", ctx.int("group", 1))));
+            let group = ctx.int("group", 1);
+            if group < 1 || group as usize > c {
+                return Err(ctx.err(format!("group {group} must be between 1 and the {c} input channels")));
             }
+            let group = group as usize;
             let w: Array4<f32> = ctx.weight(ctx.required(1, "the weight W")?, "weight")?;
             let (o, wc, kh, kw) = w.dim();
-            if wc != c {
+            if wc * group != c || o % group != 0 {
                 return Err(ctx.err(format!(
-                    "weight '{}' has shape {:?}: {wc} input channels, but the chain value has {c}",
+                    "weight '{}' has shape {:?}: {wc} input channels per group × {group} groups, but the value has \
+                     {c} channels (and the {o} output channels must split into the groups)",
                     node.input[1],
                     w.shape()
                 )));
@@ -291,12 +312,16 @@ pub(crate) fn translate(ctx: &Ctx) -> Result<Step> {
                     )));
                 }
             }
-            let win = ctx.window([kh, kw])?;
+            let dilation = ctx.dilations()?;
+            let win = ctx.window_dilated([kh, kw], dilation)?;
             let bias = match ctx.const_input(2) {
                 Some(b) => Some(bias_vector(ctx, b, o, 1.0)?),
                 None => None,
             };
-            Step::Push(Layer::Conv2d(Conv2d::new(w, bias, win.stride, win.pads)))
+            let mut conv = Conv2d::new(w, bias, win.stride, win.pads);
+            conv.dilation = dilation;
+            conv.groups = group;
+            Step::Push(Layer::Conv2d(conv))
         }
         "Relu" => Step::Push(Layer::Relu),
         "MaxPool" => {

@@ -166,3 +166,96 @@ fn a_symlink_out_of_the_folder_is_refused() {
     let err = import_file(&model).unwrap_err().to_string();
     assert!(err.contains(&name) && err.contains("outside"), "{err}");
 }
+
+#[test]
+fn depthwise_and_dilated_convolutions_import() {
+    let w: Vec<f32> = (0..36).map(|i| (i as f32 * 0.7).sin()).collect();
+    let conv = NodeProto {
+        op_type: "Conv".into(),
+        name: "dw".into(),
+        input: vec!["x".into(), "W".into()],
+        output: vec!["y".into()],
+        attribute: vec![
+            AttributeProto {
+                name: "group".into(),
+                r#type: 2,
+                i: 4,
+                ..Default::default()
+            },
+            AttributeProto {
+                name: "dilations".into(),
+                r#type: 7,
+                ints: vec![2, 2],
+                ..Default::default()
+            },
+            AttributeProto {
+                name: "auto_pad".into(),
+                r#type: 3,
+                s: b"SAME_UPPER".to_vec(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let dims = |d: &[Option<i64>]| TypeProto {
+        tensor_type: Some(TypeProtoTensor {
+            elem_type: 1,
+            shape: Some(TensorShapeProto {
+                dim: d
+                    .iter()
+                    .map(|v| Dimension {
+                        dim_value: *v,
+                        dim_param: v.is_none().then(|| "N".into()),
+                    })
+                    .collect(),
+            }),
+        }),
+    };
+    let m = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            node: vec![conv],
+            name: "g".into(),
+            initializer: vec![TensorProto {
+                name: "W".into(),
+                dims: vec![4, 1, 3, 3],
+                data_type: data_type::FLOAT,
+                float_data: w.clone(),
+                ..Default::default()
+            }],
+            input: vec![ValueInfoProto {
+                name: "x".into(),
+                r#type: Some(dims(&[None, Some(4), Some(6), Some(6)])),
+            }],
+            output: vec![ValueInfoProto {
+                name: "y".into(),
+                r#type: Some(dims(&[None, Some(4), Some(6), Some(6)])),
+            }],
+        }),
+        ..Default::default()
+    };
+    let net = import_bytes(&m.encode_to_vec()).unwrap().network;
+    assert_eq!(
+        net.output_shape(),
+        &[4, 6, 6],
+        "SAME padding keeps the size with a dilated kernel"
+    );
+    let lrp_core::Layer::Conv2d(c) = &net.layers()[0] else {
+        panic!()
+    };
+    assert_eq!((c.groups, c.dilation, c.window.pads), (4, [2, 2], [2, 2, 2, 2]));
+    // Depthwise: channel k of the output sees channel k of the input only.
+    let mut x = ArrayD::<f32>::zeros(ndarray::IxDyn(&[1, 4, 6, 6]));
+    x[[0, 2, 3, 3]] = 1.0;
+    let y = net.forward(x.view()).unwrap();
+    for ch in [0, 1, 3] {
+        assert!(y.index_axis(ndarray::Axis(1), ch).iter().all(|&v| v == 0.0));
+    }
+    // The centre tap of channel 2 lands on the same pixel; the corner taps two pixels away (dilation 2).
+    assert_eq!(y[[0, 2, 3, 3]], w[2 * 9 + 4]);
+    assert_eq!(y[[0, 2, 1, 1]], w[2 * 9 + 8]);
+}

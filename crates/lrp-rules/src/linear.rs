@@ -75,6 +75,8 @@ impl LinearMap {
                 weight: c.weight.mapv(|w| m.weight(w)),
                 bias: bias(&c.bias),
                 window: c.window,
+                dilation: c.dilation,
+                groups: c.groups,
             }),
         }
     }

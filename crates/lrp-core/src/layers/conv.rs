@@ -9,15 +9,33 @@ use super::window::Window;
 /// Upper bound on the number of floats in one im2col buffer; larger batches are split into groups.
 const COLS_BUDGET: usize = 1 << 17;
 
-/// A 2-D convolution (cross-correlation, as in PyTorch and ONNX), group 1, no dilation.
+/// A 2-D convolution (cross-correlation, as in PyTorch and ONNX), with channel groups and dilation.
+///
+/// `dilation` and `groups` are not part of the serde form (version-1 model files hold convolutions without them);
+/// graph model files store them beside the layer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
-    /// Kernels, `[out_channels, in_channels, kh, kw]`.
+    /// Kernels, `[out_channels, in_channels / groups, kh, kw]`.
     pub weight: Array4<f32>,
     /// Bias, `[out_channels]`, if the layer has one.
     pub bias: Option<Array1<f32>>,
     /// Stride and padding (the kernel size must equal the weight's last two dimensions).
     pub window: Window,
+    /// Spacing of the kernel taps (1 = adjacent).
+    #[serde(skip, default = "unit_pair")]
+    pub dilation: [usize; 2],
+    /// Channel groups: output channels of group `g` read input channels of group `g` only (depthwise: groups =
+    /// in_channels).
+    #[serde(skip, default = "unit")]
+    pub groups: usize,
+}
+
+fn unit_pair() -> [usize; 2] {
+    [1, 1]
+}
+
+fn unit() -> usize {
+    1
 }
 
 impl Conv2d {
@@ -32,7 +50,34 @@ impl Conv2d {
                 stride,
                 pads,
             },
+            dilation: [1, 1],
+            groups: 1,
         }
+    }
+
+    /// Whether the convolution has groups or dilation (only graph model files can hold those).
+    pub fn is_plain(&self) -> bool {
+        self.groups == 1 && self.dilation == [1, 1]
+    }
+
+    /// The window the kernel spans on the input: the kernel size stretched by the dilation.
+    pub fn extent(&self) -> Window {
+        let [kh, kw] = self.window.kernel;
+        Window {
+            kernel: [
+                (kh - 1).saturating_mul(self.dilation[0]).saturating_add(1),
+                (kw - 1).saturating_mul(self.dilation[1]).saturating_add(1),
+            ],
+            ..self.window
+        }
+    }
+
+    /// Output height and width for an input of `h × w`, or `None` when the kernel does not fit.
+    pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        if self.window.kernel.contains(&0) {
+            return None;
+        }
+        self.extent().output_hw(h, w)
     }
 
     /// Output channels.
@@ -42,10 +87,11 @@ impl Conv2d {
 
     /// Input channels.
     pub fn in_channels(&self) -> usize {
-        self.weight.shape()[1]
+        self.weight.shape()[1].saturating_mul(self.groups)
     }
 
-    /// The weights as a matrix `[out, in·kh·kw]` (a view, no copy).
+    /// The weights as a matrix `[out, in/groups·kh·kw]` (a view, no copy); group `g` owns rows
+    /// `g·out/groups..(g+1)·out/groups`.
     fn weight_matrix(&self) -> ArrayView2<'_, f32> {
         let o = self.out_channels();
         let k = self.weight.len() / o.max(1);
@@ -53,6 +99,16 @@ impl Conv2d {
             .view()
             .into_shape_with_order((o, k))
             .expect("conv weights are stored contiguously")
+    }
+
+    /// Kernel taps of `im2col`/`col2im`.
+    fn taps(&self) -> Taps {
+        Taps {
+            kernel: self.window.kernel,
+            stride: self.window.stride,
+            pads: self.window.pads,
+            dilation: self.dilation,
+        }
     }
 
     fn group_size(&self, n: usize, hw_out: usize) -> usize {
@@ -66,32 +122,36 @@ impl Conv2d {
     /// `x: [N, C, H, W]` → `[N, O, OH, OW]`; the caller has checked `C` and that the window fits.
     pub fn forward(&self, x: ArrayView4<f32>, with_bias: bool) -> Array4<f32> {
         let (n, _, h, w) = x.dim();
-        let (oh, ow) = self.window.output_hw(h, w).expect("window checked by the caller");
+        let (oh, ow) = self.output_hw(h, w).expect("window checked by the caller");
         let o = self.out_channels();
+        let (groups, og, cg) = (self.groups, o / self.groups, self.weight.shape()[1]);
         let hw = oh * ow;
         let x = x.as_standard_layout();
         let wmat = self.weight_matrix();
+        let taps = self.taps();
         let mut out = Array4::<f32>::zeros((n, o, oh, ow));
-        let group = self.group_size(n, hw);
+        let batch = self.group_size(n, hw);
         let rows = wmat.ncols();
-        let mut cols = Array2::<f32>::zeros((rows, group * hw));
-        let mut prod = Array2::<f32>::zeros((o, group * hw));
-        for start in (0..n).step_by(group) {
-            let g = group.min(n - start);
-            let mut cols = cols.slice_mut(s![.., ..g * hw]);
-            im2col(
-                x.slice(s![start..start + g, .., .., ..]),
-                &self.window,
-                oh,
-                ow,
-                &mut cols,
-            );
-            let mut prod = prod.slice_mut(s![.., ..g * hw]);
-            general_mat_mul(1.0, &wmat, &cols, 0.0, &mut prod);
-            for j in 0..g {
-                let mut dst = out.index_axis_mut(Axis(0), start + j);
-                let mut dst = dst.view_mut().into_shape_with_order((o, hw)).expect("fresh array");
-                dst.assign(&prod.slice(s![.., j * hw..(j + 1) * hw]));
+        let mut cols = Array2::<f32>::zeros((rows, batch * hw));
+        let mut prod = Array2::<f32>::zeros((og, batch * hw));
+        for start in (0..n).step_by(batch) {
+            let g = batch.min(n - start);
+            for gi in 0..groups {
+                let mut cols = cols.slice_mut(s![.., ..g * hw]);
+                im2col(
+                    x.slice(s![start..start + g, gi * cg..(gi + 1) * cg, .., ..]),
+                    &taps,
+                    oh,
+                    ow,
+                    &mut cols,
+                );
+                let mut prod = prod.slice_mut(s![.., ..g * hw]);
+                general_mat_mul(1.0, &wmat.slice(s![gi * og..(gi + 1) * og, ..]), &cols, 0.0, &mut prod);
+                for j in 0..g {
+                    let mut dst = out.slice_mut(s![start + j, gi * og..(gi + 1) * og, .., ..]);
+                    let mut dst = dst.view_mut().into_shape_with_order((og, hw)).expect("fresh array");
+                    dst.assign(&prod.slice(s![.., j * hw..(j + 1) * hw]));
+                }
             }
         }
         if with_bias {
@@ -112,29 +172,56 @@ impl Conv2d {
         let (n, o, oh, ow) = s.dim();
         let (h, w) = in_hw;
         let c = self.in_channels();
+        let (groups, og, cg) = (self.groups, o / self.groups, self.weight.shape()[1]);
         let hw = oh * ow;
         let wmat = self.weight_matrix();
+        let taps = self.taps();
         let rows = wmat.ncols();
         let mut out = Array4::<f32>::zeros((n, c, h, w));
-        let group = self.group_size(n, hw);
-        let mut smat = Array2::<f32>::zeros((o, group * hw));
-        let mut cols = Array2::<f32>::zeros((rows, group * hw));
-        for start in (0..n).step_by(group) {
-            let g = group.min(n - start);
-            let mut smat = smat.slice_mut(s![.., ..g * hw]);
-            gather_outputs(s.slice(s![start..start + g, .., .., ..]), &mut smat);
-            let mut cols = cols.slice_mut(s![.., ..g * hw]);
-            general_mat_mul(1.0, &wmat.t(), &smat, 0.0, &mut cols);
-            col2im(
-                cols.view(),
-                &self.window,
-                oh,
-                ow,
-                out.slice_mut(s![start..start + g, .., .., ..])
-                    .as_slice_mut()
-                    .expect("fresh array"),
-                (c, h, w),
-            );
+        let batch = self.group_size(n, hw);
+        let mut smat = Array2::<f32>::zeros((og, batch * hw));
+        let mut cols = Array2::<f32>::zeros((rows, batch * hw));
+        let mut part = (groups > 1).then(|| Array4::<f32>::zeros((batch, cg, h, w)));
+        for start in (0..n).step_by(batch) {
+            let g = batch.min(n - start);
+            for gi in 0..groups {
+                let mut smat = smat.slice_mut(s![.., ..g * hw]);
+                gather_outputs(s.slice(s![start..start + g, gi * og..(gi + 1) * og, .., ..]), &mut smat);
+                let mut cols = cols.slice_mut(s![.., ..g * hw]);
+                general_mat_mul(
+                    1.0,
+                    &wmat.slice(s![gi * og..(gi + 1) * og, ..]).t(),
+                    &smat,
+                    0.0,
+                    &mut cols,
+                );
+                match &mut part {
+                    None => col2im(
+                        cols.view(),
+                        &taps,
+                        oh,
+                        ow,
+                        out.slice_mut(s![start..start + g, .., .., ..])
+                            .as_slice_mut()
+                            .expect("fresh array"),
+                        (cg, h, w),
+                    ),
+                    Some(part) => {
+                        let mut p = part.slice_mut(s![..g, .., .., ..]);
+                        p.fill(0.0);
+                        col2im(
+                            cols.view(),
+                            &taps,
+                            oh,
+                            ow,
+                            p.as_slice_mut().expect("leading rows of a fresh array"),
+                            (cg, h, w),
+                        );
+                        out.slice_mut(s![start..start + g, gi * cg..(gi + 1) * cg, .., ..])
+                            .assign(&p);
+                    }
+                }
+            }
         }
         out
     }
@@ -142,29 +229,37 @@ impl Conv2d {
     /// Parameter gradients for upstream gradient `g` at input `x`.
     ///
     /// # Shapes
-    /// `x: [N, C, H, W]`, `g: [N, O, OH, OW]` → `([O, C, KH, KW], [O])`.
+    /// `x: [N, C, H, W]`, `g: [N, O, OH, OW]` → `([O, C/groups, KH, KW], [O])`.
     pub fn param_grads(&self, x: ArrayView4<f32>, g: ArrayView4<f32>) -> (Array4<f32>, Option<Array1<f32>>) {
         let (n, o, oh, ow) = g.dim();
+        let (groups, og, cg) = (self.groups, o / self.groups, self.weight.shape()[1]);
         let hw = oh * ow;
         let x = x.as_standard_layout();
+        let taps = self.taps();
         let rows = self.weight.len() / o.max(1);
         let mut gw = Array2::<f32>::zeros((o, rows));
-        let group = self.group_size(n, hw);
-        let mut cols = Array2::<f32>::zeros((rows, group * hw));
-        let mut smat = Array2::<f32>::zeros((o, group * hw));
-        for start in (0..n).step_by(group) {
-            let gsz = group.min(n - start);
-            let mut cols = cols.slice_mut(s![.., ..gsz * hw]);
-            im2col(
-                x.slice(s![start..start + gsz, .., .., ..]),
-                &self.window,
-                oh,
-                ow,
-                &mut cols,
-            );
-            let mut smat = smat.slice_mut(s![.., ..gsz * hw]);
-            gather_outputs(g.slice(s![start..start + gsz, .., .., ..]), &mut smat);
-            general_mat_mul(1.0, &smat, &cols.t(), 1.0, &mut gw);
+        let batch = self.group_size(n, hw);
+        let mut cols = Array2::<f32>::zeros((rows, batch * hw));
+        let mut smat = Array2::<f32>::zeros((og, batch * hw));
+        for start in (0..n).step_by(batch) {
+            let gsz = batch.min(n - start);
+            for gi in 0..groups {
+                let mut cols = cols.slice_mut(s![.., ..gsz * hw]);
+                im2col(
+                    x.slice(s![start..start + gsz, gi * cg..(gi + 1) * cg, .., ..]),
+                    &taps,
+                    oh,
+                    ow,
+                    &mut cols,
+                );
+                let mut smat = smat.slice_mut(s![.., ..gsz * hw]);
+                gather_outputs(
+                    g.slice(s![start..start + gsz, gi * og..(gi + 1) * og, .., ..]),
+                    &mut smat,
+                );
+                let mut gwg = gw.slice_mut(s![gi * og..(gi + 1) * og, ..]);
+                general_mat_mul(1.0, &smat, &cols.t(), 1.0, &mut gwg);
+            }
         }
         let gw = gw
             .into_shape_with_order(self.weight.raw_dim())
@@ -175,6 +270,14 @@ impl Conv2d {
             .map(|_| g.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0)));
         (gw, gb)
     }
+}
+
+/// Kernel size, stride, padding and dilation: where `im2col` reads.
+struct Taps {
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pads: [usize; 4],
+    dilation: [usize; 2],
 }
 
 /// Copies `[g, O, OH, OW]` into the matrix `[O, g·OH·OW]` (sample-major columns).
@@ -207,18 +310,23 @@ fn valid_outputs(n_out: usize, stride: usize, k: usize, pad: usize, len: usize) 
 }
 
 /// Unfolds `x: [g, C, H, W]` (standard layout) into `cols: [C·KH·KW, g·OH·OW]`.
-fn im2col(x: ArrayView4<f32>, win: &Window, oh: usize, ow: usize, cols: &mut ArrayViewMut2<f32>) {
+fn im2col(x: ArrayView4<f32>, win: &Taps, oh: usize, ow: usize, cols: &mut ArrayViewMut2<f32>) {
     let (g, c, h, w) = x.dim();
     let [kh, kw] = win.kernel;
     let [sh, sw] = win.stride;
+    let [dh, dw] = win.dilation;
     let hw = oh * ow;
+    // A channel range of a group is not contiguous as a whole, but each (sample, channel) plane is.
+    let x = x.as_standard_layout();
     let xs = x.as_slice().expect("standard layout");
     for ci in 0..c {
-        for ky in 0..kh {
+        for ky0 in 0..kh {
+            let ky = ky0 * dh;
             let ys = valid_outputs(oh, sh, ky, win.pads[0], h);
-            for kx in 0..kw {
+            for kx0 in 0..kw {
+                let kx = kx0 * dw;
                 let xr = valid_outputs(ow, sw, kx, win.pads[1], w);
-                let row = (ci * kh + ky) * kw + kx;
+                let row = (ci * kh + ky0) * kw + kx0;
                 let mut dst = cols.row_mut(row);
                 let dst = dst.as_slice_mut().expect("rows of a fresh matrix are contiguous");
                 for j in 0..g {
@@ -250,24 +358,20 @@ fn im2col(x: ArrayView4<f32>, win: &Window, oh: usize, ow: usize, cols: &mut Arr
 }
 
 /// Folds `cols: [C·KH·KW, g·OH·OW]` back onto `out` (`[g, C, H, W]`, standard layout), adding overlaps.
-fn col2im(
-    cols: ArrayView2<f32>,
-    win: &Window,
-    oh: usize,
-    ow: usize,
-    out: &mut [f32],
-    (c, h, w): (usize, usize, usize),
-) {
+fn col2im(cols: ArrayView2<f32>, win: &Taps, oh: usize, ow: usize, out: &mut [f32], (c, h, w): (usize, usize, usize)) {
     let [kh, kw] = win.kernel;
     let [sh, sw] = win.stride;
+    let [dh, dw] = win.dilation;
     let hw = oh * ow;
     let g = cols.ncols() / hw.max(1);
     for ci in 0..c {
-        for ky in 0..kh {
+        for ky0 in 0..kh {
+            let ky = ky0 * dh;
             let ys = valid_outputs(oh, sh, ky, win.pads[0], h);
-            for kx in 0..kw {
+            for kx0 in 0..kw {
+                let kx = kx0 * dw;
                 let xr = valid_outputs(ow, sw, kx, win.pads[1], w);
-                let row = (ci * kh + ky) * kw + kx;
+                let row = (ci * kh + ky0) * kw + kx0;
                 let src = cols.row(row);
                 let src = src.as_slice().expect("rows of a fresh matrix are contiguous");
                 for j in 0..g {

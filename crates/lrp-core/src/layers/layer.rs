@@ -282,8 +282,24 @@ impl Layer {
                         ),
                     ));
                 }
-                c.window.validate().map_err(|r| self.invalid(index, r))?;
-                if c.in_channels() != input[0] {
+                if c.groups == 0 || c.dilation.contains(&0) {
+                    return Err(self.invalid(
+                        index,
+                        format!("groups {} and dilation {:?} must be positive", c.groups, c.dilation),
+                    ));
+                }
+                if c.out_channels() % c.groups != 0 {
+                    return Err(self.invalid(
+                        index,
+                        format!(
+                            "{} output channels do not split into {} groups",
+                            c.out_channels(),
+                            c.groups
+                        ),
+                    ));
+                }
+                c.extent().validate().map_err(|r| self.invalid(index, r))?;
+                if c.weight.shape()[1].checked_mul(c.groups) != Some(input[0]) {
                     return Err(self.invalid(
                         index,
                         format!(
@@ -311,7 +327,7 @@ impl Layer {
                     finite("bias", &mut b.iter())?;
                 }
                 finite("weight", &mut c.weight.iter())?;
-                let (oh, ow) = c.window.output_hw(input[1], input[2]).ok_or_else(|| {
+                let (oh, ow) = c.output_hw(input[1], input[2]).ok_or_else(|| {
                     self.invalid(
                         index,
                         format!(
