@@ -159,12 +159,12 @@ fn print(x: &ArrayD<f32>, e: &Explanation, explainer: &Explainer, labels: Option
                 println!("relevance sum at each layer's input (conservation; the last line is the explained logit):");
             } else {
                 println!(
-                    "relevance sum at each value (conservation across all the values a cut separates; the last line is \
-                     the explained logit):"
+                    "relevance sum at each value, by the node that wrote it (parallel branches each hold a part; the \
+                     last line is the explained logit):"
                 );
             }
             for (i, sums) in e.layer_sums.iter().enumerate() {
-                println!("  {:<16} {:>12.4}", net.value_label(i), sums[s]);
+                println!("  {:<20} {:>12.4}", net.value_label(i), sums[s]);
             }
         }
         println!();

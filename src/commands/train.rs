@@ -64,6 +64,9 @@ pub struct TrainArgs {
     /// Multiply the learning rate by this after every epoch.
     #[arg(long, default_value_t = 0.7)]
     lr_decay: f32,
+    /// Shift each training image by up to N pixels (random, each time it is seen): data augmentation.
+    #[arg(long, default_value_t = 0)]
+    augment_shift: usize,
     /// Train on the first N training images only (quick experiments).
     #[arg(long)]
     limit: Option<usize>,
@@ -98,6 +101,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         optimizer,
         lr_decay: a.lr_decay,
         seed: a.seed,
+        augment_shift: a.augment_shift,
     };
     eprintln!(
         "training {:?} on {} images {:?}, {} classes, {} parameters",

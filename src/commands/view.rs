@@ -11,10 +11,11 @@ use lrp_view::worker::Shared;
 use crate::inputs::{SplitArg, load_model};
 
 /// The shipped models, opened when they are found under the current folder.
-const SHIPPED: [&str; 3] = [
+const SHIPPED: [&str; 4] = [
     "data/models/mnist-mlp.lrpm",
     "data/models/mnist-cnn.lrpm",
     "data/models/mnist-lstm.lrpm",
+    "data/models/mnist-resnet.lrpm",
 ];
 
 #[derive(Args)]

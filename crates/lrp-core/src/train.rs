@@ -67,6 +67,9 @@ pub struct TrainConfig {
     pub lr_decay: f32,
     /// Seed of shuffling and dropout.
     pub seed: u64,
+    /// Data augmentation: shift each training image by up to this many pixels along each of its last two axes
+    /// (zeros come in at the edges), drawn anew every time it is seen. 0: no augmentation.
+    pub augment_shift: usize,
 }
 
 impl TrainConfig {
@@ -89,6 +92,12 @@ impl TrainConfig {
         }
         if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
             return bad(format!("learning-rate decay {} must be in (0, 1]", self.lr_decay));
+        }
+        if self.augment_shift > 64 {
+            return bad(format!(
+                "augmentation shift {} is more than 64 pixels",
+                self.augment_shift
+            ));
         }
         Ok(())
     }
@@ -202,6 +211,13 @@ pub fn train(
         return Err(CoreError::TrainConfig("no training samples".into()));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    // A stream of its own, so that models trained without augmentation stay bit-identical.
+    let mut shift_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5348_4946_5453_0001);
+    if cfg.augment_shift > 0 && images.ndim() < 3 {
+        return Err(CoreError::TrainConfig(
+            "shift augmentation needs inputs with at least two axes per sample".into(),
+        ));
+    }
     let mut slots: Vec<Vec<Slot>> = net
         .layers_mut()
         .iter_mut()
@@ -225,7 +241,10 @@ pub fn train(
         order.shuffle(&mut rng);
         let (mut loss_sum, mut hits, mut seen) = (0.0f64, 0usize, 0usize);
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
-            let x = images.select(Axis(0), idx);
+            let mut x = images.select(Axis(0), idx);
+            if cfg.augment_shift > 0 {
+                shift_samples(&mut x, cfg.augment_shift, &mut shift_rng);
+            }
             let y: Vec<u8> = idx.iter().map(|&i| labels[i]).collect();
             let (trace, masks) = forward_train(net, x, &mut rng);
             let (loss, grad, h) = softmax_cross_entropy(trace.output.view(), &y);
@@ -262,6 +281,55 @@ pub fn train(
         lr *= cfg.lr_decay;
     }
     Ok(stats)
+}
+
+/// Shifts each sample of `x` (`[N, …, H, W]`) by a random offset in `−s..=s` along its last two axes.
+fn shift_samples(x: &mut ArrayD<f32>, s: usize, rng: &mut ChaCha8Rng) {
+    let nd = x.ndim();
+    let (h, w) = (x.shape()[nd - 2], x.shape()[nd - 1]);
+    let s = s as isize;
+    for mut sample in x.outer_iter_mut() {
+        let s64 = s as i64;
+        let (dy, dx) = (
+            rng.random_range(-s64..=s64) as isize,
+            rng.random_range(-s64..=s64) as isize,
+        );
+        if dy == 0 && dx == 0 {
+            continue;
+        }
+        let src = sample.to_owned();
+        sample.fill(0.0);
+        if dy.unsigned_abs() >= h || dx.unsigned_abs() >= w {
+            continue; // shifted out of the frame entirely
+        }
+        // Output rows y take input rows y − dy where that is inside the image.
+        let span = |d: isize, len: usize| {
+            let lo = d.max(0).min(len as isize) as usize;
+            let hi = (len as isize + d.min(0)).max(0) as usize;
+            (lo, hi.max(lo))
+        };
+        let ((y0, y1), (x0, x1)) = (span(dy, h), span(dx, w));
+        let r = sample.ndim();
+        let mut dst = sample.slice_each_axis_mut(|ax| {
+            if ax.axis.index() == r - 2 {
+                ndarray::Slice::from(y0..y1)
+            } else if ax.axis.index() == r - 1 {
+                ndarray::Slice::from(x0..x1)
+            } else {
+                ndarray::Slice::from(..)
+            }
+        });
+        let from = src.slice_each_axis(|ax| {
+            if ax.axis.index() == r - 2 {
+                ndarray::Slice::from((y0 as isize - dy) as usize..(y1 as isize - dy) as usize)
+            } else if ax.axis.index() == r - 1 {
+                ndarray::Slice::from((x0 as isize - dx) as usize..(x1 as isize - dx) as usize)
+            } else {
+                ndarray::Slice::from(..)
+            }
+        });
+        dst.assign(&from);
+    }
 }
 
 /// Forward pass with dropout active; returns the trace and each dropout layer's scaled keep-mask.

@@ -170,6 +170,7 @@ fn an_lstm_network_is_validated_and_trains() {
         optimizer: lrp_core::train::Optimizer::adam(1e-2),
         lr_decay: 1.0,
         seed: 1,
+        augment_shift: 0,
     };
     let before = lrp_core::train::accuracy(&net, x.view(), &labels).unwrap();
     lrp_core::train::train(&mut net, x.view(), &labels, &cfg, |_| {}).unwrap();

@@ -259,3 +259,64 @@ fn depthwise_and_dilated_convolutions_import() {
     assert_eq!(y[[0, 2, 3, 3]], w[2 * 9 + 4]);
     assert_eq!(y[[0, 2, 1, 1]], w[2 * 9 + 8]);
 }
+
+/// Bounded fuzzing: byte flips, truncations and field edits of the graph fixtures never panic the importer, and a
+/// model that imports runs a forward pass without panicking (it may still refuse the input).
+#[test]
+fn mutated_graph_models_are_refused_or_run_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2026);
+    for name in [
+        "graph/mnist-resnet-legacy.onnx",
+        "graph/mnist-inception-legacy.onnx",
+        "graph/mnist-lenet5-dynamo.onnx",
+        "keras/keras-cnn-tf2onnx.onnx",
+        "mnist-rows-lstm-torch-legacy.onnx",
+    ] {
+        let original = std::fs::read(fixture(name)).unwrap();
+        for trial in 0..150 {
+            let mut bytes = original.clone();
+            match trial % 3 {
+                0 => {
+                    for _ in 0..rng.random_range(1..8) {
+                        let i = rng.random_range(0..bytes.len());
+                        bytes[i] ^= 1 << rng.random_range(0..8);
+                    }
+                }
+                1 => bytes.truncate(rng.random_range(0..bytes.len())),
+                _ => {
+                    // Edit a decoded model: an attribute's ints or a dimension set to something absurd.
+                    let Ok(mut m) = ModelProto::decode(&bytes[..]) else {
+                        continue;
+                    };
+                    let g = m.graph.as_mut().unwrap();
+                    let k = rng.random_range(0..g.node.len());
+                    let absurd = [0i64, -1, 1 << 40, i64::MAX, i64::MIN, 3];
+                    let v = absurd[rng.random_range(0..absurd.len())];
+                    if let Some(a) = g.node[k].attribute.first_mut() {
+                        a.i = v;
+                        for x in a.ints.iter_mut() {
+                            *x = v;
+                        }
+                    } else if let Some(t) = g.initializer.first_mut() {
+                        if let Some(d) = t.dims.first_mut() {
+                            *d = v;
+                        }
+                    }
+                    bytes = m.encode_to_vec();
+                }
+            }
+            let path_dir = fixture(name).parent().unwrap().to_path_buf();
+            let _ = path_dir;
+            if let Ok(imported) = import_bytes(&bytes) {
+                let shape: Vec<usize> = std::iter::once(2)
+                    .chain(imported.network.input_shape().iter().copied())
+                    .collect();
+                if shape.iter().product::<usize>() <= 1 << 22 {
+                    let x = ArrayD::<f32>::from_elem(ndarray::IxDyn(&shape), 0.5);
+                    let _ = imported.network.forward(x.view());
+                }
+            }
+        }
+    }
+}

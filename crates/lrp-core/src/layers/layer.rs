@@ -357,7 +357,9 @@ impl Layer {
             Layer::Relu => Ok(input.to_vec()),
             Layer::Flatten => Ok(vec![input.iter().product()]),
             Layer::Reshape(shape) => {
-                if shape.iter().product::<usize>() != input.iter().product::<usize>() || shape.is_empty() {
+                // Checked products: a shape whose product overflows must not pass for the right count.
+                let count = |s: &[usize]| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                if shape.is_empty() || count(shape).is_none() || count(shape) != count(input) {
                     return Err(self.invalid(index, format!("cannot reshape {input:?} to {shape:?}")));
                 }
                 Ok(shape.clone())
