@@ -320,3 +320,277 @@ fn mutated_graph_models_are_refused_or_run_never_panic() {
         }
     }
 }
+
+/// A one-input model `x` of per-sample shape `dims` through `nodes` to `y`.
+fn tiny(dims: &[i64], nodes: Vec<NodeProto>, initializers: Vec<TensorProto>, opset: i64) -> Vec<u8> {
+    let ty = |d: Vec<Option<i64>>| TypeProto {
+        tensor_type: Some(TypeProtoTensor {
+            elem_type: 1,
+            shape: Some(TensorShapeProto {
+                dim: d
+                    .into_iter()
+                    .map(|v| Dimension {
+                        dim_value: v,
+                        dim_param: v.is_none().then(|| "N".into()),
+                    })
+                    .collect(),
+            }),
+        }),
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "g".into(),
+            initializer: initializers,
+            input: vec![ValueInfoProto {
+                name: "x".into(),
+                r#type: Some(ty(std::iter::once(None).chain(dims.iter().map(|&d| Some(d))).collect())),
+            }],
+            output: vec![ValueInfoProto {
+                name: "y".into(),
+                r#type: Some(ty(vec![None])),
+            }],
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn op(op_type: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op_type.into(),
+        name: format!("{op_type}-node"),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn float_attr(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: 1,
+        f,
+        ..Default::default()
+    }
+}
+
+fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: 7,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int_tensor(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: data_type::INT64,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn float_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: data_type::FLOAT,
+        float_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Imports `bytes` and runs it on `x`.
+fn run(bytes: &[u8], x: &ArrayD<f32>) -> (lrp_onnx::Imported, ArrayD<f32>) {
+    let imported = import_bytes(bytes).unwrap_or_else(|e| panic!("{e}"));
+    let y = imported.network.forward(x.view()).unwrap();
+    (imported, y)
+}
+
+fn ramp(shape: &[usize]) -> ArrayD<f32> {
+    let n: usize = shape.iter().product();
+    ArrayD::from_shape_vec(ndarray::IxDyn(shape), (0..n).map(|i| i as f32 * 0.37 - 2.5).collect()).unwrap()
+}
+
+#[test]
+fn every_listed_activation_operator_imports_with_its_definition() {
+    use lrp_core::Activation as A;
+    let x = ramp(&[2, 12]);
+    let gelu_tanh = AttributeProto {
+        name: "approximate".into(),
+        r#type: 3,
+        s: b"tanh".to_vec(),
+        ..Default::default()
+    };
+    let cases: Vec<(&str, Vec<AttributeProto>, Vec<&str>, A)> = vec![
+        ("Tanh", vec![], vec![], A::Tanh),
+        ("Sigmoid", vec![], vec![], A::Sigmoid),
+        ("LeakyRelu", vec![float_attr("alpha", 0.2)], vec![], A::LeakyRelu(0.2)),
+        ("Elu", vec![float_attr("alpha", 0.7)], vec![], A::Elu(0.7)),
+        ("Gelu", vec![], vec![], A::Gelu),
+        ("Gelu", vec![gelu_tanh], vec![], A::GeluTanh),
+        ("Softplus", vec![], vec![], A::Softplus),
+        (
+            "HardSigmoid",
+            vec![float_attr("alpha", 0.3), float_attr("beta", 0.4)],
+            vec![],
+            A::HardSigmoid(0.3, 0.4),
+        ),
+        ("HardSwish", vec![], vec![], A::HardSwish),
+        ("Clip", vec![], vec!["lo", "hi"], A::Clip(-1.0, 2.0)),
+    ];
+    for (name, attrs, extra, act) in cases {
+        let mut inputs = vec!["x"];
+        inputs.extend(extra);
+        let bytes = tiny(
+            &[12],
+            vec![op(name, &inputs, "y", attrs)],
+            vec![float_tensor("lo", &[], &[-1.0]), float_tensor("hi", &[], &[2.0])],
+            20,
+        );
+        let (_, y) = run(&bytes, &x);
+        for (a, b) in y.iter().zip(x.iter()) {
+            assert!((a - act.apply(*b)).abs() <= 1e-6, "{name}: {a} vs {}", act.apply(*b));
+        }
+    }
+    // Clip to [0, ∞) is a ReLU (ReLU6 is Clip(0, 6) above with other bounds).
+    let bytes = tiny(
+        &[12],
+        vec![op("Clip", &["x", "zero"], "y", vec![])],
+        vec![float_tensor("zero", &[], &[0.0])],
+        17,
+    );
+    let (imported, y) = run(&bytes, &x);
+    assert_eq!(imported.network.layers()[0].kind(), lrp_core::LayerKind::Relu);
+    assert_eq!(y, x.mapv(|v| v.max(0.0)));
+}
+
+#[test]
+fn every_listed_shape_and_constant_operator_imports_with_its_definition() {
+    // Sub, Mul, Div, Add by constants (input normalization): per-channel constants with the batch axis.
+    let x = ramp(&[2, 3, 2, 2]);
+    let mean = float_tensor("mean", &[1, 3, 1, 1], &[0.1, 0.2, 0.3]);
+    let std = float_tensor("std", &[3, 1, 1], &[2.0, 4.0, 8.0]);
+    let bytes = tiny(
+        &[3, 2, 2],
+        vec![
+            op("Sub", &["x", "mean"], "a", vec![]),
+            op("Div", &["a", "std"], "b", vec![]),
+            op("Mul", &["b", "three"], "c", vec![]),
+            op("Add", &["c", "one"], "d", vec![]),
+            op("Flatten", &["d"], "y", vec![]),
+        ],
+        vec![
+            mean,
+            std,
+            float_tensor("three", &[], &[3.0]),
+            float_tensor("one", &[1], &[1.0]),
+        ],
+        17,
+    );
+    let (_, y) = run(&bytes, &x);
+    for n in 0..2 {
+        for c in 0..3 {
+            for i in 0..4 {
+                let v = x[[n, c, i / 2, i % 2]];
+                let want = (v - [0.1, 0.2, 0.3][c]) / [2.0, 4.0, 8.0][c] * 3.0 + 1.0;
+                assert!((y[[n, c * 4 + i]] - want).abs() < 1e-5);
+            }
+        }
+    }
+    // Pad (opset 11+: pads as an input), then ReduceMean over H and W without keepdims.
+    let bytes = tiny(
+        &[3, 2, 2],
+        vec![
+            op("Pad", &["x", "pads"], "p", vec![]),
+            op(
+                "ReduceMean",
+                &["p"],
+                "y",
+                vec![
+                    ints_attr("axes", &[2, 3]),
+                    AttributeProto {
+                        name: "keepdims".into(),
+                        r#type: 2,
+                        i: 0,
+                        ..Default::default()
+                    },
+                ],
+            ),
+        ],
+        vec![int_tensor("pads", &[0, 0, 1, 0, 0, 0, 1, 2])],
+        17,
+    );
+    let (imported, y) = run(&bytes, &x);
+    assert_eq!(imported.network.shape_at(1), &[3, 4, 4], "H padded 1 + 1, W 0 + 2");
+    assert_eq!(imported.network.output_shape(), &[3]);
+    for n in 0..2 {
+        for c in 0..3 {
+            // The padded 4×4 plane holds the 4 values and 12 zeros.
+            let sum: f32 = (0..4).map(|i| x[[n, c, i / 2, i % 2]]).sum();
+            assert!((y[[n, c]] - sum / 16.0).abs() < 1e-5);
+        }
+    }
+    // Transpose of feature axes, Unsqueeze, Squeeze, Slice and Gather of a feature axis, Identity, Dropout, and a
+    // final LogSoftmax (dropped).
+    let x = ramp(&[2, 3, 4]);
+    let bytes = tiny(
+        &[3, 4],
+        vec![
+            op("Transpose", &["x"], "t", vec![ints_attr("perm", &[0, 2, 1])]),
+            op("Unsqueeze", &["t", "ax1"], "u", vec![]),
+            op("Squeeze", &["u", "ax1"], "s", vec![]),
+            op("Slice", &["s", "st", "en", "ax1"], "sl", vec![]),
+            op(
+                "Gather",
+                &["sl", "two"],
+                "g",
+                vec![AttributeProto {
+                    name: "axis".into(),
+                    r#type: 2,
+                    i: 2,
+                    ..Default::default()
+                }],
+            ),
+            op("Identity", &["g"], "i", vec![]),
+            op("Dropout", &["i"], "d", vec![]),
+            op("LogSoftmax", &["d"], "y", vec![]),
+        ],
+        vec![
+            int_tensor("ax1", &[1]),
+            int_tensor("st", &[1]),
+            int_tensor("en", &[3]),
+            TensorProto {
+                name: "two".into(),
+                dims: vec![],
+                data_type: data_type::INT64,
+                int64_data: vec![2],
+                ..Default::default()
+            },
+        ],
+        17,
+    );
+    let (imported, y) = run(&bytes, &x);
+    assert!(
+        imported.notes.iter().any(|n| n.contains("LogSoftmax")),
+        "{:?}",
+        imported.notes
+    );
+    // t[n, j, i] = x[n, i, j]; rows 1..3 of t; then entry 2 of the last axis: x[n, 2, j] for j in 1..3.
+    assert_eq!(y.shape(), &[2, 2]);
+    for n in 0..2 {
+        for (k, j) in (1..3).enumerate() {
+            assert_eq!(y[[n, k]], x[[n, 2, j]]);
+        }
+    }
+}
