@@ -56,7 +56,8 @@ fn explain_with_targets_matches_the_oracle() {
         let want: ArrayD<f32> = ndarray_npy::read_npy(root().join(oracle(reference))).unwrap();
         assert_eq!(got.shape(), want.shape());
         let err = worst_relative_error(&got, &want);
-        let tolerance = if model.contains("lstm") { 1e-3 } else { 1e-4 };
+        // Measured: Zennit cases ≤ 8e-7, the LSTM 3.1e-5.
+        let tolerance = if model.contains("lstm") { 1e-4 } else { 1e-5 };
         assert!(err <= tolerance, "{model} {spec}: {err}");
     }
 }

@@ -34,7 +34,8 @@ fn reference_lstm_gives_its_logits_and_relevance() {
         .explain(inputs.view(), &targets)
         .unwrap();
     let err = worst_relative_error(&e.relevance, &reference);
-    assert!(err <= 1e-3, "relevance: {err}");
+    // The manifest allows 1e-3; this implementation measures 3.1e-5.
+    assert!(err <= 1e-4, "relevance: {err}");
     // The same through the lstm selector and a composite preset.
     let by_selector = Spec::parse("lstm=epsilon(0.001); dense=epsilon(0.001)").unwrap();
     let e2 = Explainer::new(&net, &by_selector)

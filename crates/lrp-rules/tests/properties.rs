@@ -55,7 +55,7 @@ fn explain(net: &Network, spec: &str, x: &ArrayD<f32>, target: &Target) -> lrp_r
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
     /// LRP-0 / epsilon with zero biases conserves relevance at every layer (up to what ε absorbs).
     #[test]
