@@ -161,7 +161,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let model = Model {
         meta: ModelMeta {
             description: format!(
-                "lrp train --arch {} --epochs {} --seed {} --batch-size {} --optimizer {} --lr {} --lr-decay {}{} (data: {data_name})",
+                "lrp train --arch {} --epochs {} --seed {} --batch-size {} --optimizer {} --lr {} --lr-decay {}{}{} (data: \
+                 {data_name})",
                 format!("{:?}", a.arch).to_lowercase(),
                 a.epochs,
                 a.seed,
@@ -169,6 +170,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 format!("{:?}", a.optimizer).to_lowercase(),
                 a.lr,
                 a.lr_decay,
+                if a.augment_shift > 0 {
+                    format!(" --augment-shift {}", a.augment_shift)
+                } else {
+                    String::new()
+                },
                 a.limit.map(|l| format!(" --limit {l}")).unwrap_or_default()
             ),
             notes: Vec::new(),

@@ -512,3 +512,111 @@ fn a_bias_before_an_island_stays_the_dense_layers_bias() {
         "{err}"
     );
 }
+
+/// The reference LSTM model, changed by `change`, imported.
+fn lstm_imported(change: impl FnOnce(&mut GraphProto)) -> lrp_core::Network {
+    let mut m = ModelProto::decode(&std::fs::read(fixture("mnist-rows-lstm.onnx")).unwrap()[..]).unwrap();
+    change(m.graph.as_mut().unwrap());
+    import_bytes(&m.encode_to_vec()).unwrap().network
+}
+
+fn string_attr(name: &str, s: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: 3,
+        s: s.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn set_attr(n: &mut NodeProto, a: AttributeProto) {
+    n.attribute.retain(|x| x.name != a.name);
+    n.attribute.push(a);
+}
+
+/// A float initializer of the graph as an array.
+fn init(g: &GraphProto, name: &str) -> ArrayD<f32> {
+    let t = g.initializer.iter().find(|t| t.name == name).unwrap();
+    let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    let v: Vec<f32> = if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    ArrayD::from_shape_vec(ndarray::IxDyn(&dims), v).unwrap()
+}
+
+fn replace_init(g: &mut GraphProto, name: &str, a: &ArrayD<f32>) {
+    g.initializer.retain(|t| t.name != name);
+    let dims: Vec<i64> = a.shape().iter().map(|&d| d as i64).collect();
+    g.initializer
+        .push(f32_tensor(name, &dims, &a.iter().copied().collect::<Vec<_>>()));
+}
+
+#[test]
+fn reverse_bidirectional_and_batch_first_lstms_import() {
+    let x: ArrayD<f32> = ndarray_npy::read_npy(fixture("mnist-rows-lstm-inputs.npy")).unwrap();
+    let x = x.slice_axis(ndarray::Axis(0), (0..5).into()).to_owned();
+    let mut reversed = x.clone();
+    reversed.invert_axis(ndarray::Axis(1));
+    let forward = lstm_imported(|_| {});
+    let close = |a: &ArrayD<f32>, b: &ArrayD<f32>, what: &str| {
+        let err = (a - b).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(err <= 1e-5 * (1.0 + max_abs(b)), "{what}: {err}");
+    };
+    // direction=reverse: the final state of the reversed pass is the forward pass over the reversed sequence.
+    let reverse = lstm_imported(|g| set_attr(lstm_node(g), string_attr("direction", "reverse")));
+    close(
+        &reverse.forward(x.view()).unwrap(),
+        &forward.forward(reversed.view()).unwrap(),
+        "reverse",
+    );
+    // bidirectional with the same weights both ways and the dense layer halved over [h_fwd, h_rev].
+    let bidirectional = lstm_imported(|g| {
+        for name in ["lstm.W", "lstm.R", "lstm.B"] {
+            let a = init(g, name);
+            let both = ndarray::concatenate(ndarray::Axis(0), &[a.view(), a.view()]).unwrap();
+            replace_init(g, name, &both);
+        }
+        let fc = init(g, "fc.weight") * 0.5;
+        let fc2 = ndarray::concatenate(ndarray::Axis(1), &[fc.view(), fc.view()]).unwrap();
+        replace_init(g, "fc.weight", &fc2);
+        g.initializer.retain(|t| t.name != "flat_shape");
+        g.initializer.push(TensorProto {
+            name: "flat_shape".into(),
+            dims: vec![2],
+            data_type: data_type::INT64,
+            int64_data: vec![0, 128],
+            ..Default::default()
+        });
+        set_attr(lstm_node(g), string_attr("direction", "bidirectional"));
+    });
+    // W/2·h_f + W/2·h_r + b = ((W h_f + b) + (W h_r + b)) / 2 = (fwd(x) + fwd(reversed x)) / 2.
+    let want = (&forward.forward(x.view()).unwrap() + &forward.forward(reversed.view()).unwrap()) * 0.5;
+    close(&bidirectional.forward(x.view()).unwrap(), &want, "bidirectional");
+    // layout=1 (batch first): no transposes around the LSTM.
+    let batch_first = lstm_imported(|g| {
+        g.node.retain(|n| n.op_type != "Transpose");
+        let l = lstm_node(g);
+        l.input[0] = "input".into();
+        set_attr(
+            l,
+            AttributeProto {
+                name: "layout".into(),
+                r#type: 2,
+                i: 1,
+                ..Default::default()
+            },
+        );
+        let r = g.node.iter_mut().find(|n| n.op_type == "Reshape").unwrap();
+        r.input[0] = "Y_h".into();
+    });
+    close(
+        &batch_first.forward(x.view()).unwrap(),
+        &forward.forward(x.view()).unwrap(),
+        "layout 1",
+    );
+}

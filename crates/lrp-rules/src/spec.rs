@@ -338,10 +338,12 @@ impl Parser<'_> {
         }
         let a = |selector, rule| Assign { selector, rule };
         let eps = Rule::Epsilon(DEFAULT_EPSILON);
-        // Composite presets: dense layers (and LSTMs) epsilon, convolutions as named, then the first layer.
+        // Composite presets: dense layers epsilon, convolutions as named, then the first layer; LSTMs epsilon last,
+        // so that a first layer that is an LSTM keeps the only rule it takes.
         let composite = |conv: Rule, first: Option<Rule>| {
-            let mut v = vec![a(Selector::Dense, eps), a(Selector::Lstm, eps), a(Selector::Conv, conv)];
+            let mut v = vec![a(Selector::Dense, eps), a(Selector::Conv, conv)];
             v.extend(first.map(|r| a(Selector::First, r)));
+            v.push(a(Selector::Lstm, eps));
             v
         };
         let ab21 = Rule::AlphaBeta(2.0, 1.0);

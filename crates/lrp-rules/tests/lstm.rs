@@ -45,6 +45,19 @@ fn reference_lstm_gives_its_logits_and_relevance() {
     assert_eq!(e2.relevance, e.relevance);
     let preset = Explainer::new(&net, &Spec::parse("epsilon-plus").unwrap()).unwrap();
     assert!(preset.explain(inputs.view(), &targets).is_ok());
+    // Composites whose `first` lands on the LSTM keep it at epsilon: on [LSTM, dense] they are all-epsilon.
+    let plain = Explainer::new(&net, &Spec::parse("epsilon").unwrap())
+        .unwrap()
+        .explain(inputs.view(), &targets)
+        .unwrap()
+        .relevance;
+    for preset in ["epsilon-gamma-box", "epsilon-plus-flat", "epsilon-alpha2-beta1-flat"] {
+        let e = Explainer::new(&net, &Spec::parse(preset).unwrap())
+            .unwrap_or_else(|e| panic!("{preset}: {e}"))
+            .explain(inputs.view(), &targets)
+            .unwrap();
+        assert_eq!(e.relevance, plain, "{preset}");
+    }
 }
 
 fn direction(rng: &mut ChaCha8Rng, f: usize, h: usize, reverse: bool) -> LstmDirection {
@@ -124,7 +137,12 @@ fn an_lstm_takes_epsilon_only() {
         ],
     )
     .unwrap();
-    for spec in ["zplus", "deep-taylor", "lstm=gamma;dense=epsilon", "epsilon-gamma-box"] {
+    for spec in [
+        "zplus",
+        "deep-taylor",
+        "lstm=gamma;dense=epsilon",
+        "first=zbox(0,1);dense=epsilon",
+    ] {
         let e = Plan::resolve(&Spec::parse(spec).unwrap(), &net)
             .unwrap_err()
             .to_string();
