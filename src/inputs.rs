@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 
 use lrp_core::{Dataset, Model, ModelMeta, Network, Split};
 
@@ -27,23 +27,17 @@ pub fn load_model(path: &Path) -> Result<Model> {
     })
 }
 
-/// Reads a float `.npy` (float32, or float64 converted) and makes it a batch for `net`:
-/// a single sample without the batch axis gets one.
+/// Reads a float `.npy` (float32, or float64 converted with a note) through the one reader every command uses,
+/// and makes it a batch for `net`: a single sample without the batch axis gets one.
 pub fn load_npy_input(path: &Path, net: &Network) -> Result<ArrayD<f32>> {
-    let x: ArrayD<f32> = match ndarray_npy::read_npy::<_, ArrayD<f32>>(path) {
-        Ok(x) => x,
-        Err(first) => match ndarray_npy::read_npy::<_, ArrayD<f64>>(path) {
-            Ok(x) => x.mapv(|v| v as f32),
-            Err(_) => {
-                return Err(first).with_context(|| format!("{}: cannot read as a float32 .npy array", path.display()));
-            }
-        },
-    };
-    let x = if x.shape() == net.input_shape() {
-        x.insert_axis(Axis(0))
-    } else {
-        x
-    };
+    let src = lrp_batch::NpySource::open_for(path, net.input_shape())?;
+    if src.is_f64() {
+        eprintln!(
+            "note: {} holds float64 values; they are converted to float32",
+            path.display()
+        );
+    }
+    let x = src.all();
     net.check_input(&x.view())
         .with_context(|| format!("{}: not an input for this model", path.display()))?;
     Ok(x)

@@ -163,7 +163,7 @@ fn a_foreign_or_different_output_folder_is_refused() {
         "--out",
         foreign.to_str().unwrap(),
     ]);
-    assert!(err.contains("not an lrp batch folder"), "{err}");
+    assert!(err.contains("not a folder lrp wrote"), "{err}");
     assert_eq!(std::fs::read(foreign.join("thesis.tex")).unwrap(), b"precious");
 
     let run = dir.path().join("run");

@@ -273,3 +273,79 @@ fn a_closed_pipe_ends_the_output_quietly() {
     child.wait().unwrap();
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn npy_inputs_go_through_one_reader_with_the_same_rules_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 12 KB file whose header claims 5,102,041 images: refused by explain, predict and batch alike, no abort.
+    let lie = dir.path().join("lie.npy");
+    let mut bytes = Vec::new();
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (5102041, 1, 28, 28), }";
+    let mut h = header.to_string();
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(h.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, 12_000));
+    std::fs::write(&lie, &bytes).unwrap();
+    let model = "data/models/mnist-cnn.lrpm";
+    for args in [
+        vec![
+            "explain",
+            "--model",
+            model,
+            "--rule",
+            "epsilon",
+            "--input",
+            lie.to_str().unwrap(),
+            "--out",
+            "/dev/null",
+        ],
+        vec!["predict", "--model", model, "--input", lie.to_str().unwrap()],
+    ] {
+        let err = lrp_err(&args);
+        assert!(err.contains("lie.npy"), "{args:?}: {err}");
+    }
+    // float64 is accepted (with a note) by explain and batch, and gives the float32 results.
+    let x: ArrayD<f32> = ndarray_npy::read_npy(root().join(oracle("inputs.npy"))).unwrap();
+    let x = x.slice_axis(ndarray::Axis(0), (0..3).into()).to_owned();
+    let (p32, p64) = (dir.path().join("x32.npy"), dir.path().join("x64.npy"));
+    ndarray_npy::write_npy(&p32, &x).unwrap();
+    ndarray_npy::write_npy(&p64, &x.mapv(|v| v as f64)).unwrap();
+    let mut outs = Vec::new();
+    for p in [&p32, &p64] {
+        let out = dir
+            .path()
+            .join(format!("{}-r.npy", p.file_stem().unwrap().to_string_lossy()));
+        let text = lrp_ok(&[
+            "explain",
+            "--model",
+            model,
+            "--rule",
+            "epsilon",
+            "--input",
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(text.contains("float64"), p == &p64, "{text}");
+        outs.push(std::fs::read(&out).unwrap());
+    }
+    assert_eq!(outs[0], outs[1]);
+    let b = dir.path().join("b64");
+    let text = lrp_ok(&[
+        "batch",
+        "--model",
+        model,
+        "--input",
+        p64.to_str().unwrap(),
+        "--rule",
+        "epsilon",
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    assert!(text.contains("float64"), "{text}");
+}

@@ -125,6 +125,12 @@ fn run_job(a: RunArgs) -> Result<()> {
         match (&a.input, &a.data) {
             (Some(path), _) => {
                 let src = NpySource::open(path)?;
+                if src.is_f64() {
+                    eprintln!(
+                        "note: {} holds float64 values; they are converted to float32",
+                        path.display()
+                    );
+                }
                 (Box::new(src), path.display().to_string(), digest_file(path)?, None)
             }
             (None, Some(dir)) => {

@@ -75,12 +75,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let regions = Regions::new(net.input_shape(), a.region)?;
     let steps = a.steps.unwrap_or(regions.count()).min(regions.count());
-    if a.out.exists() && !a.out.join("report.json").exists() && std::fs::read_dir(&a.out)?.next().is_some() {
-        bail!(
-            "{}: is not empty and holds no report.json; refusing to write into it",
-            a.out.display()
-        );
-    }
+    lrp_batch::refuse_foreign_folder(&a.out, "report.json")?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let threads = a
         .threads

@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-use ndarray::ArrayD;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -108,14 +107,5 @@ pub fn number_after(text: &str, label: &str) -> f64 {
         .unwrap_or_else(|_| panic!("no number after {label:?} in:\n{text}"))
 }
 
-/// The oracle's tolerance measure: the largest per-sample `max |R − R_ref| / max |R_ref|`.
-pub fn worst_relative_error(got: &ArrayD<f32>, reference: &ArrayD<f32>) -> f32 {
-    got.outer_iter()
-        .zip(reference.outer_iter())
-        .map(|(g, r)| {
-            let scale = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let err = g.iter().zip(r.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            if scale > 0.0 { err / scale } else { err }
-        })
-        .fold(0.0, f32::max)
-}
+#[allow(unused_imports)]
+pub use lrp_testkit::worst_relative_error;

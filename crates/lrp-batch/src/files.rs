@@ -136,6 +136,24 @@ where
     Ok(())
 }
 
+/// Refuses to write into `dir` when it exists, is not empty and lacks `marker` (the file that says the folder is
+/// one of ours: `manifest.json`, `report.json`): another tool's folder is never written into.
+pub fn refuse_foreign_folder(dir: &Path, marker: &str) -> Result<()> {
+    if !dir.exists() || dir.join(marker).exists() {
+        return Ok(());
+    }
+    let mut entries = std::fs::read_dir(dir).map_err(|e| BatchError::io(dir, e))?;
+    if entries.next().is_some() {
+        return Err(BatchError::OutputDir {
+            dir: dir.to_path_buf(),
+            reason: format!(
+                "is not empty and has no {marker}, so it is not a folder lrp wrote; refusing to write into it"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// FNV-1a of a file's bytes, as hex: identifies inputs and models in manifests.
 pub fn digest_file(path: &Path) -> Result<String> {
     let file = File::open(path).map_err(|e| BatchError::io(path, e))?;
@@ -146,10 +164,5 @@ pub fn digest_file(path: &Path) -> Result<String> {
 
 /// FNV-1a of bytes, as hex.
 pub fn digest_bytes(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", lrp_core::hash::fnv1a(bytes))
 }

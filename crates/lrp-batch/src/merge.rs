@@ -85,17 +85,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
             reason: "holds another run; choose another --out".into(),
         });
     }
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map_err(|e| BatchError::io(out, e))?
-            .next()
-            .is_some()
-    {
-        return Err(BatchError::OutputDir {
-            dir: out.to_path_buf(),
-            reason: "is not empty and has no manifest.json; refusing to write into it".into(),
-        });
-    }
+    crate::files::refuse_foreign_folder(out, "manifest.json")?;
     std::fs::create_dir_all(out).map_err(|e| BatchError::io(out, e))?;
     let parts = |name: &str| shards.iter().map(|(d, _)| d.join(name)).collect::<Vec<_>>();
     let n = merged.total;

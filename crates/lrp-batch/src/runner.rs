@@ -158,15 +158,7 @@ impl<'a> Runner<'a> {
             }
             return Ok(existing.is_complete().then_some(existing));
         }
-        if out.exists() {
-            let mut entries = std::fs::read_dir(out).map_err(|e| BatchError::io(out, e))?;
-            if entries.next().is_some() {
-                return Err(refuse(
-                    "is not empty and has no manifest.json, so it is not an lrp batch folder; refusing to write into it"
-                        .into(),
-                ));
-            }
-        }
+        crate::files::refuse_foreign_folder(out, "manifest.json")?;
         std::fs::create_dir_all(chunks_dir(out)).map_err(|e| BatchError::io(out, e))?;
         self.manifest("running", None).save(out)?;
         Ok(None)
@@ -243,11 +235,10 @@ impl<'a> Runner<'a> {
     fn process(&self, source: &dyn Source, out: &Path, c: usize, rule_nanos: &[AtomicU64]) -> Result<()> {
         let range = self.chunk_range(c);
         let x = source.chunk(range.clone());
-        let per_sample = x.len() / range.len().max(1);
-        if let Some((i, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        if let Some((sample, element, value)) = lrp_core::first_non_finite(&x.view()) {
             return Err(BatchError::NonFinite {
-                sample: range.start + i / per_sample.max(1),
-                element: i % per_sample.max(1),
+                sample: range.start + sample,
+                element,
                 value,
             });
         }

@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod atomic;
 pub mod error;
+pub mod hash;
 pub mod idx;
 pub mod layers;
 pub mod model_file;
@@ -22,4 +23,4 @@ pub use layers::{
     LstmDirection, ParamGrads, Pool2d, UnaryFn, Window,
 };
 pub use model_file::{Model, ModelMeta};
-pub use network::{Network, Trace};
+pub use network::{Network, Trace, first_non_finite};

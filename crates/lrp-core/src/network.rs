@@ -39,6 +39,16 @@ pub struct Trace {
     pub output: ArrayD<f32>,
 }
 
+/// The first NaN or infinity in a batch `[N, …]`, as (sample, flat index within the sample, value): the one scan
+/// every input goes through.
+pub fn first_non_finite(x: &ArrayViewD<f32>) -> Option<(usize, usize, f32)> {
+    let per_sample = x.shape().iter().skip(1).product::<usize>().max(1);
+    x.iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .map(|(i, &v)| (i / per_sample, i % per_sample, v))
+}
+
 impl Trace {
     /// Value `v` (the node count gives the output).
     pub fn value(&self, v: usize) -> &ArrayD<f32> {
@@ -239,11 +249,10 @@ impl Network {
                 got: format!("{:?}", x.shape()),
             });
         }
-        if let Some((index, &value)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            let per_sample = self.input_shape.iter().product::<usize>().max(1);
+        if let Some((sample, index, value)) = first_non_finite(x) {
             return Err(CoreError::NonFinite {
-                context: format!("network input (sample {} of the batch)", index / per_sample),
-                index: index % per_sample,
+                context: format!("network input (sample {sample} of the batch)"),
+                index,
                 value,
             });
         }

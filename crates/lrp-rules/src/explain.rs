@@ -73,11 +73,6 @@ impl Explanation {
             .expect("logits are [N, K]");
         self.targets.iter().enumerate().map(|(n, &t)| l[[n, t]]).collect()
     }
-
-    /// Each sample's relevance summed over the input.
-    pub fn input_sums(&self) -> Vec<f32> {
-        per_sample_sums(&self.relevance)
-    }
 }
 
 /// Explains batches for one network under one plan. Cheap to share across threads.
@@ -190,14 +185,9 @@ fn logits_2d(output: &ArrayD<f32>) -> Result<ArrayView2<'_, f32>> {
 
 /// FNV-1a over the sample's bits.
 fn content_seed(sample: ArrayViewD<f32>) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for v in sample.iter() {
-        for b in v.to_bits().to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    h
+    let mut h = lrp_core::hash::Fnv1a::default();
+    h.write_f32s(sample.iter().copied());
+    h.finish()
 }
 
 /// `onehot(target)`, times the logit when `scaled`.

@@ -7,8 +7,6 @@ use ndarray::{ArrayD, ArrayViewD, Ix2, Ix4};
 /// How a rule modifies a layer's weights (and bias) before using the map.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Modifier {
-    /// `W`, `b`.
-    Identity,
     /// `W⁺`, `b⁺`.
     Positive,
     /// `W⁻`, `b⁻`.
@@ -26,7 +24,6 @@ pub enum Modifier {
 impl Modifier {
     fn weight(self, w: f32) -> f32 {
         match self {
-            Modifier::Identity => w,
             Modifier::Positive => w.max(0.0),
             Modifier::Negative => w.min(0.0),
             Modifier::GammaPositive(g) => w + g * w.max(0.0),

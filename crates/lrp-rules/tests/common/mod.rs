@@ -1,25 +1,4 @@
-//! Helpers shared by the rule tests.
-#![allow(dead_code)]
+//! Helpers of the rule tests: the workspace's shared test kit.
+#![allow(dead_code, unused_imports)]
 
-use std::path::PathBuf;
-
-use ndarray::ArrayD;
-
-/// A file of the copied oracle (`tests/fixtures/oracle/` at the repository root).
-pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/oracle")
-        .join(name)
-}
-
-/// The oracle's tolerance measure: the largest per-sample `max |R − R_ref| / max |R_ref|`.
-pub fn worst_relative_error(got: &ArrayD<f32>, reference: &ArrayD<f32>) -> f32 {
-    got.outer_iter()
-        .zip(reference.outer_iter())
-        .map(|(g, r)| {
-            let scale = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let err = g.iter().zip(r.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            if scale > 0.0 { err / scale } else { err }
-        })
-        .fold(0.0, f32::max)
-}
+pub use lrp_testkit::{oracle_fixture as fixture, worst_relative_error};
