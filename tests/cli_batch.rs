@@ -29,20 +29,9 @@ fn batch(out: &Path, extra: &[&str]) -> String {
     lrp_ok(&args)
 }
 
-/// The result files of a batch folder, by name (the manifest is left out: it holds timings).
+/// The result files of a batch folder: logits, targets and two rules.
 fn results(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "npy"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
+    let files = batch_results(dir);
     assert_eq!(files.len(), 4, "logits, targets and two rules in {}", dir.display());
     files
 }

@@ -29,10 +29,15 @@ impl Tmux {
     }
 
     fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_all(&[needle])
+    }
+
+    fn wait_for_all(&self, needles: &[&str]) -> String {
+        let needle = needles.join(" and ");
         let start = Instant::now();
         loop {
             let s = self.screen();
-            if s.contains(needle) {
+            if needles.iter().all(|n| s.contains(n)) {
                 return s;
             }
             assert!(
@@ -81,6 +86,10 @@ fn lrp_view_draws_moves_and_quits_in_an_80x24_pane() {
     let second = tmux.wait_for("index 1/9999");
     assert_ne!(first, second, "the screen changed after →");
     assert!(second.contains("label 2"), "{second}");
+    // Shift-Tab from the first model wraps to the last shipped one: the residual network, a graph.
+    tmux.run(&["send-keys", "-t", "view", "BTab"]);
+    let resnet = tmux.wait_for_all(&["mnist-resnet", "probabilities"]);
+    assert!(resnet.contains("index 1/9999") && resnet.contains('▀'), "{resnet}");
     tmux.run(&["send-keys", "-t", "view", "q"]);
     let last = tmux.wait_for("LRP-EXITED");
     assert!(last.contains("LRP-EXITED 0"), "the viewer exits cleanly:\n{last}");

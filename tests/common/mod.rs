@@ -109,3 +109,20 @@ pub fn number_after(text: &str, label: &str) -> f64 {
 
 #[allow(unused_imports)]
 pub use lrp_testkit::worst_relative_error;
+
+/// The result files of a batch folder by name (the manifest holds timings and is left out).
+pub fn batch_results(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}

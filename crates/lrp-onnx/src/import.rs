@@ -68,6 +68,20 @@ enum Dim {
     Batch,
 }
 
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Known(v) => write!(f, "{v}"),
+            Dim::Batch => write!(f, "N"),
+        }
+    }
+}
+
+/// A shape as ONNX writes it, the batch size as `N`: `[N, -1]`.
+fn dims_text(d: &[Dim]) -> String {
+    format!("[{}]", d.iter().map(Dim::to_string).collect::<Vec<_>>().join(", "))
+}
+
 /// What an ONNX value is, as far as the import knows.
 #[derive(Clone, Debug)]
 enum Val {
@@ -986,16 +1000,33 @@ fn reshape_node(
         .or_else(|| (0..t.len()).find(|&p| candidate(p, Dim::Known(-1))))
         .ok_or_else(|| {
             format!(
-                "shape {target:?} does not keep the batch axis apart ({count} values per sample, input [N, \
-                 {shape:?}]); use 0 or -1 for the batch, or export with a dynamic batch"
+                "shape {} does not keep the batch axis apart ({count} values per sample, input [N, \
+                 {shape:?}]); use 0 or -1 for the batch, or export with a dynamic batch",
+                dims_text(target)
             )
         })?;
     if !prefix_ok(pos) {
-        return Err(format!("shape {target:?} would mix the batch axis with others"));
+        return Err(format!(
+            "shape {} would mix the batch axis with others",
+            dims_text(target)
+        ));
     }
-    let dims = resolve(pos)
-        .ok_or_else(|| format!("shape {target:?} does not fit {count} values per sample (input [N, {shape:?}])"))?;
+    let dims = resolve(pos).ok_or_else(|| {
+        format!(
+            "shape {} does not fit {count} values per sample (input [N, {shape:?}])",
+            dims_text(target)
+        )
+    })?;
     Ok((dims, pos))
+}
+
+/// The layer that gives a value the per-sample `shape`: a flatten for one axis, else a reshape.
+fn reshape_layer(shape: &[usize]) -> Layer {
+    if shape.len() == 1 {
+        Layer::Flatten
+    } else {
+        Layer::Reshape(shape.to_vec())
+    }
 }
 
 /// A node that reads network values: translated into zero or more layers.
@@ -1244,12 +1275,7 @@ fn computed_node(
             if shape == xshape {
                 return Ok(same(shape, bax, xi));
             }
-            let layer = if shape.len() == 1 {
-                Layer::Flatten
-            } else {
-                Layer::Reshape(shape.clone())
-            };
-            let id = emit(b, layer, vec![xi])?;
+            let id = emit(b, reshape_layer(&shape), vec![xi])?;
             return Ok(same(shape, bax, id));
         }
         "Transpose" => {
@@ -1340,12 +1366,7 @@ fn computed_node(
             if shape.is_empty() {
                 return Err(err("would leave no axis besides the batch".into()));
             }
-            let layer = if shape.len() == 1 {
-                Layer::Flatten
-            } else {
-                Layer::Reshape(shape.clone())
-            };
-            let id = emit(b, layer, vec![sliced])?;
+            let id = emit(b, reshape_layer(&shape), vec![sliced])?;
             return Ok(same(shape, bax, id));
         }
         "Slice" => {

@@ -1,7 +1,7 @@
 //! The explainer: relevance from the output back to the input, layer by layer.
 
 use lrp_core::{Network, Trace};
-use ndarray::{ArrayD, ArrayView2, ArrayViewD, Ix2, Ix4, Zip};
+use ndarray::{ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, Ix4, Zip};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -10,6 +10,9 @@ use crate::error::{Result, RulesError};
 use crate::plan::{Maps, Plan, PlanKind, Prepared, Step};
 use crate::rule::Rule;
 use crate::spec::{Attribution, Spec};
+
+/// [`Explainer::explain`] runs large batches in blocks whose forward trace holds about this many floats (8 MiB).
+const TRACE_BLOCK_FLOATS: usize = 1 << 21;
 
 /// The stabiliser of every rule but epsilon.
 pub const STABILIZER: f32 = 1e-6;
@@ -104,6 +107,51 @@ impl<'n> Explainer<'n> {
     /// Explains `x` (`[N, …input shape]`) for the given target classes: LRP starts from
     /// `onehot(target)·logit`, the gradient methods from `onehot(target)`.
     pub fn explain(&self, x: ArrayViewD<f32>, target: &Target) -> Result<Explanation> {
+        let n = x.shape()[0];
+        let block = self.block_size();
+        if n <= block {
+            return self.explain_block(x, target);
+        }
+        if let Target::PerSample(v) = target {
+            if v.len() != n {
+                return Err(RulesError::Target(format!("{} targets for {n} samples", v.len())));
+            }
+        }
+        // Large batches in blocks whose trace stays in cache: every kernel treats samples independently, so the
+        // result is the same bits as one pass over the whole batch.
+        let mut parts = Vec::with_capacity(n.div_ceil(block));
+        for start in (0..n).step_by(block) {
+            let end = (start + block).min(n);
+            let t = match target {
+                Target::PerSample(v) => Target::PerSample(v[start..end].to_vec()),
+                other => other.clone(),
+            };
+            parts.push(self.explain_block(x.slice_axis(Axis(0), (start..end).into()), &t)?);
+        }
+        let cat = |arrays: Vec<ArrayViewD<f32>>| ndarray::concatenate(Axis(0), &arrays).expect("blocks of one shape");
+        let relevance = cat(parts.iter().map(|p| p.relevance.view()).collect());
+        let logits = cat(parts.iter().map(|p| p.logits.view()).collect());
+        let targets = parts.iter().flat_map(|p| p.targets.iter().copied()).collect();
+        let layer_sums = (0..parts[0].layer_sums.len())
+            .map(|v| parts.iter().flat_map(|p| p.layer_sums[v].iter().copied()).collect())
+            .collect();
+        Ok(Explanation {
+            relevance,
+            logits,
+            targets,
+            layer_sums,
+        })
+    }
+
+    /// Samples per block: the whole forward trace of a block holds about [`TRACE_BLOCK_FLOATS`] floats.
+    fn block_size(&self) -> usize {
+        let per_sample: usize = (0..=self.net.layers().len())
+            .map(|v| self.net.shape_at(v).iter().product::<usize>())
+            .sum();
+        (TRACE_BLOCK_FLOATS / per_sample.max(1)).max(8)
+    }
+
+    fn explain_block(&self, x: ArrayViewD<f32>, target: &Target) -> Result<Explanation> {
         let trace = self.net.forward_trace(x.view())?;
         let targets = target.resolve(logits_2d(&trace.output)?)?;
         let seed = onehot(&trace.output, &targets, self.plan.is_lrp());

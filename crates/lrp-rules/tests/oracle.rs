@@ -84,6 +84,7 @@ fn integrated_gradients_match_captum() {
         let err = worst_relative_error(&got, &reference);
         // Captum's float64 midpoint sum; this float32 implementation lands at 6e-7.
         assert!(err <= 1e-5, "{} {}: {err:.2e}", s("model"), s("spec"));
+        println!("{} {}: {err:.2e}", s("model"), s("spec"));
         checked += 1;
     }
     assert_eq!(checked, 4, "MLP and CNN, 8 and 32 steps");

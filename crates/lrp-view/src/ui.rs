@@ -268,7 +268,7 @@ fn draw_single(
             0,
             17,
             2 * PANEL + 2,
-            Line::styled("relevance sum at each layer's input (last: the logit)", bold),
+            Line::styled("relevance sums, conservation (last: the logit)", bold),
         );
         for (i, (name, s)) in v.layer_sums.iter().enumerate() {
             let (col, row) = (i / 4, i % 4);

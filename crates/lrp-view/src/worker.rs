@@ -108,10 +108,15 @@ pub fn compute(shared: &Shared, key: &Key, explainer: &Explainer) -> Result<View
         .iter()
         .enumerate()
         .map(|(i, s)| {
+            // Chains: the layer a value enters (`#3 conv2d`); graphs: the node that wrote it (`13:avgpool2d`).
             let name = if i >= net.layers().len() {
                 "logit".to_string()
-            } else {
+            } else if net.is_chain() {
                 net.value_label(i).split_whitespace().collect::<Vec<_>>().join(" ")
+            } else if i == 0 {
+                "input".to_string()
+            } else {
+                format!("{}:{}", i - 1, net.layers()[i - 1].kind().name())
             };
             (name, s[0])
         })

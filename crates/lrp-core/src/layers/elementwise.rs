@@ -35,7 +35,8 @@ pub enum Activation {
     Island(Expr),
 }
 
-fn sigmoid(x: f32) -> f32 {
+/// `1 / (1 + e^−x)` without overflow for large `|x|`.
+pub(crate) fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::elementwise::sigmoid;
+
 /// A function of one value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(missing_docs)]
@@ -66,15 +68,6 @@ pub const MAX_EXPR_OPS: usize = 256;
 struct Dual {
     v: f32,
     d: f32,
-}
-
-fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
 }
 
 impl Expr {
