@@ -10,14 +10,9 @@ mod common;
 
 use common::*;
 
-/// FNV-1a over a file's bytes.
+/// FNV-1a over a file's bytes (the project's one hash).
 fn digest(path: &std::path::Path) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in std::fs::read(path).unwrap() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", lrp_core::hash::fnv1a(&std::fs::read(path).unwrap()))
 }
 
 /// The retrain commands of the README, by model file.
