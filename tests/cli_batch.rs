@@ -280,3 +280,116 @@ fn a_nan_input_is_named_by_its_sample() {
         "no result file for a failed run"
     );
 }
+
+/// One small run of `lrp batch` into `out` as a child process (not waited for).
+fn spawn_batch(out: &Path, rule: &str, resume: bool, fault: Option<&str>) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lrp"));
+    cmd.current_dir(root())
+        .args(["batch", "--model", MODEL, "--data", "data/mnist", "--rule", rule])
+        .args(["--limit", "300", "--chunk", "64", "--threads", "1", "--out"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if resume {
+        cmd.arg("--resume");
+    }
+    match fault {
+        Some(f) => cmd.env("LRP_FAULT_AT", f),
+        None => cmd.env_remove("LRP_FAULT_AT"),
+    };
+    cmd.spawn().unwrap()
+}
+
+#[test]
+fn two_writers_on_one_folder_never_mix_and_the_loser_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // The two rules' results, each alone.
+    let mut reference = std::collections::HashMap::new();
+    for rule in ["epsilon", "gradient"] {
+        let out = dir.path().join(format!("ref-{rule}"));
+        assert!(spawn_batch(&out, rule, false, None).wait().unwrap().success());
+        reference.insert(rule, batch_results(&out));
+    }
+    for trial in 0..50 {
+        let out = dir.path().join(format!("t{trial}"));
+        let resume = trial % 2 == 1;
+        let (first, second) = if trial % 4 < 2 {
+            ("epsilon", "gradient")
+        } else {
+            ("gradient", "epsilon")
+        };
+        let mut a = spawn_batch(&out, first, resume, None);
+        std::thread::sleep(std::time::Duration::from_millis((trial % 5) as u64 * 5));
+        let b = spawn_batch(&out, second, resume, None);
+        let b = b.wait_with_output().unwrap();
+        let a_ok = a.wait().unwrap().success();
+        let b_ok = b.status.success();
+        assert!(
+            a_ok ^ b_ok,
+            "trial {trial}: exactly one writer wins (a {a_ok}, b {b_ok})"
+        );
+        if !b_ok {
+            assert_eq!(b.status.code(), Some(1), "trial {trial}: the loser exits 1");
+            let err = String::from_utf8_lossy(&b.stderr);
+            assert!(
+                err.contains("another lrp") || err.contains("different run") || err.contains("already holds"),
+                "trial {trial}: {err}"
+            );
+        }
+        let winner = if a_ok { first } else { second };
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["rules"][0]["spec"], winner, "trial {trial}");
+        assert_eq!(
+            batch_results(&out),
+            reference[winner],
+            "trial {trial}: the folder holds {winner}, unmixed"
+        );
+    }
+}
+
+#[test]
+fn a_run_killed_at_any_step_resumes_to_the_same_files_and_leaves_no_temporaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    assert!(spawn_batch(&whole, "epsilon", false, None).wait().unwrap().success());
+    let want = batch_results(&whole);
+    for point in [
+        "after-lock",
+        "after-manifest",
+        "mid-chunk",
+        "in-assembly",
+        "mid-assembly",
+    ] {
+        let out = dir.path().join(point);
+        let killed = spawn_batch(&out, "epsilon", false, Some(point)).wait().unwrap();
+        assert!(!killed.success(), "{point}: the fault point stops the run");
+        let resumed = spawn_batch(&out, "epsilon", true, None).wait_with_output().unwrap();
+        assert!(
+            resumed.status.success(),
+            "{point}: {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        assert_eq!(
+            batch_results(&out),
+            want,
+            "{point}: resumed files equal an uninterrupted run's"
+        );
+        let leftovers: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp") || n == "chunks")
+            .collect();
+        assert!(leftovers.is_empty(), "{point}: {leftovers:?}");
+    }
+    // A complete folder whose rule file was deleted is not complete: --resume makes it again.
+    let out = dir.path().join("mid-assembly");
+    let rule = batch_results(&out)
+        .into_iter()
+        .find(|(n, _)| n.starts_with("rule0"))
+        .unwrap()
+        .0;
+    std::fs::remove_file(out.join(&rule)).unwrap();
+    assert!(spawn_batch(&out, "epsilon", true, None).wait().unwrap().success());
+    assert_eq!(batch_results(&out), want);
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use ndarray::Axis;
 use serde_json::json;
@@ -76,7 +76,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let regions = Regions::new(net.input_shape(), a.region)?;
     let steps = a.steps.unwrap_or(regions.count()).min(regions.count());
     lrp_batch::refuse_foreign_folder(&a.out, "report.json")?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    // One writer per folder until the report is written.
+    let _lock = lrp_batch::lock_folder(&a.out)?;
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -102,6 +102,7 @@ where
             reason: e.to_string(),
         })?;
     }
+    crate::runner::fault_point("in-assembly");
     let total: usize = shape.iter().product::<usize>() * T::SIZE;
     let len = std::fs::metadata(tmp).map_err(io)?.len() as usize;
     let file = OpenOptions::new().write(true).open(tmp).map_err(io)?;
@@ -136,13 +137,82 @@ where
     Ok(())
 }
 
+/// The lock file inside an output folder.
+pub const LOCK_FILE: &str = ".lrp.lock";
+
+/// An exclusive lock on an output folder: one writer at a time. Held until dropped, and released by the operating
+/// system when the process ends in any way (so a killed writer leaves no stale lock).
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: File,
+}
+
+/// Creates `dir` if needed and takes its lock, before anything else is written into it. A second writer is
+/// refused at once, with the pid of the one holding it.
+pub fn lock_folder(dir: &Path) -> Result<FolderLock> {
+    std::fs::create_dir_all(dir).map_err(|e| BatchError::io(dir, e))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| BatchError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = std::io::Read::read_to_string(&mut file, &mut holder);
+            let holder = holder.trim();
+            return Err(BatchError::OutputDir {
+                dir: dir.to_path_buf(),
+                reason: format!(
+                    "is being written by another lrp{}; wait for it to finish or choose another --out",
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {holder})")
+                    }
+                ),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(BatchError::io(&path, e)),
+    }
+    use std::io::{Seek, Write};
+    let _ = file.set_len(0);
+    let _ = file.seek(std::io::SeekFrom::Start(0));
+    let _ = write!(file, "{}", std::process::id());
+    Ok(FolderLock { _file: file })
+}
+
+/// Removes the temporary files (`.NAME.tmpPID`) a killed writer left in `dir`; call it holding the folder's lock.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| BatchError::io(dir, e))? {
+        let entry = entry.map_err(|e| BatchError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp") && entry.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::remove_file(entry.path()).map_err(|e| BatchError::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Refuses to write into `dir` when it exists, is not empty and lacks `marker` (the file that says the folder is
-/// one of ours: `manifest.json`, `report.json`): another tool's folder is never written into.
+/// one of ours: `manifest.json`, `report.json`): another tool's folder is never written into. The lock file and an
+/// empty `chunks` folder (what a writer killed before its manifest landed leaves) do not count.
 pub fn refuse_foreign_folder(dir: &Path, marker: &str) -> Result<()> {
     if !dir.exists() || dir.join(marker).exists() {
         return Ok(());
     }
-    let mut entries = std::fs::read_dir(dir).map_err(|e| BatchError::io(dir, e))?;
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(|e| BatchError::io(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let empty_dir = |p: &Path| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none());
+            !(name == LOCK_FILE || (name == "chunks" && empty_dir(&e.path())))
+        });
     if entries.next().is_some() {
         return Err(BatchError::OutputDir {
             dir: dir.to_path_buf(),

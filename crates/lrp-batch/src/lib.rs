@@ -16,7 +16,7 @@ mod runner;
 mod source;
 
 pub use error::{BatchError, Result};
-pub use files::{digest_bytes, digest_file, refuse_foreign_folder};
+pub use files::{FolderLock, LOCK_FILE, digest_bytes, digest_file, lock_folder, refuse_foreign_folder};
 pub use manifest::{FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
 pub use merge::merge;
 pub use runner::{DEFAULT_CHUNK, Outcome, Runner, Targets, map_chunks, shard_range};

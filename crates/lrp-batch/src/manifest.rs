@@ -99,7 +99,40 @@ impl Manifest {
                 reason: format!("format '{}', this version reads '{FORMAT}'", m.format),
             });
         }
+        // File names come from the file: plain names inside the folder only, never a path elsewhere.
+        let names = m
+            .rules
+            .iter()
+            .map(|r| r.file.as_str())
+            .chain([m.logits.as_str(), m.targets.as_str()]);
+        for name in names {
+            let plain =
+                !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\']) && name.ends_with(".npy");
+            if !plain {
+                return Err(BatchError::Manifest {
+                    path,
+                    reason: format!("file name '{name}' is not a plain .npy name inside the folder; refused"),
+                });
+            }
+        }
         Ok(m)
+    }
+
+    /// Whether every file was written: the status says so and every result file is there with the size its
+    /// shape needs (a complete folder whose files were deleted or cut is not complete).
+    pub fn is_complete_in(&self, dir: &Path) -> bool {
+        if !self.is_complete() {
+            return false;
+        }
+        let per_sample: usize = self.run.sample_shape.iter().product();
+        let sized = |name: &str, values: usize, width: u64| {
+            std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() >= values as u64 * width)
+        };
+        self.rules
+            .iter()
+            .all(|r| sized(&r.file, self.run.count * per_sample, 4))
+            && sized(&self.targets, self.run.count, 8)
+            && sized(&self.logits, self.run.count, 4)
     }
 
     /// Writes `dir/manifest.json` atomically.

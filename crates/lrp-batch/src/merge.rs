@@ -86,6 +86,8 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
         });
     }
     crate::files::refuse_foreign_folder(out, "manifest.json")?;
+    let _lock = crate::files::lock_folder(out)?;
+    crate::files::remove_stale_temporaries(out)?;
     std::fs::create_dir_all(out).map_err(|e| BatchError::io(out, e))?;
     let parts = |name: &str| shards.iter().map(|(d, _)| d.join(name)).collect::<Vec<_>>();
     let n = merged.total;

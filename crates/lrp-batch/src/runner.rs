@@ -156,11 +156,12 @@ impl<'a> Runner<'a> {
                     existing.status
                 )));
             }
-            return Ok(existing.is_complete().then_some(existing));
+            return Ok(existing.is_complete_in(out).then_some(existing));
         }
         crate::files::refuse_foreign_folder(out, "manifest.json")?;
-        std::fs::create_dir_all(chunks_dir(out)).map_err(|e| BatchError::io(out, e))?;
+        // The run's identity lands first, so a folder killed at any later point can be resumed.
         self.manifest("running", None).save(out)?;
+        fault_point("after-manifest");
         Ok(None)
     }
 
@@ -183,9 +184,15 @@ impl<'a> Runner<'a> {
                 self.id.sample_shape
             )));
         }
+        // One writer per folder, from before anything is written to the end (another tool's folder is refused
+        // before even the lock file is made in it).
+        crate::files::refuse_foreign_folder(out, "manifest.json")?;
+        let _lock = crate::files::lock_folder(out)?;
+        fault_point("after-lock");
         if let Some(done) = self.prepare(out, resume)? {
             return Ok(Outcome::AlreadyComplete(done));
         }
+        crate::files::remove_stale_temporaries(out)?;
         std::fs::create_dir_all(chunks_dir(out)).map_err(|e| BatchError::io(out, e))?;
         let started = Instant::now();
         let (landed, pending): (Vec<usize>, Vec<usize>) =
@@ -258,6 +265,7 @@ impl<'a> Runner<'a> {
             }
             write_npy_atomic(&chunk_file(out, c, &format!("rule{k}")), &e.relevance)?;
         }
+        fault_point("mid-chunk");
         write_atomic(&chunk_marker(out, c), b"")?;
         Ok(())
     }
@@ -267,6 +275,7 @@ impl<'a> Runner<'a> {
         let chunks = self.chunk_count();
         let parts = |what: &str| (0..chunks).map(|c| chunk_file(out, c, what)).collect::<Vec<_>>();
         assemble::<f32>(&out.join("logits.npy"), &[n, self.classes], &parts("logits"))?;
+        fault_point("mid-assembly");
         assemble::<i64>(&out.join("targets.npy"), &[n], &parts("targets"))?;
         let mut shape = vec![n];
         shape.extend_from_slice(&self.id.sample_shape);
@@ -274,6 +283,15 @@ impl<'a> Runner<'a> {
             assemble::<f32>(&out.join(rule_file_name(k, spec)), &shape, &parts(&format!("rule{k}")))?;
         }
         Ok(())
+    }
+}
+
+/// Crash testing: when the environment variable `LRP_FAULT_AT` names this point, the process aborts here, as a
+/// `kill -9` would stop it. Points: `after-lock`, `after-manifest`, `mid-chunk` (a chunk's files written, its marker
+/// not), `in-assembly` (a result file's temporary written, not renamed), `mid-assembly` (one result file assembled). Unset, it costs one environment lookup per call.
+pub(crate) fn fault_point(point: &str) {
+    if std::env::var_os("LRP_FAULT_AT").is_some_and(|v| v == point) {
+        std::process::abort();
     }
 }
 
