@@ -282,7 +282,7 @@ fn npy_inputs_go_through_one_reader_with_the_same_rules_everywhere() {
     let mut bytes = Vec::new();
     let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (5102041, 1, 28, 28), }";
     let mut h = header.to_string();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');

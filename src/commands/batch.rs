@@ -181,13 +181,13 @@ fn run_job(a: RunArgs) -> Result<()> {
             (Targets::Class(k), format!("class {k}"))
         }
     };
-    if let Targets::Class(k) = targets {
-        if k >= net.num_classes() {
-            bail!(
-                "--target {k} is out of range: the model has {} classes",
-                net.num_classes()
-            );
-        }
+    if let Targets::Class(k) = targets
+        && k >= net.num_classes()
+    {
+        bail!(
+            "--target {k} is out of range: the model has {} classes",
+            net.num_classes()
+        );
     }
     let id = RunId {
         model: model_path.display().to_string(),

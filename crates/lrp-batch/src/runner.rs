@@ -83,14 +83,14 @@ impl<'a> Runner<'a> {
                 net.input_shape()
             )));
         }
-        if let Targets::PerSample(v) = &targets {
-            if v.len() < id.start + id.count {
-                return Err(BatchError::Config(format!(
-                    "{} targets for {} inputs",
-                    v.len(),
-                    id.start + id.count
-                )));
-            }
+        if let Targets::PerSample(v) = &targets
+            && v.len() < id.start + id.count
+        {
+            return Err(BatchError::Config(format!(
+                "{} targets for {} inputs",
+                v.len(),
+                id.start + id.count
+            )));
         }
         let explainers = specs
             .iter()

@@ -387,10 +387,11 @@ impl Network {
             }
             // A value is complete once its first reader has run.
             for (i, &v) in self.wiring[k].iter().enumerate() {
-                if self.first_use[v] == k && !self.wiring[k][..i].contains(&v) {
-                    if let Some(a) = &acc[v] {
-                        visit(v, a);
-                    }
+                if self.first_use[v] == k
+                    && !self.wiring[k][..i].contains(&v)
+                    && let Some(a) = &acc[v]
+                {
+                    visit(v, a);
                 }
             }
         }

@@ -85,10 +85,10 @@ impl TrainConfig {
         if !(lr > 0.0 && lr.is_finite()) {
             return bad(format!("learning rate {lr} must be positive and finite"));
         }
-        if let Optimizer::Sgd { momentum, .. } = self.optimizer {
-            if !(0.0..1.0).contains(&momentum) {
-                return bad(format!("momentum {momentum} must be in [0, 1)"));
-            }
+        if let Optimizer::Sgd { momentum, .. } = self.optimizer
+            && !(0.0..1.0).contains(&momentum)
+        {
+            return bad(format!("momentum {momentum} must be in [0, 1)"));
         }
         if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
             return bad(format!("learning-rate decay {} must be in (0, 1]", self.lr_decay));

@@ -931,7 +931,9 @@ fn reshape_const(shape: &[usize], target: &[i64], allowzero: bool) -> std::resul
     let known: usize = out.iter().flatten().product();
     match out.iter().filter(|d| d.is_none()).count() {
         0 if known == count => Ok(out.into_iter().flatten().collect()),
-        1 if known > 0 && count % known == 0 => Ok(out.into_iter().map(|d| d.unwrap_or(count / known)).collect()),
+        1 if known > 0 && count.is_multiple_of(known) => {
+            Ok(out.into_iter().map(|d| d.unwrap_or(count / known)).collect())
+        }
         _ => Err(format!("cannot reshape {shape:?} to {target:?}")),
     }
 }
@@ -981,7 +983,7 @@ fn reshape_node(
         let known = rest.iter().flatten().try_fold(1usize, |a, &d| a.checked_mul(d))?;
         match rest.iter().filter(|d| d.is_none()).count() {
             0 if known == count => Some(rest.into_iter().flatten().collect()),
-            1 if known > 0 && count % known == 0 => {
+            1 if known > 0 && count.is_multiple_of(known) => {
                 Some(rest.into_iter().map(|d| d.unwrap_or(count / known)).collect())
             }
             _ => None,

@@ -127,10 +127,10 @@ impl Ctx<'_> {
 
     /// Kernel, strides and pads of the pools, with auto_pad resolved (no dilation).
     fn window(&self, kernel: [usize; 2]) -> Result<Window> {
-        if let Some(d) = self.ints("dilations") {
-            if d.iter().any(|&v| v != 1) {
-                return Err(self.err(format!("dilations {d:?} are not supported for pooling (only 1)")));
-            }
+        if let Some(d) = self.ints("dilations")
+            && d.iter().any(|&v| v != 1)
+        {
+            return Err(self.err(format!("dilations {d:?} are not supported for pooling (only 1)")));
         }
         self.window_dilated(kernel, [1, 1])
     }
@@ -304,13 +304,13 @@ pub(crate) fn translate(ctx: &Ctx) -> Result<Step> {
                     w.shape()
                 )));
             }
-            if let Some(k) = ctx.ints("kernel_shape") {
-                if k != [kh as i64, kw as i64] {
-                    return Err(ctx.err(format!(
-                        "kernel_shape {k:?} contradicts the weight shape {:?}",
-                        w.shape()
-                    )));
-                }
+            if let Some(k) = ctx.ints("kernel_shape")
+                && k != [kh as i64, kw as i64]
+            {
+                return Err(ctx.err(format!(
+                    "kernel_shape {k:?} contradicts the weight shape {:?}",
+                    w.shape()
+                )));
             }
             let dilation = ctx.dilations()?;
             let win = ctx.window_dilated([kh, kw], dilation)?;

@@ -298,10 +298,10 @@ fn mutated_graph_models_are_refused_or_run_never_panic() {
                         for x in a.ints.iter_mut() {
                             *x = v;
                         }
-                    } else if let Some(t) = g.initializer.first_mut() {
-                        if let Some(d) = t.dims.first_mut() {
-                            *d = v;
-                        }
+                    } else if let Some(t) = g.initializer.first_mut()
+                        && let Some(d) = t.dims.first_mut()
+                    {
+                        *d = v;
                     }
                     bytes = m.encode_to_vec();
                 }

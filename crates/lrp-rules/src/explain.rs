@@ -112,10 +112,10 @@ impl<'n> Explainer<'n> {
         if n <= block {
             return self.explain_block(x, target);
         }
-        if let Target::PerSample(v) = target {
-            if v.len() != n {
-                return Err(RulesError::Target(format!("{} targets for {n} samples", v.len())));
-            }
+        if let Target::PerSample(v) = target
+            && v.len() != n
+        {
+            return Err(RulesError::Target(format!("{} targets for {n} samples", v.len())));
         }
         // Large batches in blocks whose trace stays in cache: every kernel treats samples independently, so the
         // result is the same bits as one pass over the whole batch.

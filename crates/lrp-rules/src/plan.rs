@@ -193,14 +193,14 @@ impl Plan {
         let first = first_layers(net);
         let mut chosen: Vec<Option<Rule>> = vec![None; weighted.len()];
         for a in assigns {
-            if let Selector::Index(n) = a.selector {
-                if n >= weighted.len() {
-                    return Err(RulesError::IndexOutOfRange {
-                        spec: spec.to_string(),
-                        index: n,
-                        count: weighted.len(),
-                    });
-                }
+            if let Selector::Index(n) = a.selector
+                && n >= weighted.len()
+            {
+                return Err(RulesError::IndexOutOfRange {
+                    spec: spec.to_string(),
+                    index: n,
+                    count: weighted.len(),
+                });
             }
             for (pos, &layer) in weighted.iter().enumerate() {
                 let kind = net.layers()[layer].kind();

@@ -218,10 +218,10 @@ impl App {
                         } else {
                             (self.model + n - 1) % n
                         };
-                        if let ClassChoice::Class(c) = self.class {
-                            if c >= self.classes() {
-                                self.class = ClassChoice::Predicted;
-                            }
+                        if let ClassChoice::Class(c) = self.class
+                            && c >= self.classes()
+                        {
+                            self.class = ClassChoice::Predicted;
                         }
                     }
                     KeyCode::Char('v') => self.compare = !self.compare,

@@ -154,11 +154,9 @@ impl Conv2d {
                 }
             }
         }
-        if with_bias {
-            if let Some(b) = &self.bias {
-                let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
-                out += &b;
-            }
+        if with_bias && let Some(b) = &self.bias {
+            let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
+            out += &b;
         }
         out
     }

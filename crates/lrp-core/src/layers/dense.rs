@@ -34,10 +34,8 @@ impl Dense {
     /// `x: [N, in]` → `[N, out]`.
     pub fn forward(&self, x: ArrayView2<f32>, with_bias: bool) -> Array2<f32> {
         let mut z = x.dot(&self.weight.t());
-        if with_bias {
-            if let Some(b) = &self.bias {
-                z += b;
-            }
+        if with_bias && let Some(b) = &self.bias {
+            z += b;
         }
         z
     }

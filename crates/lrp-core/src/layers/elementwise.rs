@@ -80,10 +80,10 @@ impl Activation {
         if let Activation::Island(e) = self {
             e.validate()?;
         }
-        if let Activation::Clip(l, h) = self {
-            if l > h {
-                return Err(format!("clip bounds {l} > {h}"));
-            }
+        if let Activation::Clip(l, h) = self
+            && l > h
+        {
+            return Err(format!("clip bounds {l} > {h}"));
         }
         Ok(())
     }
@@ -250,10 +250,10 @@ impl Arith {
         if let Some(i) = self.value.iter().position(|v| !v.is_finite()) {
             return Err(format!("constant has a non-finite value at flat index {i}"));
         }
-        if self.op == ArithOp::Div {
-            if let Some(i) = self.value.iter().position(|v| *v == 0.0) {
-                return Err(format!("divides by zero (constant element {i})"));
-            }
+        if self.op == ArithOp::Div
+            && let Some(i) = self.value.iter().position(|v| *v == 0.0)
+        {
+            return Err(format!("divides by zero (constant element {i})"));
         }
         Ok(())
     }

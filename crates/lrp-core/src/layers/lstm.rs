@@ -133,7 +133,7 @@ impl Lstm {
             return Err("a bidirectional LSTM has a forward then a reverse direction".into());
         }
         let rows = self.directions[0].w.nrows();
-        if rows == 0 || rows % 4 != 0 {
+        if rows == 0 || !rows.is_multiple_of(4) {
             return Err(format!(
                 "input weights have {rows} rows; expected 4 × hidden size (gates i, f, g, o)"
             ));
