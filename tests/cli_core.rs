@@ -157,3 +157,80 @@ fn bad_inputs_get_clear_errors() {
     assert!(err.contains("train-images-idx3-ubyte"), "{err}");
     assert!(!dir.path().join("x.lrpm").exists());
 }
+
+#[test]
+fn absurd_arguments_and_device_files_are_refused_without_panic() {
+    let err = lrp_err(&["info", "--model", "/dev/zero"]);
+    assert!(err.contains("not a regular file"), "{err}");
+    let err = lrp_err(&["info", "--model", "/dev/zero.onnx"]);
+    assert!(err.contains("/dev/zero.onnx"), "{err}");
+    let err = lrp_err(&[
+        "train",
+        "--arch",
+        "mlp",
+        "--data",
+        "data/mnist",
+        "--epochs",
+        "18446744073709551615",
+        "--out",
+        "/tmp/never.lrpm",
+    ]);
+    assert!(err.contains("--epochs"), "{err}");
+    let err = lrp_err(&[
+        "batch",
+        "--model",
+        "data/models/mnist-mlp.lrpm",
+        "--data",
+        "data/mnist",
+        "--rule",
+        "epsilon",
+        "--threads",
+        "100000000",
+        "--out",
+        "/tmp/never-batch",
+    ]);
+    assert!(err.contains("--threads"), "{err}");
+    assert!(!std::path::Path::new("/tmp/never-batch").exists());
+    // A count past the end explains what is there.
+    let out = lrp_ok(&[
+        "explain",
+        "--model",
+        "data/models/mnist-mlp.lrpm",
+        "--data",
+        "data/mnist",
+        "--index",
+        "9999",
+        "--count",
+        "18446744073709551615",
+        "--rule",
+        "epsilon",
+        "--print",
+    ]);
+    assert!(out.contains("index 9999"), "{out}");
+}
+
+#[test]
+fn a_full_disk_on_stdout_and_a_viewer_without_terminal_end_cleanly() {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lrp"))
+        .args(["info", "--model", "data/models/mnist-mlp.lrpm"])
+        .current_dir(root())
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write the output") && !err.contains("panicked"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lrp"))
+        .arg("view")
+        .current_dir(root())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs a terminal") && err.contains("ssh -t"), "{err}");
+}

@@ -349,3 +349,47 @@ fn npy_inputs_go_through_one_reader_with_the_same_rules_everywhere() {
     ]);
     assert!(text.contains("float64"), "{text}");
 }
+
+#[test]
+fn non_finite_results_are_errors_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // An input of 3e38 overflows the CNN: explain and predict refuse, naming the sample; no file is written.
+    let mut x = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 1, 28, 28]));
+    x[[1, 0, 14, 14]] = 3e38;
+    let input = dir.path().join("big.npy");
+    ndarray_npy::write_npy(&input, &x).unwrap();
+    let out = dir.path().join("r.npy");
+    let model = "data/models/mnist-cnn.lrpm";
+    let err = lrp_err(&[
+        "explain",
+        "--model",
+        model,
+        "--rule",
+        "epsilon",
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("sample 1") && err.contains("overflows"), "{err}");
+    assert!(!out.exists());
+    let err = lrp_err(&["predict", "--model", model, "--input", input.to_str().unwrap()]);
+    assert!(err.contains("sample 1") && err.contains("overflows"), "{err}");
+    // epsilon(0) on the LSTM with 0–255 inputs divides by zero: refused instead of writing NaN.
+    let rows: ndarray::ArrayD<f32> = ndarray_npy::read_npy(root().join(oracle("mnist-rows-lstm-inputs.npy"))).unwrap();
+    let raw = dir.path().join("raw.npy");
+    ndarray_npy::write_npy(&raw, &(rows * 255.0)).unwrap();
+    let err = lrp_err(&[
+        "explain",
+        "--model",
+        "data/models/mnist-lstm.lrpm",
+        "--input",
+        raw.to_str().unwrap(),
+        "--rule",
+        "epsilon(0)",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("relevance") || err.contains("epsilon"), "{err}");
+    assert!(!out.exists());
+}

@@ -204,9 +204,15 @@ fn run_job(a: RunArgs) -> Result<()> {
         chunk_size: a.chunk,
     };
     let runner = Runner::new(net, &specs, targets, id)?;
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = a.threads.unwrap_or(cores);
+    // More workers than 4× the cores only costs memory and thread start-up; an absurd count is a typo.
+    if threads == 0 || threads > 4 * cores.max(1) {
+        bail!(
+            "--threads {threads}: give 1 to {} (4 × the {cores} cores of this machine)",
+            4 * cores.max(1)
+        );
+    }
     let bar = ProgressBar::with_draw_target(
         Some(range.len() as u64),
         if std::io::stderr().is_terminal() {

@@ -74,7 +74,7 @@ pub fn run(a: ExplainArgs) -> Result<()> {
                     d.len() - 1
                 );
             }
-            let end = (start + a.count.max(1)).min(d.len());
+            let end = start.saturating_add(a.count.max(1)).min(d.len());
             let x = d.images.slice_axis(Axis(0), (start..end).into()).to_owned();
             (x, Some(d.labels[start..end].to_vec()))
         }

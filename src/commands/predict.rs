@@ -61,6 +61,12 @@ pub fn run(a: PredictArgs) -> Result<()> {
     } else {
         ndarray::concatenate(Axis(0), &views)?
     };
+    if let Some((sample, element, value)) = lrp_core::first_non_finite(&logits.view()) {
+        anyhow::bail!(
+            "the logits of sample {sample} hold {value} at element {element}: the model or the input overflows \
+             float32; nothing is written"
+        );
+    }
     let pred = argmax_rows(logits.view());
     let n = pred.len();
     let shown: Vec<String> = pred.iter().take(20).map(|p| p.to_string()).collect();

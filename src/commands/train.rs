@@ -73,7 +73,13 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
+    if a.epochs == 0 || a.epochs > 100_000 {
+        anyhow::bail!("--epochs {}: give 1 to 100000", a.epochs);
+    }
     let mut data = Dataset::load(&a.data, Split::Train)?;
+    if data.is_empty() {
+        anyhow::bail!("{}: the training split holds no images", a.data.display());
+    }
     if let Some(limit) = a.limit {
         let n = limit.min(data.len()).max(1);
         data.images = data.images.slice(s![..n, .., .., ..]).to_owned();

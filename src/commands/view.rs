@@ -32,6 +32,14 @@ pub struct ViewArgs {
 }
 
 pub fn run(a: ViewArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        eprintln!(
+            "error: lrp view needs a terminal on standard input and output (over SSH: ssh -t host lrp view); for \
+             files and pipes use lrp explain --print or --png"
+        );
+        std::process::exit(2);
+    }
     let data_dir = a.data.clone().unwrap_or_else(|| PathBuf::from("data/mnist"));
     let data = Dataset::load(&data_dir, Split::from(a.split))
         .context("cannot open the dataset (run from the repository root, or pass --data DIR)")?;

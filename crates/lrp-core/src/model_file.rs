@@ -198,6 +198,20 @@ impl Model {
 
     /// Reads and validates a model file.
     pub fn load(path: &Path) -> Result<Model> {
+        // Only regular files: /dev/zero or a pipe would be read until memory runs out.
+        let meta = std::fs::metadata(path).map_err(|e| CoreError::io(path, e))?;
+        if !meta.is_file() {
+            return Err(CoreError::ModelFile {
+                path: path.to_path_buf(),
+                reason: "is not a regular file".into(),
+            });
+        }
+        if meta.len() > (DECODE_LIMIT as u64) + 64 {
+            return Err(CoreError::ModelFile {
+                path: path.to_path_buf(),
+                reason: format!("is {} bytes, more than a model file can hold (1 GiB)", meta.len()),
+            });
+        }
         let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
         Model::from_bytes(&bytes, path)
     }

@@ -144,6 +144,21 @@ impl Network {
             shapes.push(out);
             map.push(layers.len());
         }
+        // Folding a batch norm can overflow (a huge scale over a tiny variance): refuse what would compute NaN.
+        for (index, layer) in layers.iter().enumerate() {
+            let params: Vec<&f32> = match layer {
+                Layer::Dense(d) => d.weight.iter().chain(d.bias.iter().flatten()).collect(),
+                Layer::Conv2d(c) => c.weight.iter().chain(c.bias.iter().flatten()).collect(),
+                _ => continue,
+            };
+            if params.iter().any(|v| !v.is_finite()) {
+                return Err(CoreError::InvalidLayer {
+                    index,
+                    kind: layer.kind().name(),
+                    reason: "has a non-finite weight or bias after folding its batch norm".into(),
+                });
+            }
+        }
         let n = layers.len();
         let mut last_use = vec![0usize; n + 1];
         for (k, ins) in wiring.iter().enumerate() {

@@ -344,3 +344,30 @@ fn grouped_convolutions_round_trip_through_graph_model_files() {
     .to_string();
     assert!(err.contains("input channels"), "{err}");
 }
+
+/// Layers that load but could not run (absurd sizes, overflowing products) are refused when the network is built,
+/// for `.lrpm` and ONNX alike, before any allocation.
+#[test]
+fn absurd_windows_and_reshapes_are_refused_at_construction() {
+    use lrp_core::{Pool2d, Window};
+    let pool = |kernel: usize, stride: usize, pad: usize| Pool2d {
+        window: Window {
+            kernel: [kernel; 2],
+            stride: [stride; 2],
+            pads: [pad; 4],
+        },
+        count_include_pad: true,
+    };
+    for layer in [
+        Layer::MaxPool2d(pool(1_000_000_000_000, 1, 999_999_999_999)),
+        Layer::AvgPool2d(pool(1_000_000, 1_000_000, 999_999)),
+        Layer::AvgPool2d(pool(usize::MAX, 1, usize::MAX - 1)),
+        Layer::Reshape(vec![4_611_686_018_427_388_100, 4]),
+        Layer::Reshape(vec![usize::MAX, usize::MAX]),
+    ] {
+        let err = Network::new(vec![1, 2, 2], vec![layer.clone()]);
+        assert!(err.is_err(), "{layer:?} must be refused");
+    }
+    // A legitimate global pool over a large map is still fine.
+    assert!(Network::new(vec![1, 512, 512], vec![Layer::AvgPool2d(pool(512, 1, 0))]).is_ok());
+}

@@ -37,6 +37,12 @@ pub struct Imported {
 
 /// Reads and imports an ONNX file; weights stored as external data are read from beside it.
 pub fn import_file(path: &Path) -> Result<Imported> {
+    // Only regular files: /dev/zero or a pipe would be read until memory runs out.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(OnnxError::Decode(format!("{} is not a regular file", path.display()))),
+        Err(e) => return Err(OnnxError::Decode(format!("cannot read {}: {e}", path.display()))),
+    }
     let bytes = std::fs::read(path).map_err(|e| OnnxError::Decode(format!("cannot read {}: {e}", path.display())))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() {

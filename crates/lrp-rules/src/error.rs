@@ -6,6 +6,22 @@ use lrp_core::CoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RulesError {
+    /// A forward pass or an explanation produced NaN or infinity (overflowing weights or inputs, a zero
+    /// stabilizer): refused rather than written.
+    #[error(
+        "the {what} of sample {sample} holds {value} at element {element}: the model or the input overflows float32 \
+         (or the rule's stabilizer is 0); nothing is written"
+    )]
+    NonFinite {
+        /// `logits` or `relevance`.
+        what: &'static str,
+        /// Index of the sample in the batch.
+        sample: usize,
+        /// Flat index within the sample.
+        element: usize,
+        /// The value.
+        value: f32,
+    },
     /// The spec text does not follow the grammar.
     #[error("rule spec '{spec}': {reason}")]
     Syntax {

@@ -153,9 +153,12 @@ impl<'n> Explainer<'n> {
 
     fn explain_block(&self, x: ArrayViewD<f32>, target: &Target) -> Result<Explanation> {
         let trace = self.net.forward_trace(x.view())?;
+        check_finite("logits", &trace.output)?;
         let targets = target.resolve(logits_2d(&trace.output)?)?;
         let seed = onehot(&trace.output, &targets, self.plan.is_lrp());
-        self.propagate(x, trace, seed, targets)
+        let e = self.propagate(x, trace, seed, targets)?;
+        check_finite("relevance", &e.relevance)?;
+        Ok(e)
     }
 
     /// Propagates a given output relevance (for LRP) or output gradient (for the gradient methods)
@@ -221,6 +224,19 @@ impl<'n> Explainer<'n> {
                 acc / n as f32
             }
         })
+    }
+}
+
+/// NaN or infinity in a result is an error naming the sample, never a value written.
+fn check_finite(what: &'static str, a: &ArrayD<f32>) -> Result<()> {
+    match lrp_core::first_non_finite(&a.view()) {
+        Some((sample, element, value)) => Err(RulesError::NonFinite {
+            what,
+            sample,
+            element,
+            value,
+        }),
+        None => Ok(()),
     }
 }
 

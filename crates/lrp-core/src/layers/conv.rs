@@ -65,8 +65,8 @@ impl Conv2d {
         let [kh, kw] = self.window.kernel;
         Window {
             kernel: [
-                (kh - 1).saturating_mul(self.dilation[0]).saturating_add(1),
-                (kw - 1).saturating_mul(self.dilation[1]).saturating_add(1),
+                kh.saturating_sub(1).saturating_mul(self.dilation[0]).saturating_add(1),
+                kw.saturating_sub(1).saturating_mul(self.dilation[1]).saturating_add(1),
             ],
             ..self.window
         }

@@ -282,6 +282,15 @@ impl Layer {
                         ),
                     ));
                 }
+                if c.window.kernel.contains(&0) || c.dilation.iter().any(|&d| d > super::window::MAX_WINDOW_SIDE) {
+                    return Err(self.invalid(
+                        index,
+                        format!(
+                            "kernel {:?} or dilation {:?} is out of range",
+                            c.window.kernel, c.dilation
+                        ),
+                    ));
+                }
                 if c.groups == 0 || c.dilation.contains(&0) {
                     return Err(self.invalid(
                         index,

@@ -2,6 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// No kernel side, stride or pad may be larger than this (checked when a network is built).
+pub const MAX_WINDOW_SIDE: usize = 1 << 16;
+/// No kernel may cover more positions than this (2²⁰; a global pool over a 1024×1024 map).
+pub const MAX_WINDOW_AREA: usize = 1 << 20;
+
 /// Kernel size, stride and zero padding of a 2-D sliding window.
 ///
 /// `pads` follows ONNX: `[top, left, bottom, right]`.
@@ -27,8 +32,8 @@ impl Window {
 
     /// Output height and width for an input of `h × w`, or `None` when the window does not fit.
     pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
-        let ph = h + self.pads[0] + self.pads[2];
-        let pw = w + self.pads[1] + self.pads[3];
+        let ph = h.checked_add(self.pads[0])?.checked_add(self.pads[2])?;
+        let pw = w.checked_add(self.pads[1])?.checked_add(self.pads[3])?;
         if self.kernel[0] == 0 || self.kernel[1] == 0 || self.stride[0] == 0 || self.stride[1] == 0 {
             return None;
         }
@@ -43,6 +48,19 @@ impl Window {
 
     /// Checks the window's own settings (non-zero kernel and stride, padding smaller than the kernel).
     pub fn validate(&self) -> Result<(), String> {
+        let sides = self.kernel.iter().chain(&self.stride).chain(&self.pads);
+        if sides.into_iter().any(|&v| v > MAX_WINDOW_SIDE) {
+            return Err(format!(
+                "kernel {:?}, stride {:?} and pads {:?} must each be at most {MAX_WINDOW_SIDE}",
+                self.kernel, self.stride, self.pads
+            ));
+        }
+        if self.kernel[0] * self.kernel[1] > MAX_WINDOW_AREA {
+            return Err(format!(
+                "kernel {:?} covers more than {MAX_WINDOW_AREA} positions",
+                self.kernel
+            ));
+        }
         if self.kernel.contains(&0) {
             return Err(format!("kernel {:?} has a zero side", self.kernel));
         }
