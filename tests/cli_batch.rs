@@ -218,6 +218,43 @@ fn shards_merged_equal_one_run() {
         dir.path().join("m2").to_str().unwrap(),
     ]);
     assert!(err.contains("one of 3 shards"), "{err}");
+    // A merge that fails half-way (a shard's rule file is gone) can be retried once the shard is remade.
+    let retry = dir.path().join("retry");
+    let rule = results(&shards[1])
+        .into_iter()
+        .find(|(n, _)| n.starts_with("rule1"))
+        .unwrap()
+        .0;
+    let kept = std::fs::read(shards[1].join(&rule)).unwrap();
+    std::fs::remove_file(shards[1].join(&rule)).unwrap();
+    let mut args = vec!["batch", "merge"];
+    args.extend(shards.iter().map(|p| p.to_str().unwrap()));
+    args.extend(["--out", retry.to_str().unwrap()]);
+    lrp_err(&args);
+    std::fs::write(shards[1].join(&rule), kept).unwrap();
+    lrp_ok(&args);
+    assert_eq!(results(&retry), results(&one));
+    // The same run with the model spelled another way is the same run for --resume.
+    let other_spelling = format!("./{MODEL}");
+    let out = lrp_ok(&[
+        "batch",
+        "--model",
+        &other_spelling,
+        "--data",
+        "./data/mnist",
+        "--rule",
+        "epsilon",
+        "--rule",
+        "epsilon-gamma-box",
+        "--limit",
+        "250",
+        "--chunk",
+        "40",
+        "--resume",
+        "--out",
+        one.to_str().unwrap(),
+    ]);
+    assert!(!out.contains("different"), "{out}");
 }
 
 #[test]

@@ -234,3 +234,33 @@ fn a_full_disk_on_stdout_and_a_viewer_without_terminal_end_cleanly() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("needs a terminal") && err.contains("ssh -t"), "{err}");
 }
+
+#[test]
+fn training_with_a_broken_test_split_fails_and_without_one_notes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bars");
+    std::fs::create_dir(&data).unwrap();
+    write_bars_dataset(&data, 12, 100, 40);
+    let test_images = data.join("t10k-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&test_images).unwrap();
+    std::fs::write(&test_images, &bytes[..bytes.len() / 2]).unwrap();
+    let out = dir.path().join("m.lrpm");
+    let args = [
+        "train",
+        "--arch",
+        "mlp",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let err = lrp_err(&args);
+    assert!(err.contains("test split"), "{err}");
+    assert!(!out.exists(), "nothing is written when the data is broken");
+    std::fs::remove_file(&test_images).unwrap();
+    let text = lrp_ok(&args);
+    assert!(text.contains("no test split"), "{text}");
+    assert!(out.exists());
+}

@@ -68,4 +68,28 @@ fn epsilon_gamma_box_beats_the_random_order_on_the_shipped_cnn() {
         foreign.to_str().unwrap(),
     ]);
     assert!(err.contains("refusing"), "{err}");
+    // A baseline that overflows the model is an error, never NaN in the report.
+    for baseline in ["3e38", "inf"] {
+        let out = dir.path().join(format!("b-{baseline}"));
+        let err = lrp_err(&[
+            "eval",
+            "--model",
+            "data/models/mnist-cnn.lrpm",
+            "--data",
+            "data/mnist",
+            "--rule",
+            "epsilon",
+            "--limit",
+            "2",
+            "--baseline",
+            baseline,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            err.contains("baseline") || err.contains("overflows"),
+            "{baseline}: {err}"
+        );
+        assert!(!out.join("report.md").exists());
+    }
 }

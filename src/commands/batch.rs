@@ -121,6 +121,10 @@ fn run_job(a: RunArgs) -> Result<()> {
     let model = load_model(&model_path)?;
     let net = &model.network;
     let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+    // Paths by their canonical form: `./m`, `m` and `/abs/m` are one run for --resume.
+    let canonical = |p: &std::path::Path| {
+        std::fs::canonicalize(p).map_or_else(|_| p.display().to_string(), |c| c.display().to_string())
+    };
     let (source, inputs, inputs_digest, labels): (Box<dyn Source>, String, String, Option<Vec<u8>>) =
         match (&a.input, &a.data) {
             (Some(path), _) => {
@@ -131,7 +135,7 @@ fn run_job(a: RunArgs) -> Result<()> {
                         path.display()
                     );
                 }
-                (Box::new(src), path.display().to_string(), digest_file(path)?, None)
+                (Box::new(src), canonical(path), digest_file(path)?, None)
             }
             (None, Some(dir)) => {
                 let split: Split = a.split.into();
@@ -142,7 +146,7 @@ fn run_job(a: RunArgs) -> Result<()> {
                 let d = load_split_for(dir, split, net)?;
                 let desc = format!(
                     "{} ({} split)",
-                    dir.display(),
+                    canonical(dir),
                     if matches!(split, Split::Test) { "test" } else { "train" }
                 );
                 (Box::new(ArraySource { data: d.images }), desc, digest, Some(d.labels))
@@ -190,7 +194,7 @@ fn run_job(a: RunArgs) -> Result<()> {
         );
     }
     let id = RunId {
-        model: model_path.display().to_string(),
+        model: canonical(&model_path),
         model_digest: digest_file(&model_path)?,
         inputs,
         inputs_digest,

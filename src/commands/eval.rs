@@ -61,6 +61,9 @@ fn mean_curve(curves: &[Vec<f32>]) -> Vec<f32> {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if !a.baseline.is_finite() {
+        bail!("--baseline {}: give a finite value", a.baseline);
+    }
     let specs = a.rules.iter().map(|r| Spec::parse(r)).collect::<Result<Vec<_>, _>>()?;
     let model = load_model(&a.model)?;
     let net = &model.network;

@@ -85,7 +85,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
         data.images = data.images.slice(s![..n, .., .., ..]).to_owned();
         data.labels.truncate(n);
     }
-    let test = Dataset::load(&a.data, Split::Test).ok();
+    // No test split is fine (training only); a test split that is there but broken is an error, not a skip.
+    let test = match Dataset::load(&a.data, Split::Test) {
+        Ok(t) => Some(t),
+        Err(lrp_core::CoreError::MissingDataFile { .. }) => {
+            eprintln!(
+                "note: {} has no test split; no test accuracy will be reported",
+                a.data.display()
+            );
+            None
+        }
+        Err(e) => return Err(e).context("the test split cannot be read"),
+    };
     let classes = data.num_classes().max(test.as_ref().map_or(0, Dataset::num_classes));
     let arch = match a.arch {
         ArchArg::Mlp => Arch::Mlp,

@@ -77,18 +77,28 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
     }
     if out.join("manifest.json").exists() {
         let existing = Manifest::load(out)?;
-        if existing.run == merged && existing.is_complete() {
+        if existing.run == merged && existing.is_complete_in(out) {
             return Ok(existing);
         }
-        return Err(BatchError::OutputDir {
-            dir: out.to_path_buf(),
-            reason: "holds another run; choose another --out".into(),
-        });
+        // The same merge, interrupted or failed before: do it again (its files are rewritten whole).
+        if existing.run != merged {
+            return Err(BatchError::OutputDir {
+                dir: out.to_path_buf(),
+                reason: "holds another run; choose another --out".into(),
+            });
+        }
     }
     crate::files::refuse_foreign_folder(out, "manifest.json")?;
     let _lock = crate::files::lock_folder(out)?;
     crate::files::remove_stale_temporaries(out)?;
-    std::fs::create_dir_all(out).map_err(|e| BatchError::io(out, e))?;
+    // The merged run's identity lands first, so a merge that fails or is killed half-way can be retried.
+    Manifest {
+        run: merged.clone(),
+        status: "merging".into(),
+        timings: None,
+        ..base.clone()
+    }
+    .save(out)?;
     let parts = |name: &str| shards.iter().map(|(d, _)| d.join(name)).collect::<Vec<_>>();
     let n = merged.total;
     assemble::<f32>(&out.join(&base.logits), &[n, base.classes], &parts(&base.logits))?;

@@ -111,6 +111,14 @@ pub fn perturbation_curve(
         stack.index_axis_mut(Axis(0), k + 1).assign(&current);
     }
     let logits = net.forward(stack.view())?;
+    if let Some((step, element, value)) = lrp_core::first_non_finite(&logits.view()) {
+        return Err(RulesError::NonFinite {
+            what: "logits (perturbation step)",
+            sample: step,
+            element,
+            value,
+        });
+    }
     let logits = logits
         .into_dimensionality::<Ix2>()
         .map_err(|_| RulesError::Target("logits are not [N, K]".into()))?;
