@@ -393,3 +393,58 @@ fn non_finite_results_are_errors_never_written() {
     assert!(err.contains("relevance") || err.contains("epsilon"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn long_output_names_and_empty_splits_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 250-character name: its temporary file must not be longer than a file name may be.
+    let out = dir.path().join(format!("{}.npy", "r".repeat(246)));
+    lrp_ok(&[
+        "explain",
+        "--model",
+        "data/models/mnist-mlp.lrpm",
+        "--data",
+        "data/mnist",
+        "--index",
+        "3",
+        "--rule",
+        "epsilon",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(out.exists());
+    let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(leftovers, 1, "no temporary file is left");
+    // An empty test split is named as such, not as a range ending at 2^64 − 1.
+    let data = dir.path().join("empty");
+    std::fs::create_dir(&data).unwrap();
+    write_bars_dataset(&data, 12, 30, 0);
+    let model = dir.path().join("m.lrpm");
+    lrp_ok(&[
+        "train",
+        "--arch",
+        "mlp",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    let err = lrp_err(&[
+        "explain",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+        "--print",
+    ]);
+    assert!(
+        err.contains("holds no samples") && !err.contains("18446744073709551615"),
+        "{err}"
+    );
+}

@@ -196,7 +196,7 @@ fn run_job(a: RunArgs) -> Result<()> {
     let id = RunId {
         model: canonical(&model_path),
         model_digest: digest_file(&model_path)?,
-        inputs,
+        inputs: inputs.clone(),
         inputs_digest,
         total,
         start: range.start,
@@ -228,9 +228,17 @@ fn run_job(a: RunArgs) -> Result<()> {
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  ETA {eta}").expect("valid template"),
     );
-    let outcome = runner.run(source.as_ref(), &out, threads, a.resume, &|n| {
-        bar.set_position(n as u64)
-    })?;
+    let outcome = runner
+        .run(source.as_ref(), &out, threads, a.resume, &|n| {
+            bar.set_position(n as u64)
+        })
+        .with_context(|| {
+            format!(
+                "explaining {inputs} with {} into {}",
+                model_path.display(),
+                out.display()
+            )
+        })?;
     bar.finish_and_clear();
     match outcome {
         Outcome::AlreadyComplete(m) => {

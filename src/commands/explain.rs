@@ -66,6 +66,9 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         (None, Some(dir)) => {
             let d = load_split_for(dir, a.split.into(), net)?;
             let start = a.index.unwrap_or(0);
+            if d.len() == 0 {
+                bail!("{}: the split holds no samples", dir.display());
+            }
             if start >= d.len() {
                 bail!(
                     "--index {start} is out of range: {} has {} samples (0 to {})",

@@ -8,7 +8,12 @@ pub fn temp_path(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
+    let pid = std::process::id();
+    // A file name may hold 255 bytes: a long name gets a short temporary one (its hash), not a longer one.
+    if name.len() + 24 > 255 {
+        return path.with_file_name(format!(".lrp{:016x}.tmp{pid}", crate::hash::fnv1a(name.as_bytes())));
+    }
+    path.with_file_name(format!(".{name}.tmp{pid}"))
 }
 
 /// Writes `path` atomically: `fill` writes a temporary file beside it (the path it is given), which is renamed
