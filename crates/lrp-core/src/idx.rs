@@ -31,6 +31,11 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
         reason,
     };
     let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| CoreError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(bad("is not a regular file".into()));
+    }
+    let file_size = meta.len();
     let mut raw = BufReader::new(file);
     let mut sniff = [0u8; 2];
     let peeked = {
@@ -40,7 +45,8 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
         sniff[..n].copy_from_slice(&buf[..n]);
         n
     };
-    let mut reader: Box<dyn Read> = if peeked == 2 && sniff == [0x1f, 0x8b] {
+    let gzip = peeked == 2 && sniff == [0x1f, 0x8b];
+    let mut reader: Box<dyn Read> = if gzip {
         Box::new(GzDecoder::new(raw))
     } else {
         Box::new(raw)
@@ -80,6 +86,23 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
         return Err(bad(format!(
             "dimensions {dims:?} ask for {total} bytes, more than this reader accepts"
         )));
+    }
+    // What the file can hold, before anything is allocated: raw data is the file less its header; deflate expands
+    // at most 1032:1, so a small .gz cannot honestly announce gigabytes.
+    let room = if gzip {
+        file_size.saturating_mul(1032)
+    } else {
+        file_size.saturating_sub(4 + 4 * ndim as u64)
+    };
+    if total > room {
+        return Err(bad(if gzip {
+            format!(
+                "header dimensions {dims:?} announce {total} bytes of data; a gzip file of {file_size} bytes cannot \
+                 hold them"
+            )
+        } else {
+            format!("truncated: header dimensions {dims:?} announce {total} bytes of data, the file holds {room}")
+        }));
     }
     let mut data = Vec::with_capacity((total as usize).min(64 << 20));
     reader

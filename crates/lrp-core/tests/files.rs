@@ -149,6 +149,13 @@ fn idx_reads_raw_and_gzip_and_refuses_malformed_files() {
     assert!(read_idx(&p).unwrap_err().to_string().contains("not an IDX file"));
     std::fs::write(&p, [0u8, 0, 8, 3, 0, 0]).unwrap();
     assert!(read_idx(&p).unwrap_err().to_string().contains("before dimension 0"));
+    // Headers that announce far more than the file can hold are refused before anything is allocated.
+    write_idx(&p, &[1 << 30], &[1, 2, 3], false);
+    let err = read_idx(&p).unwrap_err().to_string();
+    assert!(err.contains("truncated") && err.contains("holds 3"), "{err}");
+    write_idx(&p, &[1 << 30], &[1, 2, 3], true);
+    let err = read_idx(&p).unwrap_err().to_string();
+    assert!(err.contains("gzip file") && err.contains("cannot hold"), "{err}");
     std::fs::write(&p, [0u8, 0, 8, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap();
     assert!(
         read_idx(&p)
