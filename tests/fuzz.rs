@@ -11,6 +11,24 @@ use ndarray::ArrayD;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Every fuzz test runs under an address-space limit of 6 GiB (this test binary is a process of its own): a loader
+/// that believed a header and allocated for it would abort the run instead of passing.
+fn limit_memory() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(target_os = "linux")]
+        {
+            let limit = libc::rlimit {
+                rlim_cur: 6 << 30,
+                rlim_max: 6 << 30,
+            };
+            // SAFETY: setrlimit with a valid struct; it only lowers this process's own limit.
+            let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) };
+            assert_eq!(rc, 0, "setrlimit");
+        }
+    });
+}
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -44,6 +62,7 @@ fn mutate(rng: &mut ChaCha8Rng, bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mutated_model_files_load_or_are_refused_and_loaded_ones_run() {
+    limit_memory();
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     let x = ArrayD::<f32>::from_elem(ndarray::IxDyn(&[2, 1, 28, 28]), 0.5);
     let mut loaded = 0;
@@ -89,6 +108,7 @@ fn npy_bytes(shape: &[usize], descr: &str, payload: usize) -> Vec<u8> {
 
 #[test]
 fn mutated_npy_inputs_open_or_are_refused_within_their_size() {
+    limit_memory();
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.npy");
@@ -113,6 +133,7 @@ fn mutated_npy_inputs_open_or_are_refused_within_their_size() {
 
 #[test]
 fn mutated_idx_datasets_load_or_are_refused() {
+    limit_memory();
     let mut rng = ChaCha8Rng::seed_from_u64(14);
     let dir = tempfile::tempdir().unwrap();
     // Raw (uncompressed) IDX files: a 20-image split.
@@ -138,6 +159,7 @@ fn mutated_idx_datasets_load_or_are_refused() {
 
 #[test]
 fn random_rule_specs_parse_or_are_refused() {
+    limit_memory();
     let mut rng = ChaCha8Rng::seed_from_u64(15);
     let pieces = [
         "all",
