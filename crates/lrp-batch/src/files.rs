@@ -199,8 +199,9 @@ pub fn remove_stale_temporaries(dir: &Path) -> Result<()> {
 }
 
 /// Refuses to write into `dir` when it exists, is not empty and lacks `marker` (the file that says the folder is
-/// one of ours: `manifest.json`, `report.json`): another tool's folder is never written into. The lock file and an
-/// empty `chunks` folder (what a writer killed before its manifest landed leaves) do not count.
+/// one of ours: `manifest.json`, `report.json`): another tool's folder is never written into. The lock file, lrp's
+/// temporaries and an empty `chunks` folder (what a writer killed before its manifest landed leaves, or what a
+/// writer holding the lock has just begun) do not count.
 pub fn refuse_foreign_folder(dir: &Path, marker: &str) -> Result<()> {
     if !dir.exists() || dir.join(marker).exists() {
         return Ok(());
@@ -211,7 +212,12 @@ pub fn refuse_foreign_folder(dir: &Path, marker: &str) -> Result<()> {
         .filter(|e| {
             let name = e.file_name();
             let empty_dir = |p: &Path| std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none());
-            !(name == LOCK_FILE || (name == "chunks" && empty_dir(&e.path())))
+            let ours_in_flight = {
+                // Another lrp's lock, or the temporary of its manifest being written right now.
+                let n = name.to_string_lossy();
+                n.starts_with('.') && n.contains(".tmp")
+            };
+            !(name == LOCK_FILE || ours_in_flight || (name == "chunks" && empty_dir(&e.path())))
         });
     if entries.next().is_some() {
         return Err(BatchError::OutputDir {
