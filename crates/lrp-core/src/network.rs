@@ -9,6 +9,10 @@ use ndarray::{ArrayD, ArrayViewD};
 use crate::error::{CoreError, Result};
 use crate::layers::{Layer, LayerKind};
 
+/// No value of a network may hold more than this many elements per sample (2²⁶, 256 MiB of float32): checked when
+/// the network is built, so a model file cannot make a forward pass allocate without bound.
+pub const MAX_VALUE_ELEMENTS: usize = 1 << 26;
+
 /// [`Network::forward`] splits large batches so that the widest intermediate holds about this many floats.
 const BLOCK_FLOATS: usize = 1 << 19;
 
@@ -81,7 +85,7 @@ impl Network {
         if input_shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .is_none_or(|n| n > 1 << 31)
+            .is_none_or(|n| n > MAX_VALUE_ELEMENTS)
         {
             return Err(CoreError::InvalidNetwork(format!(
                 "input shape {input_shape:?} is too large"
@@ -122,6 +126,17 @@ impl Network {
             let in_shapes: Vec<&[usize]> = ins.iter().map(|&v| shapes[v].as_slice()).collect();
             // Validates the layer (batch norm included) against the shapes that reach it.
             let out = layer.output_shape_many(index, &in_shapes)?;
+            let count = out.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if count.is_none_or(|n| n > MAX_VALUE_ELEMENTS) {
+                return Err(CoreError::InvalidLayer {
+                    index,
+                    kind: layer.kind().name(),
+                    reason: format!(
+                        "its output {out:?} holds more than {MAX_VALUE_ELEMENTS} values per sample (the limit of this \
+                         build)"
+                    ),
+                });
+            }
             if let Layer::BatchNorm(bn) = &layer {
                 let src = ins[0];
                 let foldable = src > 0 && src == layers.len() && readers[inputs[0]] == 1;

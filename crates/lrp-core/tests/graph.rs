@@ -371,3 +371,15 @@ fn absurd_windows_and_reshapes_are_refused_at_construction() {
     // A legitimate global pool over a large map is still fine.
     assert!(Network::new(vec![1, 512, 512], vec![Layer::AvgPool2d(pool(512, 1, 0))]).is_ok());
 }
+
+#[test]
+fn values_too_large_per_sample_are_refused_at_construction() {
+    // Zero padding of 5,000 on each side of a 1×1 map: 10,001² values per sample, each axis well within bounds.
+    let pad = Layer::Pad(vec![[0, 0], [5_000, 5_000], [5_000, 5_000]]);
+    let err = Network::new(vec![1, 1, 1], vec![pad]).unwrap_err().to_string();
+    assert!(err.contains("values per sample"), "{err}");
+    let err = Network::new(vec![1 << 14, 1 << 13], vec![Layer::Relu])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("too large"), "{err}");
+}
