@@ -430,3 +430,32 @@ fn a_run_killed_at_any_step_resumes_to_the_same_files_and_leaves_no_temporaries(
     assert!(spawn_batch(&out, "epsilon", true, None).wait().unwrap().success());
     assert_eq!(batch_results(&out), want);
 }
+
+#[test]
+fn merge_writes_only_inside_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.npy");
+    std::fs::write(&victim, b"precious").unwrap();
+    let mut shards = Vec::new();
+    for i in 0..2 {
+        let d = dir.path().join(format!("s{i}"));
+        batch(&d, &["--limit", "40", "--chunk", "20", "--shard", &format!("{i}/2")]);
+        shards.push(d);
+    }
+    // A shard manifest whose rule file is a path elsewhere.
+    let path = shards[1].join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m["rules"][0]["file"] = serde_json::Value::String(victim.to_str().unwrap().to_string());
+    std::fs::write(&path, serde_json::to_string(&m).unwrap()).unwrap();
+    let out = dir.path().join("merged");
+    let err = lrp_err(&[
+        "batch",
+        "merge",
+        shards[0].to_str().unwrap(),
+        shards[1].to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("not a plain .npy name"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}

@@ -264,3 +264,23 @@ fn training_with_a_broken_test_split_fails_and_without_one_notes_it() {
     assert!(text.contains("no test split"), "{text}");
     assert!(out.exists());
 }
+
+#[test]
+fn training_on_an_empty_split_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("empty");
+    std::fs::create_dir(&data).unwrap();
+    write_bars_dataset(&data, 12, 0, 10);
+    let err = lrp_err(&[
+        "train",
+        "--arch",
+        "mlp",
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        "5",
+        "--out",
+        dir.path().join("m.lrpm").to_str().unwrap(),
+    ]);
+    assert!(err.contains("no images"), "{err}");
+}
