@@ -657,7 +657,7 @@ fn fold(
                 (idx.iter().map(|&i| d[i]).collect(), false)
             }
             "ConstantOfShape" => {
-                let (d, _) = sym_at(0).ok_or("expected a shape")?;
+                sym_at(0).ok_or("expected a shape")?;
                 let value = attr(node, "value")
                     .and_then(|a| a.t.as_ref())
                     .map(|t| Tensor::from_proto(t).map_err(|e| e.to_string()))
@@ -665,7 +665,6 @@ fn fold(
                 if value.is_some_and(|v| v.data.iter().any(|&x| x != 0.0)) {
                     return Err("ConstantOfShape with a non-zero value and a batch-dependent shape".into());
                 }
-                let _ = d;
                 return Ok(Folded::Val(Val::Zeros));
             }
             other => {
@@ -835,27 +834,9 @@ fn fold(
                     (&a.data / &c.data).mapv(f64::trunc)
                 }
                 "Div" => &a.data / &c.data,
-                "Pow" => {
-                    let mut out = &a.data + &(&c.data * 0.0);
-                    ndarray::Zip::from(&mut out)
-                        .and_broadcast(&c.data)
-                        .for_each(|o, &e| *o = o.powf(e));
-                    out
-                }
-                "Max" => {
-                    let mut out = &a.data + &(&c.data * 0.0);
-                    ndarray::Zip::from(&mut out)
-                        .and_broadcast(&c.data)
-                        .for_each(|o, &e| *o = o.max(e));
-                    out
-                }
-                _ => {
-                    let mut out = &a.data + &(&c.data * 0.0);
-                    ndarray::Zip::from(&mut out)
-                        .and_broadcast(&c.data)
-                        .for_each(|o, &e| *o = o.min(e));
-                    out
-                }
+                "Pow" => broadcast_with(&a.data, &c.data, f64::powf),
+                "Max" => broadcast_with(&a.data, &c.data, f64::max),
+                _ => broadcast_with(&a.data, &c.data, f64::min),
             };
             Tensor { data, int }
         }
@@ -890,7 +871,6 @@ fn fold(
             };
             let v = value.data.iter().next().copied().unwrap_or(0.0);
             let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            let _ = count;
             Tensor {
                 data: ArrayD::from_elem(IxDyn(&dims), v),
                 int: value.int,
@@ -920,6 +900,16 @@ fn fold(
         }
     };
     Ok(Folded::Const(t))
+}
+
+/// `f(a, c)` elementwise over the broadcast of the two shapes (checked by the caller).
+fn broadcast_with(a: &ArrayD<f64>, c: &ArrayD<f64>, f: impl Fn(f64, f64) -> f64) -> ArrayD<f64> {
+    let shape = broadcast_shape(a.shape(), c.shape()).expect("shapes checked to broadcast");
+    let (a, c) = (
+        a.broadcast(IxDyn(&shape)).expect("broadcasts"),
+        c.broadcast(IxDyn(&shape)).expect("broadcasts"),
+    );
+    ndarray::Zip::from(&a).and(&c).map_collect(|&x, &y| f(x, y))
 }
 
 /// Resolves a `Reshape` of a constant (0 copies, −1 infers).

@@ -306,8 +306,6 @@ fn mutated_graph_models_are_refused_or_run_never_panic() {
                     bytes = m.encode_to_vec();
                 }
             }
-            let path_dir = fixture(name).parent().unwrap().to_path_buf();
-            let _ = path_dir;
             if let Ok(imported) = import_bytes(&bytes) {
                 let shape: Vec<usize> = std::iter::once(2)
                     .chain(imported.network.input_shape().iter().copied())
@@ -593,4 +591,29 @@ fn every_listed_shape_and_constant_operator_imports_with_its_definition() {
             assert_eq!(y[[n, k]], x[[n, 2, j]]);
         }
     }
+}
+
+#[test]
+fn constant_arithmetic_folds_with_broadcasting() {
+    // x · max(min(2^[1, 3], 5), [[3], [1]])… folded at import to the constant [[3, 5], [2, 5]] (broadcast [2, 2]).
+    let bytes = tiny(
+        &[2, 2],
+        vec![
+            op("Pow", &["two", "e"], "p", vec![]),
+            op("Min", &["p", "five"], "m", vec![]),
+            op("Max", &["m", "col"], "c", vec![]),
+            op("Mul", &["x", "c"], "y", vec![]),
+        ],
+        vec![
+            float_tensor("two", &[], &[2.0]),
+            float_tensor("e", &[2], &[1.0, 3.0]),
+            float_tensor("five", &[], &[5.0]),
+            float_tensor("col", &[2, 1], &[3.0, 1.0]),
+        ],
+        17,
+    );
+    let x = ArrayD::from_elem(ndarray::IxDyn(&[1, 2, 2]), 1.0f32);
+    let (imported, y) = run(&bytes, &x);
+    assert_eq!(imported.network.layers().len(), 1, "one Mul by a folded constant");
+    assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![3.0, 5.0, 2.0, 5.0]);
 }
