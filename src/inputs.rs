@@ -27,16 +27,31 @@ pub fn load_model(path: &Path) -> Result<Model> {
     })
 }
 
-/// Reads a float `.npy` (float32, or float64 converted with a note) through the one reader every command uses,
-/// and makes it a batch for `net`: a single sample without the batch axis gets one.
-pub fn load_npy_input(path: &Path, net: &Network) -> Result<ArrayD<f32>> {
-    let src = lrp_batch::NpySource::open_for(path, net.input_shape())?;
+/// Says on standard error what an input file holds that a user may not expect: float64 values (converted) and
+/// values outside [0, 1], the range of the shipped MNIST models (0–255 pixels give logits in the thousands).
+pub fn note_npy_input(path: &Path, src: &lrp_batch::NpySource) {
     if src.is_f64() {
         eprintln!(
             "note: {} holds float64 values; they are converted to float32",
             path.display()
         );
     }
+    if let Some((lo, hi)) = src.value_range()
+        && (lo < -1e-3 || hi > 1.0 + 1e-3)
+    {
+        eprintln!(
+            "warning: {} holds values from {lo} to {hi}, outside [0, 1]: the shipped models take pixels in [0, 1] \
+             (divide 0–255 images by 255); ignore this for a model trained on another range",
+            path.display()
+        );
+    }
+}
+
+/// Reads a float `.npy` (float32, or float64 converted with a note) through the one reader every command uses,
+/// and makes it a batch for `net`: a single sample without the batch axis gets one.
+pub fn load_npy_input(path: &Path, net: &Network) -> Result<ArrayD<f32>> {
+    let src = lrp_batch::NpySource::open_for(path, net.input_shape())?;
+    note_npy_input(path, &src);
     let x = src.all();
     net.check_input(&x.view())
         .with_context(|| format!("{}: not an input for this model", path.display()))?;

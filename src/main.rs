@@ -2,6 +2,7 @@
 
 mod commands;
 mod inputs;
+mod text;
 
 use std::process::ExitCode;
 
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", text::error_chain(&e));
             ExitCode::from(1)
         }
     }

@@ -191,8 +191,8 @@ fn absurd_arguments_and_device_files_are_refused_without_panic() {
     ]);
     assert!(err.contains("--threads"), "{err}");
     assert!(!std::path::Path::new("/tmp/never-batch").exists());
-    // A count past the end explains what is there.
-    let out = lrp_ok(&[
+    // A count past the end is refused with the largest count that fits (never silently cut).
+    let err = lrp_err(&[
         "explain",
         "--model",
         "data/models/mnist-mlp.lrpm",
@@ -206,7 +206,10 @@ fn absurd_arguments_and_device_files_are_refused_without_panic() {
         "epsilon",
         "--print",
     ]);
-    assert!(out.contains("index 9999"), "{out}");
+    assert!(
+        err.contains("reaches past the end") && err.contains("--count 1"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,11 +1,9 @@
 //! `lrp batch` and `lrp batch merge`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use lrp_batch::{ArraySource, DEFAULT_CHUNK, NpySource, Outcome, RunId, Runner, Source, Targets, digest_file};
 use lrp_core::Split;
@@ -13,6 +11,7 @@ use lrp_core::idx::find_data_file;
 use lrp_rules::Spec;
 
 use crate::inputs::{SplitArg, load_model, load_split_for, load_targets};
+use crate::text::count;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -37,12 +36,13 @@ enum BatchCommand {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("inputs").required(true).args(["input", "data"])))]
 struct RunArgs {
     /// Model file (native, or .onnx).
     #[arg(long, required = true)]
     model: Option<PathBuf>,
     /// Inputs as a float32 .npy `[N, …input shape]` (memory-mapped).
-    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    #[arg(long, conflicts_with = "data")]
     input: Option<PathBuf>,
     /// Dataset folder (IDX files).
     #[arg(long)]
@@ -84,10 +84,10 @@ pub fn run(a: BatchArgs) -> Result<()> {
         Some(BatchCommand::Merge { dirs, out }) => {
             let m = lrp_batch::merge(&dirs, &out)?;
             println!(
-                "merged {} shards: {} samples × {} rules → {}",
-                dirs.len(),
-                m.run.count,
-                m.rules.len(),
+                "merged {}: {} × {} → {}",
+                count(dirs.len(), "shard"),
+                count(m.run.count, "sample"),
+                count(m.rules.len(), "rule"),
                 out.display()
             );
             Ok(())
@@ -129,12 +129,7 @@ fn run_job(a: RunArgs) -> Result<()> {
         match (&a.input, &a.data) {
             (Some(path), _) => {
                 let src = NpySource::open(path)?;
-                if src.is_f64() {
-                    eprintln!(
-                        "note: {} holds float64 values; they are converted to float32",
-                        path.display()
-                    );
-                }
+                crate::inputs::note_npy_input(path, &src);
                 (Box::new(src), canonical(path), digest_file(path)?, None)
             }
             (None, Some(dir)) => {
@@ -217,17 +212,7 @@ fn run_job(a: RunArgs) -> Result<()> {
             4 * cores.max(1)
         );
     }
-    let bar = ProgressBar::with_draw_target(
-        Some(range.len() as u64),
-        if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  ETA {eta}").expect("valid template"),
-    );
+    let bar = crate::text::progress(range.len() as u64, "samples");
     let outcome = runner
         .run(source.as_ref(), &out, threads, a.resume, &|n| {
             bar.set_position(n as u64)
@@ -243,21 +228,21 @@ fn run_job(a: RunArgs) -> Result<()> {
     match outcome {
         Outcome::AlreadyComplete(m) => {
             println!(
-                "{} already holds this complete run ({} samples × {} rules); nothing to do",
+                "{} already holds this complete run ({} × {}); nothing to do",
                 out.display(),
-                m.run.count,
-                m.rules.len()
+                count(m.run.count, "sample"),
+                count(m.rules.len(), "rule")
             );
         }
         Outcome::Completed(m) => {
             let t = m.timings.as_ref().expect("a completed run has timings");
             println!(
-                "explained {} samples × {} rules in {:.2} s ({:.0} explanations/s, {} threads){} → {}",
-                t.samples,
-                m.rules.len(),
+                "explained {} × {} in {:.2} s ({:.0} explanations/s, {}){} → {}",
+                count(t.samples, "sample"),
+                count(m.rules.len(), "rule"),
                 t.seconds,
                 t.explanations_per_second,
-                t.threads,
+                count(t.threads, "thread"),
                 if t.samples < m.run.count {
                     format!(", resumed: {} were done before", m.run.count - t.samples)
                 } else {

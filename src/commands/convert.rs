@@ -12,12 +12,19 @@ pub struct ConvertArgs {
     /// Model to read (.onnx, or native).
     #[arg(long)]
     model: PathBuf,
-    /// Native model file to write.
+    /// Native model file to write (.lrpm; an .onnx name is refused).
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
+    if a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+        anyhow::bail!(
+            "--out {}: lrp convert writes lrp's native format, which lrp would not read back under an .onnx name \
+             (ONNX export is not supported); name it .lrpm",
+            a.out.display()
+        );
+    }
     let model = load_model(&a.model)?;
     model
         .save(&a.out)

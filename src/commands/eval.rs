@@ -48,6 +48,9 @@ pub struct EvalArgs {
     /// Seed of the random ordering.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Replace a report already in --out.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Curves of one chunk: per rule, per sample; then the random ordering per sample.
@@ -61,6 +64,9 @@ fn mean_curve(curves: &[Vec<f32>]) -> Vec<f32> {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if a.region == 0 {
+        bail!("--region 0: give the side of the removed squares, 1 pixel or more");
+    }
     if !a.baseline.is_finite() {
         bail!("--baseline {}: give a finite value", a.baseline);
     }
@@ -81,10 +87,18 @@ pub fn run(a: EvalArgs) -> Result<()> {
     lrp_batch::refuse_foreign_folder(&a.out, "report.json")?;
     // One writer per folder until the report is written.
     let _lock = lrp_batch::lock_folder(&a.out)?;
+    let json_path = a.out.join("report.json");
+    if json_path.exists() && !a.force {
+        bail!(
+            "{} already holds a report; pass --force to replace it, or choose another --out",
+            a.out.display()
+        );
+    }
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let started = std::time::Instant::now();
+    let bar = crate::text::progress(n as u64, "images");
     let chunks: Vec<ChunkCurves> = lrp_batch::map_chunks(n, 32, threads, |range| -> Result<ChunkCurves> {
         let x = data.images.slice_axis(Axis(0), range.clone().into());
         let explanations = explainers
@@ -124,8 +138,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
+        bar.inc(range.len() as u64);
         Ok((per_rule, random))
     })?;
+    bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let rule_curves: Vec<Vec<Vec<f32>>> = (0..specs.len())
         .map(|k| chunks.iter().flat_map(|(r, _)| r[k].iter().cloned()).collect())
@@ -158,7 +174,6 @@ pub fn run(a: EvalArgs) -> Result<()> {
         "rules": rules.iter().map(|(spec, s, c)| json!({"spec": spec, "aopc": s, "curve": c})).collect::<Vec<_>>(),
         "random": {"aopc": random_aopc, "curve": random_curve},
     });
-    let json_path = a.out.join("report.json");
     crate::inputs::write_atomic(&json_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     let mut ranked: Vec<&(String, f64, Vec<f32>)> = rules.iter().collect();
     ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
@@ -190,7 +205,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
     });
     write_line_plot(
         &a.out.join("curves.png"),
-        "Region perturbation, most relevant first",
+        &format!(
+            "Region perturbation of {}, {}, most relevant first",
+            a.model
+                .file_name()
+                .map_or_else(|| a.model.display().to_string(), |f| f.to_string_lossy().into_owned()),
+            crate::text::count(n, "image")
+        ),
         "regions removed",
         "mean explained logit",
         &series,
@@ -198,8 +219,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     )?;
     print!("{md}");
     println!(
-        "\nwrote {}, report.md and curves.png ({seconds:.1} s, {threads} threads)",
-        json_path.display()
+        "\nwrote {}, report.md and curves.png ({seconds:.1} s, {})",
+        json_path.display(),
+        crate::text::count(threads, "thread")
     );
     Ok(())
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use ndarray::{ArrayD, Axis, Ix2};
 
 use lrp_rules::{Explainer, Explanation, Spec, Target};
-use lrp_view::cells::{self, ColorMode, MapKind};
+use lrp_view::cells::{self, ColorChoice, ColorMode, MapKind};
 use lrp_view::png_out::{Panel, write_png};
 
 use crate::inputs::{SplitArg, load_model, load_npy_input, load_split_for, load_targets, write_npy_atomic};
@@ -16,12 +16,13 @@ use crate::inputs::{SplitArg, load_model, load_npy_input, load_split_for, load_t
 const PRINT_LIMIT: usize = 16;
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("inputs").required(true).args(["input", "data"])))]
 pub struct ExplainArgs {
     /// Model file (native, or .onnx).
     #[arg(long)]
     model: PathBuf,
     /// Input batch as .npy (float32), `[N, …input shape]`.
-    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    #[arg(long, conflicts_with = "data")]
     input: Option<PathBuf>,
     /// Dataset folder (with --index).
     #[arg(long, requires = "index")]
@@ -30,11 +31,11 @@ pub struct ExplainArgs {
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
     /// Index of the first sample in --data.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "input")]
     index: Option<usize>,
-    /// How many samples from --index on.
-    #[arg(long, default_value_t = 1)]
-    count: usize,
+    /// How many samples from --index on (at least 1; all must exist).
+    #[arg(long, conflicts_with = "input", value_parser = positive)]
+    count: Option<usize>,
     /// Rule spec: a preset (epsilon, epsilon-gamma-box, deep-taylor, gradient, …) or a mapping such as
     /// "conv=gamma(0.25); dense=epsilon; first=zbox(0,1)". See the README for the grammar.
     #[arg(long)]
@@ -54,6 +55,26 @@ pub struct ExplainArgs {
     /// Draw the heatmap in the terminal (the default when neither --out nor --png is given).
     #[arg(long)]
     print: bool,
+    /// Colors in --print: auto (on a terminal, unless NO_COLOR is set or TERM=dumb), always, or never (a
+    /// character ramp that reads well in files).
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto)]
+    color: ColorArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+/// A count of at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("give 1 or more (0 would explain nothing)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
 }
 
 pub fn run(a: ExplainArgs) -> Result<()> {
@@ -77,12 +98,30 @@ pub fn run(a: ExplainArgs) -> Result<()> {
                     d.len() - 1
                 );
             }
-            let end = start.saturating_add(a.count.max(1)).min(d.len());
+            let count = a.count.unwrap_or(1);
+            let end = start.saturating_add(count);
+            if end > d.len() {
+                bail!(
+                    "--index {start} --count {count} reaches past the end: {} has {} samples (0 to {}); the most \
+                     from {start} is --count {}",
+                    dir.display(),
+                    d.len(),
+                    d.len() - 1,
+                    d.len() - start
+                );
+            }
             let x = d.images.slice_axis(Axis(0), (start..end).into()).to_owned();
             (x, Some(d.labels[start..end].to_vec()))
         }
         (None, None) => bail!("give --input X.npy or --data DIR --index I"),
     };
+    if a.png.is_some() && x.shape()[0] > lrp_view::png_out::MAX_TILES {
+        bail!(
+            "--png: {} samples are too many for one picture (at most {}); use --out for the relevance",
+            x.shape()[0],
+            lrp_view::png_out::MAX_TILES
+        );
+    }
     let target = match (&a.targets, a.target.as_str()) {
         (Some(path), _) => Target::PerSample(load_targets(path)?),
         (None, "pred") => Target::Predicted,
@@ -101,25 +140,55 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         eprintln!("wrote relevance {:?} to {}", e.relevance.shape(), out.display());
     }
     if let Some(path) = &a.png {
+        let predicted = lrp_core::train::argmax_rows(e.logits.view());
+        let first = a.index.unwrap_or(0);
         let panels: Vec<Panel> = x
             .outer_iter()
             .zip(e.relevance.outer_iter())
-            .map(|(img, rel)| Panel {
-                image: cells::to_map(img),
-                relevance: cells::to_map(rel),
+            .enumerate()
+            .map(|(s, (img, rel))| {
+                let who = match &labels {
+                    Some(l) => format!("#{} label {}", first + s, l[s]),
+                    None => format!("sample {s}"),
+                };
+                Panel {
+                    image: cells::to_map(img),
+                    relevance: cells::to_map(rel),
+                    caption: vec![who, format!("pred {} class {}", predicted[s], e.targets[s])],
+                }
             })
             .collect();
-        write_png(path, &panels)?;
+        let title = format!(
+            "{} · rule {}",
+            a.model
+                .file_name()
+                .map_or_else(|| a.model.display().to_string(), |f| f.to_string_lossy().into_owned()),
+            explainer.plan().spec()
+        );
+        write_png(path, &title, &panels)?;
         eprintln!("wrote {}", path.display());
     }
     if a.print || (a.out.is_none() && a.png.is_none()) {
-        print(&x, &e, &explainer, labels.as_deref(), a.index.unwrap_or(0));
+        use std::io::IsTerminal;
+        let choice = match a.color {
+            ColorArg::Auto => ColorChoice::Auto,
+            ColorArg::Always => ColorChoice::Always,
+            ColorArg::Never => ColorChoice::Never,
+        };
+        let mode = ColorMode::for_output(choice, std::io::stdout().is_terminal());
+        print(&x, &e, &explainer, labels.as_deref(), a.index.unwrap_or(0), mode);
     }
     Ok(())
 }
 
-fn print(x: &ArrayD<f32>, e: &Explanation, explainer: &Explainer, labels: Option<&[u8]>, first_index: usize) {
-    let mode = ColorMode::from_env();
+fn print(
+    x: &ArrayD<f32>,
+    e: &Explanation,
+    explainer: &Explainer,
+    labels: Option<&[u8]>,
+    first_index: usize,
+    mode: ColorMode,
+) {
     let net = explainer.network();
     let logits = e.logits.view().into_dimensionality::<Ix2>().expect("logits are [N, K]");
     let predicted = lrp_core::train::argmax_rows(e.logits.view());

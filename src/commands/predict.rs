@@ -11,12 +11,13 @@ use lrp_core::train::argmax_rows;
 use crate::inputs::{SplitArg, load_model, load_npy_input, load_split_for, write_npy_atomic};
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("inputs").required(true).args(["input", "data"])))]
 pub struct PredictArgs {
     /// Model file (native, or .onnx).
     #[arg(long)]
     model: PathBuf,
     /// Input batch as .npy (float32), `[N, …input shape]`.
-    #[arg(long, conflicts_with = "data", required_unless_present = "data")]
+    #[arg(long, conflicts_with = "data")]
     input: Option<PathBuf>,
     /// Dataset folder; predicts its test split (see --split).
     #[arg(long)]

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::s;
 
 use lrp_core::train::{self, Optimizer, TrainConfig};
@@ -22,6 +21,17 @@ pub enum ArchArg {
     /// A small residual network (a graph): stem conv, three residual blocks (two with strided 1×1 projection
     /// shortcuts, one identity), global average pooling, dense.
     Resnet,
+}
+
+impl ArchArg {
+    fn name(self) -> &'static str {
+        match self {
+            ArchArg::Mlp => "MLP",
+            ArchArg::Cnn => "CNN",
+            ArchArg::Lstm => "LSTM",
+            ArchArg::Resnet => "ResNet",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -121,26 +131,22 @@ pub fn run(a: TrainArgs) -> Result<()> {
         augment_shift: a.augment_shift,
     };
     eprintln!(
-        "training {:?} on {} images {:?}, {} classes, {} parameters",
-        a.arch,
+        "training the {} on {} images {:?}, {} classes, {} parameters",
+        a.arch.name(),
         data.len(),
         data.sample_shape(),
         classes,
         net.param_count()
     );
     let batches = data.len().div_ceil(a.batch_size.max(1));
-    let bar = ProgressBar::new((a.epochs * batches) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} batches  {msg}  [{elapsed_precise} < {eta_precise}]")
-            .expect("valid template"),
-    );
+    let bar = crate::text::progress((a.epochs * batches) as u64, "batches");
     let started = Instant::now();
     let images = crate::inputs::fit_images(data.images.view().into_dyn(), net.input_shape())?;
     let stats = train::train(&mut net, images.view(), &data.labels, &cfg, |p| {
         bar.inc(1);
         if p.batch % 20 == 0 || p.batch == p.batches {
             bar.set_message(format!(
-                "epoch {}/{}  loss {:.4}  acc {:.4}",
+                "epoch {}/{} loss {:.3} acc {:.3}",
                 p.epoch, a.epochs, p.loss, p.accuracy
             ));
         }
@@ -160,8 +166,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     if let Some(last) = stats.last() {
         eprintln!(
-            "trained {} epochs in {secs:.1} s, last epoch loss {:.4}",
-            stats.len(),
+            "trained {} in {secs:.1} s, last epoch loss {:.4}",
+            crate::text::count(stats.len(), "epoch"),
             last.loss
         );
     }

@@ -16,7 +16,7 @@ use crate::error::{BatchError, Result};
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically(
         path,
-        |tmp| std::fs::write(tmp, bytes).map_err(|e| BatchError::io(tmp, e)),
+        |tmp| std::fs::write(tmp, bytes).map_err(|e| BatchError::io(path, e)),
         |e| BatchError::io(path, e),
     )
 }
@@ -32,7 +32,7 @@ where
         path,
         |tmp| {
             ndarray_npy::write_npy(tmp, a).map_err(|e| BatchError::Npy {
-                path: tmp.to_path_buf(),
+                path: path.to_path_buf(),
                 reason: e.to_string(),
             })
         },
@@ -94,11 +94,11 @@ fn fill_parts<T>(tmp: &Path, out: &Path, shape: &[usize], parts: &[PathBuf]) -> 
 where
     T: Elem + ndarray_npy::ViewElement,
 {
-    let io = |e| BatchError::io(tmp, e);
+    let io = |e| BatchError::io(out, e);
     {
         let f = File::create(tmp).map_err(io)?;
         ndarray_npy::write_zeroed_npy::<T, _>(&f, IxDyn(shape)).map_err(|e| BatchError::Npy {
-            path: tmp.to_path_buf(),
+            path: out.to_path_buf(),
             reason: e.to_string(),
         })?;
     }

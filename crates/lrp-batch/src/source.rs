@@ -100,6 +100,25 @@ impl NpySource {
         self.f64
     }
 
+    /// The smallest and largest value in the file (NaN ignored; `None` when it holds no number), read through
+    /// the mapping without a copy.
+    pub fn value_range(&self) -> Option<(f64, f64)> {
+        let fold = |it: &mut dyn Iterator<Item = f64>| {
+            it.filter(|v| !v.is_nan())
+                .fold(None, |acc: Option<(f64, f64)>, v| match acc {
+                    None => Some((v, v)),
+                    Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+                })
+        };
+        if self.f64 {
+            let v = ArrayViewD::<f64>::view_npy(&self.map).expect("checked when opened");
+            fold(&mut v.iter().copied())
+        } else {
+            let v = ArrayViewD::<f32>::view_npy(&self.map).expect("checked when opened");
+            fold(&mut v.iter().map(|&x| x as f64))
+        }
+    }
+
     /// Every sample, `[N, …]`.
     pub fn all(&self) -> ArrayD<f32> {
         self.chunk(0..self.len())

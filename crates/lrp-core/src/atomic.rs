@@ -18,12 +18,22 @@ pub fn temp_path(path: &Path) -> PathBuf {
 
 /// Writes `path` atomically: `fill` writes a temporary file beside it (the path it is given), which is renamed
 /// over `path` only when `fill` succeeds. On any failure the temporary file is removed and `path` is untouched;
-/// a failed rename is reported through `rename_err`.
+/// a failed rename is reported through `rename_err`. Missing parent folders are created first (a failure to
+/// create them is reported through `rename_err` too). Errors from `fill` should name `path`, not the temporary
+/// name, which the user never asked for.
 pub fn write_atomically<E>(
     path: &Path,
     fill: impl FnOnce(&Path) -> Result<(), E>,
     rename_err: impl FnOnce(std::io::Error) -> E,
 ) -> Result<(), E> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.is_dir()
+        && let Err(e) = std::fs::create_dir_all(parent)
+    {
+        let why = std::io::Error::new(e.kind(), format!("cannot create the folder {}: {e}", parent.display()));
+        return Err(rename_err(why));
+    }
     let tmp = temp_path(path);
     let result = fill(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(rename_err));
     if result.is_err() {
@@ -60,6 +70,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let nested = dir.join("a/b/c.txt");
+        write_atomically(
+            &nested,
+            |tmp| std::fs::write(tmp, b"deep").map_err(|e| e.to_string()),
+            |e| e.to_string(),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&nested).unwrap(), b"deep");
+        // A parent that is a file: the error names the folder that could not be made.
+        let blocked = path.join("x.txt");
+        let r: Result<(), String> = write_atomically(&blocked, |_| Ok(()), |e| e.to_string());
+        assert!(
+            r.unwrap_err()
+                .contains(&format!("cannot create the folder {}", path.display()))
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -191,7 +191,7 @@ impl Model {
         let bytes = self.to_bytes()?;
         crate::atomic::write_atomically(
             path,
-            |tmp| std::fs::write(tmp, &bytes).map_err(|e| CoreError::io(tmp, e)),
+            |tmp| std::fs::write(tmp, &bytes).map_err(|e| CoreError::io(path, e)),
             |e| CoreError::io(path, e),
         )
     }

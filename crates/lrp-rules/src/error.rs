@@ -101,6 +101,9 @@ pub enum RulesError {
     /// A target class outside the network's outputs, or targets that do not fit the batch.
     #[error("target: {0}")]
     Target(String),
+    /// Region perturbation cannot run with these settings.
+    #[error("region perturbation: {0}")]
+    Perturbation(String),
     /// An error from the network core (input shape, NaN, …).
     #[error(transparent)]
     Core(#[from] CoreError),

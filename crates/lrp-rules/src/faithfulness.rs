@@ -23,8 +23,9 @@ impl Regions {
     /// Regions of `size × size` for samples of `sample_shape` (at least two axes).
     pub fn new(sample_shape: &[usize], size: usize) -> Result<Regions> {
         if sample_shape.len() < 2 || size == 0 {
-            return Err(RulesError::Target(format!(
-                "region perturbation needs samples with two spatial axes and a region size ≥ 1; got {sample_shape:?}, size {size}"
+            return Err(RulesError::Perturbation(format!(
+                "needs samples with two spatial axes and a region size of at least 1 pixel; got samples \
+                 {sample_shape:?}, region size {size}"
             )));
         }
         let (h, w) = (

@@ -18,25 +18,87 @@ pub enum ColorMode {
     NoColor,
 }
 
+/// What the user asked for with `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ColorChoice {
+    /// Colors when the output is a terminal that is not `TERM=dumb` and `NO_COLOR` is not set.
+    #[default]
+    Auto,
+    /// Colors whatever the output.
+    Always,
+    /// Characters only.
+    Never,
+}
+
+/// The environment variables that decide colors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ColorEnv<'a> {
+    /// `NO_COLOR`.
+    pub no_color: Option<&'a str>,
+    /// `COLORTERM`.
+    pub colorterm: Option<&'a str>,
+    /// `TERM`.
+    pub term: Option<&'a str>,
+}
+
 impl ColorMode {
-    /// From the environment: `NO_COLOR` (set and non-empty) → no color; `COLORTERM` `truecolor`/`24bit` →
-    /// 24-bit; otherwise the 256-color palette.
+    /// From the environment, for output that is a terminal: see [`ColorMode::decide`].
     pub fn from_env() -> ColorMode {
-        ColorMode::from_vars(
-            std::env::var("NO_COLOR").ok().as_deref(),
-            std::env::var("COLORTERM").ok().as_deref(),
+        ColorMode::for_output(ColorChoice::Auto, true)
+    }
+
+    /// From the user's choice, whether the output is a terminal, and the environment.
+    pub fn for_output(choice: ColorChoice, is_terminal: bool) -> ColorMode {
+        let (no_color, colorterm, term) = (
+            std::env::var("NO_COLOR").ok(),
+            std::env::var("COLORTERM").ok(),
+            std::env::var("TERM").ok(),
+        );
+        ColorMode::decide(
+            choice,
+            is_terminal,
+            ColorEnv {
+                no_color: no_color.as_deref(),
+                colorterm: colorterm.as_deref(),
+                term: term.as_deref(),
+            },
         )
     }
 
-    /// The same decision from given values of `NO_COLOR` and `COLORTERM`.
-    pub fn from_vars(no_color: Option<&str>, colorterm: Option<&str>) -> ColorMode {
-        if no_color.is_some_and(|v| !v.is_empty()) {
+    /// The decision: `never` → characters; `auto` → characters when the output is not a terminal, `NO_COLOR` is
+    /// set and non-empty, or `TERM=dumb`; otherwise (and for `always`) `COLORTERM` `truecolor`/`24bit` → 24-bit,
+    /// else the 256-color palette.
+    pub fn decide(choice: ColorChoice, is_terminal: bool, env: ColorEnv) -> ColorMode {
+        let plain = match choice {
+            ColorChoice::Never => true,
+            ColorChoice::Always => false,
+            ColorChoice::Auto => {
+                !is_terminal || env.no_color.is_some_and(|v| !v.is_empty()) || env.term == Some("dumb")
+            }
+        };
+        if plain {
             ColorMode::NoColor
-        } else if colorterm.is_some_and(|v| v.eq_ignore_ascii_case("truecolor") || v.eq_ignore_ascii_case("24bit")) {
+        } else if env
+            .colorterm
+            .is_some_and(|v| v.eq_ignore_ascii_case("truecolor") || v.eq_ignore_ascii_case("24bit"))
+        {
             ColorMode::TrueColor
         } else {
             ColorMode::Palette256
         }
+    }
+
+    /// The same decision for a terminal from given values of `NO_COLOR` and `COLORTERM`.
+    pub fn from_vars(no_color: Option<&str>, colorterm: Option<&str>) -> ColorMode {
+        ColorMode::decide(
+            ColorChoice::Auto,
+            true,
+            ColorEnv {
+                no_color,
+                colorterm,
+                term: None,
+            },
+        )
     }
 }
 

@@ -10,7 +10,8 @@ use crate::png_out::PngError;
 
 static FONT: Once = Once::new();
 
-fn ensure_font() {
+/// Registers the embedded font once (plots and PNG captions use it).
+pub(crate) fn ensure_font() {
     FONT.call_once(|| {
         // The embedded font is valid, so registration cannot fail; a failure would only cost the labels.
         let _ = register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
@@ -25,7 +26,7 @@ pub struct Series {
     pub values: Vec<f32>,
 }
 
-/// Draws `series` as lines (x: step, y: value) with a legend and writes a PNG of `width × height`.
+/// Draws `series` as lines (x: step, an integer axis; y: value) with a legend and writes a PNG of `width × height`.
 pub fn write_line_plot(
     path: &Path,
     title: &str,
@@ -60,20 +61,21 @@ pub fn write_line_plot(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(56)
-            .build_cartesian_2d(0f32..steps as f32, (lo - pad)..(hi + pad))
+            .build_cartesian_2d(0i32..steps as i32, (lo - pad)..(hi + pad))
             .map_err(|e| draw_err(e.to_string()))?;
         chart
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(y_label)
             .label_style(("sans-serif", 14))
+            .x_labels(steps.clamp(2, 12) + 1)
             .draw()
             .map_err(|e| draw_err(e.to_string()))?;
         for (i, s) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
                 .draw_series(LineSeries::new(
-                    s.values.iter().enumerate().map(|(x, &y)| (x as f32, y)),
+                    s.values.iter().enumerate().map(|(x, &y)| (x as i32, y)),
                     color.stroke_width(2),
                 ))
                 .map_err(|e| draw_err(e.to_string()))?

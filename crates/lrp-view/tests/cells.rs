@@ -75,6 +75,34 @@ fn color_mode_follows_the_environment_conventions() {
     assert_eq!(ColorMode::from_vars(Some(""), Some("truecolor")), ColorMode::TrueColor);
     assert_eq!(ColorMode::from_vars(None, Some("24bit")), ColorMode::TrueColor);
     assert_eq!(ColorMode::from_vars(None, None), ColorMode::Palette256);
+    use lrp_view::cells::{ColorChoice, ColorEnv};
+    let truecolor = ColorEnv {
+        colorterm: Some("truecolor"),
+        ..ColorEnv::default()
+    };
+    // Output to a file or pipe: no escape codes unless asked for.
+    assert_eq!(
+        ColorMode::decide(ColorChoice::Auto, false, truecolor),
+        ColorMode::NoColor
+    );
+    assert_eq!(
+        ColorMode::decide(ColorChoice::Always, false, truecolor),
+        ColorMode::TrueColor
+    );
+    assert_eq!(
+        ColorMode::decide(ColorChoice::Never, true, truecolor),
+        ColorMode::NoColor
+    );
+    assert_eq!(
+        ColorMode::decide(ColorChoice::Auto, true, truecolor),
+        ColorMode::TrueColor
+    );
+    let dumb = ColorEnv {
+        term: Some("dumb"),
+        ..truecolor
+    };
+    assert_eq!(ColorMode::decide(ColorChoice::Auto, true, dumb), ColorMode::NoColor);
+    assert_eq!(ColorMode::decide(ColorChoice::Always, true, dumb), ColorMode::TrueColor);
 }
 
 #[test]

@@ -1,0 +1,344 @@
+//! The rough edges a new user met (the terminal issue's list), one test each: every one failed before its fix.
+
+mod common;
+
+use std::path::Path;
+
+use common::{lrp, lrp_err, lrp_ok, root};
+
+const CNN: &str = "data/models/mnist-cnn.lrpm";
+const MLP: &str = "data/models/mnist-mlp.lrpm";
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    (info.width, info.height)
+}
+
+#[test]
+fn explain_refuses_flags_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    ndarray_npy::write_npy(&x, &ndarray::Array4::<f32>::zeros((2, 1, 28, 28))).unwrap();
+    let x = x.to_str().unwrap();
+    // --index/--count belong to --data: with --input they were ignored.
+    let out = lrp(&[
+        "explain", "--model", MLP, "--input", x, "--index", "5", "--count", "2", "--rule", "epsilon",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--input") && err.contains("--index"), "{err}");
+    // --count 0 explained one sample.
+    let out = lrp(&[
+        "explain",
+        "--model",
+        MLP,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--count",
+        "0",
+        "--rule",
+        "epsilon",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("give 1 or more"), "{err}");
+    // --index 9999 --count 5 explained one.
+    let err = lrp_err(&[
+        "explain",
+        "--model",
+        MLP,
+        "--data",
+        "data/mnist",
+        "--index",
+        "9999",
+        "--count",
+        "5",
+        "--rule",
+        "epsilon",
+    ]);
+    assert!(
+        err.contains("reaches past the end") && err.contains("--count 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn explain_to_a_file_writes_no_color_codes_unless_asked() {
+    let args = [
+        "explain",
+        "--model",
+        MLP,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+    ];
+    let out = lrp(&args);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains('\x1b'), "escape codes in piped output:\n{text}");
+    assert!(
+        text.contains("legend: positive"),
+        "the character ramp needs its legend:\n{text}"
+    );
+    let mut always = args.to_vec();
+    always.extend(["--color", "always"]);
+    let out = lrp(&always);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\x1b[38;"));
+    let mut never = args.to_vec();
+    never.extend(["--color", "never"]);
+    let out = lrp(&never);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
+}
+
+#[test]
+fn png_of_many_samples_is_a_labelled_grid_not_a_strip() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.png");
+    lrp_ok(&[
+        "explain",
+        "--model",
+        CNN,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+        "--png",
+        one.to_str().unwrap(),
+    ]);
+    let (w1, h1) = png_size(&one);
+    let many = dir.path().join("many.png");
+    lrp_ok(&[
+        "explain",
+        "--model",
+        CNN,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--count",
+        "100",
+        "--rule",
+        "epsilon",
+        "--png",
+        many.to_str().unwrap(),
+    ]);
+    let (w, h) = png_size(&many);
+    // 100 tiles as 10 × 10: about square, not a 100-row strip.
+    assert!(
+        w >= 5 * w1 / 2 && h < 4 * w,
+        "100 samples drawn as {w}×{h} (one sample: {w1}×{h1})"
+    );
+    // The tile caption is text under each map (dark pixels between the maps and the next row).
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&one).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let stride = info.line_size;
+    let below_maps = (h1 as usize - 40..h1 as usize)
+        .flat_map(|y| (0..w1 as usize).map(move |x| (y, x)))
+        .filter(|&(y, x)| buf[y * stride + 3 * x] < 100)
+        .count();
+    assert!(below_maps > 50, "no caption text under the maps");
+    let err = lrp_err(&[
+        "explain",
+        "--model",
+        MLP,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--count",
+        "5000",
+        "--rule",
+        "epsilon",
+        "--png",
+        dir.path().join("huge.png").to_str().unwrap(),
+    ]);
+    assert!(err.contains("too many") && err.contains("--out"), "{err}");
+}
+
+#[test]
+fn convert_refuses_an_onnx_name_for_the_native_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.onnx");
+    let err = lrp_err(&["convert", "--model", MLP, "--out", out.to_str().unwrap()]);
+    assert!(err.contains(".lrpm") && err.contains("not supported"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn eval_refuses_to_overwrite_a_report_and_says_what_is_wrong_with_a_region_of_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("eval");
+    let out = out.to_str().unwrap();
+    let args = [
+        "eval",
+        "--model",
+        MLP,
+        "--data",
+        "data/mnist",
+        "--rule",
+        "epsilon",
+        "--limit",
+        "4",
+        "--steps",
+        "3",
+        "--out",
+        out,
+    ];
+    lrp_ok(&args);
+    let err = lrp_err(&args);
+    assert!(
+        err.contains("already holds a report") && err.contains("--force"),
+        "{err}"
+    );
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    lrp_ok(&forced);
+    let mut zero = args.to_vec();
+    zero.extend(["--region", "0", "--force"]);
+    let err = lrp_err(&zero);
+    assert!(err.starts_with("error: --region 0"), "{err}");
+    assert!(!err.contains("target:"), "{err}");
+}
+
+#[test]
+fn errors_say_each_cause_once_and_never_name_a_temporary_file() {
+    let err = lrp_err(&[
+        "explain",
+        "--model",
+        "/nonexistent/m.lrpm",
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+    ]);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // Missing parent folders are created, for every output.
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("a/b/x.png");
+    let npy = dir.path().join("c/r.npy");
+    let logits = dir.path().join("d/e/logits.npy");
+    lrp_ok(&[
+        "explain",
+        "--model",
+        MLP,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+        "--png",
+        png.to_str().unwrap(),
+        "--out",
+        npy.to_str().unwrap(),
+    ]);
+    lrp_ok(&[
+        "predict",
+        "--model",
+        MLP,
+        "--data",
+        "data/mnist",
+        "--limit",
+        "3",
+        "--out",
+        logits.to_str().unwrap(),
+    ]);
+    assert!(png.is_file() && npy.is_file() && logits.is_file());
+    // A folder that cannot be made (a file is in the way) is named; the temporary name is not.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let err = lrp_err(&[
+        "explain",
+        "--model",
+        MLP,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+        "--png",
+        blocker.join("x.png").to_str().unwrap(),
+    ]);
+    assert!(err.contains("cannot create the folder"), "{err}");
+    assert!(!err.contains("x.png.tmp"), "{err}");
+}
+
+#[test]
+fn commands_without_inputs_name_both_ways_to_give_them() {
+    for args in [
+        vec!["predict", "--model", MLP],
+        vec!["batch", "--model", MLP, "--rule", "epsilon", "--out", "/tmp/never-used"],
+        vec!["explain", "--model", MLP, "--rule", "epsilon"],
+    ] {
+        let out = lrp(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--input") && err.contains("--data"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn inputs_outside_zero_one_are_warned_about_and_float64_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("pixels.npy");
+    let mut a = ndarray::Array4::<f32>::zeros((1, 1, 28, 28));
+    a[[0, 0, 14, 14]] = 255.0;
+    ndarray_npy::write_npy(&x, &a).unwrap();
+    let text = lrp_ok(&["predict", "--model", MLP, "--input", x.to_str().unwrap()]);
+    assert!(text.contains("from 0 to 255") && text.contains("divide"), "{text}");
+    let x64 = dir.path().join("f64.npy");
+    ndarray_npy::write_npy(&x64, &a.mapv(|v| v as f64 / 255.0)).unwrap();
+    let text = lrp_ok(&["predict", "--model", MLP, "--input", x64.to_str().unwrap()]);
+    assert!(text.contains("float64") && !text.contains("outside [0, 1]"), "{text}");
+}
+
+#[test]
+fn counts_read_as_english() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let text = lrp_ok(&[
+        "batch",
+        "--model",
+        MLP,
+        "--data",
+        "data/mnist",
+        "--limit",
+        "1",
+        "--rule",
+        "epsilon",
+        "--threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains("1 sample × 1 rule") && text.contains("1 thread)"),
+        "{text}"
+    );
+    assert!(!text.contains("1 rules") && !text.contains("1 threads"), "{text}");
+}
+
+#[test]
+fn following_the_readme_leaves_no_untracked_outputs() {
+    let ignore = std::fs::read_to_string(root().join(".gitignore")).unwrap();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for folder in ["runs/", "eval/"] {
+        if readme.contains(&format!("--out {folder}")) {
+            assert!(ignore.lines().any(|l| l.trim() == folder), ".gitignore lacks {folder}");
+        }
+    }
+}
