@@ -7,8 +7,12 @@ use ndarray::ArrayD;
 
 use lrp_core::{Dataset, Model, ModelMeta, Network, Split};
 
-/// Loads a model: ONNX when the extension is `.onnx`, else the native format.
+/// Loads a model: ONNX when the extension is `.onnx`, else the native format; a shipped name or path that is
+/// not on disk (`cnn`, `data/models/mnist-cnn.lrpm` from another folder) is the copy built into the binary.
 pub fn load_model(path: &Path) -> Result<Model> {
+    if let Some(m) = crate::shipped::model_for(path) {
+        return Ok(Model::from_bytes(m.bytes, Path::new(m.path))?);
+    }
     let is_onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     if !is_onnx {
         return Ok(Model::load(path)?);
@@ -112,9 +116,26 @@ pub fn fit_images(images: ndarray::ArrayViewD<f32>, input_shape: &[usize]) -> Re
     Ok(images.as_standard_layout().into_owned().into_shape_with_order(shape)?)
 }
 
+/// Loads a dataset split from its folder; the shipped `data/mnist` from another folder is the test split built
+/// into the binary.
+pub fn load_dataset(dir: &Path, split: Split) -> Result<Dataset> {
+    if crate::shipped::is_mnist(dir) {
+        return crate::shipped::mnist(split);
+    }
+    Ok(Dataset::load(dir, split)?)
+}
+
+/// The digest of a model file (or of the built-in copy it names), which identifies a batch run.
+pub fn model_digest(path: &Path) -> Result<String> {
+    match crate::shipped::model_for(path) {
+        Some(m) => Ok(lrp_batch::digest_bytes(m.bytes)),
+        None => Ok(lrp_batch::digest_file(path)?),
+    }
+}
+
 /// Loads a dataset split, fits its images to `net`'s input shape and checks the labels.
 pub fn load_split_for(dir: &Path, split: Split, net: &Network) -> Result<Samples> {
-    let data = Dataset::load(dir, split)?;
+    let data = load_dataset(dir, split)?;
     let images = fit_images(data.images.view().into_dyn(), net.input_shape())
         .with_context(|| format!("{}: images do not fit the model", dir.display()))?;
     let data = Samples {

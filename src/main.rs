@@ -2,6 +2,7 @@
 
 mod commands;
 mod inputs;
+mod shipped;
 mod text;
 
 use std::process::ExitCode;

@@ -342,3 +342,41 @@ fn following_the_readme_leaves_no_untracked_outputs() {
         }
     }
 }
+
+#[test]
+fn an_installed_binary_works_from_an_empty_folder() {
+    let empty = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lrp"))
+            .args(args)
+            .current_dir(empty.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "lrp {args:?} from an empty folder:\n{text}");
+        text
+    };
+    // The README's own paths, and the short names, resolve to the built-in copies.
+    let text = run(&[
+        "explain",
+        "--model",
+        "data/models/mnist-cnn.lrpm",
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+    ]);
+    assert!(text.contains("index 0: predicted 7, label 7"), "{text}");
+    let text = run(&["explain", "--model", "resnet", "--index", "1", "--rule", "epsilon"]);
+    assert!(text.contains("index 1: predicted 2, label 2"), "{text}");
+    let text = run(&["info", "--model", "mlp", "--data", "mnist"]);
+    assert!(text.contains("test accuracy: 0.98"), "{text}");
+    // Nothing was written into the folder.
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+}

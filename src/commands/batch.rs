@@ -135,9 +135,14 @@ fn run_job(a: RunArgs) -> Result<()> {
             (None, Some(dir)) => {
                 let split: Split = a.split.into();
                 let prefix = if matches!(split, Split::Test) { "t10k" } else { "train" };
-                let images = find_data_file(dir, &format!("{prefix}-images-idx3-ubyte"))?;
-                let labels = find_data_file(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-                let digest = format!("{}{}", digest_file(&images)?, digest_file(&labels)?);
+                let digest = if crate::shipped::is_mnist(dir) {
+                    crate::shipped::mnist(split)?;
+                    crate::shipped::mnist_digest()
+                } else {
+                    let images = find_data_file(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+                    let labels = find_data_file(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+                    format!("{}{}", digest_file(&images)?, digest_file(&labels)?)
+                };
                 let d = load_split_for(dir, split, net)?;
                 let desc = format!(
                     "{} ({} split)",
@@ -190,7 +195,7 @@ fn run_job(a: RunArgs) -> Result<()> {
     }
     let id = RunId {
         model: canonical(&model_path),
-        model_digest: digest_file(&model_path)?,
+        model_digest: crate::inputs::model_digest(&model_path)?,
         inputs: inputs.clone(),
         inputs_digest,
         total,

@@ -16,7 +16,6 @@ use crate::inputs::{SplitArg, load_model, load_npy_input, load_split_for, load_t
 const PRINT_LIMIT: usize = 16;
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("inputs").required(true).args(["input", "data"])))]
 pub struct ExplainArgs {
     /// Model file (native, or .onnx).
     #[arg(long)]
@@ -24,7 +23,7 @@ pub struct ExplainArgs {
     /// Input batch as .npy (float32), `[N, …input shape]`.
     #[arg(long, conflicts_with = "data")]
     input: Option<PathBuf>,
-    /// Dataset folder (with --index).
+    /// Dataset folder (with --index; without --data, --index reads the shipped MNIST test split).
     #[arg(long, requires = "index")]
     data: Option<PathBuf>,
     /// Which split of --data.
@@ -82,7 +81,8 @@ pub fn run(a: ExplainArgs) -> Result<()> {
     let model = load_model(&a.model)?;
     let net = &model.network;
     let explainer = Explainer::new(net, &spec)?;
-    let (x, labels): (ArrayD<f32>, Option<Vec<u8>>) = match (&a.input, &a.data) {
+    let default_data = a.index.is_some().then(|| PathBuf::from(crate::shipped::MNIST_DIR));
+    let (x, labels): (ArrayD<f32>, Option<Vec<u8>>) = match (&a.input, a.data.as_ref().or(default_data.as_ref())) {
         (Some(path), _) => (load_npy_input(path, net)?, None),
         (None, Some(dir)) => {
             let d = load_split_for(dir, a.split.into(), net)?;
@@ -113,7 +113,10 @@ pub fn run(a: ExplainArgs) -> Result<()> {
             let x = d.images.slice_axis(Axis(0), (start..end).into()).to_owned();
             (x, Some(d.labels[start..end].to_vec()))
         }
-        (None, None) => bail!("give --input X.npy or --data DIR --index I"),
+        (None, None) => bail!(
+            "nothing to explain: give --input X.npy, or --data DIR --index I (--index I alone reads the shipped \
+             MNIST test split)"
+        ),
     };
     if a.png.is_some() && x.shape()[0] > lrp_view::png_out::MAX_TILES {
         bail!(

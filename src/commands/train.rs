@@ -86,7 +86,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if a.epochs == 0 || a.epochs > 100_000 {
         anyhow::bail!("--epochs {}: give 1 to 100000", a.epochs);
     }
-    let mut data = Dataset::load(&a.data, Split::Train)?;
+    let mut data = crate::inputs::load_dataset(&a.data, Split::Train)?;
     if data.is_empty() {
         anyhow::bail!("{}: the training split holds no images", a.data.display());
     }

@@ -5,18 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use lrp_core::{Dataset, Split};
+use lrp_core::Split;
 use lrp_view::worker::Shared;
 
 use crate::inputs::{SplitArg, load_model};
-
-/// The shipped models, opened when they are found under the current folder.
-const SHIPPED: [&str; 4] = [
-    "data/models/mnist-mlp.lrpm",
-    "data/models/mnist-cnn.lrpm",
-    "data/models/mnist-lstm.lrpm",
-    "data/models/mnist-resnet.lrpm",
-];
 
 #[derive(Args)]
 pub struct ViewArgs {
@@ -40,16 +32,14 @@ pub fn run(a: ViewArgs) -> Result<()> {
         );
         std::process::exit(2);
     }
-    let data_dir = a.data.clone().unwrap_or_else(|| PathBuf::from("data/mnist"));
-    let data = Dataset::load(&data_dir, Split::from(a.split))
-        .context("cannot open the dataset (run from the repository root, or pass --data DIR)")?;
-    let mut paths: Vec<PathBuf> = SHIPPED.iter().map(PathBuf::from).filter(|p| p.is_file()).collect();
+    let data_dir = a
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::shipped::MNIST_DIR));
+    let data = crate::inputs::load_dataset(&data_dir, Split::from(a.split)).context("cannot open the dataset")?;
+    // The shipped models (from data/models when it is here, else the copies built into the binary), CNN first.
+    let mut paths: Vec<PathBuf> = crate::shipped::MODELS.iter().map(|m| PathBuf::from(m.path)).collect();
     paths.extend(a.models.iter().cloned());
-    if paths.is_empty() {
-        bail!(
-            "no models: the shipped ones are not under ./data/models; run from the repository root or pass --model FILE"
-        );
-    }
     let mut models = Vec::new();
     for p in &paths {
         let m = load_model(p)?;

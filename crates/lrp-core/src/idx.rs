@@ -26,20 +26,29 @@ pub struct IdxArray {
 /// Checks the magic (`00 00 08 NDIM`), that the dimensions are within a sane size,
 /// and that the payload has exactly the size the header announces.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| CoreError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(CoreError::Idx {
+            path: path.to_path_buf(),
+            reason: "is not a regular file".into(),
+        });
+    }
+    read_idx_from(BufReader::new(file), meta.len(), path)
+}
+
+/// [`read_idx`] of bytes in memory (an embedded dataset); `name` is used in errors.
+pub fn read_idx_bytes(bytes: &[u8], name: &Path) -> Result<IdxArray> {
+    read_idx_from(bytes, bytes.len() as u64, name)
+}
+
+fn read_idx_from<R: std::io::BufRead>(mut raw: R, file_size: u64, path: &Path) -> Result<IdxArray> {
     let bad = |reason: String| CoreError::Idx {
         path: path.to_path_buf(),
         reason,
     };
-    let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
-    let meta = file.metadata().map_err(|e| CoreError::io(path, e))?;
-    if !meta.is_file() {
-        return Err(bad("is not a regular file".into()));
-    }
-    let file_size = meta.len();
-    let mut raw = BufReader::new(file);
     let mut sniff = [0u8; 2];
     let peeked = {
-        use std::io::BufRead;
         let buf = raw.fill_buf().map_err(|e| CoreError::io(path, e))?;
         let n = buf.len().min(2);
         sniff[..n].copy_from_slice(&buf[..n]);
@@ -175,8 +184,26 @@ impl Dataset {
     pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
         let images_path = find_data_file(dir, &format!("{}-images-idx3-ubyte", split.prefix()))?;
         let labels_path = find_data_file(dir, &format!("{}-labels-idx1-ubyte", split.prefix()))?;
-        let images = read_idx(&images_path)?;
-        let labels = read_idx(&labels_path)?;
+        Dataset::from_idx(
+            read_idx(&images_path)?,
+            images_path,
+            read_idx(&labels_path)?,
+            labels_path,
+        )
+    }
+
+    /// A split from the bytes of its two IDX files (each raw or gzip), e.g. embedded in a binary; the names are
+    /// used in errors.
+    pub fn from_idx_bytes(images: &[u8], images_name: &Path, labels: &[u8], labels_name: &Path) -> Result<Dataset> {
+        Dataset::from_idx(
+            read_idx_bytes(images, images_name)?,
+            images_name.to_path_buf(),
+            read_idx_bytes(labels, labels_name)?,
+            labels_name.to_path_buf(),
+        )
+    }
+
+    fn from_idx(images: IdxArray, images_path: PathBuf, labels: IdxArray, labels_path: PathBuf) -> Result<Dataset> {
         if images.dims.len() != 3 {
             return Err(CoreError::Idx {
                 path: images_path,
