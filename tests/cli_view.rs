@@ -81,6 +81,11 @@ fn lrp_view_draws_moves_and_quits_in_an_80x24_pane() {
     ]);
     let first = tmux.wait_for("probabilities");
     assert!(first.contains("index 0/9999") && first.contains("label 7"), "{first}");
+    // It opens on the CNN with the composite most people use.
+    assert!(
+        first.contains("model mnist-cnn") && first.contains("rule epsilon-gamma-box"),
+        "{first}"
+    );
     assert!(first.contains('▀'), "half-block cells:\n{first}");
     tmux.run(&["send-keys", "-t", "view", "Right"]);
     let second = tmux.wait_for("index 1/9999");
@@ -93,4 +98,93 @@ fn lrp_view_draws_moves_and_quits_in_an_80x24_pane() {
     tmux.run(&["send-keys", "-t", "view", "q"]);
     let last = tmux.wait_for("LRP-EXITED");
     assert!(last.contains("LRP-EXITED 0"), "the viewer exits cleanly:\n{last}");
+}
+
+fn start(name: &str, width: u16, height: u16, args: &str, dir: &std::path::Path) -> Tmux {
+    let version = Command::new("tmux").arg("-V").output();
+    assert!(
+        version.is_ok_and(|o| o.status.success()),
+        "this test needs tmux; .ci/run installs it (apt-get install tmux)"
+    );
+    let tmux = Tmux {
+        socket: format!("lrp-{name}-{}", std::process::id()),
+    };
+    let command = format!(
+        "{} view {args}; echo LRP-EXITED $?; sleep 10",
+        env!("CARGO_BIN_EXE_lrp")
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "view",
+        "-x",
+        &width.to_string(),
+        "-y",
+        &height.to_string(),
+        "-c",
+        dir.to_str().unwrap(),
+        &command,
+    ]);
+    tmux
+}
+
+/// SGR (1006) mouse reports: a left press, drags through `points`, a release (1-based cells, as terminals send).
+fn sgr_stroke(points: &[(u16, u16)]) -> String {
+    let mut s = String::new();
+    let (c0, r0) = points[0];
+    s.push_str(&format!("\x1b[<0;{c0};{r0}M"));
+    for &(c, r) in &points[1..] {
+        s.push_str(&format!("\x1b[<32;{c};{r}M"));
+    }
+    let (c1, r1) = *points.last().unwrap();
+    s.push_str(&format!("\x1b[<0;{c1};{r1}m"));
+    s
+}
+
+#[test]
+fn draw_mode_in_tmux_a_one_drawn_with_the_mouse_is_a_one_from_an_empty_folder() {
+    // From an empty folder: the shipped models and digits are built into the binary; `s` saves here.
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = start("draw", 80, 24, "--draw", dir.path());
+    tmux.wait_for("draw a digit");
+    // A vertical stroke down the canvas (columns 1–28, rows 3–16 on screen, 1-based).
+    let points: Vec<(u16, u16)> = (4..=15).map(|r| (15, r)).collect();
+    tmux.run(&["send-keys", "-t", "view", "-l", &sgr_stroke(&points)]);
+    let screen = tmux.wait_for("pred  1");
+    assert!(
+        screen.contains("your drawing") && screen.contains("model mnist-cnn"),
+        "{screen}"
+    );
+    tmux.run(&["send-keys", "-t", "view", "s"]);
+    let saved = tmux.wait_for("saved");
+    assert!(saved.contains("drawing-1.npy"), "{saved}");
+    assert!(dir.path().join("drawing-1.npy").is_file() && dir.path().join("drawing-1.png").is_file());
+    // The saved input explains as a 1 on the command line too.
+    let out = Command::new(env!("CARGO_BIN_EXE_lrp"))
+        .args(["predict", "--model", "cnn", "--input", "drawing-1.npy"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("predicted classes: 1"), "{text}");
+    // Esc dismisses the message, the next Esc leaves draw mode, then q quits and the terminal is given back.
+    tmux.run(&["send-keys", "-t", "view", "Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux.run(&["send-keys", "-t", "view", "Escape"]);
+    tmux.wait_for("index 0/9999");
+    tmux.run(&["send-keys", "-t", "view", "q"]);
+    let last = tmux.wait_for("LRP-EXITED");
+    assert!(last.contains("LRP-EXITED 0"), "{last}");
+}
+
+#[test]
+fn a_200_by_60_pane_gets_pictures_three_times_as_large() {
+    let tmux = start("big", 200, 60, "", &root());
+    let screen = tmux.wait_for("probabilities");
+    let row = screen.lines().nth(2).unwrap();
+    let cells = row.chars().take_while(|&c| c == '▀').count();
+    assert_eq!(cells, 84, "{screen}");
+    tmux.run(&["send-keys", "-t", "view", "q"]);
+    tmux.wait_for("LRP-EXITED 0");
 }

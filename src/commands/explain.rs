@@ -45,9 +45,13 @@ pub struct ExplainArgs {
     /// One class per sample from an int64 .npy `[N]`.
     #[arg(long)]
     targets: Option<PathBuf>,
-    /// Write the relevance as float32 .npy, shaped like the input.
+    /// Write the relevance as float32 .npy, shaped like the input (with --layer: like that layer's input).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The relevance at the input of layer N (the first column of `lrp info`: for a chain its #N) instead of the
+    /// pixels: what reaches a hidden layer. Needs --out and an LRP rule.
+    #[arg(long, requires = "out", conflicts_with_all = ["png", "print"])]
+    layer: Option<usize>,
     /// Write input and heatmap side by side as PNG.
     #[arg(long)]
     png: Option<PathBuf>,
@@ -137,6 +141,39 @@ pub fn run(a: ExplainArgs) -> Result<()> {
                 .with_context(|| format!("--target '{k}' is not pred, label or a class number"))?,
         ),
     };
+    if let (Some(n), Some(out)) = (a.layer, &a.out) {
+        let layers = net.layers().len();
+        if n >= layers {
+            bail!("--layer {n}: the model has layers 0 to {} (see lrp info)", layers - 1);
+        }
+        let inputs = net.inputs_of(n);
+        if inputs.len() != 1 {
+            bail!(
+                "--layer {n}: layer {n} ({}) reads {} values; pick a layer with one input (see lrp info)",
+                net.layers()[n].kind().name(),
+                inputs.len()
+            );
+        }
+        let e = explainer.explain_keeping(x.view(), &target, inputs)?;
+        let r = &e.kept[0].1;
+        write_npy_atomic(out, r)?;
+        let sums: Vec<String> = r.outer_iter().take(4).map(|s| format!("{:.4}", s.sum())).collect();
+        eprintln!(
+            "wrote the relevance at the input of layer {n} ({}) {:?} to {} (sums {}{}; explained logits {})",
+            net.layers()[n].kind().name(),
+            r.shape(),
+            out.display(),
+            sums.join(", "),
+            if r.shape()[0] > 4 { ", …" } else { "" },
+            e.explained_logits()
+                .iter()
+                .take(4)
+                .map(|v| format!("{v:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    }
     let e = explainer.explain(x.view(), &target)?;
     if let Some(out) = &a.out {
         write_npy_atomic(out, &e.relevance)?;

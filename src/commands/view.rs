@@ -21,6 +21,12 @@ pub struct ViewArgs {
     /// Which split of the dataset.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
+    /// Open in draw mode: draw a digit with the mouse (or the keyboard) and see the explanation as you draw.
+    #[arg(long)]
+    draw: bool,
+    /// The rule to open on (default epsilon-gamma-box, the composite most people use).
+    #[arg(long, default_value = "epsilon-gamma-box")]
+    rule: String,
 }
 
 pub fn run(a: ViewArgs) -> Result<()> {
@@ -59,8 +65,18 @@ pub fn run(a: ViewArgs) -> Result<()> {
         images: data.images.into_dyn(),
         labels: data.labels,
     };
-    let rules = lrp_rules::PRESETS.iter().map(|s| s.to_string()).collect();
-    lrp_view::tui::run(shared, rules)?;
+    let rules: Vec<String> = lrp_rules::PRESETS.iter().map(|s| s.to_string()).collect();
+    let spec = lrp_rules::Spec::parse(&a.rule)?.to_string();
+    let mut rules: Vec<String> = rules;
+    if !rules.contains(&spec) {
+        rules.push(spec.clone());
+    }
+    let options = lrp_view::tui::Options {
+        draw: a.draw,
+        rule: Some(spec),
+        save_dir: None,
+    };
+    lrp_view::tui::run(shared, rules, options)?;
     Ok(())
 }
 

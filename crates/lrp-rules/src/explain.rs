@@ -64,6 +64,9 @@ pub struct Explanation {
     /// LRP only: `layer_sums[i][n]` is sample `n`'s relevance summed over the input of layer `i`;
     /// the last entry is the explained logit. Empty for gradient-based attributions.
     pub layer_sums: Vec<Vec<f32>>,
+    /// The relevance at the values asked for with [`Explainer::explain_keeping`], `(value, [N, …value shape])`,
+    /// in the order asked; empty otherwise.
+    pub kept: Vec<(usize, ArrayD<f32>)>,
 }
 
 impl Explanation {
@@ -140,6 +143,48 @@ impl<'n> Explainer<'n> {
             logits,
             targets,
             layer_sums,
+            kept: Vec::new(),
+        })
+    }
+
+    /// Like [`Explainer::explain`], and also keeps the relevance at each value in `keep` (value `v` is the input
+    /// of layer `v` in a chain; value `k + 1` the output of node `k`): what reaches the hidden layers. LRP plans
+    /// only (a gradient method has gradients there, not relevance). One pass, no blocking: for a few samples.
+    pub fn explain_keeping(&self, x: ArrayViewD<f32>, target: &Target, keep: &[usize]) -> Result<Explanation> {
+        let PlanKind::Lrp(steps) = self.plan.kind() else {
+            return Err(RulesError::Target(format!(
+                "relevance at hidden layers needs an LRP rule; {} is a gradient method",
+                self.plan.spec()
+            )));
+        };
+        let values = self.net.layers().len() + 1;
+        if let Some(&v) = keep.iter().find(|&&v| v >= values) {
+            return Err(RulesError::Target(format!(
+                "value {v} does not exist: the network has values 0 to {}",
+                values - 1
+            )));
+        }
+        let trace = self.net.forward_trace(x.view())?;
+        check_finite("logits", &trace.output)?;
+        let targets = target.resolve(logits_2d(&trace.output)?)?;
+        let seed = onehot(&trace.output, &targets, true);
+        let mut kept: Vec<Option<ArrayD<f32>>> = vec![None; keep.len()];
+        let (relevance, layer_sums) = lrp(self.net, steps, &trace, seed, &mut |v, r| {
+            for (slot, _) in kept.iter_mut().zip(keep).filter(|(_, k)| **k == v) {
+                *slot = Some(r.clone());
+            }
+        });
+        check_finite("relevance", &relevance)?;
+        Ok(Explanation {
+            relevance,
+            logits: trace.output,
+            targets,
+            layer_sums,
+            kept: keep
+                .iter()
+                .zip(kept)
+                .map(|(&v, r)| (v, r.expect("every value is visited")))
+                .collect(),
         })
     }
 
@@ -181,7 +226,7 @@ impl<'n> Explainer<'n> {
     ) -> Result<Explanation> {
         debug_assert_eq!(self.plan.layer_count(), self.net.layers().len());
         let (relevance, layer_sums) = match self.plan.kind() {
-            PlanKind::Lrp(steps) => lrp(self.net, steps, &trace, seed),
+            PlanKind::Lrp(steps) => lrp(self.net, steps, &trace, seed, &mut |_, _| {}),
             PlanKind::Attribution(a) => (self.attribution(*a, x, &trace, seed)?, Vec::new()),
         };
         Ok(Explanation {
@@ -189,6 +234,7 @@ impl<'n> Explainer<'n> {
             logits: trace.output,
             targets,
             layer_sums,
+            kept: Vec::new(),
         })
     }
 
@@ -311,7 +357,13 @@ fn divide_masked(r: &ArrayD<f32>, z: &ArrayD<f32>, o: &ArrayD<f32>, positive: bo
 
 /// LRP from the output relevance `r` to the input; also the relevance summed over each value (for a chain, the
 /// input of each layer), the last entry being the output's.
-fn lrp(net: &Network, steps: &[Step], trace: &Trace, r: ArrayD<f32>) -> (ArrayD<f32>, Vec<Vec<f32>>) {
+fn lrp(
+    net: &Network,
+    steps: &[Step],
+    trace: &Trace,
+    r: ArrayD<f32>,
+    keep: &mut dyn FnMut(usize, &ArrayD<f32>),
+) -> (ArrayD<f32>, Vec<Vec<f32>>) {
     let mut sums = vec![Vec::new(); steps.len() + 1];
     let relevance = net.reverse_accumulate(
         r,
@@ -353,7 +405,10 @@ fn lrp(net: &Network, steps: &[Step], trace: &Trace, r: ArrayD<f32>) -> (ArrayD<
                 Step::Route => return net.node_backward(k, trace, r.view()),
             }]
         },
-        |v, r| sums[v] = per_sample_sums(r),
+        |v, r| {
+            sums[v] = per_sample_sums(r);
+            keep(v, r);
+        },
     );
     (relevance, sums)
 }

@@ -1,12 +1,16 @@
-//! The viewer's state and its key handling, as pure state changes (no terminal, no computation).
+//! The viewer's state and its key and mouse handling, as pure state changes (no terminal, no computation).
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+
+use crate::canvas::Canvas;
 
 /// Which class is explained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ClassChoice {
     /// The model's prediction.
     Predicted,
+    /// The sample's true label (dataset samples; a drawing has none, so its prediction).
+    Label,
     /// A fixed class.
     Class(usize),
 }
@@ -24,6 +28,17 @@ pub enum Mode {
     Spec(String),
 }
 
+/// Which screen is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    /// Dataset samples, one rule or several side by side.
+    Browse,
+    /// The drawing canvas and its explanation.
+    Draw,
+    /// Relevance at a hidden layer's input.
+    Layers,
+}
+
 /// A model as the viewer knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelEntry {
@@ -31,6 +46,39 @@ pub struct ModelEntry {
     pub name: String,
     /// Number of classes.
     pub classes: usize,
+    /// Layers (nodes) of the network, for the layer view.
+    pub layers: usize,
+}
+
+/// What the viewer asks about rules: the canonical form of a typed spec, and whether a model accepts a rule.
+pub trait RuleCheck {
+    /// The canonical spec, or why it does not parse.
+    fn parse(&self, spec: &str) -> Result<String, String>;
+    /// Whether model `model` can be explained by `spec` (or why not).
+    fn accepts(&self, model: usize, spec: &str) -> Result<(), String>;
+}
+
+/// Where the canvas is on screen: its top-left cell and cells per canvas pixel (columns; rows hold two pixels
+/// at scale 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CanvasGeometry {
+    /// Column of the canvas's left edge.
+    pub x: u16,
+    /// Row of the canvas's top edge.
+    pub y: u16,
+    /// The integer scale.
+    pub scale: u16,
+}
+
+impl CanvasGeometry {
+    /// The canvas position `(row, column)` in pixels (continuous) under a terminal cell, or `None` outside.
+    pub fn pixel_at(&self, column: u16, row: u16) -> Option<(f32, f32)> {
+        let s = self.scale.max(1) as f32;
+        let side = crate::canvas::SIDE as f32;
+        let px = (column as f32 - self.x as f32 + 0.5) / s;
+        let py = (row as f32 - self.y as f32 + 0.5) * 2.0 / s;
+        (column >= self.x && row >= self.y && px < side && py < side).then_some((py, px))
+    }
 }
 
 /// The whole state of the viewer.
@@ -46,6 +94,8 @@ pub struct App {
     pub index: usize,
     /// Rule specs, in `r` order (the presets, then any typed after `:`).
     pub rules: Vec<String>,
+    /// `accepts[model][rule]`: rules a model refuses are skipped by `r`.
+    pub accepts: Vec<Vec<bool>>,
     /// Current rule.
     pub rule: usize,
     /// Explained class.
@@ -54,39 +104,114 @@ pub struct App {
     pub compare: bool,
     /// Keyboard mode.
     pub mode: Mode,
+    /// Which screen.
+    pub screen: Screen,
+    /// The screen `l` returns to.
+    pub layers_from: Screen,
+    /// The layer shown in the layer view (an index into the layers that have one input).
+    pub layer: usize,
+    /// The drawing.
+    pub canvas: Canvas,
+    /// In draw mode on a narrow terminal: show the network's input instead of the relevance (`p`).
+    pub show_network_input: bool,
     /// A message for the status line.
     pub message: Option<String>,
     /// Set when the user asked to leave.
     pub quit: bool,
     /// Set by `m` until the current model's predictions are known.
     pub wants_misclassified: bool,
+    /// Set by `s` in draw mode until the drawing is saved.
+    pub wants_save: bool,
 }
 
-/// Checks a typed rule spec; the viewer passes `lrp_rules::Spec::parse`.
-pub type SpecCheck = fn(&str) -> Result<String, String>;
-
 impl App {
-    /// A viewer on `count` samples with these models and rules.
+    /// A viewer on `count` samples with these models and rules, on the first model and rule; every rule accepted.
     pub fn new(models: Vec<ModelEntry>, count: usize, rules: Vec<String>) -> App {
+        let accepts = vec![vec![true; rules.len()]; models.len()];
         App {
             models,
             model: 0,
             count,
             index: 0,
             rules,
+            accepts,
             rule: 0,
             class: ClassChoice::Predicted,
             compare: false,
             mode: Mode::Normal,
+            screen: Screen::Browse,
+            layers_from: Screen::Browse,
+            layer: 0,
+            canvas: Canvas::default(),
+            show_network_input: false,
             message: None,
             quit: false,
             wants_misclassified: false,
+            wants_save: false,
+        }
+    }
+
+    /// Asks `check` which rules each model accepts (so `r` offers only those), and starts on `rule` if the first
+    /// model accepts it.
+    pub fn check_rules(&mut self, check: &dyn RuleCheck, rule: Option<&str>) {
+        self.accepts = (0..self.models.len())
+            .map(|m| self.rules.iter().map(|r| check.accepts(m, r).is_ok()).collect())
+            .collect();
+        if let Some(i) = rule.and_then(|r| self.rules.iter().position(|x| x == r)) {
+            self.rule = i;
+        }
+        self.ensure_accepted_rule();
+    }
+
+    fn accepted(&self, rule: usize) -> bool {
+        self.accepts
+            .get(self.model)
+            .and_then(|a| a.get(rule))
+            .copied()
+            .unwrap_or(true)
+    }
+
+    /// The rules the current model accepts, in `r` order.
+    pub fn accepted_rules(&self) -> Vec<usize> {
+        (0..self.rules.len()).filter(|&r| self.accepted(r)).collect()
+    }
+
+    fn step_rule(&mut self, forward: bool) {
+        let n = self.rules.len();
+        for k in 1..=n {
+            let r = if forward {
+                (self.rule + k) % n
+            } else {
+                (self.rule + n * k - k) % n
+            };
+            if self.accepted(r) {
+                self.rule = r;
+                return;
+            }
+        }
+    }
+
+    fn ensure_accepted_rule(&mut self) {
+        if !self.rules.is_empty() && !self.accepted(self.rule) {
+            let before = self.rules[self.rule].clone();
+            self.step_rule(true);
+            if self.accepted(self.rule) {
+                self.message = Some(format!(
+                    "{} does not take {before}; showing {}",
+                    self.models[self.model].name, self.rules[self.rule]
+                ));
+            }
         }
     }
 
     /// Classes of the current model.
     pub fn classes(&self) -> usize {
         self.models.get(self.model).map_or(0, |m| m.classes)
+    }
+
+    /// Whether the explained input is the drawing.
+    pub fn on_drawing(&self) -> bool {
+        self.screen == Screen::Draw || (self.screen == Screen::Layers && self.layers_from == Screen::Draw)
     }
 
     fn step_index(&mut self, delta: isize) {
@@ -99,14 +224,15 @@ impl App {
 
     fn step_class(&mut self, forward: bool) {
         let k = self.classes();
-        self.class = match (self.class, forward) {
-            (ClassChoice::Predicted, true) => ClassChoice::Class(0),
-            (ClassChoice::Predicted, false) => ClassChoice::Class(k.saturating_sub(1)),
-            (ClassChoice::Class(c), true) if c + 1 >= k => ClassChoice::Predicted,
-            (ClassChoice::Class(c), true) => ClassChoice::Class(c + 1),
-            (ClassChoice::Class(0), false) => ClassChoice::Predicted,
-            (ClassChoice::Class(c), false) => ClassChoice::Class(c - 1),
-        };
+        // pred → label → 0 … k−1 → pred (a drawing has no label).
+        let mut order = vec![ClassChoice::Predicted];
+        if !self.on_drawing() {
+            order.push(ClassChoice::Label);
+        }
+        order.extend((0..k).map(ClassChoice::Class));
+        let i = order.iter().position(|&c| c == self.class).unwrap_or(0);
+        let n = order.len();
+        self.class = order[if forward { (i + 1) % n } else { (i + n - 1) % n }];
     }
 
     /// Moves to the next sample after the current one (wrapping) whose prediction differs from its label.
@@ -133,18 +259,35 @@ impl App {
         }
     }
 
+    fn add_rule(&mut self, canonical: String, check: &dyn RuleCheck) {
+        let i = match self.rules.iter().position(|r| *r == canonical) {
+            Some(i) => i,
+            None => {
+                for (m, acc) in self.accepts.iter_mut().enumerate() {
+                    acc.push(check.accepts(m, &canonical).is_ok());
+                }
+                self.rules.push(canonical);
+                self.rules.len() - 1
+            }
+        };
+        match check.accepts(self.model, &self.rules[i]) {
+            Ok(()) => {
+                self.rule = i;
+                self.message = None;
+            }
+            Err(e) => self.message = Some(e),
+        }
+    }
+
     /// Applies one key press.
-    pub fn handle_key(&mut self, key: KeyEvent, check_spec: SpecCheck) {
+    pub fn handle_key(&mut self, key: KeyEvent, check: &dyn RuleCheck) {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             self.quit = true;
             return;
         }
         match std::mem::replace(&mut self.mode, Mode::Normal) {
-            Mode::Help => {
-                if matches!(key.code, KeyCode::Char('q')) {
-                    self.quit = true;
-                }
-            }
+            // Any key closes the help, as it says.
+            Mode::Help => {}
             Mode::GoTo(mut text) => match key.code {
                 KeyCode::Char(d) if d.is_ascii_digit() => {
                     text.push(d);
@@ -168,17 +311,8 @@ impl App {
                 _ => self.mode = Mode::GoTo(text),
             },
             Mode::Spec(mut text) => match key.code {
-                KeyCode::Enter => match check_spec(&text) {
-                    Ok(canonical) => {
-                        match self.rules.iter().position(|r| *r == canonical) {
-                            Some(i) => self.rule = i,
-                            None => {
-                                self.rules.push(canonical);
-                                self.rule = self.rules.len() - 1;
-                            }
-                        }
-                        self.message = None;
-                    }
+                KeyCode::Enter => match check.parse(&text) {
+                    Ok(canonical) => self.add_rule(canonical, check),
                     Err(e) => self.message = Some(e),
                 },
                 KeyCode::Esc => {}
@@ -193,42 +327,129 @@ impl App {
                 _ => self.mode = Mode::Spec(text),
             },
             Mode::Normal => {
+                // Esc first dismisses a message, then leaves a screen, then quits.
+                if key.code == KeyCode::Esc && self.message.take().is_some() {
+                    return;
+                }
                 self.message = None;
-                match key.code {
-                    KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
-                    KeyCode::Right => self.step_index(1),
-                    KeyCode::Left => self.step_index(-1),
-                    KeyCode::PageDown => self.step_index(100),
-                    KeyCode::PageUp => self.step_index(-100),
-                    KeyCode::Home => self.index = 0,
-                    KeyCode::End => self.index = self.count.saturating_sub(1),
-                    KeyCode::Char('g') => self.mode = Mode::GoTo(String::new()),
-                    KeyCode::Char('m') => self.wants_misclassified = true,
-                    KeyCode::Char('r') if !self.rules.is_empty() => self.rule = (self.rule + 1) % self.rules.len(),
-                    KeyCode::Char('R') if !self.rules.is_empty() => {
-                        self.rule = (self.rule + self.rules.len() - 1) % self.rules.len()
-                    }
-                    KeyCode::Char(':') => self.mode = Mode::Spec(String::new()),
-                    KeyCode::Char('c') => self.step_class(true),
-                    KeyCode::Char('C') => self.step_class(false),
-                    KeyCode::Tab | KeyCode::BackTab if !self.models.is_empty() => {
-                        let n = self.models.len();
-                        self.model = if key.code == KeyCode::Tab {
-                            (self.model + 1) % n
-                        } else {
-                            (self.model + n - 1) % n
-                        };
-                        if let ClassChoice::Class(c) = self.class
-                            && c >= self.classes()
-                        {
-                            self.class = ClassChoice::Predicted;
-                        }
-                    }
-                    KeyCode::Char('v') => self.compare = !self.compare,
-                    KeyCode::Char('?') => self.mode = Mode::Help,
-                    _ => {}
+                if self.screen == Screen::Draw && self.draw_key(key.code) {
+                    return;
+                }
+                if self.screen == Screen::Layers && self.layer_key(key.code) {
+                    return;
+                }
+                self.common_key(key.code);
+            }
+        }
+    }
+
+    /// Keys of every screen.
+    fn common_key(&mut self, code: KeyCode) {
+        match code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Esc if self.screen != Screen::Browse => {
+                self.screen = if self.screen == Screen::Layers {
+                    self.layers_from
+                } else {
+                    Screen::Browse
                 }
             }
+            KeyCode::Esc => self.quit = true,
+            KeyCode::Right => self.step_index(1),
+            KeyCode::Left => self.step_index(-1),
+            KeyCode::PageDown => self.step_index(100),
+            KeyCode::PageUp => self.step_index(-100),
+            KeyCode::Home => self.index = 0,
+            KeyCode::End => self.index = self.count.saturating_sub(1),
+            KeyCode::Char('g') => self.mode = Mode::GoTo(String::new()),
+            KeyCode::Char('m') => self.wants_misclassified = true,
+            KeyCode::Char('r') if !self.rules.is_empty() => self.step_rule(true),
+            KeyCode::Char('R') if !self.rules.is_empty() => self.step_rule(false),
+            KeyCode::Char(':') => self.mode = Mode::Spec(String::new()),
+            KeyCode::Char('c') => self.step_class(true),
+            KeyCode::Char('C') => self.step_class(false),
+            KeyCode::Tab | KeyCode::BackTab if !self.models.is_empty() => {
+                let n = self.models.len();
+                self.model = if code == KeyCode::Tab {
+                    (self.model + 1) % n
+                } else {
+                    (self.model + n - 1) % n
+                };
+                if let ClassChoice::Class(c) = self.class
+                    && c >= self.classes()
+                {
+                    self.class = ClassChoice::Predicted;
+                }
+                self.ensure_accepted_rule();
+            }
+            KeyCode::Char('v') => self.compare = !self.compare,
+            KeyCode::Char('d') => self.screen = Screen::Draw,
+            KeyCode::Char('l') => {
+                self.layers_from = self.screen;
+                self.screen = Screen::Layers;
+            }
+            KeyCode::Char('?') => self.mode = Mode::Help,
+            _ => {}
+        }
+    }
+
+    /// Keys of draw mode; false for a key it leaves to the common ones.
+    fn draw_key(&mut self, code: KeyCode) -> bool {
+        let c = &mut self.canvas;
+        match code {
+            KeyCode::Up => c.move_cursor(-1, 0),
+            KeyCode::Down => c.move_cursor(1, 0),
+            KeyCode::Left => c.move_cursor(0, -1),
+            KeyCode::Right => c.move_cursor(0, 1),
+            KeyCode::Char(' ') => c.dab_at_cursor(false),
+            KeyCode::Char('x') => c.dab_at_cursor(true),
+            KeyCode::Char('c') => c.clear(),
+            KeyCode::Char('u') => {
+                if !c.undo() {
+                    self.message = Some("nothing to undo".into());
+                }
+            }
+            KeyCode::Char('s') => {
+                if c.is_empty() {
+                    self.message = Some("nothing to save: draw a digit first".into());
+                } else {
+                    self.wants_save = true;
+                }
+            }
+            KeyCode::Char('p') => self.show_network_input = !self.show_network_input,
+            KeyCode::Char('d') => self.screen = Screen::Browse,
+            KeyCode::Char('v') | KeyCode::Char('m') | KeyCode::Char('g') => {}
+            KeyCode::PageUp | KeyCode::PageDown | KeyCode::Home | KeyCode::End => {}
+            _ => return false,
+        }
+        true
+    }
+
+    /// Keys of the layer view; false for a key it leaves to the common ones.
+    fn layer_key(&mut self, code: KeyCode) -> bool {
+        match code {
+            KeyCode::Char('[') => self.layer = self.layer.saturating_sub(1),
+            KeyCode::Char(']') => self.layer += 1,
+            KeyCode::Char('l') => self.screen = self.layers_from,
+            KeyCode::Char('v') => {}
+            _ => return false,
+        }
+        true
+    }
+
+    /// Applies one mouse event; `canvas` is where the canvas is drawn (draw mode), from the layout.
+    pub fn handle_mouse(&mut self, ev: MouseEvent, canvas: Option<CanvasGeometry>) {
+        if self.screen != Screen::Draw || self.mode != Mode::Normal {
+            return;
+        }
+        let at = canvas.and_then(|g| g.pixel_at(ev.column, ev.row));
+        match (ev.kind, at) {
+            (MouseEventKind::Down(MouseButton::Left), Some((y, x))) => self.canvas.begin_stroke(y, x),
+            (MouseEventKind::Drag(MouseButton::Left), Some((y, x))) if self.canvas.stroking() => {
+                self.canvas.stroke_to(y, x)
+            }
+            (MouseEventKind::Up(_), _) => self.canvas.end_stroke(),
+            _ => {}
         }
     }
 }
@@ -240,11 +461,17 @@ pub const HELP: &[(&str, &str)] = &[
     ("Home / End", "first / last sample"),
     ("g", "go to an index (type it, then Enter)"),
     ("m", "next misclassified sample"),
-    ("r / R", "next / previous rule"),
+    ("r / R", "next / previous rule (those the model takes)"),
     (":", "type any rule spec, e.g. conv=gamma(0.5);dense=epsilon"),
-    ("c / C", "next / previous explained class (pred, 0, 1, …)"),
+    ("c / C", "explained class: pred, label, 0, 1, …"),
     ("Tab / Shift-Tab", "next / previous model"),
-    ("v", "compare rules side by side"),
+    ("v", "compare rules side by side, beside the input"),
+    (
+        "d",
+        "draw a digit: mouse, or arrows + space (x erase, c clear, u undo, s save, p input/relevance)",
+    ),
+    ("l", "layer view: relevance at a hidden layer ([ / ] layer)"),
     ("?", "this help (any key closes it)"),
-    ("q / Esc", "quit (Esc cancels typing)"),
+    ("Esc", "dismiss a message, leave draw/layer view, or quit"),
+    ("q", "quit"),
 ];

@@ -5,11 +5,13 @@
 //!   character ramp with `NO_COLOR`), shared by `lrp explain --print` and the terminal viewer;
 //! - [`colormap`]: the blue-white-red heatmap, grayscale and the xterm palette;
 //! - [`png_out`]: input and heatmap side by side as a PNG; [`plot`]: line plots as PNG;
-//! - [`app`] (state and keys), [`ui`] (drawing), [`worker`] (explanations off the UI thread) and [`tui`]
+//! - [`canvas`]: draw mode's canvas and MNIST's preprocessing of a drawing;
+//! - [`app`] (state, keys and mouse), [`ui`] (drawing), [`worker`] (explanations off the UI thread) and [`tui`]
 //!   (the terminal and the event loop): the viewer `lrp view`.
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod canvas;
 pub mod cells;
 pub mod colormap;
 pub mod plot;

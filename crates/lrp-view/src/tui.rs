@@ -4,12 +4,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ratatui::crossterm::event::{self, Event, KeyEventKind};
+use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event, KeyEventKind};
+use ratatui::crossterm::execute;
 
-use crate::app::{App, ModelEntry};
-use crate::cells::ColorMode;
-use crate::ui::{draw, needed};
-use crate::worker::{Key, Request, Response, Shared, ViewData, Worker};
+use crate::app::{App, ModelEntry, RuleCheck, Screen};
+use crate::cells::{ColorMode, to_map};
+use crate::ui::{Sources, canvas_geometry, draw, needed};
+use crate::worker::{InputRef, Key, Request, Response, Shared, ViewData, Worker};
 
 /// Why the viewer stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -46,14 +47,83 @@ impl Cache {
     }
 }
 
-fn check_spec(s: &str) -> Result<String, String> {
-    lrp_rules::Spec::parse(s)
-        .map(|s| s.to_string())
-        .map_err(|e| e.to_string())
+/// Rules as the viewer checks them: parsed by `lrp_rules`, accepted when an explainer can be built.
+struct Checker<'a>(&'a Shared);
+
+impl RuleCheck for Checker<'_> {
+    fn parse(&self, spec: &str) -> Result<String, String> {
+        lrp_rules::Spec::parse(spec)
+            .map(|s| s.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    fn accepts(&self, model: usize, spec: &str) -> Result<(), String> {
+        let (name, net) = &self.0.models[model];
+        let spec = lrp_rules::Spec::parse(spec).map_err(|e| e.to_string())?;
+        lrp_rules::Explainer::new(net, &spec)
+            .map(|_| ())
+            .map_err(|e| format!("{name}: {e}"))
+    }
+}
+
+/// How the viewer starts.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Open in draw mode.
+    pub draw: bool,
+    /// The rule to start on (when the first model takes it).
+    pub rule: Option<String>,
+    /// Where `s` saves drawings (the current folder when `None`).
+    pub save_dir: Option<std::path::PathBuf>,
+}
+
+/// Saves the drawing's network input as `.npy` (`[1, 1, 28, 28]` float32, for `lrp explain --input`) and a PNG
+/// with its relevance, under the first free `drawing-N` name in `dir`; says what it wrote.
+pub fn save_drawing(
+    dir: &std::path::Path,
+    input: &ndarray::Array2<f32>,
+    data: Option<&ViewData>,
+    rule: &str,
+    model: &str,
+) -> Result<String, String> {
+    let stem = (1..10_000)
+        .map(|n| dir.join(format!("drawing-{n}")))
+        .find(|p| !p.with_extension("npy").exists() && !p.with_extension("png").exists())
+        .ok_or("no free drawing-N name in this folder")?;
+    let npy = stem.with_extension("npy");
+    let x = input
+        .clone()
+        .into_shape_with_order((1, 1, input.nrows(), input.ncols()))
+        .map_err(|e| e.to_string())?;
+    lrp_core::atomic::write_atomically(
+        &npy,
+        |tmp| {
+            let f = std::fs::File::create(tmp).map_err(|e| format!("{}: {e}", npy.display()))?;
+            use ndarray_npy::WriteNpyExt;
+            x.write_npy(std::io::BufWriter::new(f))
+                .map_err(|e| format!("{}: {e}", npy.display()))
+        },
+        |e| format!("{}: {e}", npy.display()),
+    )?;
+    let mut said = format!("saved {}", npy.display());
+    if let Some(v) = data {
+        let png = stem.with_extension("png");
+        let panel = crate::png_out::Panel {
+            image: input.clone(),
+            relevance: v.relevance.clone(),
+            caption: vec![
+                format!("drawing, pred {}", v.predicted()),
+                format!("class {}", v.target),
+            ],
+        };
+        crate::png_out::write_png(&png, &format!("{model} · rule {rule}"), &[panel]).map_err(|e| e.to_string())?;
+        said.push_str(&format!(" and {}", png.display()));
+    }
+    Ok(said)
 }
 
 /// Runs the viewer until the user quits. The terminal is restored on return, on error and on panic.
-pub fn run(shared: Shared, rules: Vec<String>) -> Result<(), ViewError> {
+pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), ViewError> {
     if shared.models.is_empty() {
         return Err(ViewError::Empty("no models to show".into()));
     }
@@ -66,10 +136,16 @@ pub fn run(shared: Shared, rules: Vec<String>) -> Result<(), ViewError> {
         .map(|(name, net)| ModelEntry {
             name: name.clone(),
             classes: net.num_classes(),
+            layers: net.layers().len(),
         })
         .collect();
     let mut app = App::new(models, shared.labels.len(), rules);
+    app.check_rules(&Checker(&shared), options.rule.as_deref());
+    if options.draw {
+        app.screen = Screen::Draw;
+    }
     let labels = shared.labels.clone();
+    let images = shared.images.clone();
     let shared = Arc::new(shared);
     let worker = Worker::spawn(shared.clone());
     let color = ColorMode::from_env();
@@ -81,14 +157,30 @@ pub fn run(shared: Shared, rules: Vec<String>) -> Result<(), ViewError> {
     let mut predictions: HashMap<usize, Result<Vec<usize>, String>> = HashMap::new();
     let mut asked_predictions: HashSet<usize> = HashSet::new();
 
-    // ratatui::init installs a panic hook that restores the terminal before the panic message is printed.
+    // ratatui::init installs a panic hook that restores the terminal before the panic message is printed; mouse
+    // capture is switched off before it (and on every other way out).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = execute!(std::io::stdout(), DisableMouseCapture);
+        hook(info);
+    }));
     let mut terminal = ratatui::init();
     let result = (|| -> Result<(), ViewError> {
+        execute!(std::io::stdout(), EnableMouseCapture)?;
+        let checker = Checker(&shared);
+        let size_of = {
+            let first = to_map(images.index_axis(ndarray::Axis(0), 0));
+            first.dim()
+        };
         loop {
-            let width = terminal.size()?.width;
-            for key in needed(&app, width) {
+            let size = terminal.size()?;
+            let drawing = app.on_drawing().then(|| Arc::new(app.canvas.network_input()));
+            for key in needed(&app, size.width, size.height, &labels, size_of) {
                 if !cache.map.contains_key(&key) && cache.pending.insert(key.clone()) {
-                    worker.request(Request::Explain(key));
+                    let pixels = matches!(key.input, InputRef::Drawing(_))
+                        .then(|| drawing.clone())
+                        .flatten();
+                    worker.request(Request::Explain(key, pixels));
                 }
             }
             if app.wants_misclassified {
@@ -106,16 +198,64 @@ pub fn run(shared: Shared, rules: Vec<String>) -> Result<(), ViewError> {
                     }
                 }
             }
-            terminal.draw(|f| draw(f, &app, &|k| cache.map.get(k).cloned(), &labels, color))?;
+            if app.wants_save {
+                app.wants_save = false;
+                let key = needed(&app, size.width, size.height, &labels, size_of)
+                    .into_iter()
+                    .next();
+                let data = key.and_then(|k| cache.map.get(&k).cloned()).and_then(Result::ok);
+                let dir = options
+                    .save_dir
+                    .clone()
+                    .unwrap_or_else(|| std::path::PathBuf::from("."));
+                let input = app.canvas.network_input();
+                app.message = Some(
+                    match save_drawing(
+                        &dir,
+                        &input,
+                        data.as_ref(),
+                        &app.rules[app.rule],
+                        &app.models[app.model].name,
+                    ) {
+                        Ok(said) => format!("{said} (lrp explain --input takes the .npy)"),
+                        Err(e) => format!("cannot save the drawing: {e}"),
+                    },
+                );
+            }
+            let sources = Sources {
+                lookup: &|k| cache.map.get(k).cloned(),
+                labels: &labels,
+                images: &images,
+                color,
+            };
+            terminal.draw(|f| draw(f, &app, &sources))?;
             if event::poll(Duration::from_millis(40))? {
-                match event::read()? {
-                    Event::Key(k) if k.kind != KeyEventKind::Release => app.handle_key(k, check_spec),
-                    _ => {} // resize and others: the next draw adapts
+                // Everything already queued (a mouse drag sends many events) before the next draw.
+                loop {
+                    match event::read()? {
+                        Event::Key(k) if k.kind != KeyEventKind::Release => app.handle_key(k, &checker),
+                        Event::Mouse(m) => {
+                            let size = terminal.size()?;
+                            app.handle_mouse(m, Some(canvas_geometry(size.width, size.height)));
+                        }
+                        _ => {} // resize and others: the next draw adapts
+                    }
+                    if app.quit || !event::poll(Duration::ZERO)? {
+                        break;
+                    }
                 }
             }
             while let Some(resp) = worker.try_recv() {
                 match resp {
-                    Response::Explained(k, v) => cache.insert(k, v),
+                    Response::Explained(k, v) => {
+                        if let InputRef::Drawing(version) = k.input {
+                            // Older drawings are dropped by the worker: stop waiting for them.
+                            cache
+                                .pending
+                                .retain(|p| !matches!(p.input, InputRef::Drawing(v) if v < version));
+                        }
+                        cache.insert(k, *v)
+                    }
                     Response::Predictions(m, p) => {
                         predictions.insert(m, p);
                     }
@@ -126,6 +266,7 @@ pub fn run(shared: Shared, rules: Vec<String>) -> Result<(), ViewError> {
             }
         }
     })();
+    let _ = execute!(std::io::stdout(), DisableMouseCapture);
     ratatui::restore();
     result
 }

@@ -21,17 +21,39 @@ pub struct Shared {
     pub labels: Vec<u8>,
 }
 
+/// Which input an explanation is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InputRef {
+    /// A sample of the dataset.
+    Sample(usize),
+    /// A version of the drawing (draw mode); the request carries its pixels.
+    Drawing(u64),
+}
+
 /// One explanation the viewer may need.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     /// Model index.
     pub model: usize,
-    /// Sample index.
-    pub index: usize,
+    /// The input.
+    pub input: InputRef,
     /// Rule spec.
     pub rule: String,
-    /// Explained class.
+    /// Explained class: [`ClassChoice::Predicted`] or a [`ClassChoice::Class`] (a label is resolved first).
     pub class: ClassChoice,
+    /// Also the relevance at every layer's input (the layer view).
+    pub layers: bool,
+}
+
+/// The relevance at one layer's input, for the layer view.
+#[derive(Clone, Debug)]
+pub struct LayerData {
+    /// The layer (node) number, as `lrp info` prints it.
+    pub node: usize,
+    /// What the layer is (`conv2d`).
+    pub kind: String,
+    /// The relevance at its input, one sample (no batch axis).
+    pub relevance: ArrayD<f32>,
 }
 
 /// Everything drawn for one explanation.
@@ -47,6 +69,8 @@ pub struct ViewData {
     pub target: usize,
     /// `(layer, relevance sum at its input)`, the last entry the explained logit; empty for gradient methods.
     pub layer_sums: Vec<(String, f32)>,
+    /// The relevance at each layer's input (one-input layers, in order), when the key asked for it.
+    pub layers: Vec<LayerData>,
 }
 
 impl ViewData {
@@ -89,15 +113,66 @@ fn fit(shared: &Shared, net: &Network, range: std::ops::Range<usize>) -> Result<
         .map_err(|e| e.to_string())
 }
 
-/// Explains one sample (used by the worker; also handy in tests).
-pub fn compute(shared: &Shared, key: &Key, explainer: &Explainer) -> Result<ViewData, String> {
+/// A drawing (`H × W`) as a batch of one for `net`.
+fn fit_drawing(net: &Network, drawing: &Array2<f32>) -> Result<ArrayD<f32>, String> {
+    let mut shape = vec![1];
+    shape.extend_from_slice(net.input_shape());
+    if drawing.len() != shape.iter().product::<usize>() {
+        return Err(format!(
+            "a {}×{} drawing does not fit the model's input {:?}",
+            drawing.nrows(),
+            drawing.ncols(),
+            net.input_shape()
+        ));
+    }
+    drawing
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order(shape)
+        .map_err(|e| e.to_string())
+}
+
+/// Explains one input (used by the worker; also handy in tests and benchmarks). A drawing key needs `drawing`,
+/// the preprocessed pixels.
+pub fn compute(
+    shared: &Shared,
+    key: &Key,
+    explainer: &Explainer,
+    drawing: Option<&Array2<f32>>,
+) -> Result<ViewData, String> {
     let (_, net) = &shared.models[key.model];
-    let x = fit(shared, net, key.index..key.index + 1)?;
-    let target = match key.class {
-        ClassChoice::Predicted => Target::Predicted,
-        ClassChoice::Class(c) => Target::Class(c),
+    let x = match (key.input, drawing) {
+        (InputRef::Sample(i), _) => fit(shared, net, i..i + 1)?,
+        (InputRef::Drawing(_), Some(d)) => fit_drawing(net, d)?,
+        (InputRef::Drawing(_), None) => return Err("no drawing to explain".into()),
     };
-    let e = explainer.explain(x.view(), &target).map_err(|e| e.to_string())?;
+    let target = match key.class {
+        ClassChoice::Class(c) => Target::Class(c),
+        _ => Target::Predicted,
+    };
+    let layer_nodes: Vec<usize> = if key.layers {
+        (0..net.layers().len())
+            .filter(|&k| net.inputs_of(k).len() == 1)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let keep: Vec<usize> = layer_nodes.iter().map(|&k| net.inputs_of(k)[0]).collect();
+    let e = if key.layers {
+        explainer.explain_keeping(x.view(), &target, &keep)
+    } else {
+        explainer.explain(x.view(), &target)
+    }
+    .map_err(|e| e.to_string())?;
+    let layers = layer_nodes
+        .iter()
+        .zip(&e.kept)
+        .map(|(&k, (_, r))| LayerData {
+            node: k,
+            kind: net.layers()[k].kind().name().to_string(),
+            relevance: r.index_axis(Axis(0), 0).to_owned(),
+        })
+        .collect();
     let logits = e
         .logits
         .view()
@@ -125,11 +200,12 @@ pub fn compute(shared: &Shared, key: &Key, explainer: &Explainer) -> Result<View
         layer_sums.push(("input sum".into(), e.relevance.sum()));
     }
     Ok(ViewData {
-        image: to_map(shared.images.index_axis(Axis(0), key.index)),
+        image: to_map(x.index_axis(Axis(0), 0)),
         relevance: to_map(e.relevance.index_axis(Axis(0), 0)),
         logits: logits.row(0).to_vec(),
         target: e.targets[0],
         layer_sums,
+        layers,
     })
 }
 
@@ -147,19 +223,33 @@ pub fn predictions(shared: &Shared, model: usize) -> Result<Vec<usize>, String> 
 }
 
 /// A request to the worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Request {
-    /// One explanation.
-    Explain(Key),
+    /// One explanation (of a drawing: with its preprocessed pixels).
+    Explain(Key, Option<Arc<Array2<f32>>>),
     /// Every prediction of a model (for `m`).
     Predictions(usize),
+}
+
+impl Request {
+    fn same(&self, other: &Request) -> bool {
+        match (self, other) {
+            (Request::Explain(a, _), Request::Explain(b, _)) => {
+                a == b
+                    // A newer drawing makes the older ones' explanations moot.
+                    || (matches!((a.input, b.input), (InputRef::Drawing(_), InputRef::Drawing(_))))
+            }
+            (Request::Predictions(a), Request::Predictions(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// A finished request.
 #[derive(Clone, Debug)]
 pub enum Response {
     /// An explanation, or why there is none.
-    Explained(Key, Result<ViewData, String>),
+    Explained(Key, Box<Result<ViewData, String>>),
     /// A model's predictions.
     Predictions(usize, Result<Vec<usize>, String>),
 }
@@ -188,9 +278,9 @@ impl Worker {
                 }
                 stack.extend(requests.try_iter());
                 let Some(req) = stack.pop() else { continue };
-                stack.retain(|r| *r != req);
+                stack.retain(|r| !r.same(&req));
                 let answer = match req {
-                    Request::Explain(key) => {
+                    Request::Explain(key, drawing) => {
                         let ex = explainers.entry((key.model, key.rule.clone())).or_insert_with(|| {
                             let net = &shared.models[key.model].1;
                             Spec::parse(&key.rule)
@@ -198,10 +288,10 @@ impl Worker {
                                 .map_err(|e| e.to_string())
                         });
                         let result = match ex {
-                            Ok(ex) => compute(shared, &key, ex),
+                            Ok(ex) => compute(shared, &key, ex, drawing.as_deref()),
                             Err(e) => Err(e.clone()),
                         };
-                        Response::Explained(key, result)
+                        Response::Explained(key, Box::new(result))
                     }
                     Request::Predictions(m) => Response::Predictions(m, predictions(shared, m)),
                 };

@@ -1,10 +1,10 @@
 //! The viewer: widgets rendered into ratatui's test backend, and key handling as pure state changes.
 
 use lrp_core::{Arch, Network};
-use lrp_view::app::{App, ClassChoice, Mode, ModelEntry};
+use lrp_view::app::{App, ClassChoice, Mode, ModelEntry, RuleCheck};
 use lrp_view::cells::{ColorMode, MapKind, render};
-use lrp_view::ui::{CellsWidget, compare_layout, draw, shrink_width};
-use lrp_view::worker::{Key, Shared, ViewData, compute};
+use lrp_view::ui::{CellsWidget, Sources, compare_layout, draw, shrink_width};
+use lrp_view::worker::{InputRef, Key, Shared, ViewData, compute};
 use ndarray::{ArrayD, IxDyn, array};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -52,10 +52,12 @@ fn app(count: usize) -> App {
             ModelEntry {
                 name: "a".into(),
                 classes: 3,
+                layers: 4,
             },
             ModelEntry {
                 name: "b".into(),
                 classes: 10,
+                layers: 4,
             },
         ],
         count,
@@ -67,17 +69,30 @@ fn key(code: KeyCode) -> KeyEvent {
     KeyEvent::new(code, KeyModifiers::NONE)
 }
 
-fn spec_ok(s: &str) -> Result<String, String> {
-    if s.starts_with("all=") {
-        Ok(s.to_string())
-    } else {
-        Err(format!("bad spec '{s}'"))
+/// Specs starting `all=` parse; model 1 (`b`) refuses `zplus` and `all=refused`.
+struct Mock;
+
+impl RuleCheck for Mock {
+    fn parse(&self, s: &str) -> Result<String, String> {
+        if s.starts_with("all=") {
+            Ok(s.to_string())
+        } else {
+            Err(format!("bad spec '{s}'"))
+        }
+    }
+
+    fn accepts(&self, model: usize, spec: &str) -> Result<(), String> {
+        if model == 1 && (spec == "zplus" || spec == "all=refused") {
+            Err(format!("b does not take {spec}"))
+        } else {
+            Ok(())
+        }
     }
 }
 
 fn press(app: &mut App, codes: &[KeyCode]) {
     for &c in codes {
-        app.handle_key(key(c), spec_ok);
+        app.handle_key(key(c), &Mock);
     }
 }
 
@@ -120,6 +135,8 @@ fn next_and_previous_wrap_at_the_ends() {
 fn classes_rules_and_models_cycle() {
     let mut a = app(10);
     press(&mut a, &[KeyCode::Char('c')]);
+    assert_eq!(a.class, ClassChoice::Label, "after the prediction comes the true label");
+    press(&mut a, &[KeyCode::Char('c')]);
     assert_eq!(a.class, ClassChoice::Class(0));
     press(&mut a, &[KeyCode::Char('c'), KeyCode::Char('c'), KeyCode::Char('c')]);
     assert_eq!(
@@ -131,7 +148,15 @@ fn classes_rules_and_models_cycle() {
     assert_eq!(a.class, ClassChoice::Class(2));
     press(&mut a, &[KeyCode::Tab]);
     assert_eq!((a.model, a.class), (1, ClassChoice::Class(2)));
-    press(&mut a, &[KeyCode::Char('C'), KeyCode::Char('C'), KeyCode::Char('C')]);
+    press(
+        &mut a,
+        &[
+            KeyCode::Char('C'),
+            KeyCode::Char('C'),
+            KeyCode::Char('C'),
+            KeyCode::Char('C'),
+        ],
+    );
     assert_eq!(a.class, ClassChoice::Predicted);
     press(&mut a, &[KeyCode::Char('C')]);
     assert_eq!(a.class, ClassChoice::Class(9));
@@ -188,8 +213,18 @@ fn misclassified_search_moves_or_says_there_is_none() {
 
 #[test]
 fn compare_mode_fits_three_rules_in_80_columns() {
-    assert_eq!(compare_layout(80, 15), (3, 26));
-    assert_eq!(compare_layout(120, 15), (4, 28));
+    // 80 columns: the input and three rules, narrowed.
+    let g = compare_layout(80, 24, 28, 28, 15);
+    assert_eq!((g.scale, g.per_row, g.rows, g.panel_w), (1, 4, 1, 19));
+    assert_eq!(g.rules_shown(15), 3);
+    // 120×40: full-size panels in two rows (input + 7 rules); 200×60: three rows of six.
+    let g = compare_layout(120, 40, 28, 28, 15);
+    assert_eq!((g.scale, g.per_row, g.rows, g.panel_w), (1, 4, 2, 28));
+    let g = compare_layout(200, 60, 28, 28, 15);
+    assert_eq!((g.scale, g.per_row * g.rows), (1, 18));
+    assert_eq!(g.rules_shown(15), 15);
+    // Two rules at 200×60: the three panels at 2×.
+    assert_eq!(compare_layout(200, 60, 28, 28, 2).scale, 2);
     let narrowed = shrink_width(&array![[0.1f32, -0.9, 0.2, 0.3]], 2);
     assert_eq!(narrowed, array![[-0.9f32, 0.3]]);
 }
@@ -207,6 +242,29 @@ fn shared() -> (Shared, Network) {
     )
 }
 
+fn screen_text(term: &Terminal<TestBackend>) -> String {
+    let buf = term.backend().buffer();
+    let area = buf.area;
+    (0..area.height)
+        .map(|y| {
+            (0..area.width)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect()
+}
+
+fn sample_key(index: usize, rule: &str) -> Key {
+    Key {
+        model: 0,
+        input: InputRef::Sample(index),
+        rule: rule.into(),
+        class: ClassChoice::Predicted,
+        layers: false,
+    }
+}
+
 #[test]
 fn the_screen_shows_the_sample_and_says_when_the_terminal_is_too_small() {
     let (shared, net) = shared();
@@ -214,6 +272,7 @@ fn the_screen_shows_the_sample_and_says_when_the_terminal_is_too_small() {
         vec![ModelEntry {
             name: "tiny".into(),
             classes: 3,
+            layers: net.layers().len(),
         }],
         4,
         vec!["epsilon".into(), "zplus".into(), "gamma".into()],
@@ -221,50 +280,39 @@ fn the_screen_shows_the_sample_and_says_when_the_terminal_is_too_small() {
     a.index = 1;
     let spec = lrp_rules::Spec::parse("epsilon").unwrap();
     let ex = lrp_rules::Explainer::new(&net, &spec).unwrap();
-    let k = Key {
-        model: 0,
-        index: 1,
-        rule: "epsilon".into(),
-        class: ClassChoice::Predicted,
-    };
-    let data: ViewData = compute(&shared, &k, &ex).unwrap();
+    let k = sample_key(1, "epsilon");
+    let data: ViewData = compute(&shared, &k, &ex, None).unwrap();
     let lookup = |q: &Key| if *q == k { Some(Ok(data.clone())) } else { None };
-    let mut term = Terminal::new(TestBackend::new(80, 24)).unwrap();
-    term.draw(|f| draw(f, &a, &lookup, &shared.labels, ColorMode::TrueColor))
-        .unwrap();
-    let screen: String = {
-        let buf = term.backend().buffer();
-        (0..24)
-            .map(|y| (0..80).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>() + "\n")
-            .collect()
+    let src = Sources {
+        lookup: &lookup,
+        labels: &shared.labels,
+        images: &shared.images,
+        color: ColorMode::TrueColor,
     };
+    let mut term = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    term.draw(|f| draw(f, &a, &src)).unwrap();
+    let screen = screen_text(&term);
     assert!(screen.contains("index 1/3") && screen.contains("label 1"), "{screen}");
     assert!(
         screen.contains("probabilities") && screen.contains("relevance sum"),
         "{screen}"
     );
     assert!(screen.contains('▀'));
-    // Compare mode: the first panel is ready, the others say they are computing.
+    // Compare mode: the input first, then the rules; the first rule is ready, the others are computing.
     a.compare = true;
-    term.draw(|f| draw(f, &a, &lookup, &shared.labels, ColorMode::TrueColor))
-        .unwrap();
+    term.draw(|f| draw(f, &a, &src)).unwrap();
     let buf = term.backend().buffer().clone();
     let row1: String = (0..80).map(|x| buf[(x, 1)].symbol().to_string()).collect();
     assert!(
-        row1.contains("epsilon") && row1.contains("zplus") && row1.contains("gamma"),
+        row1.starts_with("input") && row1.contains("epsilon") && row1.contains("zplus") && row1.contains("gamma"),
         "{row1}"
     );
-    let row2: String = (27..80).map(|x| buf[(x, 2)].symbol().to_string()).collect();
+    let row2: String = (13..80).map(|x| buf[(x, 2)].symbol().to_string()).collect();
     assert!(row2.contains("computing"), "{row2}");
 
     let mut small = Terminal::new(TestBackend::new(60, 20)).unwrap();
-    small
-        .draw(|f| draw(f, &a, &lookup, &shared.labels, ColorMode::TrueColor))
-        .unwrap();
-    let buf = small.backend().buffer();
-    let text: String = (0..20)
-        .map(|y| (0..60).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>())
-        .collect();
+    small.draw(|f| draw(f, &a, &src)).unwrap();
+    let text = screen_text(&small);
     assert!(
         text.contains("terminal too small") && text.contains("80×24") && text.contains("60×20"),
         "{text}"
