@@ -4,5 +4,12 @@ mod batch;
 mod forward;
 mod graphs;
 mod rules;
+mod view;
 
-criterion::criterion_main!(forward::benches, rules::benches, batch::benches, graphs::benches);
+criterion::criterion_main!(
+    forward::benches,
+    rules::benches,
+    batch::benches,
+    graphs::benches,
+    view::benches
+);

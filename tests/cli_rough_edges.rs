@@ -380,3 +380,109 @@ fn an_installed_binary_works_from_an_empty_folder() {
     // Nothing was written into the folder.
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn explain_layer_writes_the_relevance_at_a_hidden_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r7.npy");
+    let text = lrp_ok(&[
+        "explain",
+        "--model",
+        CNN,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--count",
+        "3",
+        "--rule",
+        "epsilon",
+        "--layer",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(text.contains("layer 7 (dense)"), "{text}");
+    let r: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).unwrap();
+    assert_eq!(r.shape(), &[3, 512]);
+    // The same sums as the conservation table of --print at "#7 dense".
+    let printed = lrp_ok(&[
+        "explain",
+        "--model",
+        CNN,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+    ]);
+    let line = printed.lines().find(|l| l.trim_start().starts_with("#7")).unwrap();
+    let table: f32 = line.split_whitespace().last().unwrap().parse().unwrap();
+    assert!((r.row(0).sum() - table).abs() < 1e-3, "{} vs {line}", r.row(0).sum());
+    // Layer 0 is the pixels: the same as the ordinary output.
+    let r0 = dir.path().join("r0.npy");
+    let full = dir.path().join("full.npy");
+    let base = [
+        "explain",
+        "--model",
+        CNN,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+        "--out",
+    ];
+    let mut a = base.to_vec();
+    a.extend([r0.to_str().unwrap(), "--layer", "0"]);
+    lrp_ok(&a);
+    let mut b = base.to_vec();
+    b.push(full.to_str().unwrap());
+    lrp_ok(&b);
+    assert_eq!(std::fs::read(&r0).unwrap(), std::fs::read(&full).unwrap());
+    // Refusals: out of range, a gradient method, a node with two inputs.
+    let err = lrp_err(&[
+        "explain",
+        "--model",
+        CNN,
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+        "--layer",
+        "99",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("layers 0 to 10"), "{err}");
+    let err = lrp_err(&[
+        "explain",
+        "--model",
+        CNN,
+        "--index",
+        "0",
+        "--rule",
+        "gradient",
+        "--layer",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("needs an LRP rule"), "{err}");
+    let err = lrp_err(&[
+        "explain",
+        "--model",
+        "resnet",
+        "--index",
+        "0",
+        "--rule",
+        "epsilon",
+        "--layer",
+        "6",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("reads 2 values"), "{err}");
+}

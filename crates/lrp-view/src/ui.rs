@@ -380,7 +380,14 @@ fn draw_help(frame: &mut Frame) {
         2,
         4 + HELP.len() as u16,
         area.width - 2,
-        Line::raw("colors: red = positive relevance, blue = negative; NO_COLOR gives characters"),
+        Line::raw("colors: red = positive relevance, blue = negative; NO_COLOR gives characters:"),
+    );
+    text(
+        frame,
+        2,
+        5 + HELP.len() as u16,
+        area.width - 2,
+        Line::raw(no_color_legend()),
     );
 }
 
@@ -410,10 +417,8 @@ fn status(frame: &mut Frame, app: &App, color: ColorMode) {
 /// The legend under a heatmap: the colors, or the character ramp without them.
 fn legend(color: ColorMode, scale: f32) -> String {
     if color == ColorMode::NoColor {
-        format!(
-            "max |R| {scale:.4}  {}",
-            no_color_legend().trim_start_matches("legend: ")
-        )
+        // The character ramps, weak to strong (the help and `lrp explain` spell them out).
+        format!("|R|≤{scale:.3} +*#@ pos -=~% neg")
     } else {
         format!("max |R| {scale:.4}  red + blue −")
     }
@@ -596,7 +601,7 @@ fn draw_single(frame: &mut Frame, app: &App, src: &Sources) {
                 frame,
                 pw + 2,
                 2 + ph,
-                area.width - pw - 2,
+                pw.max(28),
                 Line::from(legend(src.color, max_abs(v.relevance.view()))),
             );
             Some(v)
@@ -660,7 +665,7 @@ fn draw_drawing(frame: &mut Frame, app: &App, src: &Sources) {
                     frame,
                     x,
                     2 + ph,
-                    area.width - x,
+                    pw.max(28),
                     Line::from(legend(src.color, max_abs(v.relevance.view()))),
                 );
                 Some(v)
@@ -810,11 +815,11 @@ fn draw_layers(frame: &mut Frame, app: &App, src: &Sources) {
         area.width,
         Line::styled(
             format!(
-                "layer {} ({}/{}): {} — relevance at its input {:?}, sum {total:.3} (logit {:.3})",
+                "layer {} {} ({}/{}): R at its input {:?}, sum {total:.3}, logit {:.3}",
                 layer.node,
+                layer.kind,
                 idx + 1,
                 v.layers.len(),
-                layer.kind,
                 layer.relevance.shape(),
                 v.logits[v.target]
             ),

@@ -277,7 +277,10 @@ fn the_layer_view_ranks_channels_and_neurons() {
         (layer.node, layer.kind.as_str(), layer.relevance.shape()),
         (3, "conv2d", &[16, 12, 12][..])
     );
-    assert!(text.contains("layer 3") && text.contains("[16, 12, 12]"), "{text}");
+    assert!(
+        text.contains("layer 3 conv2d") && text.contains("[16, 12, 12]"),
+        "{text}"
+    );
     let ranked = lrp_view::ui::ranked_channels(&layer.relevance);
     let top = format!("ch {} ", ranked[0].0);
     assert!(
@@ -331,7 +334,7 @@ fn rough_edges_of_the_viewer_keys() {
     assert_eq!(app.class, ClassChoice::Label);
     // No NO_COLOR "red + blue −": the character legend instead.
     let (text, _) = render(&app, &shared, 80, 24, ColorMode::NoColor);
-    assert!(!text.contains("red +") && text.contains("positive +*#@"), "{text}");
+    assert!(!text.contains("red +") && text.contains("+*#@ pos -=~% neg"), "{text}");
     // r offers only rules the model takes: every preset on the CNN.
     let accepted = app.accepted_rules().len();
     assert_eq!(accepted, app.rules.len());
