@@ -486,3 +486,24 @@ fn explain_layer_writes_the_relevance_at_a_hidden_layer() {
     ]);
     assert!(err.contains("reads 2 values"), "{err}");
 }
+
+#[test]
+fn training_messages_read_as_english() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_bars_dataset(dir.path(), 12, 60, 20);
+    let out = dir.path().join("m.lrpm");
+    let text = lrp_ok(&[
+        "train",
+        "--arch",
+        "mlp",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(text.contains("training the MLP on 60 images"), "{text}");
+    assert!(text.contains("trained 1 epoch in"), "{text}");
+    assert!(!text.contains("Mlp") && !text.contains("1 epochs"), "{text}");
+}
