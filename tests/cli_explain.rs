@@ -86,6 +86,8 @@ fn explain_prints_png_and_npy_for_dataset_samples() {
         "--out",
         npy.to_str().unwrap(),
         "--print",
+        "--color",
+        "always",
     ]);
     assert!(
         out.contains("index 0: predicted 7, label 7, explained class 7"),
@@ -93,7 +95,10 @@ fn explain_prints_png_and_npy_for_dataset_samples() {
     );
     assert!(out.contains("index 1:"), "{out}");
     assert!(out.contains("output (logit)") && out.contains("#0  conv2d"), "{out}");
-    assert!(out.contains('▀'), "colour output uses half blocks");
+    assert!(
+        out.contains('▀'),
+        "colour output (asked for: the test's stdout is a pipe) uses half blocks"
+    );
     let r: ArrayD<f32> = ndarray_npy::read_npy(&npy).unwrap();
     assert_eq!(r.shape(), &[2, 1, 28, 28]);
     let bytes = std::fs::read(&png).unwrap();
@@ -101,8 +106,9 @@ fn explain_prints_png_and_npy_for_dataset_samples() {
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
     let reader = decoder.read_info().unwrap();
     let info = reader.info();
+    // Two tiles side by side, each an input and a heatmap at 6× (168 pixels) with a caption under them.
     assert!(
-        info.width >= 2 * 280 && info.height >= 2 * 280,
+        info.width >= 4 * 168 && info.height >= 168 && info.height < 2 * 168 + 150,
         "{}×{}",
         info.width,
         info.height

@@ -282,13 +282,18 @@ fn commands_without_inputs_name_both_ways_to_give_them() {
     for args in [
         vec!["predict", "--model", MLP],
         vec!["batch", "--model", MLP, "--rule", "epsilon", "--out", "/tmp/never-used"],
-        vec!["explain", "--model", MLP, "--rule", "epsilon"],
     ] {
         let out = lrp(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains("--input") && err.contains("--data"), "{args:?}: {err}");
     }
+    // explain also takes --index alone (the shipped MNIST): its message names all three.
+    let err = lrp_err(&["explain", "--model", MLP, "--rule", "epsilon"]);
+    assert!(
+        err.contains("--input") && err.contains("--data") && err.contains("--index I alone"),
+        "{err}"
+    );
 }
 
 #[test]
