@@ -1,6 +1,7 @@
 //! Criterion benchmarks: `cargo bench`. One module per area.
 
 mod batch;
+mod e2e;
 mod forward;
 mod graphs;
 mod rules;
@@ -11,5 +12,6 @@ criterion::criterion_main!(
     rules::benches,
     batch::benches,
     graphs::benches,
-    view::benches
+    view::benches,
+    e2e::benches
 );

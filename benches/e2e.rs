@@ -1,0 +1,125 @@
+//! Whole-process `lrp batch` over the 10,000 MNIST test images, 2 threads, LRP-ε: the shipped CNN and MLP from the
+//! IDX files (`--data`) and from the same images as one float32 `.npy` (`--input`), and the CNN under
+//! `epsilon-gamma-box`. Each iteration is a fresh process writing a fresh folder (start-up, reading, writing
+//! included), as a user runs it. `cargo bench -- e2e/`
+//!
+//! Beside them, `gemm/` measures this machine's float32 GEMM rate in the same run (1024³, 2 threads, the `gemm`
+//! crate that faer and candle use), so a rate can be given as a share of what the machine can do.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group};
+use lrp_core::{Dataset, Split};
+
+/// One explanation of the shipped CNN under LRP-ε, in floating-point operations: the forward pass (2.23 MFLOP)
+/// and the transposed pass of the same size.
+#[allow(dead_code)]
+pub const CNN_EPSILON_FLOP: f64 = 4.46e6;
+
+fn run(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lrp"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("lrp runs");
+    assert!(
+        out.status.success(),
+        "lrp {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn e2e(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().expect("temporary folder");
+    let data = Dataset::load(&root.join("data/mnist"), Split::Test).expect("shipped MNIST");
+    let npy = tmp.path().join("test.npy");
+    ndarray_npy::write_npy(&npy, &data.images).expect("writes the .npy");
+    let npy = npy.to_str().expect("utf-8 path").to_string();
+    let n = data.len() as u64;
+    let mut group = c.benchmark_group("e2e");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(15))
+        .throughput(Throughput::Elements(n));
+    let mut k = 0u64;
+    for (model, rule, source) in [
+        ("cnn", "epsilon", "data"),
+        ("cnn", "epsilon", "input"),
+        ("cnn", "epsilon-gamma-box", "data"),
+        ("mlp", "epsilon", "data"),
+        ("mlp", "epsilon", "input"),
+    ] {
+        let path = format!("data/models/mnist-{model}.lrpm");
+        let (flag, value) = if source == "data" {
+            ("--data", "data/mnist")
+        } else {
+            ("--input", npy.as_str())
+        };
+        group.bench_function(format!("{model}/{rule}/{source}"), |b| {
+            b.iter(|| {
+                k += 1;
+                let out = tmp.path().join(format!("run-{k}"));
+                run(&[
+                    "batch",
+                    "--model",
+                    &path,
+                    flag,
+                    value,
+                    "--rule",
+                    rule,
+                    "--threads",
+                    "2",
+                    "--out",
+                    out.to_str().expect("utf-8 path"),
+                ]);
+                std::fs::remove_dir_all(&out).expect("removes the run");
+            })
+        });
+    }
+    group.finish();
+}
+
+fn gemm_rate(c: &mut Criterion) {
+    const N: usize = 1024;
+    let a = vec![1.0f32; N * N];
+    let b = vec![0.5f32; N * N];
+    let mut dst = vec![0.0f32; N * N];
+    let mut group = c.benchmark_group("gemm");
+    // Throughput in "elements" = floating-point operations: criterion then prints FLOP/s as elem/s.
+    group.throughput(Throughput::Elements((2 * N * N * N) as u64));
+    group.sample_size(20);
+    group.bench_function("sgemm-1024-2-threads", |bench| {
+        bench.iter(|| {
+            // SAFETY: the three buffers are N×N, row-major (row stride N, column stride 1), and dst does not alias.
+            unsafe {
+                gemm::gemm(
+                    N,
+                    N,
+                    N,
+                    dst.as_mut_ptr(),
+                    1,
+                    N as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    N as isize,
+                    b.as_ptr(),
+                    1,
+                    N as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(2),
+                )
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, gemm_rate, e2e);
