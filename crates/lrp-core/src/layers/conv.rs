@@ -133,7 +133,6 @@ impl Conv2d {
         let batch = self.group_size(n, hw);
         let rows = wmat.ncols();
         let mut cols = Array2::<f32>::zeros((rows, batch * hw));
-        let mut prod = Array2::<f32>::zeros((og, batch * hw));
         for start in (0..n).step_by(batch) {
             let g = batch.min(n - start);
             for gi in 0..groups {
@@ -145,12 +144,13 @@ impl Conv2d {
                     ow,
                     &mut cols,
                 );
-                let mut prod = prod.slice_mut(s![.., ..g * hw]);
-                general_mat_mul(1.0, &wmat.slice(s![gi * og..(gi + 1) * og, ..]), &cols, 0.0, &mut prod);
+                // One GEMM per sample, straight into its output planes (no copy of a product matrix): each
+                // output element sums over the same k in the same order as one GEMM over the group would.
+                let wg = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
                 for j in 0..g {
                     let mut dst = out.slice_mut(s![start + j, gi * og..(gi + 1) * og, .., ..]);
                     let mut dst = dst.view_mut().into_shape_with_order((og, hw)).expect("fresh array");
-                    dst.assign(&prod.slice(s![.., j * hw..(j + 1) * hw]));
+                    general_mat_mul(1.0, &wg, &cols.slice(s![.., j * hw..(j + 1) * hw]), 0.0, &mut dst);
                 }
             }
         }
@@ -177,22 +177,22 @@ impl Conv2d {
         let rows = wmat.ncols();
         let mut out = Array4::<f32>::zeros((n, c, h, w));
         let batch = self.group_size(n, hw);
-        let mut smat = Array2::<f32>::zeros((og, batch * hw));
         let mut cols = Array2::<f32>::zeros((rows, batch * hw));
         let mut part = (groups > 1).then(|| Array4::<f32>::zeros((batch, cg, h, w)));
         for start in (0..n).step_by(batch) {
             let g = batch.min(n - start);
             for gi in 0..groups {
-                let mut smat = smat.slice_mut(s![.., ..g * hw]);
-                gather_outputs(s.slice(s![start..start + g, gi * og..(gi + 1) * og, .., ..]), &mut smat);
-                let mut cols = cols.slice_mut(s![.., ..g * hw]);
-                general_mat_mul(
-                    1.0,
-                    &wmat.slice(s![gi * og..(gi + 1) * og, ..]).t(),
-                    &smat,
-                    0.0,
-                    &mut cols,
-                );
+                // One GEMM per sample, reading its output planes where they are (no gathered copy).
+                let wt = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
+                let wt = wt.t();
+                let s = s.as_standard_layout();
+                for j in 0..g {
+                    let sj = s.slice(s![start + j, gi * og..(gi + 1) * og, .., ..]);
+                    let sj = sj.into_shape_with_order((og, hw)).expect("standard layout");
+                    let mut cj = cols.slice_mut(s![.., j * hw..(j + 1) * hw]);
+                    general_mat_mul(1.0, &wt, &sj, 0.0, &mut cj);
+                }
+                let cols = cols.slice(s![.., ..g * hw]);
                 match &mut part {
                     None => col2im(
                         cols.view(),

@@ -65,6 +65,11 @@ impl Pool2d {
         lo.min(hi)..hi
     }
 
+    /// A 2×2 window with stride 2 and no padding (output `⌊H/2⌋ × ⌊W/2⌋`).
+    fn is_2x2_stride_2(&self) -> bool {
+        self.window.kernel == [2, 2] && self.window.stride == [2, 2] && self.window.pads == [0; 4]
+    }
+
     /// For each output, the flat index (within its channel plane) of the first maximum of its window
     /// (padded cells never win), or `usize::MAX` when the window lies entirely in the padding.
     fn winners(&self, xs: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> (Vec<usize>, usize, usize) {
@@ -72,6 +77,31 @@ impl Pool2d {
         let [sh, sw] = self.window.stride;
         let [pt, pl] = [self.window.pads[0], self.window.pads[1]];
         let mut out = vec![usize::MAX; n * c * oh * ow];
+        if self.is_2x2_stride_2() {
+            // The common 2×2/2 window without padding, branch-free: the first maximum of (a, b, c, d) in row order.
+            for plane in 0..n * c {
+                let p = &xs[plane * h * w..(plane + 1) * h * w];
+                let dst = &mut out[plane * oh * ow..(plane + 1) * oh * ow];
+                for oy in 0..oh {
+                    let (r0, r1) = (&p[2 * oy * w..2 * oy * w + w], &p[(2 * oy + 1) * w..(2 * oy + 2) * w]);
+                    for (ox, d) in dst[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
+                        let i = 2 * ox;
+                        let (mut best, mut at) = (r0[i], 2 * oy * w + i);
+                        if r0[i + 1] > best {
+                            (best, at) = (r0[i + 1], at + 1);
+                        }
+                        if r1[i] > best {
+                            (best, at) = (r1[i], (2 * oy + 1) * w + i);
+                        }
+                        if r1[i + 1] > best {
+                            at = (2 * oy + 1) * w + i + 1;
+                        }
+                        *d = at;
+                    }
+                }
+            }
+            return (out, oh, ow);
+        }
         if self.window.pads == [0; 4] {
             // Every window lies inside the input: no bounds to test.
             let [kh, kw] = self.window.kernel;
@@ -130,6 +160,25 @@ impl Pool2d {
         let x = x.as_standard_layout();
         let xs = x.as_slice().expect("standard layout");
         let (n, c, h, w) = x.dim();
+        if self.is_2x2_stride_2() {
+            // The value of the first maximum, as below, without indices: `if v > m { v } else { m }` in row order
+            // (the same value, NaN handling included), which vectorises.
+            let (oh, ow) = (h / 2, w / 2);
+            let mut out = Array4::<f32>::zeros((n, c, oh, ow));
+            let os = out.as_slice_mut().expect("fresh array");
+            for plane in 0..n * c {
+                let p = &xs[plane * h * w..(plane + 1) * h * w];
+                for oy in 0..oh {
+                    let (r0, r1) = (&p[2 * oy * w..2 * oy * w + w], &p[(2 * oy + 1) * w..(2 * oy + 2) * w]);
+                    let dst = &mut os[(plane * oh + oy) * ow..(plane * oh + oy + 1) * ow];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        let pick = |m: f32, v: f32| if v > m { v } else { m };
+                        *d = pick(pick(pick(r0[2 * ox], r0[2 * ox + 1]), r1[2 * ox]), r1[2 * ox + 1]);
+                    }
+                }
+            }
+            return out;
+        }
         let (win, oh, ow) = self.winners(xs, x.dim());
         let hw = h * w;
         let data: Vec<f32> = win
