@@ -355,6 +355,23 @@ fn divide_masked(r: &ArrayD<f32>, z: &ArrayD<f32>, o: &ArrayD<f32>, positive: bo
     s
 }
 
+/// The γ rule's shares for stacked maps: `zz = [z⁺; z⁻]` along axis 1 (`o` channels each); returns
+/// `[r·[z>0]/z⁺; r·[z<0]/z⁻]` in the same layout, for the stacked transposed product.
+fn gamma_shares(r: &ArrayD<f32>, zz: &ArrayD<f32>, z: &ArrayD<f32>, o: usize) -> ArrayD<f32> {
+    use ndarray::{Axis, Slice};
+    let mut s = ArrayD::<f32>::zeros(zz.raw_dim());
+    for (half, positive) in [(0, true), (1, false)] {
+        let range = Slice::from(half * o..(half + 1) * o);
+        let mut sh = s.slice_axis_mut(Axis(1), range);
+        let zh = zz.slice_axis(Axis(1), range);
+        Zip::from(&mut sh).and(r).and(&zh).and(z).for_each(|s, &r, &zh, &z| {
+            let keep = if positive { z > 0.0 } else { z < 0.0 };
+            *s = if keep { r / stab(zh, STABILIZER) } else { 0.0 };
+        });
+    }
+    s
+}
+
 /// LRP from the output relevance `r` to the input; also the relevance summed over each value (for a chain, the
 /// input of each layer), the last entry being the output's.
 fn lrp(
@@ -453,8 +470,14 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
                 out
             }
         }
-        (Maps::Gamma { p: pm, n: nm }, _) => {
+        (Maps::Gamma { p: pm, n: nm, both }, _) => {
             if nonneg {
+                if let Some(both) = both {
+                    // One product gives [z⁺; z⁻] (channels stacked), one transposed product Σ over both halves.
+                    let zz = both.forward(x.view(), true);
+                    let s = gamma_shares(r, &zz, z, pm.outputs());
+                    return both.transpose(s.view(), shape) * x;
+                }
                 let sp = divide_masked(r, &pm.forward(x.view(), true), z, true);
                 let sn = divide_masked(r, &nm.forward(x.view(), true), z, false);
                 (pm.transpose(sp.view(), shape) + nm.transpose(sn.view(), shape)) * x
@@ -468,20 +491,34 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
                     + (nm.transpose(sp.view(), shape) + pm.transpose(sn.view(), shape)) * &xn
             }
         }
-        (Maps::ZBox { w, pos, neg, low, high }, Rule::ZBox(..)) => {
-            let lo = low
-                .broadcast(x.raw_dim())
-                .expect("bounds have the layer input's shape")
-                .to_owned();
-            let hi = high
-                .broadcast(x.raw_dim())
-                .expect("bounds have the layer input's shape")
-                .to_owned();
-            let zb = w.forward(x.view(), false) - pos.forward(lo.view(), false) - neg.forward(hi.view(), false);
+        (
+            Maps::ZBox {
+                w,
+                pos,
+                neg,
+                low,
+                high,
+                pos_low,
+                neg_high,
+            },
+            Rule::ZBox(..),
+        ) => {
+            let mut zb = w.forward(x.view(), false);
+            if let Some(pl) = pos_low {
+                zb -= pl;
+            }
+            if let Some(nh) = neg_high {
+                zb -= nh;
+            }
             let s = divide(r, &zb, STABILIZER);
-            w.transpose(s.view(), shape) * x
-                - pos.transpose(s.view(), shape) * &lo
-                - neg.transpose(s.view(), shape) * &hi
+            let mut out = w.transpose(s.view(), shape) * x;
+            if pos_low.is_some() {
+                out -= &(pos.transpose(s.view(), shape) * low);
+            }
+            if neg_high.is_some() {
+                out -= &(neg.transpose(s.view(), shape) * high);
+            }
+            out
         }
         (Maps::Uniform { map, denom }, _) => {
             let s = divide(r, denom, STABILIZER);

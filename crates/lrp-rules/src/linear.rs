@@ -78,6 +78,53 @@ impl LinearMap {
         }
     }
 
+    /// Output channels (conv) or outputs (dense).
+    pub fn outputs(&self) -> usize {
+        match self {
+            LinearMap::Dense(d) => d.outputs(),
+            LinearMap::Conv(c) => c.out_channels(),
+        }
+    }
+
+    /// One map computing both `a` and `b` (same kind, input and window): their weights and biases stacked along
+    /// the output axis, so one product (and, for a convolution, one unfolding of the input) serves both. `None`
+    /// for grouped convolutions, whose output channels are tied to input groups.
+    pub fn stacked(a: &LinearMap, b: &LinearMap) -> Option<LinearMap> {
+        let bias = |x: &Option<ndarray::Array1<f32>>, y: &Option<ndarray::Array1<f32>>, n: (usize, usize)| match (x, y) {
+            (None, None) => None,
+            _ => {
+                let zx = ndarray::Array1::zeros(n.0);
+                let zy = ndarray::Array1::zeros(n.1);
+                Some(
+                    ndarray::concatenate(
+                        ndarray::Axis(0),
+                        &[x.as_ref().unwrap_or(&zx).view(), y.as_ref().unwrap_or(&zy).view()],
+                    )
+                    .expect("1-D biases"),
+                )
+            }
+        };
+        match (a, b) {
+            (LinearMap::Dense(x), LinearMap::Dense(y)) => {
+                let w = ndarray::concatenate(ndarray::Axis(0), &[x.weight.view(), y.weight.view()]).ok()?;
+                Some(LinearMap::Dense(Dense::new(w, bias(&x.bias, &y.bias, (x.outputs(), y.outputs())))))
+            }
+            (LinearMap::Conv(x), LinearMap::Conv(y))
+                if x.groups == 1 && y.groups == 1 && x.window == y.window && x.dilation == y.dilation =>
+            {
+                let w = ndarray::concatenate(ndarray::Axis(0), &[x.weight.view(), y.weight.view()]).ok()?;
+                Some(LinearMap::Conv(Conv2d {
+                    weight: w,
+                    bias: bias(&x.bias, &y.bias, (x.out_channels(), y.out_channels())),
+                    window: x.window,
+                    dilation: x.dilation,
+                    groups: 1,
+                }))
+            }
+            _ => None,
+        }
+    }
+
     /// `W x`, plus the bias when `with_bias` is set.
     ///
     /// # Shapes

@@ -44,16 +44,25 @@ pub(crate) enum Maps {
     Plain(LinearMap),
     /// z⁺ and αβ: `W⁺, b⁺` and `W⁻, b⁻`.
     Signed { pos: LinearMap, neg: LinearMap },
-    /// γ: `W + γW⁺, b + γb⁺` and `W + γW⁻, b + γb⁻`.
-    Gamma { p: LinearMap, n: LinearMap },
+    /// γ: `W + γW⁺, b + γb⁺` and `W + γW⁻, b + γb⁻`, and both stacked into one map (one product for the two
+    /// forward maps and one for the two transposed ones), when the layer allows it.
+    Gamma {
+        p: LinearMap,
+        n: LinearMap,
+        both: Option<LinearMap>,
+    },
     /// z^B: `W`, `W⁺`, `W⁻` (no bias), and the bounds at the layer's input (one sample, broadcast over the batch):
     /// the rule's scalars, mapped through any input normalization before the layer.
+    /// `W⁺ low` and `W⁻ high` are computed once (`[1, …output]`), and terms whose bound is 0 everywhere are
+    /// skipped (they contribute exact zeros).
     ZBox {
         w: LinearMap,
         pos: LinearMap,
         neg: LinearMap,
         low: ArrayD<f32>,
         high: ArrayD<f32>,
+        pos_low: Option<ArrayD<f32>>,
+        neg_high: Option<ArrayD<f32>>,
     },
     /// w² and flat: the modified map and its (input-independent) denominator `M·1` for one sample.
     Uniform { map: LinearMap, denom: ArrayD<f32> },
@@ -125,18 +134,28 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usiz
             pos: map.modified(Modifier::Positive),
             neg: map.modified(Modifier::Negative),
         },
-        Rule::Gamma(g) => Maps::Gamma {
-            p: map.modified(Modifier::GammaPositive(g)),
-            n: map.modified(Modifier::GammaNegative(g)),
-        },
+        Rule::Gamma(g) => {
+            let p = map.modified(Modifier::GammaPositive(g));
+            let n = map.modified(Modifier::GammaNegative(g));
+            let both = LinearMap::stacked(&p, &n);
+            Maps::Gamma { p, n, both }
+        }
         Rule::ZBox(l, h) => {
             let (low, high) = zbox_bounds(net, k, l, h);
+            let pos = map.modified(Modifier::Positive);
+            let neg = map.modified(Modifier::Negative);
+            let once = |m: &LinearMap, bound: &ArrayD<f32>| {
+                (bound.iter().any(|&v| v != 0.0)).then(|| m.forward(bound.view().insert_axis(ndarray::Axis(0)), false))
+            };
+            let (pos_low, neg_high) = (once(&pos, &low), once(&neg, &high));
             Maps::ZBox {
-                pos: map.modified(Modifier::Positive),
-                neg: map.modified(Modifier::Negative),
+                pos,
+                neg,
                 w: map,
                 low,
                 high,
+                pos_low,
+                neg_high,
             }
         }
         Rule::WSquare | Rule::Flat => {
