@@ -355,19 +355,34 @@ fn divide_masked(r: &ArrayD<f32>, z: &ArrayD<f32>, o: &ArrayD<f32>, positive: bo
     s
 }
 
-/// The γ rule's shares for stacked maps: `zz = [z⁺; z⁻]` along axis 1 (`o` channels each); returns
-/// `[r·[z>0]/z⁺; r·[z<0]/z⁻]` in the same layout, for the stacked transposed product.
-fn gamma_shares(r: &ArrayD<f32>, zz: &ArrayD<f32>, z: &ArrayD<f32>, o: usize) -> ArrayD<f32> {
-    use ndarray::{Axis, Slice};
-    let mut s = ArrayD::<f32>::zeros(zz.raw_dim());
-    for (half, positive) in [(0, true), (1, false)] {
-        let range = Slice::from(half * o..(half + 1) * o);
-        let mut sh = s.slice_axis_mut(Axis(1), range);
-        let zh = zz.slice_axis(Axis(1), range);
-        Zip::from(&mut sh).and(r).and(&zh).and(z).for_each(|s, &r, &zh, &z| {
-            let keep = if positive { z > 0.0 } else { z < 0.0 };
-            *s = if keep { r / stab(zh, STABILIZER) } else { 0.0 };
-        });
+/// The γ rule's shares for the stacked maps: `[r·[z>0]/z⁺; r·[z<0]/z⁻]`, the halves stacked along axis 1 (the
+/// layout of the stacked map's output).
+fn gamma_shares(r: &ArrayD<f32>, zp: &ArrayD<f32>, zn: &ArrayD<f32>, z: &ArrayD<f32>) -> ArrayD<f32> {
+    let mut shape = r.shape().to_vec();
+    shape[1] *= 2;
+    let mut s = ArrayD::<f32>::zeros(ndarray::IxDyn(&shape));
+    let (r, zp, zn, z) = (
+        r.as_standard_layout(),
+        zp.as_standard_layout(),
+        zn.as_standard_layout(),
+        z.as_standard_layout(),
+    );
+    let per = r.len() / r.shape()[0].max(1);
+    let (r, zp, zn, z): (&[f32], &[f32], &[f32], &[f32]) = (
+        r.as_slice().expect("standard layout"),
+        zp.as_slice().expect("standard layout"),
+        zn.as_slice().expect("standard layout"),
+        z.as_slice().expect("standard layout"),
+    );
+    let out = s.as_slice_mut().expect("fresh array");
+    for (n, dst) in out.chunks_exact_mut(2 * per).enumerate() {
+        let (pos, neg) = dst.split_at_mut(per);
+        let at = n * per..(n + 1) * per;
+        let (r, zp, zn, z) = (&r[at.clone()], &zp[at.clone()], &zn[at.clone()], &z[at]);
+        for i in 0..per {
+            pos[i] = if z[i] > 0.0 { r[i] / stab(zp[i], STABILIZER) } else { 0.0 };
+            neg[i] = if z[i] < 0.0 { r[i] / stab(zn[i], STABILIZER) } else { 0.0 };
+        }
     }
     s
 }
@@ -470,12 +485,14 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
                 out
             }
         }
-        (Maps::Gamma { p: pm, n: nm, both }, _) => {
+        (Maps::Gamma { p: pm, n: nm, both, plus }, _) => {
             if nonneg {
-                if let Some(both) = both {
-                    // One product gives [z⁺; z⁻] (channels stacked), one transposed product Σ over both halves.
-                    let zz = both.forward(x.view(), true);
-                    let s = gamma_shares(r, &zz, z, pm.outputs());
+                if let (Some(both), Some(plus)) = (both, plus) {
+                    // z⁺ and z⁻ from one product W⁺x and the trace's z; one transposed product over [s⁺; s⁻].
+                    let pp = plus.w_pos.forward(x.view(), false);
+                    let zp = z + &((&pp + &plus.bias_pos) * plus.gamma);
+                    let zn = z + &(((z - &plus.bias) - &pp + &plus.bias_neg) * plus.gamma);
+                    let s = gamma_shares(r, &zp, &zn, z);
                     return both.transpose(s.view(), shape) * x;
                 }
                 let sp = divide_masked(r, &pm.forward(x.view(), true), z, true);
@@ -500,10 +517,15 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
                 high,
                 pos_low,
                 neg_high,
+                bias,
             },
             Rule::ZBox(..),
         ) => {
-            let mut zb = w.forward(x.view(), false);
+            // W x is the trace's output less the bias (no second product).
+            let mut zb = match bias {
+                Some(b) => z - b,
+                None => z.clone(),
+            };
             if let Some(pl) = pos_low {
                 zb -= pl;
             }

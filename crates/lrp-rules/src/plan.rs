@@ -50,6 +50,7 @@ pub(crate) enum Maps {
         p: LinearMap,
         n: LinearMap,
         both: Option<LinearMap>,
+        plus: Option<GammaPlus>,
     },
     /// z^B: `W`, `W⁺`, `W⁻` (no bias), and the bounds at the layer's input (one sample, broadcast over the batch):
     /// the rule's scalars, mapped through any input normalization before the layer.
@@ -63,9 +64,56 @@ pub(crate) enum Maps {
         high: ArrayD<f32>,
         pos_low: Option<ArrayD<f32>>,
         neg_high: Option<ArrayD<f32>>,
+        bias: Option<ArrayD<f32>>,
     },
     /// w² and flat: the modified map and its (input-independent) denominator `M·1` for one sample.
     Uniform { map: LinearMap, denom: ArrayD<f32> },
+}
+
+/// The γ rule's two forward maps from one product: with `P = W⁺x` and the layer's own output `z = Wx + b`
+/// (from the trace), `z⁺ = z + γ(P + b⁺)` and `z⁻ = z + γ(z − b − P + b⁻)` (as `W⁻ = W − W⁺`). Biases are shaped
+/// to broadcast over `[N, O, …]`.
+#[derive(Clone, Debug)]
+pub(crate) struct GammaPlus {
+    pub w_pos: LinearMap,
+    pub gamma: f32,
+    pub bias: ArrayD<f32>,
+    pub bias_pos: ArrayD<f32>,
+    pub bias_neg: ArrayD<f32>,
+}
+
+/// A layer's bias shaped to broadcast over its output `[N, O, …]`.
+fn shaped_bias(map: &LinearMap) -> Option<ArrayD<f32>> {
+    let (bias, ndim) = match map {
+        LinearMap::Dense(d) => (d.bias.clone(), 2),
+        LinearMap::Conv(c) => (c.bias.clone(), 4),
+    };
+    let mut shape = vec![1, map.outputs()];
+    shape.resize(ndim, 1);
+    bias.map(|b| b.into_shape_with_order(IxDyn(&shape)).expect("one value per output"))
+}
+
+impl GammaPlus {
+    fn new(map: &LinearMap, gamma: f32) -> GammaPlus {
+        let ndim = match map {
+            LinearMap::Dense(_) => 2,
+            LinearMap::Conv(_) => 4,
+        };
+        let o = map.outputs();
+        let b = shaped_bias(map)
+            .map(|b| b.iter().copied().collect::<ndarray::Array1<f32>>())
+            .unwrap_or_else(|| ndarray::Array1::zeros(o));
+        let mut shape = vec![1, o];
+        shape.resize(ndim, 1);
+        let shaped = |v: ndarray::Array1<f32>| v.into_shape_with_order(IxDyn(&shape)).expect("one value per output");
+        GammaPlus {
+            w_pos: map.modified(Modifier::Positive),
+            gamma,
+            bias_pos: shaped(b.mapv(|v| v.max(0.0))),
+            bias_neg: shaped(b.mapv(|v| v.min(0.0))),
+            bias: shaped(b),
+        }
+    }
 }
 
 /// How a spec is carried out on a particular network.
@@ -138,7 +186,8 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usiz
             let p = map.modified(Modifier::GammaPositive(g));
             let n = map.modified(Modifier::GammaNegative(g));
             let both = LinearMap::stacked(&p, &n);
-            Maps::Gamma { p, n, both }
+            let plus = both.is_some().then(|| GammaPlus::new(&map, g));
+            Maps::Gamma { p, n, both, plus }
         }
         Rule::ZBox(l, h) => {
             let (low, high) = zbox_bounds(net, k, l, h);
@@ -148,7 +197,9 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usiz
                 (bound.iter().any(|&v| v != 0.0)).then(|| m.forward(bound.view().insert_axis(ndarray::Axis(0)), false))
             };
             let (pos_low, neg_high) = (once(&pos, &low), once(&neg, &high));
+            let bias = shaped_bias(&map);
             Maps::ZBox {
+                bias,
                 pos,
                 neg,
                 w: map,
