@@ -355,33 +355,42 @@ fn divide_masked(r: &ArrayD<f32>, z: &ArrayD<f32>, o: &ArrayD<f32>, positive: bo
     s
 }
 
-/// The γ rule's shares for the stacked maps: `[r·[z>0]/z⁺; r·[z<0]/z⁻]`, the halves stacked along axis 1 (the
-/// layout of the stacked map's output).
-fn gamma_shares(r: &ArrayD<f32>, zp: &ArrayD<f32>, zn: &ArrayD<f32>, z: &ArrayD<f32>) -> ArrayD<f32> {
+/// The γ rule's shares for the stacked maps, `[r·[z>0]/z⁺; r·[z<0]/z⁻]` with the halves stacked along axis 1
+/// (the layout of the stacked map's output), where `z⁺ = z + γ(P + b⁺)` and `z⁻ = z + γ((z − b) − P + b⁻)`
+/// from `P = W⁺x`: one pass, no temporaries.
+fn gamma_shares(r: &ArrayD<f32>, pp: &ArrayD<f32>, z: &ArrayD<f32>, plus: &crate::plan::GammaPlus) -> ArrayD<f32> {
     let mut shape = r.shape().to_vec();
+    let o = shape[1];
     shape[1] *= 2;
     let mut s = ArrayD::<f32>::zeros(ndarray::IxDyn(&shape));
-    let (r, zp, zn, z) = (
-        r.as_standard_layout(),
-        zp.as_standard_layout(),
-        zn.as_standard_layout(),
-        z.as_standard_layout(),
-    );
-    let per = r.len() / r.shape()[0].max(1);
-    let (r, zp, zn, z): (&[f32], &[f32], &[f32], &[f32]) = (
+    let (r, pp, z) = (r.as_standard_layout(), pp.as_standard_layout(), z.as_standard_layout());
+    let (r, pp, z): (&[f32], &[f32], &[f32]) = (
         r.as_slice().expect("standard layout"),
-        zp.as_slice().expect("standard layout"),
-        zn.as_slice().expect("standard layout"),
+        pp.as_slice().expect("standard layout"),
         z.as_slice().expect("standard layout"),
     );
+    let per = r.len() / shape[0].max(1);
+    let plane = per / o.max(1);
+    let (b, bp, bn) = (
+        plus.bias.as_slice().expect("fresh array"),
+        plus.bias_pos.as_slice().expect("fresh array"),
+        plus.bias_neg.as_slice().expect("fresh array"),
+    );
+    let g = plus.gamma;
     let out = s.as_slice_mut().expect("fresh array");
     for (n, dst) in out.chunks_exact_mut(2 * per).enumerate() {
         let (pos, neg) = dst.split_at_mut(per);
-        let at = n * per..(n + 1) * per;
-        let (r, zp, zn, z) = (&r[at.clone()], &zp[at.clone()], &zn[at.clone()], &z[at]);
-        for i in 0..per {
-            pos[i] = if z[i] > 0.0 { r[i] / stab(zp[i], STABILIZER) } else { 0.0 };
-            neg[i] = if z[i] < 0.0 { r[i] / stab(zn[i], STABILIZER) } else { 0.0 };
+        for c in 0..o {
+            let at = n * per + c * plane;
+            for i in 0..plane {
+                let (zi, pi, ri) = (z[at + i], pp[at + i], r[at + i]);
+                let k = c * plane + i;
+                if zi > 0.0 {
+                    pos[k] = ri / stab(zi + (pi + bp[c]) * g, STABILIZER);
+                } else if zi < 0.0 {
+                    neg[k] = ri / stab(zi + ((zi - b[c]) - pi + bn[c]) * g, STABILIZER);
+                }
+            }
         }
     }
     s
@@ -455,7 +464,11 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
     };
     let split = || (x.mapv(|v| v.max(0.0)), x.mapv(|v| v.min(0.0)));
     match (&p.maps, p.rule) {
-        (Maps::Plain(w), Rule::Epsilon(e)) => w.transpose(divide(r, z, e).view(), shape) * x,
+        (Maps::Plain(w), Rule::Epsilon(e)) => {
+            let mut out = w.transpose(divide(r, z, e).view(), shape);
+            out *= x;
+            out
+        }
         (Maps::Signed { pos, neg }, rule) => {
             let (alpha, beta) = match rule {
                 Rule::AlphaBeta(a, b) => (a, b),
@@ -490,9 +503,7 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
                 if let (Some(both), Some(plus)) = (both, plus) {
                     // z⁺ and z⁻ from one product W⁺x and the trace's z; one transposed product over [s⁺; s⁻].
                     let pp = plus.w_pos.forward(x.view(), false);
-                    let zp = z + &((&pp + &plus.bias_pos) * plus.gamma);
-                    let zn = z + &(((z - &plus.bias) - &pp + &plus.bias_neg) * plus.gamma);
-                    let s = gamma_shares(r, &zp, &zn, z);
+                    let s = gamma_shares(r, &pp, z, plus);
                     return both.transpose(s.view(), shape) * x;
                 }
                 let sp = divide_masked(r, &pm.forward(x.view(), true), z, true);

@@ -293,6 +293,22 @@ fn gather_outputs(s: ArrayView4<f32>, dst: &mut ArrayViewMut2<f32>) {
     }
 }
 
+/// `dst ← src` for the short rows of im2col (8 to a few dozen floats): eight at a time with fixed-size copies
+/// the compiler keeps inline, where `copy_from_slice` would call `memmove` for every row.
+#[inline]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; 8] = s.try_into().expect("chunks of 8");
+        let d: &mut [f32; 8] = d.try_into().expect("chunks of 8");
+        *d = *s;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
 /// Output positions `o` (out of `n_out`) whose input index `o·stride + k − pad` falls inside `0..len`,
 /// as a range, so inner loops need no bounds test.
 #[inline]
@@ -342,7 +358,7 @@ fn im2col(x: ArrayView4<f32>, win: &Taps, oh: usize, ow: usize, cols: &mut Array
                         drow[xr.end..].fill(0.0);
                         let base = xr.start * sw + kx - win.pads[1];
                         if sw == 1 {
-                            drow[xr.clone()].copy_from_slice(&srow[base..base + xr.len()]);
+                            copy_short(&mut drow[xr.clone()], &srow[base..base + xr.len()]);
                         } else {
                             for (k, d) in drow[xr.clone()].iter_mut().enumerate() {
                                 *d = srow[base + k * sw];
