@@ -119,10 +119,17 @@ where
                     &shape[1..]
                 )));
             }
+            // Little-endian bytes gathered in blocks: one write call per 64 KiB, not per element.
             let std = view.as_standard_layout();
+            let mut block = Vec::with_capacity(1 << 16);
             for v in std.iter() {
-                w.write_all(&v.le_bytes()[..T::SIZE])?;
+                block.extend_from_slice(&v.le_bytes()[..T::SIZE]);
+                if block.len() >= 1 << 16 {
+                    w.write_all(&block)?;
+                    block.clear();
+                }
             }
+            w.write_all(&block)?;
             Ok(view.len())
         })?;
         written += result.map_err(|e| BatchError::io(part, e))?;

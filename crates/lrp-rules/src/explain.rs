@@ -498,7 +498,15 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
                 out
             }
         }
-        (Maps::Gamma { p: pm, n: nm, both, plus }, _) => {
+        (
+            Maps::Gamma {
+                p: pm,
+                n: nm,
+                both,
+                plus,
+            },
+            _,
+        ) => {
             if nonneg {
                 if let (Some(both), Some(plus)) = (both, plus) {
                     // z⁺ and z⁻ from one product W⁺x and the trace's z; one transposed product over [s⁺; s⁻].

@@ -90,7 +90,8 @@ impl LinearMap {
     /// the output axis, so one product (and, for a convolution, one unfolding of the input) serves both. `None`
     /// for grouped convolutions, whose output channels are tied to input groups.
     pub fn stacked(a: &LinearMap, b: &LinearMap) -> Option<LinearMap> {
-        let bias = |x: &Option<ndarray::Array1<f32>>, y: &Option<ndarray::Array1<f32>>, n: (usize, usize)| match (x, y) {
+        let bias = |x: &Option<ndarray::Array1<f32>>, y: &Option<ndarray::Array1<f32>>, n: (usize, usize)| match (x, y)
+        {
             (None, None) => None,
             _ => {
                 let zx = ndarray::Array1::zeros(n.0);
@@ -107,7 +108,10 @@ impl LinearMap {
         match (a, b) {
             (LinearMap::Dense(x), LinearMap::Dense(y)) => {
                 let w = ndarray::concatenate(ndarray::Axis(0), &[x.weight.view(), y.weight.view()]).ok()?;
-                Some(LinearMap::Dense(Dense::new(w, bias(&x.bias, &y.bias, (x.outputs(), y.outputs())))))
+                Some(LinearMap::Dense(Dense::new(
+                    w,
+                    bias(&x.bias, &y.bias, (x.outputs(), y.outputs())),
+                )))
             }
             (LinearMap::Conv(x), LinearMap::Conv(y))
                 if x.groups == 1 && y.groups == 1 && x.window == y.window && x.dilation == y.dilation =>
