@@ -554,3 +554,35 @@ impl Network {
 fn bias_note(has: bool) -> &'static str {
     if has { "" } else { ", no bias" }
 }
+
+#[cfg(test)]
+mod first_non_finite_tests {
+    use super::first_non_finite;
+    use ndarray::ArrayD;
+
+    #[test]
+    fn finds_the_first_nan_or_infinity_anywhere() {
+        let mut a = ArrayD::<f32>::from_shape_fn(ndarray::IxDyn(&[3, 1500]), |d| (d[0] * 7 + d[1]) as f32 * 1e-3);
+        assert_eq!(first_non_finite(&a.view()), None);
+        a[[0, 0]] = f32::MAX;
+        a[[2, 1499]] = f32::MIN_POSITIVE / 2.0;
+        assert_eq!(
+            first_non_finite(&a.view()),
+            None,
+            "large and subnormal values are finite"
+        );
+        for (at, bad) in [
+            ((2, 1499), f32::NAN),
+            ((1, 1030), f32::INFINITY),
+            ((0, 3), f32::NEG_INFINITY),
+        ] {
+            a[[at.0, at.1]] = bad;
+            let (s, i, v) = first_non_finite(&a.view()).expect("found");
+            assert_eq!((s, i), at);
+            assert!(v.is_nan() == bad.is_nan() && (v.is_nan() || v == bad));
+        }
+        // A non-contiguous view takes the element-by-element path.
+        let t = a.t();
+        assert!(first_non_finite(&t.view()).is_some());
+    }
+}
