@@ -46,7 +46,7 @@ pub struct ModelEntry {
     pub name: String,
     /// Number of classes.
     pub classes: usize,
-    /// Layers (nodes) of the network, for the layer view.
+    /// Layers the layer view lists (the nodes that read one value).
     pub layers: usize,
 }
 
@@ -380,6 +380,7 @@ impl App {
                 {
                     self.class = ClassChoice::Predicted;
                 }
+                self.layer = self.layer.min(self.models[self.model].layers.saturating_sub(1));
                 self.ensure_accepted_rule();
             }
             KeyCode::Char('v') => self.compare = !self.compare,
@@ -429,7 +430,10 @@ impl App {
     fn layer_key(&mut self, code: KeyCode) -> bool {
         match code {
             KeyCode::Char('[') => self.layer = self.layer.saturating_sub(1),
-            KeyCode::Char(']') => self.layer += 1,
+            KeyCode::Char(']') => {
+                let last = self.models.get(self.model).map_or(0, |m| m.layers.saturating_sub(1));
+                self.layer = (self.layer + 1).min(last);
+            }
             KeyCode::Char('l') => self.screen = self.layers_from,
             KeyCode::Char('v') => {}
             _ => return false,

@@ -136,7 +136,7 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
         .map(|(name, net)| ModelEntry {
             name: name.clone(),
             classes: net.num_classes(),
-            layers: net.layers().len(),
+            layers: (0..net.layers().len()).filter(|&k| net.inputs_of(k).len() == 1).count(),
         })
         .collect();
     let mut app = App::new(models, shared.labels.len(), rules);

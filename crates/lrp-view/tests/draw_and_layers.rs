@@ -60,7 +60,7 @@ fn app_for(shared: &Shared) -> App {
         .map(|(n, net)| ModelEntry {
             name: n.clone(),
             classes: net.num_classes(),
-            layers: net.layers().len(),
+            layers: (0..net.layers().len()).filter(|&k| net.inputs_of(k).len() == 1).count(),
         })
         .collect();
     let rules = lrp_rules::PRESETS.iter().map(|s| s.to_string()).collect();
@@ -298,7 +298,13 @@ fn the_layer_view_ranks_channels_and_neurons() {
     let layer = &data[0].layers[3];
     assert_eq!((layer.kind.as_str(), layer.relevance.ndim()), ("dense", 1));
     assert!(text.contains("neuron") && text.contains('█'), "{text}");
-    // ] stops at the last layer; l goes back.
+    // ] stops at the last layer (no dead presses to come back from); l goes back.
+    for _ in 0..30 {
+        press(&mut app, &shared, &[KeyCode::Char(']')]);
+    }
+    assert_eq!(app.layer, app.models[1].layers - 1);
+    press(&mut app, &shared, &[KeyCode::Char('[')]);
+    assert_eq!(app.layer, app.models[1].layers - 2);
     press(&mut app, &shared, &[KeyCode::Char('l')]);
     assert_eq!(app.screen, Screen::Browse);
 }
