@@ -31,6 +31,19 @@ pub enum PngError {
     /// Nothing to draw.
     #[error("nothing to draw: no samples")]
     Empty,
+    /// The picture would be too large.
+    #[error(
+        "{tiles} samples of this size make a {width}×{height} picture, more than one PNG should hold; write fewer \
+         (--count) or the relevance with --out"
+    )]
+    TooLarge {
+        /// Width in pixels.
+        width: usize,
+        /// Height in pixels.
+        height: usize,
+        /// Samples asked for.
+        tiles: usize,
+    },
     /// Too many tiles for one picture.
     #[error("{count} samples are too many for one PNG (at most {max}); write the relevance with --out instead")]
     TooMany {
@@ -53,6 +66,8 @@ pub struct Panel {
 
 /// The most tiles one PNG holds (more would make an image no viewer opens).
 pub const MAX_TILES: usize = 4096;
+/// The most pixels one PNG holds (large inputs make large tiles): 64 Mpx, a 192 MiB drawing buffer.
+pub const MAX_PIXELS: usize = 64 << 20;
 
 /// Pixels per map pixel: about 280 pixels for one sample, smaller as the grid grows.
 pub fn upscale_for(h: usize, w: usize, tiles: usize) -> usize {
@@ -103,6 +118,13 @@ pub fn write_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), PngEr
     let rows = panels.len().div_ceil(cols);
     let width = (cols * (tile_w + GAP) + GAP).max(420);
     let height = HEADER + rows * (tile_h + GAP) + GAP;
+    if width.saturating_mul(height) > MAX_PIXELS {
+        return Err(PngError::TooLarge {
+            width,
+            height,
+            tiles: panels.len(),
+        });
+    }
     let mut buf = vec![255u8; width * height * 3];
     {
         let mut put = |x: usize, y: usize, c: Rgb| {

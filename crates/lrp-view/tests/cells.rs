@@ -126,3 +126,22 @@ fn colormap_and_palette_ends() {
     );
     assert_eq!(flat.dim(), (2, 2));
 }
+
+#[test]
+fn a_png_grid_too_large_to_draw_is_refused_before_any_allocation() {
+    use lrp_view::png_out::{Panel, PngError, write_png};
+    // 4,000 tiles of 200×200 inputs at 1× (about 410×230 px each), 16 columns × 250 rows: some 400 Mpx.
+    let panel = || Panel {
+        image: ndarray::Array2::zeros((200, 200)),
+        relevance: ndarray::Array2::zeros((200, 200)),
+        caption: vec!["x".into()],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let small: Vec<Panel> = (0..2).map(|_| panel()).collect();
+    write_png(&dir.path().join("ok.png"), "t", &small).unwrap();
+    let big: Vec<Panel> = (0..4000).map(|_| panel()).collect();
+    let err = write_png(&dir.path().join("big.png"), "t", &big).unwrap_err();
+    assert!(matches!(err, PngError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("--out"), "{err}");
+    assert!(!dir.path().join("big.png").exists());
+}
