@@ -148,6 +148,17 @@ fn draw_mode_in_tmux_a_one_drawn_with_the_mouse_is_a_one_from_an_empty_folder() 
     let dir = tempfile::tempdir().unwrap();
     let tmux = start("draw", 80, 24, "--draw", dir.path());
     tmux.wait_for("draw a digit");
+    // The viewer asked the terminal for SGR mouse reports (and the alternate screen).
+    let modes = |t: &Tmux| {
+        t.run(&[
+            "display",
+            "-p",
+            "-t",
+            "view",
+            "#{mouse_any_flag}#{mouse_sgr_flag}#{alternate_on}",
+        ])
+    };
+    assert_eq!(modes(&tmux).trim(), "111");
     // A vertical stroke down the canvas (columns 1–28, rows 3–16 on screen, 1-based).
     let points: Vec<(u16, u16)> = (4..=15).map(|r| (15, r)).collect();
     tmux.run(&["send-keys", "-t", "view", "-l", &sgr_stroke(&points)]);
@@ -176,6 +187,8 @@ fn draw_mode_in_tmux_a_one_drawn_with_the_mouse_is_a_one_from_an_empty_folder() 
     tmux.run(&["send-keys", "-t", "view", "q"]);
     let last = tmux.wait_for("LRP-EXITED");
     assert!(last.contains("LRP-EXITED 0"), "{last}");
+    // ... and gave the terminal back: no mouse reporting left on, the normal screen again.
+    assert_eq!(modes(&tmux).trim(), "000");
 }
 
 #[test]
