@@ -470,10 +470,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("c / C", "explained class: pred, label, 0, 1, …"),
     ("Tab / Shift-Tab", "next / previous model"),
     ("v", "compare rules side by side, beside the input"),
-    (
-        "d",
-        "draw a digit: mouse, or arrows + space (x erase, c clear, u undo, s save, p input/relevance)",
-    ),
+    ("d", "draw: mouse/arrows+space, x erase, c clear, u undo, s save"),
     ("l", "layer view: relevance at a hidden layer ([ / ] layer)"),
     ("?", "this help (any key closes it)"),
     ("Esc", "dismiss a message, leave draw/layer view, or quit"),

@@ -387,7 +387,7 @@ fn draw_help(frame: &mut Frame) {
         2,
         5 + HELP.len() as u16,
         area.width - 2,
-        Line::raw(no_color_legend()),
+        Line::raw("  +*#@ positive, -=~% negative (weak → strong), blank ≈ 0"),
     );
 }
 

@@ -318,3 +318,12 @@ fn the_screen_shows_the_sample_and_says_when_the_terminal_is_too_small() {
         "{text}"
     );
 }
+
+#[test]
+fn the_help_fits_80_columns() {
+    for (k, what) in lrp_view::app::HELP {
+        let width = 2 + 16 + what.chars().count();
+        assert!(width <= 80, "{k}: {width} columns");
+        assert!(k.chars().count() <= 16, "{k}");
+    }
+}
