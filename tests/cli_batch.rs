@@ -459,3 +459,28 @@ fn merge_writes_only_inside_its_folder() {
     assert!(err.contains("not a plain .npy name"), "{err}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 }
+
+#[test]
+fn a_damaged_result_file_in_progress_is_made_again_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    assert!(spawn_batch(&whole, "epsilon", false, None).wait().unwrap().success());
+    let want = batch_results(&whole);
+    let out = dir.path().join("cut");
+    // Every chunk's rows written, nothing moved into place yet.
+    let killed = spawn_batch(&out, "epsilon", false, Some("in-assembly")).wait().unwrap();
+    assert!(!killed.success());
+    let partial = out.join("chunks").join("rule0-epsilon.npy");
+    let len = std::fs::metadata(&partial).unwrap().len();
+    // Cut it (a disk that filled up, a careless hand): its chunks' markers no longer vouch for anything.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&partial)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let resumed = spawn_batch(&out, "epsilon", true, None).wait_with_output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert_eq!(batch_results(&out), want);
+    assert!(!out.join("chunks").exists());
+}

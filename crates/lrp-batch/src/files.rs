@@ -5,7 +5,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use ndarray::{ArrayBase, ArrayViewD, Data, Dimension, IxDyn};
+use ndarray::{ArrayViewD, IxDyn};
 use ndarray_npy::{ViewNpyExt, WritableElement};
 
 use lrp_core::atomic::write_atomically;
@@ -17,25 +17,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically(
         path,
         |tmp| std::fs::write(tmp, bytes).map_err(|e| BatchError::io(path, e)),
-        |e| BatchError::io(path, e),
-    )
-}
-
-/// Writes an array as `.npy` atomically.
-pub(crate) fn write_npy_atomic<A, D>(path: &Path, a: &ArrayBase<A, D>) -> Result<()>
-where
-    A: Data,
-    A::Elem: WritableElement,
-    D: Dimension,
-{
-    write_atomically(
-        path,
-        |tmp| {
-            ndarray_npy::write_npy(tmp, a).map_err(|e| BatchError::Npy {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })
-        },
         |e| BatchError::io(path, e),
     )
 }

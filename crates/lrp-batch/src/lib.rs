@@ -2,9 +2,10 @@
 //!
 //! The only crate with a thread pool and a chunking policy. Inputs are split into chunks of samples; a rayon
 //! pool explains each chunk under every rule (the core and the rules are single-threaded and deterministic, so
-//! any thread count gives the same bits); each chunk's files land atomically in `DIR/chunks/` and are marked
-//! done, so an interrupted run (even `kill -9`) resumes where it stopped; at the end the chunks are assembled
-//! into one `.npy` per rule plus `logits.npy` and `targets.npy`, and `manifest.json` says what the folder holds.
+//! any thread count gives the same bits); each chunk writes its rows straight into the result files, which are
+//! filled in `DIR/chunks/` (one `.npy` per rule plus `logits.npy` and `targets.npy`), and is then marked done, so an
+//! interrupted run (even `kill -9`) resumes where it stopped; at the end the files are renamed into `DIR`, and
+//! `manifest.json` says what the folder holds.
 //! Memory is bounded by the chunk size times the threads: `.npy` inputs are memory-mapped, outputs streamed.
 #![warn(missing_docs)]
 

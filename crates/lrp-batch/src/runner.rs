@@ -1,4 +1,5 @@
-//! The runner: chunks explained in parallel on a rayon pool, each landing atomically, then assembled.
+//! The runner: chunks explained in parallel on a rayon pool, each written straight into its rows of the result
+//! files (kept in `chunks/` until the run completes), then a marker; at the end the files are renamed into place.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -6,11 +7,10 @@ use std::time::Instant;
 
 use lrp_core::Network;
 use lrp_rules::{Explainer, Spec, Target};
-use ndarray::Array1;
 use rayon::prelude::*;
 
 use crate::error::{BatchError, Result};
-use crate::files::{assemble, write_atomic, write_npy_atomic};
+use crate::files::write_atomic;
 use crate::manifest::{FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
 use crate::source::Source;
 
@@ -59,8 +59,36 @@ fn chunks_dir(out: &Path) -> PathBuf {
     out.join("chunks")
 }
 
-fn chunk_file(out: &Path, c: usize, what: &str) -> PathBuf {
-    chunks_dir(out).join(format!("{c:06}-{what}.npy"))
+/// A result file being filled: an `.npy` of the final shape in `chunks/`, each chunk writing its rows.
+struct Partial {
+    name: String,
+    file: std::sync::Mutex<std::fs::File>,
+    /// Where the data starts (after the header).
+    data_offset: u64,
+    /// Bytes per row (per sample).
+    row_bytes: u64,
+}
+
+impl Partial {
+    /// Writes `bytes` (whole rows, little-endian) at row `row` of the data.
+    fn write_rows(&self, row: usize, bytes: &[u8]) -> Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let io = |e| BatchError::io(&self.name, e);
+        f.seek(SeekFrom::Start(self.data_offset + row as u64 * self.row_bytes))
+            .map_err(io)?;
+        f.write_all(bytes).map_err(io)
+    }
+}
+
+/// Little-endian bytes of `f32` values in standard order.
+fn f32_bytes(a: &ndarray::ArrayD<f32>) -> Vec<u8> {
+    let a = a.as_standard_layout();
+    let mut out = Vec::with_capacity(a.len() * 4);
+    for v in a.iter() {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
 }
 
 fn chunk_marker(out: &Path, c: usize) -> PathBuf {
@@ -194,6 +222,7 @@ impl<'a> Runner<'a> {
         }
         crate::files::remove_stale_temporaries(out)?;
         std::fs::create_dir_all(chunks_dir(out)).map_err(|e| BatchError::io(out, e))?;
+        let files = self.partials(out)?;
         let started = Instant::now();
         let (landed, pending): (Vec<usize>, Vec<usize>) =
             (0..self.chunk_count()).partition(|&c| chunk_marker(out, c).exists());
@@ -208,7 +237,7 @@ impl<'a> Runner<'a> {
         pool.install(|| {
             pending.par_iter().try_for_each(|&c| -> Result<()> {
                 let range = self.chunk_range(c);
-                self.process(source, out, c, &rule_nanos)
+                self.process(source, out, c, &rule_nanos, &files)
                     .map_err(|e| BatchError::Chunk {
                         start: range.start,
                         end: range.end,
@@ -219,7 +248,8 @@ impl<'a> Runner<'a> {
                 Ok(())
             })
         })?;
-        self.assemble(out)?;
+        drop(files);
+        self.finish(out)?;
         let seconds = started.elapsed().as_secs_f64();
         let samples = self.id.count - already;
         let timings = Timings {
@@ -238,8 +268,16 @@ impl<'a> Runner<'a> {
         Ok(Outcome::Completed(manifest))
     }
 
-    /// Explains one chunk under every rule; its files land atomically, then its marker.
-    fn process(&self, source: &dyn Source, out: &Path, c: usize, rule_nanos: &[AtomicU64]) -> Result<()> {
+    /// Explains one chunk under every rule and writes its rows into the result files, then its marker (the
+    /// marker says the rows are there; a chunk without one is done again on resume).
+    fn process(
+        &self,
+        source: &dyn Source,
+        out: &Path,
+        c: usize,
+        rule_nanos: &[AtomicU64],
+        files: &[Partial],
+    ) -> Result<()> {
         let range = self.chunk_range(c);
         let x = source.chunk(range.clone());
         if let Some((sample, element, value)) = lrp_core::first_non_finite(&x.view()) {
@@ -258,37 +296,118 @@ impl<'a> Runner<'a> {
             let t0 = Instant::now();
             let e = ex.explain(x.view(), &target)?;
             rule_nanos[k].fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let row = range.start - self.id.start;
             if k == 0 {
-                write_npy_atomic(&chunk_file(out, c, "logits"), &e.logits)?;
-                let t: Array1<i64> = e.targets.iter().map(|&t| t as i64).collect();
-                write_npy_atomic(&chunk_file(out, c, "targets"), &t)?;
+                files[0].write_rows(row, &f32_bytes(&e.logits))?;
+                let t: Vec<u8> = e.targets.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect();
+                files[1].write_rows(row, &t)?;
             }
-            write_npy_atomic(&chunk_file(out, c, &format!("rule{k}")), &e.relevance)?;
+            files[2 + k].write_rows(row, &f32_bytes(&e.relevance))?;
         }
         fault_point("mid-chunk");
         write_atomic(&chunk_marker(out, c), b"")?;
         Ok(())
     }
 
-    fn assemble(&self, out: &Path) -> Result<()> {
+    /// The result files, in order logits, targets, one per rule: `(name, shape, element size)`.
+    fn result_files(&self) -> Vec<(String, Vec<usize>, usize)> {
         let n = self.id.count;
-        let chunks = self.chunk_count();
-        let parts = |what: &str| (0..chunks).map(|c| chunk_file(out, c, what)).collect::<Vec<_>>();
-        assemble::<f32>(&out.join("logits.npy"), &[n, self.classes], &parts("logits"))?;
-        fault_point("mid-assembly");
-        assemble::<i64>(&out.join("targets.npy"), &[n], &parts("targets"))?;
         let mut shape = vec![n];
         shape.extend_from_slice(&self.id.sample_shape);
+        let mut v = vec![
+            ("logits.npy".to_string(), vec![n, self.classes], 4),
+            ("targets.npy".to_string(), vec![n], 8),
+        ];
         for (k, spec) in self.id.rules.iter().enumerate() {
-            assemble::<f32>(&out.join(rule_file_name(k, spec)), &shape, &parts(&format!("rule{k}")))?;
+            v.push((rule_file_name(k, spec), shape.clone(), 4));
+        }
+        v
+    }
+
+    /// Opens the result files being filled in `chunks/`, creating them (zero-filled, sparse) where they are
+    /// missing or not of the run's shape; then every chunk marker is removed, since the rows they vouch for are
+    /// gone.
+    fn partials(&self, out: &Path) -> Result<Vec<Partial>> {
+        let specs = self.result_files();
+        let valid = |path: &Path, shape: &[usize], size: usize| -> bool {
+            let Ok(file) = std::fs::File::open(path) else {
+                return false;
+            };
+            // SAFETY: read-only mapping of a file only this run writes (the folder is locked).
+            let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+                return false;
+            };
+            use ndarray_npy::ViewNpyExt;
+            if size == 8 {
+                ndarray::ArrayViewD::<i64>::view_npy(&map).is_ok_and(|v| v.shape() == shape)
+            } else {
+                ndarray::ArrayViewD::<f32>::view_npy(&map).is_ok_and(|v| v.shape() == shape)
+            }
+        };
+        let dir = chunks_dir(out);
+        if !specs
+            .iter()
+            .all(|(name, shape, size)| valid(&dir.join(name), shape, *size))
+        {
+            for entry in std::fs::read_dir(&dir).map_err(|e| BatchError::io(&dir, e))? {
+                let path = entry.map_err(|e| BatchError::io(&dir, e))?.path();
+                if path.extension().is_some_and(|x| x == "done") {
+                    std::fs::remove_file(&path).map_err(|e| BatchError::io(&path, e))?;
+                }
+            }
+            for (name, shape, size) in &specs {
+                let path = dir.join(name);
+                let f = std::fs::File::create(&path).map_err(|e| BatchError::io(&path, e))?;
+                let written = if *size == 8 {
+                    ndarray_npy::write_zeroed_npy::<i64, _>(&f, ndarray::IxDyn(shape))
+                } else {
+                    ndarray_npy::write_zeroed_npy::<f32, _>(&f, ndarray::IxDyn(shape))
+                };
+                written.map_err(|e| BatchError::Npy {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+        }
+        specs
+            .into_iter()
+            .map(|(name, shape, size)| {
+                let path = dir.join(&name);
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| BatchError::io(&path, e))?;
+                let len = file.metadata().map_err(|e| BatchError::io(&path, e))?.len();
+                let per_row: usize = shape[1..].iter().product::<usize>() * size;
+                let data = (shape[0] * per_row) as u64;
+                Ok(Partial {
+                    name: path.display().to_string(),
+                    file: std::sync::Mutex::new(file),
+                    data_offset: len - data,
+                    row_bytes: per_row as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// Every chunk is in: the result files move into place (logits first).
+    fn finish(&self, out: &Path) -> Result<()> {
+        fault_point("in-assembly");
+        for (i, (name, _, _)) in self.result_files().iter().enumerate() {
+            let from = chunks_dir(out).join(name);
+            let to = out.join(name);
+            std::fs::rename(&from, &to).map_err(|e| BatchError::io(&to, e))?;
+            if i == 0 {
+                fault_point("mid-assembly");
+            }
         }
         Ok(())
     }
 }
 
 /// Crash testing: when the environment variable `LRP_FAULT_AT` names this point, the process aborts here, as a
-/// `kill -9` would stop it. Points: `after-lock`, `after-manifest`, `mid-chunk` (a chunk's files written, its marker
-/// not), `in-assembly` (a result file's temporary written, not renamed), `mid-assembly` (one result file assembled). Unset, it costs one environment lookup per call.
+/// `kill -9` would stop it. Points: `after-lock`, `after-manifest`, `mid-chunk` (a chunk's rows written, its marker
+/// not), `in-assembly` (every chunk in, no result file moved into place), `mid-assembly` (one result file moved). Unset, it costs one environment lookup per call.
 pub(crate) fn fault_point(point: &str) {
     if std::env::var_os("LRP_FAULT_AT").is_some_and(|v| v == point) {
         std::process::abort();
