@@ -226,7 +226,7 @@ pub fn digest_file(path: &Path) -> Result<String> {
     Ok(digest_bytes(&map))
 }
 
-/// FNV-1a of bytes, as hex.
+/// The digest of bytes (FNV-1a over 64-bit words, [`lrp_core::hash::fnv1a_words`]), as hex.
 pub fn digest_bytes(bytes: &[u8]) -> String {
-    format!("{:016x}", lrp_core::hash::fnv1a(bytes))
+    format!("{:016x}", lrp_core::hash::fnv1a_words(bytes))
 }
