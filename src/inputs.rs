@@ -101,11 +101,12 @@ impl Samples {
 }
 
 /// Images `[N, …]` reshaped to a network's per-sample input shape when they differ only by unit axes
-/// (a `[1, 28, 28]` image for an LSTM that reads `[28, 28]`).
-pub fn fit_images(images: ndarray::ArrayViewD<f32>, input_shape: &[usize]) -> Result<ArrayD<f32>> {
+/// (a `[1, 28, 28]` image for an LSTM that reads `[28, 28]`). Takes the array: one that already fits is returned
+/// as it is, never copied (the MNIST training split is 188 MB as float32).
+pub fn fit_images(images: ArrayD<f32>, input_shape: &[usize]) -> Result<ArrayD<f32>> {
     let sample = &images.shape()[1..];
     if sample == input_shape {
-        return Ok(images.to_owned());
+        return Ok(images);
     }
     let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
     if squeeze(sample) != squeeze(input_shape) {
@@ -136,14 +137,8 @@ pub fn model_digest(path: &Path) -> Result<String> {
 /// Loads a dataset split, fits its images to `net`'s input shape and checks the labels.
 pub fn load_split_for(dir: &Path, split: Split, net: &Network) -> Result<Samples> {
     let data = load_dataset(dir, split)?;
-    let images = data.images.into_dyn();
-    // Already the model's shape (the common case): no copy of the 31 MB of MNIST.
-    let images = if &images.shape()[1..] == net.input_shape() {
-        images
-    } else {
-        fit_images(images.view(), net.input_shape())
-            .with_context(|| format!("{}: images do not fit the model", dir.display()))?
-    };
+    let images = fit_images(data.images.into_dyn(), net.input_shape())
+        .with_context(|| format!("{}: images do not fit the model", dir.display()))?;
     let data = Samples {
         images,
         labels: data.labels,

@@ -141,8 +141,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let batches = data.len().div_ceil(a.batch_size.max(1));
     let bar = crate::text::progress((a.epochs * batches) as u64, "batches");
     let started = Instant::now();
-    let images = crate::inputs::fit_images(data.images.view().into_dyn(), net.input_shape())?;
-    let stats = train::train(&mut net, images.view(), &data.labels, &cfg, |p| {
+    let labels = data.labels;
+    let images = crate::inputs::fit_images(data.images.into_dyn(), net.input_shape())?;
+    let stats = train::train(&mut net, images.view(), &labels, &cfg, |p| {
         bar.inc(1);
         if p.batch % 20 == 0 || p.batch == p.batches {
             bar.set_message(format!(
@@ -171,8 +172,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             last.loss
         );
     }
-    if let Some(test) = &test {
-        let test_images = crate::inputs::fit_images(test.images.view().into_dyn(), net.input_shape())?;
+    if let Some(test) = test {
+        let test_images = crate::inputs::fit_images(test.images.into_dyn(), net.input_shape())?;
         let acc = train::accuracy(&net, test_images.view(), &test.labels)?;
         eprintln!("test accuracy: {acc:.4}");
     }
