@@ -37,6 +37,13 @@ fn view(c: &mut Criterion) {
         labels: vec![0],
     };
     let rule = "epsilon-gamma-box";
+    let drawing_key = |version| Key {
+        model: 0,
+        input: InputRef::Drawing(version),
+        rule: rule.into(),
+        class: ClassChoice::Predicted,
+        layers: false,
+    };
     let ex = Explainer::new(&net, &Spec::parse(rule).expect("preset")).expect("resolves");
     let mut app = App::new(
         vec![ModelEntry {
@@ -65,13 +72,7 @@ fn view(c: &mut Criterion) {
             row = if row >= 14 { 4 } else { row + 1 };
             app.handle_mouse(drag(14, row), geometry);
             let input = app.canvas.network_input();
-            let key = Key {
-                model: 0,
-                input: InputRef::Drawing(app.canvas.version),
-                rule: rule.into(),
-                class: ClassChoice::Predicted,
-                layers: false,
-            };
+            let key = drawing_key(app.canvas.version);
             let data = compute(&shared, &key, &ex, Some(&input)).expect("explains");
             let lookup = |k: &Key| (*k == key).then(|| Ok(data.clone()));
             let src = Sources {
@@ -84,13 +85,7 @@ fn view(c: &mut Criterion) {
         })
     });
     let input = app.canvas.network_input();
-    let key = Key {
-        model: 0,
-        input: InputRef::Drawing(app.canvas.version),
-        rule: rule.into(),
-        class: ClassChoice::Predicted,
-        layers: false,
-    };
+    let key = drawing_key(app.canvas.version);
     group.bench_function("preprocess", |b| b.iter(|| black_box(app.canvas.network_input())));
     group.bench_function("explain", |b| {
         b.iter(|| black_box(compute(&shared, &key, &ex, Some(&input)).expect("explains")))

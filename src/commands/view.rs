@@ -74,7 +74,6 @@ pub fn run(a: ViewArgs) -> Result<()> {
     let options = lrp_view::tui::Options {
         draw: a.draw,
         rule: Some(spec),
-        save_dir: None,
     };
     lrp_view::tui::run(shared, rules, options)?;
     Ok(())

@@ -242,6 +242,22 @@ pub fn to_ansi(row: &[Cell]) -> String {
     out
 }
 
+/// The `(height, width)` [`to_map`] gives a sample of this shape, without building it.
+pub fn map_dims(shape: &[usize]) -> (usize, usize) {
+    match shape {
+        [_, h, w] | [h, w] => (*h, *w),
+        _ => {
+            let n: usize = shape.iter().product();
+            let side = (n as f64).sqrt() as usize;
+            if side * side == n && side > 0 {
+                (side, side)
+            } else {
+                (1, n)
+            }
+        }
+    }
+}
+
 /// A sample (`[C, H, W]`, `[H, W]`, or flat) as a 2-D map: channels are summed; a flat vector becomes a square
 /// when its length is a square number, else one row.
 pub fn to_map(sample: ArrayViewD<f32>) -> Array2<f32> {

@@ -8,7 +8,7 @@ use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, E
 use ratatui::crossterm::execute;
 
 use crate::app::{App, ModelEntry, RuleCheck, Screen};
-use crate::cells::{ColorMode, to_map};
+use crate::cells::{ColorMode, map_dims};
 use crate::ui::{Sources, canvas_geometry, draw, needed};
 use crate::worker::{InputRef, Key, Request, Response, Shared, ViewData, Worker};
 
@@ -73,8 +73,6 @@ pub struct Options {
     pub draw: bool,
     /// The rule to start on (when the first model takes it).
     pub rule: Option<String>,
-    /// Where `s` saves drawings (the current folder when `None`).
-    pub save_dir: Option<std::path::PathBuf>,
 }
 
 /// Saves the drawing's network input as `.npy` (`[1, 1, 28, 28]` float32, for `lrp explain --input`) and a PNG
@@ -168,10 +166,7 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
     let result = (|| -> Result<(), ViewError> {
         execute!(std::io::stdout(), EnableMouseCapture)?;
         let checker = Checker(&shared);
-        let size_of = {
-            let first = to_map(images.index_axis(ndarray::Axis(0), 0));
-            first.dim()
-        };
+        let size_of = map_dims(&images.shape()[1..]);
         loop {
             let size = terminal.size()?;
             let drawing = app.on_drawing().then(|| Arc::new(app.canvas.network_input()));
@@ -204,14 +199,10 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
                     .into_iter()
                     .next();
                 let data = key.and_then(|k| cache.map.get(&k).cloned()).and_then(Result::ok);
-                let dir = options
-                    .save_dir
-                    .clone()
-                    .unwrap_or_else(|| std::path::PathBuf::from("."));
                 let input = app.canvas.network_input();
                 app.message = Some(
                     match save_drawing(
-                        &dir,
+                        std::path::Path::new("."),
                         &input,
                         data.as_ref(),
                         &app.rules[app.rule],

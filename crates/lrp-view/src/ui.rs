@@ -296,9 +296,9 @@ impl Sources<'_> {
         (index < self.images.shape()[0]).then(|| to_map(self.images.index_axis(Axis(0), index)))
     }
 
-    /// `h × w` of the dataset's images as maps.
+    /// `h × w` of the dataset's images as maps (from the shape: nothing is copied on a frame).
     pub fn map_size(&self) -> MapSize {
-        self.image(0).map_or((28, 28), |m| m.dim())
+        crate::cells::map_dims(&self.images.shape()[1..])
     }
 }
 
@@ -359,7 +359,7 @@ pub fn draw(frame: &mut Frame, app: &App, src: &Sources) {
             Screen::Layers => draw_layers(frame, app, src),
         }
     }
-    status(frame, app, src.color);
+    status(frame, app);
 }
 
 fn draw_help(frame: &mut Frame) {
@@ -391,7 +391,7 @@ fn draw_help(frame: &mut Frame) {
     );
 }
 
-fn status(frame: &mut Frame, app: &App, color: ColorMode) {
+fn status(frame: &mut Frame, app: &App) {
     let area = frame.area();
     let y = area.height - 1;
     let line = match &app.mode {
@@ -411,7 +411,6 @@ fn status(frame: &mut Frame, app: &App, color: ColorMode) {
         },
     };
     text(frame, 0, y, area.width, line);
-    let _ = color;
 }
 
 /// The legend under a heatmap: the colors, or the character ramp without them.

@@ -145,3 +145,19 @@ fn a_png_grid_too_large_to_draw_is_refused_before_any_allocation() {
     assert!(err.to_string().contains("--out"), "{err}");
     assert!(!dir.path().join("big.png").exists());
 }
+
+#[test]
+fn map_dims_is_the_shape_to_map_gives() {
+    use lrp_view::cells::{map_dims, to_map};
+    for shape in [
+        &[1usize, 28, 28][..],
+        &[3, 5, 7],
+        &[28, 28],
+        &[784],
+        &[10],
+        &[2, 3, 4, 5],
+    ] {
+        let a = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(shape));
+        assert_eq!(map_dims(shape), to_map(a.view()).dim(), "{shape:?}");
+    }
+}
