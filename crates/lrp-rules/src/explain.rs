@@ -371,11 +371,7 @@ fn gamma_shares(r: &ArrayD<f32>, pp: &ArrayD<f32>, z: &ArrayD<f32>, plus: &crate
     );
     let per = r.len() / shape[0].max(1);
     let plane = per / o.max(1);
-    let (b, bp, bn) = (
-        plus.bias.as_slice().expect("fresh array"),
-        plus.bias_pos.as_slice().expect("fresh array"),
-        plus.bias_neg.as_slice().expect("fresh array"),
-    );
+    let (b, bp, bn) = (&plus.bias, &plus.bias_pos, &plus.bias_neg);
     let g = plus.gamma;
     let out = s.as_slice_mut().expect("fresh array");
     for (n, dst) in out.chunks_exact_mut(2 * per).enumerate() {

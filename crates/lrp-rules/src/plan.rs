@@ -71,15 +71,15 @@ pub(crate) enum Maps {
 }
 
 /// The γ rule's two forward maps from one product: with `P = W⁺x` and the layer's own output `z = Wx + b`
-/// (from the trace), `z⁺ = z + γ(P + b⁺)` and `z⁻ = z + γ(z − b − P + b⁻)` (as `W⁻ = W − W⁺`). Biases are shaped
-/// to broadcast over `[N, O, …]`.
+/// (from the trace), `z⁺ = z + γ(P + b⁺)` and `z⁻ = z + γ(z − b − P + b⁻)` (as `W⁻ = W − W⁺`). Biases one value
+/// per output channel.
 #[derive(Clone, Debug)]
 pub(crate) struct GammaPlus {
     pub w_pos: LinearMap,
     pub gamma: f32,
-    pub bias: ArrayD<f32>,
-    pub bias_pos: ArrayD<f32>,
-    pub bias_neg: ArrayD<f32>,
+    pub bias: Vec<f32>,
+    pub bias_pos: Vec<f32>,
+    pub bias_neg: Vec<f32>,
 }
 
 /// A layer's bias shaped to broadcast over its output `[N, O, …]`.
@@ -95,23 +95,17 @@ fn shaped_bias(map: &LinearMap) -> Option<ArrayD<f32>> {
 
 impl GammaPlus {
     fn new(map: &LinearMap, gamma: f32) -> GammaPlus {
-        let ndim = match map {
-            LinearMap::Dense(_) => 2,
-            LinearMap::Conv(_) => 4,
+        let bias = match map {
+            LinearMap::Dense(d) => d.bias.clone(),
+            LinearMap::Conv(c) => c.bias.clone(),
         };
-        let o = map.outputs();
-        let b = shaped_bias(map)
-            .map(|b| b.iter().copied().collect::<ndarray::Array1<f32>>())
-            .unwrap_or_else(|| ndarray::Array1::zeros(o));
-        let mut shape = vec![1, o];
-        shape.resize(ndim, 1);
-        let shaped = |v: ndarray::Array1<f32>| v.into_shape_with_order(IxDyn(&shape)).expect("one value per output");
+        let b: Vec<f32> = bias.map_or_else(|| vec![0.0; map.outputs()], |b| b.to_vec());
         GammaPlus {
             w_pos: map.modified(Modifier::Positive),
             gamma,
-            bias_pos: shaped(b.mapv(|v| v.max(0.0))),
-            bias_neg: shaped(b.mapv(|v| v.min(0.0))),
-            bias: shaped(b),
+            bias_pos: b.iter().map(|v| v.max(0.0)).collect(),
+            bias_neg: b.iter().map(|v| v.min(0.0)).collect(),
+            bias: b,
         }
     }
 }
