@@ -164,10 +164,7 @@ impl<'n> Explainer<'n> {
                 values - 1
             )));
         }
-        let trace = self.net.forward_trace(x.view())?;
-        check_finite("logits", &trace.output)?;
-        let targets = target.resolve(logits_2d(&trace.output)?)?;
-        let seed = onehot(&trace.output, &targets, true);
+        let (trace, targets, seed) = self.forward(x.view(), target)?;
         let mut kept: Vec<Option<ArrayD<f32>>> = vec![None; keep.len()];
         let (relevance, layer_sums) = lrp(self.net, steps, &trace, seed, &mut |v, r| {
             for (slot, _) in kept.iter_mut().zip(keep).filter(|(_, k)| **k == v) {
@@ -196,11 +193,17 @@ impl<'n> Explainer<'n> {
         (TRACE_BLOCK_FLOATS / per_sample.max(1)).max(8)
     }
 
-    fn explain_block(&self, x: ArrayViewD<f32>, target: &Target) -> Result<Explanation> {
-        let trace = self.net.forward_trace(x.view())?;
+    /// The forward trace, the explained classes, and the seed of the backward pass.
+    fn forward(&self, x: ArrayViewD<f32>, target: &Target) -> Result<(Trace, Vec<usize>, ArrayD<f32>)> {
+        let trace = self.net.forward_trace(x)?;
         check_finite("logits", &trace.output)?;
         let targets = target.resolve(logits_2d(&trace.output)?)?;
         let seed = onehot(&trace.output, &targets, self.plan.is_lrp());
+        Ok((trace, targets, seed))
+    }
+
+    fn explain_block(&self, x: ArrayViewD<f32>, target: &Target) -> Result<Explanation> {
+        let (trace, targets, seed) = self.forward(x.view(), target)?;
         let e = self.propagate(x, trace, seed, targets)?;
         check_finite("relevance", &e.relevance)?;
         Ok(e)
