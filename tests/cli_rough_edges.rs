@@ -423,7 +423,7 @@ fn explain_layer_writes_the_relevance_at_a_hidden_layer() {
         "epsilon",
     ]);
     let line = printed.lines().find(|l| l.trim_start().starts_with("#7")).unwrap();
-    let table: f32 = line.split_whitespace().last().unwrap().parse().unwrap();
+    let table: f32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!((r.row(0).sum() - table).abs() < 1e-3, "{} vs {line}", r.row(0).sum());
     // Layer 0 is the pixels: the same as the ordinary output.
     let r0 = dir.path().join("r0.npy");

@@ -275,8 +275,21 @@ fn print(
                      last line is the explained logit):"
                 );
             }
+            let logit = logits[[s, e.targets[s]]];
             for (i, sums) in e.layer_sums.iter().enumerate() {
-                println!("  {:<20} {:>12.4}", net.value_label(i), sums[s]);
+                let share = if logit != 0.0 {
+                    format!("{:>7.1}% of the logit", 100.0 * sums[s] / logit)
+                } else {
+                    String::new()
+                };
+                println!("  {:<20} {:>12.4} {share}", net.value_label(i), sums[s]);
+            }
+            if net.layers().iter().any(lrp_core::Layer::needs_gradient_form) {
+                println!(
+                    "(a transformer, explained in the gradient form: biases, layer-norm shifts and each softmax's \
+                     linearization keep a part, so a sum need not equal the logit; the residual stream is the values \
+                     after each add)"
+                );
             }
         }
         println!();

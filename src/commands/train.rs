@@ -21,6 +21,9 @@ pub enum ArchArg {
     /// A small residual network (a graph): stem conv, three residual blocks (two with strided 1×1 projection
     /// shortcuts, one identity), global average pooling, dense.
     Resnet,
+    /// A vision transformer (a graph): 7×7 patches, learned positions, two pre-norm blocks of 4-head attention and
+    /// a GELU MLP, mean over tokens, layer norm, dense. Train it with --optimizer adamw and a warm-up.
+    Vit,
 }
 
 impl ArchArg {
@@ -30,6 +33,7 @@ impl ArchArg {
             ArchArg::Cnn => "CNN",
             ArchArg::Lstm => "LSTM",
             ArchArg::Resnet => "ResNet",
+            ArchArg::Vit => "vision transformer",
         }
     }
 }
@@ -40,6 +44,18 @@ pub enum OptimizerArg {
     Adam,
     /// SGD with momentum (see --momentum).
     Sgd,
+    /// AdamW: Adam with decoupled weight decay (see --weight-decay) on weight matrices, kernels and positions.
+    Adamw,
+}
+
+impl OptimizerArg {
+    fn name(self) -> &'static str {
+        match self {
+            OptimizerArg::Adam => "adam",
+            OptimizerArg::Sgd => "sgd",
+            OptimizerArg::Adamw => "adamw",
+        }
+    }
 }
 
 #[derive(Args)]
@@ -77,6 +93,12 @@ pub struct TrainArgs {
     /// Shift each training image by up to N pixels (random, each time it is seen): data augmentation.
     #[arg(long, default_value_t = 0)]
     augment_shift: usize,
+    /// Weight decay of AdamW (per update, times the learning rate).
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f32,
+    /// Raise the learning rate linearly from 0 over this many updates (warm-up).
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: usize,
     /// Train on the first N training images only (quick experiments).
     #[arg(long)]
     limit: Option<usize>,
@@ -113,6 +135,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         ArchArg::Cnn => Arch::Cnn,
         ArchArg::Resnet => Arch::Resnet,
         ArchArg::Lstm => Arch::Lstm,
+        ArchArg::Vit => Arch::Vit,
     };
     let mut net = arch.build(&data.sample_shape(), classes, a.seed)?;
     let optimizer = match a.optimizer {
@@ -121,6 +144,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             lr: a.lr,
             momentum: a.momentum,
         },
+        OptimizerArg::Adamw => Optimizer::adamw(a.lr, a.weight_decay),
     };
     let cfg = TrainConfig {
         epochs: a.epochs,
@@ -129,6 +153,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         lr_decay: a.lr_decay,
         seed: a.seed,
         augment_shift: a.augment_shift,
+        warmup_steps: a.warmup_steps,
     };
     eprintln!(
         "training the {} on {} images {:?}, {} classes, {} parameters",
@@ -185,15 +210,24 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let model = Model {
         meta: ModelMeta {
             description: format!(
-                "lrp train --arch {} --epochs {} --seed {} --batch-size {} --optimizer {} --lr {} --lr-decay {}{}{} (data: \
-                 {data_name})",
+                "lrp train --arch {} --epochs {} --seed {} --batch-size {} --optimizer {}{} --lr {} --lr-decay {}{}{}{} \
+                 (data: {data_name})",
                 format!("{:?}", a.arch).to_lowercase(),
                 a.epochs,
                 a.seed,
                 a.batch_size,
-                format!("{:?}", a.optimizer).to_lowercase(),
+                a.optimizer.name(),
+                match a.optimizer {
+                    OptimizerArg::Adamw => format!(" --weight-decay {}", a.weight_decay),
+                    _ => String::new(),
+                },
                 a.lr,
                 a.lr_decay,
+                if a.warmup_steps > 0 {
+                    format!(" --warmup-steps {}", a.warmup_steps)
+                } else {
+                    String::new()
+                },
                 if a.augment_shift > 0 {
                     format!(" --augment-shift {}", a.augment_shift)
                 } else {

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{CoreError, Result};
-use crate::layers::{Conv2d, Dense, Layer, Lstm, LstmDirection, Pool2d};
+use crate::layers::{Activation, Arith, ArithOp, Conv2d, Dense, Layer, LayerNorm, Lstm, LstmDirection, Pool2d};
 use crate::network::Network;
 
 /// A trainable architecture.
@@ -26,7 +26,23 @@ pub enum Arch {
     /// shortcut, global average pooling and a dense layer. Each block is conv 3×3 → ReLU → conv 3×3, added to the
     /// shortcut, then ReLU. No batch norm.
     Resnet,
+    /// A vision transformer (a graph): 7×7 patches embedded by a strided convolution (64 channels), learned
+    /// positions, two pre-norm blocks (4-head self-attention, then a GELU MLP with 128 hidden units, each added
+    /// back to the stream), the mean over tokens, a layer norm and a dense head. Images whose sides are multiples
+    /// of 7.
+    Vit,
 }
+
+/// Width of [`Arch::Vit`]'s token vectors.
+pub const VIT_DIM: usize = 64;
+/// Attention heads of [`Arch::Vit`].
+pub const VIT_HEADS: usize = 4;
+/// Blocks of [`Arch::Vit`].
+pub const VIT_DEPTH: usize = 2;
+/// Hidden units of [`Arch::Vit`]'s MLPs.
+pub const VIT_HIDDEN: usize = 128;
+/// Patch side of [`Arch::Vit`].
+pub const VIT_PATCH: usize = 7;
 
 /// Hidden units of [`Arch::Lstm`].
 pub const LSTM_HIDDEN: usize = 128;
@@ -78,6 +94,67 @@ fn residual_block(
     push(nodes, Layer::Relu, vec![sum])
 }
 
+/// LeCun-normal weights (variance 1/fan-in) and zero biases: for the transformer's layers, which feed layer norms
+/// and attention rather than ReLUs.
+fn lecun_dense(rng: &mut ChaCha8Rng, inputs: usize, outputs: usize) -> Layer {
+    let normal = Normal::new(0.0f32, (1.0 / inputs as f32).sqrt()).expect("std is positive and finite");
+    let w = Array2::from_shape_fn((outputs, inputs), |_| normal.sample(rng));
+    Layer::Dense(Dense::new(w, Some(Array1::zeros(outputs))))
+}
+
+fn layer_norm(d: usize) -> Layer {
+    Layer::LayerNorm(LayerNorm {
+        weight: Array1::ones(d),
+        bias: Array1::zeros(d),
+        eps: 1e-5,
+    })
+}
+
+/// Appends one pre-norm transformer block reading value `x` (`[T, D]` tokens) and returns its output value.
+fn vit_block(rng: &mut ChaCha8Rng, nodes: &mut Vec<(Layer, Vec<usize>)>, x: usize, tokens: usize) -> usize {
+    let (d, heads) = (VIT_DIM, VIT_HEADS);
+    let dh = d / heads;
+    let push = |nodes: &mut Vec<(Layer, Vec<usize>)>, layer: Layer, ins: Vec<usize>| {
+        nodes.push((layer, ins));
+        nodes.len()
+    };
+    let a = push(nodes, layer_norm(d), vec![x]);
+    let qkv = push(nodes, lecun_dense(rng, d, 3 * d), vec![a]);
+    let split = push(nodes, Layer::Reshape(vec![tokens, 3, heads, dh]), vec![qkv]);
+    let split = push(nodes, Layer::Transpose(vec![1, 2, 0, 3]), vec![split]); // [3, heads, T, dh]
+    let part = |nodes: &mut Vec<(Layer, Vec<usize>)>, i: usize| {
+        let s = push(
+            nodes,
+            Layer::Slice {
+                axis: 0,
+                start: i,
+                end: i + 1,
+            },
+            vec![split],
+        );
+        push(nodes, Layer::Reshape(vec![heads, tokens, dh]), vec![s])
+    };
+    let (q, k, v) = (part(nodes, 0), part(nodes, 1), part(nodes, 2));
+    let kt = push(nodes, Layer::Transpose(vec![0, 2, 1]), vec![k]);
+    let scores = push(nodes, Layer::MatMul, vec![q, kt]);
+    let scale = Arith {
+        op: ArithOp::Mul,
+        value: ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), 1.0 / (dh as f32).sqrt()),
+    };
+    let scores = push(nodes, Layer::Arith(scale), vec![scores]);
+    let attn = push(nodes, Layer::Softmax(2), vec![scores]);
+    let mixed = push(nodes, Layer::MatMul, vec![attn, v]); // [heads, T, dh]
+    let mixed = push(nodes, Layer::Transpose(vec![1, 0, 2]), vec![mixed]);
+    let mixed = push(nodes, Layer::Reshape(vec![tokens, d]), vec![mixed]);
+    let out = push(nodes, lecun_dense(rng, d, d), vec![mixed]);
+    let x = push(nodes, Layer::Add, vec![x, out]);
+    let h = push(nodes, layer_norm(d), vec![x]);
+    let h = push(nodes, lecun_dense(rng, d, VIT_HIDDEN), vec![h]);
+    let h = push(nodes, Layer::Activation(Activation::Gelu), vec![h]);
+    let h = push(nodes, lecun_dense(rng, VIT_HIDDEN, d), vec![h]);
+    push(nodes, Layer::Add, vec![x, h])
+}
+
 fn lstm(rng: &mut ChaCha8Rng, features: usize, hidden: usize) -> Layer {
     // PyTorch's initialisation: uniform in ±1/√H for every weight and bias.
     let k = 1.0 / (hidden as f32).sqrt();
@@ -122,6 +199,42 @@ impl Arch {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let net_input = self.input_shape(input_shape)?;
+        if self == Arch::Vit {
+            if h % VIT_PATCH != 0 || w % VIT_PATCH != 0 {
+                return Err(CoreError::InvalidNetwork(format!(
+                    "the vision transformer cuts images into {VIT_PATCH}×{VIT_PATCH} patches; {h}×{w} is not a \
+                     multiple of {VIT_PATCH} on each side"
+                )));
+            }
+            let tokens = (h / VIT_PATCH) * (w / VIT_PATCH);
+            let d = VIT_DIM;
+            let fan_in = c * VIT_PATCH * VIT_PATCH;
+            let normal = Normal::new(0.0f32, (1.0 / fan_in as f32).sqrt()).expect("positive");
+            let kernel = Array4::from_shape_fn((d, c, VIT_PATCH, VIT_PATCH), |_| normal.sample(&mut rng));
+            let embed = Conv2d::new(kernel, Some(Array1::zeros(d)), [VIT_PATCH; 2], [0; 4]);
+            let pos_normal = Normal::new(0.0f32, 0.02).expect("positive");
+            let pos = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[tokens, d]), |_| pos_normal.sample(&mut rng));
+            let mut nodes: Vec<(Layer, Vec<usize>)> = vec![
+                (Layer::Conv2d(embed), vec![0]),
+                (Layer::Reshape(vec![d, tokens]), vec![1]),
+                (Layer::Transpose(vec![1, 0]), vec![2]),
+                (
+                    Layer::Arith(Arith {
+                        op: ArithOp::Add,
+                        value: pos,
+                    }),
+                    vec![3],
+                ),
+            ];
+            let mut x = nodes.len();
+            for _ in 0..VIT_DEPTH {
+                x = vit_block(&mut rng, &mut nodes, x, tokens);
+            }
+            nodes.push((Layer::Mean(0), vec![x]));
+            nodes.push((layer_norm(d), vec![nodes.len()]));
+            nodes.push((lecun_dense(&mut rng, d, classes), vec![nodes.len()]));
+            return Network::graph(net_input, nodes);
+        }
         if self == Arch::Resnet {
             if h < 4 || w < 4 {
                 return Err(CoreError::InvalidNetwork(format!(
@@ -151,7 +264,7 @@ impl Arch {
             return Network::graph(net_input, nodes);
         }
         let layers = match self {
-            Arch::Resnet => unreachable!("built above"),
+            Arch::Resnet | Arch::Vit => unreachable!("built above"),
             Arch::Lstm => vec![
                 lstm(&mut rng, w, LSTM_HIDDEN),
                 Layer::Flatten,

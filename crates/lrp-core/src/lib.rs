@@ -19,8 +19,8 @@ pub use arch::Arch;
 pub use error::{CoreError, Result};
 pub use idx::{Dataset, Split};
 pub use layers::{
-    Activation, Arith, ArithOp, BatchNorm, BinaryFn, Conv2d, Dense, Expr, ExprOp, Layer, LayerKind, Lstm,
-    LstmDirection, ParamGrads, Pool2d, UnaryFn, Window,
+    Activation, Arith, ArithOp, BatchNorm, BinaryFn, Conv2d, Dense, Expr, ExprOp, Layer, LayerKind, LayerNorm, Lstm,
+    LstmDirection, ParamGrads, Pool2d, UnaryFn, Window, matmul_backward, mean_backward, softmax_backward,
 };
 pub use model_file::{Model, ModelMeta};
 pub use network::{Network, Trace, first_non_finite};

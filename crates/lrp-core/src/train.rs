@@ -34,6 +34,20 @@ pub enum Optimizer {
         /// Denominator stabiliser.
         eps: f32,
     },
+    /// AdamW (Loshchilov & Hutter 2019): Adam with weight decay decoupled from the gradient, applied to the
+    /// weight matrices and kernels and to learned positions (tensors of rank 2 and more), not to biases or norms.
+    AdamW {
+        /// Learning rate.
+        lr: f32,
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator stabiliser.
+        eps: f32,
+        /// Decay per step, times the learning rate.
+        weight_decay: f32,
+    },
 }
 
 impl Optimizer {
@@ -47,9 +61,20 @@ impl Optimizer {
         }
     }
 
+    /// AdamW with the usual moments, learning rate `lr` and weight decay `weight_decay`.
+    pub fn adamw(lr: f32, weight_decay: f32) -> Self {
+        Optimizer::AdamW {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        }
+    }
+
     fn lr(&self) -> f32 {
         match *self {
-            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => lr,
+            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } | Optimizer::AdamW { lr, .. } => lr,
         }
     }
 }
@@ -70,6 +95,8 @@ pub struct TrainConfig {
     /// Data augmentation: shift each training image by up to this many pixels along each of its last two axes
     /// (zeros come in at the edges), drawn anew every time it is seen. 0: no augmentation.
     pub augment_shift: usize,
+    /// The learning rate rises linearly from 0 over this many updates (warm-up). 0: none.
+    pub warmup_steps: usize,
 }
 
 impl TrainConfig {
@@ -89,6 +116,11 @@ impl TrainConfig {
             && !(0.0..1.0).contains(&momentum)
         {
             return bad(format!("momentum {momentum} must be in [0, 1)"));
+        }
+        if let Optimizer::AdamW { weight_decay, .. } = self.optimizer
+            && !(0.0..1.0).contains(&weight_decay)
+        {
+            return bad(format!("weight decay {weight_decay} must be in [0, 1)"));
         }
         if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
             return bad(format!("learning-rate decay {} must be in (0, 1]", self.lr_decay));
@@ -176,6 +208,22 @@ fn update<D: ndarray::Dimension>(
                 *p -= lr * *m;
             });
         }
+        Optimizer::AdamW {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            ..
+        } => {
+            let c1 = 1.0 - beta1.powi(step);
+            let c2 = 1.0 - beta2.powi(step);
+            let decay = if p.ndim() >= 2 { 1.0 - lr * weight_decay } else { 1.0 };
+            Zip::from(p).and(g).and(m).and(v).for_each(|p, &g, m, v| {
+                *m = beta1 * *m + (1.0 - beta1) * g;
+                *v = beta2 * *v + (1.0 - beta2) * g * g;
+                *p = *p * decay - lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+            });
+        }
         Optimizer::Adam { beta1, beta2, eps, .. } => {
             let c1 = 1.0 - beta1.powi(step);
             let c2 = 1.0 - beta2.powi(step);
@@ -256,10 +304,16 @@ pub fn train(
             }
             let grads = backward_train(net, &trace, &masks, grad);
             step = step.saturating_add(1);
+            // Without warm-up the rate is used as it is (the same bits as before warm-up existed).
+            let rate = if (step as usize) <= cfg.warmup_steps {
+                lr * step as f32 / cfg.warmup_steps as f32
+            } else {
+                lr
+            };
             for ((layer, slots), grads) in net.layers_mut().iter_mut().zip(slots.iter_mut()).zip(grads) {
                 let Some(grads) = grads else { continue };
                 for ((mut p, slot), g) in layer.params_mut().into_iter().zip(slots.iter_mut()).zip(&grads) {
-                    update(&cfg.optimizer, lr, step, &mut p, g, &mut slot.m, &mut slot.v);
+                    update(&cfg.optimizer, rate, step, &mut p, g, &mut slot.m, &mut slot.v);
                 }
             }
             loss_sum += loss as f64 * idx.len() as f64;

@@ -171,6 +171,7 @@ fn an_lstm_network_is_validated_and_trains() {
         lr_decay: 1.0,
         seed: 1,
         augment_shift: 0,
+        warmup_steps: 0,
     };
     let before = lrp_core::train::accuracy(&net, x.view(), &labels).unwrap();
     lrp_core::train::train(&mut net, x.view(), &labels, &cfg, |_| {}).unwrap();

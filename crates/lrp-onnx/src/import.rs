@@ -1449,6 +1449,17 @@ fn computed_node(
                 .collect::<std::result::Result<_, _>>()
                 .map_err(err)?;
             ax.sort_unstable();
+            if ax.len() == 1 && ax[0] > 0 && !(rank == 4 && ax[0] >= 2) {
+                // The mean over one feature axis (the tokens of a transformer).
+                let id = emit(b, Layer::Mean(ax[0] - 1), vec![xi])?;
+                let mut shape = b.shapes[id].clone();
+                if int_attr(node, "keepdims", 1) != 0 {
+                    shape.insert(ax[0] - 1, 1);
+                    let kept = emit(b, reshape_layer(&shape), vec![id])?;
+                    return Ok(same(shape, 0, kept));
+                }
+                return Ok(same(shape, 0, id));
+            }
             if rank != 4 || ax != [2, 3] {
                 return Err(err(format!(
                     "ReduceMean over axes {axes:?} of a rank-{rank} value: only the mean over height and width \
@@ -1534,9 +1545,127 @@ fn computed_node(
             return Ok(same(shape, 0, id));
         }
         "MatMul" if computed.len() == 2 => {
-            return Err(err(
-                "multiplies two computed values (attention); this importer supports MatMul by a constant weight".into(),
-            ));
+            let (yi, yshape, ybatch) = node_at(1).expect("computed");
+            if xbatch != 0 || ybatch != 0 {
+                return Err(err(
+                    "multiplies computed values whose batch axis is not first (reorder them before the product)".into(),
+                ));
+            }
+            lrp_core::layers::matmul_shape(&xshape, &yshape).map_err(|r| err(format!("{r} (per sample)")))?;
+            let id = emit(b, Layer::MatMul, vec![xi, yi])?;
+            let shape = b.shapes[id].clone();
+            return Ok(same(shape, 0, id));
+        }
+        "LayerNormalization" => {
+            need_batch_first("LayerNormalization")?;
+            if computed != [0] {
+                return Err(err("reads a computed value as its scale or shift".into()));
+            }
+            let rank = xshape.len() + 1;
+            let axis = norm_axis(int_attr(node, "axis", -1), rank).map_err(err)?;
+            if axis != rank - 1 {
+                return Err(err(format!(
+                    "normalizes from axis {axis} of a rank-{rank} value; only the last axis is supported"
+                )));
+            }
+            let d = xshape[xshape.len() - 1];
+            let vector = |i: usize, default: f32| -> Result<ndarray::Array1<f32>> {
+                match node.input.get(i).filter(|n| !n.is_empty()) {
+                    None => Ok(ndarray::Array1::from_elem(d, default)),
+                    Some(n) => {
+                        let t = consts.get(n).ok_or_else(|| err(format!("'{n}' must be a constant")))?;
+                        let v = to_f32(t)?;
+                        if v.len() != d {
+                            return Err(err(format!(
+                                "'{n}' has shape {:?}; the normalized axis has {d} features",
+                                v.shape()
+                            )));
+                        }
+                        Ok(v.iter().copied().collect())
+                    }
+                }
+            };
+            let ln = lrp_core::LayerNorm {
+                weight: vector(1, 1.0)?,
+                bias: vector(2, 0.0)?,
+                eps: float_attr(node, "epsilon", 1e-5),
+            };
+            let id = emit(b, Layer::LayerNorm(ln), vec![xi])?;
+            return Ok(same(xshape, 0, id));
+        }
+        "Softmax" if out0 != graph_output => {
+            need_batch_first("Softmax")?;
+            let rank = xshape.len() + 1;
+            let default = if opset >= 13 { -1 } else { 1 };
+            let axis = norm_axis(int_attr(node, "axis", default), rank).map_err(err)?;
+            // Before opset 13 a softmax covers every axis from `axis` on: the same as one axis only at the last.
+            if axis == 0 || (opset < 13 && axis != rank - 1) {
+                return Err(err(format!(
+                    "softmax over axis {axis} of a rank-{rank} value (opset {opset}) is not supported: only one \
+                     feature axis"
+                )));
+            }
+            let id = emit(b, Layer::Softmax(axis - 1), vec![xi])?;
+            return Ok(same(xshape, 0, id));
+        }
+        "Split" => {
+            let rank = xshape.len() + 1;
+            let a = norm_axis(int_attr(node, "axis", 0), rank).map_err(err)?;
+            if a == xbatch {
+                return Err(err("splits the batch axis".into()));
+            }
+            let fa = if a > xbatch { a - 1 } else { a };
+            let len = xshape[fa];
+            let parts = node.output.len();
+            let sizes: Vec<usize> = match node.input.get(1).filter(|n| !n.is_empty()) {
+                Some(n) => to_i64(
+                    consts
+                        .get(n)
+                        .ok_or_else(|| err(format!("split sizes '{n}' must be a constant")))?,
+                )?
+                .iter()
+                .map(|&v| usize::try_from(v).map_err(|_| err(format!("split size {v} is negative"))))
+                .collect::<Result<_>>()?,
+                None => match attr(node, "split") {
+                    Some(s) if !s.ints.is_empty() => s
+                        .ints
+                        .iter()
+                        .map(|&v| usize::try_from(v).map_err(|_| err(format!("split size {v} is negative"))))
+                        .collect::<Result<_>>()?,
+                    _ => {
+                        // Equal parts (the last smaller when the length does not divide, as opset 18 says).
+                        let each = len.div_ceil(parts.max(1));
+                        (0..parts).map(|i| each.min(len.saturating_sub(i * each))).collect()
+                    }
+                },
+            };
+            if sizes.len() != parts || sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s)) != Some(len) {
+                return Err(err(format!(
+                    "splits an axis of length {len} into {sizes:?} for {parts} outputs"
+                )));
+            }
+            let mut outs = Vec::new();
+            let mut start = 0;
+            for (name, &size) in node.output.iter().zip(&sizes) {
+                let end = start + size;
+                if !name.is_empty() && b.readers.contains_key(name) {
+                    if size == 0 {
+                        return Err(err(format!("output '{name}' is empty and is read")));
+                    }
+                    let id = emit(b, Layer::Slice { axis: fa, start, end }, vec![xi])?;
+                    let shape = b.shapes[id].clone();
+                    outs.push((
+                        name.clone(),
+                        Val::Node {
+                            id,
+                            shape,
+                            batch_axis: xbatch,
+                        },
+                    ));
+                }
+                start = end;
+            }
+            return Ok(outs);
         }
         "MatMul" | "Gemm" if computed[0] != 0 => {
             return Err(err(

@@ -273,11 +273,15 @@ pub(crate) fn translate(ctx: &Ctx) -> Result<Step> {
             Step::Push(Layer::Dense(Dense::new(w * alpha, bias)))
         }
         "MatMul" => {
-            let k = ctx.flat_input()?;
+            // A weight on the last axis: flat values, or the tokens of a transformer ([N, T, D]).
+            let k = *ctx
+                .shape
+                .last()
+                .ok_or_else(|| ctx.err("needs an input with a feature axis"))?;
             let b: Array2<f32> = ctx.weight(ctx.required(1, "the weight")?, "weight")?;
             if b.nrows() != k {
                 return Err(ctx.err(format!(
-                    "weight '{}' has shape {:?} but the chain value has {k} features",
+                    "weight '{}' has shape {:?} but the value has {k} features on its last axis",
                     node.input[1],
                     b.shape()
                 )));

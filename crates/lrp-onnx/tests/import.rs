@@ -360,13 +360,29 @@ fn missing_initializer_is_refused() {
 
 #[test]
 fn other_refusals_name_the_problem() {
-    // A softmax in the middle.
+    // A softmax in the middle is a node (attention weights); over the batch axis it is refused.
     let bytes = model(
         vec![node("Softmax", "sm", &["x"], &["s"]), gemm("fc", "s", "y")],
         weights(),
         "y",
     );
-    assert!(refused(&bytes).contains("only as the last node"));
+    let net = import_bytes(&bytes).unwrap().network;
+    let x = ndarray::arr2(&[[1.0f32, 2.0, 3.0], [0.5, -1.0, 0.0]]).into_dyn();
+    let y = net.forward(x.view()).unwrap();
+    for (row, out) in x.outer_iter().zip(y.outer_iter()) {
+        let e: Vec<f32> = row.iter().map(|v| v.exp()).collect();
+        let s: Vec<f32> = e.iter().map(|v| v / e.iter().sum::<f32>()).collect();
+        let want = [s[0] + 2.0 * s[1] + 3.0 * s[2] + 0.5, -s[0] + s[2] - 0.5];
+        assert!(
+            (out[0] - want[0]).abs() < 1e-6 && (out[1] - want[1]).abs() < 1e-6,
+            "{out} vs {want:?}"
+        );
+    }
+    let mut sm = node("Softmax", "sm", &["x"], &["s"]);
+    sm.attribute.push(int_attr("axis", 0));
+    let bytes = model(vec![sm, gemm("fc", "s", "y")], weights(), "y");
+    let err = refused(&bytes);
+    assert!(err.contains("'sm'") && err.contains("axis 0"), "{err}");
     // An opset outside 11–21.
     let mut m = ModelProto::decode(&model(vec![gemm("fc", "x", "y")], weights(), "y")[..]).unwrap();
     m.opset_import[0].version = 9;

@@ -1,13 +1,14 @@
 //! The explainer: relevance from the output back to the input, layer by layer.
 
 use lrp_core::{Network, Trace};
-use ndarray::{ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, Ix4, Zip};
+use ndarray::{ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, Ix4, IxDyn, Zip};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{Result, RulesError};
-use crate::plan::{Maps, Plan, PlanKind, Prepared, Step};
+use crate::linear::LinearMap;
+use crate::plan::{Form, Maps, Plan, PlanKind, Prepared, Step};
 use crate::rule::Rule;
 use crate::spec::{Attribution, Spec};
 
@@ -166,7 +167,7 @@ impl<'n> Explainer<'n> {
         }
         let (trace, targets, seed) = self.forward(x.view(), target)?;
         let mut kept: Vec<Option<ArrayD<f32>>> = vec![None; keep.len()];
-        let (relevance, layer_sums) = lrp(self.net, steps, &trace, seed, &mut |v, r| {
+        let (relevance, layer_sums) = self.lrp(steps, &trace, seed, &mut |v, r| {
             for (slot, _) in kept.iter_mut().zip(keep).filter(|(_, k)| **k == v) {
                 *slot = Some(r.clone());
             }
@@ -229,7 +230,7 @@ impl<'n> Explainer<'n> {
     ) -> Result<Explanation> {
         debug_assert_eq!(self.plan.layer_count(), self.net.layers().len());
         let (relevance, layer_sums) = match self.plan.kind() {
-            PlanKind::Lrp(steps) => lrp(self.net, steps, &trace, seed, &mut |_, _| {}),
+            PlanKind::Lrp(steps) => self.lrp(steps, &trace, seed, &mut |_, _| {}),
             PlanKind::Attribution(a) => (self.attribution(*a, x, &trace, seed)?, Vec::new()),
         };
         Ok(Explanation {
@@ -239,6 +240,20 @@ impl<'n> Explainer<'n> {
             layer_sums,
             kept: Vec::new(),
         })
+    }
+
+    /// LRP in the plan's form.
+    fn lrp(
+        &self,
+        steps: &[Step],
+        trace: &Trace,
+        r: ArrayD<f32>,
+        keep: &mut dyn FnMut(usize, &ArrayD<f32>),
+    ) -> (ArrayD<f32>, Vec<Vec<f32>>) {
+        match self.plan.form() {
+            Form::Relevance => lrp(self.net, steps, trace, r, keep),
+            Form::Gradient => lrp_gradient(self.net, steps, trace, r, keep),
+        }
     }
 
     fn attribution(&self, a: Attribution, x: ArrayViewD<f32>, trace: &Trace, seed: ArrayD<f32>) -> Result<ArrayD<f32>> {
@@ -340,12 +355,28 @@ fn stab(z: f32, e: f32) -> f32 {
     if z >= 0.0 { z + e } else { z - e }
 }
 
-/// `r / stab(z, e)`, elementwise; `z` may be a single sample broadcast over the batch.
+/// `r / stab(z, e)`, elementwise; `z` may be a single sample broadcast over the batch. With `e = 0` (LRP-0) an
+/// output of exactly 0 passes nothing (its relevance is 0: nothing flows through a zero pre-activation).
 fn divide(r: &ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f32> {
     let mut s = r.clone();
     let z = z.broadcast(r.raw_dim()).expect("denominator broadcasts over the batch");
-    Zip::from(&mut s).and(&z).for_each(|s, &z| *s /= stab(z, e));
+    if e == 0.0 {
+        Zip::from(&mut s)
+            .and(&z)
+            .for_each(|s, &z| *s = if z == 0.0 { 0.0 } else { *s / z });
+    } else {
+        Zip::from(&mut s).and(&z).for_each(|s, &z| *s /= stab(z, e));
+    }
     s
+}
+
+/// `[N, …, d]` as rows `[N·…, d]` (a dense layer on the last axis of a larger value).
+fn to_rows(a: &ArrayD<f32>) -> ArrayD<f32> {
+    let d = *a.shape().last().expect("at least one axis");
+    a.as_standard_layout()
+        .into_owned()
+        .into_shape_with_order(IxDyn(&[a.len() / d.max(1), d]))
+        .expect("same element count")
 }
 
 /// `r·[o ⋚ 0] / stab(z)`: the share of outputs whose unmodified value has the given sign.
@@ -443,6 +474,14 @@ fn lrp(
                     return vec![&s * x, s * b];
                 }
                 Step::Route => return net.node_backward(k, trace, r.view()),
+                Step::Act(_) => r,
+                Step::Mean(axis) => {
+                    let s = divide(&r, z, STABILIZER);
+                    lrp_core::mean_backward(s.view(), *axis, x.shape()[axis + 1]) * x
+                }
+                Step::LayerNorm(_) | Step::Softmax(_) | Step::MatMul => {
+                    unreachable!("networks with transformer nodes are explained in the gradient form")
+                }
             }]
         },
         |v, r| {
@@ -455,6 +494,10 @@ fn lrp(
 
 /// One rule on one dense/conv layer: input `x`, its output `z = Wx + b` (from the trace), output relevance `r`.
 fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f32>) -> ArrayD<f32> {
+    if matches!(p.maps.map(), LinearMap::Dense(_)) && x.ndim() > 2 {
+        let out = linear_relevance(p, &to_rows(x), &to_rows(z), &to_rows(r));
+        return out.into_shape_with_order(x.raw_dim()).expect("same element count");
+    }
     let shape = x.shape();
     // After a ReLU (or on [0, 1] images) the x⁻ terms vanish: skip their work.
     let nonneg = match x.as_slice() {
@@ -624,4 +667,171 @@ fn lstm_relevance(lstm: &lrp_core::Lstm, e: f32, x: &ArrayD<f32>, r: &ArrayD<f32
         }
     }
     rx.into_dyn()
+}
+
+/// `ĝ_y · f(x)/x`: the identity rule on an activation `y = f(x)` in the gradient form (`R_x = R_y`). Where
+/// `x = 0` the ratio's limit `f′(0)` when `f(0) = 0`, else 0 (nothing to pass: `R_x = 0·ĝ`).
+fn identity_ratio(a: &lrp_core::Activation, x: &ArrayD<f32>, y: &ArrayD<f32>, g: ArrayD<f32>) -> ArrayD<f32> {
+    let at_zero = if a.apply(0.0) == 0.0 { a.derivative(0.0) } else { 0.0 };
+    let mut g = g;
+    Zip::from(&mut g).and(x).and(y).for_each(|g, &x, &y| {
+        *g *= if x == 0.0 { at_zero } else { y / x };
+    });
+    g
+}
+
+/// What a rule on a linear layer gives in the gradient form.
+enum Share {
+    /// The modified gradient at the layer's input (`R_x = x ⊙ ĝ_x`).
+    Grad(ArrayD<f32>),
+    /// Relevance itself, for rules whose result is not `x ⊙ (something)` (z^B, w², flat): only on a layer that
+    /// reads the network input, where it is added to the input's relevance.
+    Direct(ArrayD<f32>),
+}
+
+/// `a` where `x > 0`, `b` elsewhere (where `x = 0` the choice does not matter: `R = 0·ĝ`).
+fn by_sign(x: &ArrayD<f32>, a: ArrayD<f32>, b: &ArrayD<f32>) -> ArrayD<f32> {
+    let mut a = a;
+    Zip::from(&mut a).and(x).and(b).for_each(|a, &x, &b| {
+        if x <= 0.0 {
+            *a = b;
+        }
+    });
+    a
+}
+
+/// One rule on one dense/conv layer in the gradient form: input `x`, output `z`, the modified gradient `g` at the
+/// output (so `R = z ⊙ g`). Each rule is the same formula as [`linear_relevance`] with the final `x ⊙` left out.
+fn linear_gradient(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, g: &ArrayD<f32>) -> Share {
+    if matches!(p.maps.map(), LinearMap::Dense(_)) && x.ndim() > 2 {
+        return match linear_gradient(p, &to_rows(x), &to_rows(z), &to_rows(g)) {
+            Share::Grad(a) => Share::Grad(a.into_shape_with_order(x.raw_dim()).expect("same element count")),
+            Share::Direct(a) => Share::Direct(a.into_shape_with_order(x.raw_dim()).expect("same element count")),
+        };
+    }
+    let shape = x.shape();
+    let split = || (x.mapv(|v| v.max(0.0)), x.mapv(|v| v.min(0.0)));
+    match (&p.maps, p.rule) {
+        (Maps::Plain(w), Rule::Epsilon(e)) => {
+            // LRP-ε: Wᵀ(ĝ ⊙ z/stab(z, ε)), a factor in [0, 1); LRP-0 is the plain transposed map.
+            if e == 0.0 {
+                return Share::Grad(w.transpose(g.view(), shape));
+            }
+            let mut s = g.clone();
+            Zip::from(&mut s).and(z).for_each(|s, &z| *s *= z / stab(z, e));
+            Share::Grad(w.transpose(s.view(), shape))
+        }
+        (Maps::Signed { pos, neg }, rule) => {
+            let (alpha, beta) = match rule {
+                Rule::AlphaBeta(a, b) => (a, b),
+                _ => (1.0, 0.0),
+            };
+            let r = z * g;
+            let (xp, xn) = split();
+            let za = pos.forward(xp.view(), true) + neg.forward(xn.view(), false);
+            let sa = divide(&r, &za, STABILIZER);
+            let mut gp = pos.transpose(sa.view(), shape) * alpha;
+            let mut gn = neg.transpose(sa.view(), shape) * alpha;
+            if beta != 0.0 {
+                let zb = neg.forward(xp.view(), true) + pos.forward(xn.view(), false);
+                let sb = divide(&r, &zb, STABILIZER);
+                gp = gp - neg.transpose(sb.view(), shape) * beta;
+                gn = gn - pos.transpose(sb.view(), shape) * beta;
+            }
+            Share::Grad(by_sign(x, gp, &gn))
+        }
+        (Maps::Gamma { p: pm, n: nm, .. }, _) => {
+            let r = z * g;
+            let (xp, xn) = split();
+            let zp = pm.forward(xp.view(), true) + nm.forward(xn.view(), false);
+            let zn = nm.forward(xp.view(), true) + pm.forward(xn.view(), false);
+            let sp = divide_masked(&r, &zp, z, true);
+            let sn = divide_masked(&r, &zn, z, false);
+            let gp = pm.transpose(sp.view(), shape) + nm.transpose(sn.view(), shape);
+            let gn = nm.transpose(sp.view(), shape) + pm.transpose(sn.view(), shape);
+            Share::Grad(by_sign(x, gp, &gn))
+        }
+        _ => Share::Direct(linear_relevance(p, x, z, &(z * g))),
+    }
+}
+
+/// LRP in the gradient form (AttnLRP, Achtibat et al. 2024, as LXT computes it): a modified gradient `ĝ` flows
+/// back from `onehot(target)`, each node applying its rule's Jacobian, and the relevance at any value is
+/// `value ⊙ ĝ`. LRP-0 is the plain gradient, LRP-ε scales it by `z/stab(z, ε)`; products of two values halve it on
+/// each factor; a layer norm holds `σ`; a softmax is linearized at its input (its true Jacobian); activations
+/// take the identity rule (`ĝ · f(x)/x`); sums, biases, means and routing pass it as the gradient does, without a
+/// stabilizer. Nothing divides relevance by a pre-activation, so near-zero scores in attention are harmless.
+fn lrp_gradient(
+    net: &Network,
+    steps: &[Step],
+    trace: &Trace,
+    r: ArrayD<f32>,
+    keep: &mut dyn FnMut(usize, &ArrayD<f32>),
+) -> (ArrayD<f32>, Vec<Vec<f32>>) {
+    // The output relevance R = logit ⊙ ĝ: ĝ = R / logit (1 at the explained class).
+    let mut g = r;
+    Zip::from(&mut g)
+        .and(&trace.output)
+        .for_each(|g, &y| *g = if *g == 0.0 || y == 0.0 { 0.0 } else { *g / y });
+    let direct: std::cell::RefCell<Option<ArrayD<f32>>> = std::cell::RefCell::new(None);
+    let mut sums = vec![Vec::new(); steps.len() + 1];
+    let g0 = net.reverse_accumulate(
+        g,
+        |k, g| {
+            let ins = net.inputs_of(k);
+            let x = trace.value(ins[0]);
+            let z = trace.value(k + 1);
+            vec![match &steps[k] {
+                Step::Linear(p) => match linear_gradient(p, x, z, &g) {
+                    Share::Grad(a) => a,
+                    Share::Direct(rel) => {
+                        let mut d = direct.borrow_mut();
+                        match &mut *d {
+                            Some(acc) => *acc += &rel,
+                            None => *d = Some(rel),
+                        }
+                        ArrayD::zeros(x.raw_dim())
+                    }
+                },
+                Step::Act(a) => identity_ratio(a, x, z, g),
+                Step::MaxPool(_) | Step::Pass | Step::Route => return net.node_backward(k, trace, g.view()),
+                Step::AvgPool(p) => {
+                    let x4 = x.view().into_dimensionality::<Ix4>().expect("4-D");
+                    p.avg_transpose(g.view().into_dimensionality::<Ix4>().expect("4-D"), x4.dim())
+                        .into_dyn()
+                }
+                Step::Bias(sign) => {
+                    if *sign < 0.0 {
+                        -g
+                    } else {
+                        g
+                    }
+                }
+                Step::Add => return vec![g.clone(), g],
+                Step::Mean(axis) => lrp_core::mean_backward(g.view(), *axis, x.shape()[axis + 1]),
+                Step::LayerNorm(l) => l.backward(x.view(), g.view(), true),
+                Step::Softmax(axis) => lrp_core::softmax_backward(z.view(), g.view(), *axis),
+                Step::MatMul => {
+                    let (ga, gb) = lrp_core::matmul_backward(x.view(), trace.value(ins[1]).view(), g.view(), 0.5);
+                    return vec![ga, gb];
+                }
+                Step::Lstm(..) => unreachable!("an LSTM is refused in the gradient form when the plan is made"),
+            }]
+        },
+        |v, g| {
+            let mut rel = g * trace.value(v);
+            if v == 0
+                && let Some(d) = &*direct.borrow()
+            {
+                rel += d;
+            }
+            sums[v] = per_sample_sums(&rel);
+            keep(v, &rel);
+        },
+    );
+    let mut relevance = g0 * trace.value(0);
+    if let Some(d) = direct.into_inner() {
+        relevance += &d;
+    }
+    (relevance, sums)
 }

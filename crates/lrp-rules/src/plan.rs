@@ -1,6 +1,6 @@
 //! `resolve`: a spec checked against a network once, with every rule's modified maps prepared.
 
-use lrp_core::{ArithOp, Layer, LayerKind, Network, Pool2d};
+use lrp_core::{Activation, ArithOp, Layer, LayerKind, LayerNorm, Network, Pool2d};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::error::{Result, RulesError};
@@ -28,6 +28,27 @@ pub(crate) enum Step {
     Bias(f32),
     /// Pad, transpose, slice, concat: relevance goes back to where each output element came from.
     Route,
+    /// An elementwise activation other than ReLU: relevance passes unchanged (the identity rule).
+    Act(Activation),
+    /// The mean over an axis: proportional, as average pooling.
+    Mean(usize),
+    /// Layer normalization with `σ` held constant (gradient form only).
+    LayerNorm(LayerNorm),
+    /// Softmax along an axis, linearized at its input (gradient form only).
+    Softmax(usize),
+    /// The product of two computed values, each factor taking half (gradient form only).
+    MatMul,
+}
+
+/// How relevance travels through a plan's network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// Relevance itself, divided by pre-activations at each rule (the classic form, for networks without
+    /// transformer nodes).
+    Relevance,
+    /// A modified gradient `ĝ` with `R = x ⊙ ĝ` at every value (AttnLRP's form, needed by layer norms,
+    /// softmaxes and products of two values; no stabilizer divides).
+    Gradient,
 }
 
 /// A rule with the modified maps it needs, computed once.
@@ -68,6 +89,17 @@ pub(crate) enum Maps {
     },
     /// w² and flat: the modified map and its (input-independent) denominator `M·1` for one sample.
     Uniform { map: LinearMap, denom: ArrayD<f32> },
+}
+
+impl Maps {
+    /// The layer's own map, or the modified one the rule uses (all share the layer's kind and shapes).
+    pub(crate) fn map(&self) -> &LinearMap {
+        match self {
+            Maps::Plain(m) | Maps::Uniform { map: m, .. } | Maps::ZBox { w: m, .. } => m,
+            Maps::Signed { pos, .. } => pos,
+            Maps::Gamma { p, .. } => p,
+        }
+    }
 }
 
 /// The γ rule's two forward maps from one product: with `P = W⁺x` and the layer's own output `z = Wx + b`
@@ -116,6 +148,7 @@ pub struct Plan {
     spec: Spec,
     kind: PlanKind,
     layer_count: usize,
+    form: Form,
 }
 
 #[derive(Clone, Debug)]
@@ -170,6 +203,13 @@ fn zbox_bounds(net: &Network, k: usize, low: f32, high: f32) -> (ArrayD<f32>, Ar
 
 fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usize) -> Prepared {
     let map = LinearMap::of(layer).expect("rules are only assigned to layers with weights");
+    // A dense layer on the last axis of a larger value works on rows: its maps see one row per sample.
+    let rows = matches!(layer, Layer::Dense(_)) && in_shape.len() > 1;
+    let in_shape = if rows {
+        &in_shape[in_shape.len() - 1..]
+    } else {
+        in_shape
+    };
     let maps = match rule {
         Rule::Epsilon(_) => Maps::Plain(map),
         Rule::ZPlus | Rule::AlphaBeta(..) => Maps::Signed {
@@ -185,6 +225,11 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usiz
         }
         Rule::ZBox(l, h) => {
             let (low, high) = zbox_bounds(net, k, l, h);
+            let (low, high) = if rows {
+                (row_bound(low, l), row_bound(high, h))
+            } else {
+                (low, high)
+            };
             let pos = map.modified(Modifier::Positive);
             let neg = map.modified(Modifier::Negative);
             let once = |m: &LinearMap, bound: &ArrayD<f32>| {
@@ -218,6 +263,18 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usiz
     Prepared { rule, maps }
 }
 
+/// Bounds for a dense layer on rows: its last axis, when every row has the same bounds; else the rule's scalar.
+fn row_bound(b: ArrayD<f32>, scalar: f32) -> ArrayD<f32> {
+    let d = *b.shape().last().expect("at least one axis");
+    let flat: Vec<f32> = b.iter().copied().collect();
+    let first = flat[..d].to_vec();
+    if flat.chunks(d).all(|c| c == &first[..]) {
+        ArrayD::from_shape_vec(IxDyn(&[d]), first).expect("d values")
+    } else {
+        ArrayD::from_elem(IxDyn(&[d]), scalar)
+    }
+}
+
 /// The layers with weights that read the network input directly or through nodes without weights only
 /// (in a chain, the first layer with weights; in an inception block, every branch's first convolution).
 pub fn first_layers(net: &Network) -> Vec<usize> {
@@ -249,9 +306,15 @@ impl Plan {
                     spec: spec.clone(),
                     kind: PlanKind::Attribution(*a),
                     layer_count,
+                    form: Form::Gradient,
                 });
             }
             Method::Lrp(assigns) => assigns,
+        };
+        let form = if net.layers().iter().any(Layer::needs_gradient_form) {
+            Form::Gradient
+        } else {
+            Form::Relevance
         };
         let weighted = net.weighted_layers();
         let first = first_layers(net);
@@ -297,7 +360,32 @@ impl Plan {
             };
             steps.push(match layer {
                 Layer::Dense(_) | Layer::Conv2d(_) => {
-                    Step::Linear(prepare(next_rule()?, layer, net.shape_at(net.inputs_of(i)[0]), net, i))
+                    let rule = next_rule()?;
+                    // In the gradient form a rule whose result is not `x ⊙ (something)` can only end the pass.
+                    if form == Form::Gradient
+                        && matches!(rule, Rule::ZBox(..) | Rule::WSquare | Rule::Flat)
+                        && net.inputs_of(i)[0] != 0
+                    {
+                        return Err(RulesError::RuleNotForLayer {
+                            spec: spec.to_string(),
+                            layer: i,
+                            kind: layer.kind().name(),
+                            rule: rule.to_string(),
+                            reason: "in a transformer (explained in the gradient form) this rule applies only to a \
+                                     layer that reads the network input directly"
+                                .into(),
+                        });
+                    }
+                    Step::Linear(prepare(rule, layer, net.shape_at(net.inputs_of(i)[0]), net, i))
+                }
+                Layer::Lstm(_) if form == Form::Gradient => {
+                    return Err(RulesError::RuleNotForLayer {
+                        spec: spec.to_string(),
+                        layer: i,
+                        kind: "lstm",
+                        rule: next_rule()?.to_string(),
+                        reason: "an LSTM in a network with transformer nodes is not supported".into(),
+                    });
                 }
                 Layer::Lstm(l) => match next_rule()? {
                     Rule::Epsilon(e) => Step::Lstm(l.clone(), e),
@@ -321,6 +409,11 @@ impl Plan {
                     ArithOp::Mul | ArithOp::Div => Step::Pass,
                 },
                 Layer::Concat(_) | Layer::Pad(_) | Layer::Transpose(_) | Layer::Slice { .. } => Step::Route,
+                Layer::Activation(a) => Step::Act(a.clone()),
+                Layer::Mean(axis) => Step::Mean(*axis),
+                Layer::LayerNorm(l) => Step::LayerNorm(l.clone()),
+                Layer::Softmax(axis) => Step::Softmax(*axis),
+                Layer::MatMul => Step::MatMul,
                 _ => Step::Pass,
             });
         }
@@ -328,6 +421,7 @@ impl Plan {
             spec: spec.clone(),
             kind: PlanKind::Lrp(steps),
             layer_count,
+            form,
         })
     }
 
@@ -350,6 +444,11 @@ impl Plan {
                 .collect(),
             PlanKind::Attribution(_) => Vec::new(),
         }
+    }
+
+    /// How relevance travels: as itself, or as a modified gradient (networks with transformer nodes).
+    pub fn form(&self) -> Form {
+        self.form
     }
 
     /// Whether this is an LRP plan (with per-layer relevance) rather than a gradient-based attribution.

@@ -104,6 +104,7 @@ pub const PRESETS: &[&str] = &[
     "epsilon-alpha2-beta1",
     "epsilon-alpha2-beta1-flat",
     "deep-taylor",
+    "attnlrp",
     "gradient",
     "gradient-x-input",
     "integrated-gradients",
@@ -366,6 +367,9 @@ impl Parser<'_> {
                 a(Selector::All, Rule::ZPlus),
                 a(Selector::First, Rule::ZBox(0.0, 1.0)),
             ])),
+            // AttnLRP (Achtibat et al. 2024): LRP-0 on every layer with weights; a network's transformer nodes take
+            // their own rules in the gradient form whatever the preset.
+            "attnlrp" => no_args(Method::Lrp(vec![a(Selector::All, Rule::Epsilon(0.0))])),
             "gradient" => no_args(Method::Attribution(Attribution::Gradient)),
             "gradient-x-input" => no_args(Method::Attribution(Attribution::GradientXInput)),
             "integrated-gradients" => {

@@ -3,7 +3,8 @@
 use ndarray::{ArrayD, ArrayViewD, Ix2, Ix4, IxDyn};
 use serde::{Deserialize, Serialize};
 
-use super::{Activation, Arith, BatchNorm, Conv2d, Dense, Lstm, Pool2d};
+use super::attention::{self, LayerNorm};
+use super::{Activation, Arith, ArithOp, BatchNorm, Conv2d, Dense, Lstm, Pool2d};
 use crate::error::{CoreError, Result};
 
 /// One layer of a [`crate::Network`]. Shapes below are per sample; every array carries a leading batch axis.
@@ -53,6 +54,15 @@ pub enum Layer {
         /// One past the last index kept.
         end: usize,
     },
+    /// Layer normalization over the last axis, with a scale and shift.
+    LayerNorm(LayerNorm),
+    /// Softmax along a per-sample axis (inside the network: attention weights).
+    Softmax(usize),
+    /// The product of two computed values over their last two axes, batched over the others:
+    /// `[…, m, k]·[…, k, p]` → `[…, m, p]`. Reads two values.
+    MatMul,
+    /// The mean over a per-sample axis, which is removed (e.g. over the tokens of a transformer).
+    Mean(usize),
 }
 
 /// The kind of a layer, without its parameters.
@@ -93,6 +103,14 @@ pub enum LayerKind {
     Transpose,
     /// [`Layer::Slice`].
     Slice,
+    /// [`Layer::LayerNorm`].
+    LayerNorm,
+    /// [`Layer::Softmax`].
+    Softmax,
+    /// [`Layer::MatMul`].
+    MatMul,
+    /// [`Layer::Mean`].
+    Mean,
 }
 
 impl LayerKind {
@@ -116,6 +134,10 @@ impl LayerKind {
             LayerKind::Pad => "pad",
             LayerKind::Transpose => "transpose",
             LayerKind::Slice => "slice",
+            LayerKind::LayerNorm => "layernorm",
+            LayerKind::Softmax => "softmax",
+            LayerKind::MatMul => "matmul",
+            LayerKind::Mean => "mean",
         }
     }
 }
@@ -170,13 +192,17 @@ impl Layer {
             Layer::Pad(_) => LayerKind::Pad,
             Layer::Transpose(_) => LayerKind::Transpose,
             Layer::Slice { .. } => LayerKind::Slice,
+            Layer::LayerNorm(_) => LayerKind::LayerNorm,
+            Layer::Softmax(_) => LayerKind::Softmax,
+            Layer::MatMul => LayerKind::MatMul,
+            Layer::Mean(_) => LayerKind::Mean,
         }
     }
 
     /// How many values the layer reads: `Some(k)` exactly `k`, `None` one or more (concat).
     pub fn arity(&self) -> Option<usize> {
         match self {
-            Layer::Add => Some(2),
+            Layer::Add | Layer::MatMul => Some(2),
             Layer::Concat(_) => None,
             _ => Some(1),
         }
@@ -193,7 +219,17 @@ impl Layer {
                 | Layer::Pad(_)
                 | Layer::Transpose(_)
                 | Layer::Slice { .. }
+                | Layer::LayerNorm(_)
+                | Layer::Softmax(_)
+                | Layer::MatMul
+                | Layer::Mean(_)
         )
+    }
+
+    /// Whether the layer is one of a transformer's (layer norm, softmax, product of two values): its relevance
+    /// rule exists only in the gradient form, so a network with one is explained in that form.
+    pub fn needs_gradient_form(&self) -> bool {
+        matches!(self, Layer::LayerNorm(_) | Layer::Softmax(_) | Layer::MatMul)
     }
 
     /// Whether the layer has trainable weights (dense, conv).
@@ -208,6 +244,8 @@ impl Layer {
             Layer::Conv2d(c) => c.weight.len() + c.bias.as_ref().map_or(0, |b| b.len()),
             Layer::BatchNorm(b) => 4 * b.channels(),
             Layer::Lstm(l) => l.directions.iter().map(|d| d.w.len() + d.r.len() + d.b.len()).sum(),
+            Layer::LayerNorm(l) => 2 * l.features(),
+            Layer::Arith(a) if a.op == ArithOp::Add => a.value.len(),
             _ => 0,
         }
     }
@@ -230,20 +268,22 @@ impl Layer {
         };
         match self {
             Layer::Dense(d) => {
-                if input.len() != 1 {
-                    return Err(self.invalid(
-                        index,
-                        format!("needs a flat input [features], got {input:?}; add a flatten before it"),
-                    ));
-                }
-                if d.inputs() != input[0] {
+                // On a flat input, or on the last axis of a larger one (the tokens of a transformer).
+                let Some(&features) = input.last() else {
+                    return Err(self.invalid(index, "needs an input with at least one axis"));
+                };
+                if d.inputs() != features {
                     return Err(self.invalid(
                         index,
                         format!(
-                            "weight is [{}, {}] but the input has {} features",
+                            "weight is [{}, {}] but the input {input:?} has {features} features{}",
                             d.outputs(),
                             d.inputs(),
-                            input[0]
+                            if input.len() > 1 {
+                                " on its last axis (add a flatten before it to use every value)"
+                            } else {
+                                ""
+                            }
                         ),
                     ));
                 }
@@ -260,7 +300,10 @@ impl Layer {
                     return Err(self.invalid(index, "has no outputs"));
                 }
                 finite("weight", &mut d.weight.iter())?;
-                Ok(vec![d.outputs()])
+                let mut out = input.to_vec();
+                *out.last_mut().expect("checked above") = d.outputs();
+                check_count(self, index, &out)?;
+                Ok(out)
             }
             Layer::Conv2d(c) => {
                 let [_, _, kh, kw] = [
@@ -436,6 +479,25 @@ impl Layer {
                 out[*axis] = end - start;
                 Ok(out)
             }
+            Layer::LayerNorm(l) => {
+                l.validate(input).map_err(|r| self.invalid(index, r))?;
+                Ok(input.to_vec())
+            }
+            Layer::Softmax(axis) | Layer::Mean(axis) => {
+                if *axis >= input.len() {
+                    return Err(self.invalid(index, format!("axis {axis} is out of range for {input:?}")));
+                }
+                if let Layer::Mean(_) = self {
+                    if input.len() == 1 {
+                        return Err(self.invalid(index, "would leave no axis besides the batch"));
+                    }
+                    let mut out = input.to_vec();
+                    out.remove(*axis);
+                    return Ok(out);
+                }
+                Ok(input.to_vec())
+            }
+            Layer::MatMul => self.output_shape_many(index, &[input]),
         }
     }
 
@@ -457,6 +519,11 @@ impl Layer {
                     ));
                 }
                 Ok(inputs[0].to_vec())
+            }
+            Layer::MatMul => {
+                let out = attention::matmul_shape(inputs[0], inputs[1]).map_err(|r| self.invalid(index, r))?;
+                check_count(self, index, &out)?;
+                Ok(out)
             }
             Layer::Concat(axis) => {
                 let first = inputs[0];
@@ -491,7 +558,7 @@ impl Layer {
     pub fn forward(&self, x: ArrayViewD<f32>, out_shape: &[usize]) -> ArrayD<f32> {
         let n = x.shape()[0];
         match self {
-            Layer::Dense(d) => d.forward(batch2(x), true).into_dyn(),
+            Layer::Dense(d) => on_rows(x, |r| d.forward(r, true)),
             Layer::Conv2d(c) => c.forward(batch4(x), true).into_dyn(),
             Layer::MaxPool2d(p) => p.max_forward(batch4(x)).into_dyn(),
             Layer::AvgPool2d(p) => p.avg_forward(batch4(x)).into_dyn(),
@@ -507,7 +574,10 @@ impl Layer {
                     .expect("shape checked at construction"),
             ),
             Layer::BatchNorm(_) => unreachable!("batch norm is folded when the network is built"),
-            Layer::Add | Layer::Concat(_) => self.forward_many(&[x], out_shape),
+            Layer::Add | Layer::Concat(_) | Layer::MatMul => self.forward_many(&[x], out_shape),
+            Layer::LayerNorm(l) => l.forward(x),
+            Layer::Softmax(axis) => attention::softmax(x, *axis),
+            Layer::Mean(axis) => attention::mean(x, *axis),
             Layer::Arith(a) => a.forward(x),
             Layer::Activation(a) => a.forward(x),
             Layer::Pad(pads) => {
@@ -537,6 +607,7 @@ impl Layer {
         match self {
             Layer::Add => &xs[0] + &xs[1],
             Layer::Concat(axis) => ndarray::concatenate(ndarray::Axis(axis + 1), xs).expect("shapes checked"),
+            Layer::MatMul => attention::matmul(xs[0].view(), xs[1].view()),
             _ => self.forward(xs[0].view(), out_shape),
         }
     }
@@ -545,6 +616,10 @@ impl Layer {
     pub fn backward_many(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
         match self {
             Layer::Add => vec![g.to_owned(), g.to_owned()],
+            Layer::MatMul => {
+                let (ga, gb) = attention::matmul_backward(xs[0].view(), xs[1].view(), g, 1.0);
+                vec![ga, gb]
+            }
             Layer::Concat(axis) => {
                 let mut start = 0;
                 xs.iter()
@@ -565,7 +640,7 @@ impl Layer {
     /// Gradient of the loss with respect to the layer input, given the input `x` and the output gradient `g`.
     pub fn backward(&self, x: ArrayViewD<f32>, g: ArrayViewD<f32>) -> ArrayD<f32> {
         match self {
-            Layer::Dense(d) => d.transpose(batch2(g)).into_dyn(),
+            Layer::Dense(d) => on_rows(g, |r| d.transpose(r)),
             Layer::Conv2d(c) => {
                 let s = x.shape();
                 c.transpose(batch4(g), (s[2], s[3])).into_dyn()
@@ -595,7 +670,13 @@ impl Layer {
                 .0
                 .into_dyn(),
             Layer::BatchNorm(_) => unreachable!("batch norm is folded when the network is built"),
-            Layer::Add | Layer::Concat(_) => self.backward_many(&[x], g).remove(0),
+            Layer::Add | Layer::Concat(_) | Layer::MatMul => self.backward_many(&[x], g).remove(0),
+            Layer::LayerNorm(l) => l.backward(x, g, false),
+            Layer::Softmax(axis) => {
+                let y = attention::softmax(x, *axis);
+                attention::softmax_backward(y.view(), g, *axis)
+            }
+            Layer::Mean(axis) => attention::mean_backward(g, *axis, x.shape()[axis + 1]),
             Layer::Arith(a) => a.backward(g),
             Layer::Activation(a) => a.backward(x, g),
             Layer::Pad(pads) => g
@@ -641,8 +722,27 @@ impl Layer {
     pub fn param_grads(&self, x: ArrayViewD<f32>, g: ArrayViewD<f32>) -> Option<ParamGrads> {
         match self {
             Layer::Dense(d) => {
-                let (w, b) = d.param_grads(batch2(x), batch2(g));
+                let (xs, gs) = (x.as_standard_layout(), g.as_standard_layout());
+                let (w, b) = d.param_grads(attention::rows_of(&xs), attention::rows_of(&gs));
                 Some(std::iter::once(w.into_dyn()).chain(b.map(|b| b.into_dyn())).collect())
+            }
+            Layer::LayerNorm(l) => {
+                let (w, b) = l.param_grads(x, g);
+                Some(vec![w.into_dyn(), b.into_dyn()])
+            }
+            Layer::Arith(a) if a.op == ArithOp::Add => {
+                // A constant added is a learned tensor (a transformer's positions): its gradient is `g` summed over
+                // the batch and over every axis the constant is broadcast along.
+                let mut sum = g.sum_axis(ndarray::Axis(0));
+                while sum.ndim() > a.value.ndim() {
+                    sum = sum.sum_axis(ndarray::Axis(0));
+                }
+                for (axis, &d) in a.value.shape().iter().enumerate() {
+                    if d == 1 && sum.shape()[axis] != 1 {
+                        sum = sum.sum_axis(ndarray::Axis(axis)).insert_axis(ndarray::Axis(axis));
+                    }
+                }
+                Some(vec![sum])
             }
             Layer::Conv2d(c) => {
                 let (w, b) = c.param_grads(batch4(x), batch4(g));
@@ -673,7 +773,21 @@ impl Layer {
                     ]
                 })
                 .collect(),
+            Layer::LayerNorm(l) => vec![l.weight.view_mut().into_dyn(), l.bias.view_mut().into_dyn()],
+            Layer::Arith(a) if a.op == ArithOp::Add => vec![a.value.view_mut()],
             _ => Vec::new(),
         }
     }
+}
+
+/// A dense map on a batch `[N, …, in]`: on the rows of its last axis, shaped back to `[N, …, out]`.
+fn on_rows(x: ArrayViewD<f32>, f: impl Fn(ndarray::ArrayView2<f32>) -> ndarray::Array2<f32>) -> ArrayD<f32> {
+    if x.ndim() == 2 {
+        return f(batch2(x)).into_dyn();
+    }
+    let xs = x.as_standard_layout();
+    let y = f(attention::rows_of(&xs));
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank ≥ 2") = y.ncols();
+    y.into_shape_with_order(IxDyn(&shape)).expect("same element count")
 }

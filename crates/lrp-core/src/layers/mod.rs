@@ -1,5 +1,6 @@
 //! Layers: what each computes forward, its gradient, and its shape rule.
 
+mod attention;
 mod batchnorm;
 mod conv;
 mod dense;
@@ -10,6 +11,7 @@ mod lstm;
 mod pool;
 mod window;
 
+pub use attention::{LayerNorm, matmul, matmul_backward, matmul_shape, mean, mean_backward, softmax, softmax_backward};
 pub use batchnorm::BatchNorm;
 pub use conv::Conv2d;
 pub use dense::Dense;

@@ -1,0 +1,252 @@
+//! Transformers: the vision-transformer fixtures (AttnLRP and gradient × input from LXT, both PyTorch exports, all
+//! 32 inputs in one call), and a hand-built attention block whose scores and value products are near zero, where
+//! the gradient form in float32 must equal a float64 reference and a relevance form with a stabilizer would not.
+
+mod common;
+
+use common::{fixture, worst_relative_error};
+
+use lrp_core::{Dense, Layer, Network};
+use lrp_rules::{Explainer, Spec, Target};
+use ndarray::{Array1, Array2, ArrayD, Axis};
+
+#[test]
+fn vit_fixtures_match_lxt_for_both_exports_and_both_cases() {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("vit/manifest.json")).unwrap()).unwrap();
+    let model = &manifest["models"][0];
+    let s = |k: &str| format!("vit/{}", model[k].as_str().unwrap());
+    let inputs: ArrayD<f32> = ndarray_npy::read_npy(fixture(&s("inputs"))).unwrap();
+    let targets: Array1<i64> = ndarray_npy::read_npy(fixture(&s("targets"))).unwrap();
+    let targets = Target::PerSample(targets.iter().map(|&t| t as usize).collect());
+    let logits_ref: ArrayD<f32> = ndarray_npy::read_npy(fixture(&s("logits"))).unwrap();
+    let mut report = Vec::new();
+    let mut checked = 0;
+    for export in ["model", "model_dynamo_export"] {
+        let net = lrp_onnx::import_file(&fixture(&s(export))).unwrap().network;
+        assert!(!net.is_chain());
+        for case in model["cases"].as_array().unwrap() {
+            let spec = Spec::parse(case["spec"].as_str().unwrap()).unwrap();
+            let reference: ArrayD<f32> =
+                ndarray_npy::read_npy(fixture(&format!("vit/{}", case["file"].as_str().unwrap()))).unwrap();
+            let e = Explainer::new(&net, &spec)
+                .unwrap()
+                .explain(inputs.view(), &targets)
+                .unwrap();
+            assert_eq!(e.relevance.shape(), [32, 1, 28, 28]);
+            // Logits to 1e-4 of the largest.
+            let scale = logits_ref.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let logit_err = (&e.logits - &logits_ref).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(logit_err <= 1e-4 * scale, "{export}: logit error {logit_err}");
+            let err = worst_relative_error(&e.relevance, &reference);
+            report.push(format!("{export} {spec}: {err:.2e}"));
+            assert!(err <= 1e-4, "{export} {spec}: {err:.3e}\n{}", report.join("\n"));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4);
+    println!("{}", report.join("\n"));
+}
+
+/// Deterministic values in [−1, 1).
+fn values(seed: u64, n: usize) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn mat(seed: u64, r: usize, c: usize, scale: f64) -> Array2<f64> {
+    Array2::from_shape_vec((r, c), values(seed, r * c)).unwrap() * scale
+}
+
+struct Block {
+    wq: Array2<f64>,
+    wk: Array2<f64>,
+    wv: Array2<f64>,
+    bv: Array1<f64>,
+    wh: Array2<f64>,
+    bh: Array1<f64>,
+}
+
+const T: usize = 4;
+const D: usize = 3;
+const H: usize = 2;
+
+/// One attention head on `[T, D]` tokens and a linear head on its flattened output, with queries so small that the
+/// scores are ~1e-6 and values so small that the products `A·V` are ~1e-5.
+fn block() -> Block {
+    Block {
+        wq: mat(1, H, D, 2e-6),
+        wk: mat(2, H, D, 1.0),
+        wv: mat(3, H, D, 1e-5),
+        bv: Array1::from(values(4, H)) * 1e-5,
+        wh: mat(5, 3, T * H, 1e4),
+        bh: Array1::from(values(6, 3)) * 0.1,
+    }
+}
+
+fn network(b: &Block) -> Network {
+    let dense = |w: &Array2<f64>, bias: Option<&Array1<f64>>| {
+        Layer::Dense(Dense::new(w.mapv(|v| v as f32), bias.map(|b| b.mapv(|v| v as f32))))
+    };
+    Network::graph(
+        vec![T, D],
+        vec![
+            (dense(&b.wq, None), vec![0]),           // q: value 1
+            (dense(&b.wk, None), vec![0]),           // k: value 2
+            (dense(&b.wv, Some(&b.bv)), vec![0]),    // v: value 3
+            (Layer::Transpose(vec![1, 0]), vec![2]), // kᵀ: value 4
+            (Layer::MatMul, vec![1, 4]),             // scores: value 5
+            (Layer::Softmax(1), vec![5]),            // A: value 6
+            (Layer::MatMul, vec![6, 3]),             // A·V: value 7
+            (Layer::Flatten, vec![7]),               // value 8
+            (dense(&b.wh, Some(&b.bh)), vec![8]),    // logits
+        ],
+    )
+    .unwrap()
+}
+
+fn softmax_rows(s: &Array2<f64>) -> Array2<f64> {
+    let mut a = s.clone();
+    for mut row in a.outer_iter_mut() {
+        let m = row.fold(f64::NEG_INFINITY, |a, &v| a.max(v));
+        row.mapv_inplace(|v| (v - m).exp());
+        let sum = row.sum();
+        row.mapv_inplace(|v| v / sum);
+    }
+    a
+}
+
+/// The block's AttnLRP relevance in float64: in the gradient form when `stab` is `None`, else in the relevance
+/// form (relevance divided by each pre-activation, stabilized by `stab`), the form the gradient form replaces.
+fn reference(b: &Block, x: &Array2<f64>, target: usize, stab: Option<f64>) -> Array2<f64> {
+    let q = x.dot(&b.wq.t());
+    let k = x.dot(&b.wk.t());
+    let v = x.dot(&b.wv.t()) + &b.bv;
+    let s = q.dot(&k.t());
+    let a = softmax_rows(&s);
+    let o = a.dot(&v);
+    let flat = o.clone().into_shape_with_order(T * H).unwrap();
+    let logits = b.wh.dot(&flat) + &b.bh;
+    let div = |r: &Array2<f64>, z: &Array2<f64>, e: f64| {
+        ndarray::Zip::from(r)
+            .and(z)
+            .map_collect(|&r, &z| r / (z + if z >= 0.0 { e } else { -e }))
+    };
+    match stab {
+        None => {
+            let mut g_logits = Array1::<f64>::zeros(3);
+            g_logits[target] = 1.0;
+            let g_o = b.wh.t().dot(&g_logits).into_shape_with_order((T, H)).unwrap();
+            let g_a = g_o.dot(&v.t()) * 0.5;
+            let g_v = a.t().dot(&g_o) * 0.5;
+            let dot = (&a * &g_a).sum_axis(Axis(1)).insert_axis(Axis(1));
+            let g_s = &a * &(&g_a - &dot);
+            let g_q = g_s.dot(&k) * 0.5;
+            let g_k = g_s.t().dot(&q) * 0.5;
+            let g_x = g_q.dot(&b.wq) + g_k.dot(&b.wk) + g_v.dot(&b.wv);
+            x * &g_x
+        }
+        Some(e) => {
+            let r_logit = logits[target];
+            let z_h = logits.clone();
+            let mut s_h = Array1::<f64>::zeros(3);
+            s_h[target] = r_logit / (z_h[target] + if z_h[target] >= 0.0 { e } else { -e });
+            let r_o = (&flat * &b.wh.t().dot(&s_h)).into_shape_with_order((T, H)).unwrap();
+            let so = div(&r_o, &o, e);
+            let r_a = &a * &so.dot(&v.t()) * 0.5;
+            let r_v = &v * &a.t().dot(&so) * 0.5;
+            let sum = r_a.sum_axis(Axis(1)).insert_axis(Axis(1));
+            let r_s = &s * &(&r_a - &(&a * &sum));
+            let ss = div(&r_s, &s, e);
+            let r_q = &q * &ss.dot(&k) * 0.5;
+            let r_k = &k * &ss.t().dot(&q) * 0.5;
+            let back = |r: &Array2<f64>, z: &Array2<f64>, w: &Array2<f64>| x * &div(r, z, e).dot(w);
+            back(&r_q, &q, &b.wq) + back(&r_k, &k, &b.wk) + back(&r_v, &v, &b.wv)
+        }
+    }
+}
+
+fn worst(got: &Array2<f64>, reference: &Array2<f64>) -> f64 {
+    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    (got - reference).iter().fold(0.0f64, |m, v| m.max(v.abs())) / scale
+}
+
+#[test]
+fn near_zero_attention_in_float32_equals_the_float64_gradient_form() {
+    let b = block();
+    let net = network(&b);
+    let explainer = Explainer::new(&net, &Spec::parse("attnlrp").unwrap()).unwrap();
+    for sample in 0..4u64 {
+        let x = mat(10 + sample, T, D, 1.0);
+        let x32 = x.mapv(|v| v as f32).into_dyn().insert_axis(Axis(0));
+        let e = explainer.explain(x32.view(), &Target::Predicted).unwrap();
+        let target = e.targets[0];
+        let got = e
+            .relevance
+            .index_axis(Axis(0), 0)
+            .mapv(|v| v as f64)
+            .into_shape_with_order((T, D))
+            .unwrap();
+        // The scores and the products really are near zero.
+        let trace = net.forward_trace(x32.view()).unwrap();
+        let max = |v: usize| trace.value(v).iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        assert!(max(5) < 1e-5 && max(7) < 1e-4, "scores {} products {}", max(5), max(7));
+        let exact = reference(&b, &x, target, None);
+        let err = worst(&got, &exact);
+        assert!(
+            err <= 1e-5,
+            "sample {sample}: float32 gradient form off by {err:.2e} of max|R|"
+        );
+        // What the test guards against: the relevance form with a 1e-6 stabilizer, even in float64.
+        let relevance_form = reference(&b, &x, target, Some(1e-6));
+        let off = worst(&relevance_form, &exact);
+        assert!(off > 1e-2, "sample {sample}: the relevance form is only {off:.2e} off");
+        println!("sample {sample}: gradient form {err:.1e}, relevance form with 1e-6 {off:.1e}");
+    }
+}
+
+#[test]
+fn transformer_nodes_have_their_true_gradients() {
+    // gradient-x-input through the block against the float64 chain rule (the full softmax Jacobian, both factors
+    // of each product whole).
+    let b = block();
+    let net = network(&b);
+    let x = mat(20, T, D, 1.0);
+    let x32 = x.mapv(|v| v as f32).into_dyn().insert_axis(Axis(0));
+    let e = Explainer::new(&net, &Spec::parse("gradient").unwrap())
+        .unwrap()
+        .explain(x32.view(), &Target::Class(1))
+        .unwrap();
+    // Central differences of the logit in float64.
+    let logit = |x: &Array2<f64>| {
+        let q = x.dot(&b.wq.t());
+        let k = x.dot(&b.wk.t());
+        let v = x.dot(&b.wv.t()) + &b.bv;
+        let o = softmax_rows(&q.dot(&k.t())).dot(&v);
+        b.wh.row(1).dot(&o.into_shape_with_order(T * H).unwrap()) + b.bh[1]
+    };
+    let mut numeric = Array2::<f64>::zeros((T, D));
+    for i in 0..T {
+        for j in 0..D {
+            let (mut p, mut m) = (x.clone(), x.clone());
+            p[[i, j]] += 1e-4;
+            m[[i, j]] -= 1e-4;
+            numeric[[i, j]] = (logit(&p) - logit(&m)) / 2e-4;
+        }
+    }
+    let got = e
+        .relevance
+        .index_axis(Axis(0), 0)
+        .mapv(|v| v as f64)
+        .into_shape_with_order((T, D))
+        .unwrap();
+    let err = worst(&got, &numeric);
+    assert!(err < 1e-3, "gradient off by {err:.2e}");
+}
