@@ -6,6 +6,7 @@ mod forward;
 mod graphs;
 mod rules;
 mod view;
+mod vit;
 
 criterion::criterion_main!(
     forward::benches,
@@ -13,5 +14,6 @@ criterion::criterion_main!(
     batch::benches,
     graphs::benches,
     view::benches,
+    vit::benches,
     e2e::benches
 );

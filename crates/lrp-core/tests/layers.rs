@@ -387,3 +387,82 @@ fn networks_are_send_and_sync() {
     assert_send_sync::<Network>();
     assert_send_sync::<lrp_core::Model>();
 }
+
+#[test]
+fn transformer_layers_match_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(40);
+    // A dense layer on the last axis of tokens [T, D], with its parameter gradients.
+    let w: Array2<f32> = rand_array(&mut rng, &[4, 5]).into_dimensionality().unwrap();
+    check_gradients(
+        Layer::Dense(Dense::new(w, Some(Array1::zeros(4) + 0.3))),
+        &[2, 3, 5],
+        41,
+    );
+    // Layer norm over the last axis (scale and shift are parameters).
+    let ln = lrp_core::LayerNorm {
+        weight: Array1::from(vec![1.0, 0.5, -2.0, 1.5]),
+        bias: Array1::from(vec![0.1, -0.2, 0.0, 0.3]),
+        eps: 1e-5,
+    };
+    check_gradients(Layer::LayerNorm(ln), &[2, 3, 4], 42);
+    check_gradients(Layer::Softmax(1), &[2, 3, 4], 43);
+    check_gradients(Layer::Softmax(0), &[2, 3, 4], 44);
+    check_gradients(Layer::Mean(0), &[2, 3, 4], 45);
+    check_gradients(Layer::Mean(1), &[2, 3, 4], 46);
+    // A learned constant added (positions): the constant's gradient sums over the batch and broadcast axes.
+    let pos = rand_array(&mut rng, &[3, 1]);
+    check_gradients(
+        Layer::Arith(lrp_core::Arith {
+            op: lrp_core::ArithOp::Add,
+            value: pos,
+        }),
+        &[2, 3, 4],
+        47,
+    );
+}
+
+#[test]
+fn transformer_layers_compute_their_definitions() {
+    let x = ndarray::arr3(&[[[1.0f32, 2.0, 4.0], [0.0, 0.0, 3.0]]]).into_dyn();
+    // Softmax along the last axis sums to 1 and keeps the order.
+    let s = Layer::Softmax(1).forward(x.view(), &[2, 3]);
+    for row in s.index_axis(ndarray::Axis(0), 0).outer_iter() {
+        assert!((row.sum() - 1.0).abs() < 1e-6);
+    }
+    assert!(s[[0, 0, 2]] > s[[0, 0, 1]] && s[[0, 0, 1]] > s[[0, 0, 0]]);
+    // Layer norm: zero mean, unit (biased) variance per row before scale and shift.
+    let ln = lrp_core::LayerNorm {
+        weight: Array1::ones(3),
+        bias: Array1::zeros(3),
+        eps: 0.0,
+    };
+    let y = ln.forward(x.view());
+    let row = y
+        .index_axis(ndarray::Axis(0), 0)
+        .index_axis(ndarray::Axis(0), 0)
+        .to_owned();
+    assert!(row.sum().abs() < 1e-5 && (row.mapv(|v| v * v).sum() / 3.0 - 1.0).abs() < 1e-5);
+    // Mean over tokens.
+    let m = Layer::Mean(0).forward(x.view(), &[3]);
+    assert_eq!(m.into_raw_vec_and_offset().0, vec![0.5, 1.0, 3.5]);
+    // The product of two values: [2, 3]·[3, 2] per sample, batched.
+    let b = ndarray::arr3(&[[[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]]]).into_dyn();
+    let p = Layer::MatMul.forward_many(&[x.view(), b.view()], &[2, 2]);
+    assert_eq!(p.into_raw_vec_and_offset().0, vec![5.0, 6.0, 3.0, 3.0]);
+    // Wrong shapes are refused at construction, naming the node.
+    let err = Network::graph(vec![2, 3], vec![(Layer::MatMul, vec![0, 0])])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot multiply [2, 3] by [2, 3]"), "{err}");
+    let err = Network::new(
+        vec![2, 3],
+        vec![Layer::LayerNorm(lrp_core::LayerNorm {
+            weight: Array1::ones(4),
+            bias: Array1::zeros(4),
+            eps: 1e-5,
+        })],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("normalizes 4 features"), "{err}");
+}

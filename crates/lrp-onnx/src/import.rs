@@ -262,6 +262,7 @@ fn import_with(bytes: &[u8], dir: Option<&Path>) -> Result<Imported> {
         consts.insert(t.name.clone(), t);
     }
     let mut vals: HashMap<String, Val> = consts.keys().map(|k| (k.clone(), Val::Const)).collect();
+    let fused = crate::patterns::fuse_layer_norms(&mut graph, &consts);
 
     let inputs: Vec<_> = graph.input.iter().filter(|v| !consts.contains_key(&v.name)).collect();
     let [input] = inputs[..] else {
@@ -330,6 +331,11 @@ fn import_with(bytes: &[u8], dir: Option<&Path>) -> Result<Imported> {
         readers,
     };
     let mut notes = Vec::new();
+    if fused > 0 {
+        notes.push(format!(
+            "{fused} layer norm(s) written as ReduceMean/Sub/Pow/Sqrt/Div were imported as layer-norm nodes"
+        ));
+    }
 
     // Values known before the input is: initializers, Constant nodes, and what only they compute.
     let mut constant: std::collections::HashSet<String> = consts.keys().cloned().collect();
@@ -523,7 +529,7 @@ fn import_with(bytes: &[u8], dir: Option<&Path>) -> Result<Imported> {
 }
 
 /// The tensor of a `Constant` node.
-fn constant_node(node: &NodeProto) -> std::result::Result<TensorProto, String> {
+pub(crate) fn constant_node(node: &NodeProto) -> std::result::Result<TensorProto, String> {
     if let Some(t) = attr(node, "value").and_then(|a| a.t.as_ref()) {
         return Ok(t.clone());
     }

@@ -11,6 +11,7 @@ mod import;
 mod islands;
 mod lstm;
 mod ops;
+mod patterns;
 pub mod proto;
 mod tensor;
 

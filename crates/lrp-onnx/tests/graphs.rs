@@ -272,6 +272,9 @@ fn mutated_graph_models_are_refused_or_run_never_panic() {
         "graph/mnist-lenet5-dynamo.onnx",
         "keras/keras-cnn-tf2onnx.onnx",
         "mnist-rows-lstm-torch-legacy.onnx",
+        "vit/mnist-vit-legacy.onnx",
+        "vit/mnist-vit-dynamo.onnx",
+        "../transformer/layernorm-decomposed-opset18.onnx",
     ] {
         let original = std::fs::read(fixture(name)).unwrap();
         for trial in 0..150 {
@@ -616,4 +619,29 @@ fn constant_arithmetic_folds_with_broadcasting() {
     let (imported, y) = run(&bytes, &x);
     assert_eq!(imported.network.layers().len(), 1, "one Mul by a folded constant");
     assert_eq!(y.iter().copied().collect::<Vec<_>>(), vec![3.0, 5.0, 2.0, 5.0]);
+}
+
+#[test]
+fn a_layer_norm_written_as_several_nodes_imports_as_one_layer_norm() {
+    let x = npy(&fixture("../transformer/inputs.npy"));
+    let reference = npy(&fixture("../transformer/logits.npy"));
+    for model in [
+        "layernorm-op-opset17.onnx",
+        "layernorm-decomposed-opset13.onnx",
+        "layernorm-decomposed-opset18.onnx",
+    ] {
+        let imported = import_file(&fixture(&format!("../transformer/{model}"))).unwrap();
+        let kinds: Vec<&str> = imported.network.layers().iter().map(|l| l.kind().name()).collect();
+        assert_eq!(kinds, ["layernorm", "mean", "dense"], "{model}");
+        if model.contains("decomposed") {
+            assert!(
+                imported.notes.iter().any(|n| n.contains("1 layer norm")),
+                "{model}: {:?}",
+                imported.notes
+            );
+        }
+        let got = imported.network.forward(x.view()).unwrap();
+        let err = (&got - &reference).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(err <= 1e-5 * max_abs(&reference), "{model}: logit error {err}");
+    }
 }

@@ -835,8 +835,13 @@ fn draw_layers(frame: &mut Frame, app: &App, src: &Sources) {
             legend(src.color, max_abs_d(&layer.relevance))
         )),
     );
+    let grid = token_grid(layer.relevance.shape());
     match layer.relevance.ndim() {
+        3 if layer.writer.as_deref() == Some("matmul") && grid.is_some() => {
+            draw_heads(frame, body, layer, total, src.color)
+        }
         3 => draw_channels(frame, body, layer, total, src.color),
+        2 if token_grid(&layer.relevance.shape()[..1]).is_some() => draw_tokens(frame, body, layer, total, src.color),
         1 => draw_neurons(frame, body, layer, total, src.color),
         _ => {
             let map = to_map(layer.relevance.view());
@@ -850,6 +855,121 @@ fn draw_layers(frame: &mut Frame, app: &App, src: &Sources) {
                 .unwrap_or(1);
             draw_map(frame, body, &map, heat_kind(&map), s, src.color);
         }
+    }
+}
+
+/// The side `g` of a square grid of tokens when the second-to-last axis (or the only one) holds `g²` of them,
+/// `g ≥ 2`: a transformer's patches over the image.
+pub fn token_grid(shape: &[usize]) -> Option<usize> {
+    let t = match shape.len() {
+        1 => shape[0],
+        n => shape[n - 2],
+    };
+    let g = (t as f64).sqrt().round() as usize;
+    (g >= 2 && g * g == t).then_some(g)
+}
+
+/// Relevance per token (summed over the last axis of `[…, T, D]`) as a `g × g` map over the image.
+pub fn token_map(r: ndarray::ArrayViewD<f32>, g: usize) -> Array2<f32> {
+    let sums = r.sum_axis(Axis(r.ndim() - 1));
+    let flat: Vec<f32> = sums.iter().copied().collect();
+    Array2::from_shape_vec((g, g), flat).expect("g² tokens")
+}
+
+/// A transformer's token values `[T, D]`: the relevance of each token as a grid over the image (each patch one
+/// square), with the strongest tokens' shares beside it.
+fn draw_tokens(frame: &mut Frame, body: Rect, layer: &LayerData, total: f32, color: ColorMode) {
+    let g = token_grid(&layer.relevance.shape()[..1]).expect("checked by the caller");
+    let map = token_map(layer.relevance.view(), g);
+    // Each token enlarged to about a patch of a 28-pixel image, smaller if the body is small.
+    let scale = (1..=(28 / g.max(1)).max(1) as u16)
+        .rev()
+        .find(|&s| {
+            let (pw, ph) = panel_size(g, g, s);
+            pw <= body.width && ph + 1 <= body.height
+        })
+        .unwrap_or(1);
+    let (pw, ph) = panel_size(g, g, scale);
+    text(
+        frame,
+        body.x,
+        body.y,
+        body.width,
+        Line::from(format!("relevance per token ({g}×{g} patches)")),
+    );
+    draw_map(
+        frame,
+        Rect::new(body.x, body.y + 1, pw, ph),
+        &map,
+        heat_kind(&map),
+        scale,
+        color,
+    );
+    let mut ranked: Vec<(usize, f32)> = map.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    let x = body.x + pw + 2;
+    if x + 20 <= body.x + body.width {
+        for (i, &(t, r)) in ranked.iter().take(body.height.saturating_sub(1) as usize).enumerate() {
+            let share = if total != 0.0 { 100.0 * r / total } else { 0.0 };
+            text(
+                frame,
+                x,
+                body.y + 1 + i as u16,
+                body.x + body.width - x,
+                Line::from(format!("token {t:>3} (row {}, col {}) {share:>6.1}%", t / g, t % g)),
+            );
+        }
+    }
+}
+
+/// A block's attention output `[heads, T, d]` (the input of the layer after `softmax · V`): each head's share of
+/// the relevance that flows through the block's attention, largest first, with its tokens as a grid.
+fn draw_heads(frame: &mut Frame, body: Rect, layer: &LayerData, total: f32, color: ColorMode) {
+    let g = token_grid(layer.relevance.shape()).expect("checked by the caller");
+    let heads = layer.relevance.shape()[0];
+    let mut ranked: Vec<(usize, f32)> = (0..heads)
+        .map(|h| (h, layer.relevance.index_axis(Axis(0), h).sum()))
+        .collect();
+    ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    let common = MapKind::Heatmap {
+        scale: (0..heads)
+            .map(|h| max_abs(token_map(layer.relevance.index_axis(Axis(0), h), g).view()))
+            .fold(0.0, f32::max),
+    };
+    let scale = (1..=(28 / g.max(1)).max(1) as u16)
+        .rev()
+        .find(|&s| {
+            let (pw, ph) = panel_size(g, g, s);
+            let per_row = (body.width + 1) / (pw + 1);
+            per_row as usize >= heads.min(4) && ph + 3 <= body.height
+        })
+        .unwrap_or(1);
+    let (pw, ph) = panel_size(g, g, scale);
+    let pw = pw.max(12);
+    let per_row = ((body.width + 1) / (pw + 1)).max(1);
+    text(
+        frame,
+        body.x,
+        body.y,
+        body.width,
+        Line::from("attention heads: each head's share of the relevance through this block's attention"),
+    );
+    for (i, &(h, sum)) in ranked.iter().enumerate() {
+        let (col, row) = (i as u16 % per_row, i as u16 / per_row);
+        let (x, y) = (body.x + col * (pw + 1), body.y + 1 + row * (ph + 2));
+        if y + ph + 1 > body.y + body.height {
+            break;
+        }
+        let share = if total != 0.0 { 100.0 * sum / total } else { 0.0 };
+        text(
+            frame,
+            x,
+            y,
+            pw,
+            Line::from(truncate(&format!("head {h} {share:.1}%"), pw as usize)),
+        );
+        let map = token_map(layer.relevance.index_axis(Axis(0), h), g);
+        draw_map(frame, Rect::new(x, y + 1, pw, ph), &map, common, scale, color);
     }
 }
 

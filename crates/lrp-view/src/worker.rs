@@ -54,6 +54,8 @@ pub struct LayerData {
     pub kind: String,
     /// The relevance at its input, one sample (no batch axis).
     pub relevance: ArrayD<f32>,
+    /// What wrote that input (`matmul` for a transformer's attention output), `None` for the network input.
+    pub writer: Option<String>,
 }
 
 /// Everything drawn for one explanation.
@@ -171,6 +173,9 @@ pub fn compute(
             node: k,
             kind: net.layers()[k].kind().name().to_string(),
             relevance: r.index_axis(Axis(0), 0).to_owned(),
+            writer: net.inputs_of(k)[0]
+                .checked_sub(1)
+                .map(|w| net.layers()[w].kind().name().to_string()),
         })
         .collect();
     let logits = e
