@@ -886,7 +886,7 @@ fn draw_tokens(frame: &mut Frame, body: Rect, layer: &LayerData, total: f32, col
         .rev()
         .find(|&s| {
             let (pw, ph) = panel_size(g, g, s);
-            pw <= body.width && ph + 1 <= body.height
+            pw <= body.width && ph < body.height
         })
         .unwrap_or(1);
     let (pw, ph) = panel_size(g, g, scale);
