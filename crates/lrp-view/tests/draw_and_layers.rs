@@ -405,3 +405,46 @@ fn preprocessing_keeps_the_aspect_ratio_and_an_empty_canvas_empty() {
     let cols = (0..28).filter(|&x| p.column(x).iter().any(|&v| v > 0.0)).count();
     assert!((19..=20).contains(&cols) && rows <= 5, "{rows} rows × {cols} columns");
 }
+
+#[test]
+fn the_layer_view_of_a_vision_transformer_shows_tokens_and_heads() {
+    let net = lrp_core::Arch::Vit.build(&[1, 28, 28], 10, 1).unwrap();
+    let mut shared = shipped();
+    shared.models = vec![("vit".into(), net)];
+    let mut app = app_for(&shared);
+    press(&mut app, &shared, &[KeyCode::Char('l')]);
+    let (_, data) = render(&app, &shared, 120, 40, ColorMode::TrueColor);
+    let layers = &data[0].layers;
+    // A block's attention output [heads, tokens, d] (what `softmax · V` wrote): the head panel.
+    let heads = layers
+        .iter()
+        .position(|l| l.writer.as_deref() == Some("matmul") && l.kind == "transpose")
+        .expect("the layer after softmax · V");
+    assert_eq!(layers[heads].relevance.shape(), &[4, 16, 16]);
+    app.layer = heads;
+    let (text, data) = render(&app, &shared, 120, 40, ColorMode::TrueColor);
+    assert!(
+        text.contains("attention heads") && text.contains("head 0") && text.contains("head 3"),
+        "{text}"
+    );
+    // The heads' shares add up to the relevance through the attention.
+    let layer = &data[0].layers[heads];
+    let per_head: f32 = (0..4)
+        .map(|h| layer.relevance.index_axis(ndarray::Axis(0), h).sum())
+        .sum();
+    assert!((per_head - layer.relevance.sum()).abs() < 1e-4);
+    // Token values [16, 64]: the relevance of each 7×7 patch as a 4×4 grid.
+    let tokens = data[0]
+        .layers
+        .iter()
+        .position(|l| l.relevance.shape() == [16, 64])
+        .expect("a token value");
+    app.layer = tokens;
+    let (text, data) = render(&app, &shared, 80, 24, ColorMode::NoColor);
+    assert!(
+        text.contains("relevance per token (4×4 patches)") && text.contains("token"),
+        "{text}"
+    );
+    let map = lrp_view::ui::token_map(data[0].layers[tokens].relevance.view(), 4);
+    assert!((map.sum() - data[0].layers[tokens].relevance.sum()).abs() < 1e-4);
+}
