@@ -98,6 +98,15 @@ impl<'n> Explainer<'n> {
         })
     }
 
+    /// Resolves `spec` against `net` in the given form (see [`Plan::resolve_in`]): the gradient form works for
+    /// every network, the relevance form for networks without transformer nodes.
+    pub fn new_in(net: &'n Network, spec: &Spec, form: Form) -> Result<Self> {
+        Ok(Explainer {
+            net,
+            plan: Plan::resolve_in(spec, net, form)?,
+        })
+    }
+
     /// The resolved plan.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -252,7 +261,7 @@ impl<'n> Explainer<'n> {
     ) -> (ArrayD<f32>, Vec<Vec<f32>>) {
         match self.plan.form() {
             Form::Relevance => lrp(self.net, steps, trace, r, keep),
-            Form::Gradient => lrp_gradient(self.net, steps, trace, r, keep),
+            Form::Gradient => lrp_gradient(self.net, steps, trace, r, self.plan.node_stabilizer(), keep),
         }
     }
 
@@ -685,7 +694,7 @@ enum Share {
     /// The modified gradient at the layer's input (`R_x = x ⊙ ĝ_x`).
     Grad(ArrayD<f32>),
     /// Relevance itself, for rules whose result is not `x ⊙ (something)` (z^B, w², flat): only on a layer that
-    /// reads the network input, where it is added to the input's relevance.
+    /// reads the network input (through reshapes at most), where it is added to the input's relevance.
     Direct(ArrayD<f32>),
 }
 
@@ -766,14 +775,25 @@ fn lrp_gradient(
     steps: &[Step],
     trace: &Trace,
     r: ArrayD<f32>,
+    stab_e: f32,
     keep: &mut dyn FnMut(usize, &ArrayD<f32>),
 ) -> (ArrayD<f32>, Vec<Vec<f32>>) {
+    // The proportional rules' factor `z / stab(z, e)` (1 without a stabilizer).
+    let damp = |g: ArrayD<f32>, z: &ArrayD<f32>| -> ArrayD<f32> {
+        if stab_e == 0.0 {
+            return g;
+        }
+        let mut g = g;
+        Zip::from(&mut g).and(z).for_each(|g, &z| *g *= z / stab(z, stab_e));
+        g
+    };
     // The output relevance R = logit ⊙ ĝ: ĝ = R / logit (1 at the explained class).
     let mut g = r;
     Zip::from(&mut g)
         .and(&trace.output)
         .for_each(|g, &y| *g = if *g == 0.0 || y == 0.0 { 0.0 } else { *g / y });
-    let direct: std::cell::RefCell<Option<ArrayD<f32>>> = std::cell::RefCell::new(None);
+    // Relevance from rules that give it directly (z^B, w², flat), by the value it sits at.
+    let direct: std::cell::RefCell<std::collections::HashMap<usize, ArrayD<f32>>> = Default::default();
     let mut sums = vec![Vec::new(); steps.len() + 1];
     let g0 = net.reverse_accumulate(
         g,
@@ -785,30 +805,47 @@ fn lrp_gradient(
                 Step::Linear(p) => match linear_gradient(p, x, z, &g) {
                     Share::Grad(a) => a,
                     Share::Direct(rel) => {
+                        // Relevance itself at the layer's input, which is the network input or reaches it through
+                        // reshapes only (checked by the plan): it travels down that path beside ĝ.
                         let mut d = direct.borrow_mut();
-                        match &mut *d {
+                        match d.get_mut(&ins[0]) {
                             Some(acc) => *acc += &rel,
-                            None => *d = Some(rel),
+                            None => {
+                                d.insert(ins[0], rel);
+                            }
                         }
                         ArrayD::zeros(x.raw_dim())
                     }
                 },
                 Step::Act(a) => identity_ratio(a, x, z, g),
-                Step::MaxPool(_) | Step::Pass | Step::Route => return net.node_backward(k, trace, g.view()),
+                Step::Pass => {
+                    let mut d = direct.borrow_mut();
+                    if let Some(rel) = d.remove(&(k + 1)) {
+                        let rel = rel
+                            .as_standard_layout()
+                            .into_owned()
+                            .into_shape_with_order(x.raw_dim())
+                            .expect("a reshape keeps the elements");
+                        d.insert(ins[0], rel);
+                    }
+                    return net.node_backward(k, trace, g.view());
+                }
+                Step::MaxPool(_) | Step::Route => return net.node_backward(k, trace, g.view()),
                 Step::AvgPool(p) => {
                     let x4 = x.view().into_dimensionality::<Ix4>().expect("4-D");
+                    let g = damp(g, z);
                     p.avg_transpose(g.view().into_dimensionality::<Ix4>().expect("4-D"), x4.dim())
                         .into_dyn()
                 }
                 Step::Bias(sign) => {
-                    if *sign < 0.0 {
-                        -g
-                    } else {
-                        g
-                    }
+                    let g = damp(g, z);
+                    if *sign < 0.0 { -g } else { g }
                 }
-                Step::Add => return vec![g.clone(), g],
-                Step::Mean(axis) => lrp_core::mean_backward(g.view(), *axis, x.shape()[axis + 1]),
+                Step::Add => {
+                    let g = damp(g, z);
+                    return vec![g.clone(), g];
+                }
+                Step::Mean(axis) => lrp_core::mean_backward(damp(g, z).view(), *axis, x.shape()[axis + 1]),
                 Step::LayerNorm(l) => l.backward(x.view(), g.view(), true),
                 Step::Softmax(axis) => lrp_core::softmax_backward(z.view(), g.view(), *axis),
                 Step::MatMul => {
@@ -820,9 +857,7 @@ fn lrp_gradient(
         },
         |v, g| {
             let mut rel = g * trace.value(v);
-            if v == 0
-                && let Some(d) = &*direct.borrow()
-            {
+            if let Some(d) = direct.borrow().get(&v) {
                 rel += d;
             }
             sums[v] = per_sample_sums(&rel);
@@ -830,8 +865,8 @@ fn lrp_gradient(
         },
     );
     let mut relevance = g0 * trace.value(0);
-    if let Some(d) = direct.into_inner() {
-        relevance += &d;
+    if let Some(d) = direct.into_inner().get(&0) {
+        relevance += d;
     }
     (relevance, sums)
 }

@@ -20,6 +20,6 @@ pub mod spec;
 
 pub use error::{Result, RulesError};
 pub use explain::{Explainer, Explanation, STABILIZER, Target};
-pub use plan::{Plan, first_layers};
+pub use plan::{Form, Plan, first_layers};
 pub use rule::Rule;
 pub use spec::{Assign, Attribution, Method, PRESETS, Selector, Spec};

@@ -149,6 +149,9 @@ pub struct Plan {
     kind: PlanKind,
     layer_count: usize,
     form: Form,
+    /// The stabilizer of the proportional nodes (sums, biases, average pooling, means) in the gradient form: 0
+    /// when every layer takes LRP-0 (AttnLRP: no stabilizer anywhere), else the Graphs convention's 1e-6.
+    node_stab: f32,
 }
 
 #[derive(Clone, Debug)]
@@ -263,6 +266,18 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usiz
     Prepared { rule, maps }
 }
 
+/// Whether value `v` is the network input, directly or through flattens, reshapes and dropouts only (the same
+/// elements in another shape).
+pub(crate) fn reshaped_input(net: &Network, mut v: usize) -> bool {
+    while v != 0 {
+        match net.layers()[v - 1] {
+            Layer::Flatten | Layer::Reshape(_) | Layer::Dropout(_) => v = net.inputs_of(v - 1)[0],
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Bounds for a dense layer on rows: its last axis, when every row has the same bounds; else the rule's scalar.
 fn row_bound(b: ArrayD<f32>, scalar: f32) -> ArrayD<f32> {
     let d = *b.shape().last().expect("at least one axis");
@@ -299,6 +314,29 @@ pub fn first_layers(net: &Network) -> Vec<usize> {
 impl Plan {
     /// Checks `spec` against `net` and prepares every rule. Errors name the layer, selector or number at fault.
     pub fn resolve(spec: &Spec, net: &Network) -> Result<Plan> {
+        let form = if net.layers().iter().any(Layer::needs_gradient_form) {
+            Form::Gradient
+        } else {
+            Form::Relevance
+        };
+        Plan::resolve_in(spec, net, form)
+    }
+
+    /// Like [`Plan::resolve`], in the given form. Networks with transformer nodes need the gradient form (asking
+    /// for the relevance form is an error); any other network can be explained in either, with the same result
+    /// up to float rounding (the proportional rules of sums, biases and average pooling then have no stabilizer).
+    pub fn resolve_in(spec: &Spec, net: &Network, form: Form) -> Result<Plan> {
+        if form == Form::Relevance
+            && let Some(k) = net.layers().iter().position(Layer::needs_gradient_form)
+        {
+            return Err(RulesError::RuleNotForLayer {
+                spec: spec.to_string(),
+                layer: k,
+                kind: net.layers()[k].kind().name(),
+                rule: spec.to_string(),
+                reason: "this node's rule exists only in the gradient form".into(),
+            });
+        }
         let layer_count = net.layers().len();
         let assigns = match spec.method() {
             Method::Attribution(a) => {
@@ -307,14 +345,10 @@ impl Plan {
                     kind: PlanKind::Attribution(*a),
                     layer_count,
                     form: Form::Gradient,
+                    node_stab: 0.0,
                 });
             }
             Method::Lrp(assigns) => assigns,
-        };
-        let form = if net.layers().iter().any(Layer::needs_gradient_form) {
-            Form::Gradient
-        } else {
-            Form::Relevance
         };
         let weighted = net.weighted_layers();
         let first = first_layers(net);
@@ -364,15 +398,15 @@ impl Plan {
                     // In the gradient form a rule whose result is not `x ⊙ (something)` can only end the pass.
                     if form == Form::Gradient
                         && matches!(rule, Rule::ZBox(..) | Rule::WSquare | Rule::Flat)
-                        && net.inputs_of(i)[0] != 0
+                        && !reshaped_input(net, net.inputs_of(i)[0])
                     {
                         return Err(RulesError::RuleNotForLayer {
                             spec: spec.to_string(),
                             layer: i,
                             kind: layer.kind().name(),
                             rule: rule.to_string(),
-                            reason: "in a transformer (explained in the gradient form) this rule applies only to a \
-                                     layer that reads the network input directly"
+                            reason: "in the gradient form (transformers) this rule applies only to a layer that reads \
+                                     the network input, directly or through reshapes"
                                 .into(),
                         });
                     }
@@ -417,11 +451,13 @@ impl Plan {
                 _ => Step::Pass,
             });
         }
+        let lrp0 = chosen.iter().all(|r| matches!(r, Some(Rule::Epsilon(e)) if *e == 0.0));
         Ok(Plan {
             spec: spec.clone(),
             kind: PlanKind::Lrp(steps),
             layer_count,
             form,
+            node_stab: if lrp0 { 0.0 } else { crate::explain::STABILIZER },
         })
     }
 
@@ -449,6 +485,11 @@ impl Plan {
     /// How relevance travels: as itself, or as a modified gradient (networks with transformer nodes).
     pub fn form(&self) -> Form {
         self.form
+    }
+
+    /// The stabilizer of sums, biases, average pooling and means in the gradient form (0 under LRP-0 everywhere).
+    pub fn node_stabilizer(&self) -> f32 {
+        self.node_stab
     }
 
     /// Whether this is an LRP plan (with per-layer relevance) rather than a gradient-based attribution.

@@ -250,3 +250,106 @@ fn transformer_nodes_have_their_true_gradients() {
     let err = worst(&got, &numeric);
     assert!(err < 1e-3, "gradient off by {err:.2e}");
 }
+
+#[test]
+fn epsilon_zero_is_legal_everywhere_and_is_gradient_times_input_on_a_relu_network() {
+    // LRP-0 on ReLU layers, max pooling and biases is gradient × input (Ancona et al. 2018); with ε = 0 an output
+    // of exactly 0 passes nothing instead of dividing 0 by 0.
+    let net = lrp_onnx::import_file(&fixture("mnist-cnn.onnx")).unwrap().network;
+    let inputs: ArrayD<f32> = ndarray_npy::read_npy(fixture("inputs.npy")).unwrap();
+    let lrp0 = Explainer::new(&net, &Spec::parse("epsilon(0)").unwrap())
+        .unwrap()
+        .explain(inputs.view(), &Target::Predicted)
+        .unwrap();
+    let gxi = Explainer::new(&net, &Spec::parse("gradient-x-input").unwrap())
+        .unwrap()
+        .explain(inputs.view(), &Target::Predicted)
+        .unwrap();
+    assert!(lrp0.relevance.iter().all(|v| v.is_finite()));
+    let err = worst_relative_error(&lrp0.relevance, &gxi.relevance);
+    assert!(err <= 1e-4, "LRP-0 vs gradient × input: {err:.2e}");
+    // The attnlrp preset is the same on this network (no transformer nodes: the relevance form).
+    let attn = Explainer::new(&net, &Spec::parse("attnlrp").unwrap())
+        .unwrap()
+        .explain(inputs.view(), &Target::Predicted)
+        .unwrap();
+    assert_eq!(attn.relevance, lrp0.relevance);
+}
+
+#[test]
+fn every_rule_gives_the_same_relevance_in_the_gradient_form() {
+    // Each rule written as a modified gradient (R = x ⊙ ĝ; z^B, w² and flat giving relevance at the input) equals
+    // the relevance form on the oracle networks, for every LRP case of the manifest and the presets.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("manifest.json")).unwrap()).unwrap();
+    let mut checked = 0;
+    for model in manifest["models"].as_array().unwrap() {
+        let net = lrp_onnx::import_file(&fixture(model["model"].as_str().unwrap()))
+            .unwrap()
+            .network;
+        let inputs: ArrayD<f32> = ndarray_npy::read_npy(fixture(model["inputs"].as_str().unwrap())).unwrap();
+        let mut specs: Vec<String> = model["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["spec"].as_str().unwrap().to_string())
+            .collect();
+        specs.extend(["alpha2beta1", "deep-taylor", "epsilon-plus-flat", "epsilon-gamma-box"].map(String::from));
+        for spec in specs {
+            let spec = Spec::parse(&spec).unwrap();
+            if !matches!(spec.method(), lrp_rules::Method::Lrp(_)) {
+                continue;
+            }
+            let run = |form| {
+                Explainer::new_in(&net, &spec, form)
+                    .unwrap()
+                    .explain(inputs.view(), &Target::Predicted)
+                    .unwrap()
+            };
+            let (r, g) = (run(lrp_rules::Form::Relevance), run(lrp_rules::Form::Gradient));
+            let err = worst_relative_error(&g.relevance, &r.relevance);
+            assert!(err <= 1e-5, "{} {spec}: gradient form off by {err:.2e}", model["model"]);
+            // The conservation sums agree too.
+            for (a, b) in r.layer_sums.iter().zip(&g.layer_sums) {
+                for (x, y) in a.iter().zip(b) {
+                    assert!((x - y).abs() <= 1e-3 * (1.0 + x.abs()), "{spec}: sums {x} vs {y}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked} cases");
+}
+
+#[test]
+fn graph_references_hold_in_the_gradient_form() {
+    // Residual joins, concatenations, average pooling, constant biases and smooth activations (the identity rule
+    // as `ĝ · f(x)/x`) in the gradient form, against Zennit's float64 references.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("graph/manifest.json")).unwrap()).unwrap();
+    let mut report = Vec::new();
+    for model in manifest["models"].as_array().unwrap() {
+        let s = |k: &str| format!("graph/{}", model[k].as_str().unwrap());
+        let net = lrp_onnx::import_file(&fixture(&s("model"))).unwrap().network;
+        let inputs: ArrayD<f32> = ndarray_npy::read_npy(fixture(&s("inputs"))).unwrap();
+        let targets: Array1<i64> = ndarray_npy::read_npy(fixture(&s("targets"))).unwrap();
+        let targets = Target::PerSample(targets.iter().map(|&t| t as usize).collect());
+        for case in model["cases"].as_array().unwrap() {
+            let spec = Spec::parse(case["spec"].as_str().unwrap()).unwrap();
+            if !matches!(spec.method(), lrp_rules::Method::Lrp(_)) {
+                continue;
+            }
+            let reference: ArrayD<f32> =
+                ndarray_npy::read_npy(fixture(&format!("graph/{}", case["file"].as_str().unwrap()))).unwrap();
+            let got = Explainer::new_in(&net, &spec, lrp_rules::Form::Gradient)
+                .unwrap()
+                .explain(inputs.view(), &targets)
+                .unwrap()
+                .relevance;
+            let err = worst_relative_error(&got, &reference);
+            report.push(format!("{} {spec}: {err:.1e}", s("model")));
+            assert!(err <= 1e-4, "{}", report.join("\n"));
+        }
+    }
+    println!("{}", report.join("\n"));
+}
