@@ -29,11 +29,12 @@ macro_rules! shipped {
 }
 
 /// The shipped models, in the viewer's order.
-pub const MODELS: [ShippedModel; 4] = [
+pub const MODELS: [ShippedModel; 5] = [
     shipped!("cnn", "mnist-cnn.lrpm"),
     shipped!("mlp", "mnist-mlp.lrpm"),
     shipped!("lstm", "mnist-lstm.lrpm"),
     shipped!("resnet", "mnist-resnet.lrpm"),
+    shipped!("vit", "mnist-vit.lrpm"),
 ];
 
 /// The shipped dataset folder.

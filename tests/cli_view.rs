@@ -91,7 +91,11 @@ fn lrp_view_draws_moves_and_quits_in_an_80x24_pane() {
     let second = tmux.wait_for("index 1/9999");
     assert_ne!(first, second, "the screen changed after →");
     assert!(second.contains("label 2"), "{second}");
-    // Shift-Tab from the first model wraps to the last shipped one: the residual network, a graph.
+    // Shift-Tab from the first model wraps to the last shipped one: the vision transformer, a graph; once more, the
+    // residual network.
+    tmux.run(&["send-keys", "-t", "view", "BTab"]);
+    let vit = tmux.wait_for_all(&["mnist-vit", "probabilities"]);
+    assert!(vit.contains("index 1/9999") && vit.contains('▀') && vit.contains("layernorm"), "{vit}");
     tmux.run(&["send-keys", "-t", "view", "BTab"]);
     let resnet = tmux.wait_for_all(&["mnist-resnet", "probabilities"]);
     assert!(resnet.contains("index 1/9999") && resnet.contains('▀'), "{resnet}");

@@ -66,8 +66,8 @@ fn mutated_model_files_load_or_are_refused_and_loaded_ones_run() {
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     let x = ArrayD::<f32>::from_elem(ndarray::IxDyn(&[2, 1, 28, 28]), 0.5);
     let mut loaded = 0;
-    // The small shipped models; 1,500 mutations of each.
-    for name in ["mnist-cnn.lrpm", "mnist-resnet.lrpm"] {
+    // The small shipped models (a chain, a residual graph, a transformer); 1,500 mutations of each.
+    for name in ["mnist-cnn.lrpm", "mnist-resnet.lrpm", "mnist-vit.lrpm"] {
         let original = std::fs::read(root().join("data/models").join(name)).unwrap();
         for _ in 0..1500 {
             let bytes = mutate(&mut rng, &original);
@@ -76,8 +76,10 @@ fn mutated_model_files_load_or_are_refused_and_loaded_ones_run() {
                 let net = &model.network;
                 if net.input_shape() == [1, 28, 28] {
                     let _ = net.forward(x.view());
-                    if let Ok(ex) = Explainer::new(net, &Spec::parse("epsilon-gamma-box").unwrap()) {
-                        let _ = ex.explain(x.view(), &Target::Predicted);
+                    for spec in ["epsilon-gamma-box", "attnlrp"] {
+                        if let Ok(ex) = Explainer::new(net, &Spec::parse(spec).unwrap()) {
+                            let _ = ex.explain(x.view(), &Target::Predicted);
+                        }
                     }
                 }
             }

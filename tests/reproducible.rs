@@ -1,8 +1,9 @@
 //! The shipped models are what the README's commands make, and training bits do not drift unnoticed.
 //!
 //! The MLP and the CNN are retrained in full with their README commands and compared byte for byte with the shipped
-//! files (about 30 s and 2.5 min). The LSTM and the residual network take 8 and 15 minutes, so their first optimizer
-//! steps (`--limit 512 --epochs 1`, 8 updates) are compared with digests recorded when the shipped files were made: a
+//! files (about 30 s and 2.5 min). The LSTM, the residual network and the vision transformer take 8, 15 and 20
+//! minutes, so their first optimizer steps (`--limit 512 --epochs 1`: 8 updates, 4 for the transformer's batches of
+//! 128) are compared with digests recorded when the shipped files were made: a
 //! change to a kernel or to the training loop that alters training bits fails here, and the shipped models must then
 //! be re-made (commands in the README) and the digests updated.
 
@@ -55,7 +56,7 @@ fn the_shipped_cnn_is_what_its_readme_command_makes() {
 fn the_first_training_steps_of_every_architecture_keep_their_bits() {
     let dir = tempfile::tempdir().unwrap();
     let mut got = Vec::new();
-    for model in ["mnist-lstm.lrpm", "mnist-resnet.lrpm"] {
+    for model in ["mnist-lstm.lrpm", "mnist-resnet.lrpm", "mnist-vit.lrpm"] {
         let out = dir.path().join(model);
         let mut args = readme_command(model);
         let epochs = args.iter().position(|a| a == "--epochs").unwrap();
@@ -70,6 +71,7 @@ fn the_first_training_steps_of_every_architecture_keep_their_bits() {
     let recorded = [
         ("mnist-lstm.lrpm", "6150a05223b45f2a"),
         ("mnist-resnet.lrpm", "4b109086008d29ec"),
+        ("mnist-vit.lrpm", "a9e46f0ecaaf8549"),
     ];
     let got: Vec<(&str, &str)> = got.iter().map(|(m, d)| (*m, d.as_str())).collect();
     assert_eq!(

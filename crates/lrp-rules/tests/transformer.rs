@@ -353,3 +353,27 @@ fn graph_references_hold_in_the_gradient_form() {
     }
     println!("{}", report.join("\n"));
 }
+
+#[test]
+fn every_preset_explains_the_vision_transformer() {
+    // The linear layers follow each preset; the transformer nodes keep their own rules.
+    let net = lrp_onnx::import_file(&fixture("vit/mnist-vit-legacy.onnx"))
+        .unwrap()
+        .network;
+    let inputs: ArrayD<f32> = ndarray_npy::read_npy(fixture("vit/inputs.npy")).unwrap();
+    let x = inputs.slice_axis(Axis(0), (0..4).into()).to_owned();
+    for &preset in lrp_rules::PRESETS {
+        let spec = Spec::parse(preset).unwrap();
+        let e = Explainer::new(&net, &spec)
+            .unwrap_or_else(|err| panic!("{preset}: {err}"))
+            .explain(x.view(), &Target::Predicted)
+            .unwrap_or_else(|err| panic!("{preset}: {err}"));
+        assert!(e.relevance.iter().all(|v| v.is_finite()), "{preset}");
+        assert!(e.relevance.iter().any(|&v| v != 0.0), "{preset}: all zero");
+    }
+    // The relevance form is refused by name on a transformer.
+    let err = Explainer::new_in(&net, &Spec::parse("epsilon").unwrap(), lrp_rules::Form::Relevance)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("layernorm") && err.contains("gradient form"), "{err}");
+}
