@@ -95,7 +95,10 @@ fn lrp_view_draws_moves_and_quits_in_an_80x24_pane() {
     // residual network.
     tmux.run(&["send-keys", "-t", "view", "BTab"]);
     let vit = tmux.wait_for_all(&["mnist-vit", "probabilities"]);
-    assert!(vit.contains("index 1/9999") && vit.contains('▀') && vit.contains("layernorm"), "{vit}");
+    assert!(
+        vit.contains("index 1/9999") && vit.contains('▀') && vit.contains("layernorm"),
+        "{vit}"
+    );
     tmux.run(&["send-keys", "-t", "view", "BTab"]);
     let resnet = tmux.wait_for_all(&["mnist-resnet", "probabilities"]);
     assert!(resnet.contains("index 1/9999") && resnet.contains('▀'), "{resnet}");

@@ -126,3 +126,33 @@ pub fn batch_results(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files.sort();
     files
 }
+
+/// Runs `lrp batch` on `model` over the first 200 MNIST test images under `rules`, in chunks of 48, with one and
+/// with two threads, and asserts that the result files are the same bytes; returns how many there are.
+pub fn batch_is_the_same_with_one_and_two_threads(model: &str, rules: &[&str]) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    for threads in ["1", "2"] {
+        let out = dir.path().join(threads);
+        let mut args = vec!["batch", "--model", model, "--data", "data/mnist"];
+        for r in rules {
+            args.extend(["--rule", r]);
+        }
+        args.extend([
+            "--limit",
+            "200",
+            "--chunk",
+            "48",
+            "--threads",
+            threads,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        lrp_ok(&args);
+    }
+    let (a, b) = (
+        batch_results(&dir.path().join("1")),
+        batch_results(&dir.path().join("2")),
+    );
+    assert_eq!(a, b, "{model}: one and two threads give different files");
+    a.len()
+}

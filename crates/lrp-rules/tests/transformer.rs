@@ -173,6 +173,14 @@ fn reference(b: &Block, x: &Array2<f64>, target: usize, stab: Option<f64>) -> Ar
     }
 }
 
+/// The first sample of a block's relevance `[N, T, D]`, in float64.
+fn first_sample(r: &ArrayD<f32>) -> Array2<f64> {
+    r.index_axis(Axis(0), 0)
+        .mapv(|v| v as f64)
+        .into_shape_with_order((T, D))
+        .unwrap()
+}
+
 fn worst(got: &Array2<f64>, reference: &Array2<f64>) -> f64 {
     let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     (got - reference).iter().fold(0.0f64, |m, v| m.max(v.abs())) / scale
@@ -188,12 +196,7 @@ fn near_zero_attention_in_float32_equals_the_float64_gradient_form() {
         let x32 = x.mapv(|v| v as f32).into_dyn().insert_axis(Axis(0));
         let e = explainer.explain(x32.view(), &Target::Predicted).unwrap();
         let target = e.targets[0];
-        let got = e
-            .relevance
-            .index_axis(Axis(0), 0)
-            .mapv(|v| v as f64)
-            .into_shape_with_order((T, D))
-            .unwrap();
+        let got = first_sample(&e.relevance);
         // The scores and the products really are near zero.
         let trace = net.forward_trace(x32.view()).unwrap();
         let max = |v: usize| trace.value(v).iter().fold(0.0f32, |m, x| m.max(x.abs()));
@@ -241,13 +244,7 @@ fn transformer_nodes_have_their_true_gradients() {
             numeric[[i, j]] = (logit(&p) - logit(&m)) / 2e-4;
         }
     }
-    let got = e
-        .relevance
-        .index_axis(Axis(0), 0)
-        .mapv(|v| v as f64)
-        .into_shape_with_order((T, D))
-        .unwrap();
-    let err = worst(&got, &numeric);
+    let err = worst(&first_sample(&e.relevance), &numeric);
     assert!(err < 1e-3, "gradient off by {err:.2e}");
 }
 
