@@ -81,14 +81,17 @@ impl Partial {
     }
 }
 
-/// Little-endian bytes of `f32` values in standard order.
-fn f32_bytes(a: &ndarray::ArrayD<f32>) -> Vec<u8> {
+/// Calls `f` with the little-endian bytes of `a`'s values in standard order: on a little-endian machine the array's
+/// own memory (no copy; a chunk's relevance was copied value by value before, 4% of an MLP run).
+fn with_f32_bytes<R>(a: &ndarray::ArrayD<f32>, f: impl FnOnce(&[u8]) -> R) -> R {
     let a = a.as_standard_layout();
-    let mut out = Vec::with_capacity(a.len() * 4);
-    for v in a.iter() {
-        out.extend_from_slice(&v.to_le_bytes());
+    let values = a.as_slice().expect("standard layout");
+    if cfg!(target_endian = "little") {
+        f(bytemuck::cast_slice(values))
+    } else {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        f(&bytes)
     }
-    out
 }
 
 fn chunk_marker(out: &Path, c: usize) -> PathBuf {
@@ -298,11 +301,11 @@ impl<'a> Runner<'a> {
             rule_nanos[k].fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
             let row = range.start - self.id.start;
             if k == 0 {
-                files[0].write_rows(row, &f32_bytes(&e.logits))?;
+                with_f32_bytes(&e.logits, |b| files[0].write_rows(row, b))?;
                 let t: Vec<u8> = e.targets.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect();
                 files[1].write_rows(row, &t)?;
             }
-            files[2 + k].write_rows(row, &f32_bytes(&e.relevance))?;
+            with_f32_bytes(&e.relevance, |b| files[2 + k].write_rows(row, b))?;
         }
         fault_point("mid-chunk");
         write_atomic(&chunk_marker(out, c), b"")?;
