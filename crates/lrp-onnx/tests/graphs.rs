@@ -645,3 +645,81 @@ fn a_layer_norm_written_as_several_nodes_imports_as_one_layer_norm() {
         assert!(err <= 1e-5 * max_abs(&reference), "{model}: logit error {err}");
     }
 }
+
+#[test]
+fn transformer_operators_import_or_are_refused_by_name() {
+    // Split into equal halves, joined again: the identity.
+    let mut split = op(
+        "Split",
+        &["x"],
+        "a",
+        vec![AttributeProto {
+            name: "axis".into(),
+            r#type: 2,
+            i: 1,
+            ..Default::default()
+        }],
+    );
+    split.output = vec!["a".into(), "b".into()];
+    let bytes = tiny(
+        &[4],
+        vec![
+            split.clone(),
+            op(
+                "Concat",
+                &["a", "b"],
+                "y",
+                vec![AttributeProto {
+                    name: "axis".into(),
+                    r#type: 2,
+                    i: 1,
+                    ..Default::default()
+                }],
+            ),
+        ],
+        vec![],
+        18,
+    );
+    let x = ndarray::Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32).into_dyn();
+    let net = import_bytes(&bytes).unwrap().network;
+    assert_eq!(net.forward(x.view()).unwrap(), x);
+    // Sizes that do not add up to the axis are refused with the node's name.
+    let mut bad = split.clone();
+    bad.input.push("sizes".into());
+    let bytes = tiny(
+        &[3],
+        vec![bad, op("Add", &["a", "b"], "y", vec![])],
+        vec![int_tensor("sizes", &[2, 2])],
+        18,
+    );
+    let err = import_bytes(&bytes).unwrap_err().to_string();
+    assert!(err.contains("Split-node") && err.contains("axis of length 3"), "{err}");
+    // A product of two values whose inner sizes differ.
+    let bytes = tiny(&[2, 3], vec![op("MatMul", &["x", "x"], "y", vec![])], vec![], 17);
+    let err = import_bytes(&bytes).unwrap_err().to_string();
+    assert!(
+        err.contains("MatMul-node") && err.contains("cannot multiply [2, 3] by [2, 3]"),
+        "{err}"
+    );
+    // xᵀ·x per sample imports as a transpose and a product.
+    let t = op("Transpose", &["x"], "t", vec![ints_attr("perm", &[0, 2, 1])]);
+    let bytes = tiny(&[2, 3], vec![t, op("MatMul", &["t", "x"], "y", vec![])], vec![], 17);
+    let net = import_bytes(&bytes).unwrap().network;
+    assert_eq!(net.output_shape(), [3, 3]);
+    // A layer norm over two axes is refused (only the last axis is supported).
+    let ln = op(
+        "LayerNormalization",
+        &["x"],
+        "y",
+        vec![AttributeProto {
+            name: "axis".into(),
+            r#type: 2,
+            i: 1,
+            ..Default::default()
+        }],
+    );
+    let err = import_bytes(&tiny(&[2, 3], vec![ln], vec![], 17))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only the last axis"), "{err}");
+}
