@@ -435,6 +435,53 @@ fn gamma_shares(r: &ArrayD<f32>, pp: &ArrayD<f32>, z: &ArrayD<f32>, plus: &crate
     s
 }
 
+/// Whether any output with `z < 0` carries relevance (the γ rule's negative branch has work to do).
+fn relevance_where_negative(r: &ArrayD<f32>, z: &ArrayD<f32>) -> bool {
+    match (r.as_slice(), z.as_slice()) {
+        (Some(r), Some(z)) => r.chunks(1024).zip(z.chunks(1024)).any(|(r, z)| {
+            r.iter()
+                .zip(z)
+                .map(|(&r, &z)| (z < 0.0 && r != 0.0) as u32)
+                .sum::<u32>()
+                > 0
+        }),
+        _ => Zip::from(r).and(z).fold(false, |a, &r, &z| a || (z < 0.0 && r != 0.0)),
+    }
+}
+
+/// The γ rule's positive shares alone, `r·[z>0]/z⁺` with `z⁺ = z + γ(P + b⁺)` (see [`gamma_shares`]).
+fn gamma_positive_shares(
+    r: &ArrayD<f32>,
+    pp: &ArrayD<f32>,
+    z: &ArrayD<f32>,
+    plus: &crate::plan::GammaPlus,
+) -> ArrayD<f32> {
+    let o = r.shape()[1];
+    let mut s = ArrayD::<f32>::zeros(r.raw_dim());
+    let (r, pp, z) = (r.as_standard_layout(), pp.as_standard_layout(), z.as_standard_layout());
+    let (r, pp, z): (&[f32], &[f32], &[f32]) = (
+        r.as_slice().expect("standard layout"),
+        pp.as_slice().expect("standard layout"),
+        z.as_slice().expect("standard layout"),
+    );
+    let per = r.len() / s.shape()[0].max(1);
+    let plane = per / o.max(1);
+    let (bp, g) = (&plus.bias_pos, plus.gamma);
+    let out = s.as_slice_mut().expect("fresh array");
+    for (n, dst) in out.chunks_exact_mut(per).enumerate() {
+        for c in 0..o {
+            let at = n * per + c * plane;
+            for i in 0..plane {
+                let (zi, pi, ri) = (z[at + i], pp[at + i], r[at + i]);
+                if zi > 0.0 {
+                    dst[c * plane + i] = ri / stab(zi + (pi + bp[c]) * g, STABILIZER);
+                }
+            }
+        }
+    }
+    s
+}
+
 /// LRP from the output relevance `r` to the input; also the relevance summed over each value (for a chain, the
 /// input of each layer), the last entry being the output's.
 fn lrp(
@@ -562,6 +609,13 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
                 if let (Some(both), Some(plus)) = (both, plus) {
                     // z⁺ and z⁻ from one product W⁺x and the trace's z; one transposed product over [s⁺; s⁻].
                     let pp = plus.w_pos.forward(x.view(), false);
+                    if !relevance_where_negative(r, z) {
+                        // No relevance reaches an output with z < 0 (a ReLU and max pooling follow: they pass none
+                        // there), so s⁻ is all zeros and the transposed product needs only P = W + γW⁺: half the
+                        // work, the same values (the stacked product's other half adds exact zeros).
+                        let s = gamma_positive_shares(r, &pp, z, plus);
+                        return pm.transpose(s.view(), shape) * x;
+                    }
                     let s = gamma_shares(r, &pp, z, plus);
                     return both.transpose(s.view(), shape) * x;
                 }
@@ -869,4 +923,48 @@ fn lrp_gradient(
         relevance += d;
     }
     (relevance, sums)
+}
+
+#[cfg(test)]
+mod gamma_paths {
+    use super::*;
+    use crate::linear::Modifier;
+    use crate::plan::GammaPlus;
+    use rand::Rng;
+
+    /// Where no relevance reaches an output with z < 0, the γ rule's half-size transposed product gives the same
+    /// bits as the stacked one (whose other half only adds exact zeros).
+    #[test]
+    fn the_positive_only_path_is_the_stacked_path_bit_for_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut r = |shape: &[usize]| ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0));
+        let w = r(&[8, 3, 3, 3]).into_dimensionality::<ndarray::Ix4>().unwrap();
+        let conv = lrp_core::Conv2d::new(w, Some(ndarray::Array1::from(vec![0.1; 8])), [1, 1], [1; 4]);
+        let map = crate::linear::LinearMap::of(&lrp_core::Layer::Conv2d(conv)).unwrap();
+        let (p, n) = (
+            map.modified(Modifier::GammaPositive(0.25)),
+            map.modified(Modifier::GammaNegative(0.25)),
+        );
+        let both = crate::linear::LinearMap::stacked(&p, &n).unwrap();
+        let plus = GammaPlus::new(&map, 0.25);
+        let x = r(&[4, 3, 6, 6]).mapv(f32::abs);
+        let z = map.forward(x.view(), true);
+        // Relevance only where z > 0, as after a ReLU and max pooling.
+        let mut rel = r(z.shape());
+        Zip::from(&mut rel).and(&z).for_each(|r, &z| {
+            if z <= 0.0 {
+                *r = 0.0;
+            }
+        });
+        assert!(!relevance_where_negative(&rel, &z));
+        let pp = plus.w_pos.forward(x.view(), false);
+        let fast = p.transpose(gamma_positive_shares(&rel, &pp, &z, &plus).view(), x.shape());
+        let stacked = both.transpose(gamma_shares(&rel, &pp, &z, &plus).view(), x.shape());
+        let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fast), bits(&stacked));
+        // One relevant negative output and the check says so.
+        let k = z.iter().position(|&v| v < 0.0).unwrap();
+        rel.as_slice_mut().unwrap()[k] = 0.5;
+        assert!(relevance_where_negative(&rel, &z));
+    }
 }

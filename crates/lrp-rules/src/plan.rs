@@ -126,7 +126,7 @@ fn shaped_bias(map: &LinearMap) -> Option<ArrayD<f32>> {
 }
 
 impl GammaPlus {
-    fn new(map: &LinearMap, gamma: f32) -> GammaPlus {
+    pub(crate) fn new(map: &LinearMap, gamma: f32) -> GammaPlus {
         let bias = match map {
             LinearMap::Dense(d) => d.bias.clone(),
             LinearMap::Conv(c) => c.bias.clone(),
