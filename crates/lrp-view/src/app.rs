@@ -48,6 +48,37 @@ pub struct ModelEntry {
     pub classes: usize,
     /// Layers the layer view lists (the nodes that read one value).
     pub layers: usize,
+    /// The positions in that list of each attention block's head panel (a transformer; empty otherwise).
+    pub head_layers: Vec<usize>,
+}
+
+impl ModelEntry {
+    /// The entry of a network: its classes, the layers the layer view lists, and where each attention block's
+    /// output is among them (the layer reading what `softmax · V` wrote).
+    pub fn of(name: String, net: &lrp_core::Network) -> ModelEntry {
+        let listed: Vec<usize> = (0..net.layers().len())
+            .filter(|&k| net.inputs_of(k).len() == 1)
+            .collect();
+        let writes_attention = |v: usize| {
+            v > 0
+                && matches!(net.layers()[v - 1], lrp_core::Layer::MatMul)
+                && net.inputs_of(v - 1)[0]
+                    .checked_sub(1)
+                    .is_some_and(|w| matches!(net.layers()[w], lrp_core::Layer::Softmax(_)))
+        };
+        let head_layers = listed
+            .iter()
+            .enumerate()
+            .filter(|&(_, &k)| writes_attention(net.inputs_of(k)[0]))
+            .map(|(i, _)| i)
+            .collect();
+        ModelEntry {
+            name,
+            classes: net.num_classes(),
+            layers: listed.len(),
+            head_layers,
+        }
+    }
 }
 
 /// What the viewer asks about rules: the canonical form of a typed spec, and whether a model accepts a rule.
@@ -435,6 +466,18 @@ impl App {
                 self.layer = (self.layer + 1).min(last);
             }
             KeyCode::Char('l') => self.screen = self.layers_from,
+            KeyCode::Char('h') => {
+                // The next attention block's head panel (wrapping), for a transformer.
+                let heads = self
+                    .models
+                    .get(self.model)
+                    .map(|m| m.head_layers.clone())
+                    .unwrap_or_default();
+                match heads.iter().find(|&&i| i > self.layer).or(heads.first()) {
+                    Some(&i) => self.layer = i,
+                    None => self.message = Some("this model has no attention blocks (h shows their heads)".into()),
+                }
+            }
             KeyCode::Char('v') => {}
             _ => return false,
         }
@@ -472,6 +515,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("v", "compare rules side by side, beside the input"),
     ("d", "draw: mouse/arrows+space, x erase, c clear, u undo, s save"),
     ("l", "layer view: relevance at a hidden layer ([ / ] layer)"),
+    ("h", "in the layer view: next attention block's heads (transformers)"),
     ("?", "this help (any key closes it)"),
     ("Esc", "dismiss a message, leave draw/layer view, or quit"),
     ("q", "quit"),

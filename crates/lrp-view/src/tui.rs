@@ -131,11 +131,7 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
     let models = shared
         .models
         .iter()
-        .map(|(name, net)| ModelEntry {
-            name: name.clone(),
-            classes: net.num_classes(),
-            layers: (0..net.layers().len()).filter(|&k| net.inputs_of(k).len() == 1).count(),
-        })
+        .map(|(name, net)| ModelEntry::of(name.clone(), net))
         .collect();
     let mut app = App::new(models, shared.labels.len(), rules);
     app.check_rules(&Checker(&shared), options.rule.as_deref());

@@ -405,7 +405,7 @@ fn status(frame: &mut Frame, app: &App) {
             ),
             None => Line::from(match app.screen {
                 Screen::Draw => "mouse or arrows+space draw  x erase  u undo  c clear  s save  p panel  d back",
-                Screen::Layers => "[ ] layer  ←→ sample  r rule  c class  Tab model  l/Esc back  ? help",
+                Screen::Layers => "[ ] layer  h heads  ←→ sample  r rule  c class  Tab model  l/Esc back  ? help",
                 Screen::Browse => "←→ sample g go m wrong r rule c class Tab model v compare d draw l layers ? help",
             }),
         },

@@ -57,11 +57,7 @@ fn app_for(shared: &Shared) -> App {
     let models = shared
         .models
         .iter()
-        .map(|(n, net)| ModelEntry {
-            name: n.clone(),
-            classes: net.num_classes(),
-            layers: (0..net.layers().len()).filter(|&k| net.inputs_of(k).len() == 1).count(),
-        })
+        .map(|(n, net)| ModelEntry::of(n.clone(), net))
         .collect();
     let rules = lrp_rules::PRESETS.iter().map(|s| s.to_string()).collect();
     let mut app = App::new(models, shared.labels.len(), rules);
@@ -421,7 +417,14 @@ fn the_layer_view_of_a_vision_transformer_shows_tokens_and_heads() {
         .position(|l| l.writer.as_deref() == Some("matmul") && l.kind == "transpose")
         .expect("the layer after softmax · V");
     assert_eq!(layers[heads].relevance.shape(), &[4, 16, 16]);
-    app.layer = heads;
+    // h jumps to each block's head panel in turn, and wraps.
+    assert_eq!(app.models[0].head_layers.len(), 2, "two blocks");
+    press(&mut app, &shared, &[KeyCode::Char('h')]);
+    assert_eq!(app.layer, heads);
+    press(&mut app, &shared, &[KeyCode::Char('h')]);
+    assert_eq!(app.layer, app.models[0].head_layers[1]);
+    press(&mut app, &shared, &[KeyCode::Char('h')]);
+    assert_eq!(app.layer, heads);
     let (text, data) = render(&app, &shared, 120, 40, ColorMode::TrueColor);
     assert!(
         text.contains("attention heads") && text.contains("head 0") && text.contains("head 3"),
