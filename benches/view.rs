@@ -45,15 +45,7 @@ fn view(c: &mut Criterion) {
         layers: false,
     };
     let ex = Explainer::new(&net, &Spec::parse(rule).expect("preset")).expect("resolves");
-    let mut app = App::new(
-        vec![ModelEntry {
-            name: "mnist-cnn".into(),
-            classes: 10,
-            layers: net.layers().len(),
-        }],
-        1,
-        vec![rule.into()],
-    );
+    let mut app = App::new(vec![ModelEntry::of("mnist-cnn".into(), &net)], 1, vec![rule.into()]);
     app.screen = lrp_view::app::Screen::Draw;
     let geometry = Some(canvas_geometry(80, 24));
     app.handle_mouse(
