@@ -398,13 +398,20 @@ fn divide_masked(r: &ArrayD<f32>, z: &ArrayD<f32>, o: &ArrayD<f32>, positive: bo
     s
 }
 
-/// The γ rule's shares for the stacked maps, `[r·[z>0]/z⁺; r·[z<0]/z⁻]` with the halves stacked along axis 1
-/// (the layout of the stacked map's output), where `z⁺ = z + γ(P + b⁺)` and `z⁻ = z + γ((z − b) − P + b⁻)`
-/// from `P = W⁺x`: one pass, no temporaries.
-fn gamma_shares(r: &ArrayD<f32>, pp: &ArrayD<f32>, z: &ArrayD<f32>, plus: &crate::plan::GammaPlus) -> ArrayD<f32> {
+/// The γ rule's shares `r·[z>0]/z⁺` and, with `negative`, `r·[z<0]/z⁻` stacked after them along axis 1 (the layout
+/// of the stacked map's output), where `z⁺ = z + γ(P + b⁺)` and `z⁻ = z + γ((z − b) − P + b⁻)` from `P = W⁺x`: one
+/// pass, no temporaries. Without `negative` the result has `r`'s shape (for `W + γW⁺` alone).
+fn gamma_shares(
+    r: &ArrayD<f32>,
+    pp: &ArrayD<f32>,
+    z: &ArrayD<f32>,
+    plus: &crate::plan::GammaPlus,
+    negative: bool,
+) -> ArrayD<f32> {
+    let halves = if negative { 2 } else { 1 };
     let mut shape = r.shape().to_vec();
     let o = shape[1];
-    shape[1] *= 2;
+    shape[1] *= halves;
     let mut s = ArrayD::<f32>::zeros(ndarray::IxDyn(&shape));
     let (r, pp, z) = (r.as_standard_layout(), pp.as_standard_layout(), z.as_standard_layout());
     let (r, pp, z): (&[f32], &[f32], &[f32]) = (
@@ -417,7 +424,7 @@ fn gamma_shares(r: &ArrayD<f32>, pp: &ArrayD<f32>, z: &ArrayD<f32>, plus: &crate
     let (b, bp, bn) = (&plus.bias, &plus.bias_pos, &plus.bias_neg);
     let g = plus.gamma;
     let out = s.as_slice_mut().expect("fresh array");
-    for (n, dst) in out.chunks_exact_mut(2 * per).enumerate() {
+    for (n, dst) in out.chunks_exact_mut(halves * per).enumerate() {
         let (pos, neg) = dst.split_at_mut(per);
         for c in 0..o {
             let at = n * per + c * plane;
@@ -426,7 +433,7 @@ fn gamma_shares(r: &ArrayD<f32>, pp: &ArrayD<f32>, z: &ArrayD<f32>, plus: &crate
                 let k = c * plane + i;
                 if zi > 0.0 {
                     pos[k] = ri / stab(zi + (pi + bp[c]) * g, STABILIZER);
-                } else if zi < 0.0 {
+                } else if negative && zi < 0.0 {
                     neg[k] = ri / stab(zi + ((zi - b[c]) - pi + bn[c]) * g, STABILIZER);
                 }
             }
@@ -447,39 +454,6 @@ fn relevance_where_negative(r: &ArrayD<f32>, z: &ArrayD<f32>) -> bool {
         }),
         _ => Zip::from(r).and(z).fold(false, |a, &r, &z| a || (z < 0.0 && r != 0.0)),
     }
-}
-
-/// The γ rule's positive shares alone, `r·[z>0]/z⁺` with `z⁺ = z + γ(P + b⁺)` (see [`gamma_shares`]).
-fn gamma_positive_shares(
-    r: &ArrayD<f32>,
-    pp: &ArrayD<f32>,
-    z: &ArrayD<f32>,
-    plus: &crate::plan::GammaPlus,
-) -> ArrayD<f32> {
-    let o = r.shape()[1];
-    let mut s = ArrayD::<f32>::zeros(r.raw_dim());
-    let (r, pp, z) = (r.as_standard_layout(), pp.as_standard_layout(), z.as_standard_layout());
-    let (r, pp, z): (&[f32], &[f32], &[f32]) = (
-        r.as_slice().expect("standard layout"),
-        pp.as_slice().expect("standard layout"),
-        z.as_slice().expect("standard layout"),
-    );
-    let per = r.len() / s.shape()[0].max(1);
-    let plane = per / o.max(1);
-    let (bp, g) = (&plus.bias_pos, plus.gamma);
-    let out = s.as_slice_mut().expect("fresh array");
-    for (n, dst) in out.chunks_exact_mut(per).enumerate() {
-        for c in 0..o {
-            let at = n * per + c * plane;
-            for i in 0..plane {
-                let (zi, pi, ri) = (z[at + i], pp[at + i], r[at + i]);
-                if zi > 0.0 {
-                    dst[c * plane + i] = ri / stab(zi + (pi + bp[c]) * g, STABILIZER);
-                }
-            }
-        }
-    }
-    s
 }
 
 /// LRP from the output relevance `r` to the input; also the relevance summed over each value (for a chain, the
@@ -613,10 +587,10 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
                         // No relevance reaches an output with z < 0 (a ReLU and max pooling follow: they pass none
                         // there), so s⁻ is all zeros and the transposed product needs only P = W + γW⁺: half the
                         // work, the same values (the stacked product's other half adds exact zeros).
-                        let s = gamma_positive_shares(r, &pp, z, plus);
+                        let s = gamma_shares(r, &pp, z, plus, false);
                         return pm.transpose(s.view(), shape) * x;
                     }
-                    let s = gamma_shares(r, &pp, z, plus);
+                    let s = gamma_shares(r, &pp, z, plus, true);
                     return both.transpose(s.view(), shape) * x;
                 }
                 let sp = divide_masked(r, &pm.forward(x.view(), true), z, true);
@@ -958,8 +932,8 @@ mod gamma_paths {
         });
         assert!(!relevance_where_negative(&rel, &z));
         let pp = plus.w_pos.forward(x.view(), false);
-        let fast = p.transpose(gamma_positive_shares(&rel, &pp, &z, &plus).view(), x.shape());
-        let stacked = both.transpose(gamma_shares(&rel, &pp, &z, &plus).view(), x.shape());
+        let fast = p.transpose(gamma_shares(&rel, &pp, &z, &plus, false).view(), x.shape());
+        let stacked = both.transpose(gamma_shares(&rel, &pp, &z, &plus, true).view(), x.shape());
         let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&fast), bits(&stacked));
         // One relevant negative output and the check says so.
