@@ -927,14 +927,11 @@ fn draw_tokens(frame: &mut Frame, body: Rect, layer: &LayerData, total: f32, col
 fn draw_heads(frame: &mut Frame, body: Rect, layer: &LayerData, total: f32, color: ColorMode) {
     let g = token_grid(layer.relevance.shape()).expect("checked by the caller");
     let heads = layer.relevance.shape()[0];
-    let mut ranked: Vec<(usize, f32)> = (0..heads)
-        .map(|h| (h, layer.relevance.index_axis(Axis(0), h).sum()))
-        .collect();
-    ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    // Heads ranked as channels are, each one's tokens as a map, all on one color scale.
+    let ranked = ranked_channels(&layer.relevance);
+    let maps: Vec<Array2<f32>> = layer.relevance.outer_iter().map(|r| token_map(r, g)).collect();
     let common = MapKind::Heatmap {
-        scale: (0..heads)
-            .map(|h| max_abs(token_map(layer.relevance.index_axis(Axis(0), h), g).view()))
-            .fold(0.0, f32::max),
+        scale: maps.iter().map(|m| max_abs(m.view())).fold(0.0, f32::max),
     };
     let scale = (1..=(28 / g.max(1)).max(1) as u16)
         .rev()
@@ -968,8 +965,7 @@ fn draw_heads(frame: &mut Frame, body: Rect, layer: &LayerData, total: f32, colo
             pw,
             Line::from(truncate(&format!("head {h} {share:.1}%"), pw as usize)),
         );
-        let map = token_map(layer.relevance.index_axis(Axis(0), h), g);
-        draw_map(frame, Rect::new(x, y + 1, pw, ph), &map, common, scale, color);
+        draw_map(frame, Rect::new(x, y + 1, pw, ph), &maps[h], common, scale, color);
     }
 }
 
