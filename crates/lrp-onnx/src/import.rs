@@ -1623,27 +1623,25 @@ fn computed_node(
             let fa = if a > xbatch { a - 1 } else { a };
             let len = xshape[fa];
             let parts = node.output.len();
-            let sizes: Vec<usize> = match node.input.get(1).filter(|n| !n.is_empty()) {
-                Some(n) => to_i64(
+            // Sizes from the second input (opset 13 on) or the attribute, else equal parts (the last smaller when
+            // the length does not divide, as opset 18 says).
+            let given: Option<Vec<i64>> = match node.input.get(1).filter(|n| !n.is_empty()) {
+                Some(n) => Some(to_i64(
                     consts
                         .get(n)
                         .ok_or_else(|| err(format!("split sizes '{n}' must be a constant")))?,
-                )?
-                .iter()
-                .map(|&v| usize::try_from(v).map_err(|_| err(format!("split size {v} is negative"))))
-                .collect::<Result<_>>()?,
-                None => match attr(node, "split") {
-                    Some(s) if !s.ints.is_empty() => s
-                        .ints
-                        .iter()
-                        .map(|&v| usize::try_from(v).map_err(|_| err(format!("split size {v} is negative"))))
-                        .collect::<Result<_>>()?,
-                    _ => {
-                        // Equal parts (the last smaller when the length does not divide, as opset 18 says).
-                        let each = len.div_ceil(parts.max(1));
-                        (0..parts).map(|i| each.min(len.saturating_sub(i * each))).collect()
-                    }
-                },
+                )?),
+                None => attr(node, "split").map(|s| s.ints.clone()).filter(|v| !v.is_empty()),
+            };
+            let sizes: Vec<usize> = match given {
+                Some(v) => v
+                    .iter()
+                    .map(|&v| usize::try_from(v).map_err(|_| err(format!("split size {v} is negative"))))
+                    .collect::<Result<_>>()?,
+                None => {
+                    let each = len.div_ceil(parts.max(1));
+                    (0..parts).map(|i| each.min(len.saturating_sub(i * each))).collect()
+                }
             };
             if sizes.len() != parts || sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s)) != Some(len) {
                 return Err(err(format!(

@@ -135,29 +135,21 @@ pub(crate) fn fuse_layer_norms(graph: &mut GraphProto, consts: &HashMap<String, 
         }
         let mut remove = vec![m1, sub, sq, m2, add, root, div];
         let mut last = div;
-        // An affine part after it, `· γ` and `+ β`, with constants.
-        let mut gamma = String::new();
-        let mut beta = String::new();
-        let param = |node: &NodeProto, from: &str| -> Option<String> {
-            let other = node.input.iter().find(|i| i.as_str() != from)?;
-            constant(other, consts, &const_nodes).map(|_| other.clone())
-        };
-        if let Some(mul) = only(out(last))
-            && nodes[mul].op_type == "Mul"
-            && let Some(g) = param(&nodes[mul], out(last))
-        {
-            gamma = g;
-            remove.push(mul);
-            last = mul;
+        // An affine part after it, `· γ` then `+ β`, each with a constant (either may be missing).
+        let mut params = [String::new(), String::new()];
+        for (slot, op) in params.iter_mut().zip(["Mul", "Add"]) {
+            let Some(k) = only(out(last)) else { break };
+            let node = &nodes[k];
+            let other = node.input.iter().find(|i| i.as_str() != out(last));
+            if node.op_type == op
+                && let Some(c) = other.filter(|c| constant(c, consts, &const_nodes).is_some())
+            {
+                *slot = c.clone();
+                remove.push(k);
+                last = k;
+            }
         }
-        if let Some(plus) = only(out(last))
-            && nodes[plus].op_type == "Add"
-            && let Some(b) = param(&nodes[plus], out(last))
-        {
-            beta = b;
-            remove.push(plus);
-            last = plus;
-        }
+        let [gamma, beta] = params;
         let fused = NodeProto {
             input: vec![x, gamma, beta],
             output: vec![out(last).to_string()],

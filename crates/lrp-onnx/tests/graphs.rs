@@ -382,6 +382,15 @@ fn float_attr(name: &str, f: f32) -> AttributeProto {
     }
 }
 
+fn int_attr(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: 2,
+        i,
+        ..Default::default()
+    }
+}
+
 fn ints_attr(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
@@ -552,17 +561,7 @@ fn every_listed_shape_and_constant_operator_imports_with_its_definition() {
             op("Unsqueeze", &["t", "ax1"], "u", vec![]),
             op("Squeeze", &["u", "ax1"], "s", vec![]),
             op("Slice", &["s", "st", "en", "ax1"], "sl", vec![]),
-            op(
-                "Gather",
-                &["sl", "two"],
-                "g",
-                vec![AttributeProto {
-                    name: "axis".into(),
-                    r#type: 2,
-                    i: 2,
-                    ..Default::default()
-                }],
-            ),
+            op("Gather", &["sl", "two"], "g", vec![int_attr("axis", 2)]),
             op("Identity", &["g"], "i", vec![]),
             op("Dropout", &["i"], "d", vec![]),
             op("LogSoftmax", &["d"], "y", vec![]),
@@ -649,34 +648,11 @@ fn a_layer_norm_written_as_several_nodes_imports_as_one_layer_norm() {
 #[test]
 fn transformer_operators_import_or_are_refused_by_name() {
     // Split into equal halves, joined again: the identity.
-    let mut split = op(
-        "Split",
-        &["x"],
-        "a",
-        vec![AttributeProto {
-            name: "axis".into(),
-            r#type: 2,
-            i: 1,
-            ..Default::default()
-        }],
-    );
+    let mut split = op("Split", &["x"], "a", vec![int_attr("axis", 1)]);
     split.output = vec!["a".into(), "b".into()];
     let bytes = tiny(
         &[4],
-        vec![
-            split.clone(),
-            op(
-                "Concat",
-                &["a", "b"],
-                "y",
-                vec![AttributeProto {
-                    name: "axis".into(),
-                    r#type: 2,
-                    i: 1,
-                    ..Default::default()
-                }],
-            ),
-        ],
+        vec![split.clone(), op("Concat", &["a", "b"], "y", vec![int_attr("axis", 1)])],
         vec![],
         18,
     );
@@ -707,17 +683,7 @@ fn transformer_operators_import_or_are_refused_by_name() {
     let net = import_bytes(&bytes).unwrap().network;
     assert_eq!(net.output_shape(), [3, 3]);
     // A layer norm over two axes is refused (only the last axis is supported).
-    let ln = op(
-        "LayerNormalization",
-        &["x"],
-        "y",
-        vec![AttributeProto {
-            name: "axis".into(),
-            r#type: 2,
-            i: 1,
-            ..Default::default()
-        }],
-    );
+    let ln = op("LayerNormalization", &["x"], "y", vec![int_attr("axis", 1)]);
     let err = import_bytes(&tiny(&[2, 3], vec![ln], vec![], 17))
         .unwrap_err()
         .to_string();
