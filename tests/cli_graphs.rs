@@ -176,35 +176,19 @@ fn batch_on_a_graph_is_identical_with_one_and_two_threads() {
 
 #[test]
 fn a_residual_network_trains_reproducibly_on_an_unseen_dataset() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("bars");
-    std::fs::create_dir(&data).unwrap();
-    write_bars_dataset(&data, 12, 600, 200);
-    let d = data.to_str().unwrap();
-    let (a, b) = (dir.path().join("a.lrpm"), dir.path().join("b.lrpm"));
-    for path in [&a, &b] {
-        lrp_ok(&[
-            "train",
+    let out = train_twice_on_bars(
+        12,
+        &[
             "--arch",
             "resnet",
-            "--data",
-            d,
             "--epochs",
             "3",
             "--seed",
             "3",
             "--augment-shift",
             "1",
-            "--out",
-            path.to_str().unwrap(),
-        ]);
-    }
-    assert_eq!(
-        std::fs::read(&a).unwrap(),
-        std::fs::read(&b).unwrap(),
-        "same seed, same file"
+        ],
     );
-    let out = lrp_ok(&["info", "--model", a.to_str().unwrap(), "--data", d]);
     let acc = number_after(&out, "test accuracy: ");
     assert!(acc >= 0.9, "residual network on the bars dataset: test accuracy {acc}");
 }

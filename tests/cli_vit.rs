@@ -11,20 +11,12 @@ const VIT: &str = "data/models/mnist-vit.lrpm";
 
 #[test]
 fn a_vision_transformer_trains_reproducibly_on_an_unseen_dataset() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("bars");
-    std::fs::create_dir(&data).unwrap();
     // 21×21 images: 3×3 patches of 7×7, one bar per class.
-    write_bars_dataset(&data, 21, 600, 200);
-    let d = data.to_str().unwrap();
-    let (a, b) = (dir.path().join("a.lrpm"), dir.path().join("b.lrpm"));
-    for path in [&a, &b] {
-        lrp_ok(&[
-            "train",
+    let out = train_twice_on_bars(
+        21,
+        &[
             "--arch",
             "vit",
-            "--data",
-            d,
             "--epochs",
             "10",
             "--seed",
@@ -39,16 +31,8 @@ fn a_vision_transformer_trains_reproducibly_on_an_unseen_dataset() {
             "20",
             "--lr-decay",
             "0.9",
-            "--out",
-            path.to_str().unwrap(),
-        ]);
-    }
-    assert_eq!(
-        std::fs::read(&a).unwrap(),
-        std::fs::read(&b).unwrap(),
-        "same seed, same file"
+        ],
     );
-    let out = lrp_ok(&["info", "--model", a.to_str().unwrap(), "--data", d]);
     assert!(
         out.contains("layernorm") && out.contains("matmul") && out.contains("softmax"),
         "{out}"
@@ -59,6 +43,7 @@ fn a_vision_transformer_trains_reproducibly_on_an_unseen_dataset() {
         "vision transformer on the bars dataset: test accuracy {acc}"
     );
     // Images that do not cut into 7×7 patches are refused by name.
+    let dir = tempfile::tempdir().unwrap();
     let odd = dir.path().join("odd");
     std::fs::create_dir(&odd).unwrap();
     write_bars_dataset(&odd, 12, 30, 10);

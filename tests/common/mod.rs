@@ -156,3 +156,27 @@ pub fn batch_is_the_same_with_one_and_two_threads(model: &str, rules: &[&str]) -
     assert_eq!(a, b, "{model}: one and two threads give different files");
     a.len()
 }
+
+/// Trains twice with the same `args` (an architecture and its settings; `--data` and `--out` are added) on a
+/// generated bars dataset of `side`×`side` images (600 training, 200 test), asserts the two model files are the same
+/// bytes, and returns what `lrp info --data` prints for the model.
+pub fn train_twice_on_bars(side: usize, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bars");
+    std::fs::create_dir(&data).unwrap();
+    write_bars_dataset(&data, side, 600, 200);
+    let d = data.to_str().unwrap();
+    let (a, b) = (dir.path().join("a.lrpm"), dir.path().join("b.lrpm"));
+    for path in [&a, &b] {
+        let mut full = vec!["train", "--data", d];
+        full.extend_from_slice(args);
+        full.extend(["--out", path.to_str().unwrap()]);
+        lrp_ok(&full);
+    }
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "same seed, same file"
+    );
+    lrp_ok(&["info", "--model", a.to_str().unwrap(), "--data", d])
+}
