@@ -52,13 +52,18 @@ pub struct ModelEntry {
     pub head_layers: Vec<usize>,
 }
 
+/// The nodes the layer view lists, in order: those that read one value (the relevance at that value is theirs).
+pub fn layer_view_nodes(net: &lrp_core::Network) -> Vec<usize> {
+    (0..net.layers().len())
+        .filter(|&k| net.inputs_of(k).len() == 1)
+        .collect()
+}
+
 impl ModelEntry {
     /// The entry of a network: its classes, the layers the layer view lists, and where each attention block's
     /// output is among them (the layer reading what `softmax · V` wrote).
     pub fn of(name: String, net: &lrp_core::Network) -> ModelEntry {
-        let listed: Vec<usize> = (0..net.layers().len())
-            .filter(|&k| net.inputs_of(k).len() == 1)
-            .collect();
+        let listed = layer_view_nodes(net);
         let writes_attention = |v: usize| {
             v > 0
                 && matches!(net.layers()[v - 1], lrp_core::Layer::MatMul)

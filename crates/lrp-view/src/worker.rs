@@ -153,9 +153,7 @@ pub fn compute(
         _ => Target::Predicted,
     };
     let layer_nodes: Vec<usize> = if key.layers {
-        (0..net.layers().len())
-            .filter(|&k| net.inputs_of(k).len() == 1)
-            .collect()
+        crate::app::layer_view_nodes(net)
     } else {
         Vec::new()
     };
