@@ -90,7 +90,38 @@ impl LayerNorm {
         let xs = x.as_standard_layout();
         let gs = g.as_standard_layout();
         let (rows, grows) = (rows_of(&xs), rows_of(&gs));
-        let (mu, inv) = self.stats(rows);
+        let stats = self.stats(rows);
+        self.input_rows(rows, grows, &stats, frozen)
+            .into_shape_with_order(x.raw_dim())
+            .expect("same element count")
+    }
+
+    /// The input gradient and the scale and shift gradients together, the row statistics computed once (training).
+    pub fn backward_with_params(
+        &self,
+        x: ArrayViewD<f32>,
+        g: ArrayViewD<f32>,
+    ) -> (ArrayD<f32>, Array1<f32>, Array1<f32>) {
+        let xs = x.as_standard_layout();
+        let gs = g.as_standard_layout();
+        let (rows, grows) = (rows_of(&xs), rows_of(&gs));
+        let stats = self.stats(rows);
+        let dx = self
+            .input_rows(rows, grows, &stats, false)
+            .into_shape_with_order(x.raw_dim())
+            .expect("same element count");
+        let (gw, gb) = Self::param_rows(rows, grows, &stats);
+        (dx, gw, gb)
+    }
+
+    /// [`LayerNorm::backward`] on rows, given each row's mean and `1/σ`.
+    fn input_rows(
+        &self,
+        rows: ArrayView2<f32>,
+        grows: ArrayView2<f32>,
+        (mu, inv): &(Vec<f32>, Vec<f32>),
+        frozen: bool,
+    ) -> Array2<f32> {
         let d = rows.ncols() as f32;
         let mut out = Array2::<f32>::zeros(rows.raw_dim());
         let mut gg = vec![0.0f32; rows.ncols()];
@@ -120,7 +151,7 @@ impl LayerNorm {
                 }
             }
         }
-        out.into_shape_with_order(x.raw_dim()).expect("same element count")
+        out
     }
 
     /// Gradients of the scale and shift: `(Σ g⊙x̂, Σ g)` over every row.
@@ -128,7 +159,16 @@ impl LayerNorm {
         let xs = x.as_standard_layout();
         let gs = g.as_standard_layout();
         let (rows, grows) = (rows_of(&xs), rows_of(&gs));
-        let (mu, inv) = self.stats(rows);
+        let stats = self.stats(rows);
+        Self::param_rows(rows, grows, &stats)
+    }
+
+    /// [`LayerNorm::param_grads`] on rows, given each row's mean and `1/σ`.
+    fn param_rows(
+        rows: ArrayView2<f32>,
+        grows: ArrayView2<f32>,
+        (mu, inv): &(Vec<f32>, Vec<f32>),
+    ) -> (Array1<f32>, Array1<f32>) {
         let mut gw = Array1::<f32>::zeros(rows.ncols());
         let mut gb = Array1::<f32>::zeros(rows.ncols());
         for (i, (r, gr)) in rows.outer_iter().zip(grows.outer_iter()).enumerate() {

@@ -714,6 +714,10 @@ impl Layer {
                 );
                 (dx.into_dyn(), Some(p))
             }
+            Layer::LayerNorm(l) => {
+                let (dx, gw, gb) = l.backward_with_params(x, g);
+                (dx, Some(vec![gw.into_dyn(), gb.into_dyn()]))
+            }
             _ => (self.backward(x.view(), g.view()), self.param_grads(x, g)),
         }
     }
