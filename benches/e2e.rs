@@ -3,8 +3,8 @@
 //! `epsilon-gamma-box`. Each iteration is a fresh process writing a fresh folder (start-up, reading, writing
 //! included), as a user runs it. `cargo bench -- e2e/`
 //!
-//! Beside them, `gemm/` measures this machine's float32 GEMM rate in the same run (1024³, 2 threads, the `gemm`
-//! crate that faer and candle use), so a rate can be given as a share of what the machine can do.
+//! Beside them, `benches/gemm.rs` (`gemm/`, its own process) measures this machine's float32 GEMM rate in the same
+//! run, the reference the figures are given as shares of.
 
 use std::path::Path;
 use std::process::Command;
@@ -82,44 +82,4 @@ fn e2e(c: &mut Criterion) {
     group.finish();
 }
 
-fn gemm_rate(c: &mut Criterion) {
-    const N: usize = 1024;
-    let a = vec![1.0f32; N * N];
-    let b = vec![0.5f32; N * N];
-    let mut dst = vec![0.0f32; N * N];
-    let mut group = c.benchmark_group("gemm");
-    // Throughput in "elements" = floating-point operations: criterion then prints FLOP/s as elem/s.
-    group.throughput(Throughput::Elements((2 * N * N * N) as u64));
-    group.sample_size(20);
-    group.bench_function("sgemm-1024-2-threads", |bench| {
-        bench.iter(|| {
-            // SAFETY: the three buffers are N×N, row-major (row stride N, column stride 1), and dst does not alias.
-            unsafe {
-                gemm::gemm(
-                    N,
-                    N,
-                    N,
-                    dst.as_mut_ptr(),
-                    1,
-                    N as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    N as isize,
-                    b.as_ptr(),
-                    1,
-                    N as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(2),
-                )
-            }
-        })
-    });
-    group.finish();
-}
-
-criterion_group!(benches, gemm_rate, e2e);
+criterion_group!(benches, e2e);

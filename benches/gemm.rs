@@ -1,0 +1,79 @@
+//! This machine's float32 GEMM rate, 2 threads, the reference every speed figure is given as a share of:
+//! `cargo bench -- gemm/`. Three ways, the reference being the fastest: the `gemm` crate that faer and candle use
+//! (1024³, its own 2-thread split); `matrixmultiply` (what ndarray and lrp use), one 1024³ product per thread on both
+//! threads at once (lrp's batch runs one chunk per thread); and the same with 64 products of 256³ per thread
+//! (operands in each core's L2, as lrp's per-sample products are: the cores' peak). On this project's machine the
+//! three differ by almost 2×, and a share against the slowest would flatter every figure.
+//!
+//! Its own bench target, so it runs in a fresh process: inside the main bench binary (after the other groups' set-up
+//! had loaded models and data) the matrixmultiply rates came out at half of what a fresh process measures, with no
+//! other thread running; the cause was not found.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn gemm_rate(c: &mut Criterion) {
+    const N: usize = 1024;
+    let a = vec![1.0f32; N * N];
+    let b = vec![0.5f32; N * N];
+    let mut dst = vec![0.0f32; N * N];
+    let mut group = c.benchmark_group("gemm");
+    // Throughput in "elements" = floating-point operations: criterion then prints FLOP/s as elem/s.
+    group.throughput(Throughput::Elements((2 * N * N * N) as u64));
+    group.sample_size(20);
+    group.bench_function("sgemm-1024-2-threads", |bench| {
+        bench.iter(|| {
+            // SAFETY: the three buffers are N×N, row-major (row stride N, column stride 1), and dst does not alias.
+            unsafe {
+                gemm::gemm(
+                    N,
+                    N,
+                    N,
+                    dst.as_mut_ptr(),
+                    1,
+                    N as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    N as isize,
+                    b.as_ptr(),
+                    1,
+                    N as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(2),
+                )
+            }
+        })
+    });
+    // Two threads, each its own product through ndarray (matrixmultiply, single-threaded); throughput counts both.
+    // Each thread allocates its own operands (allocated by one thread and used by two, the 256³ rate was 30% lower
+    // and varied from run to run).
+    for m in [N, 256] {
+        let reps = (N / m).pow(3);
+        group.throughput(Throughput::Elements((2 * 2 * N * N * N) as u64));
+        group.bench_function(format!("matrixmultiply-{m}-2-threads"), |bench| {
+            bench.iter(|| {
+                std::thread::scope(|scope| {
+                    for _ in 0..2 {
+                        scope.spawn(move || {
+                            let a = ndarray::Array2::<f32>::from_elem((m, m), 1.0);
+                            let b = ndarray::Array2::<f32>::from_elem((m, m), 0.5);
+                            let mut c = ndarray::Array2::<f32>::zeros((m, m));
+                            for _ in 0..reps {
+                                ndarray::linalg::general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+                            }
+                            c[[0, 0]]
+                        });
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gemm_rate);
+criterion_main!(benches);
