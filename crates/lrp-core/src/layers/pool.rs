@@ -77,31 +77,6 @@ impl Pool2d {
         let [sh, sw] = self.window.stride;
         let [pt, pl] = [self.window.pads[0], self.window.pads[1]];
         let mut out = vec![usize::MAX; n * c * oh * ow];
-        if self.is_2x2_stride_2() {
-            // The common 2×2/2 window without padding, branch-free: the first maximum of (a, b, c, d) in row order.
-            for plane in 0..n * c {
-                let p = &xs[plane * h * w..(plane + 1) * h * w];
-                let dst = &mut out[plane * oh * ow..(plane + 1) * oh * ow];
-                for oy in 0..oh {
-                    let (r0, r1) = (&p[2 * oy * w..2 * oy * w + w], &p[(2 * oy + 1) * w..(2 * oy + 2) * w]);
-                    for (ox, d) in dst[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
-                        let i = 2 * ox;
-                        let (mut best, mut at) = (r0[i], 2 * oy * w + i);
-                        if r0[i + 1] > best {
-                            (best, at) = (r0[i + 1], at + 1);
-                        }
-                        if r1[i] > best {
-                            (best, at) = (r1[i], (2 * oy + 1) * w + i);
-                        }
-                        if r1[i + 1] > best {
-                            at = (2 * oy + 1) * w + i + 1;
-                        }
-                        *d = at;
-                    }
-                }
-            }
-            return (out, oh, ow);
-        }
         if self.window.pads == [0; 4] {
             // Every window lies inside the input: no bounds to test.
             let [kh, kw] = self.window.kernel;
@@ -205,16 +180,25 @@ impl Pool2d {
         let g = g.as_standard_layout();
         let xs = x.as_slice().expect("standard layout");
         let gs = g.as_slice().expect("standard layout");
-        let (win, oh, ow) = self.winners(xs, x.dim());
-        let hw = x.dim().2 * x.dim().3;
         let mut out = Array4::<f32>::zeros(x.dim());
         let os = out.as_slice_mut().expect("fresh array");
+        if self.is_2x2_stride_2() {
+            route_2x2(xs, gs, os, x.dim());
+            return out;
+        }
+        self.route_by_winners(xs, gs, x.dim(), os);
+        out
+    }
+
+    /// The general [`Pool2d::max_route`]: each output's value added at its winner's cell of `os` (zeros).
+    fn route_by_winners(&self, xs: &[f32], gs: &[f32], dims: (usize, usize, usize, usize), os: &mut [f32]) {
+        let (win, oh, ow) = self.winners(xs, dims);
+        let hw = dims.2 * dims.3;
         for (o, &i) in win.iter().enumerate() {
             if i != usize::MAX {
                 os[(o / (oh * ow)) * hw + i] += gs[o];
             }
         }
-        out
     }
 
     fn divisor(&self, cells: usize) -> f32 {
@@ -260,5 +244,67 @@ impl Pool2d {
             }
         });
         out
+    }
+}
+
+/// [`Pool2d::max_route`] for the 2×2 window with stride 2 and no padding, in one pass and without a list of
+/// winners: each window's four cells get `0 + g` at its first maximum (row order, as [`Pool2d::winners`] picks
+/// it; `0 + g` as the general path's accumulation gives, so `−0` arrives as `+0`) and `0` elsewhere. Windows do
+/// not overlap; a last odd row or column belongs to no window and stays 0.
+fn route_2x2(xs: &[f32], gs: &[f32], os: &mut [f32], (n, c, h, w): (usize, usize, usize, usize)) {
+    let (oh, ow) = (h / 2, w / 2);
+    for plane in 0..n * c {
+        let p = &xs[plane * h * w..(plane + 1) * h * w];
+        let gp = &gs[plane * oh * ow..(plane + 1) * oh * ow];
+        let o = &mut os[plane * h * w..(plane + 1) * h * w];
+        for oy in 0..oh {
+            let (r0, r1) = (&p[2 * oy * w..2 * oy * w + w], &p[(2 * oy + 1) * w..(2 * oy + 2) * w]);
+            let (o0, o1) = o[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+            for (ox, &g) in gp[oy * ow..(oy + 1) * ow].iter().enumerate() {
+                let i = 2 * ox;
+                let (mut best, mut at) = (r0[i], 0);
+                if r0[i + 1] > best {
+                    (best, at) = (r0[i + 1], 1);
+                }
+                if r1[i] > best {
+                    (best, at) = (r1[i], 2);
+                }
+                if r1[i + 1] > best {
+                    at = 3;
+                }
+                let v = 0.0 + g;
+                o0[i] = if at == 0 { v } else { 0.0 };
+                o0[i + 1] = if at == 1 { v } else { 0.0 };
+                o1[i] = if at == 2 { v } else { 0.0 };
+                o1[i + 1] = if at == 3 { v } else { 0.0 };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass 2×2 route gives the general path's bits: ties (first maximum wins), −0 and +0, NaN, negative
+    /// values, odd sizes (the last row and column belong to no window).
+    #[test]
+    fn the_2x2_route_is_the_general_route_bit_for_bit() {
+        let pool = Pool2d::square(2, 2);
+        let values = [0.0f32, -0.0, 1.0, 1.0, -2.0, f32::NAN, 3.5, -1.0e-30, 2.0];
+        for (n, c, h, w) in [(2, 3, 6, 6), (1, 2, 7, 5), (3, 1, 5, 8)] {
+            let len = n * c * h * w;
+            let xs: Vec<f32> = (0..len).map(|i| values[(i * 7 + i / 3) % values.len()]).collect();
+            let gs: Vec<f32> = (0..n * c * (h / 2) * (w / 2))
+                .map(|i| [1.5f32, -0.0, -2.25, 0.0][i % 4])
+                .collect();
+            let mut fast = vec![0.0f32; len];
+            let mut general = vec![0.0f32; len];
+            route_2x2(&xs, &gs, &mut fast, (n, c, h, w));
+            pool.route_by_winners(&xs, &gs, (n, c, h, w), &mut general);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast), bits(&general), "{n}×{c}×{h}×{w}");
+            assert!(general.iter().any(|&v| v != 0.0), "the case routes something");
+        }
     }
 }
