@@ -9,6 +9,24 @@ use super::window::Window;
 /// Upper bound on the number of floats in one im2col buffer; larger batches are split into groups.
 const COLS_BUDGET: usize = 1 << 17;
 
+std::thread_local! {
+    /// Each thread's im2col matrix, kept between calls: it is written in full before it is read, so it needs no
+    /// zeroing, and reusing it spares an allocation, its page faults and a memset per convolution.
+    static COLS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer of at least `len` floats (stale values from earlier calls). A nested
+/// call gets a fresh buffer, so `f` may use convolutions itself.
+fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut v = COLS.take();
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    let out = f(&mut v[..len]);
+    COLS.set(v);
+    out
+}
+
 /// A 2-D convolution (cross-correlation, as in PyTorch and ONNX), with channel groups and dilation.
 ///
 /// `dilation` and `groups` are not part of the serde form (version-1 model files hold convolutions without them);
@@ -132,28 +150,30 @@ impl Conv2d {
         let mut out = Array4::<f32>::zeros((n, o, oh, ow));
         let batch = self.group_size(n, hw);
         let rows = wmat.ncols();
-        let mut cols = Array2::<f32>::zeros((rows, batch * hw));
-        for start in (0..n).step_by(batch) {
-            let g = batch.min(n - start);
-            for gi in 0..groups {
-                let mut cols = cols.slice_mut(s![.., ..g * hw]);
-                im2col(
-                    x.slice(s![start..start + g, gi * cg..(gi + 1) * cg, .., ..]),
-                    &taps,
-                    oh,
-                    ow,
-                    &mut cols,
-                );
-                // One GEMM per sample, straight into its output planes (no copy of a product matrix): each
-                // output element sums over the same k in the same order as one GEMM over the group would.
-                let wg = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
-                for j in 0..g {
-                    let mut dst = out.slice_mut(s![start + j, gi * og..(gi + 1) * og, .., ..]);
-                    let mut dst = dst.view_mut().into_shape_with_order((og, hw)).expect("fresh array");
-                    general_mat_mul(1.0, &wg, &cols.slice(s![.., j * hw..(j + 1) * hw]), 0.0, &mut dst);
+        with_cols(rows * batch * hw, |cols| {
+            let mut cols = ArrayViewMut2::from_shape((rows, batch * hw), cols).expect("buffer of this size");
+            for start in (0..n).step_by(batch) {
+                let g = batch.min(n - start);
+                for gi in 0..groups {
+                    let mut cols = cols.slice_mut(s![.., ..g * hw]);
+                    im2col(
+                        x.slice(s![start..start + g, gi * cg..(gi + 1) * cg, .., ..]),
+                        &taps,
+                        oh,
+                        ow,
+                        &mut cols,
+                    );
+                    // One GEMM per sample, straight into its output planes (no copy of a product matrix): each
+                    // output element sums over the same k in the same order as one GEMM over the group would.
+                    let wg = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
+                    for j in 0..g {
+                        let mut dst = out.slice_mut(s![start + j, gi * og..(gi + 1) * og, .., ..]);
+                        let mut dst = dst.view_mut().into_shape_with_order((og, hw)).expect("fresh array");
+                        general_mat_mul(1.0, &wg, &cols.slice(s![.., j * hw..(j + 1) * hw]), 0.0, &mut dst);
+                    }
                 }
             }
-        }
+        });
         if with_bias && let Some(b) = &self.bias {
             let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
             out += &b;
@@ -177,50 +197,52 @@ impl Conv2d {
         let rows = wmat.ncols();
         let mut out = Array4::<f32>::zeros((n, c, h, w));
         let batch = self.group_size(n, hw);
-        let mut cols = Array2::<f32>::zeros((rows, batch * hw));
         let mut part = (groups > 1).then(|| Array4::<f32>::zeros((batch, cg, h, w)));
-        for start in (0..n).step_by(batch) {
-            let g = batch.min(n - start);
-            for gi in 0..groups {
-                // One GEMM per sample, reading its output planes where they are (no gathered copy).
-                let wt = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
-                let wt = wt.t();
-                let s = s.as_standard_layout();
-                for j in 0..g {
-                    let sj = s.slice(s![start + j, gi * og..(gi + 1) * og, .., ..]);
-                    let sj = sj.into_shape_with_order((og, hw)).expect("standard layout");
-                    let mut cj = cols.slice_mut(s![.., j * hw..(j + 1) * hw]);
-                    general_mat_mul(1.0, &wt, &sj, 0.0, &mut cj);
-                }
-                let cols = cols.slice(s![.., ..g * hw]);
-                match &mut part {
-                    None => col2im(
-                        cols.view(),
-                        &taps,
-                        oh,
-                        ow,
-                        out.slice_mut(s![start..start + g, .., .., ..])
-                            .as_slice_mut()
-                            .expect("fresh array"),
-                        (cg, h, w),
-                    ),
-                    Some(part) => {
-                        let mut p = part.slice_mut(s![..g, .., .., ..]);
-                        p.fill(0.0);
-                        col2im(
+        with_cols(rows * batch * hw, |cols| {
+            let mut cols = ArrayViewMut2::from_shape((rows, batch * hw), cols).expect("buffer of this size");
+            for start in (0..n).step_by(batch) {
+                let g = batch.min(n - start);
+                for gi in 0..groups {
+                    // One GEMM per sample, reading its output planes where they are (no gathered copy).
+                    let wt = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
+                    let wt = wt.t();
+                    let s = s.as_standard_layout();
+                    for j in 0..g {
+                        let sj = s.slice(s![start + j, gi * og..(gi + 1) * og, .., ..]);
+                        let sj = sj.into_shape_with_order((og, hw)).expect("standard layout");
+                        let mut cj = cols.slice_mut(s![.., j * hw..(j + 1) * hw]);
+                        general_mat_mul(1.0, &wt, &sj, 0.0, &mut cj);
+                    }
+                    let cols = cols.slice(s![.., ..g * hw]);
+                    match &mut part {
+                        None => col2im(
                             cols.view(),
                             &taps,
                             oh,
                             ow,
-                            p.as_slice_mut().expect("leading rows of a fresh array"),
+                            out.slice_mut(s![start..start + g, .., .., ..])
+                                .as_slice_mut()
+                                .expect("fresh array"),
                             (cg, h, w),
-                        );
-                        out.slice_mut(s![start..start + g, gi * cg..(gi + 1) * cg, .., ..])
-                            .assign(&p);
+                        ),
+                        Some(part) => {
+                            let mut p = part.slice_mut(s![..g, .., .., ..]);
+                            p.fill(0.0);
+                            col2im(
+                                cols.view(),
+                                &taps,
+                                oh,
+                                ow,
+                                p.as_slice_mut().expect("leading rows of a fresh array"),
+                                (cg, h, w),
+                            );
+                            out.slice_mut(s![start..start + g, gi * cg..(gi + 1) * cg, .., ..])
+                                .assign(&p);
+                        }
                     }
                 }
             }
-        }
+        });
         out
     }
 
