@@ -134,6 +134,30 @@ pub fn model_digest(path: &Path) -> Result<String> {
     }
 }
 
+/// A dataset split as bytes (the built-in copy for the shipped `data/mnist` from another folder), its labels checked
+/// against `net`'s outputs; the batch runner converts it a chunk at a time.
+pub fn load_bytes_for(dir: &Path, split: Split, net: &Network) -> Result<lrp_core::ByteDataset> {
+    let data = if crate::shipped::is_mnist(dir) {
+        crate::shipped::mnist_bytes(split)?
+    } else {
+        lrp_core::ByteDataset::load(dir, split)?
+    };
+    check_labels(dir, data.num_classes(), net)?;
+    Ok(data)
+}
+
+fn check_labels(dir: &Path, classes: usize, net: &Network) -> Result<()> {
+    if classes > net.num_classes() {
+        bail!(
+            "{}: labels go up to {}, the model has {} outputs",
+            dir.display(),
+            classes - 1,
+            net.num_classes()
+        );
+    }
+    Ok(())
+}
+
 /// Loads a dataset split, fits its images to `net`'s input shape and checks the labels.
 pub fn load_split_for(dir: &Path, split: Split, net: &Network) -> Result<Samples> {
     let data = load_dataset(dir, split)?;
@@ -143,14 +167,7 @@ pub fn load_split_for(dir: &Path, split: Split, net: &Network) -> Result<Samples
         images,
         labels: data.labels,
     };
-    if data.num_classes() > net.num_classes() {
-        bail!(
-            "{}: labels go up to {}, the model has {} outputs",
-            dir.display(),
-            data.num_classes() - 1,
-            net.num_classes()
-        );
-    }
+    check_labels(dir, data.num_classes(), net)?;
     Ok(data)
 }
 

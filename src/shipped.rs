@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use lrp_core::{Dataset, Split};
+use lrp_core::{ByteDataset, Dataset, Split};
 
 /// One embedded model.
 pub struct ShippedModel {
@@ -81,8 +81,13 @@ pub fn is_mnist(dir: &Path) -> bool {
 
 /// The embedded MNIST test split.
 pub fn mnist(split: Split) -> anyhow::Result<Dataset> {
+    Ok(mnist_bytes(split)?.into_dataset())
+}
+
+/// The embedded MNIST test split as bytes.
+pub fn mnist_bytes(split: Split) -> anyhow::Result<ByteDataset> {
     match split {
-        Split::Test => Ok(Dataset::from_idx_bytes(
+        Split::Test => Ok(ByteDataset::from_idx_bytes(
             TEST_IMAGES,
             Path::new("(built-in) t10k-images-idx3-ubyte.gz"),
             TEST_LABELS,

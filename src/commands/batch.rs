@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
-use lrp_batch::{ArraySource, DEFAULT_CHUNK, NpySource, Outcome, RunId, Runner, Source, Targets, digest_file};
+use lrp_batch::{ByteSource, DEFAULT_CHUNK, NpySource, Outcome, RunId, Runner, Source, Targets, digest_file};
 use lrp_core::Split;
 use lrp_core::idx::find_data_file;
 use lrp_rules::Spec;
 
-use crate::inputs::{SplitArg, load_model, load_split_for, load_targets};
+use crate::inputs::{SplitArg, load_bytes_for, load_model, load_targets};
 use crate::text::count;
 
 #[derive(Args)]
@@ -135,21 +135,24 @@ fn run_job(a: RunArgs) -> Result<()> {
             (None, Some(dir)) => {
                 let split: Split = a.split.into();
                 let prefix = if matches!(split, Split::Test) { "t10k" } else { "train" };
+                // Kept as bytes and converted a chunk at a time (the same floats as a loaded dataset).
+                let d = load_bytes_for(dir, split, net)?;
                 let digest = if crate::shipped::is_mnist(dir) {
-                    crate::shipped::mnist(split)?;
                     crate::shipped::mnist_digest()
                 } else {
                     let images = find_data_file(dir, &format!("{prefix}-images-idx3-ubyte"))?;
                     let labels = find_data_file(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
                     format!("{}{}", digest_file(&images)?, digest_file(&labels)?)
                 };
-                let d = load_split_for(dir, split, net)?;
                 let desc = format!(
                     "{} ({} split)",
                     canonical(dir),
                     if matches!(split, Split::Test) { "test" } else { "train" }
                 );
-                (Box::new(ArraySource { data: d.images }), desc, digest, Some(d.labels))
+                let labels = d.labels.clone();
+                let src = ByteSource::new(d, net.input_shape().to_vec())
+                    .with_context(|| format!("{}: images do not fit the model", dir.display()))?;
+                (Box::new(src), desc, digest, Some(labels))
             }
             (None, None) => bail!("give --input X.npy or --data DIR"),
         };

@@ -21,4 +21,4 @@ pub use files::{FolderLock, LOCK_FILE, digest_bytes, digest_file, lock_folder, r
 pub use manifest::{FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
 pub use merge::merge;
 pub use runner::{DEFAULT_CHUNK, Outcome, Runner, Targets, map_chunks, shard_range};
-pub use source::{ArraySource, NpySource, Source};
+pub use source::{ArraySource, ByteSource, NpySource, Source};

@@ -169,3 +169,89 @@ impl Source for ArraySource {
         self.data.slice_axis(Axis(0), range.into()).to_owned()
     }
 }
+
+/// An IDX dataset kept as bytes, each chunk converted to floats when it is read (the same values as
+/// [`lrp_core::Dataset`]'s): the whole split is never held as floats, which spares its allocation, page faults
+/// and a serial conversion before the first chunk starts.
+pub struct ByteSource {
+    data: lrp_core::ByteDataset,
+    shape: Vec<usize>,
+}
+
+impl ByteSource {
+    /// The dataset's images as samples of `sample_shape` (the model's input shape), which must hold `H·W` values.
+    pub fn new(data: lrp_core::ByteDataset, sample_shape: Vec<usize>) -> Result<ByteSource> {
+        let per = data.dims.1 * data.dims.2;
+        if sample_shape.iter().product::<usize>() != per {
+            return Err(BatchError::Config(format!(
+                "images are {:?} per sample, the model takes {sample_shape:?}",
+                data.sample_shape()
+            )));
+        }
+        Ok(ByteSource {
+            data,
+            shape: sample_shape,
+        })
+    }
+}
+
+impl Source for ByteSource {
+    fn len(&self) -> usize {
+        self.data.len()
+    }
+    fn sample_shape(&self) -> Vec<usize> {
+        self.shape.clone()
+    }
+    fn chunk(&self, range: Range<usize>) -> ArrayD<f32> {
+        let mut shape = vec![range.len()];
+        shape.extend_from_slice(&self.shape);
+        let mut out = vec![0.0f32; shape.iter().product()];
+        self.data.floats_into(range, &mut out);
+        ArrayD::from_shape_vec(shape, out).expect("one value per pixel")
+    }
+}
+
+#[cfg(test)]
+mod byte_source_tests {
+    use super::*;
+    use lrp_core::ByteDataset;
+
+    fn bytes() -> ByteDataset {
+        // Every byte value, in 5 images of 8×8 (the last one partly repeated).
+        ByteDataset {
+            pixels: (0..5 * 64).map(|i| (i * 7 % 256) as u8).collect(),
+            dims: (5, 8, 8),
+            labels: vec![0, 1, 2, 3, 4],
+        }
+    }
+
+    /// A chunk holds the floats a loaded dataset holds, bit for bit, in the model's shape.
+    #[test]
+    fn chunks_are_the_datasets_floats() {
+        let floats = bytes().into_dataset().images;
+        for shape in [vec![1, 8, 8], vec![64]] {
+            let src = ByteSource::new(bytes(), shape.clone()).unwrap();
+            assert_eq!((src.len(), src.sample_shape()), (5, shape.clone()));
+            let chunk = src.chunk(1..4);
+            let mut want = vec![3];
+            want.extend_from_slice(&shape);
+            assert_eq!(chunk.shape(), &want[..]);
+            let expected: Vec<u32> = floats
+                .slice(ndarray::s![1..4, .., .., ..])
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            let got: Vec<u32> = chunk.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn a_shape_of_another_size_is_refused_naming_both() {
+        let Err(err) = ByteSource::new(bytes(), vec![1, 28, 28]) else {
+            panic!("accepted 8×8 images for a 28×28 model")
+        };
+        let err = err.to_string();
+        assert!(err.contains("[1, 8, 8]") && err.contains("[1, 28, 28]"), "{err}");
+    }
+}
