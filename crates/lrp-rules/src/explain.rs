@@ -367,8 +367,13 @@ fn stab(z: f32, e: f32) -> f32 {
 /// `r / stab(z, e)`, elementwise; `z` may be a single sample broadcast over the batch. With `e = 0` (LRP-0) an
 /// output of exactly 0 passes nothing (its relevance is 0: nothing flows through a zero pre-activation).
 fn divide(r: &ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f32> {
-    let mut s = r.clone();
-    let z = z.broadcast(r.raw_dim()).expect("denominator broadcasts over the batch");
+    divide_owned(r.clone(), z, e)
+}
+
+/// [`divide`] in the memory of `r`.
+fn divide_owned(r: ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f32> {
+    let mut s = r;
+    let z = z.broadcast(s.raw_dim()).expect("denominator broadcasts over the batch");
     if e == 0.0 {
         Zip::from(&mut s)
             .and(&z)
@@ -492,7 +497,7 @@ fn lrp(
                         .into_dyn()
                         * x
                 }
-                Step::Linear(p) => linear_relevance(p, x, z, &r),
+                Step::Linear(p) => linear_relevance(p, x, z, r),
                 Step::Lstm(l, e) => lstm_relevance(l, *e, x, &r),
                 Step::Bias(sign) => {
                     let s = divide(&r, z, STABILIZER);
@@ -523,30 +528,32 @@ fn lrp(
 }
 
 /// One rule on one dense/conv layer: input `x`, its output `z = Wx + b` (from the trace), output relevance `r`.
-fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f32>) -> ArrayD<f32> {
+fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: ArrayD<f32>) -> ArrayD<f32> {
     if matches!(p.maps.map(), LinearMap::Dense(_)) && x.ndim() > 2 {
-        let out = linear_relevance(p, &to_rows(x), &to_rows(z), &to_rows(r));
+        let out = linear_relevance(p, &to_rows(x), &to_rows(z), to_rows(&r));
         return out.into_shape_with_order(x.raw_dim()).expect("same element count");
     }
     let shape = x.shape();
-    // After a ReLU (or on [0, 1] images) the x⁻ terms vanish: skip their work.
-    let nonneg = match x.as_slice() {
+    // After a ReLU (or on [0, 1] images) the x⁻ terms vanish: skip their work (asked only by the rules that split x).
+    let nonneg = || match x.as_slice() {
         Some(sl) => sl.iter().all(|&v| v >= 0.0),
         None => x.iter().all(|&v| v >= 0.0),
     };
     let split = || (x.mapv(|v| v.max(0.0)), x.mapv(|v| v.min(0.0)));
+    if let (Maps::Plain(w), Rule::Epsilon(e)) = (&p.maps, p.rule) {
+        // `r` is this call's own: divided in place.
+        let mut out = w.transpose(divide_owned(r, z, e).view(), shape);
+        out *= x;
+        return out;
+    }
+    let r = &r;
     match (&p.maps, p.rule) {
-        (Maps::Plain(w), Rule::Epsilon(e)) => {
-            let mut out = w.transpose(divide(r, z, e).view(), shape);
-            out *= x;
-            out
-        }
         (Maps::Signed { pos, neg }, rule) => {
             let (alpha, beta) = match rule {
                 Rule::AlphaBeta(a, b) => (a, b),
                 _ => (1.0, 0.0),
             };
-            if nonneg {
+            if nonneg() {
                 let sa = divide(r, &pos.forward(x.view(), true), STABILIZER);
                 let mut out = pos.transpose(sa.view(), shape) * x;
                 if alpha != 1.0 {
@@ -579,7 +586,7 @@ fn linear_relevance(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, r: &ArrayD<f
             },
             _,
         ) => {
-            if nonneg {
+            if nonneg() {
                 if let (Some(both), Some(plus)) = (both, plus) {
                     // z⁺ and z⁻ from one product W⁺x and the trace's z; one transposed product over [s⁺; s⁻].
                     let pp = plus.w_pos.forward(x.view(), false);
@@ -788,7 +795,7 @@ fn linear_gradient(p: &Prepared, x: &ArrayD<f32>, z: &ArrayD<f32>, g: &ArrayD<f3
             let gn = nm.transpose(sp.view(), shape) + pm.transpose(sn.view(), shape);
             Share::Grad(by_sign(x, gp, &gn))
         }
-        _ => Share::Direct(linear_relevance(p, x, z, &(z * g))),
+        _ => Share::Direct(linear_relevance(p, x, z, z * g)),
     }
 }
 
