@@ -103,19 +103,19 @@ impl NpySource {
     /// The smallest and largest value in the file (NaN ignored; `None` when it holds no number), read through
     /// the mapping without a copy.
     pub fn value_range(&self) -> Option<(f64, f64)> {
-        let fold = |it: &mut dyn Iterator<Item = f64>| {
-            it.filter(|v| !v.is_nan())
-                .fold(None, |acc: Option<(f64, f64)>, v| match acc {
-                    None => Some((v, v)),
-                    Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
-                })
-        };
         if self.f64 {
             let v = ArrayViewD::<f64>::view_npy(&self.map).expect("checked when opened");
-            fold(&mut v.iter().copied())
+            match v.as_slice_memory_order() {
+                Some(sl) => lanes_min_max(sl),
+                None => lanes_min_max(&v.iter().copied().collect::<Vec<_>>()),
+            }
         } else {
             let v = ArrayViewD::<f32>::view_npy(&self.map).expect("checked when opened");
-            fold(&mut v.iter().map(|&x| x as f64))
+            let r = match v.as_slice_memory_order() {
+                Some(sl) => lanes_min_max(sl),
+                None => lanes_min_max(&v.iter().copied().collect::<Vec<_>>()),
+            };
+            r.map(|(lo, hi)| (lo as f64, hi as f64))
         }
     }
 
@@ -149,6 +149,47 @@ impl Source for NpySource {
         } else {
             part(ArrayViewD::<f32>::view_npy(&self.map).expect("checked when opened"))
         }
+    }
+}
+
+/// The smallest and largest value of `v`, NaN ignored (`None` when it holds no number): sixteen running minima
+/// and maxima side by side, which the compiler turns into vector instructions (a value-by-value fold ran at a
+/// fifth of the speed of the explanations it was checking).
+fn lanes_min_max<T: Copy + PartialOrd + num_like::Infinite>(v: &[T]) -> Option<(T, T)> {
+    const L: usize = 16;
+    let (mut lo, mut hi) = ([T::INF; L], [T::NEG_INF; L]);
+    let chunks = v.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..L {
+            // A NaN compares false both ways and never replaces a bound.
+            lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
+            hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
+        }
+    }
+    for &x in rest {
+        lo[0] = if x < lo[0] { x } else { lo[0] };
+        hi[0] = if x > hi[0] { x } else { hi[0] };
+    }
+    let lo = lo.into_iter().fold(T::INF, |a, b| if b < a { b } else { a });
+    let hi = hi.into_iter().fold(T::NEG_INF, |a, b| if b > a { b } else { a });
+    // Only NaN (or nothing) leaves the bounds crossed; one value of ±∞ still gives lo ≤ hi.
+    (lo <= hi).then_some((lo, hi))
+}
+
+mod num_like {
+    /// The two infinities of a float type.
+    pub trait Infinite {
+        const INF: Self;
+        const NEG_INF: Self;
+    }
+    impl Infinite for f32 {
+        const INF: f32 = f32::INFINITY;
+        const NEG_INF: f32 = f32::NEG_INFINITY;
+    }
+    impl Infinite for f64 {
+        const INF: f64 = f64::INFINITY;
+        const NEG_INF: f64 = f64::NEG_INFINITY;
     }
 }
 
@@ -253,5 +294,42 @@ mod byte_source_tests {
         };
         let err = err.to_string();
         assert!(err.contains("[1, 8, 8]") && err.contains("[1, 28, 28]"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::lanes_min_max;
+
+    /// The lane-wise bounds are the value-by-value ones: every length around the lane count, NaN anywhere, infinities.
+    #[test]
+    fn lane_bounds_are_the_plain_fold() {
+        let pool = [
+            0.5f32,
+            -3.0,
+            f32::NAN,
+            7.25,
+            f32::INFINITY,
+            -0.0,
+            1e-40,
+            f32::NEG_INFINITY,
+            2.0,
+        ];
+        for len in 0..50 {
+            for start in 0..pool.len() {
+                let v: Vec<f32> = (0..len).map(|i| pool[(start + i * 5) % pool.len()]).collect();
+                let plain = v
+                    .iter()
+                    .filter(|x| !x.is_nan())
+                    .fold(None, |acc: Option<(f32, f32)>, &x| match acc {
+                        None => Some((x, x)),
+                        Some((lo, hi)) => Some((lo.min(x), hi.max(x))),
+                    });
+                assert_eq!(lanes_min_max(&v), plain, "{v:?}");
+            }
+        }
+        assert_eq!(lanes_min_max(&[f32::NAN; 40]), None);
+        assert_eq!(lanes_min_max::<f64>(&[]), None);
+        assert_eq!(lanes_min_max(&[f64::INFINITY]), Some((f64::INFINITY, f64::INFINITY)));
     }
 }
