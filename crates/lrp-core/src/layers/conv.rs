@@ -300,6 +300,14 @@ struct Taps {
     dilation: [usize; 2],
 }
 
+impl Taps {
+    /// Stride 1, no padding, no dilation: every tap of every output lies inside the input (the output is
+    /// `(H − KH + 1) × (W − KW + 1)`), so unfolding is a copy of whole rows.
+    fn is_dense(&self) -> bool {
+        self.stride == [1, 1] && self.pads == [0; 4] && self.dilation == [1, 1]
+    }
+}
+
 /// Copies `[g, O, OH, OW]` into the matrix `[O, g·OH·OW]` (sample-major columns).
 fn gather_outputs(s: ArrayView4<f32>, dst: &mut ArrayViewMut2<f32>) {
     let (g, o, oh, ow) = s.dim();
@@ -349,12 +357,45 @@ fn valid_outputs(n_out: usize, stride: usize, k: usize, pad: usize, len: usize) 
 fn im2col(x: ArrayView4<f32>, win: &Taps, oh: usize, ow: usize, cols: &mut ArrayViewMut2<f32>) {
     let (g, c, h, w) = x.dim();
     let [kh, kw] = win.kernel;
-    let [sh, sw] = win.stride;
-    let [dh, dw] = win.dilation;
     let hw = oh * ow;
     // A channel range of a group is not contiguous as a whole, but each (sample, channel) plane is.
     let x = x.as_standard_layout();
     let xs = x.as_slice().expect("standard layout");
+    if win.is_dense() {
+        // Every tap inside the input: each (tap, sample) block is `oh` rows of `ow` values, `w` apart in x.
+        for ci in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = (ci * kh + ky) * kw + kx;
+                    let mut dst = cols.row_mut(row);
+                    let dst = dst.as_slice_mut().expect("rows of a fresh matrix are contiguous");
+                    for (j, block) in dst.chunks_exact_mut(hw).enumerate() {
+                        let plane = &xs[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
+                        for (drow, srow) in block.chunks_exact_mut(ow).zip(plane[ky * w + kx..].chunks(w)) {
+                            copy_short(drow, &srow[..ow]);
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
+    im2col_general(xs, (g, c, h, w), win, oh, ow, cols);
+}
+
+/// [`im2col`] for any taps (padding, stride, dilation), from the standard-layout values `xs` of `[g, C, H, W]`.
+fn im2col_general(
+    xs: &[f32],
+    (g, c, h, w): (usize, usize, usize, usize),
+    win: &Taps,
+    oh: usize,
+    ow: usize,
+    cols: &mut ArrayViewMut2<f32>,
+) {
+    let [kh, kw] = win.kernel;
+    let [sh, sw] = win.stride;
+    let [dh, dw] = win.dilation;
+    let hw = oh * ow;
     for ci in 0..c {
         for ky0 in 0..kh {
             let ky = ky0 * dh;
@@ -396,6 +437,42 @@ fn im2col(x: ArrayView4<f32>, win: &Taps, oh: usize, ow: usize, cols: &mut Array
 /// Folds `cols: [C·KH·KW, g·OH·OW]` back onto `out` (`[g, C, H, W]`, standard layout), adding overlaps.
 fn col2im(cols: ArrayView2<f32>, win: &Taps, oh: usize, ow: usize, out: &mut [f32], (c, h, w): (usize, usize, usize)) {
     let [kh, kw] = win.kernel;
+    let hw = oh * ow;
+    let g = cols.ncols() / hw.max(1);
+    if win.is_dense() {
+        // As below (the same additions in the same order), with every tap inside the input.
+        for ci in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = (ci * kh + ky) * kw + kx;
+                    let src = cols.row(row);
+                    let src = src.as_slice().expect("rows of a fresh matrix are contiguous");
+                    for (j, block) in src.chunks_exact(hw).take(g).enumerate() {
+                        let plane = &mut out[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
+                        for (orow, srow) in plane[ky * w + kx..].chunks_mut(w).zip(block.chunks_exact(ow)) {
+                            for (o, v) in orow[..ow].iter_mut().zip(srow) {
+                                *o += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
+    col2im_general(cols, win, oh, ow, out, (c, h, w));
+}
+
+/// [`col2im`] for any taps (padding, stride, dilation).
+fn col2im_general(
+    cols: ArrayView2<f32>,
+    win: &Taps,
+    oh: usize,
+    ow: usize,
+    out: &mut [f32],
+    (c, h, w): (usize, usize, usize),
+) {
+    let [kh, kw] = win.kernel;
     let [sh, sw] = win.stride;
     let [dh, dw] = win.dilation;
     let hw = oh * ow;
@@ -429,6 +506,51 @@ fn col2im(cols: ArrayView2<f32>, win: &Taps, oh: usize, ow: usize, out: &mut [f3
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    /// The whole-row unfold and fold of stride-1 unpadded convolutions give the general loops' bits.
+    #[test]
+    fn dense_unfold_and_fold_are_the_general_ones_bit_for_bit() {
+        for (g, c, h, w, kh, kw) in [
+            (3, 2, 7, 9, 3, 2),
+            (2, 1, 28, 28, 5, 5),
+            (1, 4, 5, 5, 5, 5),
+            (2, 3, 6, 4, 1, 3),
+        ] {
+            let taps = Taps {
+                kernel: [kh, kw],
+                stride: [1, 1],
+                pads: [0; 4],
+                dilation: [1, 1],
+            };
+            assert!(taps.is_dense());
+            let (oh, ow) = (h - kh + 1, w - kw + 1);
+            let x = Array4::from_shape_fn((g, c, h, w), |(a, b, y, z)| {
+                ((a * 131 + b * 31 + y * 7 + z) % 23) as f32 * 0.37 - 3.1
+            });
+            let rows = c * kh * kw;
+            let mut fast = Array2::<f32>::from_elem((rows, g * oh * ow), f32::NAN);
+            let mut general = Array2::<f32>::from_elem((rows, g * oh * ow), f32::NAN);
+            im2col(x.view(), &taps, oh, ow, &mut fast.view_mut());
+            im2col_general(x.as_slice().unwrap(), x.dim(), &taps, oh, ow, &mut general.view_mut());
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(fast.as_slice().unwrap()), bits(general.as_slice().unwrap()));
+            // Fold a matrix of distinct values back (overlapping taps add): the same sums in the same order.
+            let m = Array2::from_shape_fn((rows, g * oh * ow), |(r, q)| {
+                ((r * 17 + q * 5) % 29) as f32 * 0.113 + 0.01
+            });
+            let mut fast = vec![0.5f32; g * c * h * w];
+            let mut general = fast.clone();
+            col2im(m.view(), &taps, oh, ow, &mut fast, (c, h, w));
+            col2im_general(m.view(), &taps, oh, ow, &mut general, (c, h, w));
+            assert_eq!(bits(&fast), bits(&general));
         }
     }
 }
