@@ -248,9 +248,9 @@ impl Pool2d {
 }
 
 /// [`Pool2d::max_route`] for the 2×2 window with stride 2 and no padding, in one pass and without a list of
-/// winners: each window's four cells get `0 + g` at its first maximum (row order, as [`Pool2d::winners`] picks
-/// it; `0 + g` as the general path's accumulation gives, so `−0` arrives as `+0`) and `0` elsewhere. Windows do
-/// not overlap; a last odd row or column belongs to no window and stays 0.
+/// winners: `os` holds zeros, and each window's first maximum (row order, as [`Pool2d::winners`] picks it) gets
+/// `0 + g` (as the general path's accumulation gives, so `−0` arrives as `+0`). Windows do not overlap; a last odd
+/// row or column belongs to no window and stays 0.
 fn route_2x2(xs: &[f32], gs: &[f32], os: &mut [f32], (n, c, h, w): (usize, usize, usize, usize)) {
     let (oh, ow) = (h / 2, w / 2);
     for plane in 0..n * c {
@@ -272,11 +272,13 @@ fn route_2x2(xs: &[f32], gs: &[f32], os: &mut [f32], (n, c, h, w): (usize, usize
                 if r1[i + 1] > best {
                     at = 3;
                 }
+                // `os` is zeros: only the winner's cell is written.
                 let v = 0.0 + g;
-                o0[i] = if at == 0 { v } else { 0.0 };
-                o0[i + 1] = if at == 1 { v } else { 0.0 };
-                o1[i] = if at == 2 { v } else { 0.0 };
-                o1[i + 1] = if at == 3 { v } else { 0.0 };
+                if at < 2 {
+                    o0[i + at] = v;
+                } else {
+                    o1[i + at - 2] = v;
+                }
             }
         }
     }
