@@ -125,7 +125,7 @@ impl<'a> Runner<'a> {
         }
         let explainers = specs
             .iter()
-            .map(|s| Explainer::new(net, s))
+            .map(|s| Explainer::new(net, s).map(Explainer::without_layer_sums))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Runner {
             explainers,

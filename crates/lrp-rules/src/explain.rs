@@ -63,7 +63,8 @@ pub struct Explanation {
     /// The explained class of each sample.
     pub targets: Vec<usize>,
     /// LRP only: `layer_sums[i][n]` is sample `n`'s relevance summed over the input of layer `i`;
-    /// the last entry is the explained logit. Empty for gradient-based attributions.
+    /// the last entry is the explained logit. Empty for gradient-based attributions and from an explainer made
+    /// [`Explainer::without_layer_sums`].
     pub layer_sums: Vec<Vec<f32>>,
     /// The relevance at the values asked for with [`Explainer::explain_keeping`], `(value, [N, …value shape])`,
     /// in the order asked; empty otherwise.
@@ -87,6 +88,8 @@ impl Explanation {
 pub struct Explainer<'n> {
     net: &'n Network,
     plan: Plan,
+    /// Whether explanations carry each value's relevance sum ([`Explanation::layer_sums`]).
+    layer_sums: bool,
 }
 
 impl<'n> Explainer<'n> {
@@ -95,6 +98,7 @@ impl<'n> Explainer<'n> {
         Ok(Explainer {
             net,
             plan: Plan::resolve(spec, net)?,
+            layer_sums: true,
         })
     }
 
@@ -104,7 +108,16 @@ impl<'n> Explainer<'n> {
         Ok(Explainer {
             net,
             plan: Plan::resolve_in(spec, net, form)?,
+            layer_sums: true,
         })
+    }
+
+    /// Explanations without [`Explanation::layer_sums`] (left empty): for callers that never read them (the batch
+    /// runner), which spares a pass over every value of the backward pass (and, in the gradient form, the product
+    /// that turns each value's gradient into relevance). The relevance is the same.
+    pub fn without_layer_sums(mut self) -> Self {
+        self.layer_sums = false;
+        self
     }
 
     /// The resolved plan.
@@ -176,11 +189,17 @@ impl<'n> Explainer<'n> {
         }
         let (trace, targets, seed) = self.forward(x.view(), target)?;
         let mut kept: Vec<Option<ArrayD<f32>>> = vec![None; keep.len()];
-        let (relevance, layer_sums) = self.lrp(steps, &trace, seed, &mut |v, r| {
-            for (slot, _) in kept.iter_mut().zip(keep).filter(|(_, k)| **k == v) {
-                *slot = Some(r.clone());
-            }
-        });
+        let (relevance, layer_sums) = self.lrp(
+            steps,
+            &trace,
+            seed,
+            true,
+            Some(&mut |v, r| {
+                for (slot, _) in kept.iter_mut().zip(keep).filter(|(_, k)| **k == v) {
+                    *slot = Some(r.clone());
+                }
+            }),
+        );
         check_finite("relevance", &relevance)?;
         Ok(Explanation {
             relevance,
@@ -239,7 +258,7 @@ impl<'n> Explainer<'n> {
     ) -> Result<Explanation> {
         debug_assert_eq!(self.plan.layer_count(), self.net.layers().len());
         let (relevance, layer_sums) = match self.plan.kind() {
-            PlanKind::Lrp(steps) => self.lrp(steps, &trace, seed, &mut |_, _| {}),
+            PlanKind::Lrp(steps) => self.lrp(steps, &trace, seed, self.layer_sums, None),
             PlanKind::Attribution(a) => (self.attribution(*a, x, &trace, seed)?, Vec::new()),
         };
         Ok(Explanation {
@@ -252,16 +271,19 @@ impl<'n> Explainer<'n> {
     }
 
     /// LRP in the plan's form.
+    /// LRP in the plan's form; `sums`: compute [`Explanation::layer_sums`]; `keep` sees every value's relevance.
     fn lrp(
         &self,
         steps: &[Step],
         trace: &Trace,
         r: ArrayD<f32>,
-        keep: &mut dyn FnMut(usize, &ArrayD<f32>),
+        sums: bool,
+        keep: Option<Keep<'_>>,
     ) -> (ArrayD<f32>, Vec<Vec<f32>>) {
+        let visit = Visit { sums, keep };
         match self.plan.form() {
-            Form::Relevance => lrp(self.net, steps, trace, r, keep),
-            Form::Gradient => lrp_gradient(self.net, steps, trace, r, self.plan.node_stabilizer(), keep),
+            Form::Relevance => lrp(self.net, steps, trace, r, visit),
+            Form::Gradient => lrp_gradient(self.net, steps, trace, r, self.plan.node_stabilizer(), visit),
         }
     }
 
@@ -334,6 +356,16 @@ fn onehot(logits: &ArrayD<f32>, targets: &[usize], scaled: bool) -> ArrayD<f32> 
         r[[n, t]] = if scaled { logits[[n, t]] } else { 1.0 };
     }
     r
+}
+
+/// A caller's look at every value's relevance during the backward pass.
+type Keep<'a> = &'a mut dyn FnMut(usize, &ArrayD<f32>);
+
+/// What the backward pass reports besides the input relevance.
+struct Visit<'a> {
+    /// Each value's per-sample relevance sum.
+    sums: bool,
+    keep: Option<Keep<'a>>,
 }
 
 fn per_sample_sums(a: &ArrayD<f32>) -> Vec<f32> {
@@ -468,9 +500,9 @@ fn lrp(
     steps: &[Step],
     trace: &Trace,
     r: ArrayD<f32>,
-    keep: &mut dyn FnMut(usize, &ArrayD<f32>),
+    mut visit: Visit<'_>,
 ) -> (ArrayD<f32>, Vec<Vec<f32>>) {
-    let mut sums = vec![Vec::new(); steps.len() + 1];
+    let mut sums = vec![Vec::new(); if visit.sums { steps.len() + 1 } else { 0 }];
     let relevance = net.reverse_accumulate(
         r,
         |k, r| {
@@ -520,8 +552,12 @@ fn lrp(
             }]
         },
         |v, r| {
-            sums[v] = per_sample_sums(r);
-            keep(v, r);
+            if visit.sums {
+                sums[v] = per_sample_sums(r);
+            }
+            if let Some(keep) = visit.keep.as_mut() {
+                keep(v, r);
+            }
         },
     );
     (relevance, sums)
@@ -811,7 +847,7 @@ fn lrp_gradient(
     trace: &Trace,
     r: ArrayD<f32>,
     stab_e: f32,
-    keep: &mut dyn FnMut(usize, &ArrayD<f32>),
+    mut visit: Visit<'_>,
 ) -> (ArrayD<f32>, Vec<Vec<f32>>) {
     // The proportional rules' factor `z / stab(z, e)` (1 without a stabilizer).
     let damp = |g: ArrayD<f32>, z: &ArrayD<f32>| -> ArrayD<f32> {
@@ -829,7 +865,7 @@ fn lrp_gradient(
         .for_each(|g, &y| *g = if *g == 0.0 || y == 0.0 { 0.0 } else { *g / y });
     // Relevance from rules that give it directly (z^B, w², flat), by the value it sits at.
     let direct: std::cell::RefCell<std::collections::HashMap<usize, ArrayD<f32>>> = Default::default();
-    let mut sums = vec![Vec::new(); steps.len() + 1];
+    let mut sums = vec![Vec::new(); if visit.sums { steps.len() + 1 } else { 0 }];
     let g0 = net.reverse_accumulate(
         g,
         |k, g| {
@@ -891,12 +927,19 @@ fn lrp_gradient(
             }]
         },
         |v, g| {
+            if !visit.sums && visit.keep.is_none() {
+                return;
+            }
             let mut rel = g * trace.value(v);
             if let Some(d) = direct.borrow().get(&v) {
                 rel += d;
             }
-            sums[v] = per_sample_sums(&rel);
-            keep(v, &rel);
+            if visit.sums {
+                sums[v] = per_sample_sums(&rel);
+            }
+            if let Some(keep) = visit.keep.as_mut() {
+                keep(v, &rel);
+            }
         },
     );
     let mut relevance = g0 * trace.value(0);

@@ -113,3 +113,35 @@ proptest! {
         }
     }
 }
+
+/// An explainer made without layer sums leaves them empty and gives the same relevance bits, for rules of every
+/// kind on the relevance-form network (max pooling included).
+#[test]
+fn without_layer_sums_the_relevance_is_the_same_bits() {
+    let w: Vec<f32> = (0..140).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let net = network(&w, true, true);
+    let x = ArrayD::from_shape_fn(IxDyn(&[3, 2, 4, 4]), |i| {
+        ((i[0] * 7 + i[1] * 5 + i[2] * 3 + i[3]) % 11) as f32 / 10.0
+    });
+    for spec in [
+        "epsilon",
+        "gamma",
+        "alpha2beta1",
+        "zplus",
+        "epsilon-gamma-box",
+        "gradient",
+    ] {
+        let full = Explainer::new(&net, &Spec::parse(spec).unwrap()).unwrap();
+        let lean = Explainer::new(&net, &Spec::parse(spec).unwrap())
+            .unwrap()
+            .without_layer_sums();
+        let a = full.explain(x.view(), &Target::Predicted).unwrap();
+        let b = lean.explain(x.view(), &Target::Predicted).unwrap();
+        let bits = |r: &ArrayD<f32>| r.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.relevance), bits(&b.relevance), "{spec}");
+        assert!(b.layer_sums.is_empty(), "{spec}");
+        if spec != "gradient" {
+            assert_eq!(a.layer_sums.len(), net.layers().len() + 1, "{spec}");
+        }
+    }
+}

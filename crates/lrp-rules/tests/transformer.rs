@@ -195,6 +195,16 @@ fn near_zero_attention_in_float32_equals_the_float64_gradient_form() {
         let x = mat(10 + sample, T, D, 1.0);
         let x32 = x.mapv(|v| v as f32).into_dyn().insert_axis(Axis(0));
         let e = explainer.explain(x32.view(), &Target::Predicted).unwrap();
+        // Without layer sums (the batch runner's explainer) the gradient form skips its per-value products:
+        // the same relevance bits.
+        let lean = Explainer::new(&net, &Spec::parse("attnlrp").unwrap())
+            .unwrap()
+            .without_layer_sums()
+            .explain(x32.view(), &Target::Predicted)
+            .unwrap();
+        assert!(lean.layer_sums.is_empty() && !e.layer_sums.is_empty());
+        let bits = |r: &ndarray::ArrayD<f32>| r.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&lean.relevance), bits(&e.relevance));
         let target = e.targets[0];
         let got = first_sample(&e.relevance);
         // The scores and the products really are near zero.
