@@ -172,7 +172,7 @@ impl Dataset {
 
     /// `max label + 1`.
     pub fn num_classes(&self) -> usize {
-        self.labels.iter().copied().max().map_or(0, |m| m as usize + 1)
+        classes(&self.labels)
     }
 
     /// Per-sample image shape `[1, H, W]`.
@@ -190,6 +190,11 @@ impl Dataset {
     pub fn from_idx_bytes(images: &[u8], images_name: &Path, labels: &[u8], labels_name: &Path) -> Result<Dataset> {
         Ok(ByteDataset::from_idx_bytes(images, images_name, labels, labels_name)?.into_dataset())
     }
+}
+
+/// `max label + 1` (0 without labels).
+fn classes(labels: &[u8]) -> usize {
+    labels.iter().copied().max().map_or(0, |m| m as usize + 1)
 }
 
 /// A pixel's value in a [`Dataset`]: its IDX byte divided by 255.
@@ -245,7 +250,7 @@ impl ByteDataset {
 
     /// `max label + 1`.
     pub fn num_classes(&self) -> usize {
-        self.labels.iter().copied().max().map_or(0, |m| m as usize + 1)
+        classes(&self.labels)
     }
 
     /// Per-sample image shape `[1, H, W]`, as a [`Dataset`]'s.
