@@ -193,7 +193,7 @@ mod num_like {
     }
 }
 
-/// Samples already in memory (an IDX dataset).
+/// Samples already in memory (a library caller's arrays; `lrp batch` reads IDX data through [`ByteSource`]).
 pub struct ArraySource {
     /// `[N, …]`.
     pub data: ArrayD<f32>,
@@ -285,6 +285,15 @@ mod byte_source_tests {
             let got: Vec<u32> = chunk.iter().map(|v| v.to_bits()).collect();
             assert_eq!(got, expected);
         }
+    }
+
+    /// Arrays already in memory (a library caller's own) read the same way: the rows of the range.
+    #[test]
+    fn an_array_source_reads_its_rows() {
+        let data = bytes().into_dataset().images.into_dyn();
+        let src = ArraySource { data: data.clone() };
+        assert_eq!((src.len(), src.sample_shape()), (5, vec![1, 8, 8]));
+        assert_eq!(src.chunk(2..5), data.slice_axis(ndarray::Axis(0), (2..5).into()));
     }
 
     #[test]
