@@ -492,23 +492,27 @@ fn box_denominator(
     let mut zb = z.as_standard_layout().into_owned();
     let per = zb.len() / zb.shape()[0].max(1);
     let plane = per / zb.shape()[1].max(1);
-    let flat = |a: Option<&ArrayD<f32>>| a.map(|a| a.as_standard_layout().into_owned().into_raw_vec_and_offset().0);
-    let (b, pl, nh) = (flat(bias), flat(pos_low), flat(neg_high));
+    // The plan makes these arrays in standard layout: they are read in place, not copied per call.
+    let (b, pl, nh) = (plan_values(bias), plan_values(pos_low), plan_values(neg_high));
     for sample in zb.as_slice_mut().expect("fresh array").chunks_exact_mut(per.max(1)) {
         for (c, chunk) in sample.chunks_exact_mut(plane.max(1)).enumerate() {
-            if let Some(b) = &b {
+            if let Some(b) = b {
                 chunk.iter_mut().for_each(|v| *v -= b[c]);
             }
             let at = c * plane;
-            if let Some(pl) = &pl {
+            if let Some(pl) = pl {
                 chunk.iter_mut().zip(&pl[at..at + plane]).for_each(|(v, p)| *v -= p);
             }
-            if let Some(nh) = &nh {
+            if let Some(nh) = nh {
                 chunk.iter_mut().zip(&nh[at..at + plane]).for_each(|(v, h)| *v -= h);
             }
         }
     }
     zb
+}
+
+fn plan_values(a: Option<&ArrayD<f32>>) -> Option<&[f32]> {
+    a.map(|a| a.as_slice().expect("plan arrays are in standard layout"))
 }
 
 /// Whether any output with `z < 0` carries relevance (the γ rule's negative branch has work to do).
