@@ -104,18 +104,10 @@ impl NpySource {
     /// the mapping without a copy.
     pub fn value_range(&self) -> Option<(f64, f64)> {
         if self.f64 {
-            let v = ArrayViewD::<f64>::view_npy(&self.map).expect("checked when opened");
-            match v.as_slice_memory_order() {
-                Some(sl) => lanes_min_max(sl),
-                None => lanes_min_max(&v.iter().copied().collect::<Vec<_>>()),
-            }
+            view_min_max(ArrayViewD::<f64>::view_npy(&self.map).expect("checked when opened"))
         } else {
-            let v = ArrayViewD::<f32>::view_npy(&self.map).expect("checked when opened");
-            let r = match v.as_slice_memory_order() {
-                Some(sl) => lanes_min_max(sl),
-                None => lanes_min_max(&v.iter().copied().collect::<Vec<_>>()),
-            };
-            r.map(|(lo, hi)| (lo as f64, hi as f64))
+            view_min_max(ArrayViewD::<f32>::view_npy(&self.map).expect("checked when opened"))
+                .map(|(lo, hi)| (lo as f64, hi as f64))
         }
     }
 
@@ -149,6 +141,14 @@ impl Source for NpySource {
         } else {
             part(ArrayViewD::<f32>::view_npy(&self.map).expect("checked when opened"))
         }
+    }
+}
+
+/// [`lanes_min_max`] of an array in whatever order its memory holds it (an `.npy` is C or Fortran order).
+fn view_min_max<T: Copy + PartialOrd + num_like::Infinite>(v: ArrayViewD<'_, T>) -> Option<(T, T)> {
+    match v.as_slice_memory_order() {
+        Some(sl) => lanes_min_max(sl),
+        None => lanes_min_max(&v.iter().copied().collect::<Vec<_>>()),
     }
 }
 
