@@ -5,9 +5,9 @@
 //! (operands in each core's L2, as lrp's per-sample products are: the cores' peak). On this project's machine the
 //! three differ by almost 2×, and a share against the slowest would flatter every figure.
 //!
-//! Its own bench target, so it runs in a fresh process: inside the main bench binary (after the other groups' set-up
-//! had loaded models and data) the matrixmultiply rates came out at half of what a fresh process measures, with no
-//! other thread running; the cause was not found.
+//! Its own bench target, so it runs in a process of its own, apart from the groups that load models and data. (When
+//! the matrixmultiply rates were first added they came out at half of a stand-alone program's; the stand-alone
+//! program had matrixmultiply's default `avx512` feature and lrp did not. The workspace now switches it on.)
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
