@@ -259,28 +259,30 @@ impl Conv2d {
         let rows = self.weight.len() / o.max(1);
         let mut gw = Array2::<f32>::zeros((o, rows));
         let batch = self.group_size(n, hw);
-        let mut cols = Array2::<f32>::zeros((rows, batch * hw));
         let mut smat = Array2::<f32>::zeros((og, batch * hw));
-        for start in (0..n).step_by(batch) {
-            let gsz = batch.min(n - start);
-            for gi in 0..groups {
-                let mut cols = cols.slice_mut(s![.., ..gsz * hw]);
-                im2col(
-                    x.slice(s![start..start + gsz, gi * cg..(gi + 1) * cg, .., ..]),
-                    &taps,
-                    oh,
-                    ow,
-                    &mut cols,
-                );
-                let mut smat = smat.slice_mut(s![.., ..gsz * hw]);
-                gather_outputs(
-                    g.slice(s![start..start + gsz, gi * og..(gi + 1) * og, .., ..]),
-                    &mut smat,
-                );
-                let mut gwg = gw.slice_mut(s![gi * og..(gi + 1) * og, ..]);
-                general_mat_mul(1.0, &smat, &cols.t(), 1.0, &mut gwg);
+        with_cols(rows * batch * hw, |cols| {
+            let mut cols = ArrayViewMut2::from_shape((rows, batch * hw), cols).expect("buffer of this size");
+            for start in (0..n).step_by(batch) {
+                let gsz = batch.min(n - start);
+                for gi in 0..groups {
+                    let mut cols = cols.slice_mut(s![.., ..gsz * hw]);
+                    im2col(
+                        x.slice(s![start..start + gsz, gi * cg..(gi + 1) * cg, .., ..]),
+                        &taps,
+                        oh,
+                        ow,
+                        &mut cols,
+                    );
+                    let mut smat = smat.slice_mut(s![.., ..gsz * hw]);
+                    gather_outputs(
+                        g.slice(s![start..start + gsz, gi * og..(gi + 1) * og, .., ..]),
+                        &mut smat,
+                    );
+                    let mut gwg = gw.slice_mut(s![gi * og..(gi + 1) * og, ..]);
+                    general_mat_mul(1.0, &smat, &cols.t(), 1.0, &mut gwg);
+                }
             }
-        }
+        });
         let gw = gw
             .into_shape_with_order(self.weight.raw_dim())
             .expect("same number of elements");
