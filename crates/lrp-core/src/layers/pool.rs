@@ -180,13 +180,13 @@ impl Pool2d {
         let g = g.as_standard_layout();
         let xs = x.as_slice().expect("standard layout");
         let gs = g.as_slice().expect("standard layout");
-        let mut out = Array4::<f32>::zeros(x.dim());
-        let os = out.as_slice_mut().expect("fresh array");
         if self.is_2x2_stride_2() {
-            route_2x2(xs, gs, os, x.dim());
-            return out;
+            let mut out = vec![0.0f32; xs.len()];
+            route_2x2(xs, gs, &mut out, x.dim());
+            return Array4::from_shape_vec(x.dim(), out).expect("one value per input");
         }
-        self.route_by_winners(xs, gs, x.dim(), os);
+        let mut out = Array4::<f32>::zeros(x.dim());
+        self.route_by_winners(xs, gs, x.dim(), out.as_slice_mut().expect("fresh array"));
         out
     }
 
@@ -248,9 +248,11 @@ impl Pool2d {
 }
 
 /// [`Pool2d::max_route`] for the 2×2 window with stride 2 and no padding, in one pass and without a list of
-/// winners: `os` holds zeros, and each window's first maximum (row order, as [`Pool2d::winners`] picks it) gets
-/// `0 + g` (as the general path's accumulation gives, so `−0` arrives as `+0`). Windows do not overlap; a last odd
-/// row or column belongs to no window and stays 0.
+/// winners: each window's first maximum (row order, as [`Pool2d::winners`] picks it) gets `0 + g` (as the general
+/// path's accumulation gives, so `−0` arrives as `+0`) and its other three cells `+0`. Every cell of a window is
+/// written, by selects rather than branches (which cell wins is data, and a mispredicted branch per window cost
+/// more than the routing); a last odd row or column belongs to no window and is set to 0, so `os` may hold
+/// anything on entry.
 fn route_2x2(xs: &[f32], gs: &[f32], os: &mut [f32], (n, c, h, w): (usize, usize, usize, usize)) {
     let (oh, ow) = (h / 2, w / 2);
     for plane in 0..n * c {
@@ -260,25 +262,129 @@ fn route_2x2(xs: &[f32], gs: &[f32], os: &mut [f32], (n, c, h, w): (usize, usize
         for oy in 0..oh {
             let (r0, r1) = (&p[2 * oy * w..2 * oy * w + w], &p[(2 * oy + 1) * w..(2 * oy + 2) * w]);
             let (o0, o1) = o[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
-            for (ox, &g) in gp[oy * ow..(oy + 1) * ow].iter().enumerate() {
-                let i = 2 * ox;
-                let (mut best, mut at) = (r0[i], 0);
-                if r0[i + 1] > best {
-                    (best, at) = (r0[i + 1], 1);
-                }
-                if r1[i] > best {
-                    (best, at) = (r1[i], 2);
-                }
-                if r1[i + 1] > best {
-                    at = 3;
-                }
-                // `os` is zeros: only the winner's cell is written.
-                let v = 0.0 + g;
-                if at < 2 {
-                    o0[i + at] = v;
-                } else {
-                    o1[i + at - 2] = v;
-                }
+            let g = &gp[oy * ow..(oy + 1) * ow];
+            route_row_pair(&r0[..2 * ow], &r1[..2 * ow], g, &mut o0[..2 * ow], &mut o1[..2 * ow]);
+            if w % 2 == 1 {
+                o0[w - 1] = 0.0;
+                o1[w - 1] = 0.0;
+            }
+        }
+        if h % 2 == 1 {
+            o[(h - 1) * w..].fill(0.0);
+        }
+    }
+}
+
+/// One row of 2×2 windows: `r0`, `r1` the two input rows (`2·g.len()` values each), `o0`, `o1` their cells.
+#[inline]
+fn route_row_pair(r0: &[f32], r1: &[f32], g: &[f32], o0: &mut [f32], o1: &mut [f32]) {
+    let done = simd::route_row_pair(r0, r1, g, o0, o1);
+    let pairs = r0[2 * done..].chunks_exact(2).zip(r1[2 * done..].chunks_exact(2)).zip(
+        o0[2 * done..]
+            .chunks_exact_mut(2)
+            .zip(o1[2 * done..].chunks_exact_mut(2)),
+    );
+    for (((a, b), (d0, d1)), &g) in pairs.zip(&g[done..]) {
+        let v = 0.0 + g;
+        // Later cells win only when strictly greater (the first maximum); NaN never wins a comparison.
+        let w1 = a[1] > a[0];
+        let m1 = if w1 { a[1] } else { a[0] };
+        let w2 = b[0] > m1;
+        let m2 = if w2 { b[0] } else { m1 };
+        let w3 = b[1] > m2;
+        let pick = |win: bool| if win { v } else { 0.0 };
+        d1[1] = pick(w3);
+        d1[0] = pick(w2 & !w3);
+        d0[1] = pick(w1 & !w2 & !w3);
+        d0[0] = pick(!(w1 | w2 | w3));
+    }
+}
+
+/// [`route_row_pair`] sixteen windows at a time where the processor has AVX-512 (the same selects on vectors:
+/// the results are the same bits), the last group under masks. Returns how many windows it did, from the start
+/// (all of them, or 0 without AVX-512).
+mod simd {
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn route_row_pair(r0: &[f32], r1: &[f32], g: &[f32], o0: &mut [f32], o1: &mut [f32]) -> usize {
+        let n = g.len();
+        assert!(r0.len() >= 2 * n && r1.len() >= 2 * n && o0.len() >= 2 * n && o1.len() >= 2 * n);
+        if n == 0 || !std::arch::is_x86_feature_detected!("avx512f") {
+            return 0;
+        }
+        // SAFETY: AVX-512F is present (checked above), and every access below lies within the first `2·n` values
+        // of the row slices and the first `n` of `g` (asserted above; the last group's accesses are masked).
+        unsafe {
+            route_avx512(
+                r0.as_ptr(),
+                r1.as_ptr(),
+                g.as_ptr(),
+                o0.as_mut_ptr(),
+                o1.as_mut_ptr(),
+                n,
+            )
+        };
+        n
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) fn route_row_pair(_: &[f32], _: &[f32], _: &[f32], _: &mut [f32], _: &mut [f32]) -> usize {
+        0
+    }
+
+    /// `n` windows: rows `r0`, `r1` and cells `o0`, `o1` hold `2·n` values each, `g` holds `n`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn route_avx512(r0: *const f32, r1: *const f32, g: *const f32, o0: *mut f32, o1: *mut f32, n: usize) {
+        use std::arch::x86_64::*;
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        let zero = _mm512_setzero_ps();
+        let lanes = |m: usize| if m >= 16 { u16::MAX } else { (1u16 << m) - 1 };
+        for k in (0..n).step_by(16) {
+            let m = (n - k).min(16);
+            // Lanes in use: `m` windows, `2m` values in each row (the first 16 and the rest).
+            let (mg, ma, mb) = (lanes(m), lanes(2 * m), lanes((2 * m).saturating_sub(16)));
+            let p = 2 * k;
+            // SAFETY (all pointer accesses): lanes outside the masks are neither read nor written, and the masked
+            // lanes lie below `2·n` (rows) and `n` (`g`), see the caller.
+            let (x0, x1) = unsafe {
+                (
+                    _mm512_maskz_loadu_ps(ma, r0.add(p)),
+                    _mm512_maskz_loadu_ps(mb, r0.add(p + 16)),
+                )
+            };
+            let (y0, y1) = unsafe {
+                (
+                    _mm512_maskz_loadu_ps(ma, r1.add(p)),
+                    _mm512_maskz_loadu_ps(mb, r1.add(p + 16)),
+                )
+            };
+            let (a0, a1) = (
+                _mm512_permutex2var_ps(x0, even, x1),
+                _mm512_permutex2var_ps(x0, odd, x1),
+            );
+            let (b0, b1) = (
+                _mm512_permutex2var_ps(y0, even, y1),
+                _mm512_permutex2var_ps(y0, odd, y1),
+            );
+            let v = _mm512_add_ps(zero, unsafe { _mm512_maskz_loadu_ps(mg, g.add(k)) });
+            // Ordered "greater than": false when either side is NaN, as the scalar `>`.
+            let w1 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a1, a0);
+            let m1 = _mm512_mask_blend_ps(w1, a0, a1);
+            let w2 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b0, m1);
+            let m2 = _mm512_mask_blend_ps(w2, m1, b0);
+            let w3 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(b1, m2);
+            let d00 = _mm512_maskz_mov_ps(!(w1 | w2 | w3), v);
+            let d01 = _mm512_maskz_mov_ps(w1 & !w2 & !w3, v);
+            let d10 = _mm512_maskz_mov_ps(w2 & !w3, v);
+            let d11 = _mm512_maskz_mov_ps(w3, v);
+            unsafe {
+                _mm512_mask_storeu_ps(o0.add(p), ma, _mm512_permutex2var_ps(d00, low, d01));
+                _mm512_mask_storeu_ps(o0.add(p + 16), mb, _mm512_permutex2var_ps(d00, high, d01));
+                _mm512_mask_storeu_ps(o1.add(p), ma, _mm512_permutex2var_ps(d10, low, d11));
+                _mm512_mask_storeu_ps(o1.add(p + 16), mb, _mm512_permutex2var_ps(d10, high, d11));
             }
         }
     }
@@ -294,13 +400,33 @@ mod tests {
     fn the_2x2_route_is_the_general_route_bit_for_bit() {
         let pool = Pool2d::square(2, 2);
         let values = [0.0f32, -0.0, 1.0, 1.0, -2.0, f32::NAN, 3.5, -1.0e-30, 2.0];
-        for (n, c, h, w) in [(2, 3, 6, 6), (1, 2, 7, 5), (3, 1, 5, 8)] {
+        for (n, c, h, w) in [
+            (2, 3, 6, 6),
+            (1, 2, 7, 5),
+            (3, 1, 5, 8),
+            (1, 2, 6, 37),
+            (2, 1, 5, 66),
+            (1, 1, 2, 96),
+            (2, 2, 8, 64),
+        ] {
             let len = n * c * h * w;
-            let xs: Vec<f32> = (0..len).map(|i| values[(i * 7 + i / 3) % values.len()]).collect();
+            // A fixed pattern, and a pseudo-random one from few distinct values (many ties, every winner position).
+            let mut state = 0x9e37_79b9_u32;
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as usize
+            };
+            let xs: Vec<f32> = if h % 2 == 0 && w % 4 == 0 {
+                (0..len).map(|_| values[next() % values.len()]).collect()
+            } else {
+                (0..len).map(|i| values[(i * 7 + i / 3) % values.len()]).collect()
+            };
             let gs: Vec<f32> = (0..n * c * (h / 2) * (w / 2))
                 .map(|i| [1.5f32, -0.0, -2.25, 0.0][i % 4])
                 .collect();
-            let mut fast = vec![0.0f32; len];
+            let mut fast = vec![7.0f32; len];
             let mut general = vec![0.0f32; len];
             route_2x2(&xs, &gs, &mut fast, (n, c, h, w));
             pool.route_by_winners(&xs, &gs, (n, c, h, w), &mut general);
