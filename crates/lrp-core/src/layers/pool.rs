@@ -419,8 +419,9 @@ mod simd {
 mod tests {
     use super::*;
 
-    /// The one-pass 2×2 route, vector and scalar, gives the general path's bits: ties (first maximum wins), −0 and +0, NaN, negative
-    /// values, odd sizes (the last row and column belong to no window).
+    /// The one-pass 2×2 route, vector and scalar, gives the general path's bits: ties (first maximum wins), −0 and
+    /// +0, NaN, negative values, odd sizes (the last row and column belong to no window), rows of more and fewer than
+    /// sixteen windows (the vector loop's masked last group).
     #[test]
     fn the_2x2_route_is_the_general_route_bit_for_bit() {
         let pool = Pool2d::square(2, 2);
