@@ -139,7 +139,12 @@ impl Conv2d {
     /// # Shapes
     /// `x: [N, C, H, W]` → `[N, O, OH, OW]`; the caller has checked `C` and that the window fits.
     pub fn forward(&self, x: ArrayView4<f32>, with_bias: bool) -> Array4<f32> {
-        let (n, _, h, w) = x.dim();
+        self.forward_with(x, with_bias, true)
+    }
+
+    /// [`Conv2d::forward`]; `direct` false keeps to im2col + GEMM (so tests can compare the two paths).
+    fn forward_with(&self, x: ArrayView4<f32>, with_bias: bool, direct: bool) -> Array4<f32> {
+        let (n, c, h, w) = x.dim();
         let (oh, ow) = self.output_hw(h, w).expect("window checked by the caller");
         let o = self.out_channels();
         let (groups, og, cg) = (self.groups, o / self.groups, self.weight.shape()[1]);
@@ -148,6 +153,23 @@ impl Conv2d {
         let wmat = self.weight_matrix();
         let taps = self.taps();
         let mut out = Array4::<f32>::zeros((n, o, oh, ow));
+        if direct && groups == 1 && taps.is_dense() && o > 0 && hw > 0 && super::direct::available() {
+            // The same bits as below, without the unfolded matrix (see `direct`).
+            let wm = wmat.as_standard_layout();
+            let [kh, kw] = self.window.kernel;
+            let prepared =
+                super::direct::Prepared::new(wm.as_slice().expect("standard layout"), o, (c, h, w), (kh, kw));
+            let xs = x.as_slice().expect("standard layout");
+            let os = out.as_slice_mut().expect("fresh array");
+            for (xj, oj) in xs.chunks_exact(c * h * w).zip(os.chunks_exact_mut(o * hw)) {
+                super::direct::forward_sample(xj, &prepared, oj);
+            }
+            if with_bias && let Some(b) = &self.bias {
+                let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
+                out += &b;
+            }
+            return out;
+        }
         let batch = self.group_size(n, hw);
         let rows = wmat.ncols();
         with_cols(rows * batch * hw, |cols| {
@@ -553,6 +575,45 @@ mod tests {
             col2im(m.view(), &taps, oh, ow, &mut fast, (c, h, w));
             col2im_general(m.view(), &taps, oh, ow, &mut general, (c, h, w));
             assert_eq!(bits(&fast), bits(&general));
+        }
+    }
+
+    /// The direct convolution (where this processor has it) gives im2col + GEMM's bits: channel counts below,
+    /// at and above one and two vectors, depths below and above matrixmultiply's block of 256 (one and two blocks
+    /// summed), widths that need every tile width, values of mixed sign and magnitude.
+    #[test]
+    fn the_direct_convolution_is_im2col_and_gemm_bit_for_bit() {
+        if !super::super::direct::available() {
+            eprintln!("no AVX-512F here: the direct convolution is not used, nothing to compare");
+            return;
+        }
+        for (n, c, h, w, o, kh, kw) in [
+            (2, 1, 28, 28, 16, 5, 5),
+            (3, 16, 12, 12, 32, 5, 5),
+            (1, 3, 9, 40, 20, 3, 3),
+            (2, 30, 7, 11, 48, 3, 3),
+            (1, 2, 5, 31, 1, 1, 2),
+            (1, 12, 6, 6, 33, 5, 5),
+        ] {
+            let x = Array4::from_shape_fn((n, c, h, w), |(a, b, y, z)| {
+                let v = ((a * 131 + b * 31 + y * 7 + z * 3) % 23) as f32 * 0.37 - 3.1;
+                if (y + z) % 5 == 0 { v * 1e-3 } else { v }
+            });
+            let weight = Array4::from_shape_fn((o, c, kh, kw), |(a, b, y, z)| {
+                ((a * 17 + b * 13 + y * 5 + z * 11) % 19) as f32 * 0.071 - 0.6
+            });
+            let bias = Array1::from_shape_fn(o, |i| i as f32 * 0.25 - 1.0);
+            let conv = Conv2d::new(weight, Some(bias), [1, 1], [0; 4]);
+            let bits = |v: &Array4<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            for with_bias in [false, true] {
+                let direct = conv.forward_with(x.view(), with_bias, true);
+                let gemm = conv.forward_with(x.view(), with_bias, false);
+                assert_eq!(
+                    bits(&direct),
+                    bits(&gemm),
+                    "{n}×{c}×{h}×{w} → {o}, {kh}×{kw}, bias {with_bias}"
+                );
+            }
         }
     }
 }

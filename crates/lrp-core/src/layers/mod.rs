@@ -4,6 +4,7 @@ mod attention;
 mod batchnorm;
 mod conv;
 mod dense;
+mod direct;
 mod elementwise;
 mod expr;
 mod layer;

@@ -1,0 +1,321 @@
+//! Direct convolution for stride-1, unpadded, undilated, ungrouped convolutions on processors with AVX-512: the
+//! product that im2col + GEMM computes, without writing the unfolded matrix (and without the GEMM packing it again),
+//! reading each tap's input value straight from the input planes.
+//!
+//! The bits are matrixmultiply's (what `general_mat_mul` runs on the same processor, whose AVX-512 kernel is chosen
+//! by the same test): each output sums its products in k order (`k = (channel, ky, kx)`, im2col's row order) in
+//! blocks of [`KC`]; within a block by fused multiply-adds from zero, the first block's sum stored, each later
+//! block's sum added to what is stored. Unit tests compare the two paths bit for bit.
+
+/// matrixmultiply's depth block for `f32` (`S_KC`, the same for all its kernels).
+const KC: usize = 256;
+
+/// Output positions per tile (along one output row), largest first, for tiles of one and of two vectors of
+/// output channels: at most 24 accumulators, so the tile's sums stay in the 32 vector registers.
+const WIDTHS_1: [usize; 6] = [24, 16, 8, 4, 2, 1];
+const WIDTHS_2: [usize; 5] = [12, 8, 4, 2, 1];
+
+/// Whether this processor runs the direct path (AVX-512F; matrixmultiply then uses its AVX-512 kernel too).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A convolution prepared for the direct path: weights `[O, K]` laid out `[K, O′]` with `O′` the next multiple of 16
+/// (zeros beyond `O`), so one tap's weights for sixteen output channels are one vector load, and each tap's offset
+/// from an output position's top-left input value (in k order).
+pub(crate) struct Prepared {
+    w: Vec<f32>,
+    o: usize,
+    opad: usize,
+    k: usize,
+    taps: Vec<usize>,
+    input: (usize, usize, usize),
+    kernel: (usize, usize),
+}
+
+impl Prepared {
+    /// Prepares the weight matrix `w` (`[O, K]`, row-major, `K = C·kh·kw`) for inputs `[C, H, W]`.
+    pub(crate) fn new(w: &[f32], o: usize, (c, h, wd): (usize, usize, usize), (kh, kw): (usize, usize)) -> Self {
+        let k = c * kh * kw;
+        assert_eq!(w.len(), o * k);
+        assert!(h >= kh && wd >= kw && kh > 0 && kw > 0);
+        let opad = o.div_ceil(16) * 16;
+        let mut p = vec![0.0f32; k * opad];
+        for (oi, row) in w.chunks_exact(k).enumerate() {
+            for (ki, &v) in row.iter().enumerate() {
+                p[ki * opad + oi] = v;
+            }
+        }
+        let taps = (0..c)
+            .flat_map(|ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| ci * h * wd + ky * wd + kx)))
+            .collect();
+        Prepared {
+            w: p,
+            o,
+            opad,
+            k,
+            taps,
+            input: (c, h, wd),
+            kernel: (kh, kw),
+        }
+    }
+}
+
+/// One sample: `xs` its input `[C, H, W]`, `out` its output `[O, OH, OW]` (every value written).
+pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [f32]) {
+    assert!(available(), "the direct convolution needs AVX-512F");
+    let ((c, h, w), (kh, kw)) = (pw.input, pw.kernel);
+    let (oh, ow) = (h + 1 - kh, w + 1 - kw);
+    assert_eq!(xs.len(), c * h * w);
+    assert_eq!(out.len(), pw.o * oh * ow);
+    let taps = &pw.taps;
+    let two = pw.o >= 32;
+    for oy in 0..oh {
+        let mut ox = 0;
+        while ox < ow {
+            let left = ow - ox;
+            let np = if two {
+                WIDTHS_2.into_iter().find(|&n| n <= left)
+            } else {
+                WIDTHS_1.into_iter().find(|&n| n <= left)
+            }
+            .expect("width 1 is in both lists");
+            // The largest tap offset read is `taps[K − 1] + (oy·w + ox) + np − 1`: the last input value of the
+            // tile's last output, inside `xs` because that output lies inside the output plane.
+            let start = oy * w + ox;
+            debug_assert!(taps[pw.k - 1] + start + np - 1 < xs.len());
+            let mut ob = 0;
+            while ob < pw.o {
+                let mv = if pw.o - ob >= 32 { 2 } else { 1 };
+                let lanes = (16 * mv).min(pw.o - ob);
+                for (block, k0) in (0..pw.k).step_by(KC).enumerate() {
+                    let k1 = (k0 + KC).min(pw.k);
+                    let dst = Dst {
+                        first: block == 0,
+                        lanes,
+                        stride: oh * ow,
+                    };
+                    // SAFETY: AVX-512F is present (asserted above). The tile reads `xs[start + t + p]` for the taps
+                    // `t` of `taps[k0..k1]` and `p < np` (inside `xs`, see above) and the packed weights
+                    // `w[k·O′ + ob .. k·O′ + ob + 16·mv]` for `k < K` (inside: `ob + 16·mv ≤ O′`); it writes
+                    // `out[(ob + lane)·OH·OW + oy·OW + ox + p]` for `lane < lanes` (`ob + lanes ≤ O`) and `p < np`
+                    // (`ox + np ≤ OW`), inside `out` (`O·OH·OW` values, asserted above).
+                    unsafe {
+                        tile(
+                            mv,
+                            np,
+                            xs.as_ptr().add(start),
+                            &taps[k0..k1],
+                            pw.w.as_ptr().add(k0 * pw.opad + ob),
+                            pw.opad,
+                            out.as_mut_ptr().add(ob * oh * ow + oy * ow + ox),
+                            dst,
+                        )
+                    };
+                }
+                ob += 16 * mv;
+            }
+            ox += np;
+        }
+    }
+}
+
+/// Where a tile's sums go: `lanes` output channels (the rest of its `16·MV` are padding), `stride` values apart
+/// (one output plane); `first`: the first depth block (its sums are stored; later blocks' are added).
+#[derive(Clone, Copy)]
+struct Dst {
+    first: bool,
+    lanes: usize,
+    stride: usize,
+}
+
+/// Dispatches to the tile of `mv` vectors of output channels by `np` positions.
+///
+/// # Safety
+/// As [`tile_n`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    mv: usize,
+    np: usize,
+    x: *const f32,
+    taps: &[usize],
+    w: *const f32,
+    opad: usize,
+    out: *mut f32,
+    dst: Dst,
+) {
+    macro_rules! go {
+        ($m:literal, $n:literal) => {
+            // SAFETY: forwarded from the caller.
+            unsafe { tile_n::<$m, $n>(x, taps, w, opad, out, dst) }
+        };
+    }
+    match (mv, np) {
+        (1, 24) => go!(1, 24),
+        (1, 16) => go!(1, 16),
+        (1, 8) => go!(1, 8),
+        (1, 4) => go!(1, 4),
+        (1, 2) => go!(1, 2),
+        (1, 1) => go!(1, 1),
+        (2, 12) => go!(2, 12),
+        (2, 8) => go!(2, 8),
+        (2, 4) => go!(2, 4),
+        (2, 2) => go!(2, 2),
+        (2, 1) => go!(2, 1),
+        _ => unreachable!("tile {mv}×{np} is not in the width lists"),
+    }
+}
+
+/// Sums over `taps` (one depth block) for `NP` consecutive output positions and `16·MV` output channels:
+/// `Σ_k w[k][16m + lane] · x[taps[k] + p]` by fused multiply-adds from zero in k order, then written to
+/// `out[(16m + lane)·stride + p]` for the `dst.lanes` real channels: stored (first block) or added to what is there,
+/// sixteen positions at a time after an in-register transpose (the sums are held channel-wise, the output is
+/// position-wise).
+///
+/// # Safety
+/// AVX-512F must be present; `x[taps[k] + p]` for every tap and `p < NP`, `w[k·opad + j]` for `k < taps.len()` and
+/// `j < 16·MV`, and `out[lane·stride + p]` for `lane < dst.lanes ≤ 16·MV` and `p < NP` must be valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+// `p` indexes the input row and the accumulators' second axis alike; the loops unroll fully (constant bounds).
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile_n<const MV: usize, const NP: usize>(
+    x: *const f32,
+    taps: &[usize],
+    w: *const f32,
+    opad: usize,
+    out: *mut f32,
+    dst: Dst,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); NP]; MV];
+    for (k, &t) in taps.iter().enumerate() {
+        // SAFETY (pointer reads): within the ranges the caller vouches for.
+        let wk = unsafe { w.add(k * opad) };
+        let xk = unsafe { x.add(t) };
+        let wv: [__m512; MV] = std::array::from_fn(|m| unsafe { _mm512_loadu_ps(wk.add(16 * m)) });
+        for p in 0..NP {
+            let xv = _mm512_set1_ps(unsafe { *xk.add(p) });
+            for m in 0..MV {
+                acc[m][p] = _mm512_fmadd_ps(wv[m], xv, acc[m][p]);
+            }
+        }
+    }
+    for (m, acc) in acc.iter().enumerate() {
+        let lanes = dst.lanes.saturating_sub(16 * m).min(16);
+        for p0 in (0..NP).step_by(16) {
+            let count = (NP - p0).min(16);
+            let mut rows = [_mm512_setzero_ps(); 16];
+            rows[..count].copy_from_slice(&acc[p0..p0 + count]);
+            let cols = transpose16(rows);
+            let mask: __mmask16 = if count == 16 { u16::MAX } else { (1u16 << count) - 1 };
+            for (lane, &col) in cols.iter().enumerate().take(lanes) {
+                // SAFETY: channel `16m + lane < dst.lanes`, positions `p0..p0 + count ≤ NP`: valid (caller).
+                unsafe {
+                    let d = out.add((16 * m + lane) * dst.stride + p0);
+                    let v = if dst.first {
+                        col
+                    } else {
+                        // matrixmultiply's epilogue with β = 1: the block's sum plus what is stored.
+                        _mm512_add_ps(col, _mm512_maskz_loadu_ps(mask, d))
+                    };
+                    _mm512_mask_storeu_ps(d, mask, v);
+                }
+            }
+        }
+    }
+}
+
+/// The 16×16 transpose: `out[j]` lane `i` = `rows[i]` lane `j`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+    use std::arch::x86_64::*;
+    // Pairs of rows interleaved by element, then by pairs of elements, then by 128-bit lanes twice.
+    let t: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[2 * (i / 2)], r[2 * (i / 2) + 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(a, b)
+        } else {
+            _mm512_unpackhi_ps(a, b)
+        }
+    });
+    let u: [__m512; 16] = std::array::from_fn(|i| {
+        let g = 4 * (i / 4);
+        let (a, b) = match i % 4 {
+            0 | 1 => (t[g], t[g + 2]),
+            _ => (t[g + 1], t[g + 3]),
+        };
+        if i % 2 == 0 {
+            _mm512_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm512_shuffle_ps::<0xee>(a, b)
+        }
+    });
+    let v: [__m512; 16] = std::array::from_fn(|i| {
+        let g = 8 * (i / 8);
+        let (a, b) = (u[g + i % 4], u[g + i % 4 + 4]);
+        if i % 8 < 4 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        }
+    });
+    std::array::from_fn(|i| {
+        let (a, b) = (v[i % 8], v[i % 8 + 8]);
+        if i < 8 {
+            _mm512_shuffle_f32x4::<0x88>(a, b)
+        } else {
+            _mm512_shuffle_f32x4::<0xdd>(a, b)
+        }
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_n<const MV: usize, const NP: usize>(
+    _: *const f32,
+    _: &[usize],
+    _: *const f32,
+    _: usize,
+    _: *mut f32,
+    _: Dst,
+) {
+    unreachable!("the direct convolution runs only where available() holds")
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose16_transposes() {
+        if !available() {
+            eprintln!("no AVX-512F here: nothing to test");
+            return;
+        }
+        use std::arch::x86_64::*;
+        let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
+        // SAFETY: AVX-512F is present; loads and stores of 16 values within `m` and `t`.
+        let t = unsafe {
+            let rows: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(m.as_ptr().add(16 * i)));
+            let cols = transpose16(rows);
+            let mut t = vec![0.0f32; 256];
+            for (j, c) in cols.iter().enumerate() {
+                _mm512_storeu_ps(t.as_mut_ptr().add(16 * j), *c);
+            }
+            t
+        };
+        for i in 0..16 {
+            for j in 0..16 {
+                assert_eq!(t[16 * j + i], m[16 * i + j], "row {i} column {j}");
+            }
+        }
+    }
+}
