@@ -152,24 +152,28 @@ impl Conv2d {
         let x = x.as_standard_layout();
         let wmat = self.weight_matrix();
         let taps = self.taps();
-        let mut out = Array4::<f32>::zeros((n, o, oh, ow));
         if direct && groups == 1 && taps.is_dense() && o > 0 && hw > 0 && super::direct::available() {
             // The same bits as below, without the unfolded matrix (see `direct`).
             let wm = wmat.as_standard_layout();
             let [kh, kw] = self.window.kernel;
-            let prepared =
-                super::direct::Prepared::new(wm.as_slice().expect("standard layout"), o, (c, h, w), (kh, kw));
+            let bias = self.bias.as_ref().filter(|_| with_bias).map(|b| b.to_vec());
+            let prepared = super::direct::Prepared::new(
+                wm.as_slice().expect("standard layout"),
+                o,
+                (c, h, w),
+                (kh, kw),
+                bias.as_deref(),
+            );
             let xs = x.as_slice().expect("standard layout");
+            let mut out = Array4::<f32>::uninit((n, o, oh, ow));
             let os = out.as_slice_mut().expect("fresh array");
             for (xj, oj) in xs.chunks_exact(c * h * w).zip(os.chunks_exact_mut(o * hw)) {
                 super::direct::forward_sample(xj, &prepared, oj);
             }
-            if with_bias && let Some(b) = &self.bias {
-                let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
-                out += &b;
-            }
-            return out;
+            // SAFETY: `forward_sample` writes every value of its sample's output, and the chunks cover `out`.
+            return unsafe { out.assume_init() };
         }
+        let mut out = Array4::<f32>::zeros((n, o, oh, ow));
         let batch = self.group_size(n, hw);
         let rows = wmat.ncols();
         with_cols(rows * batch * hw, |cols| {

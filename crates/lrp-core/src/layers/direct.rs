@@ -38,11 +38,20 @@ pub(crate) struct Prepared {
     taps: Vec<usize>,
     input: (usize, usize, usize),
     kernel: (usize, usize),
+    /// The bias padded to `O′`, if it is added.
+    bias: Option<Vec<f32>>,
 }
 
 impl Prepared {
-    /// Prepares the weight matrix `w` (`[O, K]`, row-major, `K = C·kh·kw`) for inputs `[C, H, W]`.
-    pub(crate) fn new(w: &[f32], o: usize, (c, h, wd): (usize, usize, usize), (kh, kw): (usize, usize)) -> Self {
+    /// Prepares the weight matrix `w` (`[O, K]`, row-major, `K = C·kh·kw`) for inputs `[C, H, W]`, with the bias
+    /// `[O]` to add, if any.
+    pub(crate) fn new(
+        w: &[f32],
+        o: usize,
+        (c, h, wd): (usize, usize, usize),
+        (kh, kw): (usize, usize),
+        bias: Option<&[f32]>,
+    ) -> Self {
         let k = c * kh * kw;
         assert_eq!(w.len(), o * k);
         assert!(h >= kh && wd >= kw && kh > 0 && kw > 0);
@@ -64,12 +73,20 @@ impl Prepared {
             taps,
             input: (c, h, wd),
             kernel: (kh, kw),
+            bias: bias.map(|b| {
+                assert_eq!(b.len(), o);
+                let mut v = vec![0.0f32; opad];
+                v[..o].copy_from_slice(b);
+                v
+            }),
         }
     }
 }
 
-/// One sample: `xs` its input `[C, H, W]`, `out` its output `[O, OH, OW]` (every value written).
-pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [f32]) {
+/// One sample: `xs` its input `[C, H, W]`, `out` its output `[O, OH, OW]`: every value written (the first depth
+/// block stores before any is read), plus the bias where there is one (added to the finished sum, as a separate
+/// `out += b` would).
+pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::MaybeUninit<f32>]) {
     assert!(available(), "the direct convolution needs AVX-512F");
     let ((c, h, w), (kh, kw)) = (pw.input, pw.kernel);
     let (oh, ow) = (h + 1 - kh, w + 1 - kw);
@@ -101,6 +118,11 @@ pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [f32]) {
                         first: block == 0,
                         lanes,
                         stride: oh * ow,
+                        // SAFETY: `ob + 16·mv ≤ O′`, the padded bias's length.
+                        bias: match &pw.bias {
+                            Some(b) if k1 == pw.k => unsafe { b.as_ptr().add(ob) },
+                            _ => std::ptr::null(),
+                        },
                     };
                     // SAFETY: AVX-512F is present (asserted above). The tile reads `xs[start + t + p]` for the taps
                     // `t` of `taps[k0..k1]` and `p < np` (inside `xs`, see above) and the packed weights
@@ -115,7 +137,7 @@ pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [f32]) {
                             &taps[k0..k1],
                             pw.w.as_ptr().add(k0 * pw.opad + ob),
                             pw.opad,
-                            out.as_mut_ptr().add(ob * oh * ow + oy * ow + ox),
+                            out.as_mut_ptr().cast::<f32>().add(ob * oh * ow + oy * ow + ox),
                             dst,
                         )
                     };
@@ -128,12 +150,14 @@ pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [f32]) {
 }
 
 /// Where a tile's sums go: `lanes` output channels (the rest of its `16·MV` are padding), `stride` values apart
-/// (one output plane); `first`: the first depth block (its sums are stored; later blocks' are added).
+/// (one output plane); `first`: the first depth block (its sums are stored; later blocks' are added); `bias`: null,
+/// or (in the last depth block) the tile's `16·MV` bias values, added to the finished sums.
 #[derive(Clone, Copy)]
 struct Dst {
     first: bool,
     lanes: usize,
     stride: usize,
+    bias: *const f32,
 }
 
 /// Dispatches to the tile of `mv` vectors of output channels by `np` positions.
@@ -181,7 +205,8 @@ unsafe fn tile(
 ///
 /// # Safety
 /// AVX-512F must be present; `x[taps[k] + p]` for every tap and `p < NP`, `w[k·opad + j]` for `k < taps.len()` and
-/// `j < 16·MV`, and `out[lane·stride + p]` for `lane < dst.lanes ≤ 16·MV` and `p < NP` must be valid.
+/// `j < 16·MV`, `out[lane·stride + p]` for `lane < dst.lanes ≤ 16·MV` and `p < NP` (written before read), and
+/// `dst.bias[..16·MV]` unless null, must be valid.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 // `p` indexes the input row and the accumulators' second axis alike; the loops unroll fully (constant bounds).
@@ -220,12 +245,15 @@ unsafe fn tile_n<const MV: usize, const NP: usize>(
                 // SAFETY: channel `16m + lane < dst.lanes`, positions `p0..p0 + count ≤ NP`: valid (caller).
                 unsafe {
                     let d = out.add((16 * m + lane) * dst.stride + p0);
-                    let v = if dst.first {
+                    let mut v = if dst.first {
                         col
                     } else {
                         // matrixmultiply's epilogue with β = 1: the block's sum plus what is stored.
                         _mm512_add_ps(col, _mm512_maskz_loadu_ps(mask, d))
                     };
+                    if !dst.bias.is_null() {
+                        v = _mm512_add_ps(v, _mm512_set1_ps(*dst.bias.add(16 * m + lane)));
+                    }
                     _mm512_mask_storeu_ps(d, mask, v);
                 }
             }
