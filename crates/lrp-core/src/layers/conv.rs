@@ -213,6 +213,11 @@ impl Conv2d {
     /// # Shapes
     /// `s: [N, O, OH, OW]` → `[N, C, H, W]` with `(H, W) = in_hw`.
     pub fn transpose(&self, s: ArrayView4<f32>, in_hw: (usize, usize)) -> Array4<f32> {
+        self.transpose_with(s, in_hw, true)
+    }
+
+    /// [`Conv2d::transpose`]; `direct` false keeps to GEMM + col2im (so tests can compare the two paths).
+    fn transpose_with(&self, s: ArrayView4<f32>, in_hw: (usize, usize), direct: bool) -> Array4<f32> {
         let (n, o, oh, ow) = s.dim();
         let (h, w) = in_hw;
         let c = self.in_channels();
@@ -222,6 +227,23 @@ impl Conv2d {
         let taps = self.taps();
         let rows = wmat.ncols();
         let mut out = Array4::<f32>::zeros((n, c, h, w));
+        let wm = wmat.as_standard_layout();
+        let prepared = (direct && groups == 1 && taps.is_dense())
+            .then(|| {
+                let [kh, kw] = self.window.kernel;
+                super::direct::PreparedT::new(wm.as_slice().expect("standard layout"), o, (c, h, w), (kh, kw))
+            })
+            .flatten();
+        if let Some(prepared) = prepared {
+            // The same bits as below, without the product matrix (see `direct`).
+            let s = s.as_standard_layout();
+            let ss = s.as_slice().expect("standard layout");
+            let os = out.as_slice_mut().expect("fresh array");
+            for (sj, oj) in ss.chunks_exact(o * hw).zip(os.chunks_exact_mut(c * h * w)) {
+                super::direct::transpose_sample(sj, &prepared, oj);
+            }
+            return out;
+        }
         let batch = self.group_size(n, hw);
         let mut part = (groups > 1).then(|| Array4::<f32>::zeros((batch, cg, h, w)));
         with_cols(rows * batch * hw, |cols| {
@@ -598,6 +620,9 @@ mod tests {
             (2, 30, 7, 11, 48, 3, 3),
             (1, 2, 5, 31, 1, 1, 2),
             (1, 12, 6, 6, 33, 5, 5),
+            (2, 3, 9, 6, 5, 2, 3),
+            (1, 5, 4, 20, 7, 1, 5),
+            (2, 2, 3, 3, 4, 1, 3),
         ] {
             let x = Array4::from_shape_fn((n, c, h, w), |(a, b, y, z)| {
                 let v = ((a * 131 + b * 31 + y * 7 + z * 3) % 23) as f32 * 0.37 - 3.1;
@@ -618,6 +643,26 @@ mod tests {
                     "{n}×{c}×{h}×{w} → {o}, {kh}×{kw}, bias {with_bias}"
                 );
             }
+            // The transposed product on values of mixed sign, some exact zeros (as after a ReLU and max pooling).
+            let (oh, ow) = (h - kh + 1, w - kw + 1);
+            let s = Array4::from_shape_fn((n, o, oh, ow), |(a, b, y, z)| {
+                let v = ((a * 7 + b * 29 + y * 13 + z * 3) % 17) as f32 * 0.29 - 2.3;
+                if (b + y * 3 + z) % 4 == 0 { 0.0 } else { v }
+            });
+            let wm: Vec<f32> = conv.weight.iter().copied().collect();
+            let takes_direct = super::super::direct::PreparedT::new(&wm, o, (c, h, w), (kh, kw)).is_some();
+            // The shapes the transposed direct path is written for (the shipped CNN's second convolution among them).
+            assert_eq!(
+                takes_direct,
+                ow.is_power_of_two() && ow <= 16 && oh * ow <= 64 && ow + kw <= 17 && kw <= 6
+            );
+            let direct = conv.transpose_with(s.view(), (h, w), true);
+            let gemm = conv.transpose_with(s.view(), (h, w), false);
+            assert_eq!(
+                bits(&direct),
+                bits(&gemm),
+                "transposed {n}×{o}×{oh}×{ow} → {c}×{h}×{w}, {kh}×{kw}"
+            );
         }
     }
 }

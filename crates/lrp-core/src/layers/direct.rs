@@ -6,6 +6,9 @@
 //! by the same test): each output sums its products in k order (`k = (channel, ky, kx)`, im2col's row order) in
 //! blocks of [`KC`]; within a block by fused multiply-adds from zero, the first block's sum stored, each later
 //! block's sum added to what is stored. Unit tests compare the two paths bit for bit.
+//!
+//! The transposed product (`Wᵀ s` folded back onto the input, GEMM + col2im) has a direct form too, for small
+//! output planes (the shipped CNN's second convolution); larger ones keep GEMM + col2im.
 
 /// matrixmultiply's depth block for `f32` (`S_KC`, the same for all its kernels).
 const KC: usize = 256;
@@ -315,6 +318,181 @@ unsafe fn tile_n<const MV: usize, const NP: usize>(
     _: *mut f32,
     _: Dst,
 ) {
+    unreachable!("the direct convolution runs only where available() holds")
+}
+
+/// The transposed product `Wᵀ s` folded onto the input grid (what GEMM + col2im compute), for the small output
+/// planes it is written for: rows of 1, 2, 4, 8 or 16 positions (a vector of sixteen positions holds whole rows), at
+/// most 64 positions, `OW + KW − 1 ≤ 16` and `KW ≤ 6`. Each tap's sum `Σ_o W[o][k]·s[o][p]` (fused multiply-adds
+/// from zero in o order, as matrixmultiply's single depth block: at most 256 output channels) is added onto the
+/// input row in k order (col2im's order); a row's taps `kx = 0..KW` are added in a register (shifted into place)
+/// between one load and one store, because storing and reloading overlapping, shifted rows (one per tap) stalled on
+/// store forwarding and made an earlier per-tap version 15% slower (CNN ε) than GEMM + col2im.
+pub(crate) struct PreparedT {
+    /// The weights `[C, KH, O, KW]`: each tile's `O × KW` block contiguous (read from `[O, K]` in place, the
+    /// tile's weights were `K` floats apart and missed the cache).
+    w: Vec<f32>,
+    o: usize,
+    input: (usize, usize, usize),
+    kernel: (usize, usize),
+    out_hw: (usize, usize),
+}
+
+impl PreparedT {
+    /// `w`: the weight matrix `[O, K]` (row-major, `K = C·kh·kw`) of a stride-1 unpadded convolution on inputs
+    /// `[C, H, W]`; `None` when the shapes are not ones this path is written for.
+    pub(crate) fn new(
+        w: &[f32],
+        o: usize,
+        (c, h, wd): (usize, usize, usize),
+        (kh, kw): (usize, usize),
+    ) -> Option<Self> {
+        if !available() || o == 0 || o > KC || kh == 0 || kw == 0 || h < kh || wd < kw || w.len() != o * c * kh * kw {
+            return None;
+        }
+        let (oh, ow) = (h + 1 - kh, wd + 1 - kw);
+        let fits = matches!(ow, 1 | 2 | 4 | 8 | 16) && oh * ow <= 64 && ow + kw - 1 <= 16 && kw <= 6;
+        if !fits {
+            return None;
+        }
+        let mut packed = Vec::with_capacity(w.len());
+        for ci in 0..c {
+            for ky in 0..kh {
+                for row in w.chunks_exact(c * kh * kw) {
+                    let at = (ci * kh + ky) * kw;
+                    packed.extend_from_slice(&row[at..at + kw]);
+                }
+            }
+        }
+        Some(PreparedT {
+            w: packed,
+            o,
+            input: (c, h, wd),
+            kernel: (kh, kw),
+            out_hw: (oh, ow),
+        })
+    }
+}
+
+/// One sample: `ss` its output-side values `[O, OH, OW]`, `out` its input-side result `[C, H, W]`, holding zeros
+/// (col2im adds onto zeros; input values no tap reaches stay 0).
+pub(crate) fn transpose_sample(ss: &[f32], pt: &PreparedT, out: &mut [f32]) {
+    let ((c, h, w), (kh, kw), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
+    assert!(available(), "the direct convolution needs AVX-512F");
+    assert_eq!(ss.len(), pt.o * oh * ow);
+    assert_eq!(out.len(), c * h * w);
+    let vectors = (oh * ow).div_ceil(16);
+    for ci in 0..c {
+        for ky in 0..kh {
+            macro_rules! go {
+                ($v:literal, $k:literal) => {
+                    // SAFETY: AVX-512F is present; the shapes were checked by `PreparedT::new` and above.
+                    unsafe { tile_t::<$v, $k>(ss, pt, ci, ky, out) }
+                };
+            }
+            match (vectors, kw) {
+                (1, 1) => go!(1, 1),
+                (1, 2) => go!(1, 2),
+                (1, 3) => go!(1, 3),
+                (1, 4) => go!(1, 4),
+                (1, 5) => go!(1, 5),
+                (1, 6) => go!(1, 6),
+                (2, 1) => go!(2, 1),
+                (2, 2) => go!(2, 2),
+                (2, 3) => go!(2, 3),
+                (2, 4) => go!(2, 4),
+                (2, 5) => go!(2, 5),
+                (2, 6) => go!(2, 6),
+                (3, 1) => go!(3, 1),
+                (3, 2) => go!(3, 2),
+                (3, 3) => go!(3, 3),
+                (3, 4) => go!(3, 4),
+                (3, 5) => go!(3, 5),
+                (3, 6) => go!(3, 6),
+                (4, 1) => go!(4, 1),
+                (4, 2) => go!(4, 2),
+                (4, 3) => go!(4, 3),
+                (4, 4) => go!(4, 4),
+                (4, 5) => go!(4, 5),
+                (4, 6) => go!(4, 6),
+                _ => unreachable!("shapes checked by PreparedT::new"),
+            }
+        }
+    }
+}
+
+/// The taps `(ci, ky, 0..KW)` over all `NV` position vectors: sums by fused multiply-adds, then each output row's
+/// contributions added onto input row `oy + ky`, `kx` in order.
+///
+/// # Safety
+/// AVX-512F must be present and the shapes those [`transpose_sample`] checks (through [`PreparedT::new`]), with
+/// `NV` the number of position vectors and `KW` the kernel width.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile_t<const NV: usize, const KW: usize>(ss: &[f32], pt: &PreparedT, ci: usize, ky: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let ((_, h, w), (kh, _), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
+    let positions = oh * ow;
+    let block = pt.w.as_ptr().wrapping_add((ci * kh + ky) * pt.o * KW);
+    let masks: [__mmask16; NV] = std::array::from_fn(|v| {
+        let left = positions - 16 * v;
+        if left >= 16 { u16::MAX } else { (1u16 << left) - 1 }
+    });
+    let mut acc = [[_mm512_setzero_ps(); NV]; KW];
+    let s = ss.as_ptr();
+    for o in 0..pt.o {
+        // SAFETY: `o·P + 16v` plus the masked lanes lie below `O·P = ss.len()`; the tile's weight block holds `O·KW` values.
+        let sv: [__m512; NV] =
+            std::array::from_fn(|v| unsafe { _mm512_maskz_loadu_ps(masks[v], s.add(o * positions + 16 * v)) });
+        for kx in 0..KW {
+            let wb = _mm512_set1_ps(unsafe { *block.add(o * KW + kx) });
+            for v in 0..NV {
+                acc[kx][v] = _mm512_fmadd_ps(wb, sv[v], acc[kx][v]);
+            }
+        }
+    }
+    // Each output row `oy` (lanes `j0..j0 + ow` of its vector) lands on input row `oy + ky`, columns `kx..kx + ow`
+    // for tap `kx`: the input row's first `ow + KW − 1` values, loaded once, the taps added in order, stored once.
+    let seg: __mmask16 = ((1u32 << (ow + KW - 1)) - 1) as u16;
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let plane = ci * h * w;
+    let rows_per_vector = 16 / ow;
+    // All the rows are loaded before any is stored: a masked store followed by a load of the next row (adjacent
+    // memory, within the store's 64 bytes) waited for the store to finish, every row.
+    let mut rows = [_mm512_setzero_ps(); 64];
+    let base = out.as_mut_ptr();
+    for (oy, x) in rows.iter_mut().enumerate().take(oh) {
+        // SAFETY: row `oy + ky < H` of plane `ci`; its first `ow + KW − 1 ≤ w` values lie inside `out`.
+        *x = unsafe { _mm512_maskz_loadu_ps(seg, base.add(plane + (oy + ky) * w)) };
+    }
+    // `v` runs over a constant range so the sums stay in registers (a run-time index spilled them to the stack).
+    for v in 0..NV {
+        for r in 0..rows_per_vector {
+            let oy = v * rows_per_vector + r;
+            if oy >= oh {
+                break;
+            }
+            let j0 = r * ow;
+            let mut x = rows[oy];
+            for kx in 0..KW {
+                // Lane `L` of the row takes lane `L + j0 − kx` of the tap's sums, for `L` in `kx..kx + ow`.
+                let idx = _mm512_add_epi32(iota, _mm512_set1_epi32(j0 as i32 - kx as i32));
+                let shifted = _mm512_permutexvar_ps(idx, acc[kx][v]);
+                let lanes = (((1u32 << ow) - 1) << kx) as u16;
+                x = _mm512_mask_add_ps(x, lanes, x, shifted);
+            }
+            rows[oy] = x;
+        }
+    }
+    for (oy, &x) in rows.iter().enumerate().take(oh) {
+        // SAFETY: as the loads above.
+        unsafe { _mm512_mask_storeu_ps(base.add(plane + (oy + ky) * w), seg, x) };
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_t<const NV: usize, const KW: usize>(_: &[f32], _: &PreparedT, _: usize, _: usize, _: &mut [f32]) {
     unreachable!("the direct convolution runs only where available() holds")
 }
 
