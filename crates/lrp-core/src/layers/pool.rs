@@ -1,5 +1,7 @@
 //! Max and average pooling over 2-D windows.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{Array4, ArrayView4};
 use serde::{Deserialize, Serialize};
 
@@ -170,8 +172,11 @@ impl Pool2d {
         let xs = x.as_slice().expect("standard layout");
         let gs = g.as_slice().expect("standard layout");
         if self.is_2x2_stride_2() {
-            let mut out = vec![0.0f32; xs.len()];
-            route_2x2(xs, gs, &mut out, x.dim());
+            // Every cell is written: no zeroing first.
+            let mut out = Vec::with_capacity(xs.len());
+            route_2x2(xs, gs, &mut out.spare_capacity_mut()[..xs.len()], x.dim());
+            // SAFETY: `route_2x2` wrote each of the first `xs.len()` values.
+            unsafe { out.set_len(xs.len()) };
             return Array4::from_shape_vec(x.dim(), out).expect("one value per input");
         }
         let mut out = Array4::<f32>::zeros(x.dim());
@@ -266,12 +271,18 @@ fn max_2x2_with(xs: &[f32], (n, c, h, w): (usize, usize, usize, usize), simd: bo
 /// written, sixteen windows at a time by vector selects where the processor has AVX-512 (which cell wins is data:
 /// a mispredicted branch per window made the route 14% of a CNN ε run), else by the scalar loop; a last odd row or
 /// column belongs to no window and is set to 0, so `os` may hold anything on entry.
-fn route_2x2(xs: &[f32], gs: &[f32], os: &mut [f32], dims: (usize, usize, usize, usize)) {
+fn route_2x2(xs: &[f32], gs: &[f32], os: &mut [MaybeUninit<f32>], dims: (usize, usize, usize, usize)) {
     route_2x2_with(xs, gs, os, dims, true);
 }
 
 /// [`route_2x2`], with `simd` false forcing the scalar loop (so tests cover both).
-fn route_2x2_with(xs: &[f32], gs: &[f32], os: &mut [f32], (n, c, h, w): (usize, usize, usize, usize), simd: bool) {
+fn route_2x2_with(
+    xs: &[f32],
+    gs: &[f32],
+    os: &mut [MaybeUninit<f32>],
+    (n, c, h, w): (usize, usize, usize, usize),
+    simd: bool,
+) {
     let (oh, ow) = (h / 2, w / 2);
     for plane in 0..n * c {
         let p = &xs[plane * h * w..(plane + 1) * h * w];
@@ -290,19 +301,26 @@ fn route_2x2_with(xs: &[f32], gs: &[f32], os: &mut [f32], (n, c, h, w): (usize, 
                 simd,
             );
             if w % 2 == 1 {
-                o0[w - 1] = 0.0;
-                o1[w - 1] = 0.0;
+                o0[w - 1].write(0.0);
+                o1[w - 1].write(0.0);
             }
         }
         if h % 2 == 1 {
-            o[(h - 1) * w..].fill(0.0);
+            o[(h - 1) * w..].iter_mut().for_each(|c| _ = c.write(0.0));
         }
     }
 }
 
 /// One row of 2×2 windows: `r0`, `r1` the two input rows (`2·g.len()` values each), `o0`, `o1` their cells.
 #[inline]
-fn route_row_pair(r0: &[f32], r1: &[f32], g: &[f32], o0: &mut [f32], o1: &mut [f32], simd: bool) {
+fn route_row_pair(
+    r0: &[f32],
+    r1: &[f32],
+    g: &[f32],
+    o0: &mut [MaybeUninit<f32>],
+    o1: &mut [MaybeUninit<f32>],
+    simd: bool,
+) {
     let done = if simd {
         simd::route_row_pair(r0, r1, g, o0, o1)
     } else {
@@ -326,15 +344,12 @@ fn route_row_pair(r0: &[f32], r1: &[f32], g: &[f32], o0: &mut [f32], o1: &mut [f
         if b[1] > best {
             at = 3;
         }
-        d0.fill(0.0);
-        d1.fill(0.0);
         let v = 0.0 + g;
-        match at {
-            0 => d0[0] = v,
-            1 => d0[1] = v,
-            2 => d1[0] = v,
-            _ => d1[1] = v,
-        }
+        let cell = |k: usize| if k == at { v } else { 0.0 };
+        d0[0].write(cell(0));
+        d0[1].write(cell(1));
+        d1[0].write(cell(2));
+        d1[1].write(cell(3));
     }
 }
 
@@ -342,8 +357,16 @@ fn route_row_pair(r0: &[f32], r1: &[f32], g: &[f32], o0: &mut [f32], o1: &mut [f
 /// selects: the results are the same bits), the last group under masks. Returns how many windows it did, from the start
 /// (all of them, or 0 without AVX-512).
 mod simd {
+    use std::mem::MaybeUninit;
+
     #[cfg(target_arch = "x86_64")]
-    pub(super) fn route_row_pair(r0: &[f32], r1: &[f32], g: &[f32], o0: &mut [f32], o1: &mut [f32]) -> usize {
+    pub(super) fn route_row_pair(
+        r0: &[f32],
+        r1: &[f32],
+        g: &[f32],
+        o0: &mut [MaybeUninit<f32>],
+        o1: &mut [MaybeUninit<f32>],
+    ) -> usize {
         let n = g.len();
         assert!(r0.len() >= 2 * n && r1.len() >= 2 * n && o0.len() >= 2 * n && o1.len() >= 2 * n);
         if n == 0 || !std::arch::is_x86_feature_detected!("avx512f") {
@@ -356,8 +379,8 @@ mod simd {
                 r0.as_ptr(),
                 r1.as_ptr(),
                 g.as_ptr(),
-                o0.as_mut_ptr(),
-                o1.as_mut_ptr(),
+                o0.as_mut_ptr().cast(),
+                o1.as_mut_ptr().cast(),
                 n,
             )
         };
@@ -365,7 +388,13 @@ mod simd {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    pub(super) fn route_row_pair(_: &[f32], _: &[f32], _: &[f32], _: &mut [f32], _: &mut [f32]) -> usize {
+    pub(super) fn route_row_pair(
+        _: &[f32],
+        _: &[f32],
+        _: &[f32],
+        _: &mut [MaybeUninit<f32>],
+        _: &mut [MaybeUninit<f32>],
+    ) -> usize {
         0
     }
 
@@ -542,8 +571,10 @@ mod tests {
                     bits(&maxima),
                     "maxima {n}×{c}×{h}×{w}, simd {simd}"
                 );
-                let mut fast = vec![7.0f32; len];
+                let mut fast = vec![MaybeUninit::new(7.0f32); len];
                 route_2x2_with(&xs, &gs, &mut fast, (n, c, h, w), simd);
+                // SAFETY: initialised above (and every cell rewritten by the route).
+                let fast: Vec<f32> = fast.iter().map(|v| unsafe { v.assume_init() }).collect();
                 assert_eq!(bits(&fast), bits(&general), "{n}×{c}×{h}×{w}, simd {simd}");
             }
             assert!(general.iter().any(|&v| v != 0.0), "the case routes something");
