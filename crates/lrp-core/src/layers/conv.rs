@@ -157,7 +157,7 @@ impl Conv2d {
             let wm = wmat.as_standard_layout();
             let [kh, kw] = self.window.kernel;
             let bias = self.bias.as_ref().filter(|_| with_bias).map(|b| b.to_vec());
-            let prepared = super::direct::Prepared::new(
+            let prepared = super::direct::prepared(
                 wm.as_slice().expect("standard layout"),
                 o,
                 (c, h, w),

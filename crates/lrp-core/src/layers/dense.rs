@@ -3,6 +3,10 @@
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
+/// Batches of at most this many rows take the direct kernels (no GEMM packing per call); larger ones the GEMM.
+/// Both give the same bits, so the choice cannot make a result depend on how samples were batched.
+const SMALL_BATCH: usize = 4;
+
 /// `z = x Wᵀ + b` on a batch `x` of shape `[N, in]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Dense {
@@ -33,6 +37,28 @@ impl Dense {
     /// # Shapes
     /// `x: [N, in]` → `[N, out]`.
     pub fn forward(&self, x: ArrayView2<f32>, with_bias: bool) -> Array2<f32> {
+        self.forward_with(x, with_bias, true)
+    }
+
+    /// [`Dense::forward`]; `direct` false keeps to the GEMM (so tests can compare the two paths).
+    fn forward_with(&self, x: ArrayView2<f32>, with_bias: bool, direct: bool) -> Array2<f32> {
+        let (n, (o, k)) = (x.nrows(), self.weight.dim());
+        if direct && n <= SMALL_BATCH && n > 0 && o > 0 && k > 0 && super::direct::available() {
+            // A few rows: the product without packing W (a GEMM packs the whole weight matrix for every call,
+            // most of a dense layer's time at batch 1); the same bits (see `direct`).
+            let w = self.weight.as_standard_layout();
+            let x = x.as_standard_layout();
+            let bias = self.bias.as_ref().filter(|_| with_bias).map(|b| b.to_vec());
+            let mut out = Array2::<f32>::zeros((n, o));
+            super::direct::rows_times_matrix_t(
+                x.as_slice().expect("standard layout"),
+                n,
+                w.as_slice().expect("standard layout"),
+                bias.as_deref(),
+                out.as_slice_mut().expect("fresh array"),
+            );
+            return out;
+        }
         let mut z = x.dot(&self.weight.t());
         if with_bias && let Some(b) = &self.bias {
             z += b;
@@ -45,6 +71,28 @@ impl Dense {
     /// # Shapes
     /// `s: [N, out]` → `[N, in]`.
     pub fn transpose(&self, s: ArrayView2<f32>) -> Array2<f32> {
+        self.transpose_with(s, true)
+    }
+
+    /// [`Dense::transpose`]; `direct` false keeps to the GEMM.
+    fn transpose_with(&self, s: ArrayView2<f32>, direct: bool) -> Array2<f32> {
+        let (n, (o, k)) = (s.nrows(), self.weight.dim());
+        if direct && n <= SMALL_BATCH && n > 0 && o > 0 && k > 0 && super::direct::available() {
+            // A few rows: `s W` row by row, reading W in place (the same bits, see `direct`).
+            let w = self.weight.as_standard_layout();
+            let s = s.as_standard_layout();
+            let mut out = Array2::<f32>::zeros((n, k));
+            let os = out.as_slice_mut().expect("fresh array");
+            for (sr, or) in s
+                .as_slice()
+                .expect("standard layout")
+                .chunks_exact(o)
+                .zip(os.chunks_exact_mut(k))
+            {
+                super::direct::row_times_matrix(sr, w.as_slice().expect("standard layout"), or);
+            }
+            return out;
+        }
         s.dot(&self.weight)
     }
 
@@ -56,5 +104,50 @@ impl Dense {
         let gw = g.t().dot(&x);
         let gb = self.bias.as_ref().map(|_| g.sum_axis(Axis(0)));
         (gw, gb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct small-batch paths give the GEMM's bits: widths below, at and above a vector, depths below and
+    /// above matrixmultiply's block of 256 (one and two blocks summed), with and without the bias.
+    #[test]
+    fn small_batches_are_the_gemm_bit_for_bit() {
+        if !super::super::direct::available() {
+            eprintln!("no AVX-512F here: the direct paths are not used, nothing to compare");
+            return;
+        }
+        for (n, i, o) in [
+            (1, 784, 256),
+            (1, 512, 128),
+            (3, 128, 10),
+            (2, 300, 33),
+            (4, 7, 600),
+            (1, 1, 1),
+        ] {
+            let w = Array2::from_shape_fn((o, i), |(a, b)| ((a * 31 + b * 7) % 23) as f32 * 0.043 - 0.47);
+            let b = Array1::from_shape_fn(o, |j| j as f32 * 0.01 - 0.2);
+            let d = Dense::new(w, Some(b));
+            let x = Array2::from_shape_fn((n, i), |(a, b)| {
+                let v = ((a * 13 + b * 5) % 17) as f32 * 0.31 - 1.9;
+                if b % 3 == 0 { 0.0 } else { v }
+            });
+            let s = Array2::from_shape_fn((n, o), |(a, b)| ((a * 3 + b * 11) % 19) as f32 * 0.17 - 1.4);
+            let bits = |v: &Array2<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            for with_bias in [false, true] {
+                assert_eq!(
+                    bits(&d.forward_with(x.view(), with_bias, true)),
+                    bits(&d.forward_with(x.view(), with_bias, false)),
+                    "forward {n}×{i} → {o}, bias {with_bias}"
+                );
+            }
+            assert_eq!(
+                bits(&d.transpose_with(s.view(), true)),
+                bits(&d.transpose_with(s.view(), false)),
+                "transpose {n}×{o} → {i}"
+            );
+        }
     }
 }

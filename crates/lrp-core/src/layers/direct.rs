@@ -86,6 +86,64 @@ impl Prepared {
     }
 }
 
+/// The most prepared convolutions each thread keeps (a network's layers and a rule's modified copies of them).
+const CACHED: usize = 12;
+
+/// A prepared convolution with the exact weights and bias (as bits) it was made from.
+type CachedPrepared = (Vec<u32>, Option<Vec<u32>>, std::rc::Rc<Prepared>);
+
+std::thread_local! {
+    /// Each thread's recently prepared convolutions, most recently used first.
+    static PREPARED: std::cell::RefCell<Vec<CachedPrepared>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`Prepared::new`], reused when this thread prepared the same weights, bias and shapes before: packing the weights
+/// took 8% of an explanation at batch 1. The weights are compared bit for bit (a few µs), not trusted by address:
+/// training changes a layer's weights in place.
+pub(crate) fn prepared(
+    w: &[f32],
+    o: usize,
+    input: (usize, usize, usize),
+    kernel: (usize, usize),
+    bias: Option<&[f32]>,
+) -> std::rc::Rc<Prepared> {
+    let same = |a: &[u32], b: &[f32]| {
+        // SAFETY: `f32` and `u32` have the same size and alignment, and every bit pattern is a `u32`; viewing the
+        // floats as their bits lets the comparison run as one memcmp (value by value, it took a third of a batch-1
+        // explanation).
+        let b: &[u32] = unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u32>(), b.len()) };
+        a == b
+    };
+    PREPARED.with_borrow_mut(|cache| {
+        let hit = cache.iter().position(|(cw, cb, p)| {
+            p.o == o
+                && p.input == input
+                && p.kernel == kernel
+                && same(cw, w)
+                && match (cb, bias) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => same(a, b),
+                    _ => false,
+                }
+        });
+        let entry = match hit {
+            Some(i) => cache.remove(i),
+            None => {
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+                (
+                    bits(w),
+                    bias.map(bits),
+                    std::rc::Rc::new(Prepared::new(w, o, input, kernel, bias)),
+                )
+            }
+        };
+        let p = entry.2.clone();
+        cache.insert(0, entry);
+        cache.truncate(CACHED);
+        p
+    })
+}
+
 /// One sample: `xs` its input `[C, H, W]`, `out` its output `[O, OH, OW]`: every value written (the first depth
 /// block stores before any is read), plus the bias where there is one (added to the finished sum, as a separate
 /// `out += b` would).
@@ -494,6 +552,166 @@ unsafe fn tile_t<const NV: usize, const KW: usize>(ss: &[f32], pt: &PreparedT, c
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn tile_t<const NV: usize, const KW: usize>(_: &[f32], _: &PreparedT, _: usize, _: usize, _: &mut [f32]) {
     unreachable!("the direct convolution runs only where available() holds")
+}
+
+/// `out[k] = Σ_o s[o]·w[o][k]` for one row `s` (`[O]`) and the weights `w` (`[O, K]`, row-major): the product
+/// `s W` that a GEMM computes for a batch of one, the same bits (fused multiply-adds from zero in o order, in
+/// blocks of [`KC`] outputs: the first block's sum stored, later blocks' added), without packing `W` (a GEMM packs
+/// all of it for every call, most of a dense layer's time at batch 1). Sixteen `k` a vector, eight vectors a tile.
+pub(crate) fn row_times_matrix(s: &[f32], w: &[f32], out: &mut [f32]) {
+    assert!(available(), "the direct product needs AVX-512F");
+    let (o, k) = (s.len(), out.len());
+    assert_eq!(w.len(), o * k);
+    for k0 in (0..k).step_by(128) {
+        for (block, o0) in (0..o).step_by(KC).enumerate() {
+            let o1 = (o0 + KC).min(o);
+            // SAFETY: AVX-512F is present; the tile reads `s[o0..o1]`, `w[oi·K + k0 + j]` and writes `out[k0 + j]`
+            // for `j < min(128, K − k0)` only (masked), inside the asserted lengths.
+            unsafe { row_tile(&s[o0..o1], w.as_ptr().add(o0 * k + k0), k, &mut out[k0..], block == 0) };
+        }
+    }
+}
+
+/// One tile of [`row_times_matrix`]: `out[j] (+)= Σ_i s[i]·w[i·stride + j]` for `j < min(128, out.len())`.
+///
+/// # Safety
+/// AVX-512F must be present and `w[i·stride + j]` valid for `i < s.len()` and those `j`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_tile(s: &[f32], w: *const f32, stride: usize, out: &mut [f32], first: bool) {
+    use std::arch::x86_64::*;
+    let n = out.len().min(128);
+    let masks: [__mmask16; 8] = std::array::from_fn(|v| {
+        let left = n.saturating_sub(16 * v);
+        if left >= 16 { u16::MAX } else { (1u16 << left) - 1 }
+    });
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for (i, &si) in s.iter().enumerate() {
+        let b = _mm512_set1_ps(si);
+        // SAFETY: only the masked lanes (`j < n`) are read, valid by the caller's contract.
+        let row = unsafe { w.add(i * stride) };
+        for (v, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_fmadd_ps(b, unsafe { _mm512_maskz_loadu_ps(masks[v], row.add(16 * v)) }, *a);
+        }
+    }
+    let d = out.as_mut_ptr();
+    for (v, &a) in acc.iter().enumerate() {
+        // SAFETY: lanes `16v + L < n ≤ out.len()` only.
+        unsafe {
+            let p = d.add(16 * v);
+            let x = if first {
+                a
+            } else {
+                _mm512_add_ps(a, _mm512_maskz_loadu_ps(masks[v], p))
+            };
+            _mm512_mask_storeu_ps(p, masks[v], x);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn row_tile(_: &[f32], _: *const f32, _: usize, _: &mut [f32], _: bool) {
+    unreachable!("the direct product runs only where available() holds")
+}
+
+/// `out[n][j] = Σ_k x[n][k]·w[j][k] (+ b[j])` for a few rows `x` (`[N, K]`, N ≤ 4) and the weights `w`
+/// (`[O, K]`, row-major): the dense layer's `x Wᵀ + b` as a GEMM computes it, the same bits (fused multiply-adds
+/// from zero in k order in blocks of [`KC`], later blocks added, then the bias), without packing `W`: sixteen rows
+/// of `W` at a time are transposed in registers so that one vector holds sixteen outputs' weights for one `k`.
+pub(crate) fn rows_times_matrix_t(x: &[f32], n: usize, w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    assert!(available(), "the direct product needs AVX-512F");
+    assert!((1..=4).contains(&n) && x.len().is_multiple_of(n));
+    let k = x.len() / n;
+    let o = out.len() / n;
+    assert_eq!(w.len(), o * k);
+    assert_eq!(out.len(), n * o);
+    assert!(bias.is_none_or(|b| b.len() == o));
+    for j0 in (0..o).step_by(16) {
+        macro_rules! go {
+            ($n:literal) => {
+                // SAFETY: AVX-512F is present; the tile reads rows `j0..min(j0 + 16, O)` of `w` (all `K` values),
+                // `x`'s `N·K` values and `bias[j0..]` up to `O`, and writes `out[n·O + j]` for those `j` (asserted
+                // lengths above; partial rows and vectors are masked).
+                unsafe { dense_tile::<$n>(x, k, w, o, j0, bias, out) }
+            };
+        }
+        match n {
+            1 => go!(1),
+            2 => go!(2),
+            3 => go!(3),
+            _ => go!(4),
+        }
+    }
+}
+
+/// Outputs `j0..j0 + 16` (those below `o`) of [`rows_times_matrix_t`] for `N` rows.
+///
+/// # Safety
+/// AVX-512F must be present and the lengths those [`rows_times_matrix_t`] asserts.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dense_tile<const N: usize>(
+    x: &[f32],
+    k: usize,
+    w: &[f32],
+    o: usize,
+    j0: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let rows = (o - j0).min(16);
+    let jmask: __mmask16 = if rows == 16 { u16::MAX } else { (1u16 << rows) - 1 };
+    let mut total = [_mm512_setzero_ps(); N];
+    for (block, kb) in (0..k).step_by(KC).enumerate() {
+        let ke = (kb + KC).min(k);
+        let mut acc = [_mm512_setzero_ps(); N];
+        for k0 in (kb..ke).step_by(16) {
+            let cols = (ke - k0).min(16);
+            let kmask: __mmask16 = if cols == 16 { u16::MAX } else { (1u16 << cols) - 1 };
+            // SAFETY: row `j0 + r < o`, columns `k0..k0 + cols ≤ K` (masked).
+            let r: [__m512; 16] = std::array::from_fn(|r| {
+                if r < rows {
+                    unsafe { _mm512_maskz_loadu_ps(kmask, w.as_ptr().add((j0 + r) * k + k0)) }
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            let t = transpose16(r);
+            for (kk, &wk) in t.iter().enumerate().take(cols) {
+                for (s, a) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_set1_ps(x[s * k + k0 + kk]);
+                    *a = _mm512_fmadd_ps(xv, wk, *a);
+                }
+            }
+        }
+        for (t, a) in total.iter_mut().zip(acc) {
+            // matrixmultiply's epilogue: the first depth block stored, later ones added (β = 1).
+            *t = if block == 0 { a } else { _mm512_add_ps(a, *t) };
+        }
+    }
+    // SAFETY: `bias[j0..j0 + rows]` and `out[s·o + j0..][..rows]` (masked) lie inside the asserted lengths.
+    let b = bias.map(|b| unsafe { _mm512_maskz_loadu_ps(jmask, b.as_ptr().add(j0)) });
+    for (s, &t) in total.iter().enumerate() {
+        let v = match b {
+            Some(b) => _mm512_add_ps(t, b),
+            None => t,
+        };
+        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(s * o + j0), jmask, v) };
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn dense_tile<const N: usize>(
+    _: &[f32],
+    _: usize,
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: Option<&[f32]>,
+    _: &mut [f32],
+) {
+    unreachable!("the direct product runs only where available() holds")
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
