@@ -418,42 +418,57 @@ mod simd {
         0
     }
 
+    /// Windows `k..k + m` (`m ≤ 16`) of rows `r0`, `r1`: their four cells as vectors (top-left, top-right,
+    /// bottom-left, bottom-right; lanes past `m` zero) and the lane masks for `m` windows and for the first and last
+    /// sixteen of their `2m` values in a row.
+    ///
+    /// # Safety
+    /// AVX-512F must be present and `r0`, `r1` valid for `2·(k + m)` values (only those are read).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn windows(
+        r0: *const f32,
+        r1: *const f32,
+        k: usize,
+        m: usize,
+    ) -> ([std::arch::x86_64::__m512; 4], [std::arch::x86_64::__mmask16; 3]) {
+        use std::arch::x86_64::*;
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let lanes = |m: usize| if m >= 16 { u16::MAX } else { (1u16 << m) - 1 };
+        let (mg, ma, mb) = (lanes(m), lanes(2 * m), lanes((2 * m).saturating_sub(16)));
+        let p = 2 * k;
+        // SAFETY: the masked lanes lie below `2·(k + m)`, valid by the caller's contract.
+        let [x0, x1, y0, y1] = unsafe {
+            [
+                _mm512_maskz_loadu_ps(ma, r0.add(p)),
+                _mm512_maskz_loadu_ps(mb, r0.add(p + 16)),
+                _mm512_maskz_loadu_ps(ma, r1.add(p)),
+                _mm512_maskz_loadu_ps(mb, r1.add(p + 16)),
+            ]
+        };
+        let cells = [
+            _mm512_permutex2var_ps(x0, even, x1),
+            _mm512_permutex2var_ps(x0, odd, x1),
+            _mm512_permutex2var_ps(y0, even, y1),
+            _mm512_permutex2var_ps(y0, odd, y1),
+        ];
+        (cells, [mg, ma, mb])
+    }
+
     /// `n` windows: rows `r0`, `r1` hold `2·n` values each, `dst` holds `n`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn max_avx512(r0: *const f32, r1: *const f32, dst: *mut f32, n: usize) {
         use std::arch::x86_64::*;
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        let lanes = |m: usize| if m >= 16 { u16::MAX } else { (1u16 << m) - 1 };
         // `if v > m { v } else { m }`: the ordered comparison is false for NaN on either side, as the scalar `>`.
         let pick = |m: __m512, v: __m512| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m), m, v);
         for k in (0..n).step_by(16) {
             let m = (n - k).min(16);
-            let (mg, ma, mb) = (lanes(m), lanes(2 * m), lanes((2 * m).saturating_sub(16)));
-            let p = 2 * k;
             // SAFETY (all pointer accesses): only the masked lanes are accessed, all below `2·n` (rows) and `n`
             // (`dst`), see the caller.
-            let (x0, x1) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(ma, r0.add(p)),
-                    _mm512_maskz_loadu_ps(mb, r0.add(p + 16)),
-                )
-            };
-            let (y0, y1) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(ma, r1.add(p)),
-                    _mm512_maskz_loadu_ps(mb, r1.add(p + 16)),
-                )
-            };
-            let (a0, a1) = (
-                _mm512_permutex2var_ps(x0, even, x1),
-                _mm512_permutex2var_ps(x0, odd, x1),
-            );
-            let (b0, b1) = (
-                _mm512_permutex2var_ps(y0, even, y1),
-                _mm512_permutex2var_ps(y0, odd, y1),
-            );
+            let ([a0, a1, b0, b1], [mg, _, _]) = unsafe { windows(r0, r1, k, m) };
             let v = pick(pick(pick(a0, a1), b0), b1);
             unsafe { _mm512_mask_storeu_ps(dst.add(k), mg, v) };
         }
@@ -464,39 +479,15 @@ mod simd {
     #[target_feature(enable = "avx512f")]
     unsafe fn route_avx512(r0: *const f32, r1: *const f32, g: *const f32, o0: *mut f32, o1: *mut f32, n: usize) {
         use std::arch::x86_64::*;
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
         let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
         let zero = _mm512_setzero_ps();
-        let lanes = |m: usize| if m >= 16 { u16::MAX } else { (1u16 << m) - 1 };
         for k in (0..n).step_by(16) {
             let m = (n - k).min(16);
-            // Lanes in use: `m` windows, `2m` values in each row (the first 16 and the rest).
-            let (mg, ma, mb) = (lanes(m), lanes(2 * m), lanes((2 * m).saturating_sub(16)));
             let p = 2 * k;
             // SAFETY (all pointer accesses): lanes outside the masks are neither read nor written, and the masked
             // lanes lie below `2·n` (rows) and `n` (`g`), see the caller.
-            let (x0, x1) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(ma, r0.add(p)),
-                    _mm512_maskz_loadu_ps(mb, r0.add(p + 16)),
-                )
-            };
-            let (y0, y1) = unsafe {
-                (
-                    _mm512_maskz_loadu_ps(ma, r1.add(p)),
-                    _mm512_maskz_loadu_ps(mb, r1.add(p + 16)),
-                )
-            };
-            let (a0, a1) = (
-                _mm512_permutex2var_ps(x0, even, x1),
-                _mm512_permutex2var_ps(x0, odd, x1),
-            );
-            let (b0, b1) = (
-                _mm512_permutex2var_ps(y0, even, y1),
-                _mm512_permutex2var_ps(y0, odd, y1),
-            );
+            let ([a0, a1, b0, b1], [mg, ma, mb]) = unsafe { windows(r0, r1, k, m) };
             let v = _mm512_add_ps(zero, unsafe { _mm512_maskz_loadu_ps(mg, g.add(k)) });
             // Ordered "greater than": false when either side is NaN, as the scalar `>`.
             let w1 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a1, a0);
