@@ -623,6 +623,10 @@ mod tests {
             (2, 3, 9, 6, 5, 2, 3),
             (1, 5, 4, 20, 7, 1, 5),
             (2, 2, 3, 3, 4, 1, 3),
+            (2, 3, 11, 28, 16, 5, 5),
+            (1, 2, 9, 40, 5, 4, 6),
+            (2, 4, 7, 19, 6, 3, 4),
+            (1, 1, 30, 30, 3, 3, 2),
         ] {
             let x = Array4::from_shape_fn((n, c, h, w), |(a, b, y, z)| {
                 let v = ((a * 131 + b * 31 + y * 7 + z * 3) % 23) as f32 * 0.37 - 3.1;
@@ -651,11 +655,10 @@ mod tests {
             });
             let wm: Vec<f32> = conv.weight.iter().copied().collect();
             let takes_direct = super::super::direct::PreparedT::new(&wm, o, (c, h, w), (kh, kw)).is_some();
-            // The shapes the transposed direct path is written for (the shipped CNN's second convolution among them).
-            assert_eq!(
-                takes_direct,
-                ow.is_power_of_two() && ow <= 16 && oh * ow <= 64 && ow + kw <= 17 && kw <= 6
-            );
+            // The shapes the transposed direct paths are written for (the shipped CNN's convolutions among them):
+            // small planes, and rows of up to 32 positions on input rows of up to 48.
+            let small = ow.is_power_of_two() && ow <= 16 && oh * ow <= 64 && ow + kw <= 17 && kw <= 6;
+            assert_eq!(takes_direct, small || (ow <= 32 && w <= 48 && kw <= 6));
             let direct = conv.transpose_with(s.view(), (h, w), true);
             let gemm = conv.transpose_with(s.view(), (h, w), false);
             assert_eq!(

@@ -7,8 +7,9 @@
 //! blocks of [`KC`]; within a block by fused multiply-adds from zero, the first block's sum stored, each later
 //! block's sum added to what is stored. Unit tests compare the two paths bit for bit.
 //!
-//! The transposed product (`Wᵀ s` folded back onto the input, GEMM + col2im) has a direct form too, for small
-//! output planes (the shipped CNN's second convolution); larger ones keep GEMM + col2im.
+//! The transposed product (`Wᵀ s` folded back onto the input, GEMM + col2im) has a direct form too: for small
+//! output planes (the shipped CNN's second convolution) and for rows of up to 32 positions on input rows of up to
+//! 48 (its first); other shapes keep GEMM + col2im.
 
 /// matrixmultiply's depth block for `f32` (`S_KC`, the same for all its kernels).
 const KC: usize = 256;
@@ -394,6 +395,8 @@ pub(crate) struct PreparedT {
     input: (usize, usize, usize),
     kernel: (usize, usize),
     out_hw: (usize, usize),
+    /// Wider planes: tiles of whole output rows ([`tile_rows`]) instead of the plane's position vectors.
+    rows: bool,
 }
 
 impl PreparedT {
@@ -409,8 +412,10 @@ impl PreparedT {
             return None;
         }
         let (oh, ow) = (h + 1 - kh, wd + 1 - kw);
-        let fits = matches!(ow, 1 | 2 | 4 | 8 | 16) && oh * ow <= 64 && ow + kw - 1 <= 16 && kw <= 6;
-        if !fits {
+        let small = matches!(ow, 1 | 2 | 4 | 8 | 16) && oh * ow <= 64 && ow + kw - 1 <= 16 && kw <= 6;
+        // Rows of up to two vectors of positions, landing on input rows of up to three vectors.
+        let rows = !small && ow <= 32 && wd <= 48 && kw <= 6;
+        if !small && !rows {
             return None;
         }
         let mut packed = Vec::with_capacity(w.len());
@@ -428,6 +433,7 @@ impl PreparedT {
             input: (c, h, wd),
             kernel: (kh, kw),
             out_hw: (oh, ow),
+            rows,
         })
     }
 }
@@ -439,6 +445,10 @@ pub(crate) fn transpose_sample(ss: &[f32], pt: &PreparedT, out: &mut [f32]) {
     assert!(available(), "the direct convolution needs AVX-512F");
     assert_eq!(ss.len(), pt.o * oh * ow);
     assert_eq!(out.len(), c * h * w);
+    if pt.rows {
+        transpose_rows(ss, pt, out);
+        return;
+    }
     let vectors = (oh * ow).div_ceil(16);
     for ci in 0..c {
         for ky in 0..kh {
@@ -712,6 +722,167 @@ unsafe fn dense_tile<const N: usize>(
     _: &mut [f32],
 ) {
     unreachable!("the direct product runs only where available() holds")
+}
+
+/// [`transpose_sample`] for planes whose rows are wider than the small-plane tiles take (the CNN's first
+/// convolution, 24 positions a row): tiles of `NR` output rows for one `(ci, ky)`, each row as `PV` vectors of
+/// sixteen positions, their `KW` taps' sums by fused multiply-adds in o order, then each input row (up to three
+/// vectors) loaded once, the taps added in kx order (for one kx, the row's vectors land on disjoint columns), stored
+/// once.
+fn transpose_rows(ss: &[f32], pt: &PreparedT, out: &mut [f32]) {
+    let ((c, _, _), (kh, kw), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
+    let pv = ow.div_ceil(16);
+    for ci in 0..c {
+        for ky in 0..kh {
+            let mut oy = 0;
+            while oy < oh {
+                macro_rules! go {
+                    ($($k:literal, $p:literal, $n:literal);*) => {
+                        match (kw, pv, (oh - oy).min(24 / (kw * pv).max(1)).max(1)) {
+                            $(
+                                (kw_, pv_, nr) if kw_ == $k && pv_ == $p && nr >= $n => {
+                                    // SAFETY: AVX-512F is present and the shapes were checked by `PreparedT::new`
+                                    // and `transpose_sample`; rows `oy..oy + $n` lie below OH.
+                                    unsafe { tile_rows::<$k, $p, $n>(ss, pt, ci, ky, oy, out) };
+                                    oy += $n;
+                                }
+                            )*
+                            (kw_, pv_, _) => {
+                                // SAFETY: as above, one row.
+                                match (kw_, pv_) {
+                                    (1, 1) => unsafe { tile_rows::<1, 1, 1>(ss, pt, ci, ky, oy, out) },
+                                    (2, 1) => unsafe { tile_rows::<2, 1, 1>(ss, pt, ci, ky, oy, out) },
+                                    (3, 1) => unsafe { tile_rows::<3, 1, 1>(ss, pt, ci, ky, oy, out) },
+                                    (4, 1) => unsafe { tile_rows::<4, 1, 1>(ss, pt, ci, ky, oy, out) },
+                                    (5, 1) => unsafe { tile_rows::<5, 1, 1>(ss, pt, ci, ky, oy, out) },
+                                    (6, 1) => unsafe { tile_rows::<6, 1, 1>(ss, pt, ci, ky, oy, out) },
+                                    (1, 2) => unsafe { tile_rows::<1, 2, 1>(ss, pt, ci, ky, oy, out) },
+                                    (2, 2) => unsafe { tile_rows::<2, 2, 1>(ss, pt, ci, ky, oy, out) },
+                                    (3, 2) => unsafe { tile_rows::<3, 2, 1>(ss, pt, ci, ky, oy, out) },
+                                    (4, 2) => unsafe { tile_rows::<4, 2, 1>(ss, pt, ci, ky, oy, out) },
+                                    (5, 2) => unsafe { tile_rows::<5, 2, 1>(ss, pt, ci, ky, oy, out) },
+                                    _ => unsafe { tile_rows::<6, 2, 1>(ss, pt, ci, ky, oy, out) },
+                                }
+                                oy += 1;
+                            }
+                        }
+                    };
+                }
+                // The row counts that keep KW·PV·NR ≤ 24 sums in registers.
+                go!(1, 1, 8; 2, 1, 8; 3, 1, 8; 4, 1, 6; 5, 1, 4; 6, 1, 4; 1, 2, 8; 2, 2, 6; 3, 2, 4; 4, 2, 3; 5, 2, 2; 6, 2, 2);
+            }
+        }
+    }
+}
+
+/// Output rows `oy0..oy0 + NR` of one `(ci, ky)`: see [`transpose_rows`].
+///
+/// # Safety
+/// AVX-512F must be present, the shapes those [`transpose_sample`] checks for a rows-kind [`PreparedT`] (so
+/// `ow ≤ 16·PV`, `W ≤ 48`), `KW` the kernel width and `oy0 + NR ≤ OH`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile_rows<const KW: usize, const PV: usize, const NR: usize>(
+    ss: &[f32],
+    pt: &PreparedT,
+    ci: usize,
+    ky: usize,
+    oy0: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let ((_, h, w), (kh, _), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
+    debug_assert!(oy0 + NR <= oh && ow <= 16 * PV && w <= 48);
+    let positions = oh * ow;
+    let lanes = |n: usize| -> __mmask16 { if n >= 16 { u16::MAX } else { ((1u32 << n) - 1) as u16 } };
+    let len: [usize; PV] = std::array::from_fn(|v| ow.saturating_sub(16 * v).min(16));
+    let pmask: [__mmask16; PV] = std::array::from_fn(|v| lanes(len[v]));
+    let block = pt.w.as_ptr().wrapping_add((ci * kh + ky) * pt.o * KW);
+    let s = ss.as_ptr();
+    let mut acc = [[[_mm512_setzero_ps(); PV]; NR]; KW];
+    for o in 0..pt.o {
+        // SAFETY: row `oy0 + r < OH` of channel `o`, its first `len[v]` positions of vector `v` (masked): inside
+        // `ss` (`O·OH·OW` values); the tile's weight block holds `O·KW` values.
+        let sv: [[__m512; PV]; NR] = std::array::from_fn(|r| {
+            std::array::from_fn(|v| unsafe {
+                _mm512_maskz_loadu_ps(pmask[v], s.add(o * positions + (oy0 + r) * ow + 16 * v))
+            })
+        });
+        for kx in 0..KW {
+            let wb = _mm512_set1_ps(unsafe { *block.add(o * KW + kx) });
+            for r in 0..NR {
+                for v in 0..PV {
+                    acc[kx][r][v] = _mm512_fmadd_ps(wb, sv[r][v], acc[kx][r][v]);
+                }
+            }
+        }
+    }
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let regs = w.div_ceil(16);
+    let rmask: [__mmask16; 3] = std::array::from_fn(|i| lanes(w.saturating_sub(16 * i)));
+    let plane = ci * h * w;
+    let base = out.as_mut_ptr();
+    // Every row of the tile is loaded before any is stored (a masked store followed by a load of the next row,
+    // within the store's 64 bytes, waits for the store).
+    let mut rows = [[_mm512_setzero_ps(); 3]; NR];
+    for (r, row) in rows.iter_mut().enumerate() {
+        let at = plane + (oy0 + r + ky) * w;
+        for i in 0..regs {
+            // SAFETY: input row `oy0 + r + ky < H` of plane `ci`, its `w` values (masked): inside `out`.
+            row[i] = unsafe { _mm512_maskz_loadu_ps(rmask[i], base.add(at + 16 * i)) };
+        }
+    }
+    // Position `16v + j` of an output row lands on input column `16v + j + kx`: lane `L` of input vector `v + e`
+    // (`e` = 0, 1) takes lane `L + d` of the sums, `d = 16e − kx`, where `0 ≤ L + d < len[v]` (the same for every
+    // row of the tile: worked out once, not per row).
+    let shift: [[[(__mmask16, __m512i); 2]; PV]; KW] = std::array::from_fn(|kx| {
+        std::array::from_fn(|v| {
+            std::array::from_fn(|e| {
+                let d = 16 * e as isize - kx as isize;
+                let lo = (-d).clamp(0, 16) as u32;
+                let hi = (len[v] as isize - d).clamp(0, 16) as u32;
+                let m = if hi <= lo || v + e >= regs {
+                    0
+                } else {
+                    (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+                };
+                (m, _mm512_add_epi32(iota, _mm512_set1_epi32(d as i32)))
+            })
+        })
+    });
+    for (r, row) in rows.iter_mut().enumerate() {
+        for kx in 0..KW {
+            for v in 0..PV {
+                for e in 0..2 {
+                    let (m, idx) = shift[kx][v][e];
+                    if v + e < 3 {
+                        let shifted = _mm512_permutexvar_ps(idx, acc[kx][r][v]);
+                        row[v + e] = _mm512_mask_add_ps(row[v + e], m, row[v + e], shifted);
+                    }
+                }
+            }
+        }
+    }
+    for (r, row) in rows.iter().enumerate() {
+        let at = plane + (oy0 + r + ky) * w;
+        for i in 0..regs {
+            // SAFETY: as the loads above.
+            unsafe { _mm512_mask_storeu_ps(base.add(at + 16 * i), rmask[i], row[i]) };
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_rows<const KW: usize, const PV: usize, const NR: usize>(
+    _: &[f32],
+    _: &PreparedT,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &mut [f32],
+) {
+    unreachable!("the direct convolution runs only where available() holds")
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
