@@ -205,7 +205,9 @@ pub fn refuse_foreign_folder(dir: &Path, marker: &str) -> Result<()> {
                 let n = name.to_string_lossy();
                 n.starts_with('.') && n.contains(".tmp")
             };
-            !(name == LOCK_FILE || ours_in_flight || (name == "chunks" && empty_dir(&e.path())))
+            // The marker itself: absent when checked above, it may have been renamed into place since by the lrp
+            // holding the folder (a second writer then lost the race and is refused by the lock, not here).
+            !(name == LOCK_FILE || name == marker || ours_in_flight || (name == "chunks" && empty_dir(&e.path())))
         });
     if entries.next().is_some() {
         return Err(BatchError::OutputDir {
