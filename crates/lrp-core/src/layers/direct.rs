@@ -19,6 +19,11 @@ const KC: usize = 256;
 const WIDTHS_1: [usize; 6] = [24, 16, 8, 4, 2, 1];
 const WIDTHS_2: [usize; 5] = [12, 8, 4, 2, 1];
 
+/// The mask of the first `n` of a vector's sixteen lanes (all of them for `n ≥ 16`).
+pub(super) fn lanes(n: usize) -> u16 {
+    if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
+}
+
 /// Whether this processor runs the direct path (AVX-512F; matrixmultiply then uses its AVX-512 kernel too).
 pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -296,14 +301,14 @@ unsafe fn tile_n<const MV: usize, const NP: usize>(
         }
     }
     for (m, acc) in acc.iter().enumerate() {
-        let lanes = dst.lanes.saturating_sub(16 * m).min(16);
+        let channels = dst.lanes.saturating_sub(16 * m).min(16);
         for p0 in (0..NP).step_by(16) {
             let count = (NP - p0).min(16);
             let mut rows = [_mm512_setzero_ps(); 16];
             rows[..count].copy_from_slice(&acc[p0..p0 + count]);
             let cols = transpose16(rows);
-            let mask: __mmask16 = if count == 16 { u16::MAX } else { (1u16 << count) - 1 };
-            for (lane, &col) in cols.iter().enumerate().take(lanes) {
+            let mask = lanes(count);
+            for (lane, &col) in cols.iter().enumerate().take(channels) {
                 // SAFETY: channel `16m + lane < dst.lanes`, positions `p0..p0 + count ≤ NP`: valid (caller).
                 unsafe {
                     let d = out.add((16 * m + lane) * dst.stride + p0);
@@ -503,10 +508,7 @@ unsafe fn tile_t<const NV: usize, const KW: usize>(ss: &[f32], pt: &PreparedT, c
     let ((_, h, w), (kh, _), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
     let positions = oh * ow;
     let block = pt.w.as_ptr().wrapping_add((ci * kh + ky) * pt.o * KW);
-    let masks: [__mmask16; NV] = std::array::from_fn(|v| {
-        let left = positions - 16 * v;
-        if left >= 16 { u16::MAX } else { (1u16 << left) - 1 }
-    });
+    let masks: [__mmask16; NV] = std::array::from_fn(|v| lanes(positions - 16 * v));
     let mut acc = [[_mm512_setzero_ps(); NV]; KW];
     let s = ss.as_ptr();
     for o in 0..pt.o {
@@ -591,10 +593,7 @@ pub(crate) fn row_times_matrix(s: &[f32], w: &[f32], out: &mut [f32]) {
 unsafe fn row_tile(s: &[f32], w: *const f32, stride: usize, out: &mut [f32], first: bool) {
     use std::arch::x86_64::*;
     let n = out.len().min(128);
-    let masks: [__mmask16; 8] = std::array::from_fn(|v| {
-        let left = n.saturating_sub(16 * v);
-        if left >= 16 { u16::MAX } else { (1u16 << left) - 1 }
-    });
+    let masks: [__mmask16; 8] = std::array::from_fn(|v| lanes(n.saturating_sub(16 * v)));
     let mut acc = [_mm512_setzero_ps(); 8];
     for (i, &si) in s.iter().enumerate() {
         let b = _mm512_set1_ps(si);
@@ -671,14 +670,14 @@ unsafe fn dense_tile<const N: usize>(
 ) {
     use std::arch::x86_64::*;
     let rows = (o - j0).min(16);
-    let jmask: __mmask16 = if rows == 16 { u16::MAX } else { (1u16 << rows) - 1 };
+    let jmask = lanes(rows);
     let mut total = [_mm512_setzero_ps(); N];
     for (block, kb) in (0..k).step_by(KC).enumerate() {
         let ke = (kb + KC).min(k);
         let mut acc = [_mm512_setzero_ps(); N];
         for k0 in (kb..ke).step_by(16) {
             let cols = (ke - k0).min(16);
-            let kmask: __mmask16 = if cols == 16 { u16::MAX } else { (1u16 << cols) - 1 };
+            let kmask = lanes(cols);
             // SAFETY: row `j0 + r < o`, columns `k0..k0 + cols ≤ K` (masked).
             let r: [__m512; 16] = std::array::from_fn(|r| {
                 if r < rows {
@@ -795,7 +794,6 @@ unsafe fn tile_rows<const KW: usize, const PV: usize, const NR: usize>(
     let ((_, h, w), (kh, _), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
     debug_assert!(oy0 + NR <= oh && ow <= 16 * PV && w <= 48);
     let positions = oh * ow;
-    let lanes = |n: usize| -> __mmask16 { if n >= 16 { u16::MAX } else { ((1u32 << n) - 1) as u16 } };
     let len: [usize; PV] = std::array::from_fn(|v| ow.saturating_sub(16 * v).min(16));
     let pmask: [__mmask16; PV] = std::array::from_fn(|v| lanes(len[v]));
     let block = pt.w.as_ptr().wrapping_add((ci * kh + ky) * pt.o * KW);

@@ -436,7 +436,7 @@ mod simd {
         use std::arch::x86_64::*;
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        let lanes = |m: usize| if m >= 16 { u16::MAX } else { (1u16 << m) - 1 };
+        use crate::layers::direct::lanes;
         let (mg, ma, mb) = (lanes(m), lanes(2 * m), lanes((2 * m).saturating_sub(16)));
         let p = 2 * k;
         // SAFETY: the masked lanes lie below `2·(k + m)`, valid by the caller's contract.
