@@ -43,7 +43,7 @@ pub(crate) struct Prepared {
     w: Vec<f32>,
     o: usize,
     opad: usize,
-    k: usize,
+    /// One offset per tap, `K` of them.
     taps: Vec<usize>,
     input: (usize, usize, usize),
     kernel: (usize, usize),
@@ -78,7 +78,6 @@ impl Prepared {
             w: p,
             o,
             opad,
-            k,
             taps,
             input: (c, h, wd),
             kernel: (kh, kw),
@@ -160,6 +159,7 @@ pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::May
     assert_eq!(xs.len(), c * h * w);
     assert_eq!(out.len(), pw.o * oh * ow);
     let taps = &pw.taps;
+    let k = taps.len();
     let two = pw.o >= 32;
     for oy in 0..oh {
         let mut ox = 0;
@@ -174,20 +174,20 @@ pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::May
             // The largest tap offset read is `taps[K − 1] + (oy·w + ox) + np − 1`: the last input value of the
             // tile's last output, inside `xs` because that output lies inside the output plane.
             let start = oy * w + ox;
-            debug_assert!(taps[pw.k - 1] + start + np - 1 < xs.len());
+            debug_assert!(taps[k - 1] + start + np - 1 < xs.len());
             let mut ob = 0;
             while ob < pw.o {
                 let mv = if pw.o - ob >= 32 { 2 } else { 1 };
                 let lanes = (16 * mv).min(pw.o - ob);
-                for (block, k0) in (0..pw.k).step_by(KC).enumerate() {
-                    let k1 = (k0 + KC).min(pw.k);
+                for (block, k0) in (0..k).step_by(KC).enumerate() {
+                    let k1 = (k0 + KC).min(k);
                     let dst = Dst {
                         first: block == 0,
                         lanes,
                         stride: oh * ow,
                         // SAFETY: `ob + 16·mv ≤ O′`, the padded bias's length.
                         bias: match &pw.bias {
-                            Some(b) if k1 == pw.k => unsafe { b.as_ptr().add(ob) },
+                            Some(b) if k1 == k => unsafe { b.as_ptr().add(ob) },
                             _ => std::ptr::null(),
                         },
                     };
