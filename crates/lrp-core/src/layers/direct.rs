@@ -735,40 +735,40 @@ fn transpose_rows(ss: &[f32], pt: &PreparedT, out: &mut [f32]) {
         for ky in 0..kh {
             let mut oy = 0;
             while oy < oh {
-                macro_rules! go {
-                    ($($k:literal, $p:literal, $n:literal);*) => {
-                        match (kw, pv, (oh - oy).min(24 / (kw * pv).max(1)).max(1)) {
-                            $(
-                                (kw_, pv_, nr) if kw_ == $k && pv_ == $p && nr >= $n => {
-                                    // SAFETY: AVX-512F is present and the shapes were checked by `PreparedT::new`
-                                    // and `transpose_sample`; rows `oy..oy + $n` lie below OH.
+                // Tiles of `NR` rows (`KW·PV·NR ≤ 24` sums in registers, at most 8 rows), one row at a time for
+                // the last rows when fewer than `NR` are left.
+                macro_rules! tiles {
+                    ($(($k:literal, $p:literal, $n:literal)),*) => {
+                        match (kw, pv) {
+                            $(($k, $p) => {
+                                // SAFETY: AVX-512F is present and the shapes were checked by `PreparedT::new` and
+                                // `transpose_sample`; the tile's rows lie below OH.
+                                if oh - oy >= $n {
                                     unsafe { tile_rows::<$k, $p, $n>(ss, pt, ci, ky, oy, out) };
                                     oy += $n;
+                                } else {
+                                    unsafe { tile_rows::<$k, $p, 1>(ss, pt, ci, ky, oy, out) };
+                                    oy += 1;
                                 }
-                            )*
-                            (kw_, pv_, _) => {
-                                // SAFETY: as above, one row.
-                                match (kw_, pv_) {
-                                    (1, 1) => unsafe { tile_rows::<1, 1, 1>(ss, pt, ci, ky, oy, out) },
-                                    (2, 1) => unsafe { tile_rows::<2, 1, 1>(ss, pt, ci, ky, oy, out) },
-                                    (3, 1) => unsafe { tile_rows::<3, 1, 1>(ss, pt, ci, ky, oy, out) },
-                                    (4, 1) => unsafe { tile_rows::<4, 1, 1>(ss, pt, ci, ky, oy, out) },
-                                    (5, 1) => unsafe { tile_rows::<5, 1, 1>(ss, pt, ci, ky, oy, out) },
-                                    (6, 1) => unsafe { tile_rows::<6, 1, 1>(ss, pt, ci, ky, oy, out) },
-                                    (1, 2) => unsafe { tile_rows::<1, 2, 1>(ss, pt, ci, ky, oy, out) },
-                                    (2, 2) => unsafe { tile_rows::<2, 2, 1>(ss, pt, ci, ky, oy, out) },
-                                    (3, 2) => unsafe { tile_rows::<3, 2, 1>(ss, pt, ci, ky, oy, out) },
-                                    (4, 2) => unsafe { tile_rows::<4, 2, 1>(ss, pt, ci, ky, oy, out) },
-                                    (5, 2) => unsafe { tile_rows::<5, 2, 1>(ss, pt, ci, ky, oy, out) },
-                                    _ => unsafe { tile_rows::<6, 2, 1>(ss, pt, ci, ky, oy, out) },
-                                }
-                                oy += 1;
-                            }
+                            })*
+                            _ => unreachable!("shapes checked by PreparedT::new"),
                         }
                     };
                 }
-                // The row counts that keep KW·PV·NR ≤ 24 sums in registers.
-                go!(1, 1, 8; 2, 1, 8; 3, 1, 8; 4, 1, 6; 5, 1, 4; 6, 1, 4; 1, 2, 8; 2, 2, 6; 3, 2, 4; 4, 2, 3; 5, 2, 2; 6, 2, 2);
+                tiles!(
+                    (1, 1, 8),
+                    (2, 1, 8),
+                    (3, 1, 8),
+                    (4, 1, 6),
+                    (5, 1, 4),
+                    (6, 1, 4),
+                    (1, 2, 8),
+                    (2, 2, 6),
+                    (3, 2, 4),
+                    (4, 2, 3),
+                    (5, 2, 2),
+                    (6, 2, 2)
+                );
             }
         }
     }
