@@ -112,13 +112,9 @@ pub(crate) fn prepared(
     kernel: (usize, usize),
     bias: Option<&[f32]>,
 ) -> std::rc::Rc<Prepared> {
-    let same = |a: &[u32], b: &[f32]| {
-        // SAFETY: `f32` and `u32` have the same size and alignment, and every bit pattern is a `u32`; viewing the
-        // floats as their bits lets the comparison run as one memcmp (value by value, it took a third of a batch-1
-        // explanation).
-        let b: &[u32] = unsafe { std::slice::from_raw_parts(b.as_ptr().cast::<u32>(), b.len()) };
-        a == b
-    };
+    // The floats viewed as their bits: the comparison runs as one memcmp (value by value, it took a third of a
+    // batch-1 explanation).
+    let same = |a: &[u32], b: &[f32]| a == bytemuck::cast_slice::<f32, u32>(b);
     PREPARED.with_borrow_mut(|cache| {
         let hit = cache.iter().position(|(cw, cb, p)| {
             p.o == o
@@ -134,7 +130,7 @@ pub(crate) fn prepared(
         let entry = match hit {
             Some(i) => cache.remove(i),
             None => {
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+                let bits = |v: &[f32]| bytemuck::cast_slice::<f32, u32>(v).to_vec();
                 (
                     bits(w),
                     bias.map(bits),
