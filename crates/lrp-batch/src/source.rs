@@ -145,7 +145,7 @@ impl Source for NpySource {
 }
 
 /// [`lanes_min_max`] of an array in whatever order its memory holds it (an `.npy` is C or Fortran order).
-fn view_min_max<T: Copy + PartialOrd + num_like::Infinite>(v: ArrayViewD<'_, T>) -> Option<(T, T)> {
+fn view_min_max<T: num_traits::Float>(v: ArrayViewD<'_, T>) -> Option<(T, T)> {
     match v.as_slice_memory_order() {
         Some(sl) => lanes_min_max(sl),
         None => lanes_min_max(&v.iter().copied().collect::<Vec<_>>()),
@@ -155,9 +155,9 @@ fn view_min_max<T: Copy + PartialOrd + num_like::Infinite>(v: ArrayViewD<'_, T>)
 /// The smallest and largest value of `v`, NaN ignored (`None` when it holds no number): sixteen running minima
 /// and maxima side by side, which the compiler turns into vector instructions (a value-by-value fold ran at a
 /// fifth of the speed of the explanations it was checking).
-fn lanes_min_max<T: Copy + PartialOrd + num_like::Infinite>(v: &[T]) -> Option<(T, T)> {
+fn lanes_min_max<T: num_traits::Float>(v: &[T]) -> Option<(T, T)> {
     const L: usize = 16;
-    let (mut lo, mut hi) = ([T::INF; L], [T::NEG_INF; L]);
+    let (mut lo, mut hi) = ([T::infinity(); L], [T::neg_infinity(); L]);
     let chunks = v.chunks_exact(L);
     let rest = chunks.remainder();
     for c in chunks {
@@ -171,26 +171,10 @@ fn lanes_min_max<T: Copy + PartialOrd + num_like::Infinite>(v: &[T]) -> Option<(
         lo[0] = if x < lo[0] { x } else { lo[0] };
         hi[0] = if x > hi[0] { x } else { hi[0] };
     }
-    let lo = lo.into_iter().fold(T::INF, |a, b| if b < a { b } else { a });
-    let hi = hi.into_iter().fold(T::NEG_INF, |a, b| if b > a { b } else { a });
+    let lo = lo.into_iter().fold(T::infinity(), |a, b| if b < a { b } else { a });
+    let hi = hi.into_iter().fold(T::neg_infinity(), |a, b| if b > a { b } else { a });
     // Only NaN (or nothing) leaves the bounds crossed; one value of ±∞ still gives lo ≤ hi.
     (lo <= hi).then_some((lo, hi))
-}
-
-mod num_like {
-    /// The two infinities of a float type.
-    pub trait Infinite {
-        const INF: Self;
-        const NEG_INF: Self;
-    }
-    impl Infinite for f32 {
-        const INF: f32 = f32::INFINITY;
-        const NEG_INF: f32 = f32::NEG_INFINITY;
-    }
-    impl Infinite for f64 {
-        const INF: f64 = f64::INFINITY;
-        const NEG_INF: f64 = f64::NEG_INFINITY;
-    }
 }
 
 /// Samples already in memory (a library caller's arrays; `lrp batch` reads IDX data through [`ByteSource`]).
