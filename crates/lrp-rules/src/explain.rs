@@ -270,7 +270,6 @@ impl<'n> Explainer<'n> {
         })
     }
 
-    /// LRP in the plan's form.
     /// LRP in the plan's form; `sums`: compute [`Explanation::layer_sums`]; `keep` sees every value's relevance.
     fn lrp(
         &self,
