@@ -672,5 +672,14 @@ mod tests {
                 "transposed {n}×{o}×{oh}×{ow} → {c}×{h}×{w}, {kh}×{kw}"
             );
         }
+        // Whatever the conditions above say, the shipped CNN's two convolutions take the direct transposed paths
+        // (its second a small plane, its first rows of 24), so the bit-for-bit comparisons cover what runs.
+        for (c, h, w, o) in [(16, 12, 12, 32), (1, 28, 28, 16)] {
+            let wm = vec![0.5f32; o * c * 25];
+            assert!(
+                super::super::direct::PreparedT::new(&wm, o, (c, h, w), (5, 5)).is_some(),
+                "{c}×{h}×{w} → {o}"
+            );
+        }
     }
 }
