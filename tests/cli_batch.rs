@@ -188,6 +188,32 @@ fn a_foreign_or_different_output_folder_is_refused() {
         run.to_str().unwrap(),
     ]);
     assert!(err.contains("different run") && err.contains("model"), "{err}");
+
+    // A folder an earlier version wrote (format 1, other digests) is named as such, not taken for this run, and
+    // left as it was.
+    let manifest = run.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("\"lrp-batch/2\""), "{text}");
+    std::fs::write(&manifest, text.replace("\"lrp-batch/2\"", "\"lrp-batch/1\"")).unwrap();
+    let before = batch_results(&run);
+    let err = lrp_err(&[
+        "batch",
+        "--model",
+        MODEL,
+        "--data",
+        "data/mnist",
+        "--rule",
+        "epsilon",
+        "--rule",
+        "epsilon-gamma-box",
+        "--limit",
+        "20",
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(err.contains("'lrp-batch/1'") && err.contains("new folder"), "{err}");
+    assert_eq!(batch_results(&run), before);
 }
 
 #[test]

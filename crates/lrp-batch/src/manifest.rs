@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BatchError, Result};
 use crate::files::write_atomic;
 
-/// The format tag of manifests this version writes.
-pub const FORMAT: &str = "lrp-batch/1";
+/// The format tag of manifests this version writes. `lrp-batch/2` identifies files by XXH3-128 digests
+/// (`lrp-batch/1`: FNV-1a), so a folder of format 1 is a different run to this version.
+pub const FORMAT: &str = "lrp-batch/2";
 
 /// Everything that identifies a run: two folders with equal `RunId`s hold the same results.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +97,11 @@ impl Manifest {
         if m.format != FORMAT {
             return Err(BatchError::Manifest {
                 path,
-                reason: format!("format '{}', this version reads '{FORMAT}'", m.format),
+                reason: format!(
+                    "format '{}', this version reads '{FORMAT}' (another version of lrp wrote it; run again into a new \
+                     folder)",
+                    m.format
+                ),
             });
         }
         // File names come from the file: plain names inside the folder only, never a path elsewhere.
