@@ -134,13 +134,13 @@ pub fn model_digest(path: &Path) -> Result<String> {
     }
 }
 
-/// A dataset split as bytes (the built-in copy for the shipped `data/mnist` from another folder), its labels checked
-/// against `net`'s outputs; the batch runner converts it a chunk at a time.
-pub fn load_bytes_for(dir: &Path, split: Split, net: &Network) -> Result<lrp_core::ByteDataset> {
+/// A dataset split whose pixels are read on a thread of their own while the batch runner starts (the built-in copy
+/// for the shipped `data/mnist` from another folder), its labels checked against `net`'s outputs.
+pub fn stream_split_for(dir: &Path, split: Split, net: &Network) -> Result<lrp_core::StreamedDataset> {
     let data = if crate::shipped::is_mnist(dir) {
-        crate::shipped::mnist_bytes(split)?
+        crate::shipped::mnist_stream(split)?
     } else {
-        lrp_core::ByteDataset::load(dir, split)?
+        lrp_core::StreamedDataset::open(dir, split)?
     };
     check_labels(dir, data.num_classes(), net)?;
     Ok(data)

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use lrp_core::{ByteDataset, Dataset, Split};
+use lrp_core::{ByteDataset, Dataset, Split, StreamedDataset};
 
 /// One embedded model.
 pub struct ShippedModel {
@@ -86,13 +86,32 @@ pub fn mnist(split: Split) -> anyhow::Result<Dataset> {
 
 /// The embedded MNIST test split as bytes.
 pub fn mnist_bytes(split: Split) -> anyhow::Result<ByteDataset> {
+    test_split_only(split)?;
+    Ok(ByteDataset::from_idx_bytes(
+        TEST_IMAGES,
+        Path::new(TEST_IMAGES_NAME),
+        TEST_LABELS,
+        Path::new(TEST_LABELS_NAME),
+    )?)
+}
+
+/// The embedded MNIST test split, its pixels inflated on a thread of their own ([`StreamedDataset`]).
+pub fn mnist_stream(split: Split) -> anyhow::Result<StreamedDataset> {
+    test_split_only(split)?;
+    Ok(StreamedDataset::from_static(
+        TEST_IMAGES,
+        Path::new(TEST_IMAGES_NAME),
+        TEST_LABELS,
+        Path::new(TEST_LABELS_NAME),
+    )?)
+}
+
+const TEST_IMAGES_NAME: &str = "(built-in) t10k-images-idx3-ubyte.gz";
+const TEST_LABELS_NAME: &str = "(built-in) t10k-labels-idx1-ubyte.gz";
+
+fn test_split_only(split: Split) -> anyhow::Result<()> {
     match split {
-        Split::Test => Ok(ByteDataset::from_idx_bytes(
-            TEST_IMAGES,
-            Path::new("(built-in) t10k-images-idx3-ubyte.gz"),
-            TEST_LABELS,
-            Path::new("(built-in) t10k-labels-idx1-ubyte.gz"),
-        )?),
+        Split::Test => Ok(()),
         Split::Train => anyhow::bail!(
             "the built-in MNIST holds the test split only; the training split needs the folder {MNIST_DIR} (run \
              from a clone of the repository, or pass --data DIR)"

@@ -510,3 +510,42 @@ fn a_damaged_result_file_in_progress_is_made_again_on_resume() {
     assert_eq!(batch_results(&out), want);
     assert!(!out.join("chunks").exists());
 }
+
+/// The IDX images are read while the first chunks are explained: a `.gz` whose checksum is damaged still fails
+/// the run, naming the file, and the folder is left incomplete (its last chunk never runs on unverified pixels),
+/// with no result file in place.
+#[test]
+fn a_damaged_dataset_read_during_the_run_fails_it_and_leaves_it_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for name in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        std::fs::copy(root().join("data/mnist").join(name), data.join(name)).unwrap();
+    }
+    let images = data.join("t10k-images-idx3-ubyte.gz");
+    let mut bytes = std::fs::read(&images).unwrap();
+    let n = bytes.len();
+    bytes[n - 6] ^= 0x55; // the gzip trailer's CRC-32
+    std::fs::write(&images, &bytes).unwrap();
+    let out = dir.path().join("run");
+    let err = lrp_err(&[
+        "batch",
+        "--model",
+        "data/models/mnist-mlp.lrpm",
+        "--data",
+        data.to_str().unwrap(),
+        "--rule",
+        "epsilon",
+        "--chunk",
+        "500",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("t10k-images-idx3-ubyte.gz") && err.contains("cannot read the data"),
+        "{err}"
+    );
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"running\""), "{manifest}");
+    assert!(!out.join("rule0-epsilon.npy").exists() && !out.join("logits.npy").exists());
+}

@@ -133,12 +133,14 @@ fn mutated_npy_inputs_open_or_are_refused_within_their_size() {
     }
 }
 
+/// Mutated IDX splits, raw and gzip: loaded whole ([`lrp_core::Dataset::load`]) and streamed (the batch runner's
+/// [`lrp_core::StreamedDataset`], read on a thread of its own) they give the same images or both an error.
 #[test]
 fn mutated_idx_datasets_load_or_are_refused() {
     limit_memory();
     let mut rng = ChaCha8Rng::seed_from_u64(14);
     let dir = tempfile::tempdir().unwrap();
-    // Raw (uncompressed) IDX files: a 20-image split.
+    // A 20-image split.
     let mut images = vec![0, 0, 8, 3];
     for d in [20u32, 28, 28] {
         images.extend_from_slice(&d.to_be_bytes());
@@ -147,15 +149,39 @@ fn mutated_idx_datasets_load_or_are_refused() {
     let mut labels = vec![0, 0, 8, 1];
     labels.extend_from_slice(&20u32.to_be_bytes());
     labels.extend((0..20).map(|i| (i % 10) as u8));
+    let gzipped = {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&images).unwrap();
+        enc.finish().unwrap()
+    };
+    let (raw_name, gz_name) = ("t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz");
     for _ in 0..1500 {
+        let gzip = rng.random_bool(0.5);
+        let base = if gzip { &gzipped } else { &images };
         let (img, lab) = if rng.random_bool(0.5) {
-            (mutate(&mut rng, &images), labels.clone())
+            (mutate(&mut rng, base), labels.clone())
         } else {
-            (images.clone(), mutate(&mut rng, &labels))
+            (base.clone(), mutate(&mut rng, &labels))
         };
-        std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), &img).unwrap();
+        let (name, other) = if gzip { (gz_name, raw_name) } else { (raw_name, gz_name) };
+        let _ = std::fs::remove_file(dir.path().join(other));
+        std::fs::write(dir.path().join(name), &img).unwrap();
         std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), &lab).unwrap();
-        let _ = lrp_core::Dataset::load(dir.path(), lrp_core::Split::Test);
+        let loaded = lrp_core::Dataset::load(dir.path(), lrp_core::Split::Test);
+        let streamed = lrp_core::StreamedDataset::open(dir.path(), lrp_core::Split::Test).and_then(|s| {
+            let mut floats = vec![0.0f32; s.len() * s.dims.1 * s.dims.2];
+            s.floats_into(0..s.len(), &mut floats)
+                .map(|()| (floats, s.labels.clone()))
+        });
+        match (loaded, streamed) {
+            (Ok(d), Ok((floats, labels))) => {
+                assert_eq!(d.images.as_slice().unwrap(), &floats[..]);
+                assert_eq!(d.labels, labels);
+            }
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("loaded {:?}, streamed {:?}", a.err(), b.err()),
+        }
     }
 }
 

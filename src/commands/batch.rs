@@ -10,7 +10,7 @@ use lrp_core::Split;
 use lrp_core::idx::find_data_file;
 use lrp_rules::Spec;
 
-use crate::inputs::{SplitArg, load_bytes_for, load_model, load_targets};
+use crate::inputs::{SplitArg, load_model, load_targets, stream_split_for};
 use crate::text::count;
 
 #[derive(Args)]
@@ -135,8 +135,9 @@ fn run_job(a: RunArgs) -> Result<()> {
             (None, Some(dir)) => {
                 let split: Split = a.split.into();
                 let prefix = if matches!(split, Split::Test) { "t10k" } else { "train" };
-                // Kept as bytes and converted a chunk at a time (the same floats as a loaded dataset).
-                let d = load_bytes_for(dir, split, net)?;
+                // Kept as bytes and converted a chunk at a time (the same floats as a loaded dataset), the pixels
+                // still being read while the first chunks are explained.
+                let d = stream_split_for(dir, split, net)?;
                 let digest = if crate::shipped::is_mnist(dir) {
                     crate::shipped::mnist_digest()
                 } else {
@@ -150,7 +151,7 @@ fn run_job(a: RunArgs) -> Result<()> {
                     if matches!(split, Split::Test) { "test" } else { "train" }
                 );
                 let labels = d.labels.clone();
-                let src = ByteSource::new(d, net.input_shape().to_vec())
+                let src = ByteSource::streamed(d, net.input_shape().to_vec())
                     .with_context(|| format!("{}: images do not fit the model", dir.display()))?;
                 (Box::new(src), desc, digest, Some(labels))
             }

@@ -2,7 +2,8 @@
 //! files (kept in `chunks/` until the run completes), then a marker; at the end the files are renamed into place.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use lrp_core::Network;
@@ -237,20 +238,38 @@ impl<'a> Runner<'a> {
             .num_threads(threads.max(1))
             .build()
             .map_err(|e| BatchError::Config(format!("cannot start {threads} threads: {e}")))?;
-        pool.install(|| {
-            pending.par_iter().try_for_each(|&c| -> Result<()> {
+        // Chunks are claimed in order (a streamed source delivers its samples front to back), each worker taking
+        // the next one when it is done; after a failure no new chunk starts, and of the chunks that failed the
+        // first in order is reported.
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let failed: Mutex<Option<(usize, BatchError)>> = Mutex::new(None);
+        pool.broadcast(|_| {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(&c) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
                 let range = self.chunk_range(c);
-                self.process(source, out, c, &rule_nanos, &files)
-                    .map_err(|e| BatchError::Chunk {
-                        start: range.start,
-                        end: range.end,
-                        source: Box::new(e),
-                    })?;
-                let n = done.fetch_add(self.chunk_range(c).len(), Ordering::Relaxed) + self.chunk_range(c).len();
-                progress(n);
-                Ok(())
-            })
-        })?;
+                match self.process(source, out, c, &rule_nanos, &files) {
+                    Ok(()) => progress(done.fetch_add(range.len(), Ordering::Relaxed) + range.len()),
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        let mut first = failed.lock().unwrap_or_else(|p| p.into_inner());
+                        if first.as_ref().is_none_or(|(k, _)| c < *k) {
+                            let e = BatchError::Chunk {
+                                start: range.start,
+                                end: range.end,
+                                source: Box::new(e),
+                            };
+                            *first = Some((c, e));
+                        }
+                    }
+                }
+            }
+        });
+        if let Some((_, e)) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
         drop(files);
         self.finish(out)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -282,8 +301,10 @@ impl<'a> Runner<'a> {
         files: &[Partial],
     ) -> Result<()> {
         let range = self.chunk_range(c);
-        let x = source.chunk(range.clone());
-        if let Some((sample, element, value)) = lrp_core::first_non_finite(&x.view()) {
+        let x = source.chunk(range.clone())?;
+        if !source.always_finite()
+            && let Some((sample, element, value)) = lrp_core::first_non_finite(&x.view())
+        {
             return Err(BatchError::NonFinite {
                 sample: range.start + sample,
                 element,

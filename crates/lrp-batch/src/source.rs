@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use memmap2::Mmap;
-use ndarray::{ArrayD, ArrayViewD, Axis};
+use ndarray::{ArrayD, ArrayViewD, Axis, CowArray, IxDyn};
 use ndarray_npy::ViewNpyExt;
 
 use crate::error::{BatchError, Result};
@@ -20,8 +20,14 @@ pub trait Source: Sync {
     }
     /// Per-sample shape.
     fn sample_shape(&self) -> Vec<usize>;
-    /// The samples in `range`, `[range.len(), …sample shape]`.
-    fn chunk(&self, range: Range<usize>) -> ArrayD<f32>;
+    /// The samples in `range`, `[range.len(), …sample shape]`: borrowed where the source holds them as such (an
+    /// `.npy` of float32, an array), else converted; an error when the source cannot deliver them (a damaged file
+    /// that is still being read).
+    fn chunk(&self, range: Range<usize>) -> Result<CowArray<'_, f32, IxDyn>>;
+    /// Whether every value is finite by construction (pixels ÷ 255), so the runner need not look for NaN and ∞.
+    fn always_finite(&self) -> bool {
+        false
+    }
 }
 
 /// A float32 (or float64, converted chunk by chunk) `.npy` file, memory-mapped: the one `.npy` input reader of
@@ -113,7 +119,20 @@ impl NpySource {
 
     /// Every sample, `[N, …]`.
     pub fn all(&self) -> ArrayD<f32> {
-        self.chunk(0..self.len())
+        self.rows(0..self.len()).into_owned()
+    }
+
+    /// The samples in `range`: a view of the mapping for float32, converted for float64.
+    fn rows(&self, range: Range<usize>) -> CowArray<'_, f32, IxDyn> {
+        if self.f64 {
+            let v = ArrayViewD::<f64>::view_npy(&self.map).expect("checked when opened");
+            let v = if self.single { v.insert_axis(Axis(0)) } else { v };
+            v.slice_axis(Axis(0), range.into()).mapv(|x| x as f32).into()
+        } else {
+            let v = ArrayViewD::<f32>::view_npy(&self.map).expect("checked when opened");
+            let v = if self.single { v.insert_axis(Axis(0)) } else { v };
+            v.slice_axis_move(Axis(0), range.into()).into()
+        }
     }
 }
 
@@ -124,23 +143,8 @@ impl Source for NpySource {
     fn sample_shape(&self) -> Vec<usize> {
         self.shape[1..].to_vec()
     }
-    fn chunk(&self, range: Range<usize>) -> ArrayD<f32> {
-        let part = |v: ArrayViewD<'_, f32>| {
-            if self.single {
-                v.insert_axis(Axis(0))
-                    .slice_axis(Axis(0), range.clone().into())
-                    .to_owned()
-            } else {
-                v.slice_axis(Axis(0), range.clone().into()).to_owned()
-            }
-        };
-        if self.f64 {
-            let v = ArrayViewD::<f64>::view_npy(&self.map).expect("checked when opened");
-            let v = if self.single { v.insert_axis(Axis(0)) } else { v };
-            v.slice_axis(Axis(0), range.into()).mapv(|x| x as f32)
-        } else {
-            part(ArrayViewD::<f32>::view_npy(&self.map).expect("checked when opened"))
-        }
+    fn chunk(&self, range: Range<usize>) -> Result<CowArray<'_, f32, IxDyn>> {
+        Ok(self.rows(range))
     }
 }
 
@@ -190,49 +194,79 @@ impl Source for ArraySource {
     fn sample_shape(&self) -> Vec<usize> {
         self.data.shape()[1..].to_vec()
     }
-    fn chunk(&self, range: Range<usize>) -> ArrayD<f32> {
-        self.data.slice_axis(Axis(0), range.into()).to_owned()
+    fn chunk(&self, range: Range<usize>) -> Result<CowArray<'_, f32, IxDyn>> {
+        Ok(self.data.slice_axis(Axis(0), range.into()).into())
     }
 }
 
-/// An IDX dataset kept as bytes, each chunk converted to floats when it is read (the same values as
+/// IDX images kept as bytes, each chunk converted to floats when it is read (the same values as
 /// [`lrp_core::Dataset`]'s): the whole split is never held as floats, which spares its allocation, page faults
-/// and a serial conversion before the first chunk starts.
+/// and a serial conversion before the first chunk starts. Streamed ([`ByteSource::streamed`]), the pixels are
+/// still being read while the first chunks are explained.
 pub struct ByteSource {
-    data: lrp_core::ByteDataset,
+    pixels: Pixels,
     shape: Vec<usize>,
+}
+
+enum Pixels {
+    Whole(lrp_core::ByteDataset),
+    Streamed(lrp_core::StreamedDataset),
 }
 
 impl ByteSource {
     /// The dataset's images as samples of `sample_shape` (the model's input shape), which must hold `H·W` values.
     pub fn new(data: lrp_core::ByteDataset, sample_shape: Vec<usize>) -> Result<ByteSource> {
-        let per = data.dims.1 * data.dims.2;
-        if sample_shape.iter().product::<usize>() != per {
+        Self::with(Pixels::Whole(data), sample_shape)
+    }
+
+    /// [`ByteSource::new`] of a dataset whose pixels are still being read.
+    pub fn streamed(data: lrp_core::StreamedDataset, sample_shape: Vec<usize>) -> Result<ByteSource> {
+        Self::with(Pixels::Streamed(data), sample_shape)
+    }
+
+    fn with(pixels: Pixels, sample_shape: Vec<usize>) -> Result<ByteSource> {
+        let (_, h, w) = pixels.dims();
+        if sample_shape.iter().product::<usize>() != h * w {
             return Err(BatchError::Config(format!(
                 "images are {:?} per sample, the model takes {sample_shape:?}",
-                data.sample_shape()
+                [1, h, w]
             )));
         }
         Ok(ByteSource {
-            data,
+            pixels,
             shape: sample_shape,
         })
     }
 }
 
+impl Pixels {
+    fn dims(&self) -> (usize, usize, usize) {
+        match self {
+            Pixels::Whole(d) => d.dims,
+            Pixels::Streamed(d) => d.dims,
+        }
+    }
+}
+
 impl Source for ByteSource {
     fn len(&self) -> usize {
-        self.data.len()
+        self.pixels.dims().0
     }
     fn sample_shape(&self) -> Vec<usize> {
         self.shape.clone()
     }
-    fn chunk(&self, range: Range<usize>) -> ArrayD<f32> {
+    fn chunk(&self, range: Range<usize>) -> Result<CowArray<'_, f32, IxDyn>> {
         let mut shape = vec![range.len()];
         shape.extend_from_slice(&self.shape);
         let mut out = vec![0.0f32; shape.iter().product()];
-        self.data.floats_into(range, &mut out);
-        ArrayD::from_shape_vec(shape, out).expect("one value per pixel")
+        match &self.pixels {
+            Pixels::Whole(d) => d.floats_into(range, &mut out),
+            Pixels::Streamed(d) => d.floats_into(range, &mut out)?,
+        }
+        Ok(ArrayD::from_shape_vec(shape, out).expect("one value per pixel").into())
+    }
+    fn always_finite(&self) -> bool {
+        true
     }
 }
 
@@ -257,7 +291,7 @@ mod byte_source_tests {
         for shape in [vec![1, 8, 8], vec![64]] {
             let src = ByteSource::new(bytes(), shape.clone()).unwrap();
             assert_eq!((src.len(), src.sample_shape()), (5, shape.clone()));
-            let chunk = src.chunk(1..4);
+            let chunk = src.chunk(1..4).unwrap();
             let mut want = vec![3];
             want.extend_from_slice(&shape);
             assert_eq!(chunk.shape(), &want[..]);
@@ -277,7 +311,10 @@ mod byte_source_tests {
         let data = bytes().into_dataset().images.into_dyn();
         let src = ArraySource { data: data.clone() };
         assert_eq!((src.len(), src.sample_shape()), (5, vec![1, 8, 8]));
-        assert_eq!(src.chunk(2..5), data.slice_axis(ndarray::Axis(0), (2..5).into()));
+        assert_eq!(
+            src.chunk(2..5).unwrap(),
+            data.slice_axis(ndarray::Axis(0), (2..5).into())
+        );
     }
 
     #[test]

@@ -42,11 +42,51 @@ pub fn read_idx_bytes(bytes: &[u8], name: &Path) -> Result<IdxArray> {
     read_idx_from(bytes, bytes.len() as u64, name)
 }
 
-fn read_idx_from<R: std::io::BufRead>(mut raw: R, file_size: u64, path: &Path) -> Result<IdxArray> {
-    let bad = |reason: String| CoreError::Idx {
+fn read_idx_from<R: std::io::BufRead + Send>(raw: R, file_size: u64, path: &Path) -> Result<IdxArray> {
+    let (dims, total, reader) = open_payload(raw, file_size, path)?;
+    let mut data = Vec::with_capacity((total as usize).min(64 << 20));
+    reader
+        .take(total + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| idx_error(path, payload_error(&e)))?;
+    let found = data.len() as u64;
+    if found < total {
+        return Err(idx_error(path, truncated(&dims, total, found)));
+    }
+    if found > total {
+        return Err(idx_error(path, trailing(&dims, total)));
+    }
+    Ok(IdxArray { dims, data })
+}
+
+fn idx_error(path: &Path, reason: String) -> CoreError {
+    CoreError::Idx {
         path: path.to_path_buf(),
         reason,
-    };
+    }
+}
+
+fn payload_error(e: &std::io::Error) -> String {
+    format!("cannot read the data: {e}")
+}
+
+fn truncated(dims: &[usize], total: u64, found: u64) -> String {
+    format!("truncated: header dimensions {dims:?} announce {total} bytes of data, found {found}")
+}
+
+fn trailing(dims: &[usize], total: u64) -> String {
+    format!("trailing bytes after the {total} bytes of data that header dimensions {dims:?} announce")
+}
+
+/// Reads and checks an IDX header (gzip detected by its magic): the dimensions, their byte count, and a reader
+/// positioned at the first data byte. Checks the magic (`00 00 08 NDIM`), that the dimensions are within a sane
+/// size, and that the file can hold them, before anything is allocated.
+fn open_payload<'a, R: std::io::BufRead + Send + 'a>(
+    mut raw: R,
+    file_size: u64,
+    path: &Path,
+) -> Result<(Vec<usize>, u64, Box<dyn Read + Send + 'a>)> {
+    let bad = |reason: String| idx_error(path, reason);
     let mut sniff = [0u8; 2];
     let peeked = {
         let buf = raw.fill_buf().map_err(|e| CoreError::io(path, e))?;
@@ -55,7 +95,7 @@ fn read_idx_from<R: std::io::BufRead>(mut raw: R, file_size: u64, path: &Path) -
         n
     };
     let gzip = peeked == 2 && sniff == [0x1f, 0x8b];
-    let mut reader: Box<dyn Read> = if gzip {
+    let mut reader: Box<dyn Read + Send + 'a> = if gzip {
         Box::new(GzDecoder::new(raw))
     } else {
         Box::new(raw)
@@ -113,23 +153,7 @@ fn read_idx_from<R: std::io::BufRead>(mut raw: R, file_size: u64, path: &Path) -
             format!("truncated: header dimensions {dims:?} announce {total} bytes of data, the file holds {room}")
         }));
     }
-    let mut data = Vec::with_capacity((total as usize).min(64 << 20));
-    reader
-        .take(total + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| bad(format!("cannot read the data: {e}")))?;
-    let found = data.len() as u64;
-    if found < total {
-        return Err(bad(format!(
-            "truncated: header dimensions {dims:?} announce {total} bytes of data, found {found}"
-        )));
-    }
-    if found > total {
-        return Err(bad(format!(
-            "trailing bytes after the {total} bytes of data that header dimensions {dims:?} announce"
-        )));
-    }
-    Ok(IdxArray { dims, data })
+    Ok((dims, total, reader))
 }
 
 /// Which half of a dataset folder.
@@ -278,36 +302,248 @@ impl ByteDataset {
     }
 
     fn from_idx(images: IdxArray, images_path: PathBuf, labels: IdxArray, labels_path: PathBuf) -> Result<ByteDataset> {
-        if images.dims.len() != 3 {
-            return Err(CoreError::Idx {
-                path: images_path,
-                reason: format!("images must have 3 dimensions [N, H, W], header has {:?}", images.dims),
-            });
-        }
-        if labels.dims.len() != 1 {
-            return Err(CoreError::Idx {
-                path: labels_path,
-                reason: format!("labels must have 1 dimension [N], header has {:?}", labels.dims),
-            });
-        }
-        let (n, h, w) = (images.dims[0], images.dims[1], images.dims[2]);
-        if labels.dims[0] != n {
-            return Err(CoreError::Idx {
-                path: labels_path,
-                reason: format!("{} labels for {n} images in {}", labels.dims[0], images_path.display()),
-            });
-        }
-        if h == 0 || w == 0 {
-            return Err(CoreError::Idx {
-                path: images_path,
-                reason: format!("images of {h}×{w} pixels"),
-            });
-        }
+        let dims = split_dims(&images.dims, &images_path, &labels.dims, &labels_path)?;
         Ok(ByteDataset {
             pixels: images.data,
-            dims: (n, h, w),
+            dims,
             labels: labels.data,
         })
+    }
+}
+
+/// `(N, H, W)` of a split whose headers are `images` `[N, H, W]` and `labels` `[N]`, or an error naming the file.
+fn split_dims(
+    images: &[usize],
+    images_path: &Path,
+    labels: &[usize],
+    labels_path: &Path,
+) -> Result<(usize, usize, usize)> {
+    if images.len() != 3 {
+        return Err(idx_error(
+            images_path,
+            format!("images must have 3 dimensions [N, H, W], header has {images:?}"),
+        ));
+    }
+    if labels.len() != 1 {
+        return Err(idx_error(
+            labels_path,
+            format!("labels must have 1 dimension [N], header has {labels:?}"),
+        ));
+    }
+    let (n, h, w) = (images[0], images[1], images[2]);
+    if labels[0] != n {
+        return Err(idx_error(
+            labels_path,
+            format!("{} labels for {n} images in {}", labels[0], images_path.display()),
+        ));
+    }
+    if h == 0 || w == 0 {
+        return Err(idx_error(images_path, format!("images of {h}×{w} pixels")));
+    }
+    Ok((n, h, w))
+}
+
+/// Bytes of pixels the reading thread of a [`StreamedDataset`] hands over at a time.
+const BLOCK: usize = 1 << 20;
+
+/// Labelled images whose pixels are read (inflated, for a `.gz`) on a thread of their own while the first ones are
+/// already in use: the batch runner's IDX input, so explaining starts at once instead of after the whole split is
+/// inflated (14 ms of a 75 ms MLP run over the MNIST test split; 85 ms before anything started for the training
+/// split). The headers and the labels are read and checked before [`StreamedDataset::open`] returns; a reader of
+/// images waits for them. The file is checked as [`read_idx`] checks it — its size against the header, no trailing
+/// bytes, gzip's checksum — and the last block of pixels is handed over only once that has passed, so nothing that
+/// reads every image can finish on a damaged file; after a failure every read returns the error.
+pub struct StreamedDataset {
+    /// `(N, H, W)`.
+    pub dims: (usize, usize, usize),
+    /// `N` labels.
+    pub labels: Vec<u8>,
+    pixels: std::sync::Arc<Stream>,
+}
+
+/// What the reading thread shares with the readers.
+struct Stream {
+    path: PathBuf,
+    arrived: std::sync::Mutex<Arrived>,
+    more: std::sync::Condvar,
+    /// Set when the dataset is dropped: the thread stops at its next block.
+    abandoned: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Arrived {
+    /// The pixels so far, [`BLOCK`] bytes each but the last.
+    blocks: Vec<std::sync::Arc<[u8]>>,
+    /// Set when the thread has stopped: why, if the file is damaged.
+    failed: Option<String>,
+}
+
+impl StreamedDataset {
+    /// Opens one split of a folder holding the four IDX files (each raw or `.gz`): the labels are read whole, the
+    /// images' header checked, their pixels read on a new thread.
+    pub fn open(dir: &Path, split: Split) -> Result<StreamedDataset> {
+        let images_path = find_data_file(dir, &format!("{}-images-idx3-ubyte", split.prefix()))?;
+        let labels_path = find_data_file(dir, &format!("{}-labels-idx1-ubyte", split.prefix()))?;
+        let labels = read_idx(&labels_path)?;
+        let file = File::open(&images_path).map_err(|e| CoreError::io(&images_path, e))?;
+        let meta = file.metadata().map_err(|e| CoreError::io(&images_path, e))?;
+        if !meta.is_file() {
+            return Err(idx_error(&images_path, "is not a regular file".into()));
+        }
+        Self::start(BufReader::new(file), meta.len(), images_path, labels, &labels_path)
+    }
+
+    /// [`StreamedDataset::open`] of the bytes of two IDX files in memory (an embedded dataset); the names are used
+    /// in errors.
+    pub fn from_static(
+        images: &'static [u8],
+        images_name: &Path,
+        labels: &[u8],
+        labels_name: &Path,
+    ) -> Result<StreamedDataset> {
+        let labels = read_idx_bytes(labels, labels_name)?;
+        Self::start(
+            images,
+            images.len() as u64,
+            images_name.to_path_buf(),
+            labels,
+            labels_name,
+        )
+    }
+
+    fn start<R: std::io::BufRead + Send + 'static>(
+        raw: R,
+        file_size: u64,
+        images_path: PathBuf,
+        labels: IdxArray,
+        labels_path: &Path,
+    ) -> Result<StreamedDataset> {
+        let (dims, total, reader) = open_payload(raw, file_size, &images_path)?;
+        let split = split_dims(&dims, &images_path, &labels.dims, labels_path)?;
+        let stream = std::sync::Arc::new(Stream {
+            path: images_path.clone(),
+            arrived: Default::default(),
+            more: Default::default(),
+            abandoned: Default::default(),
+        });
+        let pump = std::sync::Arc::clone(&stream);
+        std::thread::Builder::new()
+            .name("lrp-idx-reader".into())
+            .spawn(move || pump.fill(reader, &dims, total))
+            .map_err(|e| idx_error(&images_path, format!("cannot start a thread to read it: {e}")))?;
+        Ok(StreamedDataset {
+            dims: split,
+            labels: labels.data,
+            pixels: stream,
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// `max label + 1`.
+    pub fn num_classes(&self) -> usize {
+        classes(&self.labels)
+    }
+
+    /// The images `range` as floats ([`pixel_value`], the same as a [`Dataset`]'s) into `out` (`range.len()·H·W`
+    /// values), once they have been read; the file's error if it is damaged (anywhere: see the type's note).
+    pub fn floats_into(&self, range: std::ops::Range<usize>, out: &mut [f32]) -> Result<()> {
+        let per = self.dims.1 * self.dims.2;
+        let (lo, hi) = (range.start * per, range.end * per);
+        assert!(
+            range.end <= self.len() && out.len() == hi - lo,
+            "range and output fit the dataset"
+        );
+        let blocks = self.pixels.wait_for(hi)?;
+        // Piece by piece, each within one block.
+        let (mut pos, mut o) = (lo, 0);
+        while pos < hi {
+            let block = &blocks[pos / BLOCK];
+            let off = pos % BLOCK;
+            let n = (BLOCK - off).min(hi - pos);
+            for (dst, &b) in out[o..o + n].iter_mut().zip(&block[off..off + n]) {
+                *dst = pixel_value(b);
+            }
+            o += n;
+            pos += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StreamedDataset {
+    fn drop(&mut self) {
+        self.pixels.abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Stream {
+    /// The reading thread: `total` bytes of pixels, block by block, then the end of the file.
+    fn fill(&self, mut reader: Box<dyn Read + Send>, dims: &[usize], total: u64) {
+        let total = total as usize;
+        let mut done = 0usize;
+        let failed = loop {
+            if self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+                break Some("abandoned".to_string());
+            }
+            let n = BLOCK.min(total - done);
+            let mut block = Vec::with_capacity(n);
+            match (&mut reader).take(n as u64).read_to_end(&mut block) {
+                Ok(got) if got < n => break Some(truncated(dims, total as u64, (done + got) as u64)),
+                Ok(_) => {}
+                Err(e) => break Some(payload_error(&e)),
+            }
+            done += n;
+            // The last block is handed over only once the file has been read to its end (gzip's checksum with it).
+            let end = if done == total {
+                match reader.read(&mut [0u8]) {
+                    Ok(0) => Some(None),
+                    Ok(_) => Some(Some(trailing(dims, total as u64))),
+                    Err(e) => Some(Some(payload_error(&e))),
+                }
+            } else {
+                None
+            };
+            if let Some(Some(reason)) = end {
+                break Some(reason);
+            }
+            let mut arrived = self.arrived.lock().unwrap_or_else(|p| p.into_inner());
+            if n > 0 {
+                arrived.blocks.push(block.into());
+            }
+            drop(arrived);
+            self.more.notify_all();
+            if end.is_some() {
+                break None;
+            }
+        };
+        if let Some(reason) = failed {
+            self.arrived.lock().unwrap_or_else(|p| p.into_inner()).failed = Some(reason);
+            self.more.notify_all();
+        }
+    }
+
+    /// The blocks holding the first `bytes` bytes, once they have arrived.
+    fn wait_for(&self, bytes: usize) -> Result<Vec<std::sync::Arc<[u8]>>> {
+        let mut arrived = self.arrived.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(reason) = &arrived.failed {
+                return Err(idx_error(&self.path, reason.clone()));
+            }
+            let have: usize = arrived.blocks.iter().map(|b| b.len()).sum();
+            if have >= bytes {
+                return Ok(arrived.blocks.clone());
+            }
+            arrived = self.more.wait(arrived).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 

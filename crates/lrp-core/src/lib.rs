@@ -17,7 +17,7 @@ pub mod train;
 
 pub use arch::Arch;
 pub use error::{CoreError, Result};
-pub use idx::{ByteDataset, Dataset, Split, pixel_value};
+pub use idx::{ByteDataset, Dataset, Split, StreamedDataset, pixel_value};
 pub use layers::{
     Activation, Arith, ArithOp, BatchNorm, BinaryFn, Conv2d, Dense, Expr, ExprOp, Layer, LayerKind, LayerNorm, Lstm,
     LstmDirection, ParamGrads, Pool2d, UnaryFn, Window, matmul_backward, mean_backward, softmax_backward,

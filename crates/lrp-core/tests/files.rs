@@ -191,3 +191,94 @@ fn dataset_checks_images_against_labels() {
     let err = Dataset::load(d, Split::Train).unwrap_err().to_string();
     assert!(err.contains("train-images-idx3-ubyte"), "{err}");
 }
+
+/// A split of `n` images of 28×28 whose pixels are `i·7 mod 256`, gzip or raw, and its labels.
+fn write_split(dir: &Path, n: u32, gzip: bool, damage: impl FnOnce(&mut Vec<u8>)) {
+    let images = dir.join(if gzip {
+        "t10k-images-idx3-ubyte.gz"
+    } else {
+        "t10k-images-idx3-ubyte"
+    });
+    let _ = std::fs::remove_file(dir.join("t10k-images-idx3-ubyte"));
+    let _ = std::fs::remove_file(dir.join("t10k-images-idx3-ubyte.gz"));
+    let pixels: Vec<u8> = (0..n as usize * 784).map(|i| (i * 7 % 256) as u8).collect();
+    write_idx(&images, &[n, 28, 28], &pixels, gzip);
+    let mut bytes = std::fs::read(&images).unwrap();
+    damage(&mut bytes);
+    std::fs::write(&images, bytes).unwrap();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    write_idx(&dir.join("t10k-labels-idx1-ubyte"), &[n], &labels, false);
+}
+
+/// The images of `d` as floats, read range by range in `step`s; the first error, if any.
+fn streamed_floats(d: &lrp_core::StreamedDataset, step: usize) -> Result<Vec<f32>, String> {
+    let mut all = vec![0.0; d.len() * 784];
+    for lo in (0..d.len()).step_by(step) {
+        let hi = (lo + step).min(d.len());
+        d.floats_into(lo..hi, &mut all[lo * 784..hi * 784])
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(all)
+}
+
+/// A streamed split reads the floats a loaded one holds, bit for bit, in ranges across the reading thread's 1 MiB
+/// blocks (1,337.5 images of 28×28 each), gzip or raw; a damaged file is refused as `read_idx` refuses it.
+#[test]
+fn a_streamed_split_reads_what_a_loaded_one_holds_and_refuses_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for gzip in [false, true] {
+        write_split(d, 3000, gzip, |_| {});
+        let loaded = Dataset::load(d, Split::Test).unwrap();
+        let want: Vec<u32> = loaded.images.iter().map(|v| v.to_bits()).collect();
+        for step in [1, 256, 1337, 1338, 3000] {
+            let s = lrp_core::StreamedDataset::open(d, Split::Test).unwrap();
+            assert_eq!((s.dims, s.len(), s.num_classes()), ((3000, 28, 28), 3000, 10));
+            assert_eq!(s.labels, loaded.labels);
+            let got: Vec<u32> = streamed_floats(&s, step).unwrap().iter().map(|v| v.to_bits()).collect();
+            assert!(got == want, "gzip {gzip}, step {step}");
+        }
+        // Dropped before anything is read: the reading thread stops on its own (nothing waits for it).
+        drop(lrp_core::StreamedDataset::open(d, Split::Test).unwrap());
+    }
+    // Damage past the header: refused with the loader's reason, when the split is opened (a raw file shorter than
+    // its header says) or when its images are read — at the latest for the last images, whose pixels are handed
+    // over only after the end of the file was checked.
+    let cases: [(bool, &str, Box<dyn Fn(&mut Vec<u8>)>); 4] = [
+        (false, "truncated", Box::new(|b| b.truncate(b.len() - 100))),
+        (false, "trailing bytes", Box::new(|b| b.push(0))),
+        (true, "cannot read the data", Box::new(|b| b.truncate(b.len() - 3))),
+        // The gzip trailer's checksum.
+        (
+            true,
+            "cannot read the data",
+            Box::new(|b| {
+                let n = b.len();
+                b[n - 6] ^= 0x55;
+            }),
+        ),
+    ];
+    for (gzip, reason, damage) in cases {
+        write_split(d, 3000, gzip, damage);
+        let loaded = Dataset::load(d, Split::Test).unwrap_err().to_string();
+        assert!(loaded.contains(reason), "{loaded}");
+        let err = match lrp_core::StreamedDataset::open(d, Split::Test) {
+            Err(e) => e.to_string(),
+            Ok(s) => {
+                let mut last = vec![0.0; 784];
+                assert!(s.floats_into(2999..3000, &mut last).is_err(), "{reason}");
+                streamed_floats(&s, 256).unwrap_err()
+            }
+        };
+        assert!(err.contains(reason) && err.contains("t10k-images-idx3-ubyte"), "{err}");
+    }
+    // Header damage is refused when the split is opened, as when it is loaded.
+    write_split(d, 3000, true, |b| b.truncate(20));
+    assert!(lrp_core::StreamedDataset::open(d, Split::Test).is_err());
+    write_split(d, 2999, false, |b| b[7] = 0xb6);
+    let err = lrp_core::StreamedDataset::open(d, Split::Test)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("labels for"), "{err}");
+}
