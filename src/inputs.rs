@@ -135,18 +135,17 @@ pub fn model_digest(path: &Path) -> Result<String> {
 }
 
 /// A dataset split whose pixels are read on a thread of their own while the batch runner starts (the built-in copy
-/// for the shipped `data/mnist` from another folder), its labels checked against `net`'s outputs.
-pub fn stream_split_for(dir: &Path, split: Split, net: &Network) -> Result<lrp_core::StreamedDataset> {
-    let data = if crate::shipped::is_mnist(dir) {
-        crate::shipped::mnist_stream(split)?
+/// for the shipped `data/mnist` from another folder); its labels are checked against a model by [`check_labels`].
+pub fn open_split(dir: &Path, split: Split) -> Result<lrp_core::StreamedDataset> {
+    if crate::shipped::is_mnist(dir) {
+        crate::shipped::mnist_stream(split)
     } else {
-        lrp_core::StreamedDataset::open(dir, split)?
-    };
-    check_labels(dir, data.num_classes(), net)?;
-    Ok(data)
+        Ok(lrp_core::StreamedDataset::open(dir, split)?)
+    }
 }
 
-fn check_labels(dir: &Path, classes: usize, net: &Network) -> Result<()> {
+/// Refuses a dataset whose labels go beyond `net`'s outputs.
+pub fn check_labels(dir: &Path, classes: usize, net: &Network) -> Result<()> {
     if classes > net.num_classes() {
         bail!(
             "{}: labels go up to {}, the model has {} outputs",
