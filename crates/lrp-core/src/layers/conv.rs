@@ -231,7 +231,6 @@ impl Conv2d {
         let wmat = self.weight_matrix();
         let taps = self.taps();
         let rows = wmat.ncols();
-        let mut out = Array4::<f32>::zeros((n, c, h, w));
         let wm = wmat.as_standard_layout();
         let prepared = (direct && groups == 1 && taps.is_dense())
             .then(|| {
@@ -243,12 +242,15 @@ impl Conv2d {
             // The same bits as below, without the product matrix (see `direct`).
             let s = s.as_standard_layout();
             let ss = s.as_slice().expect("standard layout");
+            let mut out = Array4::<f32>::uninit((n, c, h, w));
             let os = out.as_slice_mut().expect("fresh array");
             for (sj, oj) in ss.chunks_exact(o * hw).zip(os.chunks_exact_mut(c * h * w)) {
                 super::direct::transpose_sample(sj, &prepared, oj);
             }
-            return out;
+            // SAFETY: `transpose_sample` writes every value of each sample's output (not zeroed beforehand).
+            return unsafe { out.assume_init() };
         }
+        let mut out = Array4::<f32>::zeros((n, c, h, w));
         let batch = self.group_size(n, hw);
         let mut part = (groups > 1).then(|| Array4::<f32>::zeros((batch, cg, h, w)));
         with_cols(rows * batch * hw, |cols| {
@@ -671,6 +673,17 @@ mod tests {
                 bits(&gemm),
                 "transposed {n}×{o}×{oh}×{ow} → {c}×{h}×{w}, {kh}×{kw}"
             );
+            // The direct path writes every value: an output full of NaN beforehand (it is not zeroed) ends the same.
+            if let Some(pt) = super::super::direct::PreparedT::new(&wm, o, (c, h, w), (kh, kw)) {
+                let ss = s.as_slice().unwrap();
+                let mut out = vec![std::mem::MaybeUninit::new(f32::NAN); n * c * h * w];
+                for (sj, oj) in ss.chunks_exact(o * oh * ow).zip(out.chunks_exact_mut(c * h * w)) {
+                    super::super::direct::transpose_sample(sj, &pt, oj);
+                }
+                // SAFETY: every element was initialised (to NaN) before the call.
+                let out: Vec<u32> = out.iter().map(|v| unsafe { v.assume_init() }.to_bits()).collect();
+                assert_eq!(out, bits(&gemm), "over NaN: {n}×{o}×{oh}×{ow} → {c}×{h}×{w}, {kh}×{kw}");
+            }
         }
         // Whatever the conditions above say, the shipped CNN's two convolutions take the direct transposed paths
         // (its second a small plane, its first rows of 24), so the bit-for-bit comparisons cover what runs.

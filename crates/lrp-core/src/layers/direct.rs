@@ -439,9 +439,10 @@ impl PreparedT {
     }
 }
 
-/// One sample: `ss` its output-side values `[O, OH, OW]`, `out` its input-side result `[C, H, W]`, holding zeros
-/// (col2im adds onto zeros; input values no tap reaches stay 0).
-pub(crate) fn transpose_sample(ss: &[f32], pt: &PreparedT, out: &mut [f32]) {
+/// One sample: `ss` its output-side values `[O, OH, OW]`, `out` its input-side result `[C, H, W]`, every value of
+/// which is written (`out` need not be initialised): stride 1 and no padding reach every input value, and each
+/// row's first tap starts from zero, as col2im adding onto zeros does.
+pub(crate) fn transpose_sample(ss: &[f32], pt: &PreparedT, out: &mut [std::mem::MaybeUninit<f32>]) {
     let ((c, h, w), (kh, kw), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
     assert!(available(), "the direct convolution needs AVX-512F");
     assert_eq!(ss.len(), pt.o * oh * ow);
@@ -499,7 +500,13 @@ pub(crate) fn transpose_sample(ss: &[f32], pt: &PreparedT, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::needless_range_loop)]
-unsafe fn tile_t<const NV: usize, const KW: usize>(ss: &[f32], pt: &PreparedT, ci: usize, ky: usize, out: &mut [f32]) {
+unsafe fn tile_t<const NV: usize, const KW: usize>(
+    ss: &[f32],
+    pt: &PreparedT,
+    ci: usize,
+    ky: usize,
+    out: &mut [std::mem::MaybeUninit<f32>],
+) {
     use std::arch::x86_64::*;
     let ((_, h, w), (kh, _), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
     let positions = oh * ow;
@@ -527,10 +534,16 @@ unsafe fn tile_t<const NV: usize, const KW: usize>(ss: &[f32], pt: &PreparedT, c
     // All the rows are loaded before any is stored: a masked store followed by a load of the next row (adjacent
     // memory, within the store's 64 bytes) waited for the store to finish, every row.
     let mut rows = [_mm512_setzero_ps(); 64];
-    let base = out.as_mut_ptr();
+    let base = out.as_mut_ptr().cast::<f32>();
     for (oy, x) in rows.iter_mut().enumerate().take(oh) {
-        // SAFETY: row `oy + ky < H` of plane `ci`; its first `ow + KW − 1 ≤ w` values lie inside `out`.
-        *x = unsafe { _mm512_maskz_loadu_ps(seg, base.add(plane + (oy + ky) * w)) };
+        // Input row `oy + ky` was reached before unless this is its first tap (`ky = 0`, or the last output row
+        // for a later `ky`): then it starts from zero (the output is not zeroed beforehand; col2im adds onto zeros,
+        // the same bits).
+        if ky > 0 && oy + 1 < oh {
+            // SAFETY: row `oy + ky < H` of plane `ci`, written by an earlier tap; its first `ow + KW − 1 = w`
+            // values lie inside `out`.
+            *x = unsafe { _mm512_maskz_loadu_ps(seg, base.add(plane + (oy + ky) * w)) };
+        }
     }
     // `v` runs over a constant range so the sums stay in registers (a run-time index spilled them to the stack).
     for v in 0..NV {
@@ -558,7 +571,13 @@ unsafe fn tile_t<const NV: usize, const KW: usize>(ss: &[f32], pt: &PreparedT, c
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_t<const NV: usize, const KW: usize>(_: &[f32], _: &PreparedT, _: usize, _: usize, _: &mut [f32]) {
+unsafe fn tile_t<const NV: usize, const KW: usize>(
+    _: &[f32],
+    _: &PreparedT,
+    _: usize,
+    _: usize,
+    _: &mut [std::mem::MaybeUninit<f32>],
+) {
     unreachable!("the direct convolution runs only where available() holds")
 }
 
@@ -724,7 +743,7 @@ unsafe fn dense_tile<const N: usize>(
 /// sixteen positions, their `KW` taps' sums by fused multiply-adds in o order, then each input row (up to three
 /// vectors) loaded once, the taps added in kx order (for one kx, the row's vectors land on disjoint columns), stored
 /// once.
-fn transpose_rows(ss: &[f32], pt: &PreparedT, out: &mut [f32]) {
+fn transpose_rows(ss: &[f32], pt: &PreparedT, out: &mut [std::mem::MaybeUninit<f32>]) {
     let ((c, _, _), (kh, kw), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
     let pv = ow.div_ceil(16);
     for ci in 0..c {
@@ -784,7 +803,7 @@ unsafe fn tile_rows<const KW: usize, const PV: usize, const NR: usize>(
     ci: usize,
     ky: usize,
     oy0: usize,
-    out: &mut [f32],
+    out: &mut [std::mem::MaybeUninit<f32>],
 ) {
     use std::arch::x86_64::*;
     let ((_, h, w), (kh, _), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
@@ -816,14 +835,19 @@ unsafe fn tile_rows<const KW: usize, const PV: usize, const NR: usize>(
     let regs = w.div_ceil(16);
     let rmask: [__mmask16; 3] = std::array::from_fn(|i| lanes(w.saturating_sub(16 * i)));
     let plane = ci * h * w;
-    let base = out.as_mut_ptr();
+    let base = out.as_mut_ptr().cast::<f32>();
     // Every row of the tile is loaded before any is stored (a masked store followed by a load of the next row,
-    // within the store's 64 bytes, waits for the store).
+    // within the store's 64 bytes, waits for the store). A row's first tap starts from zero instead (see
+    // `tile_t`).
     let mut rows = [[_mm512_setzero_ps(); 3]; NR];
     for (r, row) in rows.iter_mut().enumerate() {
+        if ky == 0 || oy0 + r + 1 == oh {
+            continue;
+        }
         let at = plane + (oy0 + r + ky) * w;
         for i in 0..regs {
-            // SAFETY: input row `oy0 + r + ky < H` of plane `ci`, its `w` values (masked): inside `out`.
+            // SAFETY: input row `oy0 + r + ky < H` of plane `ci`, written by an earlier tap, its `w` values
+            // (masked): inside `out`.
             row[i] = unsafe { _mm512_maskz_loadu_ps(rmask[i], base.add(at + 16 * i)) };
         }
     }
@@ -874,7 +898,7 @@ unsafe fn tile_rows<const KW: usize, const PV: usize, const NR: usize>(
     _: usize,
     _: usize,
     _: usize,
-    _: &mut [f32],
+    _: &mut [std::mem::MaybeUninit<f32>],
 ) {
     unreachable!("the direct convolution runs only where available() holds")
 }
