@@ -12,7 +12,8 @@ use ndarray::ArrayD;
 
 const MODEL: &str = "data/models/mnist-cnn.lrpm";
 
-fn batch(out: &Path, extra: &[&str]) -> String {
+/// `lrp batch` of the shipped CNN over `data/mnist` under ε and `epsilon-gamma-box` into `out`, then `extra`.
+fn batch_args<'a>(out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "batch",
         "--model",
@@ -26,7 +27,11 @@ fn batch(out: &Path, extra: &[&str]) -> String {
     ];
     args.extend_from_slice(&["--out", out.to_str().unwrap()]);
     args.extend_from_slice(extra);
-    lrp_ok(&args)
+    args
+}
+
+fn batch(out: &Path, extra: &[&str]) -> String {
+    lrp_ok(&batch_args(out, extra))
 }
 
 /// The result files of a batch folder: logits, targets and two rules.
@@ -196,22 +201,7 @@ fn a_foreign_or_different_output_folder_is_refused() {
     assert!(text.contains("\"lrp-batch/2\""), "{text}");
     std::fs::write(&manifest, text.replace("\"lrp-batch/2\"", "\"lrp-batch/1\"")).unwrap();
     let before = batch_results(&run);
-    let err = lrp_err(&[
-        "batch",
-        "--model",
-        MODEL,
-        "--data",
-        "data/mnist",
-        "--rule",
-        "epsilon",
-        "--rule",
-        "epsilon-gamma-box",
-        "--limit",
-        "20",
-        "--out",
-        run.to_str().unwrap(),
-        "--resume",
-    ]);
+    let err = lrp_err(&batch_args(&run, &["--limit", "20", "--resume"]));
     assert!(err.contains("'lrp-batch/1'") && err.contains("new folder"), "{err}");
     assert_eq!(batch_results(&run), before);
 }

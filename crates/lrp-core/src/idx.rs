@@ -12,6 +12,26 @@ use crate::error::{CoreError, Result};
 /// The largest IDX payload this reader accepts (4 GiB), so a corrupt header cannot ask for absurd memory.
 const MAX_IDX_BYTES: u64 = 1 << 32;
 
+/// What every split type (whole floats, bytes, streamed bytes) answers from its `labels`.
+macro_rules! labelled_split {
+    () => {
+        /// Number of samples.
+        pub fn len(&self) -> usize {
+            self.labels.len()
+        }
+
+        /// Whether there are no samples.
+        pub fn is_empty(&self) -> bool {
+            self.labels.is_empty()
+        }
+
+        /// `max label + 1`.
+        pub fn num_classes(&self) -> usize {
+            classes(&self.labels)
+        }
+    };
+}
+
 /// An IDX array of unsigned bytes: its dimensions and data (row-major).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdxArray {
@@ -184,20 +204,7 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether there are no samples.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// `max label + 1`.
-    pub fn num_classes(&self) -> usize {
-        classes(&self.labels)
-    }
+    labelled_split!();
 
     /// Per-sample image shape `[1, H, W]`.
     pub fn sample_shape(&self) -> Vec<usize> {
@@ -262,20 +269,7 @@ impl ByteDataset {
         )
     }
 
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether there are no samples.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// `max label + 1`.
-    pub fn num_classes(&self) -> usize {
-        classes(&self.labels)
-    }
+    labelled_split!();
 
     /// Per-sample image shape `[1, H, W]`, as a [`Dataset`]'s.
     pub fn sample_shape(&self) -> Vec<usize> {
@@ -438,20 +432,7 @@ impl StreamedDataset {
         })
     }
 
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether there are no samples.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// `max label + 1`.
-    pub fn num_classes(&self) -> usize {
-        classes(&self.labels)
-    }
+    labelled_split!();
 
     /// The images `range` as floats ([`pixel_value`], the same as a [`Dataset`]'s) into `out` (`range.len()·H·W`
     /// values), once they have been read; the file's error if it is damaged (anywhere: see the type's note).
