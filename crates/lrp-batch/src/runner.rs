@@ -270,6 +270,8 @@ impl<'a> Runner<'a> {
         if let Some((_, e)) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
+        // A run over part of a source still read as it runs ends only once the whole of it has been checked.
+        source.check_whole()?;
         drop(files);
         self.finish(out)?;
         let seconds = started.elapsed().as_secs_f64();

@@ -28,6 +28,12 @@ pub trait Source: Sync {
     fn always_finite(&self) -> bool {
         false
     }
+    /// Waits until the whole source has been read and checked (a file still being read: to its end, checksum
+    /// included): a run over part of it (`--limit`, `--shard`) must not complete on a damaged file either, whose
+    /// first samples may be wrong too.
+    fn check_whole(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A float32 (or float64, converted chunk by chunk) `.npy` file, memory-mapped: the one `.npy` input reader of
@@ -267,6 +273,12 @@ impl Source for ByteSource {
     }
     fn always_finite(&self) -> bool {
         true
+    }
+    fn check_whole(&self) -> Result<()> {
+        match &self.pixels {
+            Pixels::Whole(_) => Ok(()),
+            Pixels::Streamed(d) => Ok(d.check_whole()?),
+        }
     }
 }
 

@@ -458,6 +458,11 @@ impl StreamedDataset {
         }
         Ok(())
     }
+
+    /// Waits until the whole file has been read and checked; its error if it is damaged.
+    pub fn check_whole(&self) -> Result<()> {
+        self.pixels.wait_for(self.len() * self.dims.1 * self.dims.2).map(drop)
+    }
 }
 
 impl Drop for StreamedDataset {

@@ -237,6 +237,7 @@ fn a_streamed_split_reads_what_a_loaded_one_holds_and_refuses_damage() {
             assert_eq!(s.labels, loaded.labels);
             let got: Vec<u32> = streamed_floats(&s, step).unwrap().iter().map(|v| v.to_bits()).collect();
             assert!(got == want, "gzip {gzip}, step {step}");
+            s.check_whole().unwrap();
         }
         // Dropped before anything is read: the reading thread stops on its own (nothing waits for it).
         drop(lrp_core::StreamedDataset::open(d, Split::Test).unwrap());
@@ -244,19 +245,16 @@ fn a_streamed_split_reads_what_a_loaded_one_holds_and_refuses_damage() {
     // Damage past the header: refused with the loader's reason, when the split is opened (a raw file shorter than
     // its header says) or when its images are read — at the latest for the last images, whose pixels are handed
     // over only after the end of the file was checked.
-    let cases: [(bool, &str, Box<dyn Fn(&mut Vec<u8>)>); 4] = [
-        (false, "truncated", Box::new(|b| b.truncate(b.len() - 100))),
-        (false, "trailing bytes", Box::new(|b| b.push(0))),
-        (true, "cannot read the data", Box::new(|b| b.truncate(b.len() - 3))),
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(bool, &str, Damage); 4] = [
+        (false, "truncated", |b| b.truncate(b.len() - 100)),
+        (false, "trailing bytes", |b| b.push(0)),
+        (true, "cannot read the data", |b| b.truncate(b.len() - 3)),
         // The gzip trailer's checksum.
-        (
-            true,
-            "cannot read the data",
-            Box::new(|b| {
-                let n = b.len();
-                b[n - 6] ^= 0x55;
-            }),
-        ),
+        (true, "cannot read the data", |b| {
+            let n = b.len();
+            b[n - 6] ^= 0x55;
+        }),
     ];
     for (gzip, reason, damage) in cases {
         write_split(d, 3000, gzip, damage);
@@ -267,6 +265,7 @@ fn a_streamed_split_reads_what_a_loaded_one_holds_and_refuses_damage() {
             Ok(s) => {
                 let mut last = vec![0.0; 784];
                 assert!(s.floats_into(2999..3000, &mut last).is_err(), "{reason}");
+                assert!(s.check_whole().is_err(), "{reason}");
                 streamed_floats(&s, 256).unwrap_err()
             }
         };
