@@ -366,8 +366,9 @@ struct Stream {
 
 #[derive(Default)]
 struct Arrived {
-    /// The pixels so far, [`BLOCK`] bytes each but the last.
-    blocks: Vec<std::sync::Arc<[u8]>>,
+    /// The pixels so far, [`BLOCK`] bytes each but the last (each the vector it was read into: an `Arc<[u8]>`
+    /// would copy it).
+    blocks: Vec<std::sync::Arc<Vec<u8>>>,
     /// Set when the thread has stopped: why, if the file is damaged.
     failed: Option<String>,
 }
@@ -503,7 +504,7 @@ impl Stream {
             }
             let mut arrived = self.arrived.lock().unwrap_or_else(|p| p.into_inner());
             if n > 0 {
-                arrived.blocks.push(block.into());
+                arrived.blocks.push(std::sync::Arc::new(block));
             }
             drop(arrived);
             self.more.notify_all();
@@ -518,7 +519,7 @@ impl Stream {
     }
 
     /// The blocks holding the first `bytes` bytes, once they have arrived.
-    fn wait_for(&self, bytes: usize) -> Result<Vec<std::sync::Arc<[u8]>>> {
+    fn wait_for(&self, bytes: usize) -> Result<Vec<std::sync::Arc<Vec<u8>>>> {
         let mut arrived = self.arrived.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(reason) = &arrived.failed {
