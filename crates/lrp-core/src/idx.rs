@@ -352,6 +352,8 @@ pub struct StreamedDataset {
     pub dims: (usize, usize, usize),
     /// `N` labels.
     pub labels: Vec<u8>,
+    /// The labels file (or the name given for bytes in memory); the images file is the stream's.
+    labels_path: PathBuf,
     pixels: std::sync::Arc<Stream>,
 }
 
@@ -429,11 +431,17 @@ impl StreamedDataset {
         Ok(StreamedDataset {
             dims: split,
             labels: labels.data,
+            labels_path: labels_path.to_path_buf(),
             pixels: stream,
         })
     }
 
     labelled_split!();
+
+    /// The two files the split was opened from, images and labels (for bytes in memory, the names given).
+    pub fn files(&self) -> (&Path, &Path) {
+        (&self.pixels.path, &self.labels_path)
+    }
 
     /// The images `range` as floats ([`pixel_value`], the same as a [`Dataset`]'s) into `out` (`range.len()·H·W`
     /// values), once they have been read; the file's error if it is damaged (anywhere: see the type's note).

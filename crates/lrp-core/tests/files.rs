@@ -235,6 +235,15 @@ fn a_streamed_split_reads_what_a_loaded_one_holds_and_refuses_damage() {
             let s = lrp_core::StreamedDataset::open(d, Split::Test).unwrap();
             assert_eq!((s.dims, s.len(), s.num_classes()), ((3000, 28, 28), 3000, 10));
             assert_eq!(s.labels, loaded.labels);
+            let image_file = if gzip {
+                "t10k-images-idx3-ubyte.gz"
+            } else {
+                "t10k-images-idx3-ubyte"
+            };
+            assert_eq!(
+                s.files(),
+                (d.join(image_file).as_path(), d.join("t10k-labels-idx1-ubyte").as_path())
+            );
             let got: Vec<u32> = streamed_floats(&s, step).unwrap().iter().map(|v| v.to_bits()).collect();
             assert!(got == want, "gzip {gzip}, step {step}");
             s.check_whole().unwrap();

@@ -156,12 +156,7 @@ impl Conv2d {
             // The same bits as below, without the unfolded matrix (see `direct`).
             let wm = wmat.as_standard_layout();
             let [kh, kw] = self.window.kernel;
-            // The bias in place (a copy only if it is not contiguous).
-            let bias: Option<std::borrow::Cow<'_, [f32]>> = self
-                .bias
-                .as_ref()
-                .filter(|_| with_bias)
-                .map(|b| b.as_slice().map_or_else(|| b.to_vec().into(), Into::into));
+            let bias = super::direct::bias_slice(&self.bias, with_bias);
             let prepared = super::direct::prepared(
                 wm.as_slice().expect("standard layout"),
                 o,

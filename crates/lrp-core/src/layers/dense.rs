@@ -48,12 +48,7 @@ impl Dense {
             // most of a dense layer's time at batch 1); the same bits (see `direct`).
             let w = self.weight.as_standard_layout();
             let x = x.as_standard_layout();
-            // The bias in place (a copy only if it is not contiguous).
-            let bias: Option<std::borrow::Cow<'_, [f32]>> = self
-                .bias
-                .as_ref()
-                .filter(|_| with_bias)
-                .map(|b| b.as_slice().map_or_else(|| b.to_vec().into(), Into::into));
+            let bias = super::direct::bias_slice(&self.bias, with_bias);
             let mut out = Array2::<f32>::zeros((n, o));
             super::direct::rows_times_matrix_t(
                 x.as_slice().expect("standard layout"),

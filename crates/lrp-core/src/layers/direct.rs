@@ -24,6 +24,13 @@ pub(super) fn lanes(n: usize) -> u16 {
     if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
 }
 
+/// A layer's bias as a slice for the direct kernels when `with_bias` (in place; a copy only if it is not contiguous).
+pub(super) fn bias_slice(bias: &Option<ndarray::Array1<f32>>, with_bias: bool) -> Option<std::borrow::Cow<'_, [f32]>> {
+    bias.as_ref()
+        .filter(|_| with_bias)
+        .map(|b| b.as_slice().map_or_else(|| b.to_vec().into(), Into::into))
+}
+
 /// Whether this processor runs the direct path (AVX-512F; matrixmultiply then uses its AVX-512 kernel too).
 pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -899,12 +906,11 @@ unsafe fn tile_rows<const KW: usize, const PV: usize, const NR: usize>(
     for (r, row) in rows.iter_mut().enumerate() {
         for kx in 0..KW {
             for v in 0..PV {
+                // `v + e ≤ 2` (PV ≤ 2): always one of the row's three registers; an empty mask adds nothing.
                 for e in 0..2 {
                     let (m, idx) = shift[kx][v][e];
-                    if v + e < 3 {
-                        let shifted = _mm512_permutexvar_ps(idx, acc[kx][r][v]);
-                        row[v + e] = _mm512_mask_add_ps(row[v + e], m, row[v + e], shifted);
-                    }
+                    let shifted = _mm512_permutexvar_ps(idx, acc[kx][r][v]);
+                    row[v + e] = _mm512_mask_add_ps(row[v + e], m, row[v + e], shifted);
                 }
             }
         }

@@ -369,7 +369,7 @@ mod simd {
     ) -> usize {
         let n = g.len();
         assert!(r0.len() >= 2 * n && r1.len() >= 2 * n && o0.len() >= 2 * n && o1.len() >= 2 * n);
-        if n == 0 || !std::arch::is_x86_feature_detected!("avx512f") {
+        if n == 0 || !crate::layers::direct::available() {
             return 0;
         }
         // SAFETY: AVX-512F is present (checked above), and every access below lies within the first `2·n` values
@@ -404,7 +404,7 @@ mod simd {
     pub(super) fn max_row_pair(r0: &[f32], r1: &[f32], dst: &mut [f32]) -> usize {
         let n = dst.len();
         assert!(r0.len() >= 2 * n && r1.len() >= 2 * n);
-        if n == 0 || !std::arch::is_x86_feature_detected!("avx512f") {
+        if n == 0 || !crate::layers::direct::available() {
             return 0;
         }
         // SAFETY: AVX-512F is present (checked above); accesses lie within the first `2·n` values of the rows and
