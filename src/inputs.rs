@@ -34,13 +34,18 @@ pub fn load_model(path: &Path) -> Result<Model> {
 /// Says on standard error what an input file holds that a user may not expect: float64 values (converted) and
 /// values outside [0, 1], the range of the shipped MNIST models (0–255 pixels give logits in the thousands).
 pub fn note_npy_input(path: &Path, src: &lrp_batch::NpySource) {
+    note_npy_values(path, src, src.value_range());
+}
+
+/// [`note_npy_input`] with the value range already known (`lrp batch` finds it while digesting the file).
+pub fn note_npy_values(path: &Path, src: &lrp_batch::NpySource, range: Option<(f64, f64)>) {
     if src.is_f64() {
         eprintln!(
             "note: {} holds float64 values; they are converted to float32",
             path.display()
         );
     }
-    if let Some((lo, hi)) = src.value_range()
+    if let Some((lo, hi)) = range
         && (lo < -1e-3 || hi > 1.0 + 1e-3)
     {
         eprintln!(

@@ -125,17 +125,14 @@ enum Opened {
     Idx(StreamedDataset, PathBuf, Split),
 }
 
-/// Opens `--input` or `--data` and works out the digest that identifies them. An `.npy` is digested while its
-/// value range is looked at (both read the whole file; a note is printed for values outside [0, 1]).
+/// Opens `--input` or `--data` and works out the digest that identifies them. An `.npy` is digested in the same
+/// pass that finds its value range (a note is printed for values outside [0, 1]).
 fn open_inputs(a: &RunArgs) -> Result<(Opened, String)> {
     match (&a.input, &a.data) {
         (Some(path), _) => {
             let src = NpySource::open(path)?;
-            let digest = std::thread::scope(|s| {
-                let digest = s.spawn(|| digest_file(path));
-                crate::inputs::note_npy_input(path, &src);
-                digest.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-            })?;
+            let (digest, range) = src.digest_and_range();
+            crate::inputs::note_npy_values(path, &src, range);
             Ok((Opened::Npy(src, path.clone()), digest))
         }
         (None, Some(dir)) => {

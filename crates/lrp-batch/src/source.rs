@@ -123,6 +123,22 @@ impl NpySource {
         }
     }
 
+    /// The file's digest ([`crate::digest_bytes`] of all its bytes) and its [`NpySource::value_range`], in one
+    /// pass over the mapping: each block is hashed and then bounded while it is in cache. `lrp batch --input` needs
+    /// both before its first chunk; done apart, on two threads beside the model's loading, the two reads of the 31 MB
+    /// MLP test set held the first chunk back by 11–14 ms.
+    pub fn digest_and_range(&self) -> (String, Option<(f64, f64)>) {
+        if self.f64 {
+            let v = ArrayViewD::<f64>::view_npy(&self.map).expect("checked when opened");
+            digest_and_bounds(&self.map, v.as_slice_memory_order().expect("an .npy is contiguous"))
+        } else {
+            let v = ArrayViewD::<f32>::view_npy(&self.map).expect("checked when opened");
+            let (digest, range) =
+                digest_and_bounds(&self.map, v.as_slice_memory_order().expect("an .npy is contiguous"));
+            (digest, range.map(|(lo, hi)| (lo as f64, hi as f64)))
+        }
+    }
+
     /// Every sample, `[N, …]`.
     pub fn all(&self) -> ArrayD<f32> {
         self.rows(0..self.len()).into_owned()
@@ -154,29 +170,100 @@ impl Source for NpySource {
     }
 }
 
-/// [`lanes_min_max`] of an array in whatever order its memory holds it (an `.npy` is C or Fortran order).
-fn view_min_max<T: num_traits::Float>(v: ArrayViewD<'_, T>) -> Option<(T, T)> {
+/// The smallest and largest value of an array in whatever order its memory holds it (an `.npy` is C or Fortran
+/// order); see [`lanes_min_max`].
+fn view_min_max<T: LaneBounds>(v: ArrayViewD<'_, T>) -> Option<(T, T)> {
     match v.as_slice_memory_order() {
-        Some(sl) => lanes_min_max(sl),
-        None => lanes_min_max(&v.iter().copied().collect::<Vec<_>>()),
+        Some(sl) => T::min_max(sl),
+        None => T::min_max(&v.iter().copied().collect::<Vec<_>>()),
     }
 }
 
+/// [`crate::digest_bytes`] of `file` and the bounds of `data`, the values it holds, a block at a time.
+fn digest_and_bounds<T: LaneBounds>(file: &[u8], data: &[T]) -> (String, Option<(T, T)>) {
+    /// Values per block: 256 KiB of float32, which stay in a core's L2 between the two reads.
+    const BLOCK: usize = 1 << 16;
+    let start = data.as_ptr() as usize - file.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(data);
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    hash.update(&file[..start]);
+    let mut range: Option<(T, T)> = None;
+    for block in data.chunks(BLOCK) {
+        hash.update(bytemuck::cast_slice(block));
+        if let Some((lo, hi)) = T::min_max(block) {
+            range = Some(range.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
+        }
+    }
+    hash.update(&file[end..]);
+    (crate::files::digest_hex(hash.digest128()), range)
+}
+
+/// [`lanes_min_max`], by the fastest means for the type.
+trait LaneBounds: num_traits::Float + bytemuck::Pod {
+    fn min_max(v: &[Self]) -> Option<(Self, Self)>;
+}
+
+impl LaneBounds for f64 {
+    fn min_max(v: &[f64]) -> Option<(f64, f64)> {
+        lanes_min_max(v)
+    }
+}
+
+impl LaneBounds for f32 {
+    /// On x86-64, sixteen lanes in four SSE registers by `minps`/`maxps`, whose rule (`x < lo ? x : lo`) is the
+    /// one below, NaN included. The generic loop compiles there to compares and packs instead: 8.9 ms for the
+    /// 31 MB MLP test set against 3.0 ms, all of it before the first chunk of `lrp batch --input` starts.
+    fn min_max(v: &[f32]) -> Option<(f32, f32)> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_loadu_ps, _mm_max_ps, _mm_min_ps, _mm_set1_ps, _mm_storeu_ps};
+            let chunks = v.chunks_exact(LANES);
+            let rest = chunks.remainder();
+            let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+            // SAFETY: SSE is part of x86-64; every load reads 4 values inside a chunk of 16, every store writes 4
+            // inside an array of 16.
+            unsafe {
+                let mut l = [_mm_set1_ps(f32::INFINITY); LANES / 4];
+                let mut h = [_mm_set1_ps(f32::NEG_INFINITY); LANES / 4];
+                for c in chunks {
+                    for k in 0..LANES / 4 {
+                        let x = _mm_loadu_ps(c.as_ptr().add(4 * k));
+                        l[k] = _mm_min_ps(x, l[k]);
+                        h[k] = _mm_max_ps(x, h[k]);
+                    }
+                }
+                for k in 0..LANES / 4 {
+                    _mm_storeu_ps(lo.as_mut_ptr().add(4 * k), l[k]);
+                    _mm_storeu_ps(hi.as_mut_ptr().add(4 * k), h[k]);
+                }
+            }
+            bounds(lo, hi, rest)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        lanes_min_max(v)
+    }
+}
+
+const LANES: usize = 16;
+
 /// The smallest and largest value of `v`, NaN ignored (`None` when it holds no number): sixteen running minima
-/// and maxima side by side, which the compiler turns into vector instructions (a value-by-value fold ran at a
-/// fifth of the speed of the explanations it was checking).
+/// and maxima side by side.
 fn lanes_min_max<T: num_traits::Float>(v: &[T]) -> Option<(T, T)> {
-    const L: usize = 16;
-    let (mut lo, mut hi) = ([T::infinity(); L], [T::neg_infinity(); L]);
-    let chunks = v.chunks_exact(L);
+    let (mut lo, mut hi) = ([T::infinity(); LANES], [T::neg_infinity(); LANES]);
+    let chunks = v.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
-        for k in 0..L {
+        for k in 0..LANES {
             // A NaN compares false both ways and never replaces a bound.
             lo[k] = if c[k] < lo[k] { c[k] } else { lo[k] };
             hi[k] = if c[k] > hi[k] { c[k] } else { hi[k] };
         }
     }
+    bounds(lo, hi, rest)
+}
+
+/// Folds the lanes' bounds and the values after the last whole lane group.
+fn bounds<T: num_traits::Float>(mut lo: [T; LANES], mut hi: [T; LANES], rest: &[T]) -> Option<(T, T)> {
     for &x in rest {
         lo[0] = if x < lo[0] { x } else { lo[0] };
         hi[0] = if x > hi[0] { x } else { hi[0] };
@@ -341,9 +428,9 @@ mod byte_source_tests {
 
 #[cfg(test)]
 mod range_tests {
-    use super::lanes_min_max;
+    use super::{LaneBounds, lanes_min_max};
 
-    /// The lane-wise bounds are the value-by-value ones: every length around the lane count, NaN anywhere, infinities.
+    /// The lane-wise bounds (generic, and f32's vector form) are the value-by-value ones: every length around the lane count, NaN anywhere, infinities.
     #[test]
     fn lane_bounds_are_the_plain_fold() {
         let pool = [
@@ -368,10 +455,55 @@ mod range_tests {
                         Some((lo, hi)) => Some((lo.min(x), hi.max(x))),
                     });
                 assert_eq!(lanes_min_max(&v), plain, "{v:?}");
+                assert_eq!(f32::min_max(&v), plain, "{v:?}");
             }
         }
         assert_eq!(lanes_min_max(&[f32::NAN; 40]), None);
+        assert_eq!(f32::min_max(&[f32::NAN; 40]), None);
         assert_eq!(lanes_min_max::<f64>(&[]), None);
         assert_eq!(lanes_min_max(&[f64::INFINITY]), Some((f64::INFINITY, f64::INFINITY)));
+    }
+
+    /// The one-pass digest and range are the file's digest and the value range read apart: float32 and float64,
+    /// C and Fortran order, sizes below, at and above the block, NaN and infinities among the values.
+    #[test]
+    fn one_pass_digest_and_range_are_the_separate_ones() {
+        use super::NpySource;
+        use ndarray::{Array2, ShapeBuilder};
+        let dir = tempfile::tempdir().unwrap();
+        let mut k = 0;
+        for rows in [1usize, 7, 1 << 8, 1 << 9] {
+            for fortran in [false, true] {
+                let cols = 257;
+                let shape = (rows, cols).set_f(fortran);
+                let a = Array2::from_shape_fn(shape, |(i, j)| {
+                    let v = ((i * 31 + j * 7) % 1001) as f32 / 100.0 - 3.0;
+                    match (i * cols + j) % 4099 {
+                        5 => f32::NAN,
+                        17 if rows > 7 => f32::INFINITY,
+                        _ => v,
+                    }
+                });
+                for f64 in [false, true] {
+                    k += 1;
+                    let path = dir.path().join(format!("a{k}.npy"));
+                    if f64 {
+                        ndarray_npy::write_npy(&path, &a.mapv(|v| v as f64)).unwrap();
+                    } else {
+                        ndarray_npy::write_npy(&path, &a).unwrap();
+                    }
+                    let src = NpySource::open(&path).unwrap();
+                    let (digest, range) = src.digest_and_range();
+                    assert_eq!(
+                        digest,
+                        crate::digest_file(&path).unwrap(),
+                        "{rows} rows, F {fortran}, f64 {f64}"
+                    );
+                    assert_eq!(range, src.value_range(), "{rows} rows, F {fortran}, f64 {f64}");
+                    assert_eq!(range.map(|r| r.1 == f64::INFINITY), Some(rows > 7));
+                    assert!(range.is_some_and(|r| r.0 == -3.0));
+                }
+            }
+        }
     }
 }
