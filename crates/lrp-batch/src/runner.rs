@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use lrp_core::Network;
-use lrp_rules::{Explainer, Spec, Target};
+use lrp_core::{CoreError, Network};
+use lrp_rules::{Explainer, RulesError, Spec, Target};
 use rayon::prelude::*;
 
 use crate::error::{BatchError, Result};
@@ -304,15 +304,6 @@ impl<'a> Runner<'a> {
     ) -> Result<()> {
         let range = self.chunk_range(c);
         let x = source.chunk(range.clone())?;
-        if !source.always_finite()
-            && let Some((sample, element, value)) = lrp_core::first_non_finite(&x.view())
-        {
-            return Err(BatchError::NonFinite {
-                sample: range.start + sample,
-                element,
-                value,
-            });
-        }
         let target = match &self.targets {
             Targets::Predicted => Target::Predicted,
             Targets::Class(k) => Target::Class(*k),
@@ -320,7 +311,16 @@ impl<'a> Runner<'a> {
         };
         for (k, ex) in self.explainers.iter().enumerate() {
             let t0 = Instant::now();
-            let e = ex.explain(x.view(), &target)?;
+            // The network looks at every input for NaN and ∞ (the one scan); a bad one is named by its index in
+            // the whole input.
+            let e = ex.explain(x.view(), &target).map_err(|e| match e {
+                RulesError::Core(CoreError::NonFiniteInput { sample, index, value }) => BatchError::NonFinite {
+                    sample: range.start + sample,
+                    element: index,
+                    value,
+                },
+                e => e.into(),
+            })?;
             rule_nanos[k].fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
             let row = range.start - self.id.start;
             if k == 0 {

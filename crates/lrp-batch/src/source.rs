@@ -24,10 +24,6 @@ pub trait Source: Sync {
     /// `.npy` of float32, an array), else converted; an error when the source cannot deliver them (a damaged file
     /// that is still being read).
     fn chunk(&self, range: Range<usize>) -> Result<CowArray<'_, f32, IxDyn>>;
-    /// Whether every value is finite by construction (pixels ÷ 255), so the runner need not look for NaN and ∞.
-    fn always_finite(&self) -> bool {
-        false
-    }
     /// Waits until the whole source has been read and checked (a file still being read: to its end, checksum
     /// included): a run over part of it (`--limit`, `--shard`) must not complete on a damaged file either, whose
     /// first samples may be wrong too.
@@ -357,9 +353,6 @@ impl Source for ByteSource {
             Pixels::Streamed(d) => d.floats_into(range, &mut out)?,
         }
         Ok(ArrayD::from_shape_vec(shape, out).expect("one value per pixel").into())
-    }
-    fn always_finite(&self) -> bool {
-        true
     }
     fn check_whole(&self) -> Result<()> {
         match &self.pixels {

@@ -29,12 +29,12 @@ pub enum CoreError {
     /// The network as a whole is not valid (empty, bad input shape, ...).
     #[error("invalid network: {0}")]
     InvalidNetwork(String),
-    /// An input contains NaN or infinity.
-    #[error("{context} contains a non-finite value ({value}) at element {index}")]
-    NonFinite {
-        /// What was checked.
-        context: String,
-        /// Flat index of the first bad value (within its sample, for network inputs).
+    /// A network input contains NaN or infinity.
+    #[error("network input (sample {sample} of the batch) contains a non-finite value ({value}) at element {index}")]
+    NonFiniteInput {
+        /// The sample, counted in the batch given.
+        sample: usize,
+        /// Flat index of the first bad value within its sample.
         index: usize,
         /// The bad value.
         value: f32,

@@ -292,11 +292,7 @@ impl Network {
             });
         }
         if let Some((sample, index, value)) = first_non_finite(x) {
-            return Err(CoreError::NonFinite {
-                context: format!("network input (sample {sample} of the batch)"),
-                index,
-                value,
-            });
+            return Err(CoreError::NonFiniteInput { sample, index, value });
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The explainer: relevance from the output back to the input, layer by layer.
 
-use lrp_core::{Network, Trace};
+use lrp_core::{CoreError, Network, Trace};
 use ndarray::{ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, Ix4, IxDyn, Zip};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -157,7 +157,18 @@ impl<'n> Explainer<'n> {
                 Target::PerSample(v) => Target::PerSample(v[start..end].to_vec()),
                 other => other.clone(),
             };
-            parts.push(self.explain_block(x.slice_axis(Axis(0), (start..end).into()), &t)?);
+            let part = self.explain_block(x.slice_axis(Axis(0), (start..end).into()), &t);
+            // A bad input is named by its place in the whole batch, not in the block.
+            parts.push(part.map_err(|e| match e {
+                RulesError::Core(CoreError::NonFiniteInput { sample, index, value }) => {
+                    RulesError::Core(CoreError::NonFiniteInput {
+                        sample: start + sample,
+                        index,
+                        value,
+                    })
+                }
+                e => e,
+            })?);
         }
         let cat = |arrays: Vec<ArrayViewD<f32>>| ndarray::concatenate(Axis(0), &arrays).expect("blocks of one shape");
         let relevance = cat(parts.iter().map(|p| p.relevance.view()).collect());
@@ -1031,5 +1042,34 @@ mod gamma_paths {
         let k = z.iter().position(|&v| v < 0.0).unwrap();
         rel.as_slice_mut().unwrap()[k] = 0.5;
         assert!(relevance_where_negative(&rel, &z));
+    }
+}
+
+#[cfg(test)]
+mod block_errors {
+    use super::*;
+    use lrp_core::{Dense, Layer};
+
+    /// A batch explained in blocks names a bad input by its index in the whole batch, as one pass would.
+    #[test]
+    fn a_bad_input_in_a_later_block_is_named_by_its_place_in_the_batch() {
+        let w = ndarray::Array2::from_shape_fn((3, 64), |(i, j)| ((i * 64 + j) % 7) as f32 * 0.1 - 0.3);
+        let net = Network::new(vec![64], vec![Layer::Dense(Dense::new(w, None))]).unwrap();
+        let ex = Explainer::new(&net, &Spec::parse("epsilon").unwrap()).unwrap();
+        let block = ex.block_size();
+        let n = 2 * block + 5;
+        let bad = block + 3;
+        let mut x = ArrayD::from_shape_fn(IxDyn(&[n, 64]), |d| (d[1] % 5) as f32 * 0.2);
+        x[[bad, 17]] = f32::NAN;
+        match ex.explain(x.view(), &Target::Predicted) {
+            Err(RulesError::Core(CoreError::NonFiniteInput { sample, index, value })) => {
+                assert_eq!((sample, index), (bad, 17));
+                assert!(value.is_nan());
+            }
+            other => panic!(
+                "expected the bad input named, got {:?}",
+                other.map(|e| e.relevance.shape().to_vec())
+            ),
+        }
     }
 }
