@@ -13,6 +13,7 @@ pub mod idx;
 pub mod layers;
 pub mod model_file;
 pub mod network;
+pub mod simd;
 pub mod train;
 
 pub use arch::Arch;

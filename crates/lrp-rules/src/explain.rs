@@ -422,6 +422,12 @@ fn divide(r: &ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f32> {
 /// [`divide`] in the memory of `r`.
 fn divide_owned(r: ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f32> {
     let mut s = r;
+    if s.shape() == z.shape()
+        && let (Some(sl), Some(zl)) = (s.as_slice_mut(), z.as_slice())
+    {
+        lrp_core::simd::divide_stabilised(sl, zl, e);
+        return s;
+    }
     let z = z.broadcast(s.raw_dim()).expect("denominator broadcasts over the batch");
     if e == 0.0 {
         Zip::from(&mut s)

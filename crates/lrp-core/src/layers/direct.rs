@@ -33,14 +33,7 @@ pub(super) fn bias_slice(bias: &Option<ndarray::Array1<f32>>, with_bias: bool) -
 
 /// Whether this processor runs the direct path (AVX-512F; matrixmultiply then uses its AVX-512 kernel too).
 pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::simd::wide()
 }
 
 /// A convolution prepared for the direct path: weights `[O, K]` laid out `[K, O′]` with `O′` the next multiple of 16
