@@ -423,7 +423,8 @@ mod byte_source_tests {
 mod range_tests {
     use super::{LaneBounds, lanes_min_max};
 
-    /// The lane-wise bounds (generic, and f32's vector form) are the value-by-value ones: every length around the lane count, NaN anywhere, infinities.
+    /// The lane-wise bounds (generic, and f32's vector form) are the value-by-value ones: every length around the
+    /// lane count, NaN anywhere, infinities.
     #[test]
     fn lane_bounds_are_the_plain_fold() {
         let pool = [

@@ -1,4 +1,4 @@
-//! Elementwise passes over slices, with an AVX-512 build of the same loop chosen at run time. Each value is one
+//! Elementwise passes over slices, each with an AVX-512 build of the same loop chosen at run time. Each value is one
 //! IEEE operation (a division, an addition, a comparison), which rounds the same at every vector width: the bits are
 //! those of the plain loop, only more values are done per instruction (the plain loop compiles to SSE2 for the
 //! x86-64 baseline).
@@ -15,23 +15,16 @@ pub fn wide() -> bool {
     }
 }
 
-/// Runs `$plain(args)` through an `avx512f` build of it when the processor has one.
-macro_rules! dispatch {
-    ($plain:ident, $wide:ident, $($arg:expr),*) => {{
-        #[cfg(target_arch = "x86_64")]
-        if wide() {
-            // SAFETY: AVX-512F is present (checked just above).
-            return unsafe { $wide($($arg),*) };
-        }
-        $plain($($arg),*)
-    }};
-}
-
 /// `s[i] /= z[i] + e·sign(z[i])` (the ε rule's stabilised division; `z = 0` counts as positive), or with `e = 0`
 /// `s[i] / z[i]` where `z[i] ≠ 0` and 0 where it is (nothing flows through a zero pre-activation).
 pub fn divide_stabilised(s: &mut [f32], z: &[f32], e: f32) {
     assert_eq!(s.len(), z.len(), "one denominator per value");
-    dispatch!(divide_plain, divide_wide, s, z, e)
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: AVX-512F is present (checked just above).
+        return unsafe { divide_wide(s, z, e) };
+    }
+    divide_plain(s, z, e)
 }
 
 #[inline(always)]
