@@ -47,15 +47,10 @@ pub struct Trace {
 /// every input goes through.
 pub fn first_non_finite(x: &ArrayViewD<f32>) -> Option<(usize, usize, f32)> {
     let per_sample = x.shape().iter().skip(1).product::<usize>().max(1);
-    // The common case, all finite, checked in blocks the compiler vectorises (an integer count of all-ones
-    // exponents, which only NaN and ±∞ have); the element is looked for only when a block has one.
+    // The common case, all finite, by a vectorised count of all-ones exponents (which only NaN and ±∞ have); the
+    // element is looked for only when there is one.
     if let Some(sl) = x.as_slice()
-        && sl.chunks(1024).all(|c| {
-            c.iter()
-                .map(|v| (v.to_bits() & 0x7f80_0000 == 0x7f80_0000) as u32)
-                .sum::<u32>()
-                == 0
-        })
+        && crate::simd::count_non_finite(sl) == 0
     {
         return None;
     }

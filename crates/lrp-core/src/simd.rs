@@ -46,6 +46,34 @@ unsafe fn divide_wide(s: &mut [f32], z: &[f32], e: f32) {
     divide_plain(s, z, e)
 }
 
+/// How many values are NaN or ±∞ (all-ones exponent bits, which only they have).
+pub fn count_non_finite(v: &[f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: AVX-512F is present (checked just above).
+        return unsafe { count_non_finite_wide(v) };
+    }
+    count_non_finite_plain(v)
+}
+
+#[inline(always)]
+fn count_non_finite_plain(v: &[f32]) -> usize {
+    // In blocks whose count fits a u32 lane, which the compiler vectorises.
+    v.chunks(1 << 16)
+        .map(|c| {
+            c.iter()
+                .map(|x| (x.to_bits() & 0x7f80_0000 == 0x7f80_0000) as u32)
+                .sum::<u32>() as usize
+        })
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn count_non_finite_wide(v: &[f32]) -> usize {
+    count_non_finite_plain(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +113,9 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&plain), bits(&fast), "len {len}, e {e}");
             }
+            let bad = s[..len].iter().filter(|x| !x.is_finite()).count();
+            assert_eq!(count_non_finite(&s[..len]), bad, "len {len}");
+            assert_eq!(count_non_finite_plain(&s[..len]), bad, "len {len}");
         }
     }
 }
