@@ -27,15 +27,28 @@ pub fn divide_stabilised(s: &mut [f32], z: &[f32], e: f32) {
     divide_plain(s, z, e)
 }
 
+/// `z + e·sgn(z)`, `sgn(0) = +1`: the rules' stabilised denominator.
+#[inline(always)]
+pub fn stabilised(z: f32, e: f32) -> f32 {
+    if z >= 0.0 { z + e } else { z - e }
+}
+
+/// `s / z`, or 0 where `z = 0`: LRP-0's share.
+#[inline(always)]
+pub fn share_or_zero(s: f32, z: f32) -> f32 {
+    if z == 0.0 { 0.0 } else { s / z }
+}
+
 #[inline(always)]
 fn divide_plain(s: &mut [f32], z: &[f32], e: f32) {
+    // Two loops, so that neither tests `e` per value.
     if e == 0.0 {
         for (s, &z) in s.iter_mut().zip(z) {
-            *s = if z == 0.0 { 0.0 } else { *s / z };
+            *s = share_or_zero(*s, z);
         }
     } else {
         for (s, &z) in s.iter_mut().zip(z) {
-            *s /= if z >= 0.0 { z + e } else { z - e };
+            *s /= stabilised(z, e);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The explainer: relevance from the output back to the input, layer by layer.
 
+use lrp_core::simd::{share_or_zero, stabilised as stab};
 use lrp_core::{CoreError, Network, Trace};
 use ndarray::{ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, Ix4, IxDyn, Zip};
 use rand::SeedableRng;
@@ -407,12 +408,6 @@ fn lane_sum(v: &[f32]) -> f32 {
     (acc.iter().map(|&a| a as f64).sum::<f64>() + rest.iter().map(|&x| x as f64).sum::<f64>()) as f32
 }
 
-/// `z + e·sgn(z)`, `sgn(0) = +1`.
-#[inline]
-fn stab(z: f32, e: f32) -> f32 {
-    if z >= 0.0 { z + e } else { z - e }
-}
-
 /// `r / stab(z, e)`, elementwise; `z` may be a single sample broadcast over the batch. With `e = 0` (LRP-0) an
 /// output of exactly 0 passes nothing (its relevance is 0: nothing flows through a zero pre-activation).
 fn divide(r: &ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f32> {
@@ -430,9 +425,7 @@ fn divide_owned(r: ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f32> {
     }
     let z = z.broadcast(s.raw_dim()).expect("denominator broadcasts over the batch");
     if e == 0.0 {
-        Zip::from(&mut s)
-            .and(&z)
-            .for_each(|s, &z| *s = if z == 0.0 { 0.0 } else { *s / z });
+        Zip::from(&mut s).and(&z).for_each(|s, &z| *s = share_or_zero(*s, z));
     } else {
         Zip::from(&mut s).and(&z).for_each(|s, &z| *s /= stab(z, e));
     }
