@@ -83,15 +83,15 @@ fn residual_block(
         nodes.len()
     };
     let a = push(nodes, strided_conv(rng, cin, cout, 3, 1, stride), vec![from]);
-    let a = push(nodes, Layer::Relu, vec![a]);
+    let a = push(nodes, Layer::Relu(crate::Relu), vec![a]);
     let a = push(nodes, conv(rng, cout, cout, 3, 1), vec![a]);
     let shortcut = if stride == 1 && cin == cout {
         from
     } else {
         push(nodes, strided_conv(rng, cin, cout, 1, 0, stride), vec![from])
     };
-    let sum = push(nodes, Layer::Add, vec![a, shortcut]);
-    push(nodes, Layer::Relu, vec![sum])
+    let sum = push(nodes, Layer::Add(crate::Add), vec![a, shortcut]);
+    push(nodes, Layer::Relu(crate::Relu), vec![sum])
 }
 
 /// LeCun-normal weights (variance 1/fan-in) and zero biases: for the transformer's layers, which feed layer norms
@@ -120,39 +120,31 @@ fn vit_block(rng: &mut ChaCha8Rng, nodes: &mut Vec<(Layer, Vec<usize>)>, x: usiz
     };
     let a = push(nodes, layer_norm(d), vec![x]);
     let qkv = push(nodes, lecun_dense(rng, d, 3 * d), vec![a]);
-    let split = push(nodes, Layer::Reshape(vec![tokens, 3, heads, dh]), vec![qkv]);
-    let split = push(nodes, Layer::Transpose(vec![1, 2, 0, 3]), vec![split]); // [3, heads, T, dh]
+    let split = push(nodes, Layer::reshape(vec![tokens, 3, heads, dh]), vec![qkv]);
+    let split = push(nodes, Layer::transpose(vec![1, 2, 0, 3]), vec![split]); // [3, heads, T, dh]
     let part = |nodes: &mut Vec<(Layer, Vec<usize>)>, i: usize| {
-        let s = push(
-            nodes,
-            Layer::Slice {
-                axis: 0,
-                start: i,
-                end: i + 1,
-            },
-            vec![split],
-        );
-        push(nodes, Layer::Reshape(vec![heads, tokens, dh]), vec![s])
+        let s = push(nodes, Layer::slice(0, i, i + 1), vec![split]);
+        push(nodes, Layer::reshape(vec![heads, tokens, dh]), vec![s])
     };
     let (q, k, v) = (part(nodes, 0), part(nodes, 1), part(nodes, 2));
-    let kt = push(nodes, Layer::Transpose(vec![0, 2, 1]), vec![k]);
-    let scores = push(nodes, Layer::MatMul, vec![q, kt]);
+    let kt = push(nodes, Layer::transpose(vec![0, 2, 1]), vec![k]);
+    let scores = push(nodes, Layer::MatMul(crate::MatMul), vec![q, kt]);
     let scale = Arith {
         op: ArithOp::Mul,
         value: ndarray::ArrayD::from_elem(ndarray::IxDyn(&[]), 1.0 / (dh as f32).sqrt()),
     };
     let scores = push(nodes, Layer::Arith(scale), vec![scores]);
-    let attn = push(nodes, Layer::Softmax(2), vec![scores]);
-    let mixed = push(nodes, Layer::MatMul, vec![attn, v]); // [heads, T, dh]
-    let mixed = push(nodes, Layer::Transpose(vec![1, 0, 2]), vec![mixed]);
-    let mixed = push(nodes, Layer::Reshape(vec![tokens, d]), vec![mixed]);
+    let attn = push(nodes, Layer::softmax(2), vec![scores]);
+    let mixed = push(nodes, Layer::MatMul(crate::MatMul), vec![attn, v]); // [heads, T, dh]
+    let mixed = push(nodes, Layer::transpose(vec![1, 0, 2]), vec![mixed]);
+    let mixed = push(nodes, Layer::reshape(vec![tokens, d]), vec![mixed]);
     let out = push(nodes, lecun_dense(rng, d, d), vec![mixed]);
-    let x = push(nodes, Layer::Add, vec![x, out]);
+    let x = push(nodes, Layer::Add(crate::Add), vec![x, out]);
     let h = push(nodes, layer_norm(d), vec![x]);
     let h = push(nodes, lecun_dense(rng, d, VIT_HIDDEN), vec![h]);
     let h = push(nodes, Layer::Activation(Activation::Gelu), vec![h]);
     let h = push(nodes, lecun_dense(rng, VIT_HIDDEN, d), vec![h]);
-    push(nodes, Layer::Add, vec![x, h])
+    push(nodes, Layer::Add(crate::Add), vec![x, h])
 }
 
 fn lstm(rng: &mut ChaCha8Rng, features: usize, hidden: usize) -> Layer {
@@ -216,8 +208,8 @@ impl Arch {
             let pos = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[tokens, d]), |_| pos_normal.sample(&mut rng));
             let mut nodes: Vec<(Layer, Vec<usize>)> = vec![
                 (Layer::Conv2d(embed), vec![0]),
-                (Layer::Reshape(vec![d, tokens]), vec![1]),
-                (Layer::Transpose(vec![1, 0]), vec![2]),
+                (Layer::reshape(vec![d, tokens]), vec![1]),
+                (Layer::transpose(vec![1, 0]), vec![2]),
                 (
                     Layer::Arith(Arith {
                         op: ArithOp::Add,
@@ -230,7 +222,7 @@ impl Arch {
             for _ in 0..VIT_DEPTH {
                 x = vit_block(&mut rng, &mut nodes, x, tokens);
             }
-            nodes.push((Layer::Mean(0), vec![x]));
+            nodes.push((Layer::mean(0), vec![x]));
             nodes.push((layer_norm(d), vec![nodes.len()]));
             nodes.push((lecun_dense(&mut rng, d, classes), vec![nodes.len()]));
             return Network::graph(net_input, nodes);
@@ -243,7 +235,7 @@ impl Arch {
             }
             let mut nodes: Vec<(Layer, Vec<usize>)> = Vec::new();
             nodes.push((conv(&mut rng, c, 16, 3, 1), vec![0]));
-            nodes.push((Layer::Relu, vec![1]));
+            nodes.push((Layer::Relu(crate::Relu), vec![1]));
             let v = residual_block(&mut rng, &mut nodes, 2, 16, 24, 2);
             let v = residual_block(&mut rng, &mut nodes, v, 24, 48, 2);
             let v = residual_block(&mut rng, &mut nodes, v, 48, 48, 1);
@@ -259,7 +251,7 @@ impl Arch {
                 }),
                 vec![v],
             ));
-            nodes.push((Layer::Flatten, vec![nodes.len()]));
+            nodes.push((Layer::Flatten(crate::Flatten), vec![nodes.len()]));
             nodes.push((dense(&mut rng, 48, classes), vec![nodes.len()]));
             return Network::graph(net_input, nodes);
         }
@@ -267,15 +259,15 @@ impl Arch {
             Arch::Resnet | Arch::Vit => unreachable!("built above"),
             Arch::Lstm => vec![
                 lstm(&mut rng, w, LSTM_HIDDEN),
-                Layer::Flatten,
+                Layer::Flatten(crate::Flatten),
                 dense(&mut rng, LSTM_HIDDEN, classes),
             ],
             Arch::Mlp => vec![
-                Layer::Flatten,
+                Layer::Flatten(crate::Flatten),
                 dense(&mut rng, c * h * w, 256),
-                Layer::Relu,
+                Layer::Relu(crate::Relu),
                 dense(&mut rng, 256, 128),
-                Layer::Relu,
+                Layer::Relu(crate::Relu),
                 dense(&mut rng, 128, classes),
             ],
             Arch::Cnn => {
@@ -289,15 +281,15 @@ impl Arch {
                 let flat = 32 * after(h) * after(w);
                 vec![
                     conv(&mut rng, c, 16, 5, pad),
-                    Layer::Relu,
+                    Layer::Relu(crate::Relu),
                     Layer::MaxPool2d(Pool2d::square(2, 2)),
                     conv(&mut rng, 16, 32, 5, pad),
-                    Layer::Relu,
+                    Layer::Relu(crate::Relu),
                     Layer::MaxPool2d(Pool2d::square(2, 2)),
-                    Layer::Flatten,
+                    Layer::Flatten(crate::Flatten),
                     dense(&mut rng, flat, 128),
-                    Layer::Relu,
-                    Layer::Dropout(0.25),
+                    Layer::Relu(crate::Relu),
+                    Layer::dropout(0.25),
                     dense(&mut rng, 128, classes),
                 ]
             }

@@ -20,8 +20,9 @@ pub use arch::Arch;
 pub use error::{CoreError, Result};
 pub use idx::{ByteDataset, Dataset, Split, StreamedDataset, pixel_value};
 pub use layers::{
-    Activation, Arith, ArithOp, BatchNorm, BinaryFn, Conv2d, Dense, Expr, ExprOp, Layer, LayerKind, LayerNorm, Lstm,
-    LstmDirection, ParamGrads, Pool2d, UnaryFn, Window, matmul_backward, mean_backward, softmax_backward,
+    Activation, Add, Arith, ArithOp, BatchNorm, BinaryFn, Concat, Conv2d, Dense, Dropout, Expr, ExprOp, Flatten, Layer,
+    LayerKind, LayerNorm, Lstm, LstmDirection, MatMul, Mean, Op, Pad, ParamGrads, Pool2d, Relu, Reshape, Slice,
+    Softmax, Transpose, UnaryFn, Window, matmul_backward, mean_backward, softmax_backward,
 };
 pub use model_file::{Model, ModelMeta};
 pub use network::{Network, Trace, first_non_finite};

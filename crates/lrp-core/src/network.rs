@@ -132,7 +132,7 @@ impl Network {
             let ins: Vec<usize> = inputs.iter().map(|&v| map[v]).collect();
             let in_shapes: Vec<&[usize]> = ins.iter().map(|&v| shapes[v].as_slice()).collect();
             // Validates the layer (batch norm included) against the shapes that reach it.
-            let out = layer.output_shape_many(index, &in_shapes)?;
+            let out = layer.output_shape(index, &in_shapes)?;
             let count = out.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             if count.is_none_or(|n| n > MAX_VALUE_ELEMENTS) {
                 return Err(CoreError::InvalidLayer {
@@ -324,7 +324,7 @@ impl Network {
         if self.chain {
             let mut cur = x.to_owned();
             for (i, layer) in self.layers.iter().enumerate() {
-                cur = layer.forward(cur.view(), &self.shapes[i + 1]);
+                cur = layer.forward(&[cur.view()], &self.shapes[i + 1]);
             }
             return cur;
         }
@@ -347,10 +347,10 @@ impl Network {
     pub(crate) fn node_forward<'a>(&self, k: usize, get: impl Fn(usize) -> ArrayViewD<'a, f32>) -> ArrayD<f32> {
         let layer = &self.layers[k];
         match &self.wiring[k][..] {
-            &[v] => layer.forward(get(v), &self.shapes[k + 1]),
+            &[v] => layer.forward(&[get(v)], &self.shapes[k + 1]),
             many => {
                 let xs: Vec<ArrayViewD<f32>> = many.iter().map(|&v| get(v)).collect();
-                layer.forward_many(&xs, &self.shapes[k + 1])
+                layer.forward(&xs, &self.shapes[k + 1])
             }
         }
     }
@@ -370,14 +370,8 @@ impl Network {
 
     /// Gradients of node `k`'s inputs for the gradient `g` of its output, through a trace.
     pub fn node_backward(&self, k: usize, trace: &Trace, g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
-        let layer = &self.layers[k];
-        match &self.wiring[k][..] {
-            &[v] => vec![layer.backward(trace.value(v).view(), g)],
-            many => {
-                let xs: Vec<ArrayViewD<f32>> = many.iter().map(|&v| trace.value(v).view()).collect();
-                layer.backward_many(&xs, g)
-            }
-        }
+        let xs: Vec<ArrayViewD<f32>> = self.wiring[k].iter().map(|&v| trace.value(v).view()).collect();
+        self.layers[k].backward(&xs, g)
     }
 
     /// Runs `step` for every node from the last to the first with the gradient (or relevance) reaching its
@@ -486,7 +480,7 @@ impl Network {
                             ""
                         }
                     ),
-                    Layer::Dropout(p) => format!("p = {p}"),
+                    Layer::Dropout(d) => format!("p = {}", d.p),
                     Layer::Lstm(l) => format!(
                         "{} → {} hidden, {}{}",
                         l.features(),
@@ -502,12 +496,12 @@ impl Network {
                             ""
                         }
                     ),
-                    Layer::Concat(axis) => format!("axis {axis}"),
+                    Layer::Concat(c) => format!("axis {}", c.axis),
                     Layer::Arith(a) => a.describe(),
                     Layer::Activation(a) => a.name(),
-                    Layer::Pad(p) => format!("pads {p:?}"),
-                    Layer::Transpose(p) => format!("perm {p:?}"),
-                    Layer::Slice { axis, start, end } => format!("axis {axis}, {start}..{end}"),
+                    Layer::Pad(p) => format!("pads {:?}", p.pads),
+                    Layer::Transpose(t) => format!("perm {:?}", t.perm),
+                    Layer::Slice(s) => format!("axis {}, {}..{}", s.axis, s.start, s.end),
                     _ => String::new(),
                 };
                 let rule_number = match weighted.iter().position(|&w| w == i) {

@@ -394,9 +394,9 @@ fn forward_train(net: &Network, x: ArrayD<f32>, rng: &mut ChaCha8Rng) -> (Trace,
     values.push(x);
     for (k, layer) in net.layers().iter().enumerate() {
         let (next, mask) = match layer {
-            Layer::Dropout(p) if *p > 0.0 => {
+            Layer::Dropout(d) if d.p > 0.0 => {
                 let cur = &values[net.inputs_of(k)[0]];
-                let keep = 1.0 - p;
+                let keep = 1.0 - d.p;
                 let mask = cur.map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 });
                 (cur * &mask, Some(mask))
             }

@@ -21,9 +21,9 @@ fn residual() -> Network {
         vec![
             (dense(array![[1.0, 2.0], [3.0, -4.0]]), vec![0]),
             (dense(array![[-1.0, 0.0], [0.0, 1.0]]), vec![0]),
-            (Layer::Relu, vec![1]),
-            (Layer::Add, vec![3, 2]),
-            (Layer::Concat(0), vec![4, 1]),
+            (Layer::Relu(lrp_core::Relu), vec![1]),
+            (Layer::Add(lrp_core::Add), vec![3, 2]),
+            (Layer::concat(0), vec![4, 1]),
         ],
     )
     .unwrap()
@@ -54,7 +54,7 @@ fn a_residual_graph_computes_by_hand() {
 fn check_node(layer: Layer, in_shapes: &[&[usize]], seed: u64, keep_away_from_zero: bool) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let per: Vec<&[usize]> = in_shapes.iter().map(|s| &s[1..]).collect();
-    let out_shape = layer.output_shape_many(0, &per).unwrap();
+    let out_shape = layer.output_shape(0, &per).unwrap();
     let xs: Vec<ArrayD<f32>> = in_shapes
         .iter()
         .map(|s| {
@@ -70,12 +70,12 @@ fn check_node(layer: Layer, in_shapes: &[&[usize]], seed: u64, keep_away_from_ze
     let c = rand_array(&mut rng, &full);
     let loss = |xs: &[ArrayD<f32>]| -> f64 {
         let views: Vec<ArrayViewD<f32>> = xs.iter().map(|x| x.view()).collect();
-        let y = layer.forward_many(&views, &out_shape);
+        let y = layer.forward(&views, &out_shape);
         assert_eq!(y.shape(), c.shape(), "{layer:?}");
         y.iter().zip(c.iter()).map(|(a, b)| *a as f64 * *b as f64).sum()
     };
     let views: Vec<ArrayViewD<f32>> = xs.iter().map(|x| x.view()).collect();
-    let grads = layer.backward_many(&views, c.view());
+    let grads = layer.backward(&views, c.view());
     let h = 1e-3f32;
     for (k, x) in xs.iter().enumerate() {
         assert_eq!(grads[k].shape(), x.shape());
@@ -116,20 +116,11 @@ fn every_graph_node_has_the_gradient_of_its_forward_pass() {
     for op in [ArithOp::Add, ArithOp::Sub, ArithOp::SubFrom, ArithOp::Mul, ArithOp::Div] {
         check_node(Layer::Arith(Arith { op, value: c.clone() }), &[&[2, 3, 4]], 20, false);
     }
-    check_node(Layer::Add, &[&[2, 3, 4], &[2, 3, 4]], 30, false);
-    check_node(Layer::Concat(1), &[&[2, 3, 4], &[2, 3, 2], &[2, 3, 1]], 31, false);
-    check_node(Layer::Pad(vec![[0, 0], [1, 2], [2, 0]]), &[&[2, 1, 3, 4]], 32, false);
-    check_node(Layer::Transpose(vec![2, 0, 1]), &[&[2, 3, 4, 5]], 33, false);
-    check_node(
-        Layer::Slice {
-            axis: 1,
-            start: 1,
-            end: 3,
-        },
-        &[&[2, 3, 4]],
-        34,
-        false,
-    );
+    check_node(Layer::Add(lrp_core::Add), &[&[2, 3, 4], &[2, 3, 4]], 30, false);
+    check_node(Layer::concat(1), &[&[2, 3, 4], &[2, 3, 2], &[2, 3, 1]], 31, false);
+    check_node(Layer::pad(vec![[0, 0], [1, 2], [2, 0]]), &[&[2, 1, 3, 4]], 32, false);
+    check_node(Layer::transpose(vec![2, 0, 1]), &[&[2, 3, 4, 5]], 33, false);
+    check_node(Layer::slice(1, 1, 3), &[&[2, 3, 4]], 34, false);
 }
 
 #[test]
@@ -177,27 +168,39 @@ fn graph_model_files_round_trip_as_version_2_and_chains_stay_version_1() {
 
 #[test]
 fn graph_construction_errors_name_the_node() {
-    let err = Network::graph(vec![2], vec![(Layer::Relu, vec![1])])
+    let err = Network::graph(vec![2], vec![(Layer::Relu(lrp_core::Relu), vec![1])])
         .unwrap_err()
         .to_string();
     assert!(err.contains("#0") && err.contains("not computed before it"), "{err}");
     // Node 0's output read by nothing.
-    let err = Network::graph(vec![2], vec![(Layer::Relu, vec![0]), (Layer::Relu, vec![0])])
-        .unwrap_err()
-        .to_string();
+    let err = Network::graph(
+        vec![2],
+        vec![
+            (Layer::Relu(lrp_core::Relu), vec![0]),
+            (Layer::Relu(lrp_core::Relu), vec![0]),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("node #0") && err.contains("read by nothing"), "{err}");
-    let err = Network::graph(vec![2], vec![(dense(Array2::eye(2)), vec![0]), (Layer::Add, vec![1])])
-        .unwrap_err()
-        .to_string();
+    let err = Network::graph(
+        vec![2],
+        vec![(dense(Array2::eye(2)), vec![0]), (Layer::Add(lrp_core::Add), vec![1])],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("add") && err.contains("needs 2"), "{err}");
     let err = Network::graph(
         vec![2],
-        vec![(dense(Array2::zeros((3, 2))), vec![0]), (Layer::Add, vec![1, 0])],
+        vec![
+            (dense(Array2::zeros((3, 2))), vec![0]),
+            (Layer::Add(lrp_core::Add), vec![1, 0]),
+        ],
     )
     .unwrap_err()
     .to_string();
     assert!(err.contains("different shapes"), "{err}");
-    let err = Network::graph(vec![2], vec![(Layer::Pad(vec![[usize::MAX, 1]]), vec![0])])
+    let err = Network::graph(vec![2], vec![(Layer::pad(vec![[usize::MAX, 1]]), vec![0])])
         .unwrap_err()
         .to_string();
     assert!(err.contains("too large"), "{err}");
@@ -218,7 +221,7 @@ fn batch_norm_folds_into_a_branch_convolution_only_when_nothing_else_reads_it() 
             (dense(Array2::eye(2)), vec![0]),
             (dense(array![[1.0, 1.0], [0.0, 1.0]]), vec![0]),
             (Layer::BatchNorm(bn.clone()), vec![2]),
-            (Layer::Add, vec![1, 3]),
+            (Layer::Add(lrp_core::Add), vec![1, 3]),
         ],
     )
     .unwrap();
@@ -231,7 +234,7 @@ fn batch_norm_folds_into_a_branch_convolution_only_when_nothing_else_reads_it() 
         vec![
             (dense(Array2::eye(2)), vec![0]),
             (Layer::BatchNorm(bn), vec![1]),
-            (Layer::Add, vec![1, 2]),
+            (Layer::Add(lrp_core::Add), vec![1, 2]),
         ],
     )
     .unwrap_err()
@@ -324,7 +327,7 @@ fn grouped_and_dilated_convolutions_match_the_definition_and_their_gradients() {
 #[test]
 fn grouped_convolutions_round_trip_through_graph_model_files() {
     let c = grouped(1, 3, [2, 1], [1, 1], [1, 1, 1, 1]);
-    let net = Network::new(vec![6, 7, 7], vec![Layer::Conv2d(c), Layer::Flatten]).unwrap();
+    let net = Network::new(vec![6, 7, 7], vec![Layer::Conv2d(c), Layer::Flatten(lrp_core::Flatten)]).unwrap();
     let m = Model {
         meta: ModelMeta::default(),
         network: net,
@@ -362,8 +365,8 @@ fn absurd_windows_and_reshapes_are_refused_at_construction() {
         Layer::MaxPool2d(pool(1_000_000_000_000, 1, 999_999_999_999)),
         Layer::AvgPool2d(pool(1_000_000, 1_000_000, 999_999)),
         Layer::AvgPool2d(pool(usize::MAX, 1, usize::MAX - 1)),
-        Layer::Reshape(vec![4_611_686_018_427_388_100, 4]),
-        Layer::Reshape(vec![usize::MAX, usize::MAX]),
+        Layer::reshape(vec![4_611_686_018_427_388_100, 4]),
+        Layer::reshape(vec![usize::MAX, usize::MAX]),
     ] {
         let err = Network::new(vec![1, 2, 2], vec![layer.clone()]);
         assert!(err.is_err(), "{layer:?} must be refused");
@@ -375,10 +378,10 @@ fn absurd_windows_and_reshapes_are_refused_at_construction() {
 #[test]
 fn values_too_large_per_sample_are_refused_at_construction() {
     // Zero padding of 5,000 on each side of a 1×1 map: 10,001² values per sample, each axis well within bounds.
-    let pad = Layer::Pad(vec![[0, 0], [5_000, 5_000], [5_000, 5_000]]);
+    let pad = Layer::pad(vec![[0, 0], [5_000, 5_000], [5_000, 5_000]]);
     let err = Network::new(vec![1, 1, 1], vec![pad]).unwrap_err().to_string();
     assert!(err.contains("values per sample"), "{err}");
-    let err = Network::new(vec![1 << 14, 1 << 13], vec![Layer::Relu])
+    let err = Network::new(vec![1 << 14, 1 << 13], vec![Layer::Relu(lrp_core::Relu)])
         .unwrap_err()
         .to_string();
     assert!(err.contains("too large"), "{err}");

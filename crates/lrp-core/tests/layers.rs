@@ -98,17 +98,20 @@ fn pool_forward_hand_computed() {
 fn relu_flatten_reshape_dropout_forward_hand_computed() {
     let x = ArrayD::from_shape_vec(IxDyn(&[1, 2, 1, 2]), vec![-1.0f32, 2.0, 0.0, -0.5]).unwrap();
     assert_eq!(
-        Layer::Relu.forward(x.view(), &[2, 1, 2]).into_raw_vec_and_offset().0,
+        Layer::Relu(lrp_core::Relu)
+            .forward(&[x.view()], &[2, 1, 2])
+            .into_raw_vec_and_offset()
+            .0,
         vec![0.0, 2.0, 0.0, 0.0]
     );
-    let flat = Layer::Flatten.forward(x.view(), &[4]);
+    let flat = Layer::Flatten(lrp_core::Flatten).forward(&[x.view()], &[4]);
     assert_eq!(flat.shape(), &[1, 4]);
     assert_eq!(flat.into_raw_vec_and_offset().0, vec![-1.0, 2.0, 0.0, -0.5]);
-    let r = Layer::Reshape(vec![2, 2]).forward(x.view(), &[2, 2]);
+    let r = Layer::reshape(vec![2, 2]).forward(&[x.view()], &[2, 2]);
     assert_eq!(r.shape(), &[1, 2, 2]);
     assert_eq!(r[[0, 1, 1]], -0.5);
     assert_eq!(
-        Layer::Dropout(0.5).forward(x.view(), &[2, 1, 2]),
+        Layer::dropout(0.5).forward(&[x.view()], &[2, 1, 2]),
         x,
         "dropout is the identity at inference"
     );
@@ -185,11 +188,11 @@ fn check_gradients(mut layer: Layer, in_shape: &[usize], seed: u64) {
     full_out.extend(&out_shape);
     let c = rand_array(&mut rng, &full_out);
     let loss = |l: &Layer, x: &ArrayD<f32>| -> f64 {
-        let y = l.forward(x.view(), &out_shape);
+        let y = l.forward(&[x.view()], &out_shape);
         y.iter().zip(c.iter()).map(|(a, b)| *a as f64 * *b as f64).sum()
     };
     let h = 1e-2f32;
-    let gx = layer.backward(x.view(), c.view());
+    let gx = layer.backward(&[x.view()], c.view()).remove(0);
     assert_eq!(gx.shape(), x.shape());
     for i in 0..x.len() {
         let mut xp = x.clone();
@@ -279,8 +282,8 @@ fn pool_relu_flatten_backward_match_finite_differences() {
             10,
         );
     }
-    check_gradients(Layer::Relu, &[3, 7], 11);
-    check_gradients(Layer::Flatten, &[2, 2, 3, 3], 12);
+    check_gradients(Layer::Relu(lrp_core::Relu), &[3, 7], 11);
+    check_gradients(Layer::Flatten(lrp_core::Flatten), &[2, 2, 3, 3], 12);
 }
 
 #[test]
@@ -316,7 +319,7 @@ fn batch_norm_is_folded_and_equals_explicit_normalisation() {
     assert_abs_diff_eq!(net.forward(xd.view()).unwrap(), explicit.into_dyn(), epsilon = 1e-5);
 
     // A batch norm with nothing to fold into is refused by name.
-    let err = Network::new(vec![3], vec![Layer::Relu, Layer::BatchNorm(bn)])
+    let err = Network::new(vec![3], vec![Layer::Relu(lrp_core::Relu), Layer::BatchNorm(bn)])
         .unwrap_err()
         .to_string();
     assert!(err.contains("batchnorm") && err.contains("fold"), "{err}");
@@ -405,10 +408,10 @@ fn transformer_layers_match_finite_differences() {
         eps: 1e-5,
     };
     check_gradients(Layer::LayerNorm(ln), &[2, 3, 4], 42);
-    check_gradients(Layer::Softmax(1), &[2, 3, 4], 43);
-    check_gradients(Layer::Softmax(0), &[2, 3, 4], 44);
-    check_gradients(Layer::Mean(0), &[2, 3, 4], 45);
-    check_gradients(Layer::Mean(1), &[2, 3, 4], 46);
+    check_gradients(Layer::softmax(1), &[2, 3, 4], 43);
+    check_gradients(Layer::softmax(0), &[2, 3, 4], 44);
+    check_gradients(Layer::mean(0), &[2, 3, 4], 45);
+    check_gradients(Layer::mean(1), &[2, 3, 4], 46);
     // A learned constant added (positions): the constant's gradient sums over the batch and broadcast axes.
     let pos = rand_array(&mut rng, &[3, 1]);
     check_gradients(
@@ -425,7 +428,7 @@ fn transformer_layers_match_finite_differences() {
 fn transformer_layers_compute_their_definitions() {
     let x = ndarray::arr3(&[[[1.0f32, 2.0, 4.0], [0.0, 0.0, 3.0]]]).into_dyn();
     // Softmax along the last axis sums to 1 and keeps the order.
-    let s = Layer::Softmax(1).forward(x.view(), &[2, 3]);
+    let s = Layer::softmax(1).forward(&[x.view()], &[2, 3]);
     for row in s.index_axis(ndarray::Axis(0), 0).outer_iter() {
         assert!((row.sum() - 1.0).abs() < 1e-6);
     }
@@ -443,14 +446,14 @@ fn transformer_layers_compute_their_definitions() {
         .to_owned();
     assert!(row.sum().abs() < 1e-5 && (row.mapv(|v| v * v).sum() / 3.0 - 1.0).abs() < 1e-5);
     // Mean over tokens.
-    let m = Layer::Mean(0).forward(x.view(), &[3]);
+    let m = Layer::mean(0).forward(&[x.view()], &[3]);
     assert_eq!(m.into_raw_vec_and_offset().0, vec![0.5, 1.0, 3.5]);
     // The product of two values: [2, 3]·[3, 2] per sample, batched.
     let b = ndarray::arr3(&[[[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]]]).into_dyn();
-    let p = Layer::MatMul.forward_many(&[x.view(), b.view()], &[2, 2]);
+    let p = Layer::MatMul(lrp_core::MatMul).forward(&[x.view(), b.view()], &[2, 2]);
     assert_eq!(p.into_raw_vec_and_offset().0, vec![5.0, 6.0, 3.0, 3.0]);
     // Wrong shapes are refused at construction, naming the node.
-    let err = Network::graph(vec![2, 3], vec![(Layer::MatMul, vec![0, 0])])
+    let err = Network::graph(vec![2, 3], vec![(Layer::MatMul(lrp_core::MatMul), vec![0, 0])])
         .unwrap_err()
         .to_string();
     assert!(err.contains("cannot multiply [2, 3] by [2, 3]"), "{err}");

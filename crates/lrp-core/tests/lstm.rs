@@ -58,7 +58,7 @@ fn bptt_matches_finite_differences() {
         let x = ArrayD::from_shape_fn(IxDyn(&[2, 4, 3]), |_| rng.random_range(-1.0f32..1.0));
         let c = ArrayD::from_shape_fn(IxDyn(&out_shape), |_| rng.random_range(-1.0f32..1.0));
         let loss = |l: &Layer, x: &ArrayD<f32>| -> f64 {
-            l.forward(x.view(), net.output_shape())
+            l.forward(&[x.view()], net.output_shape())
                 .iter()
                 .zip(c.iter())
                 .map(|(a, b)| *a as f64 * *b as f64)
@@ -154,7 +154,7 @@ fn an_lstm_network_is_validated_and_trains() {
                 directions: vec![d],
                 return_sequence: false,
             }),
-            Layer::Flatten,
+            Layer::Flatten(lrp_core::Flatten),
             Layer::Dense(Dense::new(
                 Array2::from_shape_fn((2, 4), |_| rng.random_range(-0.5f32..0.5)),
                 Some(Array1::zeros(2)),

@@ -209,7 +209,7 @@ impl Builder {
     fn emit(&mut self, layer: Layer, inputs: Vec<usize>, node: &NodeProto, label: &str) -> Result<usize> {
         let in_shapes: Vec<&[usize]> = inputs.iter().map(|&v| self.shapes[v].as_slice()).collect();
         let out = layer
-            .output_shape_many(self.nodes.len(), &in_shapes)
+            .output_shape(self.nodes.len(), &in_shapes)
             .map_err(|e| OnnxError::Node {
                 node: label.to_string(),
                 op_type: node.op_type.clone(),
@@ -1027,9 +1027,9 @@ fn reshape_node(
 /// The layer that gives a value the per-sample `shape`: a flatten for one axis, else a reshape.
 fn reshape_layer(shape: &[usize]) -> Layer {
     if shape.len() == 1 {
-        Layer::Flatten
+        Layer::Flatten(lrp_core::Flatten)
     } else {
-        Layer::Reshape(shape.to_vec())
+        Layer::reshape(shape.to_vec())
     }
 }
 
@@ -1136,7 +1136,7 @@ fn computed_node(
                 (float_attr(node, "min", f32::MIN), float_attr(node, "max", f32::MAX))
             };
             let layer = if lo == 0.0 && hi == f32::MAX {
-                Layer::Relu
+                Layer::Relu(lrp_core::Relu)
             } else {
                 activation(Activation::Clip(lo, hi))?
             };
@@ -1156,7 +1156,7 @@ fn computed_node(
                      values is not supported)"
                 )));
             }
-            let id = emit(b, Layer::Add, vec![xi, yi])?;
+            let id = emit(b, Layer::Add(lrp_core::Add), vec![xi, yi])?;
             return Ok(same(xshape, xbatch, id));
         }
         "Add" | "Sub" | "Mul" | "Div" => {
@@ -1254,7 +1254,7 @@ fn computed_node(
             if a == 0 {
                 return Err(err("concatenates along the batch axis".into()));
             }
-            let id = emit(b, Layer::Concat(a - 1), ids)?;
+            let id = emit(b, Layer::concat(a - 1), ids)?;
             let shape = b.shapes[id].clone();
             return Ok(same(shape, 0, id));
         }
@@ -1305,7 +1305,7 @@ fn computed_node(
             if order.windows(2).all(|w| w[0] < w[1]) {
                 return Ok(same(xshape, new_batch, xi));
             }
-            let id = emit(b, Layer::Transpose(order), vec![xi])?;
+            let id = emit(b, Layer::transpose(order), vec![xi])?;
             let shape = b.shapes[id].clone();
             return Ok(same(shape, new_batch, id));
         }
@@ -1330,7 +1330,7 @@ fn computed_node(
             }
             let bax = full.iter().position(Option::is_none).expect("batch");
             let shape: Vec<usize> = full.into_iter().flatten().collect();
-            let id = emit(b, Layer::Reshape(shape.clone()), vec![xi])?;
+            let id = emit(b, Layer::reshape(shape.clone()), vec![xi])?;
             return Ok(same(shape, bax, id));
         }
         "Gather" => {
@@ -1355,15 +1355,7 @@ fn computed_node(
                     idx[0]
                 )));
             }
-            let sliced = emit(
-                b,
-                Layer::Slice {
-                    axis: fa,
-                    start: i as usize,
-                    end: i as usize + 1,
-                },
-                vec![xi],
-            )?;
+            let sliced = emit(b, Layer::slice(fa, i as usize, i as usize + 1), vec![xi])?;
             let mut shape = xshape.clone();
             shape.remove(fa);
             let bax = if a < xbatch { xbatch - 1 } else { xbatch };
@@ -1413,15 +1405,7 @@ fn computed_node(
                 if s == 0 && e + 1 == shape[fa] {
                     continue;
                 }
-                cur = emit(
-                    b,
-                    Layer::Slice {
-                        axis: fa,
-                        start: s,
-                        end: e + 1,
-                    },
-                    vec![cur],
-                )?;
+                cur = emit(b, Layer::slice(fa, s, e + 1), vec![cur])?;
                 shape = b.shapes[cur].clone();
             }
             return Ok(same(shape, xbatch, cur));
@@ -1457,7 +1441,7 @@ fn computed_node(
             ax.sort_unstable();
             if ax.len() == 1 && ax[0] > 0 && !(rank == 4 && ax[0] >= 2) {
                 // The mean over one feature axis (the tokens of a transformer).
-                let id = emit(b, Layer::Mean(ax[0] - 1), vec![xi])?;
+                let id = emit(b, Layer::mean(ax[0] - 1), vec![xi])?;
                 let mut shape = b.shapes[id].clone();
                 if int_attr(node, "keepdims", 1) != 0 {
                     shape.insert(ax[0] - 1, 1);
@@ -1488,7 +1472,7 @@ fn computed_node(
             if int_attr(node, "keepdims", 1) != 0 {
                 return Ok(same(vec![xshape[0], 1, 1], 0, pooled));
             }
-            let id = emit(b, Layer::Flatten, vec![pooled])?;
+            let id = emit(b, Layer::Flatten(lrp_core::Flatten), vec![pooled])?;
             return Ok(same(vec![xshape[0]], 0, id));
         }
         "Pad" => {
@@ -1546,7 +1530,7 @@ fn computed_node(
                 }
                 per[a - 1] = [p0 as usize, p1 as usize];
             }
-            let id = emit(b, Layer::Pad(per), vec![xi])?;
+            let id = emit(b, Layer::pad(per), vec![xi])?;
             let shape = b.shapes[id].clone();
             return Ok(same(shape, 0, id));
         }
@@ -1558,7 +1542,7 @@ fn computed_node(
                 ));
             }
             lrp_core::layers::matmul_shape(&xshape, &yshape).map_err(|r| err(format!("{r} (per sample)")))?;
-            let id = emit(b, Layer::MatMul, vec![xi, yi])?;
+            let id = emit(b, Layer::MatMul(lrp_core::MatMul), vec![xi, yi])?;
             let shape = b.shapes[id].clone();
             return Ok(same(shape, 0, id));
         }
@@ -1611,7 +1595,7 @@ fn computed_node(
                      feature axis"
                 )));
             }
-            let id = emit(b, Layer::Softmax(axis - 1), vec![xi])?;
+            let id = emit(b, Layer::softmax(axis - 1), vec![xi])?;
             return Ok(same(xshape, 0, id));
         }
         "Split" => {
@@ -1656,7 +1640,7 @@ fn computed_node(
                     if size == 0 {
                         return Err(err(format!("output '{name}' is empty and is read")));
                     }
-                    let id = emit(b, Layer::Slice { axis: fa, start, end }, vec![xi])?;
+                    let id = emit(b, Layer::slice(fa, start, end), vec![xi])?;
                     let shape = b.shapes[id].clone();
                     outs.push((
                         name.clone(),

@@ -327,7 +327,7 @@ pub(crate) fn translate(ctx: &Ctx) -> Result<Step> {
             conv.groups = group;
             Step::Push(Layer::Conv2d(conv))
         }
-        "Relu" => Step::Push(Layer::Relu),
+        "Relu" => Step::Push(Layer::Relu(lrp_core::Relu)),
         "MaxPool" => {
             let win = ctx.window(ctx.kernel_attr()?)?;
             Step::Push(Layer::MaxPool2d(Pool2d {
@@ -367,7 +367,7 @@ pub(crate) fn translate(ctx: &Ctx) -> Result<Step> {
             if ctx.shape.len() == 1 {
                 Step::Skip
             } else {
-                Step::Push(Layer::Flatten)
+                Step::Push(Layer::Flatten(lrp_core::Flatten))
             }
         }
         "BatchNormalization" => {
@@ -461,8 +461,8 @@ fn squeeze(ctx: &Ctx) -> Result<Step> {
     let layer = match kept.len() {
         _ if kept == ctx.shape => None,
         0 => return Err(ctx.err("would leave no feature axis")),
-        1 => Some(Layer::Flatten),
-        _ => Some(Layer::Reshape(kept)),
+        1 => Some(Layer::Flatten(lrp_core::Flatten)),
+        _ => Some(Layer::reshape(kept)),
     };
     Ok(Step::Relayout {
         layer,

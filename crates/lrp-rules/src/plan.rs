@@ -172,7 +172,7 @@ fn zbox_bounds(net: &Network, k: usize, low: f32, high: f32) -> (ArrayD<f32>, Ar
     while v != 0 {
         let j = v - 1;
         match net.layers()[j] {
-            Layer::Arith(_) | Layer::Reshape(_) | Layer::Flatten | Layer::Dropout(_) => path.push(j),
+            Layer::Arith(_) | Layer::Reshape(_) | Layer::Flatten(lrp_core::Flatten) | Layer::Dropout(_) => path.push(j),
             _ => return (scalar(low), scalar(high)),
         }
         v = net.inputs_of(j)[0];
@@ -271,7 +271,7 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usiz
 pub(crate) fn reshaped_input(net: &Network, mut v: usize) -> bool {
     while v != 0 {
         match net.layers()[v - 1] {
-            Layer::Flatten | Layer::Reshape(_) | Layer::Dropout(_) => v = net.inputs_of(v - 1)[0],
+            Layer::Flatten(lrp_core::Flatten) | Layer::Reshape(_) | Layer::Dropout(_) => v = net.inputs_of(v - 1)[0],
             _ => return false,
         }
     }
@@ -436,7 +436,7 @@ impl Plan {
                 },
                 Layer::MaxPool2d(p) => Step::MaxPool(*p),
                 Layer::AvgPool2d(p) => Step::AvgPool(*p),
-                Layer::Add => Step::Add,
+                Layer::Add(lrp_core::Add) => Step::Add,
                 Layer::Arith(a) => match a.op {
                     ArithOp::Add | ArithOp::Sub => Step::Bias(1.0),
                     ArithOp::SubFrom => Step::Bias(-1.0),
@@ -444,10 +444,10 @@ impl Plan {
                 },
                 Layer::Concat(_) | Layer::Pad(_) | Layer::Transpose(_) | Layer::Slice { .. } => Step::Route,
                 Layer::Activation(a) => Step::Act(a.clone()),
-                Layer::Mean(axis) => Step::Mean(*axis),
+                Layer::Mean(m) => Step::Mean(m.axis),
                 Layer::LayerNorm(l) => Step::LayerNorm(l.clone()),
-                Layer::Softmax(axis) => Step::Softmax(*axis),
-                Layer::MatMul => Step::MatMul,
+                Layer::Softmax(s) => Step::Softmax(s.axis),
+                Layer::MatMul(lrp_core::MatMul) => Step::MatMul,
                 _ => Step::Pass,
             });
         }

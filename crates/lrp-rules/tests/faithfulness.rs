@@ -16,7 +16,10 @@ fn regions_are_ordered_by_relevance_and_removed_in_that_order() {
     // A "network" that sums the input: the curve drops by each region's sum.
     let net = Network::new(
         vec![1, 4, 4],
-        vec![Layer::Flatten, Layer::Dense(Dense::new(Array2::ones((1, 16)), None))],
+        vec![
+            Layer::Flatten(lrp_core::Flatten),
+            Layer::Dense(Dense::new(Array2::ones((1, 16)), None)),
+        ],
     )
     .unwrap();
     let x = ArrayD::from_shape_fn(IxDyn(&[1, 4, 4]), |d| (d[1] * 4 + d[2]) as f32);

@@ -29,14 +29,17 @@ fn random_graph(seed: u64, with_bias: bool) -> Network {
         let kind = rng.random_range(0..4);
         let (layer, ins) = match kind {
             0 => (dense(&mut rng, WIDTH, WIDTH), vec![pick(&mut rng, &values)]),
-            1 => (Layer::Relu, vec![pick(&mut rng, &values)]),
-            2 => (Layer::Add, vec![pick(&mut rng, &values), pick(&mut rng, &values)]),
+            1 => (Layer::Relu(lrp_core::Relu), vec![pick(&mut rng, &values)]),
+            2 => (
+                Layer::Add(lrp_core::Add),
+                vec![pick(&mut rng, &values), pick(&mut rng, &values)],
+            ),
             _ => {
                 let ins = vec![pick(&mut rng, &values), pick(&mut rng, &values)];
                 for &v in &ins {
                     read[v] = true;
                 }
-                nodes.push((Layer::Concat(0), ins));
+                nodes.push((Layer::concat(0), ins));
                 read.push(false);
                 let concat = nodes.len();
                 (dense(&mut rng, WIDTH, 2 * WIDTH), vec![concat])
@@ -52,7 +55,7 @@ fn random_graph(seed: u64, with_bias: bool) -> Network {
     let mut last = nodes.len();
     for &v in &values {
         if !read[v] && v != last && v != 0 {
-            nodes.push((Layer::Add, vec![last, v]));
+            nodes.push((Layer::Add(lrp_core::Add), vec![last, v]));
             read.push(false);
             last = nodes.len();
         }
@@ -131,7 +134,7 @@ fn zbox_bounds_are_mapped_through_input_normalization() {
                 w1.clone(),
                 Some(Array1::from(vec![0.1, -0.2, 0.3, 0.0, 0.05])),
             )),
-            Layer::Relu,
+            Layer::Relu(lrp_core::Relu),
             Layer::Dense(Dense::new(w2.clone(), None)),
         ]
     };

@@ -78,7 +78,7 @@ fn lstm_net(directions: Vec<LstmDirection>) -> Network {
                 directions,
                 return_sequence: false,
             }),
-            Layer::Flatten,
+            Layer::Flatten(lrp_core::Flatten),
         ],
     )
     .unwrap()
@@ -132,7 +132,7 @@ fn an_lstm_takes_epsilon_only() {
                 directions: vec![direction(&mut rng, 3, 4, false)],
                 return_sequence: false,
             }),
-            Layer::Flatten,
+            Layer::Flatten(lrp_core::Flatten),
             Layer::Dense(Dense::new(Array2::ones((2, 4)), None)),
         ],
     )

@@ -27,11 +27,11 @@ fn network(w: &[f32], with_bias: bool, maxpool: bool) -> Network {
         vec![2, 4, 4],
         vec![
             Layer::Conv2d(conv),
-            Layer::Relu,
+            Layer::Relu(lrp_core::Relu),
             pool,
-            Layer::Flatten,
+            Layer::Flatten(lrp_core::Flatten),
             Layer::Dense(d1),
-            Layer::Relu,
+            Layer::Relu(lrp_core::Relu),
             Layer::Dense(d2),
         ],
     )

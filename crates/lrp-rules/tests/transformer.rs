@@ -98,15 +98,15 @@ fn network(b: &Block) -> Network {
     Network::graph(
         vec![T, D],
         vec![
-            (dense(&b.wq, None), vec![0]),           // q: value 1
-            (dense(&b.wk, None), vec![0]),           // k: value 2
-            (dense(&b.wv, Some(&b.bv)), vec![0]),    // v: value 3
-            (Layer::Transpose(vec![1, 0]), vec![2]), // kᵀ: value 4
-            (Layer::MatMul, vec![1, 4]),             // scores: value 5
-            (Layer::Softmax(1), vec![5]),            // A: value 6
-            (Layer::MatMul, vec![6, 3]),             // A·V: value 7
-            (Layer::Flatten, vec![7]),               // value 8
-            (dense(&b.wh, Some(&b.bh)), vec![8]),    // logits
+            (dense(&b.wq, None), vec![0]),                 // q: value 1
+            (dense(&b.wk, None), vec![0]),                 // k: value 2
+            (dense(&b.wv, Some(&b.bv)), vec![0]),          // v: value 3
+            (Layer::transpose(vec![1, 0]), vec![2]),       // kᵀ: value 4
+            (Layer::MatMul(lrp_core::MatMul), vec![1, 4]), // scores: value 5
+            (Layer::softmax(1), vec![5]),                  // A: value 6
+            (Layer::MatMul(lrp_core::MatMul), vec![6, 3]), // A·V: value 7
+            (Layer::Flatten(lrp_core::Flatten), vec![7]),  // value 8
+            (dense(&b.wh, Some(&b.bh)), vec![8]),          // logits
         ],
     )
     .unwrap()

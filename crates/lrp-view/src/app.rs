@@ -66,7 +66,7 @@ impl ModelEntry {
         let listed = layer_view_nodes(net);
         let writes_attention = |v: usize| {
             v > 0
-                && matches!(net.layers()[v - 1], lrp_core::Layer::MatMul)
+                && matches!(net.layers()[v - 1], lrp_core::Layer::MatMul(lrp_core::MatMul))
                 && net.inputs_of(v - 1)[0]
                     .checked_sub(1)
                     .is_some_and(|w| matches!(net.layers()[w], lrp_core::Layer::Softmax(_)))

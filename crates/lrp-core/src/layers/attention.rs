@@ -5,6 +5,8 @@
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, ArrayViewD, Axis, IxDyn, Zip};
 use serde::{Deserialize, Serialize};
 
+use super::op::{Op, check_count};
+
 /// `y = (x − μ)/σ · γ + β` over the last axis, `σ = √(var + ε)` (the biased variance, as PyTorch and ONNX).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerNorm {
@@ -290,4 +292,97 @@ pub fn mean_backward(g: ArrayViewD<f32>, axis: usize, len: usize) -> ArrayD<f32>
         .broadcast(IxDyn(&shape))
         .expect("a unit axis broadcasts")
         .mapv(|v| v * scale)
+}
+
+/// Softmax along a per-sample axis (inside the network: attention weights).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Softmax {
+    /// The per-sample axis.
+    pub axis: usize,
+}
+
+/// The product of two computed values over their last two axes, batched over the others:
+/// `[…, m, k]·[…, k, p]` → `[…, m, p]`. Reads two values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatMul;
+
+/// The mean over a per-sample axis, which is removed (e.g. over the tokens of a transformer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mean {
+    /// The per-sample axis.
+    pub axis: usize,
+}
+
+impl Op for LayerNorm {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        self.validate(inputs[0])?;
+        Ok(inputs[0].to_vec())
+    }
+
+    fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
+        self.forward(xs[0].view())
+    }
+
+    fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        vec![self.backward(xs[0].view(), g, false)]
+    }
+}
+
+impl Op for Softmax {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let input = inputs[0];
+        if self.axis >= input.len() {
+            return Err(format!("axis {} is out of range for {input:?}", self.axis));
+        }
+        Ok(input.to_vec())
+    }
+
+    fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
+        softmax(xs[0].view(), self.axis)
+    }
+
+    fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        let y = softmax(xs[0].view(), self.axis);
+        vec![softmax_backward(y.view(), g, self.axis)]
+    }
+}
+
+impl Op for MatMul {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let out = matmul_shape(inputs[0], inputs[1])?;
+        check_count(&out)?;
+        Ok(out)
+    }
+
+    fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
+        matmul(xs[0].view(), xs[1].view())
+    }
+
+    fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        let (ga, gb) = matmul_backward(xs[0].view(), xs[1].view(), g, 1.0);
+        vec![ga, gb]
+    }
+}
+
+impl Op for Mean {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let input = inputs[0];
+        if self.axis >= input.len() {
+            return Err(format!("axis {} is out of range for {input:?}", self.axis));
+        }
+        if input.len() == 1 {
+            return Err("would leave no axis besides the batch".into());
+        }
+        let mut out = input.to_vec();
+        out.remove(self.axis);
+        Ok(out)
+    }
+
+    fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
+        mean(xs[0].view(), self.axis)
+    }
+
+    fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        vec![mean_backward(g, self.axis, xs[0].shape()[self.axis + 1])]
+    }
 }

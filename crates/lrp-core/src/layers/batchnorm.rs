@@ -3,6 +3,7 @@
 use ndarray::{Array1, Axis};
 use serde::{Deserialize, Serialize};
 
+use super::op::Op;
 use super::{Conv2d, Dense};
 
 /// `y = (x − mean) · scale / √(var + eps) + shift`, per channel (or feature).
@@ -44,7 +45,7 @@ impl BatchNorm {
     }
 
     /// Per-channel factor `γ/√(var+ε)` and offset `β − μ·factor`.
-    fn affine(&self) -> (Array1<f32>, Array1<f32>) {
+    pub fn affine(&self) -> (Array1<f32>, Array1<f32>) {
         let factor = &self.scale / &self.var.mapv(|v| (v + self.eps).sqrt());
         let offset = &self.shift - &(&self.mean * &factor);
         (factor, offset)
@@ -65,5 +66,44 @@ impl BatchNorm {
         c.weight *= &fb;
         let b = c.bias.take().unwrap_or_else(|| Array1::zeros(f.len()));
         c.bias = Some(b * &f + &off);
+    }
+}
+
+/// Per channel (the first per-sample axis) `a ⊙ x + c`, or `a ⊙ g` for a gradient: `values` `[N, C, …]`.
+fn per_channel(values: ndarray::ArrayViewD<f32>, a: &Array1<f32>, c: Option<&Array1<f32>>) -> ndarray::ArrayD<f32> {
+    let mut shape = vec![1, a.len()];
+    shape.resize(values.ndim(), 1);
+    let a = a
+        .view()
+        .into_shape_with_order(ndarray::IxDyn(&shape))
+        .expect("one value per channel");
+    let mut out = &values * &a;
+    if let Some(c) = c {
+        out += &c
+            .view()
+            .into_shape_with_order(ndarray::IxDyn(&shape))
+            .expect("one value per channel");
+    }
+    out
+}
+
+/// A batch norm that no linear layer folds into computes its affine map itself.
+impl Op for BatchNorm {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let input = inputs[0];
+        self.validate()?;
+        if input.first() != Some(&self.channels()) {
+            return Err(format!("has {} channels, input is {input:?}", self.channels()));
+        }
+        Ok(input.to_vec())
+    }
+
+    fn forward(&self, xs: &[ndarray::ArrayViewD<f32>], _: &[usize]) -> ndarray::ArrayD<f32> {
+        let (a, c) = self.affine();
+        per_channel(xs[0].view(), &a, Some(&c))
+    }
+
+    fn backward(&self, _: &[ndarray::ArrayViewD<f32>], g: ndarray::ArrayViewD<f32>) -> Vec<ndarray::ArrayD<f32>> {
+        vec![per_channel(g, &self.affine().0, None)]
     }
 }

@@ -4,6 +4,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis, s};
 use serde::{Deserialize, Serialize};
 
+use super::op::{Op, finite};
 use super::window::Window;
 
 /// Upper bound on the number of floats in one im2col buffer; larger batches are split into groups.
@@ -559,6 +560,88 @@ fn col2im_general(
                 }
             }
         }
+    }
+}
+
+impl Op for Conv2d {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let input = inputs[0];
+        let [kh, kw] = [self.weight.shape()[2], self.weight.shape()[3]];
+        if input.len() != 3 {
+            return Err(format!("needs input [channels, height, width], got {input:?}"));
+        }
+        if self.window.kernel != [kh, kw] {
+            return Err(format!(
+                "kernel {:?} does not match weight {:?}",
+                self.window.kernel,
+                self.weight.shape()
+            ));
+        }
+        if self.window.kernel.contains(&0) || self.dilation.iter().any(|&d| d > super::window::MAX_WINDOW_SIDE) {
+            return Err(format!(
+                "kernel {:?} or dilation {:?} is out of range",
+                self.window.kernel, self.dilation
+            ));
+        }
+        if self.groups == 0 || self.dilation.contains(&0) {
+            return Err(format!(
+                "groups {} and dilation {:?} must be positive",
+                self.groups, self.dilation
+            ));
+        }
+        if !self.out_channels().is_multiple_of(self.groups) {
+            return Err(format!(
+                "{} output channels do not split into {} groups",
+                self.out_channels(),
+                self.groups
+            ));
+        }
+        self.extent().validate()?;
+        if self.weight.shape()[1].checked_mul(self.groups) != Some(input[0]) {
+            return Err(format!(
+                "weight {:?} expects {} input channels, input has {}",
+                self.weight.shape(),
+                self.in_channels(),
+                input[0]
+            ));
+        }
+        if self.out_channels() == 0 {
+            return Err("has no output channels".into());
+        }
+        if let Some(b) = &self.bias {
+            if b.len() != self.out_channels() {
+                return Err(format!(
+                    "bias has {} entries, weight has {} output channels",
+                    b.len(),
+                    self.out_channels()
+                ));
+            }
+            finite("bias", b.view().into_dyn())?;
+        }
+        finite("weight", self.weight.view().into_dyn())?;
+        let (oh, ow) = self.output_hw(input[1], input[2]).ok_or_else(|| {
+            format!(
+                "kernel {:?} with padding {:?} does not fit a {}×{} input",
+                self.window.kernel, self.window.pads, input[1], input[2]
+            )
+        })?;
+        Ok(vec![self.out_channels(), oh, ow])
+    }
+
+    fn forward(&self, xs: &[ndarray::ArrayViewD<f32>], _: &[usize]) -> ndarray::ArrayD<f32> {
+        let x = xs[0]
+            .view()
+            .into_dimensionality::<ndarray::Ix4>()
+            .expect("shape checked at construction");
+        self.forward(x, true).into_dyn()
+    }
+
+    fn backward(&self, xs: &[ndarray::ArrayViewD<f32>], g: ndarray::ArrayViewD<f32>) -> Vec<ndarray::ArrayD<f32>> {
+        let s = xs[0].shape();
+        let g = g
+            .into_dimensionality::<ndarray::Ix4>()
+            .expect("shape checked at construction");
+        vec![self.transpose(g, (s[2], s[3])).into_dyn()]
     }
 }
 

@@ -3,6 +3,8 @@
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
+use super::op::{Op, check_count, finite};
+
 /// Batches of at most this many rows take the direct kernels (no GEMM packing per call); larger ones the GEMM.
 /// Both give the same bits, so the choice cannot make a result depend on how samples were batched.
 const SMALL_BATCH: usize = 4;
@@ -104,6 +106,67 @@ impl Dense {
         let gw = g.t().dot(&x);
         let gb = self.bias.as_ref().map(|_| g.sum_axis(Axis(0)));
         (gw, gb)
+    }
+}
+
+/// A dense map on a batch `[N, …, in]`: on the rows of its last axis, shaped back to `[N, …, out]`.
+pub(crate) fn on_rows(x: ndarray::ArrayViewD<f32>, f: impl Fn(ArrayView2<f32>) -> Array2<f32>) -> ndarray::ArrayD<f32> {
+    if x.ndim() == 2 {
+        return f(x.into_dimensionality::<ndarray::Ix2>().expect("rank 2")).into_dyn();
+    }
+    let xs = x.as_standard_layout();
+    let y = f(super::attention::rows_of(&xs));
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("rank ≥ 2") = y.ncols();
+    y.into_shape_with_order(ndarray::IxDyn(&shape))
+        .expect("same element count")
+}
+
+impl Op for Dense {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let input = inputs[0];
+        // On a flat input, or on the last axis of a larger one (the tokens of a transformer).
+        let Some(&features) = input.last() else {
+            return Err("needs an input with at least one axis".into());
+        };
+        if self.inputs() != features {
+            return Err(format!(
+                "weight is [{}, {}] but the input {input:?} has {features} features{}",
+                self.outputs(),
+                self.inputs(),
+                if input.len() > 1 {
+                    " on its last axis (add a flatten before it to use every value)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(b) = &self.bias {
+            if b.len() != self.outputs() {
+                return Err(format!(
+                    "bias has {} entries, weight has {} outputs",
+                    b.len(),
+                    self.outputs()
+                ));
+            }
+            finite("bias", b.view().into_dyn())?;
+        }
+        if self.outputs() == 0 {
+            return Err("has no outputs".into());
+        }
+        finite("weight", self.weight.view().into_dyn())?;
+        let mut out = input.to_vec();
+        *out.last_mut().expect("checked above") = self.outputs();
+        check_count(&out)?;
+        Ok(out)
+    }
+
+    fn forward(&self, xs: &[ndarray::ArrayViewD<f32>], _: &[usize]) -> ndarray::ArrayD<f32> {
+        on_rows(xs[0].view(), |r| self.forward(r, true))
+    }
+
+    fn backward(&self, _: &[ndarray::ArrayViewD<f32>], g: ndarray::ArrayViewD<f32>) -> Vec<ndarray::ArrayD<f32>> {
+        vec![on_rows(g, |r| self.transpose(r))]
     }
 }
 

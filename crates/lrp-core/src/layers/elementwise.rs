@@ -4,6 +4,31 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 use serde::{Deserialize, Serialize};
 
 use super::expr::Expr;
+use super::op::Op;
+
+/// `max(x, 0)`, any shape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relu;
+
+impl Op for Relu {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        Ok(inputs[0].to_vec())
+    }
+
+    fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
+        xs[0].mapv(|v| v.max(0.0))
+    }
+
+    fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        let mut out = g.to_owned();
+        Zip::from(&mut out).and(&xs[0]).for_each(|o, &xi| {
+            if xi <= 0.0 {
+                *o = 0.0;
+            }
+        });
+        vec![out]
+    }
+}
 
 /// An elementwise activation. LRP passes relevance through it unchanged; gradients use its true derivative.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -278,5 +303,35 @@ impl Arith {
             ArithOp::Mul => &g * &self.value,
             ArithOp::Div => &g / &self.value,
         }
+    }
+}
+
+impl Op for Activation {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        self.validate()?;
+        Ok(inputs[0].to_vec())
+    }
+
+    fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
+        self.forward(xs[0].view())
+    }
+
+    fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        vec![self.backward(xs[0].view(), g)]
+    }
+}
+
+impl Op for Arith {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        self.validate(inputs[0])?;
+        Ok(inputs[0].to_vec())
+    }
+
+    fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
+        self.forward(xs[0].view())
+    }
+
+    fn backward(&self, _: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        vec![self.backward(g)]
     }
 }

@@ -6,6 +6,8 @@
 use ndarray::{Array1, Array2, Array3, Array4, ArrayView2, ArrayView3, Axis, s};
 use serde::{Deserialize, Serialize};
 
+use super::op::Op;
+
 /// The weights of one direction.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LstmDirection {
@@ -119,7 +121,7 @@ impl Lstm {
     }
 
     /// Checks the directions agree with each other and with the input features; returns the output shape.
-    pub fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>, String> {
+    fn shape_for(&self, input: &[usize]) -> Result<Vec<usize>, String> {
         let &[t, f] = input else {
             return Err(format!("needs input [time, features], got {input:?}"));
         };
@@ -292,5 +294,28 @@ impl Lstm {
             dh_carry = da.dot(&dir.r);
         }
         out
+    }
+}
+
+impl Op for Lstm {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        self.shape_for(inputs[0])
+    }
+
+    fn forward(&self, xs: &[ndarray::ArrayViewD<f32>], _: &[usize]) -> ndarray::ArrayD<f32> {
+        self.forward(
+            xs[0]
+                .view()
+                .into_dimensionality::<ndarray::Ix3>()
+                .expect("shape checked at construction"),
+        )
+    }
+
+    fn backward(&self, xs: &[ndarray::ArrayViewD<f32>], g: ndarray::ArrayViewD<f32>) -> Vec<ndarray::ArrayD<f32>> {
+        let x = xs[0]
+            .view()
+            .into_dimensionality::<ndarray::Ix3>()
+            .expect("shape checked at construction");
+        vec![self.backward(x, &g.to_owned()).0.into_dyn()]
     }
 }

@@ -9,16 +9,23 @@ mod elementwise;
 mod expr;
 mod layer;
 mod lstm;
+mod op;
 mod pool;
+mod structural;
 mod window;
 
-pub use attention::{LayerNorm, matmul, matmul_backward, matmul_shape, mean, mean_backward, softmax, softmax_backward};
+pub use attention::{
+    LayerNorm, MatMul, Mean, Softmax, matmul, matmul_backward, matmul_shape, mean, mean_backward, softmax,
+    softmax_backward,
+};
 pub use batchnorm::BatchNorm;
 pub use conv::Conv2d;
 pub use dense::Dense;
-pub use elementwise::{Activation, Arith, ArithOp};
+pub use elementwise::{Activation, Arith, ArithOp, Relu};
 pub use expr::{BinaryFn, Expr, ExprOp, MAX_EXPR_OPS, UnaryFn};
 pub use layer::{Layer, LayerKind, ParamGrads};
 pub use lstm::{Lstm, LstmDirection, LstmStates};
+pub use op::Op;
 pub use pool::Pool2d;
+pub use structural::{Add, Concat, Dropout, Flatten, Pad, Reshape, Slice, Transpose};
 pub use window::Window;

@@ -2,9 +2,10 @@
 
 use std::mem::MaybeUninit;
 
-use ndarray::{Array4, ArrayView4};
+use ndarray::{Array4, ArrayD, ArrayView4, ArrayViewD, Ix4};
 use serde::{Deserialize, Serialize};
 
+use super::op::Op;
 use super::window::Window;
 
 /// A pooling window. For average pooling, `count_include_pad` says whether padded cells count in the divisor.
@@ -506,6 +507,62 @@ mod simd {
                 _mm512_mask_storeu_ps(o1.add(p + 16), mb, _mm512_permutex2var_ps(d10, high, d11));
             }
         }
+    }
+}
+
+/// Output shape of a pooling window over a `[C, H, W]` input.
+fn pooled_shape(p: &Pool2d, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+    let input = inputs[0];
+    if input.len() != 3 {
+        return Err(format!("needs input [channels, height, width], got {input:?}"));
+    }
+    p.window.validate()?;
+    let (oh, ow) = p.window.output_hw(input[1], input[2]).ok_or_else(|| {
+        format!(
+            "window {:?} does not fit a {}×{} input",
+            p.window.kernel, input[1], input[2]
+        )
+    })?;
+    Ok(vec![input[0], oh, ow])
+}
+
+fn batch4<'a>(x: &'a ArrayViewD<f32>) -> ArrayView4<'a, f32> {
+    x.view()
+        .into_dimensionality::<Ix4>()
+        .expect("shape checked at construction")
+}
+
+/// [`Pool2d`] as max pooling.
+pub(crate) struct MaxPoolOp<'a>(pub &'a Pool2d);
+
+/// [`Pool2d`] as average pooling.
+pub(crate) struct AvgPoolOp<'a>(pub &'a Pool2d);
+
+impl Op for MaxPoolOp<'_> {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        pooled_shape(self.0, inputs)
+    }
+
+    fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
+        self.0.max_forward(batch4(&xs[0])).into_dyn()
+    }
+
+    fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        vec![self.0.max_route(batch4(&xs[0]), batch4(&g)).into_dyn()]
+    }
+}
+
+impl Op for AvgPoolOp<'_> {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        pooled_shape(self.0, inputs)
+    }
+
+    fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
+        self.0.avg_forward(batch4(&xs[0])).into_dyn()
+    }
+
+    fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        vec![self.0.avg_transpose(batch4(&g), batch4(&xs[0]).dim()).into_dyn()]
     }
 }
 
