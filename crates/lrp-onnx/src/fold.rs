@@ -149,3 +149,70 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     }
     Some(out)
 }
+
+/// `f(a, c)` elementwise over the broadcast of the two shapes (checked by the caller).
+pub(crate) fn broadcast_with(a: &ArrayD<f64>, c: &ArrayD<f64>, f: impl Fn(f64, f64) -> f64) -> ArrayD<f64> {
+    let shape = broadcast_shape(a.shape(), c.shape()).expect("shapes checked to broadcast");
+    let (a, c) = (
+        a.broadcast(IxDyn(&shape)).expect("broadcasts"),
+        c.broadcast(IxDyn(&shape)).expect("broadcasts"),
+    );
+    ndarray::Zip::from(&a).and(&c).map_collect(|&x, &y| f(x, y))
+}
+
+/// Resolves a `Reshape` of a constant (0 copies, −1 infers).
+pub(crate) fn reshape_const(
+    shape: &[usize],
+    target: &[i64],
+    allowzero: bool,
+) -> std::result::Result<Vec<usize>, String> {
+    let count: usize = shape.iter().product();
+    let mut out: Vec<Option<usize>> = Vec::with_capacity(target.len());
+    for (i, &d) in target.iter().enumerate() {
+        out.push(match d {
+            0 if !allowzero => Some(*shape.get(i).ok_or("0 copies a missing dimension")?),
+            -1 => None,
+            d if d >= 0 => Some(d as usize),
+            d => return Err(format!("invalid entry {d} in shape {target:?}")),
+        });
+    }
+    let known: usize = out.iter().flatten().product();
+    match out.iter().filter(|d| d.is_none()).count() {
+        0 if known == count => Ok(out.into_iter().flatten().collect()),
+        1 if known > 0 && count.is_multiple_of(known) => {
+            Ok(out.into_iter().map(|d| d.unwrap_or(count / known)).collect())
+        }
+        _ => Err(format!("cannot reshape {shape:?} to {target:?}")),
+    }
+}
+
+/// The tensor of a `Constant` node.
+pub(crate) fn constant_node(node: &crate::proto::NodeProto) -> std::result::Result<TensorProto, String> {
+    if let Some(t) = node
+        .attribute
+        .iter()
+        .find(|a| a.name == "value")
+        .and_then(|a| a.t.as_ref())
+    {
+        return Ok(t.clone());
+    }
+    let t = if let Some(a) = node.attribute.iter().find(|a| a.name == "value_float") {
+        Tensor {
+            data: ArrayD::from_elem(IxDyn(&[]), a.f as f64),
+            int: false,
+        }
+    } else if let Some(a) = node.attribute.iter().find(|a| a.name == "value_floats") {
+        Tensor {
+            data: ArrayD::from_shape_vec(IxDyn(&[a.floats.len()]), a.floats.iter().map(|&v| v as f64).collect())
+                .expect("1-D"),
+            int: false,
+        }
+    } else if let Some(a) = node.attribute.iter().find(|a| a.name == "value_int") {
+        Tensor::scalar_int(a.i)
+    } else if let Some(a) = node.attribute.iter().find(|a| a.name == "value_ints") {
+        Tensor::vec_int(&a.ints)
+    } else {
+        return Err("only tensor, float and int constants are supported".into());
+    };
+    Ok(t.to_proto(""))
+}

@@ -48,64 +48,90 @@ fn mean_axes(
     crate::tensor::to_i64(t).ok()
 }
 
-/// Replaces every decomposed layer norm of `graph` by one `LayerNormalization` node; returns how many.
-pub(crate) fn fuse_layer_norms(graph: &mut GraphProto, consts: &HashMap<String, TensorProto>) -> usize {
-    let const_nodes: HashMap<String, TensorProto> = graph
-        .node
-        .iter()
-        .filter(|n| n.op_type == "Constant")
-        .filter_map(|n| {
-            let t = crate::import::constant_node(n).ok()?;
-            Some((n.output.first()?.clone(), t))
-        })
-        .collect();
-    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, n) in graph.node.iter().enumerate() {
-        for name in n.input.iter().filter(|s| !s.is_empty()) {
-            readers.entry(name.as_str()).or_default().push(i);
+/// The graph's lookups that matching needs: each value's readers and the constants.
+struct View<'a> {
+    nodes: &'a [NodeProto],
+    consts: &'a HashMap<String, TensorProto>,
+    const_nodes: HashMap<String, TensorProto>,
+    /// The nodes that read each value (`usize::MAX` for the graph output).
+    readers: HashMap<&'a str, Vec<usize>>,
+}
+
+/// A decomposed layer norm found: the nodes it replaces, the fused node, and the position it takes.
+type Found = (Vec<usize>, NodeProto, usize);
+
+impl<'a> View<'a> {
+    fn new(graph: &'a GraphProto, consts: &'a HashMap<String, TensorProto>) -> Self {
+        let const_nodes = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Constant")
+            .filter_map(|n| {
+                let t = crate::fold::constant_node(n).ok()?;
+                Some((n.output.first()?.clone(), t))
+            })
+            .collect();
+        let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, n) in graph.node.iter().enumerate() {
+            for name in n.input.iter().filter(|s| !s.is_empty()) {
+                readers.entry(name.as_str()).or_default().push(i);
+            }
+        }
+        for o in &graph.output {
+            readers.entry(o.name.as_str()).or_default().push(usize::MAX);
+        }
+        View {
+            nodes: &graph.node,
+            consts,
+            const_nodes,
+            readers,
         }
     }
-    for o in &graph.output {
-        readers.entry(o.name.as_str()).or_default().push(usize::MAX);
-    }
-    let only = |value: &str| -> Option<usize> {
-        match readers.get(value).map(Vec::as_slice) {
+
+    /// The one node that reads `value`, if exactly one does (and it is not the graph output).
+    fn only(&self, value: &str) -> Option<usize> {
+        match self.readers.get(value).map(Vec::as_slice) {
             Some(&[r]) if r != usize::MAX => Some(r),
             _ => None,
         }
-    };
-    let nodes = &graph.node;
-    let out = |i: usize| nodes[i].output.first().map(String::as_str).unwrap_or("");
-    // (nodes to remove, the fused node, where it goes)
-    let mut found: Vec<(Vec<usize>, NodeProto, usize)> = Vec::new();
-    for (m1, n) in nodes.iter().enumerate() {
-        let Some(axes) = mean_axes(n, consts, &const_nodes) else {
-            continue;
-        };
-        if axes.len() != 1 {
-            continue;
-        }
-        let x = n.input[0].clone();
-        let Some(sub) = only(out(m1)) else { continue };
+    }
+
+    fn out(&self, i: usize) -> &'a str {
+        self.nodes[i].output.first().map(String::as_str).unwrap_or("")
+    }
+
+    fn constant(&self, name: &str) -> Option<&TensorProto> {
+        constant(name, self.consts, &self.const_nodes)
+    }
+
+    fn mean_axes(&self, n: &NodeProto) -> Option<Vec<i64>> {
+        mean_axes(n, self.consts, &self.const_nodes)
+    }
+
+    /// The layer norm whose first `ReduceMean` is node `m1`, if the nodes after it have that form.
+    fn layer_norm_at(&self, m1: usize) -> Option<Found> {
+        let nodes = self.nodes;
+        let axes = self.mean_axes(&nodes[m1]).filter(|a| a.len() == 1)?;
+        let x = nodes[m1].input[0].clone();
+        let sub = self.only(self.out(m1))?;
         if nodes[sub].op_type != "Sub"
             || nodes[sub].input.first() != Some(&x)
-            || nodes[sub].input.get(1).map(String::as_str) != Some(out(m1))
+            || nodes[sub].input.get(1).map(String::as_str) != Some(self.out(m1))
         {
-            continue;
+            return None;
         }
-        let d = out(sub);
-        let Some(d_readers) = readers.get(d) else { continue };
+        let d = self.out(sub);
+        let d_readers = self.readers.get(d)?;
         if d_readers.len() != 2 || d_readers.contains(&usize::MAX) {
-            continue;
+            return None;
         }
-        // d² (Pow(d, 2) or Mul(d, d)), and the division by the root.
+        // d² (Pow(d, 2)), and the division by the root.
         let (mut sq, mut div) = (None, None);
         for &r in d_readers {
             let node = &nodes[r];
             match node.op_type.as_str() {
                 "Pow"
-                    if node.input[0] == d
-                        && scalar(node.input.get(1).and_then(|e| constant(e, consts, &const_nodes))) == Some(2.0) =>
+                    if node.input[0] == d && scalar(node.input.get(1).and_then(|e| self.constant(e))) == Some(2.0) =>
                 {
                     sq = Some(r)
                 }
@@ -113,73 +139,84 @@ pub(crate) fn fuse_layer_norms(graph: &mut GraphProto, consts: &HashMap<String, 
                 _ => {}
             }
         }
-        let (Some(sq), Some(div)) = (sq, div) else { continue };
-        let Some(m2) = only(out(sq)) else { continue };
-        if mean_axes(&nodes[m2], consts, &const_nodes).as_ref() != Some(&axes) {
-            continue;
+        let (sq, div) = (sq?, div?);
+        let m2 = self.only(self.out(sq))?;
+        if self.mean_axes(&nodes[m2]).as_ref() != Some(&axes) {
+            return None;
         }
-        let Some(add) = only(out(m2)) else { continue };
-        if nodes[add].op_type != "Add" {
-            continue;
-        }
-        let other = nodes[add].input.iter().find(|i| i.as_str() != out(m2));
-        let Some(eps) = scalar(other.and_then(|e| constant(e, consts, &const_nodes))) else {
-            continue;
-        };
-        let Some(root) = only(out(add)) else { continue };
+        let add = self.only(self.out(m2)).filter(|&a| nodes[a].op_type == "Add")?;
+        let other = nodes[add].input.iter().find(|i| i.as_str() != self.out(m2));
+        let eps = scalar(other.and_then(|e| self.constant(e)))?;
+        let root = self.only(self.out(add))?;
         if nodes[root].op_type != "Sqrt"
-            || only(out(root)) != Some(div)
-            || nodes[div].input.get(1).map(String::as_str) != Some(out(root))
+            || self.only(self.out(root)) != Some(div)
+            || nodes[div].input.get(1).map(String::as_str) != Some(self.out(root))
         {
-            continue;
+            return None;
         }
         let mut remove = vec![m1, sub, sq, m2, add, root, div];
         let mut last = div;
         // An affine part after it, `· γ` then `+ β`, each with a constant (either may be missing).
         let mut params = [String::new(), String::new()];
         for (slot, op) in params.iter_mut().zip(["Mul", "Add"]) {
-            let Some(k) = only(out(last)) else { break };
+            let Some(k) = self.only(self.out(last)) else { break };
             let node = &nodes[k];
-            let other = node.input.iter().find(|i| i.as_str() != out(last));
+            let other = node.input.iter().find(|i| i.as_str() != self.out(last));
             if node.op_type == op
-                && let Some(c) = other.filter(|c| constant(c, consts, &const_nodes).is_some())
+                && let Some(c) = other.filter(|c| self.constant(c).is_some())
             {
                 *slot = c.clone();
                 remove.push(k);
                 last = k;
             }
         }
-        let [gamma, beta] = params;
-        let fused = NodeProto {
-            input: vec![x, gamma, beta],
-            output: vec![out(last).to_string()],
-            name: format!(
-                "{} (a decomposed layer norm)",
-                if nodes[m1].name.is_empty() {
-                    out(m1)
-                } else {
-                    &nodes[m1].name
-                }
-            ),
-            op_type: "LayerNormalization".into(),
-            domain: String::new(),
-            attribute: vec![
-                AttributeProto {
-                    name: "axis".into(),
-                    r#type: 2,
-                    i: axes[0],
-                    ..Default::default()
-                },
-                AttributeProto {
-                    name: "epsilon".into(),
-                    r#type: 1,
-                    f: eps,
-                    ..Default::default()
-                },
-            ],
+        let name = if nodes[m1].name.is_empty() {
+            self.out(m1)
+        } else {
+            &nodes[m1].name
         };
-        found.push((remove, fused, last));
+        let fused = fused_node(
+            name,
+            [x, params[0].clone(), params[1].clone()],
+            self.out(last),
+            axes[0],
+            eps,
+        );
+        Some((remove, fused, last))
     }
+}
+
+/// A `LayerNormalization` node over `axis` reading `[x, γ, β]`.
+fn fused_node(name: &str, input: [String; 3], output: &str, axis: i64, eps: f32) -> NodeProto {
+    NodeProto {
+        input: input.to_vec(),
+        output: vec![output.to_string()],
+        name: format!("{name} (a decomposed layer norm)"),
+        op_type: "LayerNormalization".into(),
+        domain: String::new(),
+        attribute: vec![
+            AttributeProto {
+                name: "axis".into(),
+                r#type: 2,
+                i: axis,
+                ..Default::default()
+            },
+            AttributeProto {
+                name: "epsilon".into(),
+                r#type: 1,
+                f: eps,
+                ..Default::default()
+            },
+        ],
+    }
+}
+
+/// Replaces every decomposed layer norm of `graph` by one `LayerNormalization` node; returns how many.
+pub(crate) fn fuse_layer_norms(graph: &mut GraphProto, consts: &HashMap<String, TensorProto>) -> usize {
+    let found: Vec<Found> = {
+        let view = View::new(graph, consts);
+        (0..graph.node.len()).filter_map(|m1| view.layer_norm_at(m1)).collect()
+    };
     let count = found.len();
     if count == 0 {
         return 0;

@@ -1,21 +1,51 @@
-//! ONNX `LSTM` → an `lrp-core` LSTM layer (gate order converted from ONNX's `i, o, f, c` to `i, f, g, o`).
+//! Recurrent layers: ONNX `LSTM` → an `lrp-core` LSTM layer (gate order converted from ONNX's `i, o, f, c` to `i, f, g, o`).
 
 use lrp_core::{Layer, Lstm, LstmDirection};
-use ndarray::{Array1, Array2, Array3, Axis, concatenate, s};
+use ndarray::{Array1, Array2, Array3, Axis, concatenate};
 
+use crate::context::{Handler, NodeCtx};
 use crate::error::Result;
-use crate::ops::{Ctx, Step};
+use crate::tensor::to_f32;
+
+pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
+    reg.push(("LSTM", lstm as Handler));
+}
 
 /// ONNX gate blocks `i, o, f, c` reordered to `i, f, g(=c), o`.
 const FROM_ONNX: [usize; 4] = [0, 2, 3, 1];
 
 fn reorder(m: ndarray::ArrayView2<f32>, h: usize) -> Array2<f32> {
-    let blocks: Vec<_> = FROM_ONNX.iter().map(|&k| m.slice(s![k * h..(k + 1) * h, ..])).collect();
+    let blocks: Vec<_> = FROM_ONNX
+        .iter()
+        .map(|&k| m.slice_axis(Axis(0), (k * h..(k + 1) * h).into()))
+        .collect();
     concatenate(Axis(0), &blocks).expect("blocks of equal width")
 }
 
-pub(crate) fn lstm(ctx: &Ctx) -> Result<Step> {
+/// A constant weight tensor of rank `D`.
+fn weight<D: ndarray::Dimension>(
+    c: &NodeCtx,
+    t: &crate::proto::TensorProto,
+    what: &str,
+) -> Result<ndarray::Array<f32, D>> {
+    let a = to_f32(t)?;
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<D>().map_err(|_| {
+        c.err(format!(
+            "{what} '{}' has shape {shape:?}, expected rank {}",
+            t.name,
+            D::NDIM.unwrap_or(0)
+        ))
+    })
+}
+
+fn lstm(ctx: &mut NodeCtx) -> Result<()> {
     let node = ctx.node;
+    let x = match ctx.computed()[..] {
+        [0] => ctx.node_at(0).expect("computed"),
+        [] => return Err(ctx.err("LSTM on constants is not supported")),
+        _ => return Err(ctx.err("reads a computed value as a weight or state input")),
+    };
     // Variants this importer does not support are refused by name.
     if let Some(p) = ctx.node.input.get(7).filter(|n| !n.is_empty()) {
         return Err(ctx.err(format!("peephole weights ('{p}', input P) are not supported")));
@@ -23,7 +53,7 @@ pub(crate) fn lstm(ctx: &Ctx) -> Result<Step> {
     for (i, what) in [(4, "sequence_lens"), (5, "initial_h"), (6, "initial_c")] {
         if let Some(name) = node.input.get(i).filter(|n| !n.is_empty()) {
             // A zero initial state (a constant, or built from the input's shape) is the default anyway.
-            if i >= 5 && ctx.zero_inputs.get(i).copied().unwrap_or(false) {
+            if i >= 5 && ctx.zero_input(i) {
                 continue;
             }
             return Err(ctx.err(format!(
@@ -55,24 +85,23 @@ pub(crate) fn lstm(ctx: &Ctx) -> Result<Step> {
         1 => 0,
         other => return Err(ctx.err(format!("layout {other} is not defined"))),
     };
-    if ctx.batch_axis != wanted_batch_axis {
+    if x.batch_axis != wanted_batch_axis {
         return Err(ctx.err(format!(
-            "with layout {layout} the input must be {}, but the chain value has its batch axis at position {}",
+            "with layout {layout} the input must be {}, but the value has its batch axis at position {}",
             if layout == 0 {
                 "[time, batch, features]"
             } else {
                 "[batch, time, features]"
             },
-            ctx.batch_axis
+            x.batch_axis
         )));
     }
-    let &[t, f] = ctx.shape else {
+    let [_, f] = x.shape[..] else {
         return Err(ctx.err(format!(
-            "needs a sequence input (time and features), the chain value is {:?}",
-            ctx.shape
+            "needs a sequence input (time and features), the value is {:?}",
+            x.shape
         )));
     };
-    let _ = t;
     let direction = ctx.string("direction").unwrap_or_else(|| "forward".into());
     let reverse_flags: &[bool] = match direction.as_str() {
         "forward" => &[false],
@@ -81,8 +110,8 @@ pub(crate) fn lstm(ctx: &Ctx) -> Result<Step> {
         other => return Err(ctx.err(format!("direction '{other}' is not defined"))),
     };
     let dirs = reverse_flags.len();
-    let w: Array3<f32> = ctx.weight(ctx.required(1, "the weights W")?, "W")?;
-    let r: Array3<f32> = ctx.weight(ctx.required(2, "the recurrence weights R")?, "R")?;
+    let w: Array3<f32> = weight(ctx, ctx.required(1, "the weights W")?, "W")?;
+    let r: Array3<f32> = weight(ctx, ctx.required(2, "the recurrence weights R")?, "R")?;
     let h = ctx.int("hidden_size", (r.dim().2) as i64) as usize;
     if w.dim() != (dirs, 4 * h, f) {
         return Err(ctx.err(format!(
@@ -102,7 +131,7 @@ pub(crate) fn lstm(ctx: &Ctx) -> Result<Step> {
     }
     let b: Array2<f32> = match ctx.const_input(3) {
         Some(t) => {
-            let b: Array2<f32> = ctx.weight(t, "B")?;
+            let b: Array2<f32> = weight(ctx, t, "B")?;
             if b.dim() != (dirs, 8 * h) {
                 return Err(ctx.err(format!(
                     "B '{}' has shape {:?}, expected [{dirs}, {}]",
@@ -119,7 +148,8 @@ pub(crate) fn lstm(ctx: &Ctx) -> Result<Step> {
         .iter()
         .enumerate()
         .map(|(d, &reverse)| {
-            let bias = &b.slice(s![d, 0..4 * h]) + &b.slice(s![d, 4 * h..8 * h]);
+            let row = b.row(d);
+            let bias = &row.slice_axis(Axis(0), (0..4 * h).into()) + &row.slice_axis(Axis(0), (4 * h..8 * h).into());
             let bias = reorder(bias.view().insert_axis(Axis(1)), h).column(0).to_owned();
             LstmDirection {
                 w: reorder(w.index_axis(Axis(0), d), h),
@@ -129,7 +159,7 @@ pub(crate) fn lstm(ctx: &Ctx) -> Result<Step> {
             }
         })
         .collect();
-    let used = |k: usize| ctx.outputs_used.get(k).copied().unwrap_or(false);
+    let used = |k: usize| ctx.output_used(k);
     if used(2) {
         return Err(ctx.err("its cell-state output Y_c is used; only Y or Y_h can continue the chain"));
     }
@@ -140,12 +170,11 @@ pub(crate) fn lstm(ctx: &Ctx) -> Result<Step> {
         // Y_h: [dirs, N, H] (layout 0) or [N, dirs, H] (layout 1).
         _ => (1, false, if layout == 0 { 1 } else { 0 }),
     };
-    Ok(Step::Relayout {
-        layer: Some(Layer::Lstm(Lstm {
-            directions,
-            return_sequence,
-        })),
-        output,
-        batch_axis,
-    })
+    let layer = Layer::Lstm(Lstm {
+        directions,
+        return_sequence,
+    });
+    let id = ctx.emit(layer, vec![x.id])?;
+    let shape = ctx.shape_of(id);
+    ctx.set(output, x.with(id, shape, batch_axis))
 }

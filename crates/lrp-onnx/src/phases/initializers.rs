@@ -1,0 +1,106 @@
+//! Phase 2: the initializers, with weights stored as external data read from the model's folder (never from
+//! outside it).
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path};
+
+use crate::error::{OnnxError, Result};
+use crate::proto::{GraphProto, TensorProto};
+
+/// Takes the graph's initializers as the import's first constants, reading external data from `dir`.
+pub(crate) fn initializers(graph: &mut GraphProto, dir: Option<&Path>) -> Result<HashMap<String, TensorProto>> {
+    let mut consts = HashMap::new();
+    for mut t in std::mem::take(&mut graph.initializer) {
+        if t.data_location == 1 {
+            load_external(&mut t, dir)?;
+        }
+        consts.insert(t.name.clone(), t);
+    }
+    Ok(consts)
+}
+
+/// Reads the external data of one initializer from `dir`, refusing locations outside it.
+fn load_external(t: &mut TensorProto, dir: Option<&Path>) -> Result<()> {
+    let bad = |reason: String| OnnxError::Initializer {
+        name: t.name.clone(),
+        reason,
+    };
+    let Some(dir) = dir else {
+        return Err(bad(
+            "stored as external data, which needs the model's folder: import the model from its file".into(),
+        ));
+    };
+    let mut location = None;
+    let (mut offset, mut length) = (0u64, None);
+    for e in &t.external_data {
+        match e.key.as_str() {
+            "location" => location = Some(e.value.clone()),
+            "offset" => {
+                offset = e
+                    .value
+                    .parse()
+                    .map_err(|_| bad(format!("external data offset '{}'", e.value)))?
+            }
+            "length" => {
+                length = Some(
+                    e.value
+                        .parse::<u64>()
+                        .map_err(|_| bad(format!("external data length '{}'", e.value)))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    let location = location.ok_or_else(|| bad("stored as external data without a location".into()))?;
+    let rel = Path::new(&location);
+    if location.is_empty()
+        || rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(bad(format!(
+            "external data location '{location}' is not a file inside the model's folder; refused"
+        )));
+    }
+    let path = dir.join(rel);
+    // Symbolic links must not lead out of the folder either.
+    let (real_dir, real) = match (dir.canonicalize(), path.canonicalize()) {
+        (Ok(d), Ok(p)) => (d, p),
+        (_, Err(e)) => return Err(bad(format!("external data file '{}': {e}", path.display()))),
+        (Err(e), _) => return Err(bad(format!("model folder '{}': {e}", dir.display()))),
+    };
+    if !real.starts_with(&real_dir) {
+        return Err(bad(format!(
+            "external data location '{location}' leads outside the model's folder; refused"
+        )));
+    }
+    let mut file =
+        std::fs::File::open(&real).map_err(|e| bad(format!("external data file '{}': {e}", path.display())))?;
+    let size = file
+        .metadata()
+        .map_err(|e| bad(format!("external data file '{}': {e}", path.display())))?
+        .len();
+    let length = match length {
+        Some(l) => l,
+        None => size.checked_sub(offset).unwrap_or(u64::MAX),
+    };
+    match offset.checked_add(length) {
+        Some(end) if end <= size => {}
+        _ => {
+            return Err(bad(format!(
+                "external data at offset {offset}, length {length} goes past the end of '{location}' ({size} \
+                 bytes): the file is truncated or does not belong to this model"
+            )));
+        }
+    }
+    let mut buf = vec![0u8; length as usize];
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.read_exact(&mut buf))
+        .map_err(|e| bad(format!("reading external data from '{location}': {e}")))?;
+    t.raw_data = buf;
+    t.data_location = 0;
+    t.external_data.clear();
+    Ok(())
+}
