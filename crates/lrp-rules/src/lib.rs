@@ -10,16 +10,20 @@
 //! Every rule is written once over [`linear::LinearMap`], which treats dense and conv layers alike.
 #![warn(missing_docs)]
 
+pub mod composites;
 mod error;
 mod explain;
 pub mod faithfulness;
 pub mod linear;
+mod numerics;
 mod plan;
-mod rule;
+mod rules;
 pub mod spec;
+mod walk;
 
 pub use error::{Result, RulesError};
-pub use explain::{Explainer, Explanation, STABILIZER, Target};
+pub use explain::{Explainer, Explanation, Target};
+pub use numerics::STABILIZER;
 pub use plan::{Form, Plan, first_layers};
-pub use rule::Rule;
+pub use rules::Rule;
 pub use spec::{Assign, Attribution, Method, PRESETS, Selector, Spec};

@@ -5,7 +5,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::error::{Result, RulesError};
 use crate::linear::{LinearMap, Modifier};
-use crate::rule::Rule;
+use crate::rules::Rule;
 use crate::spec::{Attribution, Method, Selector, Spec};
 
 /// What the explainer does at one layer.
@@ -457,7 +457,7 @@ impl Plan {
             kind: PlanKind::Lrp(steps),
             layer_count,
             form,
-            node_stab: if lrp0 { 0.0 } else { crate::explain::STABILIZER },
+            node_stab: if lrp0 { 0.0 } else { crate::numerics::STABILIZER },
         })
     }
 

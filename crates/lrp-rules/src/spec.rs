@@ -14,7 +14,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Result, RulesError};
-use crate::rule::Rule;
+use crate::rules::Rule;
+
+pub use crate::composites::PRESETS;
 
 /// Which layers with weights an assignment reaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,26 +92,6 @@ pub const DEFAULT_IG_STEPS: usize = 32;
 pub const DEFAULT_SMOOTHGRAD_N: usize = 32;
 /// Default noise of SmoothGrad (inputs lie in [0, 1]).
 pub const DEFAULT_SMOOTHGRAD_SIGMA: f32 = 0.15;
-
-/// Every preset name, in the order `lrp` lists them.
-pub const PRESETS: &[&str] = &[
-    "epsilon",
-    "zplus",
-    "gamma",
-    "alpha1beta0",
-    "alpha2beta1",
-    "epsilon-plus",
-    "epsilon-plus-flat",
-    "epsilon-gamma-box",
-    "epsilon-alpha2-beta1",
-    "epsilon-alpha2-beta1-flat",
-    "deep-taylor",
-    "attnlrp",
-    "gradient",
-    "gradient-x-input",
-    "integrated-gradients",
-    "smoothgrad",
-];
 
 const RULES: &str = "epsilon, gamma, zplus, alphabeta, zbox, wsquare, flat";
 const SELECTORS: &str = "all, first, dense, conv, lstm, #N";
@@ -337,39 +319,14 @@ impl Parser<'_> {
                 rule,
             }]));
         }
-        let a = |selector, rule| Assign { selector, rule };
-        let eps = Rule::Epsilon(DEFAULT_EPSILON);
-        // Composite presets: dense layers epsilon, convolutions as named, then the first layer; LSTMs epsilon last,
-        // so that a first layer that is an LSTM keeps the only rule it takes.
-        let composite = |conv: Rule, first: Option<Rule>| {
-            let mut v = vec![a(Selector::Dense, eps), a(Selector::Conv, conv)];
-            v.extend(first.map(|r| a(Selector::First, r)));
-            v.push(a(Selector::Lstm, eps));
-            v
-        };
-        let ab21 = Rule::AlphaBeta(2.0, 1.0);
         let no_args = |m: Method| -> Result<Method> {
             self.arity(name, &args, &[0])?;
             Ok(m)
         };
+        if let Some(assigns) = crate::composites::assigns(name) {
+            return no_args(Method::Lrp(assigns));
+        }
         match name {
-            "alpha1beta0" => no_args(Method::Lrp(vec![a(Selector::All, Rule::AlphaBeta(1.0, 0.0))])),
-            "alpha2beta1" => no_args(Method::Lrp(vec![a(Selector::All, ab21)])),
-            "epsilon-plus" => no_args(Method::Lrp(composite(Rule::ZPlus, None))),
-            "epsilon-plus-flat" => no_args(Method::Lrp(composite(Rule::ZPlus, Some(Rule::Flat)))),
-            "epsilon-gamma-box" => no_args(Method::Lrp(composite(
-                Rule::Gamma(DEFAULT_GAMMA),
-                Some(Rule::ZBox(0.0, 1.0)),
-            ))),
-            "epsilon-alpha2-beta1" => no_args(Method::Lrp(composite(ab21, None))),
-            "epsilon-alpha2-beta1-flat" => no_args(Method::Lrp(composite(ab21, Some(Rule::Flat)))),
-            "deep-taylor" => no_args(Method::Lrp(vec![
-                a(Selector::All, Rule::ZPlus),
-                a(Selector::First, Rule::ZBox(0.0, 1.0)),
-            ])),
-            // AttnLRP (Achtibat et al. 2024): LRP-0 on every layer with weights; a network's transformer nodes take
-            // their own rules in the gradient form whatever the preset.
-            "attnlrp" => no_args(Method::Lrp(vec![a(Selector::All, Rule::Epsilon(0.0))])),
             "gradient" => no_args(Method::Attribution(Attribution::Gradient)),
             "gradient-x-input" => no_args(Method::Attribution(Attribution::GradientXInput)),
             "integrated-gradients" => {
