@@ -4,6 +4,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis, s};
 use serde::{Deserialize, Serialize};
 
+use super::direct::Kernels;
 use super::op::{Op, finite};
 use super::window::Window;
 
@@ -140,11 +141,12 @@ impl Conv2d {
     /// # Shapes
     /// `x: [N, C, H, W]` → `[N, O, OH, OW]`; the caller has checked `C` and that the window fits.
     pub fn forward(&self, x: ArrayView4<f32>, with_bias: bool) -> Array4<f32> {
-        self.forward_with(x, with_bias, true)
+        self.forward_with(x, with_bias, Kernels::fast())
     }
 
-    /// [`Conv2d::forward`]; `direct` false keeps to im2col + GEMM (so tests can compare the two paths).
-    fn forward_with(&self, x: ArrayView4<f32>, with_bias: bool, direct: bool) -> Array4<f32> {
+    /// [`Conv2d::forward`] with the direct path's `kernels` where the shape allows it; `None` keeps to im2col + GEMM
+    /// (so tests can compare the paths).
+    fn forward_with(&self, x: ArrayView4<f32>, with_bias: bool, kernels: Option<Kernels>) -> Array4<f32> {
         let (n, c, h, w) = x.dim();
         let (oh, ow) = self.output_hw(h, w).expect("window checked by the caller");
         let o = self.out_channels();
@@ -153,7 +155,12 @@ impl Conv2d {
         let x = x.as_standard_layout();
         let wmat = self.weight_matrix();
         let taps = self.taps();
-        if direct && groups == 1 && taps.is_dense() && o > 0 && hw > 0 && super::direct::available() {
+        if let Some(kernels) = kernels
+            && groups == 1
+            && taps.is_dense()
+            && o > 0
+            && hw > 0
+        {
             // The same bits as below, without the unfolded matrix (see `direct`).
             let wm = wmat.as_standard_layout();
             let [kh, kw] = self.window.kernel;
@@ -169,7 +176,7 @@ impl Conv2d {
             let mut out = Array4::<f32>::uninit((n, o, oh, ow));
             let os = out.as_slice_mut().expect("fresh array");
             for (xj, oj) in xs.chunks_exact(c * h * w).zip(os.chunks_exact_mut(o * hw)) {
-                super::direct::forward_sample(xj, &prepared, oj);
+                super::direct::forward_sample(xj, &prepared, oj, kernels);
             }
             // SAFETY: `forward_sample` writes every value of its sample's output, and the chunks cover `out`.
             return unsafe { out.assume_init() };
@@ -214,11 +221,12 @@ impl Conv2d {
     /// # Shapes
     /// `s: [N, O, OH, OW]` → `[N, C, H, W]` with `(H, W) = in_hw`.
     pub fn transpose(&self, s: ArrayView4<f32>, in_hw: (usize, usize)) -> Array4<f32> {
-        self.transpose_with(s, in_hw, true)
+        self.transpose_with(s, in_hw, Kernels::fast())
     }
 
-    /// [`Conv2d::transpose`]; `direct` false keeps to GEMM + col2im (so tests can compare the two paths).
-    fn transpose_with(&self, s: ArrayView4<f32>, in_hw: (usize, usize), direct: bool) -> Array4<f32> {
+    /// [`Conv2d::transpose`] with the direct path's `kernels` where the shape allows it; `None` keeps to GEMM +
+    /// col2im (so tests can compare the paths).
+    fn transpose_with(&self, s: ArrayView4<f32>, in_hw: (usize, usize), kernels: Option<Kernels>) -> Array4<f32> {
         let (n, o, oh, ow) = s.dim();
         let (h, w) = in_hw;
         let c = self.in_channels();
@@ -228,20 +236,19 @@ impl Conv2d {
         let taps = self.taps();
         let rows = wmat.ncols();
         let wm = wmat.as_standard_layout();
-        let prepared = (direct && groups == 1 && taps.is_dense())
-            .then(|| {
-                let [kh, kw] = self.window.kernel;
-                super::direct::PreparedT::new(wm.as_slice().expect("standard layout"), o, (c, h, w), (kh, kw))
-            })
-            .flatten();
-        if let Some(prepared) = prepared {
+        let prepared = kernels.filter(|_| groups == 1 && taps.is_dense()).and_then(|kernels| {
+            let [kh, kw] = self.window.kernel;
+            super::direct::PreparedT::new(wm.as_slice().expect("standard layout"), o, (c, h, w), (kh, kw))
+                .map(|p| (p, kernels))
+        });
+        if let Some((prepared, kernels)) = prepared {
             // The same bits as below, without the product matrix (see `direct`).
             let s = s.as_standard_layout();
             let ss = s.as_slice().expect("standard layout");
             let mut out = Array4::<f32>::uninit((n, c, h, w));
             let os = out.as_slice_mut().expect("fresh array");
             for (sj, oj) in ss.chunks_exact(o * hw).zip(os.chunks_exact_mut(c * h * w)) {
-                super::direct::transpose_sample(sj, &prepared, oj);
+                super::direct::transpose_sample(sj, &prepared, oj, kernels);
             }
             // SAFETY: `transpose_sample` writes every value of each sample's output (not zeroed beforehand).
             return unsafe { out.assume_init() };
@@ -646,131 +653,5 @@ impl Op for Conv2d {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ndarray::Array2;
-
-    /// The whole-row unfold and fold of stride-1 unpadded convolutions give the general loops' bits.
-    #[test]
-    fn dense_unfold_and_fold_are_the_general_ones_bit_for_bit() {
-        for (g, c, h, w, kh, kw) in [
-            (3, 2, 7, 9, 3, 2),
-            (2, 1, 28, 28, 5, 5),
-            (1, 4, 5, 5, 5, 5),
-            (2, 3, 6, 4, 1, 3),
-        ] {
-            let taps = Taps {
-                kernel: [kh, kw],
-                stride: [1, 1],
-                pads: [0; 4],
-                dilation: [1, 1],
-            };
-            assert!(taps.is_dense());
-            let (oh, ow) = (h - kh + 1, w - kw + 1);
-            let x = Array4::from_shape_fn((g, c, h, w), |(a, b, y, z)| {
-                ((a * 131 + b * 31 + y * 7 + z) % 23) as f32 * 0.37 - 3.1
-            });
-            let rows = c * kh * kw;
-            let mut fast = Array2::<f32>::from_elem((rows, g * oh * ow), f32::NAN);
-            let mut general = Array2::<f32>::from_elem((rows, g * oh * ow), f32::NAN);
-            im2col(x.view(), &taps, oh, ow, &mut fast.view_mut());
-            im2col_general(x.as_slice().unwrap(), x.dim(), &taps, oh, ow, &mut general.view_mut());
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(fast.as_slice().unwrap()), bits(general.as_slice().unwrap()));
-            // Fold a matrix of distinct values back (overlapping taps add): the same sums in the same order.
-            let m = Array2::from_shape_fn((rows, g * oh * ow), |(r, q)| {
-                ((r * 17 + q * 5) % 29) as f32 * 0.113 + 0.01
-            });
-            let mut fast = vec![0.5f32; g * c * h * w];
-            let mut general = fast.clone();
-            col2im(m.view(), &taps, oh, ow, &mut fast, (c, h, w));
-            col2im_general(m.view(), &taps, oh, ow, &mut general, (c, h, w));
-            assert_eq!(bits(&fast), bits(&general));
-        }
-    }
-
-    /// The direct convolution (where this processor has it) gives im2col + GEMM's bits: channel counts below,
-    /// at and above one and two vectors, depths below and above matrixmultiply's block of 256 (one and two blocks
-    /// summed), widths that need every tile width, values of mixed sign and magnitude.
-    #[test]
-    fn the_direct_convolution_is_im2col_and_gemm_bit_for_bit() {
-        if !super::super::direct::available() {
-            eprintln!("no AVX-512F here: the direct convolution is not used, nothing to compare");
-            return;
-        }
-        for (n, c, h, w, o, kh, kw) in [
-            (2, 1, 28, 28, 16, 5, 5),
-            (3, 16, 12, 12, 32, 5, 5),
-            (1, 3, 9, 40, 20, 3, 3),
-            (2, 30, 7, 11, 48, 3, 3),
-            (1, 2, 5, 31, 1, 1, 2),
-            (1, 12, 6, 6, 33, 5, 5),
-            (2, 3, 9, 6, 5, 2, 3),
-            (1, 5, 4, 20, 7, 1, 5),
-            (2, 2, 3, 3, 4, 1, 3),
-            (2, 3, 11, 28, 16, 5, 5),
-            (1, 2, 9, 40, 5, 4, 6),
-            (2, 4, 7, 19, 6, 3, 4),
-            (1, 1, 30, 30, 3, 3, 2),
-        ] {
-            let x = Array4::from_shape_fn((n, c, h, w), |(a, b, y, z)| {
-                let v = ((a * 131 + b * 31 + y * 7 + z * 3) % 23) as f32 * 0.37 - 3.1;
-                if (y + z) % 5 == 0 { v * 1e-3 } else { v }
-            });
-            let weight = Array4::from_shape_fn((o, c, kh, kw), |(a, b, y, z)| {
-                ((a * 17 + b * 13 + y * 5 + z * 11) % 19) as f32 * 0.071 - 0.6
-            });
-            let bias = Array1::from_shape_fn(o, |i| i as f32 * 0.25 - 1.0);
-            let conv = Conv2d::new(weight, Some(bias), [1, 1], [0; 4]);
-            let bits = |v: &Array4<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            for with_bias in [false, true] {
-                let direct = conv.forward_with(x.view(), with_bias, true);
-                let gemm = conv.forward_with(x.view(), with_bias, false);
-                assert_eq!(
-                    bits(&direct),
-                    bits(&gemm),
-                    "{n}×{c}×{h}×{w} → {o}, {kh}×{kw}, bias {with_bias}"
-                );
-            }
-            // The transposed product on values of mixed sign, some exact zeros (as after a ReLU and max pooling).
-            let (oh, ow) = (h - kh + 1, w - kw + 1);
-            let s = Array4::from_shape_fn((n, o, oh, ow), |(a, b, y, z)| {
-                let v = ((a * 7 + b * 29 + y * 13 + z * 3) % 17) as f32 * 0.29 - 2.3;
-                if (b + y * 3 + z) % 4 == 0 { 0.0 } else { v }
-            });
-            let wm: Vec<f32> = conv.weight.iter().copied().collect();
-            let takes_direct = super::super::direct::PreparedT::new(&wm, o, (c, h, w), (kh, kw)).is_some();
-            // The shapes the transposed direct paths are written for (the shipped CNN's convolutions among them):
-            // small planes, and rows of up to 32 positions on input rows of up to 48.
-            let small = ow.is_power_of_two() && ow <= 16 && oh * ow <= 64 && ow + kw <= 17 && kw <= 6;
-            assert_eq!(takes_direct, small || (ow <= 32 && w <= 48 && kw <= 6));
-            let direct = conv.transpose_with(s.view(), (h, w), true);
-            let gemm = conv.transpose_with(s.view(), (h, w), false);
-            assert_eq!(
-                bits(&direct),
-                bits(&gemm),
-                "transposed {n}×{o}×{oh}×{ow} → {c}×{h}×{w}, {kh}×{kw}"
-            );
-            // The direct path writes every value: an output full of NaN beforehand (it is not zeroed) ends the same.
-            if let Some(pt) = super::super::direct::PreparedT::new(&wm, o, (c, h, w), (kh, kw)) {
-                let ss = s.as_slice().unwrap();
-                let mut out = vec![std::mem::MaybeUninit::new(f32::NAN); n * c * h * w];
-                for (sj, oj) in ss.chunks_exact(o * oh * ow).zip(out.chunks_exact_mut(c * h * w)) {
-                    super::super::direct::transpose_sample(sj, &pt, oj);
-                }
-                // SAFETY: every element was initialised (to NaN) before the call.
-                let out: Vec<u32> = out.iter().map(|v| unsafe { v.assume_init() }.to_bits()).collect();
-                assert_eq!(out, bits(&gemm), "over NaN: {n}×{o}×{oh}×{ow} → {c}×{h}×{w}, {kh}×{kw}");
-            }
-        }
-        // Whatever the conditions above say, the shipped CNN's two convolutions take the direct transposed paths
-        // (its second a small plane, its first rows of 24), so the bit-for-bit comparisons cover what runs.
-        for (c, h, w, o) in [(16, 12, 12, 32), (1, 28, 28, 16)] {
-            let wm = vec![0.5f32; o * c * 25];
-            assert!(
-                super::super::direct::PreparedT::new(&wm, o, (c, h, w), (5, 5)).is_some(),
-                "{c}×{h}×{w} → {o}"
-            );
-        }
-    }
-}
+#[path = "conv_tests.rs"]
+mod tests;

@@ -3,6 +3,7 @@
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
+use super::direct::Kernels;
 use super::op::{Op, check_count, finite};
 
 /// Batches of at most this many rows take the direct kernels (no GEMM packing per call); larger ones the GEMM.
@@ -39,13 +40,19 @@ impl Dense {
     /// # Shapes
     /// `x: [N, in]` → `[N, out]`.
     pub fn forward(&self, x: ArrayView2<f32>, with_bias: bool) -> Array2<f32> {
-        self.forward_with(x, with_bias, true)
+        self.forward_with(x, with_bias, Kernels::fast())
     }
 
-    /// [`Dense::forward`]; `direct` false keeps to the GEMM (so tests can compare the two paths).
-    fn forward_with(&self, x: ArrayView2<f32>, with_bias: bool, direct: bool) -> Array2<f32> {
+    /// [`Dense::forward`] with the direct path's `kernels` for a few rows; `None` keeps to the GEMM (so tests can
+    /// compare the paths).
+    fn forward_with(&self, x: ArrayView2<f32>, with_bias: bool, kernels: Option<Kernels>) -> Array2<f32> {
         let (n, (o, k)) = (x.nrows(), self.weight.dim());
-        if direct && n <= SMALL_BATCH && n > 0 && o > 0 && k > 0 && super::direct::available() {
+        if let Some(kernels) = kernels
+            && n <= SMALL_BATCH
+            && n > 0
+            && o > 0
+            && k > 0
+        {
             // A few rows: the product without packing W (a GEMM packs the whole weight matrix for every call,
             // most of a dense layer's time at batch 1); the same bits (see `direct`).
             let w = self.weight.as_standard_layout();
@@ -58,6 +65,7 @@ impl Dense {
                 w.as_slice().expect("standard layout"),
                 bias.as_deref(),
                 out.as_slice_mut().expect("fresh array"),
+                kernels,
             );
             return out;
         }
@@ -73,13 +81,18 @@ impl Dense {
     /// # Shapes
     /// `s: [N, out]` → `[N, in]`.
     pub fn transpose(&self, s: ArrayView2<f32>) -> Array2<f32> {
-        self.transpose_with(s, true)
+        self.transpose_with(s, Kernels::fast())
     }
 
-    /// [`Dense::transpose`]; `direct` false keeps to the GEMM.
-    fn transpose_with(&self, s: ArrayView2<f32>, direct: bool) -> Array2<f32> {
+    /// [`Dense::transpose`] with the direct path's `kernels` for a few rows; `None` keeps to the GEMM.
+    fn transpose_with(&self, s: ArrayView2<f32>, kernels: Option<Kernels>) -> Array2<f32> {
         let (n, (o, k)) = (s.nrows(), self.weight.dim());
-        if direct && n <= SMALL_BATCH && n > 0 && o > 0 && k > 0 && super::direct::available() {
+        if let Some(kernels) = kernels
+            && n <= SMALL_BATCH
+            && n > 0
+            && o > 0
+            && k > 0
+        {
             // A few rows: `s W` row by row, reading W in place (the same bits, see `direct`).
             let w = self.weight.as_standard_layout();
             let s = s.as_standard_layout();
@@ -91,7 +104,7 @@ impl Dense {
                 .chunks_exact(o)
                 .zip(os.chunks_exact_mut(k))
             {
-                super::direct::row_times_matrix(sr, w.as_slice().expect("standard layout"), or);
+                super::direct::row_times_matrix(sr, w.as_slice().expect("standard layout"), or, kernels);
             }
             return out;
         }
@@ -176,12 +189,7 @@ mod tests {
 
     /// The direct small-batch paths give the GEMM's bits: widths below, at and above a vector, depths below and
     /// above matrixmultiply's block of 256 (one and two blocks summed), with and without the bias.
-    #[test]
-    fn small_batches_are_the_gemm_bit_for_bit() {
-        if !super::super::direct::available() {
-            eprintln!("no AVX-512F here: the direct paths are not used, nothing to compare");
-            return;
-        }
+    fn small_batches_are_the_gemm_bit_for_bit(kernels: Kernels) {
         for (n, i, o) in [
             (1, 784, 256),
             (1, 512, 128),
@@ -201,16 +209,28 @@ mod tests {
             let bits = |v: &Array2<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             for with_bias in [false, true] {
                 assert_eq!(
-                    bits(&d.forward_with(x.view(), with_bias, true)),
-                    bits(&d.forward_with(x.view(), with_bias, false)),
+                    bits(&d.forward_with(x.view(), with_bias, Some(kernels))),
+                    bits(&d.forward_with(x.view(), with_bias, None)),
                     "forward {n}×{i} → {o}, bias {with_bias}"
                 );
             }
             assert_eq!(
-                bits(&d.transpose_with(s.view(), true)),
-                bits(&d.transpose_with(s.view(), false)),
+                bits(&d.transpose_with(s.view(), Some(kernels))),
+                bits(&d.transpose_with(s.view(), None)),
                 "transpose {n}×{o} → {i}"
             );
         }
+    }
+
+    #[test]
+    fn portable_small_batches_are_the_gemm_bit_for_bit() {
+        small_batches_are_the_gemm_bit_for_bit(Kernels::Portable);
+    }
+
+    #[test]
+    #[cfg_attr(not(lrp_avx512_host), ignore = "this machine has no AVX-512F")]
+    fn avx512_small_batches_are_the_gemm_bit_for_bit() {
+        let kernels = Kernels::fast().expect("the build found AVX-512F on this machine, the run does not");
+        small_batches_are_the_gemm_bit_for_bit(kernels);
     }
 }

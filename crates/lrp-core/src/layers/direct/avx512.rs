@@ -1,159 +1,17 @@
-//! Direct convolution for stride-1, unpadded, undilated, ungrouped convolutions on processors with AVX-512: the
-//! product that im2col + GEMM computes, without writing the unfolded matrix (and without the GEMM packing it again),
-//! reading each tap's input value straight from the input planes.
-//!
-//! The bits are matrixmultiply's (what `general_mat_mul` runs on the same processor, whose AVX-512 kernel is chosen
-//! by the same test): each output sums its products in k order (`k = (channel, ky, kx)`, im2col's row order) in
-//! blocks of [`KC`]; within a block by fused multiply-adds from zero, the first block's sum stored, each later
-//! block's sum added to what is stored. Unit tests compare the two paths bit for bit.
-//!
-//! The transposed product (`Wᵀ s` folded back onto the input, GEMM + col2im) has a direct form too: for small
-//! output planes (the shipped CNN's second convolution) and for rows of up to 32 positions on input rows of up to
-//! 48 (its first); other shapes keep GEMM + col2im.
+//! The AVX-512 kernels of the direct path (x86-64; run only where the processor has AVX-512F, which
+//! [`super::Kernels`] checks). Every function here is `unsafe`: its caller in `super` checks the lengths.
 
-/// matrixmultiply's depth block for `f32` (`S_KC`, the same for all its kernels).
-const KC: usize = 256;
+use super::{KC, Prepared, PreparedT, WIDTHS_1, WIDTHS_2, lanes};
 
-/// Output positions per tile (along one output row), largest first, for tiles of one and of two vectors of
-/// output channels: at most 24 accumulators, so the tile's sums stay in the 32 vector registers.
-const WIDTHS_1: [usize; 6] = [24, 16, 8, 4, 2, 1];
-const WIDTHS_2: [usize; 5] = [12, 8, 4, 2, 1];
-
-/// The mask of the first `n` of a vector's sixteen lanes (all of them for `n ≥ 16`).
-pub(super) fn lanes(n: usize) -> u16 {
-    if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
-}
-
-/// A layer's bias as a slice for the direct kernels when `with_bias` (in place; a copy only if it is not contiguous).
-pub(super) fn bias_slice(bias: &Option<ndarray::Array1<f32>>, with_bias: bool) -> Option<std::borrow::Cow<'_, [f32]>> {
-    bias.as_ref()
-        .filter(|_| with_bias)
-        .map(|b| b.as_slice().map_or_else(|| b.to_vec().into(), Into::into))
-}
-
-/// Whether this processor runs the direct path (AVX-512F; matrixmultiply then uses its AVX-512 kernel too).
-pub(crate) fn available() -> bool {
-    crate::simd::wide()
-}
-
-/// A convolution prepared for the direct path: weights `[O, K]` laid out `[K, O′]` with `O′` the next multiple of 16
-/// (zeros beyond `O`), so one tap's weights for sixteen output channels are one vector load, and each tap's offset
-/// from an output position's top-left input value (in k order).
-pub(crate) struct Prepared {
-    w: Vec<f32>,
-    o: usize,
-    opad: usize,
-    /// One offset per tap, `K` of them.
-    taps: Vec<usize>,
-    input: (usize, usize, usize),
-    kernel: (usize, usize),
-    /// The bias padded to `O′`, if it is added.
-    bias: Option<Vec<f32>>,
-}
-
-impl Prepared {
-    /// Prepares the weight matrix `w` (`[O, K]`, row-major, `K = C·kh·kw`) for inputs `[C, H, W]`, with the bias
-    /// `[O]` to add, if any.
-    pub(crate) fn new(
-        w: &[f32],
-        o: usize,
-        (c, h, wd): (usize, usize, usize),
-        (kh, kw): (usize, usize),
-        bias: Option<&[f32]>,
-    ) -> Self {
-        let k = c * kh * kw;
-        assert_eq!(w.len(), o * k);
-        assert!(h >= kh && wd >= kw && kh > 0 && kw > 0);
-        let opad = o.div_ceil(16) * 16;
-        let mut p = vec![0.0f32; k * opad];
-        for (oi, row) in w.chunks_exact(k).enumerate() {
-            for (ki, &v) in row.iter().enumerate() {
-                p[ki * opad + oi] = v;
-            }
-        }
-        let taps = (0..c)
-            .flat_map(|ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| ci * h * wd + ky * wd + kx)))
-            .collect();
-        Prepared {
-            w: p,
-            o,
-            opad,
-            taps,
-            input: (c, h, wd),
-            kernel: (kh, kw),
-            bias: bias.map(|b| {
-                assert_eq!(b.len(), o);
-                let mut v = vec![0.0f32; opad];
-                v[..o].copy_from_slice(b);
-                v
-            }),
-        }
-    }
-}
-
-/// The most prepared convolutions each thread keeps (a network's layers and a rule's modified copies of them).
-const CACHED: usize = 12;
-
-/// A prepared convolution with the exact weights and bias (as bits) it was made from.
-type CachedPrepared = (Vec<u32>, Option<Vec<u32>>, std::rc::Rc<Prepared>);
-
-std::thread_local! {
-    /// Each thread's recently prepared convolutions, most recently used first.
-    static PREPARED: std::cell::RefCell<Vec<CachedPrepared>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// [`Prepared::new`], reused when this thread prepared the same weights, bias and shapes before: packing the weights
-/// took 8% of an explanation at batch 1. The weights are compared bit for bit (a few µs), not trusted by address:
-/// training changes a layer's weights in place.
-pub(crate) fn prepared(
-    w: &[f32],
-    o: usize,
-    input: (usize, usize, usize),
-    kernel: (usize, usize),
-    bias: Option<&[f32]>,
-) -> std::rc::Rc<Prepared> {
-    // The floats viewed as their bits: the comparison runs as one memcmp (value by value, it took a third of a
-    // batch-1 explanation).
-    let same = |a: &[u32], b: &[f32]| a == bytemuck::cast_slice::<f32, u32>(b);
-    PREPARED.with_borrow_mut(|cache| {
-        let hit = cache.iter().position(|(cw, cb, p)| {
-            p.o == o
-                && p.input == input
-                && p.kernel == kernel
-                && same(cw, w)
-                && match (cb, bias) {
-                    (None, None) => true,
-                    (Some(a), Some(b)) => same(a, b),
-                    _ => false,
-                }
-        });
-        let entry = match hit {
-            Some(i) => cache.remove(i),
-            None => {
-                let bits = |v: &[f32]| bytemuck::cast_slice::<f32, u32>(v).to_vec();
-                (
-                    bits(w),
-                    bias.map(bits),
-                    std::rc::Rc::new(Prepared::new(w, o, input, kernel, bias)),
-                )
-            }
-        };
-        let p = entry.2.clone();
-        cache.insert(0, entry);
-        cache.truncate(CACHED);
-        p
-    })
-}
-
-/// One sample: `xs` its input `[C, H, W]`, `out` its output `[O, OH, OW]`: every value written (the first depth
-/// block stores before any is read), plus the bias where there is one (added to the finished sum, as a separate
-/// `out += b` would).
-pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::MaybeUninit<f32>]) {
-    assert!(available(), "the direct convolution needs AVX-512F");
+/// [`super::forward_sample`] by tiles of one or two vectors of output channels by up to 24 positions.
+///
+/// # Safety
+/// AVX-512F must be present and the lengths those [`super::forward_sample`] checks.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::MaybeUninit<f32>]) {
     let ((c, h, w), (kh, kw)) = (pw.input, pw.kernel);
     let (oh, ow) = (h + 1 - kh, w + 1 - kw);
-    assert_eq!(xs.len(), c * h * w);
-    assert_eq!(out.len(), pw.o * oh * ow);
+    debug_assert_eq!((xs.len(), out.len()), (c * h * w, pw.o * oh * ow));
     let taps = &pw.taps;
     let k = taps.len();
     let two = pw.o >= 32;
@@ -168,9 +26,9 @@ pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::May
             }
             .expect("width 1 is in both lists");
             // The largest tap offset read is `taps[K − 1] + (oy·w + ox) + np − 1`: the last input value of the
-            // tile's last output, inside `xs` because that output lies inside the output plane.
+            // tile's last output, inside `xs` because that output lies inside the output plane (checked by the
+            // caller for the plane's last output).
             let start = oy * w + ox;
-            debug_assert!(taps[k - 1] + start + np - 1 < xs.len());
             let mut ob = 0;
             while ob < pw.o {
                 let mv = if pw.o - ob >= 32 { 2 } else { 1 };
@@ -187,7 +45,7 @@ pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::May
                             _ => std::ptr::null(),
                         },
                     };
-                    // SAFETY: AVX-512F is present (asserted above). The tile reads `xs[start + t + p]` for the taps
+                    // SAFETY: AVX-512F is present (the caller's contract). The tile reads `xs[start + t + p]` for the taps
                     // `t` of `taps[k0..k1]` and `p < np` (inside `xs`, see above) and the packed weights
                     // `w[k·O′ + ob .. k·O′ + ob + 16·mv]` for `k < K` (inside: `ob + 16·mv ≤ O′`); it writes
                     // `out[(ob + lane)·OH·OW + oy·OW + ox + p]` for `lane < lanes` (`ob + lanes ≤ O`) and `p < np`
@@ -251,6 +109,7 @@ unsafe fn tile(
         (1, 4) => go!(1, 4),
         (1, 2) => go!(1, 2),
         (1, 1) => go!(1, 1),
+        (1, 12) => go!(1, 12),
         (2, 12) => go!(2, 12),
         (2, 8) => go!(2, 8),
         (2, 4) => go!(2, 4),
@@ -270,7 +129,6 @@ unsafe fn tile(
 /// AVX-512F must be present; `x[taps[k] + p]` for every tap and `p < NP`, `w[k·opad + j]` for `k < taps.len()` and
 /// `j < 16·MV`, `out[lane·stride + p]` for `lane < dst.lanes ≤ 16·MV` and `p < NP` (written before read), and
 /// `dst.bias[..16·MV]` unless null, must be valid.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 // `p` indexes the input row and the accumulators' second axis alike; the loops unroll fully (constant bounds).
 #[allow(clippy::needless_range_loop)]
@@ -325,7 +183,6 @@ unsafe fn tile_n<const MV: usize, const NP: usize>(
 }
 
 /// The 16×16 transpose: `out[j]` lane `i` = `rows[i]` lane `j`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
     use std::arch::x86_64::*;
@@ -369,118 +226,17 @@ fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512
     })
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_n<const MV: usize, const NP: usize>(
-    _: *const f32,
-    _: &[usize],
-    _: *const f32,
-    _: usize,
-    _: *mut f32,
-    _: Dst,
-) {
-    unreachable!("the direct convolution runs only where available() holds")
-}
-
-/// The transposed product `Wᵀ s` folded onto the input grid (what GEMM + col2im compute), for the small output
-/// planes it is written for: rows of 1, 2, 4, 8 or 16 positions (a vector of sixteen positions holds whole rows), at
-/// most 64 positions, `OW + KW − 1 ≤ 16` and `KW ≤ 6`. Each tap's sum `Σ_o W[o][k]·s[o][p]` (fused multiply-adds
-/// from zero in o order, as matrixmultiply's single depth block: at most 256 output channels) is added onto the
-/// input row in k order (col2im's order); a row's taps `kx = 0..KW` are added in a register (shifted into place)
-/// between one load and one store, because storing and reloading overlapping, shifted rows (one per tap) stalled on
-/// store forwarding and made an earlier per-tap version 15% slower (CNN ε) than GEMM + col2im.
-pub(crate) struct PreparedT {
-    /// The weights `[C, KH, O, KW]`: each tile's `O × KW` block contiguous (read from `[O, K]` in place, the
-    /// tile's weights were `K` floats apart and missed the cache).
-    w: Vec<f32>,
-    o: usize,
-    input: (usize, usize, usize),
-    kernel: (usize, usize),
-    out_hw: (usize, usize),
-    /// Wider planes: tiles of whole output rows ([`tile_rows`]) instead of the plane's position vectors.
-    rows: bool,
-    /// For [`tile_rows`], per `(kx, v, e)`: the lanes of input vector `v + e` that position vector `v`'s sums for
-    /// tap `kx` land on, and the shift `d` (lane `L` takes lane `L + d`). The same for every tile, so worked out
-    /// here (per tile it was 2.4% of a CNN ε run).
-    shifts: [[[(u16, i32); 2]; 2]; 6],
-}
-
-/// [`PreparedT::shifts`] for rows of `ow` positions (≤ 32) on input rows of `w` values (≤ 48), kernels `kw` ≤ 6 wide.
-fn row_shifts(ow: usize, w: usize, kw: usize) -> [[[(u16, i32); 2]; 2]; 6] {
-    let regs = w.div_ceil(16);
-    std::array::from_fn(|kx| {
-        std::array::from_fn(|v| {
-            // Position `16v + j` of an output row lands on input column `16v + j + kx`: lane `L` of input vector
-            // `v + e` takes lane `L + d` of the sums, `d = 16e − kx`, where `0 ≤ L + d < len`.
-            let len = ow.saturating_sub(16 * v).min(16) as isize;
-            std::array::from_fn(|e| {
-                let d = 16 * e as isize - kx as isize;
-                let lo = (-d).clamp(0, 16) as u32;
-                let hi = (len - d).clamp(0, 16) as u32;
-                let m = if kx >= kw || hi <= lo || v + e >= regs {
-                    0
-                } else {
-                    (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
-                };
-                (m, d as i32)
-            })
-        })
-    })
-}
-
-impl PreparedT {
-    /// `w`: the weight matrix `[O, K]` (row-major, `K = C·kh·kw`) of a stride-1 unpadded convolution on inputs
-    /// `[C, H, W]`; `None` when the shapes are not ones this path is written for.
-    pub(crate) fn new(
-        w: &[f32],
-        o: usize,
-        (c, h, wd): (usize, usize, usize),
-        (kh, kw): (usize, usize),
-    ) -> Option<Self> {
-        if !available() || o == 0 || o > KC || kh == 0 || kw == 0 || h < kh || wd < kw || w.len() != o * c * kh * kw {
-            return None;
-        }
-        let (oh, ow) = (h + 1 - kh, wd + 1 - kw);
-        let small = matches!(ow, 1 | 2 | 4 | 8 | 16) && oh * ow <= 64 && ow + kw - 1 <= 16 && kw <= 6;
-        // Rows of up to two vectors of positions, landing on input rows of up to three vectors.
-        let rows = !small && ow <= 32 && wd <= 48 && kw <= 6;
-        if !small && !rows {
-            return None;
-        }
-        let mut packed = Vec::with_capacity(w.len());
-        for ci in 0..c {
-            for ky in 0..kh {
-                for row in w.chunks_exact(c * kh * kw) {
-                    let at = (ci * kh + ky) * kw;
-                    packed.extend_from_slice(&row[at..at + kw]);
-                }
-            }
-        }
-        Some(PreparedT {
-            w: packed,
-            o,
-            input: (c, h, wd),
-            kernel: (kh, kw),
-            out_hw: (oh, ow),
-            rows,
-            shifts: if rows {
-                row_shifts(ow, wd, kw)
-            } else {
-                [[[(0, 0); 2]; 2]; 6]
-            },
-        })
-    }
-}
-
-/// One sample: `ss` its output-side values `[O, OH, OW]`, `out` its input-side result `[C, H, W]`, every value of
-/// which is written (`out` need not be initialised): stride 1 and no padding reach every input value, and each
-/// row's first tap starts from zero, as col2im adding onto zeros does.
-pub(crate) fn transpose_sample(ss: &[f32], pt: &PreparedT, out: &mut [std::mem::MaybeUninit<f32>]) {
+/// [`super::transpose_sample`]: small planes by [`tile_t`], wider ones by [`transpose_rows`].
+///
+/// # Safety
+/// AVX-512F must be present and the shapes those [`super::transpose_sample`] checks.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn transpose_sample(ss: &[f32], pt: &PreparedT, out: &mut [std::mem::MaybeUninit<f32>]) {
     let ((c, h, w), (kh, kw), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
-    assert!(available(), "the direct convolution needs AVX-512F");
-    assert_eq!(ss.len(), pt.o * oh * ow);
-    assert_eq!(out.len(), c * h * w);
+    let _ = (h, w, oh, ow);
     if pt.rows {
-        transpose_rows(ss, pt, out);
+        // SAFETY: forwarded from the caller.
+        unsafe { transpose_rows(ss, pt, out) };
         return;
     }
     let vectors = (oh * ow).div_ceil(16);
@@ -529,7 +285,6 @@ pub(crate) fn transpose_sample(ss: &[f32], pt: &PreparedT, out: &mut [std::mem::
 /// # Safety
 /// AVX-512F must be present and the shapes those [`transpose_sample`] checks (through [`PreparedT::new`]), with
 /// `NV` the number of position vectors and `KW` the kernel width.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::needless_range_loop)]
 unsafe fn tile_t<const NV: usize, const KW: usize>(
@@ -607,25 +362,13 @@ unsafe fn tile_t<const NV: usize, const KW: usize>(
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_t<const NV: usize, const KW: usize>(
-    _: &[f32],
-    _: &PreparedT,
-    _: usize,
-    _: usize,
-    _: &mut [std::mem::MaybeUninit<f32>],
-) {
-    unreachable!("the direct convolution runs only where available() holds")
-}
-
-/// `out[k] = Σ_o s[o]·w[o][k]` for one row `s` (`[O]`) and the weights `w` (`[O, K]`, row-major): the product
-/// `s W` that a GEMM computes for a batch of one, the same bits (fused multiply-adds from zero in o order, in
-/// blocks of [`KC`] outputs: the first block's sum stored, later blocks' added), without packing `W` (a GEMM packs
-/// all of it for every call, most of a dense layer's time at batch 1). Sixteen `k` a vector, eight vectors a tile.
-pub(crate) fn row_times_matrix(s: &[f32], w: &[f32], out: &mut [f32]) {
-    assert!(available(), "the direct product needs AVX-512F");
+/// [`super::row_times_matrix`]: sixteen `k` a vector, eight vectors a tile.
+///
+/// # Safety
+/// AVX-512F must be present and the lengths those [`super::row_times_matrix`] checks.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn row_times_matrix(s: &[f32], w: &[f32], out: &mut [f32]) {
     let (o, k) = (s.len(), out.len());
-    assert_eq!(w.len(), o * k);
     for k0 in (0..k).step_by(128) {
         for (block, o0) in (0..o).step_by(KC).enumerate() {
             let o1 = (o0 + KC).min(o);
@@ -640,7 +383,6 @@ pub(crate) fn row_times_matrix(s: &[f32], w: &[f32], out: &mut [f32]) {
 ///
 /// # Safety
 /// AVX-512F must be present and `w[i·stride + j]` valid for `i < s.len()` and those `j`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn row_tile(s: &[f32], w: *const f32, stride: usize, out: &mut [f32], first: bool) {
     use std::arch::x86_64::*;
@@ -670,23 +412,15 @@ unsafe fn row_tile(s: &[f32], w: *const f32, stride: usize, out: &mut [f32], fir
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn row_tile(_: &[f32], _: *const f32, _: usize, _: &mut [f32], _: bool) {
-    unreachable!("the direct product runs only where available() holds")
-}
-
-/// `out[n][j] = Σ_k x[n][k]·w[j][k] (+ b[j])` for a few rows `x` (`[N, K]`, N ≤ 4) and the weights `w`
-/// (`[O, K]`, row-major): the dense layer's `x Wᵀ + b` as a GEMM computes it, the same bits (fused multiply-adds
-/// from zero in k order in blocks of [`KC`], later blocks added, then the bias), without packing `W`: sixteen rows
-/// of `W` at a time are transposed in registers so that one vector holds sixteen outputs' weights for one `k`.
-pub(crate) fn rows_times_matrix_t(x: &[f32], n: usize, w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-    assert!(available(), "the direct product needs AVX-512F");
-    assert!((1..=4).contains(&n) && x.len().is_multiple_of(n));
+/// [`super::rows_times_matrix_t`]: sixteen rows of `W` at a time are transposed in registers so that one vector
+/// holds sixteen outputs' weights for one `k`.
+///
+/// # Safety
+/// AVX-512F must be present and the lengths those [`super::rows_times_matrix_t`] checks.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn rows_times_matrix_t(x: &[f32], n: usize, w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let k = x.len() / n;
     let o = out.len() / n;
-    assert_eq!(w.len(), o * k);
-    assert_eq!(out.len(), n * o);
-    assert!(bias.is_none_or(|b| b.len() == o));
     for j0 in (0..o).step_by(16) {
         macro_rules! go {
             ($n:literal) => {
@@ -709,7 +443,6 @@ pub(crate) fn rows_times_matrix_t(x: &[f32], n: usize, w: &[f32], bias: Option<&
 ///
 /// # Safety
 /// AVX-512F must be present and the lengths those [`rows_times_matrix_t`] asserts.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn dense_tile<const N: usize>(
     x: &[f32],
@@ -762,25 +495,13 @@ unsafe fn dense_tile<const N: usize>(
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn dense_tile<const N: usize>(
-    _: &[f32],
-    _: usize,
-    _: &[f32],
-    _: usize,
-    _: usize,
-    _: Option<&[f32]>,
-    _: &mut [f32],
-) {
-    unreachable!("the direct product runs only where available() holds")
-}
-
-/// [`transpose_sample`] for planes whose rows are wider than the small-plane tiles take (the CNN's first
+/// [`super::transpose_sample`] for planes whose rows are wider than the small-plane tiles take (the CNN's first
 /// convolution, 24 positions a row): tiles of `NR` output rows for one `(ci, ky)`, each row as `PV` vectors of
 /// sixteen positions, their `KW` taps' sums by fused multiply-adds in o order, then each input row (up to three
 /// vectors) loaded once, the taps added in kx order (for one kx, the row's vectors land on disjoint columns), stored
 /// once.
-fn transpose_rows(ss: &[f32], pt: &PreparedT, out: &mut [std::mem::MaybeUninit<f32>]) {
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_rows(ss: &[f32], pt: &PreparedT, out: &mut [std::mem::MaybeUninit<f32>]) {
     let ((c, _, _), (kh, kw), (oh, ow)) = (pt.input, pt.kernel, pt.out_hw);
     let pv = ow.div_ceil(16);
     for ci in 0..c {
@@ -831,7 +552,6 @@ fn transpose_rows(ss: &[f32], pt: &PreparedT, out: &mut [std::mem::MaybeUninit<f
 /// # Safety
 /// AVX-512F must be present, the shapes those [`transpose_sample`] checks for a rows-kind [`PreparedT`] (so
 /// `ow ≤ 16·PV`, `W ≤ 48`), `KW` the kernel width and `oy0 + NR ≤ OH`.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::needless_range_loop)]
 unsafe fn tile_rows<const KW: usize, const PV: usize, const NR: usize>(
@@ -917,28 +637,17 @@ unsafe fn tile_rows<const KW: usize, const PV: usize, const NR: usize>(
     }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile_rows<const KW: usize, const PV: usize, const NR: usize>(
-    _: &[f32],
-    _: &PreparedT,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: &mut [std::mem::MaybeUninit<f32>],
-) {
-    unreachable!("the direct convolution runs only where available() holds")
-}
-
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(not(lrp_avx512_host), ignore = "this machine has no AVX-512F")]
     fn transpose16_transposes() {
-        if !available() {
-            eprintln!("no AVX-512F here: nothing to test");
-            return;
-        }
+        assert!(
+            super::super::available(),
+            "the build found AVX-512F on this machine, the run does not"
+        );
         use std::arch::x86_64::*;
         let m: Vec<f32> = (0..256).map(|i| i as f32).collect();
         // SAFETY: AVX-512F is present; loads and stores of 16 values within `m` and `t`.

@@ -1,0 +1,217 @@
+//! Tests of the convolution: unfolding, folding, and the direct path against im2col + GEMM.
+
+use super::*;
+use ndarray::Array2;
+
+/// The whole-row unfold and fold of stride-1 unpadded convolutions give the general loops' bits.
+#[test]
+fn dense_unfold_and_fold_are_the_general_ones_bit_for_bit() {
+    for (g, c, h, w, kh, kw) in [
+        (3, 2, 7, 9, 3, 2),
+        (2, 1, 28, 28, 5, 5),
+        (1, 4, 5, 5, 5, 5),
+        (2, 3, 6, 4, 1, 3),
+    ] {
+        let taps = Taps {
+            kernel: [kh, kw],
+            stride: [1, 1],
+            pads: [0; 4],
+            dilation: [1, 1],
+        };
+        assert!(taps.is_dense());
+        let (oh, ow) = (h - kh + 1, w - kw + 1);
+        let x = Array4::from_shape_fn((g, c, h, w), |(a, b, y, z)| {
+            ((a * 131 + b * 31 + y * 7 + z) % 23) as f32 * 0.37 - 3.1
+        });
+        let rows = c * kh * kw;
+        let mut fast = Array2::<f32>::from_elem((rows, g * oh * ow), f32::NAN);
+        let mut general = Array2::<f32>::from_elem((rows, g * oh * ow), f32::NAN);
+        im2col(x.view(), &taps, oh, ow, &mut fast.view_mut());
+        im2col_general(x.as_slice().unwrap(), x.dim(), &taps, oh, ow, &mut general.view_mut());
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(fast.as_slice().unwrap()), bits(general.as_slice().unwrap()));
+        // Fold a matrix of distinct values back (overlapping taps add): the same sums in the same order.
+        let m = Array2::from_shape_fn((rows, g * oh * ow), |(r, q)| {
+            ((r * 17 + q * 5) % 29) as f32 * 0.113 + 0.01
+        });
+        let mut fast = vec![0.5f32; g * c * h * w];
+        let mut general = fast.clone();
+        col2im(m.view(), &taps, oh, ow, &mut fast, (c, h, w));
+        col2im_general(m.view(), &taps, oh, ow, &mut general, (c, h, w));
+        assert_eq!(bits(&fast), bits(&general));
+    }
+}
+
+/// Inputs, weights and output-side values of mixed sign and magnitude for a convolution test.
+fn case(n: usize, c: usize, h: usize, w: usize, o: usize, kh: usize, kw: usize) -> (Array4<f32>, Conv2d) {
+    let x = Array4::from_shape_fn((n, c, h, w), |(a, b, y, z)| {
+        let v = ((a * 131 + b * 31 + y * 7 + z * 3) % 23) as f32 * 0.37 - 3.1;
+        if (y + z) % 5 == 0 { v * 1e-3 } else { v }
+    });
+    let weight = Array4::from_shape_fn((o, c, kh, kw), |(a, b, y, z)| {
+        ((a * 17 + b * 13 + y * 5 + z * 11) % 19) as f32 * 0.071 - 0.6
+    });
+    let bias = Array1::from_shape_fn(o, |i| i as f32 * 0.25 - 1.0);
+    (x, Conv2d::new(weight, Some(bias), [1, 1], [0; 4]))
+}
+
+fn bits(v: &Array4<f32>) -> Vec<u32> {
+    v.iter().map(|f| f.to_bits()).collect()
+}
+
+/// The direct convolution with `kernels` gives im2col + GEMM's bits, forward (with and without the bias) and,
+/// where the transposed direct path takes the shape, transposed — also over an output full of NaN (it is not
+/// zeroed: every value must be written).
+fn direct_is_gemm(kernels: Kernels, (n, c, h, w, o, kh, kw): (usize, usize, usize, usize, usize, usize, usize)) {
+    let (x, conv) = case(n, c, h, w, o, kh, kw);
+    for with_bias in [false, true] {
+        let direct = conv.forward_with(x.view(), with_bias, Some(kernels));
+        let gemm = conv.forward_with(x.view(), with_bias, None);
+        assert_eq!(
+            bits(&direct),
+            bits(&gemm),
+            "{kernels:?}: {n}×{c}×{h}×{w} → {o}, {kh}×{kw}, bias {with_bias}"
+        );
+    }
+    // The transposed product on values of mixed sign, some exact zeros (as after a ReLU and max pooling).
+    let (oh, ow) = (h - kh + 1, w - kw + 1);
+    let s = Array4::from_shape_fn((n, o, oh, ow), |(a, b, y, z)| {
+        let v = ((a * 7 + b * 29 + y * 13 + z * 3) % 17) as f32 * 0.29 - 2.3;
+        if (b + y * 3 + z) % 4 == 0 { 0.0 } else { v }
+    });
+    let direct = conv.transpose_with(s.view(), (h, w), Some(kernels));
+    let gemm = conv.transpose_with(s.view(), (h, w), None);
+    assert_eq!(
+        bits(&direct),
+        bits(&gemm),
+        "{kernels:?}: transposed {n}×{o}×{oh}×{ow} → {c}×{h}×{w}, {kh}×{kw}"
+    );
+    let wm: Vec<f32> = conv.weight.iter().copied().collect();
+    if let Some(pt) = super::super::direct::PreparedT::new(&wm, o, (c, h, w), (kh, kw)) {
+        let ss = s.as_slice().unwrap();
+        let mut out = vec![std::mem::MaybeUninit::new(f32::NAN); n * c * h * w];
+        for (sj, oj) in ss.chunks_exact(o * oh * ow).zip(out.chunks_exact_mut(c * h * w)) {
+            super::super::direct::transpose_sample(sj, &pt, oj, kernels);
+        }
+        // SAFETY: every element was initialised (to NaN) before the call.
+        let out: Vec<u32> = out.iter().map(|v| unsafe { v.assume_init() }.to_bits()).collect();
+        assert_eq!(
+            out,
+            bits(&gemm),
+            "{kernels:?} over NaN: {n}×{o}×{oh}×{ow} → {c}×{h}×{w}, {kh}×{kw}"
+        );
+    }
+}
+
+/// Channel counts below, at and above one and two vectors, depths below and above matrixmultiply's block of 256
+/// (one and two blocks summed), widths that need every tile width.
+const SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 13] = [
+    (2, 1, 28, 28, 16, 5, 5),
+    (3, 16, 12, 12, 32, 5, 5),
+    (1, 3, 9, 40, 20, 3, 3),
+    (2, 30, 7, 11, 48, 3, 3),
+    (1, 2, 5, 31, 1, 1, 2),
+    (1, 12, 6, 6, 33, 5, 5),
+    (2, 3, 9, 6, 5, 2, 3),
+    (1, 5, 4, 20, 7, 1, 5),
+    (2, 2, 3, 3, 4, 1, 3),
+    (2, 3, 11, 28, 16, 5, 5),
+    (1, 2, 9, 40, 5, 4, 6),
+    (2, 4, 7, 19, 6, 3, 4),
+    (1, 1, 30, 30, 3, 3, 2),
+];
+
+/// Every output channel count from 1 to 130 (a tail of fewer than 32 channels after whole pairs of vectors
+/// once panicked: `tile 1×12 is not in the width lists`), on rows that need each tile width, and the
+/// pointwise (1×1) convolutions of MobileNet, SqueezeNet and ShuffleNet, which take the direct path.
+fn sweep() -> Vec<(usize, usize, usize, usize, usize, usize, usize)> {
+    let mut v: Vec<_> = (1..=130).map(|o| (1, 3, 5, 14, o, 3, 3)).collect();
+    v.extend((1..=130).step_by(7).map(|o| (2, 4, 3, 13, o, 1, 1)));
+    for (c, o, hw) in [
+        (16, 96, 14),
+        (24, 144, 7),
+        (32, 192, 7),
+        (96, 576, 4),
+        (320, 1280, 2),
+        (64, 16, 9),
+        (16, 64, 9),
+        (58, 58, 7),
+        (232, 1024, 2),
+    ] {
+        v.push((1, c, hw, hw, o, 1, 1));
+    }
+    v
+}
+
+/// The portable kernels, on every machine: the bits of im2col + GEMM.
+#[test]
+fn portable_direct_convolution_is_gemm_bit_for_bit() {
+    for shape in SHAPES.into_iter().chain(sweep()) {
+        direct_is_gemm(Kernels::Portable, shape);
+    }
+}
+
+/// The AVX-512 kernels (where this machine has them): the bits of im2col + GEMM.
+#[test]
+#[cfg_attr(not(lrp_avx512_host), ignore = "this machine has no AVX-512F")]
+fn avx512_direct_convolution_is_gemm_bit_for_bit() {
+    let kernels = Kernels::fast().expect("the build found AVX-512F on this machine, the run does not");
+    for shape in SHAPES.into_iter().chain(sweep()) {
+        direct_is_gemm(kernels, shape);
+    }
+}
+
+/// Strided, padded, dilated and grouped convolutions (depthwise among them) keep to im2col + GEMM whatever
+/// the kernels: the layer's path gives the GEMM path's bits for every shape of the sweep.
+#[test]
+fn other_convolutions_keep_to_gemm() {
+    for (groups, stride, pad, dilation, c, o) in [
+        (1, 2, 1, 1, 3, 33),
+        (4, 1, 1, 1, 8, 12),
+        (8, 2, 1, 1, 8, 8),
+        (16, 1, 1, 1, 16, 16),
+        (1, 1, 2, 2, 3, 70),
+        (2, 1, 0, 1, 4, 130),
+    ] {
+        let x = Array4::from_shape_fn((2, c, 9, 11), |(a, b, y, z)| {
+            ((a * 5 + b * 3 + y * 7 + z) % 13) as f32 * 0.3 - 1.7
+        });
+        let w = Array4::from_shape_fn((o, c / groups, 3, 3), |(a, b, y, z)| {
+            ((a + b * 3 + y * 5 + z * 7) % 11) as f32 * 0.1 - 0.5
+        });
+        let mut conv = Conv2d::new(w, None, [stride; 2], [pad; 4]);
+        conv.groups = groups;
+        conv.dilation = [dilation; 2];
+        let fast = conv.forward_with(x.view(), false, Kernels::fast());
+        let gemm = conv.forward_with(x.view(), false, None);
+        assert_eq!(
+            bits(&fast),
+            bits(&gemm),
+            "groups {groups}, stride {stride}, pad {pad}, dilation {dilation}"
+        );
+        let s = fast.mapv(|v| v * 0.5 - 0.1);
+        let t_fast = conv.transpose_with(s.view(), (9, 11), Kernels::fast());
+        let t_gemm = conv.transpose_with(s.view(), (9, 11), None);
+        assert_eq!(bits(&t_fast), bits(&t_gemm));
+    }
+}
+
+/// The shapes the transposed direct paths are written for, and the shipped CNN's two convolutions among them
+/// (its second a small plane, its first rows of 24), so the bit-for-bit comparisons cover what runs.
+#[test]
+fn the_transposed_direct_path_takes_the_shapes_it_is_written_for() {
+    for (_, c, h, w, o, kh, kw) in SHAPES {
+        let (oh, ow) = (h - kh + 1, w - kw + 1);
+        let wm = vec![0.5f32; o * c * kh * kw];
+        let takes_direct = super::super::direct::PreparedT::new(&wm, o, (c, h, w), (kh, kw)).is_some();
+        let small = ow.is_power_of_two() && ow <= 16 && oh * ow <= 64 && ow + kw <= 17 && kw <= 6;
+        assert_eq!(takes_direct, small || (ow <= 32 && w <= 48 && kw <= 6));
+    }
+    for (c, h, w, o) in [(16, 12, 12, 32), (1, 28, 28, 16)] {
+        let wm = vec![0.5f32; o * c * 25];
+        assert!(
+            super::super::direct::PreparedT::new(&wm, o, (c, h, w), (5, 5)).is_some(),
+            "{c}×{h}×{w} → {o}"
+        );
+    }
+}
