@@ -63,8 +63,8 @@ fn view(c: &mut Criterion) {
             // One drag event (alternating rows so every event changes the drawing).
             row = if row >= 14 { 4 } else { row + 1 };
             app.handle_mouse(drag(14, row), geometry);
-            let input = app.canvas.network_input();
-            let key = drawing_key(app.canvas.version);
+            let input = app.draw.canvas.network_input();
+            let key = drawing_key(app.draw.canvas.version);
             let data = compute(&shared, &key, &ex, Some(&input)).expect("explains");
             let lookup = |k: &Key| (*k == key).then(|| Ok(data.clone()));
             let src = Sources {
@@ -76,9 +76,9 @@ fn view(c: &mut Criterion) {
             term.draw(|f| draw(f, &app, &src)).expect("draws");
         })
     });
-    let input = app.canvas.network_input();
-    let key = drawing_key(app.canvas.version);
-    group.bench_function("preprocess", |b| b.iter(|| black_box(app.canvas.network_input())));
+    let input = app.draw.canvas.network_input();
+    let key = drawing_key(app.draw.canvas.version);
+    group.bench_function("preprocess", |b| b.iter(|| black_box(app.draw.canvas.network_input())));
     group.bench_function("explain", |b| {
         b.iter(|| black_box(compute(&shared, &key, &ex, Some(&input)).expect("explains")))
     });

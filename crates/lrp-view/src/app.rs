@@ -2,7 +2,9 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 
-use crate::canvas::Canvas;
+use crate::keys::{Binding, COMMON};
+use crate::ui::drawing::DrawState;
+use crate::ui::layers::LayersState;
 
 /// Which class is explained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -142,22 +144,16 @@ pub struct App {
     pub mode: Mode,
     /// Which screen.
     pub screen: Screen,
-    /// The screen `l` returns to.
-    pub layers_from: Screen,
-    /// The layer shown in the layer view (an index into the layers that have one input).
-    pub layer: usize,
-    /// The drawing.
-    pub canvas: Canvas,
-    /// In draw mode on a narrow terminal: show the network's input instead of the relevance (`p`).
-    pub show_network_input: bool,
+    /// The draw screen's state (the canvas).
+    pub draw: DrawState,
+    /// The layer view's state (which layer, and where `l` returns to).
+    pub layers: LayersState,
     /// A message for the status line.
     pub message: Option<String>,
     /// Set when the user asked to leave.
     pub quit: bool,
     /// Set by `m` until the current model's predictions are known.
     pub wants_misclassified: bool,
-    /// Set by `s` in draw mode until the drawing is saved.
-    pub wants_save: bool,
 }
 
 impl App {
@@ -176,14 +172,11 @@ impl App {
             compare: false,
             mode: Mode::Normal,
             screen: Screen::Browse,
-            layers_from: Screen::Browse,
-            layer: 0,
-            canvas: Canvas::default(),
-            show_network_input: false,
+            draw: DrawState::default(),
+            layers: LayersState::default(),
             message: None,
             quit: false,
             wants_misclassified: false,
-            wants_save: false,
         }
     }
 
@@ -199,7 +192,7 @@ impl App {
         self.ensure_accepted_rule();
     }
 
-    fn accepted(&self, rule: usize) -> bool {
+    pub(crate) fn accepted(&self, rule: usize) -> bool {
         self.accepts
             .get(self.model)
             .and_then(|a| a.get(rule))
@@ -212,7 +205,7 @@ impl App {
         (0..self.rules.len()).filter(|&r| self.accepted(r)).collect()
     }
 
-    fn step_rule(&mut self, forward: bool) {
+    pub(crate) fn step_rule(&mut self, forward: bool) {
         let n = self.rules.len();
         for k in 1..=n {
             let r = if forward {
@@ -227,7 +220,7 @@ impl App {
         }
     }
 
-    fn ensure_accepted_rule(&mut self) {
+    pub(crate) fn ensure_accepted_rule(&mut self) {
         if !self.rules.is_empty() && !self.accepted(self.rule) {
             let before = self.rules[self.rule].clone();
             self.step_rule(true);
@@ -247,10 +240,10 @@ impl App {
 
     /// Whether the explained input is the drawing.
     pub fn on_drawing(&self) -> bool {
-        self.screen == Screen::Draw || (self.screen == Screen::Layers && self.layers_from == Screen::Draw)
+        self.screen == Screen::Draw || (self.screen == Screen::Layers && self.layers.from == Screen::Draw)
     }
 
-    fn step_index(&mut self, delta: isize) {
+    pub(crate) fn step_index(&mut self, delta: isize) {
         if self.count == 0 {
             return;
         }
@@ -258,7 +251,7 @@ impl App {
         self.index = ((self.index as isize + delta).rem_euclid(n)) as usize;
     }
 
-    fn step_class(&mut self, forward: bool) {
+    pub(crate) fn step_class(&mut self, forward: bool) {
         let k = self.classes();
         // pred → label → 0 … k−1 → pred (a drawing has no label).
         let mut order = vec![ClassChoice::Predicted];
@@ -368,24 +361,26 @@ impl App {
                     return;
                 }
                 self.message = None;
-                if self.screen == Screen::Draw && self.draw_key(key.code) {
-                    return;
+                let handled = match self.screen {
+                    Screen::Draw => crate::ui::drawing::on_key(self, key.code),
+                    Screen::Layers => crate::ui::layers::on_key(self, key.code),
+                    Screen::Browse if self.compare => crate::ui::compare::on_key(self, key.code),
+                    Screen::Browse => crate::ui::browse::on_key(self, key.code),
+                };
+                if !handled {
+                    self.common_key(key.code);
                 }
-                if self.screen == Screen::Layers && self.layer_key(key.code) {
-                    return;
-                }
-                self.common_key(key.code);
             }
         }
     }
 
-    /// Keys of every screen.
+    /// Keys of every screen ([`COMMON`]).
     fn common_key(&mut self, code: KeyCode) {
         match code {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Esc if self.screen != Screen::Browse => {
                 self.screen = if self.screen == Screen::Layers {
-                    self.layers_from
+                    self.layers.from
                 } else {
                     Screen::Browse
                 }
@@ -416,77 +411,18 @@ impl App {
                 {
                     self.class = ClassChoice::Predicted;
                 }
-                self.layer = self.layer.min(self.models[self.model].layers.saturating_sub(1));
+                self.layers.layer = self.layers.layer.min(self.models[self.model].layers.saturating_sub(1));
                 self.ensure_accepted_rule();
-            }
-            KeyCode::Char('v') => self.compare = !self.compare,
-            KeyCode::Char('d') => self.screen = Screen::Draw,
-            KeyCode::Char('l') => {
-                self.layers_from = self.screen;
-                self.screen = Screen::Layers;
             }
             KeyCode::Char('?') => self.mode = Mode::Help,
             _ => {}
         }
     }
 
-    /// Keys of draw mode; false for a key it leaves to the common ones.
-    fn draw_key(&mut self, code: KeyCode) -> bool {
-        let c = &mut self.canvas;
-        match code {
-            KeyCode::Up => c.move_cursor(-1, 0),
-            KeyCode::Down => c.move_cursor(1, 0),
-            KeyCode::Left => c.move_cursor(0, -1),
-            KeyCode::Right => c.move_cursor(0, 1),
-            KeyCode::Char(' ') => c.dab_at_cursor(false),
-            KeyCode::Char('x') => c.dab_at_cursor(true),
-            KeyCode::Char('c') => c.clear(),
-            KeyCode::Char('u') => {
-                if !c.undo() {
-                    self.message = Some("nothing to undo".into());
-                }
-            }
-            KeyCode::Char('s') => {
-                if c.is_empty() {
-                    self.message = Some("nothing to save: draw a digit first".into());
-                } else {
-                    self.wants_save = true;
-                }
-            }
-            KeyCode::Char('p') => self.show_network_input = !self.show_network_input,
-            KeyCode::Char('d') => self.screen = Screen::Browse,
-            KeyCode::Char('v') | KeyCode::Char('m') | KeyCode::Char('g') => {}
-            KeyCode::PageUp | KeyCode::PageDown | KeyCode::Home | KeyCode::End => {}
-            _ => return false,
-        }
-        true
-    }
-
-    /// Keys of the layer view; false for a key it leaves to the common ones.
-    fn layer_key(&mut self, code: KeyCode) -> bool {
-        match code {
-            KeyCode::Char('[') => self.layer = self.layer.saturating_sub(1),
-            KeyCode::Char(']') => {
-                let last = self.models.get(self.model).map_or(0, |m| m.layers.saturating_sub(1));
-                self.layer = (self.layer + 1).min(last);
-            }
-            KeyCode::Char('l') => self.screen = self.layers_from,
-            KeyCode::Char('h') => {
-                // The next attention block's head panel (wrapping), for a transformer.
-                let heads = self
-                    .models
-                    .get(self.model)
-                    .map(|m| m.head_layers.clone())
-                    .unwrap_or_default();
-                match heads.iter().find(|&&i| i > self.layer).or(heads.first()) {
-                    Some(&i) => self.layer = i,
-                    None => self.message = Some("this model has no attention blocks (h shows their heads)".into()),
-                }
-            }
-            KeyCode::Char('v') => {}
-            _ => return false,
-        }
-        true
+    /// Opens the layer view, to return to the current screen.
+    pub(crate) fn open_layers(&mut self) {
+        self.layers.from = self.screen;
+        self.screen = Screen::Layers;
     }
 
     /// Applies one mouse event; `canvas` is where the canvas is drawn (draw mode), from the layout.
@@ -495,33 +431,33 @@ impl App {
             return;
         }
         let at = canvas.and_then(|g| g.pixel_at(ev.column, ev.row));
+        let c = &mut self.draw.canvas;
         match (ev.kind, at) {
-            (MouseEventKind::Down(MouseButton::Left), Some((y, x))) => self.canvas.begin_stroke(y, x),
-            (MouseEventKind::Drag(MouseButton::Left), Some((y, x))) if self.canvas.stroking() => {
-                self.canvas.stroke_to(y, x)
-            }
-            (MouseEventKind::Up(_), _) => self.canvas.end_stroke(),
+            (MouseEventKind::Down(MouseButton::Left), Some((y, x))) => c.begin_stroke(y, x),
+            (MouseEventKind::Drag(MouseButton::Left), Some((y, x))) if c.stroking() => c.stroke_to(y, x),
+            (MouseEventKind::Up(_), _) => c.end_stroke(),
             _ => {}
+        }
+    }
+
+    /// The keys of the screen shown now (the common ones apart): what its footer and help list.
+    pub fn screen_keys(&self) -> (&'static [Binding], bool) {
+        match self.screen {
+            Screen::Draw => (crate::ui::drawing::KEYS, false),
+            Screen::Layers => (crate::ui::layers::KEYS, true),
+            Screen::Browse if self.compare => (crate::ui::compare::KEYS, true),
+            Screen::Browse => (crate::ui::browse::KEYS, true),
         }
     }
 }
 
-/// Every key, for the help screen.
-pub const HELP: &[(&str, &str)] = &[
-    ("← / →", "previous / next sample (wraps)"),
-    ("PgUp / PgDn", "100 samples back / forward"),
-    ("Home / End", "first / last sample"),
-    ("g", "go to an index (type it, then Enter)"),
-    ("m", "next misclassified sample"),
-    ("r / R", "next / previous rule (those the model takes)"),
-    (":", "type any rule spec, e.g. conv=gamma(0.5);dense=epsilon"),
-    ("c / C", "explained class: pred, label, 0, 1, …"),
-    ("Tab / Shift-Tab", "next / previous model"),
-    ("v", "compare rules side by side, beside the input"),
-    ("d", "draw: mouse/arrows+space, x erase, c clear, u undo, s save"),
-    ("l", "layer view: relevance at a hidden layer ([ / ] layer)"),
-    ("h", "in the layer view: next attention block's heads (transformers)"),
-    ("?", "this help (any key closes it)"),
-    ("Esc", "dismiss a message, leave draw/layer view, or quit"),
-    ("q", "quit"),
-];
+/// Every key of the help screen: those of every screen, then each screen's own.
+pub fn help_keys() -> Vec<(&'static str, Vec<Binding>)> {
+    vec![
+        ("every screen", COMMON.to_vec()),
+        ("browsing", crate::ui::browse::KEYS.to_vec()),
+        ("comparing rules (v)", crate::ui::compare::KEYS.to_vec()),
+        ("drawing (d)", crate::ui::drawing::KEYS.to_vec()),
+        ("layer view (l)", crate::ui::layers::KEYS.to_vec()),
+    ]
+}

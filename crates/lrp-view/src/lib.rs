@@ -14,6 +14,7 @@ pub mod app;
 pub mod canvas;
 pub mod cells;
 pub mod colormap;
+pub mod keys;
 pub mod plot;
 pub mod png_out;
 pub mod tui;

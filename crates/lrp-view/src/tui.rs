@@ -165,7 +165,7 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
         let size_of = map_dims(&images.shape()[1..]);
         loop {
             let size = terminal.size()?;
-            let drawing = app.on_drawing().then(|| Arc::new(app.canvas.network_input()));
+            let drawing = app.on_drawing().then(|| Arc::new(app.draw.canvas.network_input()));
             for key in needed(&app, size.width, size.height, &labels, size_of) {
                 if !cache.map.contains_key(&key) && cache.pending.insert(key.clone()) {
                     let pixels = matches!(key.input, InputRef::Drawing(_))
@@ -189,13 +189,13 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
                     }
                 }
             }
-            if app.wants_save {
-                app.wants_save = false;
+            if app.draw.wants_save {
+                app.draw.wants_save = false;
                 let key = needed(&app, size.width, size.height, &labels, size_of)
                     .into_iter()
                     .next();
                 let data = key.and_then(|k| cache.map.get(&k).cloned()).and_then(Result::ok);
-                let input = app.canvas.network_input();
+                let input = app.draw.canvas.network_input();
                 app.message = Some(
                     match save_drawing(
                         std::path::Path::new("."),

@@ -68,7 +68,7 @@ fn app_for(shared: &Shared) -> App {
 /// Explains what the screen needs right now (as the worker would), then draws it.
 fn render(app: &App, shared: &Shared, width: u16, height: u16, color: ColorMode) -> (String, Vec<ViewData>) {
     let size = (28, 28);
-    let drawing = app.canvas.network_input();
+    let drawing = app.draw.canvas.network_input();
     let mut got = Vec::new();
     for key in needed(app, width, height, &shared.labels, size) {
         let spec = lrp_rules::Spec::parse(&key.rule).unwrap();
@@ -126,14 +126,14 @@ fn a_mouse_stroke_changes_the_input_and_the_preprocessing_centres_it() {
     let mut app = app_for(&shared);
     press(&mut app, &shared, &[KeyCode::Char('d')]);
     assert_eq!(app.screen, Screen::Draw);
-    assert!(app.canvas.is_empty());
-    let before = app.canvas.version;
+    assert!(app.draw.canvas.is_empty());
+    let before = app.draw.canvas.version;
     // A short stroke in the canvas's upper-left corner (80×24: the canvas is columns 0–27, rows 2–15).
     stroke(&mut app, (3, 3), (8, 6), 80, 24);
-    assert!(!app.canvas.is_empty() && app.canvas.version > before);
-    let (cy, cx) = center_of_mass(&app.canvas.ink).unwrap();
+    assert!(!app.draw.canvas.is_empty() && app.draw.canvas.version > before);
+    let (cy, cx) = center_of_mass(&app.draw.canvas.ink).unwrap();
     assert!(cy < 10.0 && cx < 10.0, "the ink is where it was drawn: ({cy}, {cx})");
-    let input = app.canvas.network_input();
+    let input = app.draw.canvas.network_input();
     let (py, px) = center_of_mass(&input).unwrap();
     assert!(
         (py - 14.0).abs() <= 1.0 && (px - 14.0).abs() <= 1.0,
@@ -145,9 +145,9 @@ fn a_mouse_stroke_changes_the_input_and_the_preprocessing_centres_it() {
     let span = (rows.last().unwrap() - rows[0] + 1).max(cols.last().unwrap() - cols[0] + 1);
     assert!((19..=20).contains(&span), "longer side {span}");
     // A press outside the canvas draws nothing.
-    let v = app.canvas.version;
+    let v = app.draw.canvas.version;
     stroke(&mut app, (60, 20), (70, 22), 80, 24);
-    assert_eq!(app.canvas.version, v);
+    assert_eq!(app.draw.canvas.version, v);
 }
 
 #[test]
@@ -156,28 +156,28 @@ fn the_keyboard_draws_erases_clears_and_undoes() {
     let mut app = app_for(&shared);
     app.screen = Screen::Draw;
     press(&mut app, &shared, &[KeyCode::Up, KeyCode::Up, KeyCode::Char(' ')]);
-    assert_eq!(app.canvas.cursor, (12, 14));
-    assert!(app.canvas.ink[[12, 14]] > 0.9, "space paints under the cursor");
+    assert_eq!(app.draw.canvas.cursor, (12, 14));
+    assert!(app.draw.canvas.ink[[12, 14]] > 0.9, "space paints under the cursor");
     assert!(
-        app.canvas.ink[[12, 16]] > 0.0 && app.canvas.ink[[12, 17]] == 0.0,
+        app.draw.canvas.ink[[12, 16]] > 0.0 && app.draw.canvas.ink[[12, 17]] == 0.0,
         "soft edge, limited reach"
     );
     press(&mut app, &shared, &[KeyCode::Char('x')]);
-    assert!(app.canvas.is_empty(), "x erases");
+    assert!(app.draw.canvas.is_empty(), "x erases");
     press(&mut app, &shared, &[KeyCode::Char('u')]);
-    assert!(app.canvas.ink[[12, 14]] > 0.9, "u undoes the erase");
+    assert!(app.draw.canvas.ink[[12, 14]] > 0.9, "u undoes the erase");
     press(&mut app, &shared, &[KeyCode::Char('c')]);
-    assert!(app.canvas.is_empty(), "c clears");
+    assert!(app.draw.canvas.is_empty(), "c clears");
     press(&mut app, &shared, &[KeyCode::Char('u'), KeyCode::Char('u')]);
-    assert!(app.canvas.is_empty(), "undo reaches the empty canvas");
+    assert!(app.draw.canvas.is_empty(), "undo reaches the empty canvas");
     press(&mut app, &shared, &[KeyCode::Char('u')]);
     assert_eq!(app.message.as_deref(), Some("nothing to undo"));
     // Arrows move the cursor in draw mode, not the sample.
     assert_eq!(app.index, 0);
     press(&mut app, &shared, &[KeyCode::Char('s')]);
-    assert!(!app.wants_save && app.message.as_deref().unwrap().contains("nothing to save"));
+    assert!(!app.draw.wants_save && app.message.as_deref().unwrap().contains("nothing to save"));
     press(&mut app, &shared, &[KeyCode::Char(' '), KeyCode::Char('s')]);
-    assert!(app.wants_save);
+    assert!(app.draw.wants_save);
     press(&mut app, &shared, &[KeyCode::Char('d')]);
     assert_eq!(app.screen, Screen::Browse);
 }
@@ -196,16 +196,16 @@ fn a_drawn_one_is_explained_and_the_panels_follow_each_stroke() {
     assert!(one.contains("pred  1") && one.contains("your drawing"), "{one}");
     let relevance_one = data[0].relevance.clone();
     // Another stroke: a new version, a new explanation.
-    let v = app.canvas.version;
+    let v = app.draw.canvas.version;
     stroke(&mut app, (8, 4), (20, 4), 80, 24);
-    assert!(app.canvas.version > v);
+    assert!(app.draw.canvas.version > v);
     let (_, data) = render(&app, &shared, 80, 24, ColorMode::TrueColor);
     assert_ne!(data[0].relevance, relevance_one);
     // Save: the .npy is the network input and explains the same in `lrp explain --input`.
     let dir = tempfile::tempdir().unwrap();
     let said = lrp_view::tui::save_drawing(
         dir.path(),
-        &app.canvas.network_input(),
+        &app.draw.canvas.network_input(),
         Some(&data[0]),
         "epsilon-gamma-box",
         "mnist-cnn",
@@ -219,9 +219,9 @@ fn a_drawn_one_is_explained_and_the_panels_follow_each_stroke() {
     assert_eq!(saved.shape(), &[1, 1, 28, 28]);
     assert_eq!(
         saved.index_axis(ndarray::Axis(0), 0).index_axis(ndarray::Axis(0), 0),
-        app.canvas.network_input()
+        app.draw.canvas.network_input()
     );
-    let again = lrp_view::tui::save_drawing(dir.path(), &app.canvas.network_input(), None, "e", "m").unwrap();
+    let again = lrp_view::tui::save_drawing(dir.path(), &app.draw.canvas.network_input(), None, "e", "m").unwrap();
     assert!(again.contains("drawing-2.npy"), "never overwrites: {again}");
 }
 
@@ -269,7 +269,7 @@ fn the_layer_view_ranks_channels_and_neurons() {
         &[KeyCode::Char(']'), KeyCode::Char(']'), KeyCode::Char(']')],
     );
     let (text, data) = render(&app, &shared, 120, 40, ColorMode::TrueColor);
-    let layer = &data[0].layers[app.layer];
+    let layer = &data[0].layers[app.layers.layer];
     assert_eq!(
         (layer.node, layer.kind.as_str(), layer.relevance.shape()),
         (3, "conv2d", &[16, 12, 12][..])
@@ -290,7 +290,7 @@ fn the_layer_view_ranks_channels_and_neurons() {
     assert!((total - data[0].layer_sums[3].1).abs() < 1e-3);
     // MLP, the second dense layer's input: neurons as bars, strongest first.
     press(&mut app, &shared, &[KeyCode::Tab]);
-    app.layer = 3;
+    app.layers.layer = 3;
     let (text, data) = render(&app, &shared, 80, 24, ColorMode::TrueColor);
     let layer = &data[0].layers[3];
     assert_eq!((layer.kind.as_str(), layer.relevance.ndim()), ("dense", 1));
@@ -299,9 +299,9 @@ fn the_layer_view_ranks_channels_and_neurons() {
     for _ in 0..30 {
         press(&mut app, &shared, &[KeyCode::Char(']')]);
     }
-    assert_eq!(app.layer, app.models[1].layers - 1);
+    assert_eq!(app.layers.layer, app.models[1].layers - 1);
     press(&mut app, &shared, &[KeyCode::Char('[')]);
-    assert_eq!(app.layer, app.models[1].layers - 2);
+    assert_eq!(app.layers.layer, app.models[1].layers - 2);
     press(&mut app, &shared, &[KeyCode::Char('l')]);
     assert_eq!(app.screen, Screen::Browse);
 }
@@ -420,11 +420,11 @@ fn the_layer_view_of_a_vision_transformer_shows_tokens_and_heads() {
     // h jumps to each block's head panel in turn, and wraps.
     assert_eq!(app.models[0].head_layers.len(), 2, "two blocks");
     press(&mut app, &shared, &[KeyCode::Char('h')]);
-    assert_eq!(app.layer, heads);
+    assert_eq!(app.layers.layer, heads);
     press(&mut app, &shared, &[KeyCode::Char('h')]);
-    assert_eq!(app.layer, app.models[0].head_layers[1]);
+    assert_eq!(app.layers.layer, app.models[0].head_layers[1]);
     press(&mut app, &shared, &[KeyCode::Char('h')]);
-    assert_eq!(app.layer, heads);
+    assert_eq!(app.layers.layer, heads);
     let (text, data) = render(&app, &shared, 120, 40, ColorMode::TrueColor);
     assert!(
         text.contains("attention heads") && text.contains("head 0") && text.contains("head 3"),
@@ -442,7 +442,7 @@ fn the_layer_view_of_a_vision_transformer_shows_tokens_and_heads() {
         .iter()
         .position(|l| l.relevance.shape() == [16, 64])
         .expect("a token value");
-    app.layer = tokens;
+    app.layers.layer = tokens;
     let (text, data) = render(&app, &shared, 80, 24, ColorMode::NoColor);
     assert!(
         text.contains("relevance per token (4×4 patches)") && text.contains("token"),

@@ -1,7 +1,7 @@
 //! The viewer: widgets rendered into ratatui's test backend, and key handling as pure state changes.
 
 use lrp_core::{Arch, Network};
-use lrp_view::app::{App, ClassChoice, Mode, ModelEntry, RuleCheck};
+use lrp_view::app::{App, ClassChoice, Mode, ModelEntry, RuleCheck, Screen};
 use lrp_view::cells::{ColorMode, MapKind, render};
 use lrp_view::ui::{CellsWidget, Sources, compare_layout, draw, shrink_width};
 use lrp_view::worker::{InputRef, Key, Shared, ViewData, compute};
@@ -322,11 +322,25 @@ fn the_screen_shows_the_sample_and_says_when_the_terminal_is_too_small() {
     );
 }
 
+/// Every screen's help fits an 80×24 terminal: the key column in 16 characters, each line in 80 columns, the
+/// lines (with the title, the color line and the status line) in 24 rows.
 #[test]
 fn the_help_fits_80_columns() {
-    for (k, what) in lrp_view::app::HELP {
-        let width = 2 + 16 + what.chars().count();
-        assert!(width <= 80, "{k}: {width} columns");
-        assert!(k.chars().count() <= 16, "{k}");
+    let mut app = app(10);
+    for (screen, compare) in [
+        (Screen::Browse, false),
+        (Screen::Browse, true),
+        (Screen::Draw, false),
+        (Screen::Layers, false),
+    ] {
+        app.screen = screen;
+        app.compare = compare;
+        let lines = lrp_view::ui::help::lines(&app);
+        assert!(2 + lines.len() + 2 <= 24, "{screen:?}: {} lines", lines.len());
+        for (k, what) in lines {
+            let width = 2 + 16 + what.chars().count();
+            assert!(width <= 80, "{k}: {width} columns");
+            assert!(k.chars().count() <= 16, "{k}");
+        }
     }
 }

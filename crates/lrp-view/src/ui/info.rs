@@ -1,0 +1,152 @@
+//! The facts beside or under the pictures of the single-input screens: the sample, the prediction, the
+//! probabilities and the conservation sums.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+
+use super::layout::Layout;
+use super::widgets::{class_label, text, truncate};
+use crate::app::App;
+use crate::worker::ViewData;
+
+/// Width of one conservation-sum column.
+const SUM_W: u16 = 20;
+
+/// Index, label, prediction, class, logit, then the probabilities.
+pub(crate) fn facts(app: &App, v: Option<&ViewData>, label: Option<u8>) -> Vec<Line<'static>> {
+    let mut lines = vec![
+        if app.on_drawing() {
+            Line::from("your drawing")
+        } else {
+            Line::from(format!("index {}/{}", app.index, app.count.saturating_sub(1)))
+        },
+        Line::from(format!("label {}", label.map_or("-".into(), |l| l.to_string()))),
+    ];
+    if let Some(v) = v {
+        let pred = v.predicted();
+        let wrong = label.is_some_and(|l| l as usize != pred);
+        lines.push(Line::from(format!("pred  {pred}{}", if wrong { "  ✗" } else { "" })));
+        lines.push(Line::from(format!("class {} ({})", v.target, class_label(app.class))));
+        lines.push(Line::from(format!("logit {:.3}", v.logits[v.target])));
+    }
+    lines
+}
+
+pub(crate) fn probability_lines(v: &ViewData, width: u16, rows: u16) -> Vec<Line<'static>> {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let probs = v.probabilities();
+    let n = probs.len().min(10);
+    let columns = if rows as usize >= n {
+        1
+    } else {
+        n.div_ceil(rows.max(1) as usize)
+    };
+    let per_col = n.div_ceil(columns);
+    let col_w = (width as usize / columns).max(10);
+    let bar_w = col_w.saturating_sub(9).max(1);
+    (0..per_col)
+        .map(|r| {
+            let spans: Vec<Span> = (0..columns)
+                .filter_map(|c| {
+                    let k = c * per_col + r;
+                    (k < n).then(|| {
+                        let p = probs[k];
+                        let filled = ((p * bar_w as f32).round() as usize).min(bar_w);
+                        let bar = "█".repeat(filled) + &"·".repeat(bar_w - filled);
+                        let style = if k == v.target { bold } else { Style::default() };
+                        Span::styled(format!("{k} {bar} {:>3.0}% ", p * 100.0), style)
+                    })
+                })
+                .collect();
+            Line::from(spans)
+        })
+        .collect()
+}
+
+/// The conservation sums in columns; when they do not all fit, the first ones, `…`, and the logit.
+pub(crate) fn draw_sums(frame: &mut Frame, rect: Rect, sums: &[(String, f32)]) {
+    if rect.height < 2 || rect.width < SUM_W {
+        return;
+    }
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    text(
+        frame,
+        rect.x,
+        rect.y,
+        rect.width,
+        Line::styled("relevance sums, conservation (last: the logit)", bold),
+    );
+    let cols = (rect.width + 1) / SUM_W;
+    let rows = rect.height - 1;
+    let capacity = (cols * rows) as usize;
+    let mut shown: Vec<String> = sums
+        .iter()
+        .map(|(name, s)| format!("{:<11}{:>8.3}", truncate(name, 11), s))
+        .collect();
+    if shown.len() > capacity && capacity >= 3 {
+        let hidden = shown.len() - (capacity - 1);
+        let last = shown.pop().expect("non-empty");
+        shown.truncate(capacity - 2);
+        shown.push(format!("… {hidden} more (l)"));
+        shown.push(last);
+    }
+    for (i, s) in shown.iter().enumerate().take(capacity) {
+        let (col, row) = (i as u16 / rows, i as u16 % rows);
+        text(
+            frame,
+            rect.x + col * SUM_W,
+            rect.y + 1 + row,
+            SUM_W - 1,
+            Line::from(s.clone()),
+        );
+    }
+}
+
+/// The info beside or under the pictures of the single-input screens.
+pub(crate) fn draw_info(frame: &mut Frame, layout: &Layout, app: &App, data: Option<&ViewData>, label: Option<u8>) {
+    let area = frame.area();
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let maps_w = layout.maps_w();
+    let facts = facts(app, data, label);
+    let below_y = 2 + layout.panel_h + 1;
+    if layout.side {
+        let x = maps_w + 2;
+        let w = area.width - x;
+        let mut y = 1;
+        for line in facts {
+            text(frame, x, y, w, line);
+            y += 1;
+        }
+        if let Some(v) = data {
+            text(frame, x, y, w, Line::styled("probabilities", bold));
+            for line in probability_lines(v, w, 10) {
+                y += 1;
+                text(frame, x, y, w, line);
+            }
+            let sums_y = below_y.max(y + 1).min(area.height.saturating_sub(3));
+            let sums_w = if sums_y > y { area.width } else { maps_w };
+            draw_sums(
+                frame,
+                Rect::new(0, sums_y, sums_w, area.height - 1 - sums_y),
+                &v.layer_sums,
+            );
+        }
+    } else {
+        let rows = area.height - 1 - below_y;
+        for (i, line) in facts.into_iter().enumerate().take(rows as usize) {
+            text(frame, 0, below_y + i as u16, 22, line);
+        }
+        if let Some(v) = data {
+            let probs_w = 36.min(area.width.saturating_sub(24));
+            for (i, line) in probability_lines(v, probs_w, rows).into_iter().enumerate() {
+                text(frame, 24, below_y + i as u16, probs_w, line);
+            }
+            let sx = 24 + probs_w + 2;
+            if sx + SUM_W <= area.width {
+                draw_sums(frame, Rect::new(sx, below_y, area.width - sx, rows), &v.layer_sums);
+            }
+        }
+    }
+}

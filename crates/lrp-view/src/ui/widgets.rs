@@ -1,0 +1,127 @@
+//! Pieces every screen draws with: cells as a widget, maps scaled to fit, lines of text, legends.
+
+use ndarray::{Array2, ArrayD};
+use ratatui::Frame;
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::Color as TColor;
+use ratatui::text::Line;
+use ratatui::widgets::{Paragraph, Widget, Wrap};
+
+use crate::app::ClassChoice;
+use crate::cells::{Cell, Color, ColorMode, MapKind, max_abs, render};
+use crate::worker::ViewData;
+
+/// Draws rows of cells at the top-left of its area (clipped to it).
+pub struct CellsWidget<'a>(pub &'a [Vec<Cell>]);
+
+pub(crate) fn tcolor(c: Color) -> TColor {
+    match c {
+        Color::Default => TColor::Reset,
+        Color::Rgb(r, g, b) => TColor::Rgb(r, g, b),
+        Color::Indexed(i) => TColor::Indexed(i),
+    }
+}
+
+impl Widget for CellsWidget<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        for (dy, row) in self.0.iter().enumerate().take(area.height as usize) {
+            for (dx, cell) in row.iter().enumerate().take(area.width as usize) {
+                if let Some(c) = buf.cell_mut((area.x + dx as u16, area.y + dy as u16)) {
+                    c.set_char(cell.symbol).set_fg(tcolor(cell.fg)).set_bg(tcolor(cell.bg));
+                }
+            }
+        }
+    }
+}
+
+/// A map narrowed to at most `width` columns, each keeping the strongest value of the columns it covers.
+pub fn shrink_width(map: &Array2<f32>, width: usize) -> Array2<f32> {
+    let (h, w) = map.dim();
+    if w <= width || width == 0 {
+        return map.clone();
+    }
+    Array2::from_shape_fn((h, width), |(y, j)| {
+        let (lo, hi) = (j * w / width, ((j + 1) * w / width).max(j * w / width + 1));
+        (lo..hi)
+            .map(|x| map[[y, x]])
+            .fold(0.0f32, |best, v| if v.abs() > best.abs() { v } else { best })
+    })
+}
+
+/// A map enlarged `s` times in both directions (nearest neighbour).
+pub fn upscale(map: &Array2<f32>, s: usize) -> Array2<f32> {
+    if s <= 1 {
+        return map.clone();
+    }
+    let (h, w) = map.dim();
+    Array2::from_shape_fn((h * s, w * s), |(y, x)| map[[y / s, x / s]])
+}
+
+/// Size in cells `(columns, rows)` of a `h × w` map drawn at scale `s`.
+pub fn panel_size(h: usize, w: usize, s: u16) -> (u16, u16) {
+    let s = s as usize;
+    ((w * s) as u16, (h * s).div_ceil(2) as u16)
+}
+
+pub(crate) fn draw_map(frame: &mut Frame, rect: Rect, map: &Array2<f32>, kind: MapKind, scale: u16, color: ColorMode) {
+    let big = upscale(map, scale as usize);
+    let fitted = shrink_width(&big, rect.width as usize);
+    let cells = render(fitted.view(), kind, color);
+    frame.render_widget(CellsWidget(&cells), rect);
+}
+
+pub(crate) fn heat_kind(map: &Array2<f32>) -> MapKind {
+    MapKind::Heatmap {
+        scale: max_abs(map.view()),
+    }
+}
+
+pub(crate) fn text(frame: &mut Frame, x: u16, y: u16, width: u16, line: Line) {
+    let area = frame.area();
+    if y >= area.height || x >= area.width {
+        return;
+    }
+    let w = width.min(area.width - x);
+    frame.render_widget(Paragraph::new(line), Rect::new(x, y, w, 1));
+}
+
+pub(crate) fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+pub(crate) fn class_label(c: ClassChoice) -> String {
+    match c {
+        ClassChoice::Predicted => "pred".into(),
+        ClassChoice::Label => "label".into(),
+        ClassChoice::Class(k) => k.to_string(),
+    }
+}
+
+/// The legend under a heatmap: the colors, or the character ramp without them.
+pub(crate) fn legend(color: ColorMode, scale: f32) -> String {
+    if color == ColorMode::NoColor {
+        // The character ramps, weak to strong (the help and `lrp explain` spell them out).
+        format!("|R|≤{scale:.3} +*#@ pos -=~% neg")
+    } else {
+        format!("max |R| {scale:.4}  red + blue −")
+    }
+}
+
+pub(crate) fn draw_state(frame: &mut Frame, rect: Rect, data: &Option<Result<ViewData, String>>) {
+    match data {
+        None => frame.render_widget(Paragraph::new("computing…"), rect),
+        Some(Err(e)) => frame.render_widget(Paragraph::new(e.clone()).wrap(Wrap { trim: true }), rect),
+        Some(Ok(_)) => {}
+    }
+}
+
+pub(crate) fn max_abs_d(a: &ArrayD<f32>) -> f32 {
+    a.iter().filter(|v| !v.is_nan()).fold(0.0, |m, v| m.max(v.abs()))
+}
