@@ -199,7 +199,10 @@ fn explain_refuses_bad_requests_clearly() {
     let e = lrp_err(&with(&base, &["--rule", "all=alphabeta(2,2)"]));
     assert!(e.contains("alpha − beta = 1"), "{e}");
     let e = lrp_err(&with(&base, &["--rule", "conv=zplus"]));
-    assert!(e.contains("layer #7 (dense, weighted layer #2) gets no rule"), "{e}");
+    assert!(
+        e.contains("#2 (dense, node n7) gets no rule") && e.contains("'#2=epsilon'"),
+        "{e}"
+    );
     let e = lrp_err(&with(&base, &["--rule", "epsilon", "--target", "12"]));
     assert!(e.contains("class 12") && e.contains("10 classes"), "{e}");
     let e = lrp_err(&with(&base, &["--rule", "epsilon", "--target", "seven"]));

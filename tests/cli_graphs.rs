@@ -132,7 +132,7 @@ fn info_numbers_the_weighted_layers_as_specs_do() {
         assert!(line.contains(&format!("#{n} ")), "{line}");
     }
     assert!(
-        out.lines().any(|l| l.contains("concat") && l.contains("← 1, 3")),
+        out.lines().any(|l| l.contains("concat") && l.contains("← n1, n3")),
         "{out}"
     );
 }
@@ -162,7 +162,7 @@ fn the_shipped_residual_network_reaches_its_accuracy_and_explains() {
     ]);
     // Each residual join: the two branches' sums add up to what leaves the join.
     assert!(
-        out.contains("relevance sum at each value") && out.contains("after 6 add"),
+        out.contains("relevance sum at each value") && out.contains("after n6 add"),
         "{out}"
     );
 }

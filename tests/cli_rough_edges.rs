@@ -403,14 +403,15 @@ fn explain_layer_writes_the_relevance_at_a_hidden_layer() {
         "--rule",
         "epsilon",
         "--layer",
-        "7",
+        "#2",
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(text.contains("layer 7 (dense)"), "{text}");
+    // `#2` is the CNN's third layer with weights, its first dense layer: node n7, as `lrp info` lists it.
+    assert!(text.contains("input of #2 (dense)"), "{text}");
     let r: ndarray::Array2<f32> = ndarray_npy::read_npy(&out).unwrap();
     assert_eq!(r.shape(), &[3, 512]);
-    // The same sums as the conservation table of --print at "#7 dense".
+    // The same sums as the conservation table of --print at "#2 dense": one numbering in both.
     let printed = lrp_ok(&[
         "explain",
         "--model",
@@ -422,10 +423,31 @@ fn explain_layer_writes_the_relevance_at_a_hidden_layer() {
         "--rule",
         "epsilon",
     ]);
-    let line = printed.lines().find(|l| l.trim_start().starts_with("#7")).unwrap();
+    let line = printed.lines().find(|l| l.trim_start().starts_with("#2")).unwrap();
+    assert!(line.contains("dense"), "{line}");
     let table: f32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!((r.row(0).sum() - table).abs() < 1e-3, "{} vs {line}", r.row(0).sum());
-    // Layer 0 is the pixels: the same as the ordinary output.
+    // The same node by its node number: the same file.
+    let by_node = dir.path().join("n7.npy");
+    lrp_ok(&[
+        "explain",
+        "--model",
+        CNN,
+        "--data",
+        "data/mnist",
+        "--index",
+        "0",
+        "--count",
+        "3",
+        "--rule",
+        "epsilon",
+        "--layer",
+        "n7",
+        "--out",
+        by_node.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&by_node).unwrap(), std::fs::read(&out).unwrap());
+    // Layer #0 reads the pixels: the same as the ordinary output.
     let r0 = dir.path().join("r0.npy");
     let full = dir.path().join("full.npy");
     let base = [
@@ -441,27 +463,34 @@ fn explain_layer_writes_the_relevance_at_a_hidden_layer() {
         "--out",
     ];
     let mut a = base.to_vec();
-    a.extend([r0.to_str().unwrap(), "--layer", "0"]);
+    a.extend([r0.to_str().unwrap(), "--layer", "#0"]);
     lrp_ok(&a);
     let mut b = base.to_vec();
     b.push(full.to_str().unwrap());
     lrp_ok(&b);
     assert_eq!(std::fs::read(&r0).unwrap(), std::fs::read(&full).unwrap());
-    // Refusals: out of range, a gradient method, a node with two inputs.
-    let err = lrp_err(&[
-        "explain",
-        "--model",
-        CNN,
-        "--index",
-        "0",
-        "--rule",
-        "epsilon",
-        "--layer",
-        "99",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(err.contains("layers 0 to 10"), "{err}");
+    // Refusals: out of range in either notation, a bare number (it used to mean a node, and rule specs' #N a layer
+    // with weights: now it must say which), a gradient method, a node with two inputs.
+    for (layer, says) in [
+        ("#9", "4 layers with weights (#0 to #3)"),
+        ("n99", "nodes n0 to n10"),
+        ("7", "write #N for the N-th layer with weights"),
+    ] {
+        let err = lrp_err(&[
+            "explain",
+            "--model",
+            CNN,
+            "--index",
+            "0",
+            "--rule",
+            "epsilon",
+            "--layer",
+            layer,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(err.contains(says), "{layer}: {err}");
+    }
     let err = lrp_err(&[
         "explain",
         "--model",
@@ -471,7 +500,7 @@ fn explain_layer_writes_the_relevance_at_a_hidden_layer() {
         "--rule",
         "gradient",
         "--layer",
-        "3",
+        "#1",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -485,11 +514,11 @@ fn explain_layer_writes_the_relevance_at_a_hidden_layer() {
         "--rule",
         "epsilon",
         "--layer",
-        "6",
+        "n6",
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(err.contains("reads 2 values"), "{err}");
+    assert!(err.contains("n6 (add) reads 2 values"), "{err}");
 }
 
 #[test]

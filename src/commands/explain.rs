@@ -48,10 +48,10 @@ pub struct ExplainArgs {
     /// Write the relevance as float32 .npy, shaped like the input (with --layer: like that layer's input).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The relevance at the input of layer N (the first column of `lrp info`: for a chain its #N) instead of the
-    /// pixels: what reaches a hidden layer. Needs --out and an LRP rule.
+    /// The relevance at the input of a layer instead of the pixels: what reaches it. `#N` names the N-th layer with
+    /// weights (as rule specs do), `nK` any node (the first column of `lrp info`). Needs --out and an LRP rule.
     #[arg(long, requires = "out", conflicts_with_all = ["png", "print"])]
-    layer: Option<usize>,
+    layer: Option<String>,
     /// Write input and heatmap side by side as PNG.
     #[arg(long)]
     png: Option<PathBuf>,
@@ -141,15 +141,12 @@ pub fn run(a: ExplainArgs) -> Result<()> {
                 .with_context(|| format!("--target '{k}' is not pred, label or a class number"))?,
         ),
     };
-    if let (Some(n), Some(out)) = (a.layer, &a.out) {
-        let layers = net.layers().len();
-        if n >= layers {
-            bail!("--layer {n}: the model has layers 0 to {} (see lrp info)", layers - 1);
-        }
+    if let (Some(name), Some(out)) = (&a.layer, &a.out) {
+        let n = net.node_named(name).map_err(|e| anyhow::anyhow!("--layer {e}"))?;
         let inputs = net.inputs_of(n);
         if inputs.len() != 1 {
             bail!(
-                "--layer {n}: layer {n} ({}) reads {} values; pick a layer with one input (see lrp info)",
+                "--layer {name}: {name} ({}) reads {} values; pick a layer with one input (see lrp info)",
                 net.layers()[n].kind().name(),
                 inputs.len()
             );
@@ -159,7 +156,8 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         write_npy_atomic(out, r)?;
         let sums: Vec<String> = r.outer_iter().take(4).map(|s| format!("{:.4}", s.sum())).collect();
         eprintln!(
-            "wrote the relevance at the input of layer {n} ({}) {:?} to {} (sums {}{}; explained logits {})",
+            "wrote the relevance at the input of {} ({}) {:?} to {} (sums {}{}; explained logits {})",
+            net.node_name(n),
             net.layers()[n].kind().name(),
             r.shape(),
             out.display(),

@@ -34,17 +34,17 @@ pub fn run(a: InfoArgs) -> Result<()> {
     }
     println!("input: {:?} per sample", net.input_shape());
     if net.is_chain() {
-        println!("layers (#N: the number rule specs use for a layer with weights):");
+        println!("layers (#N: the N-th layer with weights, as rule specs and --layer name it; nK: another node):");
     } else {
-        println!("nodes (a graph; #N: the number rule specs use for a layer with weights; ← the nodes read):");
+        println!(
+            "nodes (a graph; #N: the N-th layer with weights, as rule specs and --layer name it; nK: another node; \
+             ← the nodes it reads):"
+        );
     }
     for line in net.summary() {
         println!("  {line}");
     }
-    let first: Vec<String> = lrp_rules::first_layers(net)
-        .iter()
-        .map(|&k| format!("#{}", net.weighted_layers().iter().position(|&w| w == k).unwrap_or(0)))
-        .collect();
+    let first: Vec<String> = lrp_rules::first_layers(net).iter().map(|&k| net.node_name(k)).collect();
     println!("first (the layers a spec's 'first' selects): {}", first.join(", "));
     println!("output: {} classes", net.num_classes());
     println!("parameters: {}", net.param_count());

@@ -17,7 +17,7 @@ pub enum CoreError {
         got: String,
     },
     /// A layer's parameters or settings are not valid.
-    #[error("layer #{index} ({kind}): {reason}")]
+    #[error("node n{index} ({kind}): {reason}")]
     InvalidLayer {
         /// Position of the layer in the network (0-based).
         index: usize,

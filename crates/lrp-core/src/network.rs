@@ -117,7 +117,7 @@ impl Network {
         }
         if let Some(v) = (1..count).find(|&v| readers[v] == 0) {
             return Err(CoreError::InvalidNetwork(format!(
-                "the output of node #{} ({}) is read by nothing and is not the network output",
+                "the output of node n{} ({}) is read by nothing and is not the network output",
                 v - 1,
                 nodes[v - 1].0.kind().name()
             )));
@@ -217,18 +217,62 @@ impl Network {
         &self.wiring[k]
     }
 
-    /// A short name for value `v` in conservation tables: for a chain the layer it enters (`#3 relu`), for a
-    /// graph the node that wrote it (`after 3 add`); `input` and `output (logit)` at the ends.
+    /// The one name of node `k` everywhere (printouts, the viewer, `--layer`, messages): `#N` for the `N`-th layer
+    /// with weights (0-based, in node order: the number rule specs use), `nK` for any other node.
+    pub fn node_name(&self, k: usize) -> String {
+        match self.weighted_index(k) {
+            Some(n) => format!("#{n}"),
+            None => format!("n{k}"),
+        }
+    }
+
+    /// The position of node `k` among the layers with weights, if it has weights (the `#N` of rule specs).
+    pub fn weighted_index(&self, k: usize) -> Option<usize> {
+        if !self.layers.get(k)?.has_weights() {
+            return None;
+        }
+        Some(self.layers[..k].iter().filter(|l| l.has_weights()).count())
+    }
+
+    /// The node that `name` (`#N` or `nK`) names, or why there is none.
+    pub fn node_named(&self, name: &str) -> std::result::Result<usize, String> {
+        let weighted = self.weighted_layers();
+        let parse = |t: &str| t.parse::<usize>().ok();
+        match (
+            name.strip_prefix('#').and_then(parse),
+            name.strip_prefix('n').and_then(parse),
+        ) {
+            (Some(n), _) => weighted.get(n).copied().ok_or_else(|| {
+                format!(
+                    "{name}: the network has {} layers with weights (#0 to #{})",
+                    weighted.len(),
+                    weighted.len().saturating_sub(1)
+                )
+            }),
+            (_, Some(k)) if k < self.layers.len() => Ok(k),
+            (_, Some(_)) => Err(format!(
+                "{name}: the network has nodes n0 to n{}",
+                self.layers.len().saturating_sub(1)
+            )),
+            _ => Err(format!(
+                "'{name}' names no node: write #N for the N-th layer with weights (as rule specs do) or nK for node K \
+                 (see lrp info)"
+            )),
+        }
+    }
+
+    /// A short name for value `v` in conservation tables: for a chain the node it enters (`#3 conv2d`,
+    /// `n4 relu`), for a graph the node that wrote it (`after n3 add`); `input` and `output (logit)` at the ends.
     pub fn value_label(&self, v: usize) -> String {
         let n = self.layers.len();
         if v >= n {
             "output (logit)".to_string()
         } else if self.chain {
-            format!("#{v:<2} {}", self.layers[v].kind().name())
+            format!("{:<3} {}", self.node_name(v), self.layers[v].kind().name())
         } else if v == 0 {
             "input".to_string()
         } else {
-            format!("after {} {}", v - 1, self.layers[v - 1].kind().name())
+            format!("after {} {}", self.node_name(v - 1), self.layers[v - 1].kind().name())
         }
     }
 
@@ -438,10 +482,9 @@ impl Network {
         &mut self.layers
     }
 
-    /// A one-line description of each node: its number, kind, output shape, parameters, the `#N` that rule
-    /// specs use for a layer with weights, details, and (in a graph) the nodes it reads.
+    /// A one-line description of each node: its name ([`Network::node_name`]), kind, output shape, parameters,
+    /// details, and (in a graph) the nodes it reads.
     pub fn summary(&self) -> Vec<String> {
-        let weighted = self.weighted_layers();
         self.layers
             .iter()
             .enumerate()
@@ -504,10 +547,7 @@ impl Network {
                     Layer::Slice(s) => format!("axis {}, {}..{}", s.axis, s.start, s.end),
                     _ => String::new(),
                 };
-                let rule_number = match weighted.iter().position(|&w| w == i) {
-                    Some(n) => format!("#{n}"),
-                    None => String::new(),
-                };
+                let name = self.node_name(i);
                 let from = if self.chain {
                     String::new()
                 } else {
@@ -517,14 +557,14 @@ impl Network {
                             if v == 0 {
                                 "input".to_string()
                             } else {
-                                format!("{}", v - 1)
+                                self.node_name(v - 1)
                             }
                         })
                         .collect();
                     format!("  ← {}", names.join(", "))
                 };
                 format!(
-                    "{i:>3} {rule_number:<4} {:<10} {:<16} {:>9} params{}{from}",
+                    "{name:<5} {:<10} {:<16} {:>9} params{}{from}",
                     l.kind().name(),
                     format!("{:?}", self.shapes[i + 1]),
                     l.param_count(),

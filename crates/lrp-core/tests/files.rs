@@ -110,7 +110,7 @@ fn model_with_inconsistent_shapes_is_refused_on_load() {
     let pos = bytes.windows(2).position(|w| w == [1, 3]).unwrap();
     bytes[pos + 1] = 4;
     let err = decode_err(&bytes);
-    assert!(err.contains("layer #0 (dense)") && err.contains("4 features"), "{err}");
+    assert!(err.contains("node n0 (dense)") && err.contains("4 features"), "{err}");
 }
 
 fn write_idx(path: &Path, dims: &[u32], data: &[u8], gzip: bool) {

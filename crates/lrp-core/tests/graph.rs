@@ -171,7 +171,7 @@ fn graph_construction_errors_name_the_node() {
     let err = Network::graph(vec![2], vec![(Layer::Relu(lrp_core::Relu), vec![1])])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("#0") && err.contains("not computed before it"), "{err}");
+    assert!(err.contains("n0") && err.contains("not computed before it"), "{err}");
     // Node 0's output read by nothing.
     let err = Network::graph(
         vec![2],
@@ -182,7 +182,7 @@ fn graph_construction_errors_name_the_node() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("node #0") && err.contains("read by nothing"), "{err}");
+    assert!(err.contains("node n0") && err.contains("read by nothing"), "{err}");
     let err = Network::graph(
         vec![2],
         vec![(dense(Array2::eye(2)), vec![0]), (Layer::Add(lrp_core::Add), vec![1])],

@@ -330,7 +330,7 @@ fn network_refuses_inconsistent_shapes() {
     let d = Dense::new(Array2::zeros((3, 5)), None);
     let err = Network::new(vec![4], vec![Layer::Dense(d)]).unwrap_err().to_string();
     assert!(
-        err.contains("layer #0 (dense)") && err.contains("5") && err.contains("4 features"),
+        err.contains("node n0 (dense)") && err.contains("5") && err.contains("4 features"),
         "{err}"
     );
     let err = Network::new(

@@ -62,7 +62,7 @@ pub enum RulesError {
     },
     /// A layer with weights that no assignment reaches.
     #[error(
-        "rule spec '{spec}': layer #{layer} ({kind}, weighted layer #{weighted}) gets no rule; add an assignment such as '#{weighted}=epsilon' or 'all=…'"
+        "rule spec '{spec}': #{weighted} ({kind}, node n{layer}) gets no rule; add an assignment such as '#{weighted}=epsilon' or 'all=…'"
     )]
     Unassigned {
         /// The whole spec.
@@ -85,12 +85,14 @@ pub enum RulesError {
         count: usize,
     },
     /// A rule that a layer kind cannot take.
-    #[error("rule spec '{spec}': layer #{layer} ({kind}) cannot take rule {rule}: {reason}")]
+    #[error("rule spec '{spec}': {name} ({kind}) cannot take rule {rule}: {reason}")]
     RuleNotForLayer {
         /// The whole spec.
         spec: String,
         /// Index among all layers.
         layer: usize,
+        /// The node's name (`#N` for a layer with weights, `nK` otherwise).
+        name: String,
         /// Layer kind.
         kind: &'static str,
         /// The rule.

@@ -3,7 +3,7 @@
 //! over the perturbation curve (AOPC) is larger for explanations that find what the network uses.
 
 use lrp_core::Network;
-use ndarray::{ArrayD, ArrayViewD, Axis, Ix2, s};
+use ndarray::{ArrayD, ArrayViewD, Axis, Ix2};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -54,7 +54,7 @@ impl Regions {
         let mut scored: Vec<(usize, f32)> = (0..self.count())
             .map(|r| {
                 let (y, x) = self.bounds(r);
-                (r, map.slice(s![y, x]).sum())
+                (r, map.slice_axis(Axis(0), y.into()).slice_axis(Axis(1), x.into()).sum())
             })
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -76,7 +76,9 @@ impl Regions {
             .view_mut()
             .into_shape_with_order((lead, self.rows, self.cols))
             .expect("samples are in standard layout");
-        v.slice_mut(s![.., y, x]).fill(value);
+        v.slice_axis_mut(Axis(1), y.into())
+            .slice_axis_mut(Axis(2), x.into())
+            .fill(value);
     }
 }
 

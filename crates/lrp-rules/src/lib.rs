@@ -9,6 +9,7 @@
 //!
 //! Every rule is written once over [`linear::LinearMap`], which treats dense and conv layers alike.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod composites;
 mod error;

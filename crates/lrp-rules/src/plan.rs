@@ -332,6 +332,7 @@ impl Plan {
             return Err(RulesError::RuleNotForLayer {
                 spec: spec.to_string(),
                 layer: k,
+                name: net.node_name(k),
                 kind: net.layers()[k].kind().name(),
                 rule: spec.to_string(),
                 reason: "this node's rule exists only in the gradient form".into(),
@@ -403,6 +404,7 @@ impl Plan {
                         return Err(RulesError::RuleNotForLayer {
                             spec: spec.to_string(),
                             layer: i,
+                            name: net.node_name(i),
                             kind: layer.kind().name(),
                             rule: rule.to_string(),
                             reason: "in the gradient form (transformers) this rule applies only to a layer that reads \
@@ -416,6 +418,7 @@ impl Plan {
                     return Err(RulesError::RuleNotForLayer {
                         spec: spec.to_string(),
                         layer: i,
+                        name: net.node_name(i),
                         kind: "lstm",
                         rule: next_rule()?.to_string(),
                         reason: "an LSTM in a network with transformer nodes is not supported".into(),
@@ -427,6 +430,7 @@ impl Plan {
                         return Err(RulesError::RuleNotForLayer {
                             spec: spec.to_string(),
                             layer: i,
+                            name: net.node_name(i),
                             kind: "lstm",
                             rule: other.to_string(),
                             reason: "an LSTM takes epsilon only (Arras et al. 2017); assign it with 'lstm=epsilon(e)'"

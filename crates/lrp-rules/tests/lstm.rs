@@ -147,14 +147,14 @@ fn an_lstm_takes_epsilon_only() {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("layer #0 (lstm) cannot take rule") && e.contains("epsilon only"),
+            e.contains("#0 (lstm) cannot take rule") && e.contains("epsilon only"),
             "{spec}: {e}"
         );
     }
     let e = Plan::resolve(&Spec::parse("dense=epsilon").unwrap(), &net)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("layer #0 (lstm, weighted layer #0) gets no rule"), "{e}");
+    assert!(e.contains("#0 (lstm, node n0) gets no rule"), "{e}");
     // The gradient baselines work through the LSTM too.
     let x = ArrayD::from_shape_fn(IxDyn(&[2, 6, 3]), |_| rng.random_range(-1.0f32..1.0));
     for spec in [

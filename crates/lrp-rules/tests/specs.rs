@@ -115,7 +115,7 @@ fn bad_specs_are_refused_with_messages_that_name_the_problem() {
     let e = refused("all=alphabeta(2,2)", &net);
     assert!(e.contains("alphabeta(2,2)") && e.contains("alpha − beta = 1"), "{e}");
     let e = refused("conv=epsilon", &net);
-    assert!(e.contains("layer #7 (dense, weighted layer #2) gets no rule"), "{e}");
+    assert!(e.contains("#2 (dense, node n7) gets no rule"), "{e}");
     let e = refused("all=epsilon;#4=zplus", &net);
     assert!(
         e.contains("#4 is out of range") && e.contains("4 layers with weights"),
@@ -167,4 +167,29 @@ fn explainers_and_plans_are_send_and_sync() {
     check::<Plan>();
     check::<Explainer<'static>>();
     check::<Spec>();
+}
+
+/// `#N` in a rule spec lands on the node every printout names `#N` (`lrp info`, the conservation table, the
+/// viewer, `--layer`): on a graph whose layers with weights are not the nodes of the same numbers.
+#[test]
+fn a_spec_index_lands_on_the_node_printouts_name_so() {
+    let net = Arch::Resnet.build(&[1, 28, 28], 10, 3).unwrap();
+    let count = net.weighted_layers().len();
+    assert!(count >= 5);
+    for n in 0..count {
+        let spec = Spec::parse(&format!("all=epsilon;#{n}=gamma(0.25)")).unwrap();
+        let plan = Plan::resolve(&spec, &net).unwrap();
+        let gamma: Vec<usize> = plan
+            .rules()
+            .iter()
+            .filter(|(_, r)| matches!(r, Rule::Gamma(_)))
+            .map(|&(k, _)| k)
+            .collect();
+        assert_eq!(gamma.len(), 1);
+        assert_eq!(net.node_name(gamma[0]), format!("#{n}"));
+        assert_eq!(net.node_named(&format!("#{n}")), Ok(gamma[0]));
+    }
+    // Nodes without weights are named by their position, and a bare number names nothing.
+    assert_eq!(net.node_name(1), "n1");
+    assert!(net.node_named("3").is_err());
 }

@@ -1,4 +1,5 @@
 //! Test helpers shared by every test suite of the workspace (a dev-dependency only).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

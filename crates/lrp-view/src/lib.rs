@@ -9,6 +9,7 @@
 //! - [`app`] (state, keys and mouse), [`ui`] (drawing), [`worker`] (explanations off the UI thread) and [`tui`]
 //!   (the terminal and the event loop): the viewer `lrp view`.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod canvas;

@@ -48,8 +48,10 @@ pub struct Key {
 /// The relevance at one layer's input, for the layer view.
 #[derive(Clone, Debug)]
 pub struct LayerData {
-    /// The layer (node) number, as `lrp info` prints it.
+    /// The layer (node) number in the network.
     pub node: usize,
+    /// Its name, as `lrp info` prints it: `#N` for the `N`-th layer with weights, `nK` for another node.
+    pub name: String,
     /// What the layer is (`conv2d`).
     pub kind: String,
     /// The relevance at its input, one sample (no batch axis).
@@ -169,6 +171,7 @@ pub fn compute(
         .zip(&e.kept)
         .map(|(&k, (_, r))| LayerData {
             node: k,
+            name: net.node_name(k),
             kind: net.layers()[k].kind().name().to_string(),
             relevance: r.index_axis(Axis(0), 0).to_owned(),
             writer: net.inputs_of(k)[0]
@@ -186,7 +189,7 @@ pub fn compute(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            // Chains: the layer a value enters (`#3 conv2d`); graphs: the node that wrote it (`13:avgpool2d`).
+            // Chains: the layer a value enters (`#3 conv2d`); graphs: the node that wrote it (`n13:avgpool2d`).
             let name = if i >= net.layers().len() {
                 "logit".to_string()
             } else if net.is_chain() {
@@ -194,7 +197,7 @@ pub fn compute(
             } else if i == 0 {
                 "input".to_string()
             } else {
-                format!("{}:{}", i - 1, net.layers()[i - 1].kind().name())
+                format!("{}:{}", net.node_name(i - 1), net.layers()[i - 1].kind().name())
             };
             (name, s[0])
         })

@@ -275,7 +275,7 @@ fn the_layer_view_ranks_channels_and_neurons() {
         (3, "conv2d", &[16, 12, 12][..])
     );
     assert!(
-        text.contains("layer 3 conv2d") && text.contains("[16, 12, 12]"),
+        text.contains("layer #1 conv2d") && text.contains("[16, 12, 12]"),
         "{text}"
     );
     let ranked = lrp_view::ui::ranked_channels(&layer.relevance);

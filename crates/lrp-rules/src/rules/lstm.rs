@@ -11,7 +11,7 @@ use ndarray::{ArrayD, Zip};
 /// # Shapes
 /// `x: [N, T, F]`, `r` shaped like the layer output → `[N, T, F]`.
 pub(crate) fn relevance(lstm: &lrp_core::Lstm, e: f32, x: &ArrayD<f32>, r: &ArrayD<f32>) -> ArrayD<f32> {
-    use ndarray::{Array2, Array3, Axis, s};
+    use ndarray::{Array2, Array3, Axis};
     let x3 = x
         .view()
         .into_dimensionality::<ndarray::Ix3>()
@@ -36,9 +36,9 @@ pub(crate) fn relevance(lstm: &lrp_core::Lstm, e: f32, x: &ArrayD<f32>, r: &Arra
             let ti = st.order[k];
             let mut rh = rh_carry;
             if lstm.return_sequence {
-                rh += &r.slice(s![.., ti, d, ..]);
+                rh += &r.index_axis(Axis(1), ti).index_axis(Axis(1), d);
             } else if k == steps - 1 {
-                rh += &r.slice(s![.., d, ..]);
+                rh += &r.index_axis(Axis(1), d);
             }
             let rc = &rc_carry + &rh;
             let [i, f, g, _] = &st.gates[k];

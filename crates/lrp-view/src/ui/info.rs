@@ -83,7 +83,7 @@ pub(crate) fn draw_sums(frame: &mut Frame, rect: Rect, sums: &[(String, f32)]) {
     let capacity = (cols * rows) as usize;
     let mut shown: Vec<String> = sums
         .iter()
-        .map(|(name, s)| format!("{:<11}{:>8.3}", truncate(name, 11), s))
+        .map(|(name, s)| format!("{:<12}{:>7.3}", truncate(name, 12), s))
         .collect();
     if shown.len() > capacity && capacity >= 3 {
         let hidden = shown.len() - (capacity - 1);

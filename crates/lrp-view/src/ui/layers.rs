@@ -112,7 +112,7 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
         Line::styled(
             format!(
                 "layer {} {} ({}/{}): R at its input {:?}, sum {total:.3}, logit {:.3}",
-                layer.node,
+                layer.name,
                 layer.kind,
                 idx + 1,
                 v.layers.len(),
