@@ -402,6 +402,10 @@ fn two_writers_on_one_folder_never_mix_and_the_loser_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the crash points: --features fault-injection"
+)]
 fn a_run_killed_at_any_step_resumes_to_the_same_files_and_leaves_no_temporaries() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole");
@@ -477,6 +481,10 @@ fn merge_writes_only_inside_its_folder() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the crash points: --features fault-injection"
+)]
 fn a_damaged_result_file_in_progress_is_made_again_on_resume() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole");

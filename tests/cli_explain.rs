@@ -160,6 +160,54 @@ fn explain_class_and_baselines() {
         a.to_str().unwrap(),
     ]);
     assert!(out.contains("wrote relevance [1, 1, 28, 28]"), "{out}");
+    // Completeness: integrated gradients add up to logit(x) − logit(0) for class 3 (the MLP is piecewise linear;
+    // 8 midpoints leave a few percent).
+    let ig: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&a).unwrap();
+    let zero = dir.path().join("zero.npy");
+    let logits = dir.path().join("l.npy");
+    let logit = |input: &std::path::Path| -> f64 {
+        lrp_ok(&[
+            "predict",
+            "--model",
+            "mlp",
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            logits.to_str().unwrap(),
+        ]);
+        let l: ndarray::Array2<f32> = ndarray_npy::read_npy(&logits).unwrap();
+        l[[0, 3]] as f64
+    };
+    let image = dir.path().join("image.npy");
+    let digits = lrp_core::Dataset::load(&root().join("data/mnist"), lrp_core::Split::Test).unwrap();
+    let sample = digits.images.slice_axis(ndarray::Axis(0), (5..6).into()).to_owned();
+    ndarray_npy::write_npy(&image, &sample).unwrap();
+    ndarray_npy::write_npy(&zero, &sample.mapv(|_| 0.0f32)).unwrap();
+    let delta = logit(&image) - logit(&zero);
+    let total: f64 = ig.iter().map(|&v| v as f64).sum();
+    assert!(
+        delta.abs() > 1.0 && (total - delta).abs() <= 0.05 * delta.abs(),
+        "Σ IG {total} vs Δ logit {delta}"
+    );
+    // SmoothGrad without noise is the plain gradient, bit for bit; with noise it is another map.
+    let smooth = dir.path().join("s.npy");
+    let plain = dir.path().join("g.npy");
+    for (rule, path) in [("smoothgrad(4,0)", &smooth), ("gradient", &plain)] {
+        lrp_ok(&[
+            "explain",
+            "--model",
+            "mlp",
+            "--index",
+            "5",
+            "--rule",
+            rule,
+            "--target",
+            "3",
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+    }
+    assert_eq!(std::fs::read(&smooth).unwrap(), std::fs::read(&plain).unwrap());
     let out = lrp_ok(&[
         "explain",
         "--model",
@@ -172,11 +220,19 @@ fn explain_class_and_baselines() {
         "smoothgrad(4,0.1)",
         "--target",
         "3",
+        "--out",
+        smooth.to_str().unwrap(),
+        "--print",
     ]);
+    // The printed sum is the written map's.
+    let printed = number_after(&out, "attribution summed over the input: ");
+    let noisy: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&smooth).unwrap();
+    let sum: f64 = noisy.iter().map(|&v| v as f64).sum();
     assert!(
-        out.contains("explained class 3") && out.contains("attribution summed over the input"),
+        out.contains("explained class 3") && (printed - sum).abs() <= 1e-3 * (1.0 + sum.abs()),
         "{out}"
     );
+    assert_ne!(std::fs::read(&smooth).unwrap(), std::fs::read(&plain).unwrap());
 }
 
 #[test]

@@ -97,8 +97,8 @@ fn keras_exports_take_nhwc_input_and_match_zennit() {
                     spec,
                     case["file"].as_str().unwrap(),
                 );
-                // Measured 1.1e-6 at worst.
-                assert!(err <= 1e-5, "{file} {spec}: worst relative error {err:e}");
+                // Measured 1.1e-6 at worst (the README's figure); about 3 times that.
+                assert!(err <= 3.5e-6, "{file} {spec}: worst relative error {err:e}");
                 checked += 1;
             }
         }
@@ -160,11 +160,41 @@ fn the_shipped_residual_network_reaches_its_accuracy_and_explains() {
         "--rule",
         "epsilon-gamma-box",
     ]);
-    // Each residual join: the two branches' sums add up to what leaves the join.
-    assert!(
-        out.contains("relevance sum at each value") && out.contains("after n6 add"),
-        "{out}"
-    );
+    // Each residual join splits its relevance in proportion to the two summands (stabiliser 1e-6), so where the
+    // two values it reads are read by nothing else (the blocks with a projection shortcut), their sums add up to
+    // the sum of the value it writes.
+    assert!(out.contains("relevance sum at each value"), "{out}");
+    let sum_after = |name: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("after {name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{out}"));
+        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    let info = lrp_ok(&["info", "--model", "data/models/mnist-resnet.lrpm"]);
+    let mut joins = 0;
+    let readers = |name: &str| {
+        info.lines()
+            .filter_map(|l| l.split('←').nth(1))
+            .flat_map(|r| r.split(',').map(str::trim))
+            .filter(|r| *r == name)
+            .count()
+    };
+    for line in info.lines().filter(|l| l.contains(" add ")) {
+        let node = line.split_whitespace().next().unwrap();
+        let reads: Vec<&str> = line.split('←').nth(1).unwrap().split(',').map(str::trim).collect();
+        if reads.iter().any(|r| readers(r) != 1) {
+            continue;
+        }
+        let (a, b, total) = (sum_after(reads[0]), sum_after(reads[1]), sum_after(node));
+        assert!(total.abs() > 0.1, "{node}: {total}");
+        assert!(
+            (a + b - total).abs() <= 1e-3 * total.abs(),
+            "{node}: {a} + {b} vs {total}"
+        );
+        joins += 1;
+    }
+    assert_eq!(joins, 2, "{info}");
 }
 
 #[test]

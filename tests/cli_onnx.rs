@@ -55,8 +55,8 @@ fn predict_on_onnx_models_gives_the_reference_logits() {
         let got: ArrayD<f32> = ndarray_npy::read_npy(&out).unwrap();
         let reference: ArrayD<f32> = ndarray_npy::read_npy(root().join(oracle(&logits))).unwrap();
         assert_eq!(got.shape(), reference.shape());
-        let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let err = (&got - &reference).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = lrp_testkit::max_abs(reference.iter());
+        let err = lrp_testkit::max_abs((&got - &reference).iter());
         assert!(err <= 1e-4 * scale, "{model}: max error {err} (scale {scale})");
     }
 }

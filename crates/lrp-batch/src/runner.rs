@@ -431,14 +431,22 @@ impl<'a> Runner<'a> {
     }
 }
 
-/// Crash testing: when the environment variable `LRP_FAULT_AT` names this point, the process aborts here, as a
-/// `kill -9` would stop it. Points: `after-lock`, `after-manifest`, `mid-chunk` (a chunk's rows written, its marker
-/// not), `in-assembly` (every chunk in, no result file moved into place), `mid-assembly` (one result file moved). Unset, it costs one environment lookup per call.
+/// Crash testing, in builds with the `fault-injection` feature only: when the environment variable `LRP_FAULT_AT`
+/// names this point, the process aborts here, as a `kill -9` would stop it. Points: `after-lock`,
+/// `after-manifest`, `mid-chunk` (a chunk's rows written, its marker not), `in-assembly` (every chunk in, no result
+/// file moved into place), `mid-assembly` (one result file moved). Other builds (what users run) ignore the
+/// variable: a job script that inherits it cannot abort their runs.
+#[cfg(feature = "fault-injection")]
 pub(crate) fn fault_point(point: &str) {
     if std::env::var_os("LRP_FAULT_AT").is_some_and(|v| v == point) {
         std::process::abort();
     }
 }
+
+/// Without the `fault-injection` feature: nothing.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub(crate) fn fault_point(_: &str) {}
 
 /// Names the fields in which two runs differ.
 pub(crate) fn differences(a: &RunId, b: &RunId) -> String {

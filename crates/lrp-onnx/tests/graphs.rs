@@ -19,7 +19,7 @@ fn npy(path: &Path) -> ArrayD<f32> {
 }
 
 fn max_abs(a: &ArrayD<f32>) -> f32 {
-    a.iter().fold(0.0, |m, v| m.max(v.abs()))
+    lrp_testkit::max_abs(a.iter())
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn every_fixture_model_gives_its_reference_logits() {
         // All 32 samples in one batch, also for the dynamo exports whose graph says batch 1.
         let got = imported.network.forward(x.view()).unwrap();
         assert_eq!(got.shape(), reference.shape(), "{model}");
-        let err = (&got - &reference).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = lrp_testkit::max_abs((&got - &reference).iter());
         assert!(err <= 1e-4 * max_abs(&reference), "{model}: max logit error {err}");
     }
 }
@@ -432,6 +432,36 @@ fn ramp(shape: &[usize]) -> ArrayD<f32> {
     ArrayD::from_shape_vec(ndarray::IxDyn(shape), (0..n).map(|i| i as f32 * 0.37 - 2.5).collect()).unwrap()
 }
 
+/// The ONNX definitions of the activations, written out in float64 (independent of `lrp_core::Activation`).
+fn onnx_definition(op: &str, alpha: f64, beta: f64, x: f64) -> f64 {
+    let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+    match op {
+        "Tanh" => x.tanh(),
+        "Sigmoid" => sigmoid(x),
+        "LeakyRelu" => {
+            if x >= 0.0 {
+                x
+            } else {
+                alpha * x
+            }
+        }
+        "Elu" => {
+            if x > 0.0 {
+                x
+            } else {
+                alpha * (x.exp() - 1.0)
+            }
+        }
+        "Gelu" => 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt())),
+        "GeluTanh" => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh()),
+        "Softplus" => (1.0 + x.exp()).ln(),
+        "HardSigmoid" => (alpha * x + beta).clamp(0.0, 1.0),
+        "HardSwish" => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        "Clip" => x.clamp(alpha, beta),
+        other => panic!("no definition for {other}"),
+    }
+}
+
 #[test]
 fn every_listed_activation_operator_imports_with_its_definition() {
     use lrp_core::Activation as A;
@@ -468,9 +498,26 @@ fn every_listed_activation_operator_imports_with_its_definition() {
             vec![float_tensor("lo", &[], &[-1.0]), float_tensor("hi", &[], &[2.0])],
             20,
         );
-        let (_, y) = run(&bytes, &x);
+        let (imported, y) = run(&bytes, &x);
+        // The operator became the activation of that name and parameters,
+        let layers = imported.network.layers();
+        assert!(
+            matches!(&layers[0], lrp_core::Layer::Activation(a) if *a == act),
+            "{name}: {layers:?}"
+        );
+        // and computes the ONNX definition.
+        let (alpha, beta) = match act {
+            A::LeakyRelu(a) | A::Elu(a) => (a as f64, 0.0),
+            A::HardSigmoid(a, b) | A::Clip(a, b) => (a as f64, b as f64),
+            _ => (0.0, 0.0),
+        };
+        let def = if act == A::GeluTanh { "GeluTanh" } else { name };
         for (a, b) in y.iter().zip(x.iter()) {
-            assert!((a - act.apply(*b)).abs() <= 1e-6, "{name}: {a} vs {}", act.apply(*b));
+            let want = onnx_definition(def, alpha, beta, *b as f64);
+            assert!(
+                ((*a as f64) - want).abs() <= 2e-6 * (1.0 + want.abs()),
+                "{name}({b}): {a} vs {want}"
+            );
         }
     }
     // Clip to [0, ∞) is a ReLU (ReLU6 is Clip(0, 6) above with other bounds).
@@ -640,7 +687,7 @@ fn a_layer_norm_written_as_several_nodes_imports_as_one_layer_norm() {
             );
         }
         let got = imported.network.forward(x.view()).unwrap();
-        let err = (&got - &reference).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = lrp_testkit::max_abs((&got - &reference).iter());
         assert!(err <= 1e-5 * max_abs(&reference), "{model}: logit error {err}");
     }
 }

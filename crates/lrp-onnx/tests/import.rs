@@ -14,7 +14,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn max_abs(a: &ArrayD<f32>) -> f32 {
-    a.iter().fold(0.0, |m, v| m.max(v.abs()))
+    lrp_testkit::max_abs(a.iter())
 }
 
 #[test]
@@ -28,7 +28,7 @@ fn oracle_models_give_reference_logits() {
         let imported = import_file(&fixture(model)).unwrap();
         let reference: ArrayD<f32> = ndarray_npy::read_npy(fixture(logits)).unwrap();
         let got = imported.network.forward(inputs.view()).unwrap();
-        let err = (&got - &reference).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = lrp_testkit::max_abs((&got - &reference).iter());
         assert!(err <= 1e-4 * max_abs(&reference), "{model}: max error {err}");
     }
 }
@@ -42,7 +42,7 @@ fn the_reference_lstm_imports_with_its_transposes_absorbed() {
     let inputs: ArrayD<f32> = ndarray_npy::read_npy(fixture("mnist-rows-lstm-inputs.npy")).unwrap();
     let logits: ArrayD<f32> = ndarray_npy::read_npy(fixture("mnist-rows-lstm-logits.npy")).unwrap();
     let got = imported.network.forward(inputs.view()).unwrap();
-    let err = (&got - &logits).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let err = lrp_testkit::max_abs((&got - &logits).iter());
     assert!(err <= 1e-4 * max_abs(&logits), "{err}");
 }
 
@@ -580,7 +580,7 @@ fn reverse_bidirectional_and_batch_first_lstms_import() {
     reversed.invert_axis(ndarray::Axis(1));
     let forward = lstm_imported(|_| {});
     let close = |a: &ArrayD<f32>, b: &ArrayD<f32>, what: &str| {
-        let err = (a - b).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = lrp_testkit::max_abs((a - b).iter());
         assert!(err <= 1e-5 * (1.0 + max_abs(b)), "{what}: {err}");
     };
     // direction=reverse: the final state of the reversed pass is the forward pass over the reversed sequence.

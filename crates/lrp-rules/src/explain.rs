@@ -255,13 +255,20 @@ impl<'n> Explainer<'n> {
 
     /// Propagates a given output relevance (for LRP) or output gradient (for the gradient methods)
     /// `[N, K]` back to the input. Every method is linear in it. `targets` of the result are the predictions.
+    /// The same checks as [`Explainer::explain`]: the input, the logits, the given output and the result must be
+    /// finite (a NaN or infinity is an error naming the sample, never a value returned).
     pub fn explain_from(&self, x: ArrayViewD<f32>, output: ArrayViewD<f32>) -> Result<Explanation> {
         let trace = self.net.forward_trace(x.view())?;
+        check_finite("logits", &trace.output)?;
         if output.shape() != trace.output.shape() {
             return Err(lrp_core::CoreError::shape("output relevance", trace.output.shape(), output.shape()).into());
         }
+        let output = output.to_owned();
+        check_finite("output relevance", &output)?;
         let targets = Target::Predicted.resolve(logits_2d(&trace.output)?)?;
-        self.propagate(x, trace, output.to_owned(), targets)
+        let e = self.propagate(x, trace, output, targets)?;
+        check_finite("relevance", &e.relevance)?;
+        Ok(e)
     }
 
     fn propagate(
@@ -397,6 +404,30 @@ mod block_errors {
                 "expected the bad input named, got {:?}",
                 other.map(|e| e.relevance.shape().to_vec())
             ),
+        }
+    }
+
+    /// `explain_from` refuses what `explain` refuses: a NaN in the given output relevance, or a result that
+    /// overflows to infinity, is an error naming the sample, never a value returned.
+    #[test]
+    fn explain_from_refuses_non_finite_relevance() {
+        let w = ndarray::Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32 * 0.1 - 0.5);
+        let net = Network::new(vec![4], vec![Layer::Dense(Dense::new(w, None))]).unwrap();
+        let ex = Explainer::new(&net, &Spec::parse("epsilon").unwrap()).unwrap();
+        let x = ArrayD::from_shape_fn(ndarray::IxDyn(&[2, 4]), |d| d[1] as f32 * 0.25 + 0.1);
+        let mut out = ArrayD::from_elem(ndarray::IxDyn(&[2, 3]), 1.0f32);
+        assert!(ex.explain_from(x.view(), out.view()).is_ok());
+        out[[1, 2]] = f32::NAN;
+        match ex.explain_from(x.view(), out.view()) {
+            Err(RulesError::NonFinite { what, sample, .. }) => assert_eq!((what, sample), ("output relevance", 1)),
+            other => panic!("expected a refusal, got {:?}", other.map(|e| e.relevance)),
+        }
+        // Finite but so large that the relevance overflows.
+        let mut huge = ArrayD::from_elem(ndarray::IxDyn(&[2, 3]), 1.0f32);
+        huge[[0, 1]] = f32::MAX;
+        match ex.explain_from(x.view(), huge.view()) {
+            Err(RulesError::NonFinite { what, sample, .. }) => assert_eq!((what, sample), ("relevance", 0)),
+            other => panic!("expected a refusal, got {:?}", other.map(|e| e.relevance)),
         }
     }
 }

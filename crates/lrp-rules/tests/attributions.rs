@@ -29,7 +29,7 @@ fn attribute(net: &Network, spec: &str, x: &ArrayD<f32>, target: &Target) -> Arr
 }
 
 fn max_abs(a: &ArrayD<f32>) -> f32 {
-    a.iter().fold(0.0, |m, v| m.max(v.abs()))
+    lrp_testkit::max_abs(a.iter())
 }
 
 /// The documented seeding: each sample's noise comes from ChaCha8 seeded with FNV-1a over the sample's f32 bits
@@ -63,11 +63,11 @@ fn smoothgrad_is_the_mean_gradient_over_its_seeded_noisy_copies() {
         sum += &attribute(&net, "gradient", &noisy, &Target::Class(3));
     }
     let want = sum / n as f32;
-    let err = (&got - &want).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let err = lrp_testkit::max_abs((&got - &want).iter());
     assert!(err <= 1e-6 * max_abs(&want), "{err}");
     // The noise matters: with σ = 0.2 SmoothGrad is not the plain gradient.
     let plain = attribute(&net, "gradient", &x, &Target::Class(3));
-    assert!((&got - &plain).iter().fold(0.0f32, |m, v| m.max(v.abs())) > 1e-3 * max_abs(&plain));
+    assert!(lrp_testkit::max_abs((&got - &plain).iter()) > 1e-3 * max_abs(&plain));
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn smoothgrad_without_noise_is_the_gradient() {
     let got = attribute(&net, "smoothgrad(3,0)", &x, &Target::Predicted);
     let want = attribute(&net, "gradient", &x, &Target::Predicted);
     // (g + g + g) / 3 rounds: equal to the last bits only.
-    let err = (&got - &want).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let err = lrp_testkit::max_abs((&got - &want).iter());
     assert!(err <= 1e-6 * max_abs(&want), "{err}");
 }
 

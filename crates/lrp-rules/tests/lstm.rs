@@ -22,8 +22,8 @@ fn reference_lstm_gives_its_logits_and_relevance() {
     let logits: ArrayD<f32> = ndarray_npy::read_npy(fixture(s("logits"))).unwrap();
     let targets: Array1<i64> = ndarray_npy::read_npy(fixture(s("targets"))).unwrap();
     let got = net.forward(inputs.view()).unwrap();
-    let scale = logits.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let err = (&got - &logits).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let scale = lrp_testkit::max_abs(logits.iter());
+    let err = lrp_testkit::max_abs((&got - &logits).iter());
     assert!(err <= 1e-4 * scale, "logits: {err}");
     let case = &model["cases"][0];
     let spec = Spec::parse(case["spec"].as_str().unwrap()).unwrap();
@@ -118,7 +118,7 @@ fn bidirectional_relevance_is_the_sum_of_two_forward_lstms() {
     from_bwd.invert_axis(Axis(1));
     let expected = rel(&only_fwd, &x, &r1) + &from_bwd;
     let got = rel(&bi, &x, &r);
-    let err = (&got - &expected).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let err = lrp_testkit::max_abs((&got - &expected).iter());
     assert!(err <= 1e-5, "{err}");
 }
 

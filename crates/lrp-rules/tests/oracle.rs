@@ -1,5 +1,6 @@
-//! Every case of the oracle manifest (Zennit references) through the public API, to 1e-5 of each sample's max |R|
-//! (the worst case measures 8e-7), and integrated gradients against Captum.
+//! Every case of the oracle manifest (Zennit references) through the public API, to 2.5e-6 of each sample's max |R|
+//! (the worst case measures 7.9e-7: the README's figure, with a margin of about 3), and integrated gradients against
+//! Captum (to 2e-6; worst 5.9e-7).
 
 mod common;
 
@@ -30,7 +31,7 @@ fn every_oracle_case_matches_its_reference() {
             report.push(format!("{} {}: {err:.2e}", s("model"), case["case"].as_str().unwrap()));
             checked += 1;
             assert!(
-                err <= 1e-5,
+                err <= 2.5e-6,
                 "{} / {}: relative error {err:.3e}\n{}",
                 s("model"),
                 spec,
@@ -60,7 +61,8 @@ fn batch_norm_split_model_gives_the_relevance_of_the_plain_model() {
             .explain(inputs.view(), &Target::Predicted)
             .unwrap();
         let err = worst_relative_error(&b.relevance, &a.relevance);
-        assert!(err <= 1e-5, "{spec}: {err}");
+        // Measured 7.8e-7 at worst.
+        assert!(err <= 2.5e-6, "{spec}: {err}");
     }
 }
 
@@ -82,8 +84,8 @@ fn integrated_gradients_match_captum() {
             .unwrap()
             .relevance;
         let err = worst_relative_error(&got, &reference);
-        // Captum's float64 midpoint sum; this float32 implementation lands at 6e-7.
-        assert!(err <= 1e-5, "{} {}: {err:.2e}", s("model"), s("spec"));
+        // Captum's float64 midpoint sum; this float32 implementation lands at 5.9e-7 at worst.
+        assert!(err <= 2e-6, "{} {}: {err:.2e}", s("model"), s("spec"));
         println!("{} {}: {err:.2e}", s("model"), s("spec"));
         checked += 1;
     }

@@ -432,8 +432,16 @@ fn the_layer_view_of_a_vision_transformer_shows_tokens_and_heads() {
     );
     // The most relevant head comes first, with its share of the relevance through the attention.
     let layer = &data[0].layers[heads];
-    let (top, sum) = lrp_view::ui::ranked_channels(&layer.relevance)[0];
-    let first = format!("head {top} {:.1}%", 100.0 * sum / layer.relevance.sum());
+    let per_head: Vec<f64> = layer
+        .relevance
+        .outer_iter()
+        .map(|h| h.iter().map(|&v| v as f64).sum())
+        .collect();
+    let top = (0..per_head.len())
+        .max_by(|&a, &b| per_head[a].total_cmp(&per_head[b]))
+        .unwrap();
+    let total: f64 = per_head.iter().sum();
+    let first = format!("head {top} {:.1}%", 100.0 * per_head[top] / total);
     let row = text.lines().find(|l| l.contains("head ")).unwrap();
     assert!(row.trim_start().starts_with(&first), "{first} first:\n{text}");
     // Token values [16, 64]: the relevance of each 7×7 patch as a 4×4 grid.
