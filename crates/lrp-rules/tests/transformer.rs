@@ -368,7 +368,9 @@ fn every_preset_explains_the_vision_transformer() {
     let logits = net.forward(x.view()).unwrap();
     let targets = lrp_core::train::argmax_rows(logits.view());
     let logit = |x: &ArrayD<f32>, n: usize| net.forward(x.view()).unwrap()[[0, targets[n]]] as f64;
-    let mut seen: Vec<(String, Vec<(usize, lrp_rules::Rule)>, ArrayD<f32>)> = Vec::new();
+    // Each LRP preset: its name, the rules it gives the layers, its heatmap.
+    type Seen = (String, Vec<(usize, lrp_rules::Rule)>, ArrayD<f32>);
+    let mut seen: Vec<Seen> = Vec::new();
     for &preset in lrp_rules::PRESETS {
         let spec = Spec::parse(preset).unwrap();
         let ex = Explainer::new(&net, &spec).unwrap_or_else(|err| panic!("{preset}: {err}"));
@@ -391,7 +393,7 @@ fn every_preset_explains_the_vision_transformer() {
                 let z_plus_synonym = [preset, other.as_str()]
                     .iter()
                     .all(|p| ["zplus", "alpha1beta0"].contains(p));
-                assert_eq!(same_rules || z_plus_synonym, r == &e.relevance, "{preset} vs {other}");
+                assert_eq!(same_rules || z_plus_synonym, *r == e.relevance, "{preset} vs {other}");
             }
             seen.push((preset.to_string(), rules, e.relevance.clone()));
         }
