@@ -92,4 +92,23 @@ fn epsilon_gamma_box_beats_the_random_order_on_the_shipped_cnn() {
         );
         assert!(!out.join("report.md").exists());
     }
+    // --steps 0 would remove nothing: refused, nothing written (it used to exit 0 with empty curves).
+    let out = dir.path().join("steps0");
+    let err = lrp_err(&[
+        "eval",
+        "--model",
+        "cnn",
+        "--data",
+        "data/mnist",
+        "--rule",
+        "epsilon",
+        "--limit",
+        "2",
+        "--steps",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("--steps 0"), "{err}");
+    assert!(!out.join("report.json").exists());
 }

@@ -67,6 +67,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.region == 0 {
         bail!("--region 0: give the side of the removed squares, 1 pixel or more");
     }
+    if a.steps == Some(0) {
+        bail!("--steps 0: give 1 or more (0 removes nothing, so there is no curve to score)");
+    }
     if !a.baseline.is_finite() {
         bail!("--baseline {}: give a finite value", a.baseline);
     }
@@ -152,7 +155,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         let score = curves.iter().map(|c| aopc(c) as f64).sum::<f64>() / curves.len().max(1) as f64;
         (score, mean)
     };
-    let rules: Vec<(String, f64, Vec<f32>)> = specs
+    let rules: Vec<Scored> = specs
         .iter()
         .zip(&rule_curves)
         .map(|(s, c)| {
@@ -161,6 +164,27 @@ pub fn run(a: EvalArgs) -> Result<()> {
         })
         .collect();
     let (random_aopc, random_curve) = summarize(&random_curves);
+    let md = write_reports(&a, &json_path, (n, steps, seconds), &rules, (random_aopc, random_curve))?;
+    print!("{md}");
+    println!(
+        "\nwrote {}, report.md and curves.png ({seconds:.1} s, {})",
+        json_path.display(),
+        crate::text::count(threads, "thread")
+    );
+    Ok(())
+}
+
+/// What one rule scored: its spec, its AOPC, its mean curve.
+type Scored = (String, f64, Vec<f32>);
+
+/// Writes `report.json`, `report.md` and `curves.png` into `--out`; returns the Markdown table.
+fn write_reports(
+    a: &EvalArgs,
+    json_path: &std::path::Path,
+    (n, steps, seconds): (usize, usize, f64),
+    rules: &[Scored],
+    (random_aopc, random_curve): (f64, Vec<f32>),
+) -> Result<String> {
     let report = json!({
         "model": a.model.display().to_string(),
         "data": a.data.display().to_string(),
@@ -174,8 +198,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         "rules": rules.iter().map(|(spec, s, c)| json!({"spec": spec, "aopc": s, "curve": c})).collect::<Vec<_>>(),
         "random": {"aopc": random_aopc, "curve": random_curve},
     });
-    crate::inputs::write_atomic(&json_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    let mut ranked: Vec<&(String, f64, Vec<f32>)> = rules.iter().collect();
+    crate::inputs::write_atomic(json_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    let mut ranked: Vec<&Scored> = rules.iter().collect();
     ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
     let mut md = format!(
         "# Faithfulness by region perturbation\n\nModel `{}`, {n} images of `{}`, {}×{} regions replaced by {} \
@@ -217,11 +241,5 @@ pub fn run(a: EvalArgs) -> Result<()> {
         &series,
         (900, 600),
     )?;
-    print!("{md}");
-    println!(
-        "\nwrote {}, report.md and curves.png ({seconds:.1} s, {})",
-        json_path.display(),
-        crate::text::count(threads, "thread")
-    );
-    Ok(())
+    Ok(md)
 }
