@@ -208,3 +208,32 @@ fn a_200_by_60_pane_gets_pictures_three_times_as_large() {
     tmux.run(&["send-keys", "-t", "view", "q"]);
     tmux.wait_for("LRP-EXITED 0");
 }
+
+/// The README's capture of the viewer at 80×24 without colors is what `lrp view` shows (trailing blanks aside).
+#[test]
+fn the_readme_capture_is_what_lrp_view_shows_at_80x24() {
+    let tmux = Tmux {
+        socket: format!("lrp-view-readme-{}", std::process::id()),
+    };
+    let command = format!("NO_COLOR=1 {} view; sleep 10", env!("CARGO_BIN_EXE_lrp"));
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "view",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "-c",
+        root().to_str().unwrap(),
+        &command,
+    ]);
+    let screen = tmux.wait_for_all(&["probabilities", "relevance sums", "|R|≤"]);
+    let screen: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("```\n lrp view │").expect("the capture in the README") + 4;
+    let end = start + readme[start..].find("```").unwrap();
+    let shown: Vec<&str> = readme[start..end].lines().map(str::trim_end).collect();
+    assert_eq!(screen, shown, "the README's capture differs from the screen");
+}

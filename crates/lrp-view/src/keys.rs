@@ -44,8 +44,8 @@ pub const COMMON: &[Binding] = &[
     help_only("Esc / q", "dismiss a message or leave a screen (else quit) / quit"),
 ];
 
-/// A footer: the screen's own entries, then (unless the screen takes those keys over) the common ones, as many as
-/// fit in `width` columns; `? help` is always kept.
+/// A footer: the screen's own entries, then (unless the screen takes those keys over) the common ones, two spaces
+/// apart, or one where two do not fit in `width` columns, as many as fit; `? help` is always kept.
 pub fn footer(own: &[Binding], with_common: bool, width: usize) -> String {
     let mut items: Vec<&str> = own.iter().filter_map(|b| b.footer).collect();
     if with_common {
@@ -53,14 +53,20 @@ pub fn footer(own: &[Binding], with_common: bool, width: usize) -> String {
     } else {
         items.push("? help");
     }
+    let len = |s: &str| s.chars().count();
+    let gap = if items.iter().map(|i| len(i)).sum::<usize>() + 2 * (items.len() - 1) <= width {
+        "  "
+    } else {
+        " "
+    };
     let help = items.pop().expect("? help is last");
     let mut line = String::new();
     for item in items {
-        if line.chars().count() + item.chars().count() + 2 + help.chars().count() > width {
+        if len(&line) + len(item) + len(gap) + len(help) > width {
             break;
         }
         line.push_str(item);
-        line.push_str("  ");
+        line.push_str(gap);
     }
     line.push_str(help);
     line
@@ -81,5 +87,11 @@ mod tests {
         );
         let narrow = footer(&own, true, 24);
         assert!(narrow.chars().count() <= 24 && narrow.ends_with("? help"), "{narrow}");
+        // One space apart where two do not fit: the browse footer's ten entries in 80 columns.
+        let browse = footer(crate::ui::browse::KEYS, true, 80);
+        assert!(
+            browse.chars().count() <= 80 && browse.contains("Tab model") && browse.contains("l layers"),
+            "{browse}"
+        );
     }
 }
