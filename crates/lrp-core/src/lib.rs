@@ -20,9 +20,10 @@ pub use arch::Arch;
 pub use error::{CoreError, Result};
 pub use idx::{ByteDataset, Dataset, Split, StreamedDataset, pixel_value};
 pub use layers::{
-    Activation, Add, Arith, ArithOp, BatchNorm, BinaryFn, Concat, Conv2d, Dense, Dropout, Expr, ExprOp, Flatten, Layer,
-    LayerKind, LayerNorm, Lstm, LstmDirection, MatMul, Mean, Op, Pad, ParamGrads, Pool2d, Relu, Reshape, Slice,
-    Softmax, Transpose, UnaryFn, Window, matmul_backward, mean_backward, softmax_backward,
+    Activation, Add, Arith, ArithOp, BatchNorm, BinaryFn, Concat, Conv2d, Dense, Dropout, Expr, ExprOp, Flatten,
+    Insert, Layer, LayerKind, LayerNorm, Lstm, LstmDirection, MatMul, Mean, Mul, Op, Pad, ParamGrads, Pool2d, Relu,
+    Reshape, Slice, Softmax, Take, Transpose, UnaryFn, Window, matmul_backward, mean_backward, reduce_to,
+    softmax_backward,
 };
 pub use model_file::{Model, ModelMeta};
 pub use network::{Network, Trace, first_non_finite};

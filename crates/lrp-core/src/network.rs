@@ -147,19 +147,23 @@ impl Network {
             if let Layer::BatchNorm(bn) = &layer {
                 let src = ins[0];
                 let foldable = src > 0 && src == layers.len() && readers[inputs[0]] == 1;
-                match layers.last_mut() {
-                    Some(Layer::Dense(d)) if foldable => bn.fold_into_dense(d),
-                    Some(Layer::Conv2d(c)) if foldable => bn.fold_into_conv(c),
-                    _ => {
-                        return Err(CoreError::InvalidLayer {
-                            index,
-                            kind: "batchnorm",
-                            reason: "has no dense or conv layer right before it to fold into".into(),
-                        });
+                let folded = match layers.last_mut() {
+                    Some(Layer::Dense(d)) if foldable && d.outputs() == bn.channels() && out.len() == 1 => {
+                        bn.fold_into_dense(d);
+                        true
                     }
+                    Some(Layer::Conv2d(c)) if foldable => {
+                        bn.fold_into_conv(c);
+                        true
+                    }
+                    // No dense or conv layer right before it (a pre-activation DenseNet's batch norm after a
+                    // concatenation): it stays, an affine map per channel with weights of its own.
+                    _ => false,
+                };
+                if folded {
+                    map.push(src);
+                    continue;
                 }
-                map.push(src);
-                continue;
             }
             layers.push(layer);
             wiring.push(ins);
@@ -168,9 +172,14 @@ impl Network {
         }
         // Folding a batch norm can overflow (a huge scale over a tiny variance): refuse what would compute NaN.
         for (index, layer) in layers.iter().enumerate() {
+            let affine;
             let params: Vec<&f32> = match layer {
                 Layer::Dense(d) => d.weight.iter().chain(d.bias.iter().flatten()).collect(),
                 Layer::Conv2d(c) => c.weight.iter().chain(c.bias.iter().flatten()).collect(),
+                Layer::BatchNorm(b) => {
+                    affine = b.affine();
+                    affine.0.iter().chain(affine.1.iter()).collect()
+                }
                 _ => continue,
             };
             if params.iter().any(|v| !v.is_finite()) {

@@ -318,11 +318,19 @@ fn batch_norm_is_folded_and_equals_explicit_normalisation() {
     });
     assert_abs_diff_eq!(net.forward(xd.view()).unwrap(), explicit.into_dyn(), epsilon = 1e-5);
 
-    // A batch norm with nothing to fold into is refused by name.
-    let err = Network::new(vec![3], vec![Layer::Relu(lrp_core::Relu), Layer::BatchNorm(bn)])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("batchnorm") && err.contains("fold"), "{err}");
+    // A batch norm with nothing to fold into stays a layer of its own (pre-activation DenseNet) and
+    // computes the same normalisation.
+    let net = Network::new(vec![3], vec![Layer::Relu(lrp_core::Relu), Layer::BatchNorm(bn.clone())]).unwrap();
+    assert_eq!(net.layers().len(), 2, "nothing to fold into: the batch norm stays");
+    let xs = array![[-1.0f32, 0.5, 2.0], [0.25, -0.75, 1.0]];
+    let explicit = Array2::from_shape_fn((2, 3), |(n, c)| {
+        (xs[[n, c]].max(0.0) - bn.mean[c]) * bn.scale[c] / (bn.var[c] + bn.eps).sqrt() + bn.shift[c]
+    });
+    assert_abs_diff_eq!(
+        net.forward(xs.into_dyn().view()).unwrap(),
+        explicit.into_dyn(),
+        epsilon = 1e-6
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use lrp_core::Layer;
 use crate::error::{OnnxError, Result};
 use crate::fold::{MAX_FOLDED, Tensor};
 use crate::proto::{AttributeProto, NodeProto, TensorProto};
-use crate::value::{Computed, Val};
+use crate::value::{Batch, Computed, Val};
 
 /// The network as it is built: nodes `(layer, values read)` and each value's per-sample shape.
 pub(crate) struct Builder {
@@ -246,15 +246,15 @@ impl NodeCtx<'_> {
     }
 
     /// Output 0 is a layer's output with the given per-sample shape and batch position.
-    pub(crate) fn set_node(&mut self, id: usize, shape: Vec<usize>, batch_axis: usize) -> Result<()> {
-        self.set(0, Val::Node(Computed { id, shape, batch_axis }))
+    pub(crate) fn set_node(&mut self, id: usize, shape: Vec<usize>, batch: Batch) -> Result<()> {
+        self.set(0, Val::Node(Computed { id, shape, batch }))
     }
 
     /// Adds `layer` reading `x` and makes its output (with the batch where `x` has it) output 0.
     pub(crate) fn push(&mut self, layer: Layer, x: &Computed) -> Result<()> {
         let id = self.emit(layer, vec![x.id])?;
         let shape = self.shape_of(id);
-        self.set_node(id, shape, x.batch_axis)
+        self.set_node(id, shape, x.batch)
     }
 
     /// Output 0 is the folded constant `t`.
@@ -268,15 +268,38 @@ impl NodeCtx<'_> {
         Ok(())
     }
 
-    /// An error unless `x` has the batch axis first in ONNX's layout.
+    /// An error unless `x` has the batch axis first in ONNX's layout (or merged into another axis).
     pub(crate) fn need_batch_first(&self, x: &Computed, what: &str) -> Result<()> {
-        if x.batch_axis != 0 {
-            return Err(self.err(format!(
-                "{what} needs the batch axis first, but its input has it at position {}",
-                x.batch_axis
-            )));
+        match x.batch {
+            Batch::At(b) if b != 0 => Err(self.err(format!(
+                "{what} needs the batch axis first, but its input has it at position {b}"
+            ))),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// `x` with the batch first: a merged batch whose tensor starts with a unit axis takes that axis back as the
+    /// batch (a reshape of each sample, emitted here), so that image and dense layers see `[N, …]`.
+    pub(crate) fn unmerge(&mut self, x: Computed) -> Result<Computed> {
+        match (x.batch, x.shape.first()) {
+            (Batch::Merged, Some(1)) if x.shape.len() > 1 => {
+                let shape = x.shape[1..].to_vec();
+                let id = self.emit(crate::ops::shape::reshape_layer(&shape), vec![x.id])?;
+                Ok(Computed {
+                    id,
+                    shape,
+                    batch: Batch::At(0),
+                })
+            }
+            _ => Ok(x),
+        }
+    }
+
+    /// The per-sample axis of ONNX axis `a` (possibly negative) of `x`, or an error naming what touches the batch.
+    pub(crate) fn feature_axis(&self, x: &Computed, a: i64, what: &str) -> Result<usize> {
+        let ax = crate::fold::axis(a, x.rank()).map_err(|e| self.err(e))?;
+        x.feature_axis(ax)
+            .ok_or_else(|| self.err(format!("{what} the batch axis")))
     }
 
     /// A note for the user.

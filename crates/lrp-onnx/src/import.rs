@@ -71,7 +71,7 @@ fn import_with(bytes: &[u8], dir: Option<&Path>) -> Result<Imported> {
         Val::Node(Computed {
             id: 0,
             shape: sig.input_shape.clone(),
-            batch_axis: 0,
+            batch: crate::value::Batch::At(0),
         }),
     );
     let mut st = GraphState {

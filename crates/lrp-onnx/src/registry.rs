@@ -13,6 +13,7 @@ fn registry() -> &'static BTreeMap<&'static str, Handler> {
         ops::activation::register(&mut reg);
         ops::arith::register(&mut reg);
         ops::linear::register(&mut reg);
+        ops::logic::register(&mut reg);
         ops::pool::register(&mut reg);
         ops::rec::register(&mut reg);
         ops::route::register(&mut reg);

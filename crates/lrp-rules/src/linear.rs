@@ -1,5 +1,6 @@
-//! The linear-layer abstraction: dense and conv layers as one map `x ↦ Wx (+ b)` with its transpose,
-//! under a parameter modifier. Every LRP rule is written once over these calls.
+//! The linear-layer abstraction: dense layers, convolutions and standalone batch norms (an affine map per channel)
+//! as one map `x ↦ Wx (+ b)` with its transpose, under a parameter modifier. Every LRP rule is written once over
+//! these calls.
 
 use lrp_core::{Conv2d, Dense, Layer};
 use ndarray::{ArrayD, ArrayViewD, Ix2, Ix4};
@@ -38,13 +39,29 @@ impl Modifier {
     }
 }
 
-/// A dense or conv layer's linear map, possibly with modified parameters.
+/// A layer's linear map, possibly with modified parameters.
 #[derive(Clone, Debug)]
 pub enum LinearMap {
     /// Fully connected.
     Dense(Dense),
     /// 2-D convolution.
     Conv(Conv2d),
+    /// `a ⊙ x + c` per channel (the first per-sample axis): a batch norm no dense or conv layer folds into.
+    Affine {
+        /// `a`, one per channel.
+        scale: ndarray::Array1<f32>,
+        /// `c`, one per channel, if the map adds one.
+        shift: Option<ndarray::Array1<f32>>,
+    },
+}
+
+/// `v` (one value per channel) shaped to broadcast over `[N, C, …]` of rank `rank`.
+fn per_channel(v: &ndarray::Array1<f32>, rank: usize) -> ArrayD<f32> {
+    let mut shape = vec![1, v.len()];
+    shape.resize(rank.max(2), 1);
+    v.clone()
+        .into_shape_with_order(ndarray::IxDyn(&shape))
+        .expect("one value per channel")
 }
 
 impl LinearMap {
@@ -53,7 +70,23 @@ impl LinearMap {
         match layer {
             Layer::Dense(d) => Some(LinearMap::Dense(d.clone())),
             Layer::Conv2d(c) => Some(LinearMap::Conv(c.clone())),
+            Layer::BatchNorm(b) => {
+                let (scale, shift) = b.affine();
+                Some(LinearMap::Affine {
+                    scale,
+                    shift: Some(shift),
+                })
+            }
             _ => None,
+        }
+    }
+
+    /// The bias, one value per output (channel), if the map adds one.
+    pub fn bias(&self) -> Option<&ndarray::Array1<f32>> {
+        match self {
+            LinearMap::Dense(d) => d.bias.as_ref(),
+            LinearMap::Conv(c) => c.bias.as_ref(),
+            LinearMap::Affine { shift, .. } => shift.as_ref(),
         }
     }
 
@@ -75,14 +108,19 @@ impl LinearMap {
                 dilation: c.dilation,
                 groups: c.groups,
             }),
+            LinearMap::Affine { scale, shift } => LinearMap::Affine {
+                scale: scale.mapv(|w| m.weight(w)),
+                shift: bias(shift),
+            },
         }
     }
 
-    /// Output channels (conv) or outputs (dense).
+    /// Output channels (conv, affine) or outputs (dense).
     pub fn outputs(&self) -> usize {
         match self {
             LinearMap::Dense(d) => d.outputs(),
             LinearMap::Conv(c) => c.out_channels(),
+            LinearMap::Affine { scale, .. } => scale.len(),
         }
     }
 
@@ -141,6 +179,13 @@ impl LinearMap {
             LinearMap::Conv(c) => c
                 .forward(x.into_dimensionality::<Ix4>().expect("conv input"), with_bias)
                 .into_dyn(),
+            LinearMap::Affine { scale, shift } => {
+                let mut y = &x * &per_channel(scale, x.ndim());
+                if with_bias && let Some(c) = shift {
+                    y += &per_channel(c, x.ndim());
+                }
+                y
+            }
         }
     }
 
@@ -156,6 +201,7 @@ impl LinearMap {
                     (in_shape[2], in_shape[3]),
                 )
                 .into_dyn(),
+            LinearMap::Affine { scale, .. } => &s * &per_channel(scale, s.ndim()),
         }
     }
 }

@@ -38,6 +38,10 @@ pub(crate) enum Step {
     Softmax(usize),
     /// The product of two computed values, each factor taking half (gradient form only).
     MatMul,
+    /// The elementwise product of two computed values: with `gate: Some(i)`, a gate (the other input is the
+    /// output of a sigmoid or hard sigmoid) and input `i`, the signal, takes all the relevance (as an LSTM's gates
+    /// do); with `None`, each factor takes half.
+    Mul { gate: Option<usize> },
 }
 
 /// How relevance travels through a plan's network.
@@ -114,24 +118,20 @@ pub(crate) struct GammaPlus {
     pub bias_neg: Vec<f32>,
 }
 
-/// A layer's bias shaped to broadcast over its output `[N, O, …]`.
-fn shaped_bias(map: &LinearMap) -> Option<ArrayD<f32>> {
-    let (bias, ndim) = match map {
-        LinearMap::Dense(d) => (d.bias.clone(), 2),
-        LinearMap::Conv(c) => (c.bias.clone(), 4),
-    };
+/// A layer's bias shaped to broadcast over its output `[N, O, …]` of rank `ndim`.
+fn shaped_bias(map: &LinearMap, ndim: usize) -> Option<ArrayD<f32>> {
     let mut shape = vec![1, map.outputs()];
-    shape.resize(ndim, 1);
-    bias.map(|b| b.into_shape_with_order(IxDyn(&shape)).expect("one value per output"))
+    shape.resize(ndim.max(2), 1);
+    map.bias().map(|b| {
+        b.clone()
+            .into_shape_with_order(IxDyn(&shape))
+            .expect("one value per output")
+    })
 }
 
 impl GammaPlus {
     pub(crate) fn new(map: &LinearMap, gamma: f32) -> GammaPlus {
-        let bias = match map {
-            LinearMap::Dense(d) => d.bias.clone(),
-            LinearMap::Conv(c) => c.bias.clone(),
-        };
-        let b: Vec<f32> = bias.map_or_else(|| vec![0.0; map.outputs()], |b| b.to_vec());
+        let b: Vec<f32> = map.bias().map_or_else(|| vec![0.0; map.outputs()], |b| b.to_vec());
         GammaPlus {
             w_pos: map.modified(Modifier::Positive),
             gamma,
@@ -239,7 +239,7 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usiz
                 (bound.iter().any(|&v| v != 0.0)).then(|| m.forward(bound.view().insert_axis(ndarray::Axis(0)), false))
             };
             let (pos_low, neg_high) = (once(&pos, &low), once(&neg, &high));
-            let bias = shaped_bias(&map);
+            let bias = shaped_bias(&map, in_shape.len() + 1);
             Maps::ZBox {
                 bias,
                 pos,
@@ -264,6 +264,24 @@ fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usiz
         }
     };
     Prepared { rule, maps }
+}
+
+/// For a product of two values (node `k`): the input that is the signal when the other is a gate, the output of a
+/// sigmoid or hard sigmoid (a squeeze-excitation block; an activation `x ⊙ σ(x)` of one value is imported as one
+/// activation, not as a product).
+fn gate_of(net: &Network, k: usize) -> Option<usize> {
+    let is_gate = |v: usize| {
+        v > 0
+            && matches!(
+                net.layers()[v - 1],
+                Layer::Activation(Activation::Sigmoid | Activation::HardSigmoid(..))
+            )
+    };
+    match *net.inputs_of(k) {
+        [a, b] if is_gate(b) && !is_gate(a) => Some(0),
+        [a, b] if is_gate(a) && !is_gate(b) => Some(1),
+        _ => None,
+    }
 }
 
 /// Whether value `v` is the network input, directly or through flattens, reshapes and dropouts only (the same
@@ -369,7 +387,8 @@ impl Plan {
                 let hit = match a.selector {
                     Selector::All => true,
                     Selector::First => first.contains(&layer),
-                    Selector::Dense => kind == LayerKind::Dense,
+                    // A standalone batch norm takes the dense layers' rule (an affine map of one input each).
+                    Selector::Dense => matches!(kind, LayerKind::Dense | LayerKind::BatchNorm),
                     Selector::Conv => kind == LayerKind::Conv2d,
                     Selector::Lstm => kind == LayerKind::Lstm,
                     Selector::Index(n) => n == pos,
@@ -394,7 +413,7 @@ impl Plan {
                 rule
             };
             steps.push(match layer {
-                Layer::Dense(_) | Layer::Conv2d(_) => {
+                Layer::Dense(_) | Layer::Conv2d(_) | Layer::BatchNorm(_) => {
                     let rule = next_rule()?;
                     // In the gradient form a rule whose result is not `x ⊙ (something)` can only end the pass.
                     if form == Form::Gradient
@@ -446,7 +465,13 @@ impl Plan {
                     ArithOp::SubFrom => Step::Bias(-1.0),
                     ArithOp::Mul | ArithOp::Div => Step::Pass,
                 },
-                Layer::Concat(_) | Layer::Pad(_) | Layer::Transpose(_) | Layer::Slice { .. } => Step::Route,
+                Layer::Concat(_)
+                | Layer::Pad(_)
+                | Layer::Transpose(_)
+                | Layer::Slice(_)
+                | Layer::Insert(_)
+                | Layer::Take(_) => Step::Route,
+                Layer::Mul(_) => Step::Mul { gate: gate_of(net, i) },
                 Layer::Activation(a) => Step::Act(a.clone()),
                 Layer::Mean(m) => Step::Mean(m.axis),
                 Layer::LayerNorm(l) => Step::LayerNorm(l.clone()),

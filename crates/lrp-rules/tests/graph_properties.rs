@@ -174,3 +174,63 @@ fn zbox_bounds_are_mapped_through_input_normalization() {
         assert!((g - e).abs() <= 1e-4 * scale, "{g} vs {e}");
     }
 }
+
+/// A product of two computed values, `y = a ⊙ b` with `a = A·x` and `b = B·x` (no biases), checked against the
+/// two rules of LRP-RULES.md computed by hand: when `b` comes out of a sigmoid it is a gate and the signal takes
+/// all (`R_a = R_y`, nothing for the gate branch); otherwise each factor gets half (`R_a = R_b = R_y / 2`).
+/// Each half (or the whole) then goes through its dense layer by LRP-0: `R_x = x ⊙ Wᵀ(R / (W·x))`.
+#[test]
+fn products_of_two_computed_values_take_the_gate_and_uniform_rules() {
+    use lrp_core::Activation;
+    let a_w = Array2::from_shape_vec((2, 3), vec![1.0f32, -0.5, 0.25, 0.5, 0.75, -1.0]).unwrap();
+    let b_w = Array2::from_shape_vec((2, 3), vec![-0.25f32, 1.0, 0.5, 1.5, -0.5, 0.25]).unwrap();
+    let x = [0.8f64, -0.3, 0.6];
+    let matvec =
+        |w: &Array2<f32>, x: &[f64; 3]| -> [f64; 2] { [0, 1].map(|i| (0..3).map(|j| w[[i, j]] as f64 * x[j]).sum()) };
+    // LRP-0 through a dense layer with relevance `r` at its output.
+    let lrp0 = |w: &Array2<f32>, r: [f64; 2]| -> [f64; 3] {
+        let z = matvec(w, &x);
+        [0, 1, 2].map(|j| x[j] * (0..2).map(|i| w[[i, j]] as f64 * r[i] / z[i]).sum::<f64>())
+    };
+    let a = matvec(&a_w, &x);
+    let b = matvec(&b_w, &x);
+    let input = ArrayD::from_shape_vec(IxDyn(&[1, 3]), x.iter().map(|&v| v as f32).collect()).unwrap();
+    let dense = |w: &Array2<f32>| Layer::Dense(Dense::new(w.clone(), None));
+    for gated in [false, true] {
+        let mut nodes = vec![(dense(&a_w), vec![0]), (dense(&b_w), vec![0])];
+        let factor = if gated {
+            nodes.push((Layer::Activation(Activation::Sigmoid), vec![2]));
+            3
+        } else {
+            2
+        };
+        nodes.push((Layer::Mul(lrp_core::Mul), vec![1, factor]));
+        let net = Network::graph(vec![3], nodes).unwrap();
+        let e = Explainer::new(&net, &Spec::parse("epsilon(0)").unwrap())
+            .unwrap()
+            .explain(input.view(), &Target::Class(1))
+            .unwrap();
+        let g = |v: f64| if gated { 1.0 / (1.0 + (-v).exp()) } else { v };
+        let y = a[1] * g(b[1]);
+        let expected: Vec<f64> = if gated {
+            lrp0(&a_w, [0.0, y]).to_vec()
+        } else {
+            let ra = lrp0(&a_w, [0.0, y / 2.0]);
+            let rb = lrp0(&b_w, [0.0, y / 2.0]);
+            (0..3).map(|j| ra[j] + rb[j]).collect()
+        };
+        for (j, want) in expected.iter().enumerate() {
+            let got = e.relevance[[0, j]] as f64;
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1e-3),
+                "gated {gated}, input {j}: {got} vs {want}"
+            );
+        }
+        // LRP-0 without biases conserves: the hand computation itself must sum to y.
+        let total: f64 = expected.iter().sum();
+        assert!(
+            (total - y).abs() < 1e-9,
+            "the hand computation conserves y: {total} vs {y}"
+        );
+    }
+}

@@ -5,10 +5,11 @@ use ndarray::{ArrayD, ArrayViewD, Ix4};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{self, LayerNorm, MatMul, Mean, Softmax};
+use super::combine::{Insert, Mul};
 use super::elementwise::Relu;
 use super::op::Op;
 use super::pool::{AvgPoolOp, MaxPoolOp};
-use super::structural::{Add, Concat, Dropout, Flatten, Pad, Reshape, Slice, Transpose};
+use super::structural::{Add, Concat, Dropout, Flatten, Pad, Reshape, Slice, Take, Transpose};
 use super::{Activation, Arith, ArithOp, BatchNorm, Conv2d, Dense, Lstm, Pool2d};
 use crate::error::{CoreError, Result};
 
@@ -62,6 +63,12 @@ pub enum Layer {
     MatMul(MatMul),
     /// The mean over a per-sample axis, which is removed.
     Mean(Mean),
+    /// The elementwise product of two computed values (broadcasting). Reads two values.
+    Mul(Mul),
+    /// A constant block inserted along a per-sample axis (a class token).
+    Insert(Insert),
+    /// Elements picked along a per-sample axis by index.
+    Take(Take),
 }
 
 /// The kind of a layer, without its parameters.
@@ -110,6 +117,12 @@ pub enum LayerKind {
     MatMul,
     /// [`Layer::Mean`].
     Mean,
+    /// [`Layer::Mul`].
+    Mul,
+    /// [`Layer::Insert`].
+    Insert,
+    /// [`Layer::Take`].
+    Take,
 }
 
 impl LayerKind {
@@ -137,6 +150,9 @@ impl LayerKind {
             LayerKind::Softmax => "softmax",
             LayerKind::MatMul => "matmul",
             LayerKind::Mean => "mean",
+            LayerKind::Mul => "mul",
+            LayerKind::Insert => "insert",
+            LayerKind::Take => "take",
         }
     }
 }
@@ -173,6 +189,9 @@ impl Layer {
             Layer::Softmax(_) => LayerKind::Softmax,
             Layer::MatMul(_) => LayerKind::MatMul,
             Layer::Mean(_) => LayerKind::Mean,
+            Layer::Mul(_) => LayerKind::Mul,
+            Layer::Insert(_) => LayerKind::Insert,
+            Layer::Take(_) => LayerKind::Take,
         }
     }
 
@@ -200,13 +219,16 @@ impl Layer {
             Layer::Softmax(l) => f(l),
             Layer::MatMul(l) => f(l),
             Layer::Mean(l) => f(l),
+            Layer::Mul(l) => f(l),
+            Layer::Insert(l) => f(l),
+            Layer::Take(l) => f(l),
         }
     }
 
     /// How many values the layer reads: `Some(k)` exactly `k`, `None` one or more (concat).
     pub fn arity(&self) -> Option<usize> {
         match self {
-            Layer::Add(_) | Layer::MatMul(_) => Some(2),
+            Layer::Add(_) | Layer::MatMul(_) | Layer::Mul(_) => Some(2),
             Layer::Concat(_) => None,
             _ => Some(1),
         }
@@ -235,9 +257,13 @@ impl Layer {
         matches!(self, Layer::LayerNorm(_) | Layer::Softmax(_) | Layer::MatMul(_))
     }
 
-    /// Whether the layer has trainable weights (dense, conv, LSTM).
+    /// Whether the layer has weights that a rule applies to: dense, conv, LSTM, and a batch norm that no dense or
+    /// conv layer folds into (an affine map per channel, as in a pre-activation DenseNet).
     pub fn has_weights(&self) -> bool {
-        matches!(self, Layer::Dense(_) | Layer::Conv2d(_) | Layer::Lstm(_))
+        matches!(
+            self,
+            Layer::Dense(_) | Layer::Conv2d(_) | Layer::Lstm(_) | Layer::BatchNorm(_)
+        )
     }
 
     /// Number of parameters.
@@ -249,6 +275,7 @@ impl Layer {
             Layer::Lstm(l) => l.directions.iter().map(|d| d.w.len() + d.r.len() + d.b.len()).sum(),
             Layer::LayerNorm(l) => 2 * l.features(),
             Layer::Arith(a) if a.op == ArithOp::Add => a.value.len(),
+            Layer::Insert(i) => i.value.len(),
             _ => 0,
         }
     }

@@ -2,6 +2,7 @@
 
 mod attention;
 mod batchnorm;
+mod combine;
 mod conv;
 mod dense;
 mod direct;
@@ -19,6 +20,7 @@ pub use attention::{
     softmax_backward,
 };
 pub use batchnorm::BatchNorm;
+pub use combine::{Insert, Mul, broadcast_shapes, reduce_to};
 pub use conv::Conv2d;
 pub use dense::Dense;
 pub use elementwise::{Activation, Arith, ArithOp, Relu};
@@ -27,5 +29,5 @@ pub use layer::{Layer, LayerKind, ParamGrads};
 pub use lstm::{Lstm, LstmDirection, LstmStates};
 pub use op::Op;
 pub use pool::Pool2d;
-pub use structural::{Add, Concat, Dropout, Flatten, Pad, Reshape, Slice, Transpose};
+pub use structural::{Add, Concat, Dropout, Flatten, Pad, Reshape, Slice, Take, Transpose};
 pub use window::Window;

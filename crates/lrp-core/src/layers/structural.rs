@@ -293,3 +293,47 @@ impl Op for Add {
         vec![g.to_owned(), g.to_owned()]
     }
 }
+
+/// Elements picked along a per-sample axis by index (repeats allowed): `y[…, j, …] = x[…, indices[j], …]` (a
+/// `Gather` with constant indices, an upsampling average pool's copies).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Take {
+    /// The per-sample axis.
+    pub axis: usize,
+    /// The picked positions along it, in output order.
+    pub indices: Vec<usize>,
+}
+
+impl Op for Take {
+    fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let input = inputs[0];
+        let Some(&d) = input.get(self.axis) else {
+            return Err(format!("axis {} is out of range for {input:?}", self.axis));
+        };
+        if self.indices.is_empty() {
+            return Err("picks nothing".into());
+        }
+        if let Some(&i) = self.indices.iter().find(|&&i| i >= d) {
+            return Err(format!("index {i} is out of range for axis {} of size {d}", self.axis));
+        }
+        let mut out = input.to_vec();
+        out[self.axis] = self.indices.len();
+        check_count(&out)?;
+        Ok(out)
+    }
+
+    fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
+        xs[0].select(ndarray::Axis(self.axis + 1), &self.indices)
+    }
+
+    fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
+        // Each picked element's gradient goes back to where it came from; repeats add (in output order).
+        let ax = ndarray::Axis(self.axis + 1);
+        let mut out = ArrayD::<f32>::zeros(xs[0].raw_dim());
+        for (j, &i) in self.indices.iter().enumerate() {
+            let mut dst = out.index_axis_mut(ax, i);
+            dst += &g.index_axis(ax, j);
+        }
+        vec![out]
+    }
+}

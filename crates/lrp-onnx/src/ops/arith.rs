@@ -8,6 +8,7 @@ use crate::context::{Handler, NodeCtx};
 use crate::error::Result;
 use crate::fold::{Tensor, broadcast_shape, broadcast_with};
 use crate::tensor::to_f32;
+use crate::value::{Batch, Dim};
 
 pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
     reg.extend([
@@ -18,6 +19,7 @@ pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
         ("Pow", binary),
         ("Max", binary),
         ("Min", binary),
+        ("Mod", binary),
         ("Neg", unary),
         ("Sqrt", unary),
         ("Reciprocal", unary),
@@ -50,11 +52,7 @@ fn unary(c: &mut NodeCtx) -> Result<()> {
 fn binary(c: &mut NodeCtx) -> Result<()> {
     let computed = c.computed();
     match computed.len() {
-        0 if c.any_sym() => Err(c.err(format!(
-            "{} on a shape that holds the batch size is not supported (only Gather, Slice, Concat, Unsqueeze, \
-             Squeeze, Cast and ConstantOfShape are)",
-            c.op()
-        ))),
+        0 if c.any_sym() => sym_binary(c),
         0 => fold(c),
         1 if matches!(c.op(), "Add" | "Sub" | "Mul" | "Div") => with_constant(c, computed[0]),
         2 if matches!(c.op(), "Add" | "Sub" | "Mul" | "Div") => join(c),
@@ -89,28 +87,125 @@ fn fold(c: &mut NodeCtx) -> Result<()> {
         "Div" => &a.data / &b.data,
         "Pow" => broadcast_with(&a.data, &b.data, f64::powf),
         "Max" => broadcast_with(&a.data, &b.data, f64::max),
+        "Mod" => {
+            let fmod = c.int("fmod", 0) != 0;
+            if b.data.iter().any(|&v| v == 0.0) && int {
+                return Err(c.err("integer modulo by zero"));
+            }
+            broadcast_with(&a.data, &b.data, |x, y| modulo(x, y, fmod))
+        }
         _ => broadcast_with(&a.data, &b.data, f64::min),
     };
     c.set_const(Tensor { data, int })
 }
 
-/// Two values of the network: only a sum (a residual join) of equal shapes.
+/// ONNX `Mod`: the remainder with the divisor's sign (`fmod = 0`, as Python's `%`), or the dividend's (`fmod = 1`,
+/// as C's `fmod`).
+fn modulo(x: f64, y: f64, fmod: bool) -> f64 {
+    let r = x % y;
+    if !fmod && r != 0.0 && (r < 0.0) != (y < 0.0) {
+        r + y
+    } else {
+        r
+    }
+}
+
+/// Input `i` as the dimensions of a shape: a shape holding the batch size, or a constant's integers; with whether it
+/// is a scalar.
+pub(crate) fn dims_of(c: &NodeCtx, i: usize) -> Result<(Vec<Dim>, bool)> {
+    if let Some(s) = c.sym_at(i) {
+        return Ok(s);
+    }
+    let t = c.tensor_req(i).map_err(|e| c.err(e))?;
+    if t.data.ndim() > 1 {
+        return Err(c.err(format!(
+            "{} of a shape and a constant of shape {:?}",
+            c.op(),
+            t.data.shape()
+        )));
+    }
+    Ok((t.ints().into_iter().map(Dim::Known).collect(), t.data.ndim() == 0))
+}
+
+/// Shape arithmetic that carries the batch size: known dimensions are computed; the batch size may be scaled by a
+/// known factor (`N·nW` windows, and back), or added 0 to.
+fn sym_binary(c: &mut NodeCtx) -> Result<()> {
+    let ((a, sa), (b, sb)) = (dims_of(c, 0)?, dims_of(c, 1)?);
+    let n = a.len().max(b.len());
+    let at = |v: &[Dim], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+    if !(a.len() == n || a.len() == 1) || !(b.len() == n || b.len() == 1) {
+        return Err(c.err(format!("{} of shapes of lengths {} and {}", c.op(), a.len(), b.len())));
+    }
+    let fmod = c.int("fmod", 0) != 0;
+    let op = c.op().to_string();
+    let out: Vec<Dim> = (0..n)
+        .map(|i| dim_op(&op, at(&a, i), at(&b, i), fmod))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| c.err(e))?;
+    super::shape::set_dims(c, out, sa && sb)
+}
+
+/// One dimension of `x op y`.
+fn dim_op(op: &str, x: Dim, y: Dim, fmod: bool) -> std::result::Result<Dim, String> {
+    use Dim::{Batch, Known};
+    Ok(match (op, x, y) {
+        (_, Known(p), Known(q)) => Known(match op {
+            "Add" => p + q,
+            "Sub" => p - q,
+            "Mul" => p * q,
+            "Div" if q != 0 => p / q,
+            "Mod" if q != 0 => modulo(p as f64, q as f64, fmod) as i64,
+            "Max" => p.max(q),
+            "Min" => p.min(q),
+            "Pow" if q >= 0 => p.pow(q as u32),
+            _ => return Err(format!("{op} of {p} and {q}")),
+        }),
+        ("Mul", Batch(k), Known(q)) | ("Mul", Known(q), Batch(k)) if q > 0 => Batch(k * q),
+        ("Div", Batch(k), Known(q)) if q > 0 && k % q == 0 => Batch(k / q),
+        ("Add" | "Sub", Batch(k), Known(0)) | ("Add", Known(0), Batch(k)) => Batch(k),
+        ("Max" | "Min", Batch(k), Batch(l)) if k == l => Batch(k),
+        _ => {
+            return Err(format!(
+                "{op} of {x} and {y}: arithmetic on the batch size that this import does not follow"
+            ));
+        }
+    })
+}
+
+/// Two values of the network: a sum (a residual join) of equal shapes, or a product (a squeeze-excitation gate, or
+/// any other product of two values) whose shapes broadcast.
 fn join(c: &mut NodeCtx) -> Result<()> {
     let (x, y) = (c.node_at(0).expect("computed"), c.node_at(1).expect("computed"));
-    if c.op() != "Add" {
-        return Err(c.err(format!(
-            "{} of two computed values is not supported (only Add joins branches)",
-            c.op()
-        )));
+    match c.op() {
+        "Add" => {
+            if x.batch != y.batch || x.shape != y.shape {
+                return Err(c.err(format!(
+                    "adds values of different shapes {:?} and {:?} (broadcasting between computed values is not \
+                     supported)",
+                    x.shape, y.shape
+                )));
+            }
+            let id = c.emit(Layer::Add(lrp_core::Add), vec![x.id, y.id])?;
+            c.set_node(id, x.shape, x.batch)
+        }
+        "Mul" => {
+            // Broadcasting is per sample: both values' batch must stand at the same place (or nowhere apart), and
+            // their per-sample shapes broadcast right-aligned as ONNX's do when they have the same rank.
+            if x.batch != y.batch || x.shape.len() != y.shape.len() {
+                return Err(c.err(format!(
+                    "multiplies values of shapes {:?} and {:?} with their batch axes in different places",
+                    x.full_dims(),
+                    y.full_dims()
+                )));
+            }
+            let id = c.emit(Layer::Mul(lrp_core::Mul), vec![x.id, y.id])?;
+            let shape = c.shape_of(id);
+            c.set_node(id, shape, x.batch)
+        }
+        op => Err(c.err(format!(
+            "{op} of two computed values is not supported (only Add joins branches and Mul multiplies them)"
+        ))),
     }
-    if x.batch_axis != y.batch_axis || x.shape != y.shape {
-        return Err(c.err(format!(
-            "adds values of different shapes {:?} and {:?} (broadcasting between computed values is not supported)",
-            x.shape, y.shape
-        )));
-    }
-    let id = c.emit(Layer::Add(lrp_core::Add), vec![x.id, y.id])?;
-    c.set_node(id, x.shape, x.batch_axis)
 }
 
 /// A value of the network (input `at`) with a constant: an arithmetic layer, or a bias merged into the dense or
@@ -123,23 +218,22 @@ fn with_constant(c: &mut NodeCtx, at: usize) -> Result<()> {
         .const_input(ci)
         .ok_or_else(|| c.err(format!("input '{name}' is neither computed nor a constant")))?;
     let value = to_f32(t)?;
-    // ONNX broadcasts against the full shape; ours is per sample.
-    let mut full = x.shape.clone();
-    full.insert(x.batch_axis, 1);
+    // ONNX broadcasts against the full shape; ours is per sample: the constant may not vary along the batch axis,
+    // which is then dropped from it.
+    let full = x.full_shape_one();
     if broadcast_shape(&full, value.shape()).as_deref() != Some(&full[..]) {
         return Err(c.err(format!(
             "constant '{name}' of shape {:?} does not broadcast to the value's shape {full:?} without changing it",
             value.shape()
         )));
     }
-    if x.batch_axis != 0 {
-        c.need_batch_first(&x, c.op())?;
-    }
-    // Drop the constant's batch axis (size 1) when it has one.
-    let value = if value.ndim() == full.len() {
-        value.index_axis_move(Axis(0), 0)
-    } else {
-        value
+    let value = match x.batch {
+        Batch::At(b) if value.ndim() + b >= full.len() => {
+            // The constant's axis that lines up with the batch (right-aligned) has size 1: drop it.
+            let at = value.ndim() + b - full.len();
+            value.index_axis_move(Axis(at), 0)
+        }
+        _ => value,
     };
     let op = match (c.op(), at) {
         ("Add", _) => ArithOp::Add,
@@ -150,7 +244,7 @@ fn with_constant(c: &mut NodeCtx, at: usize) -> Result<()> {
         _ => return Err(c.err("divides a constant by a computed value, which is not a linear map")),
     };
     if op == ArithOp::Add && merge_bias(c, &x, at, &value) {
-        return c.set(0, x.with(x.id, x.shape.clone(), x.batch_axis));
+        return c.set(0, x.with(x.id, x.shape.clone(), x.batch));
     }
     c.push(Layer::Arith(Arith { op, value }), &x)
 }

@@ -8,7 +8,7 @@ use crate::context::{Handler, NodeCtx};
 use crate::error::Result;
 use crate::proto::TensorProto;
 use crate::tensor::to_f32;
-use crate::value::Computed;
+use crate::value::{Batch, Computed};
 
 pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
     reg.extend([
@@ -19,8 +19,9 @@ pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
     ]);
 }
 
-/// The one computed input of a layer with weights: input 0, the batch axis first, its weights constants.
-pub(crate) fn data_input(c: &NodeCtx) -> Result<Computed> {
+/// The one computed input of a layer with weights: input 0, its weights constants. Unless `any_batch`, the
+/// batch axis must come first (a merged batch's leading unit axis is taken back as the batch).
+pub(crate) fn data_input_any(c: &mut NodeCtx, any_batch: bool) -> Result<Computed> {
     let computed = c.computed();
     match computed[..] {
         [] => Err(c.err(format!(
@@ -30,13 +31,17 @@ pub(crate) fn data_input(c: &NodeCtx) -> Result<Computed> {
         ))),
         [0] => {
             let x = c.node_at(0).expect("computed");
-            if x.batch_axis != 0 {
-                return Err(c.err(format!(
-                    "the value '{}' has its batch axis at position {}; this operator needs it first",
-                    c.node.input[0], x.batch_axis
-                )));
+            if any_batch {
+                return Ok(x);
             }
-            Ok(x)
+            let x = c.unmerge(x)?;
+            match x.batch {
+                Batch::At(b) if b != 0 => Err(c.err(format!(
+                    "the value '{}' has its batch axis at position {b}; this operator needs it first",
+                    c.node.input[0]
+                ))),
+                _ => Ok(x),
+            }
         }
         [i] if matches!(c.op(), "MatMul" | "Gemm") => Err(c.err(format!(
             "multiplies a constant by a computed value from the left, which is not supported (input {i})"
@@ -47,6 +52,11 @@ pub(crate) fn data_input(c: &NodeCtx) -> Result<Computed> {
         ))),
         _ => Err(c.err("reads several computed values, which this operator does not support")),
     }
+}
+
+/// [`data_input_any`] with the batch first.
+pub(crate) fn data_input(c: &mut NodeCtx) -> Result<Computed> {
+    data_input_any(c, false)
 }
 
 /// A constant weight tensor of rank `D`.
@@ -82,7 +92,12 @@ fn bias_vector(c: &NodeCtx, t: &TensorProto, n: usize, scale: f32) -> Result<Arr
 
 fn gemm(c: &mut NodeCtx) -> Result<()> {
     let x = data_input(c)?;
-    let [k] = x.shape[..] else {
+    // `[N, K]`, or a merged batch's `[M, K]` (rows of one sample).
+    let flat = match (x.batch, &x.shape[..]) {
+        (Batch::At(_), &[k]) | (Batch::Merged, &[_, k]) => Some(k),
+        _ => None,
+    };
+    let Some(k) = flat else {
         return Err(c.err(format!(
             "needs a flat input [N, features], the value is [N, {:?}]",
             x.shape
@@ -116,12 +131,13 @@ fn matmul(c: &mut NodeCtx) -> Result<()> {
     if c.computed().len() == 2 {
         return matmul_of_values(c);
     }
-    // A weight on the last axis: flat values, or the tokens of a transformer ([N, T, D]).
-    let x = data_input(c)?;
-    let k = *x
-        .shape
-        .last()
-        .ok_or_else(|| c.err("needs an input with a feature axis"))?;
+    // A weight on the last axis: flat values, or the tokens of a transformer ([N, T, D], or [T, N, D]: the batch
+    // may stand anywhere but last).
+    let x = data_input_any(c, true)?;
+    if x.shape.is_empty() || x.feature_axis(x.rank() - 1) != Some(x.shape.len() - 1) {
+        return Err(c.err("multiplies along the batch axis"));
+    }
+    let k = *x.shape.last().expect("checked above");
     let b: Array2<f32> = weight(c, c.required(1, "the weight")?, "weight")?;
     if b.nrows() != k {
         return Err(c.err(format!(
@@ -137,13 +153,13 @@ fn matmul(c: &mut NodeCtx) -> Result<()> {
 /// The product of two values of the network (attention's `Q·Kᵀ` and `softmax(·)·V`).
 fn matmul_of_values(c: &mut NodeCtx) -> Result<()> {
     let (x, y) = (c.node_at(0).expect("computed"), c.node_at(1).expect("computed"));
-    if x.batch_axis != 0 || y.batch_axis != 0 {
+    if !(x.batch_first() && y.batch_first()) || x.batch != y.batch {
         return Err(c.err("multiplies computed values whose batch axis is not first (reorder them before the product)"));
     }
     lrp_core::layers::matmul_shape(&x.shape, &y.shape).map_err(|r| c.err(format!("{r} (per sample)")))?;
     let id = c.emit(Layer::MatMul(lrp_core::MatMul), vec![x.id, y.id])?;
     let shape = c.shape_of(id);
-    c.set_node(id, shape, 0)
+    c.set_node(id, shape, x.batch)
 }
 
 fn conv(c: &mut NodeCtx) -> Result<()> {

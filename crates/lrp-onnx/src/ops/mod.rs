@@ -5,6 +5,7 @@
 pub(crate) mod activation;
 pub(crate) mod arith;
 pub(crate) mod linear;
+pub(crate) mod logic;
 pub(crate) mod pool;
 pub(crate) mod rec;
 pub(crate) mod route;

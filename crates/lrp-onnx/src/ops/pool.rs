@@ -5,8 +5,7 @@ use lrp_core::{Layer, Pool2d, Window};
 
 use crate::context::{Handler, NodeCtx};
 use crate::error::Result;
-use crate::fold::axis as norm_axis;
-use crate::value::Computed;
+use crate::value::{Batch, Computed};
 
 pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
     reg.extend([
@@ -71,17 +70,29 @@ pub(crate) fn window_dilated(c: &NodeCtx, x: &Computed, kernel: [usize; 2], dila
         }
         other => return Err(c.err(format!("auto_pad '{other}' is not supported"))),
     };
-    let window = Window { kernel, stride, pads };
+    let mut pads = pads;
     if c.int("ceil_mode", 0) != 0 {
-        // ceil_mode only matters when a window would hang over the end.
-        let fits = |len: usize, a: usize, b: usize, k: usize, s: usize| {
-            (len + a + b).checked_sub(k).is_some_and(|r| r % s == 0)
-        };
-        if !(fits(h, pads[0], pads[2], extent[0], stride[0]) && fits(w, pads[1], pads[3], extent[1], stride[1])) {
-            return Err(c.err("ceil_mode 1 with a window that overhangs the input is not supported"));
+        // The output rounds up: a last window may hang over the end (if it starts inside the input or the leading
+        // padding, as PyTorch and ONNX have it). That part of the window is extra padding at the end, which max
+        // pooling ignores and average pooling without count_include_pad leaves out of the divisor.
+        for (axis, len) in [h, w].into_iter().enumerate() {
+            let (k, s) = (extent[axis], stride[axis]);
+            let total = len + pads[axis] + pads[axis + 2];
+            let Some(span) = total.checked_sub(k) else { continue };
+            let mut out = span.div_ceil(s) + 1;
+            if (out - 1) * s >= len + pads[axis] {
+                out -= 1;
+            }
+            let extra = ((out - 1) * s + k).saturating_sub(total);
+            if extra > 0 && c.op() == "AveragePool" && c.int("count_include_pad", 0) != 0 {
+                return Err(c.err(
+                    "ceil_mode 1 with count_include_pad 1 and a window that overhangs the input is not supported",
+                ));
+            }
+            pads[axis + 2] += extra;
         }
     }
-    Ok(window)
+    Ok(Window { kernel, stride, pads })
 }
 
 /// Kernel, strides and pads of a pooling node (no dilation).
@@ -139,43 +150,53 @@ fn global_average_pool(c: &mut NodeCtx) -> Result<()> {
 
 fn reduce_mean(c: &mut NodeCtx) -> Result<()> {
     let x = c.x()?;
-    c.need_batch_first(&x, "ReduceMean")?;
     let axes = if c.st.opset >= 18 {
         c.axes(1).map_err(|e| c.err(e))?
     } else {
         c.ints("axes")
     }
+    .filter(|a| !a.is_empty())
     .ok_or_else(|| c.err("reduces over every axis, including the batch"))?;
-    let rank = x.rank();
-    let mut ax: Vec<usize> = axes
+    let mut features: Vec<usize> = axes
         .iter()
-        .map(|&a| norm_axis(a, rank))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| c.err(e))?;
-    ax.sort_unstable();
+        .map(|&a| c.feature_axis(&x, a, "reduces over"))
+        .collect::<Result<_>>()?;
+    features.sort_unstable();
+    features.dedup();
     let keep = c.int("keepdims", 1) != 0;
-    if ax.len() == 1 && ax[0] > 0 && !(rank == 4 && ax[0] >= 2) {
-        // The mean over one feature axis (the tokens of a transformer).
-        let id = c.emit(Layer::mean(ax[0] - 1), vec![x.id])?;
-        let mut shape = c.shape_of(id);
+    // The mean over height and width of an image: global average pooling.
+    if x.batch == Batch::At(0) && x.shape.len() == 3 && features == [1, 2] {
+        let (ch, h, w) = (x.shape[0], x.shape[1], x.shape[2]);
+        let pooled = c.emit(global_pool(h, w), vec![x.id])?;
         if keep {
-            shape.insert(ax[0] - 1, 1);
-            let kept = c.emit(super::shape::reshape_layer(&shape), vec![id])?;
-            return c.set_node(kept, shape, 0);
+            return c.set_node(pooled, vec![ch, 1, 1], x.batch);
         }
-        return c.set_node(id, shape, 0);
+        let id = c.emit(Layer::Flatten(lrp_core::Flatten), vec![pooled])?;
+        return c.set_node(id, vec![ch], x.batch);
     }
-    if rank != 4 || ax != [2, 3] {
-        return Err(c.err(format!(
-            "ReduceMean over axes {axes:?} of a rank-{rank} value: only the mean over height and width (global \
-             average pooling) is supported"
-        )));
+    if features.len() == x.shape.len() {
+        return Err(c.err("would leave no axis besides the batch"));
     }
-    let (ch, h, w) = (x.shape[0], x.shape[1], x.shape[2]);
-    let pooled = c.emit(global_pool(h, w), vec![x.id])?;
+    // Any other axes: one mean per axis, the last first (an axis of one value is only reshaped away).
+    let mut cur = x.id;
+    let mut shape = x.shape.clone();
+    for &f in features.iter().rev() {
+        shape.remove(f);
+        if x.shape[f] > 1 {
+            cur = c.emit(Layer::mean(f), vec![cur])?;
+        } else {
+            cur = c.emit(super::shape::reshape_layer(&shape), vec![cur])?;
+        }
+    }
+    let batch = match x.batch {
+        Batch::At(b) if !keep => Batch::At(b - features.iter().filter(|&&f| f < b).count()),
+        other => other,
+    };
     if keep {
-        return c.set_node(pooled, vec![ch, 1, 1], 0);
+        for &f in &features {
+            shape.insert(f, 1);
+        }
+        cur = c.emit(super::shape::reshape_layer(&shape), vec![cur])?;
     }
-    let id = c.emit(Layer::Flatten(lrp_core::Flatten), vec![pooled])?;
-    c.set_node(id, vec![ch], 0)
+    c.set_node(cur, shape, batch)
 }

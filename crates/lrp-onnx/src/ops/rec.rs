@@ -6,6 +6,7 @@ use ndarray::{Array1, Array2, Array3, Axis, concatenate};
 use crate::context::{Handler, NodeCtx};
 use crate::error::Result;
 use crate::tensor::to_f32;
+use crate::value::Batch;
 
 pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
     reg.push(("LSTM", lstm as Handler));
@@ -85,7 +86,7 @@ fn lstm(ctx: &mut NodeCtx) -> Result<()> {
         1 => 0,
         other => return Err(ctx.err(format!("layout {other} is not defined"))),
     };
-    if x.batch_axis != wanted_batch_axis {
+    if x.batch != Batch::At(wanted_batch_axis) {
         return Err(ctx.err(format!(
             "with layout {layout} the input must be {}, but the value has its batch axis at position {}",
             if layout == 0 {
@@ -93,7 +94,7 @@ fn lstm(ctx: &mut NodeCtx) -> Result<()> {
             } else {
                 "[batch, time, features]"
             },
-            x.batch_axis
+            x.batch_axis().map_or("nowhere apart".to_string(), |b| b.to_string())
         )));
     }
     let [_, f] = x.shape[..] else {
@@ -176,5 +177,5 @@ fn lstm(ctx: &mut NodeCtx) -> Result<()> {
     });
     let id = ctx.emit(layer, vec![x.id])?;
     let shape = ctx.shape_of(id);
-    ctx.set(output, x.with(id, shape, batch_axis))
+    ctx.set(output, x.with(id, shape, Batch::At(batch_axis)))
 }

@@ -8,7 +8,7 @@ use crate::context::{Handler, NodeCtx};
 use crate::error::Result;
 use crate::fold::{Tensor, axis as norm_axis, gather, slice_indices};
 use crate::tensor::to_i64;
-use crate::value::Dim;
+use crate::value::{Batch, Computed, Dim, Val};
 
 use super::shape::{reshape_layer, set_dims, sym_err};
 
@@ -19,6 +19,7 @@ pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
         ("Split", split),
         ("Gather", gather_op),
         ("Pad", pad),
+        ("GatherND", gather_nd),
     ]);
 }
 
@@ -53,26 +54,62 @@ fn concat(c: &mut NodeCtx) -> Result<()> {
             int: parts[0].int,
         });
     }
-    if computed.len() != c.node.input.len() {
-        return Err(c.err("concatenates a constant with computed values, which is not supported"));
+    let x = c.node_at(computed[0]).expect("computed");
+    if computed
+        .iter()
+        .any(|&i| c.node_at(i).expect("computed").batch != x.batch)
+    {
+        return Err(c.err("concatenates values with their batch axes in different places"));
     }
-    let x = c.x()?;
-    let mut ids = Vec::new();
-    for &i in &computed {
-        let v = c.node_at(i).expect("computed");
-        if v.batch_axis != x.batch_axis {
-            return Err(c.err("concatenates values with their batch axes in different places"));
-        }
-        ids.push(v.id);
-    }
-    c.need_batch_first(&x, "Concat")?;
     let a = norm_axis(c.int("axis", 0), x.rank()).map_err(|e| c.err(e))?;
-    if a == 0 {
-        return Err(c.err("concatenates along the batch axis"));
+    let fa = x
+        .feature_axis(a)
+        .ok_or_else(|| c.err("concatenates along the batch axis"))?;
+    // The computed parts joined, then each constant part (a class token) inserted where it stands.
+    let ids: Vec<usize> = computed.iter().map(|&i| c.node_at(i).expect("computed").id).collect();
+    let mut cur = match ids[..] {
+        [id] => id,
+        _ => c.emit(Layer::concat(fa), ids)?,
+    };
+    let mut at = 0;
+    for i in 0..c.node.input.len() {
+        if let Some(v) = c.node_at(i) {
+            at += v.shape[fa];
+            continue;
+        }
+        let value = per_sample_constant(c, i, &x)?;
+        let len = value.shape().get(fa).copied().unwrap_or(0);
+        cur = c.emit(Layer::Insert(lrp_core::Insert { axis: fa, at, value }), vec![cur])?;
+        at += len;
     }
-    let id = c.emit(Layer::concat(a - 1), ids)?;
-    let shape = c.shape_of(id);
-    c.set_node(id, shape, 0)
+    let shape = c.shape_of(cur);
+    c.set_node(cur, shape, x.batch)
+}
+
+/// Input `i` of a node that also reads `x`, as one sample's constant: a constant (whose axis at the batch's place
+/// must then be 1, and is dropped) or a constant repeated for every sample.
+fn per_sample_constant(c: &NodeCtx, i: usize, x: &Computed) -> Result<ndarray::ArrayD<f32>> {
+    let name = c.input_name(i).unwrap_or("");
+    match c.ins.get(i) {
+        Some(Some(Val::Tiled { batch })) if x.batch == Batch::At(*batch) => {
+            Ok(crate::tensor::to_f32(&c.st.consts[name])?)
+        }
+        Some(Some(Val::Const)) => {
+            let t = crate::tensor::to_f32(&c.st.consts[name])?;
+            match x.batch {
+                Batch::At(b) if t.ndim() == x.rank() && t.shape()[b] == 1 => Ok(t.index_axis_move(Axis(b), 0)),
+                Batch::Merged if t.ndim() == x.rank() => Ok(t),
+                _ => Err(c.err(format!(
+                    "constant '{name}' of shape {:?} does not stand for one sample of {:?}",
+                    t.shape(),
+                    x.full_dims()
+                ))),
+            }
+        }
+        _ => Err(c.err(format!(
+            "input '{name}' is neither computed nor a constant the same for every sample"
+        ))),
+    }
 }
 
 /// `starts`, `ends`, `axes` and `steps` of a `Slice` on a value of rank `rank`.
@@ -138,10 +175,21 @@ fn slice(c: &mut NodeCtx) -> Result<()> {
             if steps[k] == 1 && starts[k] == 0 && idx.is_ok() && ends[k] >= i32::MAX as i64 {
                 continue;
             }
+            // The whole of a batch fixed to 1.
+            if c.st.batch_fixed_to_one && slice_indices(1, starts[k], ends[k], steps[k]).is_ok_and(|i| i == [0]) {
+                continue;
+            }
             return Err(c.err("slices the batch axis"));
         };
         if steps[k] != 1 {
-            return Err(c.err(format!("step {} is not supported (only 1)", steps[k])));
+            // Every k-th element (Swin's patch merging `x[:, 0::2]`), or a reversed range: the picked positions.
+            let idx = slice_indices(shape[fa], starts[k], ends[k], steps[k]).map_err(|e| c.err(e))?;
+            if idx.is_empty() {
+                return Err(c.err("selects nothing"));
+            }
+            cur = c.emit(Layer::Take(lrp_core::Take { axis: fa, indices: idx }), vec![cur])?;
+            shape = c.shape_of(cur);
+            continue;
         }
         let idx = slice_indices(shape[fa], starts[k], ends[k], 1).map_err(|e| c.err(e))?;
         let (Some(&s), Some(&e)) = (idx.first(), idx.last()) else {
@@ -153,7 +201,7 @@ fn slice(c: &mut NodeCtx) -> Result<()> {
         cur = c.emit(Layer::slice(fa, s, e + 1), vec![cur])?;
         shape = c.shape_of(cur);
     }
-    c.set_node(cur, shape, x.batch_axis)
+    c.set_node(cur, shape, x.batch)
 }
 
 fn split(c: &mut NodeCtx) -> Result<()> {
@@ -192,7 +240,7 @@ fn split(c: &mut NodeCtx) -> Result<()> {
             }
             let id = c.emit(Layer::slice(fa, start, end), vec![x.id])?;
             let shape = c.shape_of(id);
-            c.set(k, x.with(id, shape, x.batch_axis))?;
+            c.set(k, x.with(id, shape, x.batch))?;
         }
         start = end;
     }
@@ -228,36 +276,104 @@ fn gather_op(c: &mut NodeCtx) -> Result<()> {
     let idx_t = c
         .const_input(1)
         .ok_or_else(|| c.err("gathers with computed indices, which is not supported"))?;
-    let scalar_index = idx_t.dims.is_empty();
+    let idx_shape: Vec<usize> = idx_t.dims.iter().map(|&d| d as usize).collect();
     let idx = to_i64(idx_t)?;
     let a = norm_axis(c.int("axis", 0), x.rank()).map_err(|e| c.err(e))?;
     let fa = x.feature_axis(a).ok_or_else(|| c.err("gathers along the batch axis"))?;
-    if !scalar_index || idx.len() != 1 {
-        return Err(c.err("only a single scalar index (one step or token) is supported"));
-    }
     let len = x.shape[fa] as i64;
-    let i = if idx[0] < 0 { idx[0] + len } else { idx[0] };
-    if i < 0 || i >= len {
-        return Err(c.err(format!("index {} is out of range for an axis of length {len}", idx[0])));
-    }
-    let sliced = c.emit(Layer::slice(fa, i as usize, i as usize + 1), vec![x.id])?;
-    let mut shape = x.shape.clone();
-    shape.remove(fa);
-    let bax = if a < x.batch_axis {
-        x.batch_axis - 1
-    } else {
-        x.batch_axis
+    let picked: Vec<usize> = idx
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + len } else { i };
+            usize::try_from(j)
+                .ok()
+                .filter(|&j| j < x.shape[fa])
+                .ok_or_else(|| c.err(format!("index {i} is out of range for an axis of length {len}")))
+        })
+        .collect::<Result<_>>()?;
+    // The output: the indices' shape in place of the axis.
+    let mut shape = x.shape[..fa].to_vec();
+    shape.extend_from_slice(&idx_shape);
+    shape.extend_from_slice(&x.shape[fa + 1..]);
+    let batch = match x.batch {
+        Batch::At(b) if a < b => Batch::At(b - 1 + idx_shape.len()),
+        other => other,
     };
     if shape.is_empty() {
         return Err(c.err("would leave no axis besides the batch"));
     }
-    let id = c.emit(reshape_layer(&shape), vec![sliced])?;
-    c.set_node(id, shape, bax)
+    let taken = if let [i] = picked[..] {
+        // One step or token: a slice (what an LSTM's last step or a class token reads).
+        c.emit(Layer::slice(fa, i, i + 1), vec![x.id])?
+    } else {
+        c.emit(
+            Layer::Take(lrp_core::Take {
+                axis: fa,
+                indices: picked,
+            }),
+            vec![x.id],
+        )?
+    };
+    let id = if c.shape_of(taken) == shape {
+        taken
+    } else {
+        c.emit(reshape_layer(&shape), vec![taken])?
+    };
+    c.set_node(id, shape, batch)
+}
+
+/// `GatherND` of a value of the network with constant indices `[…, k]` (batch_dims 0): each index tuple picks an
+/// element (or block) along the first `k` axes, which must be per-sample axes (an upsampling adaptive average pool
+/// exports as one).
+fn gather_nd(c: &mut NodeCtx) -> Result<()> {
+    let x = super::linear::data_input_any(c, true)?;
+    if c.int("batch_dims", 0) != 0 {
+        return Err(c.err("batch_dims other than 0 are not supported"));
+    }
+    let t = c
+        .const_input(1)
+        .ok_or_else(|| c.err("gathers with computed indices, which is not supported"))?;
+    let idx_shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    let idx = to_i64(t)?;
+    let Some((&k, lead)) = idx_shape.split_last() else {
+        return Err(c.err("has indices without an axis"));
+    };
+    if k == 0 || (0..k).any(|a| x.feature_axis(a) != Some(a)) || k > x.shape.len() {
+        return Err(c.err(format!(
+            "indexes {k} leading axes of {:?}, which include the batch",
+            x.full_dims()
+        )));
+    }
+    // The `k` leading axes as one, then the picked positions along it.
+    let dims = &x.shape[..k];
+    let mut flat = Vec::with_capacity(idx.len() / k);
+    for tuple in idx.chunks_exact(k) {
+        let mut f = 0usize;
+        for (&i, &d) in tuple.iter().zip(dims) {
+            let j = if i < 0 { i + d as i64 } else { i };
+            if j < 0 || j >= d as i64 {
+                return Err(c.err(format!("index {tuple:?} is out of range for {dims:?}")));
+            }
+            f = f * d + j as usize;
+        }
+        flat.push(f);
+    }
+    let mut merged = vec![dims.iter().product::<usize>()];
+    merged.extend_from_slice(&x.shape[k..]);
+    let joined = c.emit(reshape_layer(&merged), vec![x.id])?;
+    let taken = c.emit(Layer::Take(lrp_core::Take { axis: 0, indices: flat }), vec![joined])?;
+    let mut shape = lead.to_vec();
+    shape.extend_from_slice(&x.shape[k..]);
+    let id = c.emit(reshape_layer(&shape), vec![taken])?;
+    let batch = match x.batch {
+        Batch::At(b) => Batch::At(b - k + lead.len()),
+        Batch::Merged => Batch::Merged,
+    };
+    c.set_node(id, shape, batch)
 }
 
 fn pad(c: &mut NodeCtx) -> Result<()> {
     let x = c.x()?;
-    c.need_batch_first(&x, "Pad")?;
     let mode = c.string("mode").unwrap_or_else(|| "constant".into());
     if mode != "constant" {
         return Err(c.err(format!("mode '{mode}' is not supported (only constant zero padding)")));
@@ -293,13 +409,15 @@ fn pad(c: &mut NodeCtx) -> Result<()> {
         if p0 < 0 || p1 < 0 {
             return Err(c.err("negative pads (cropping) are not supported"));
         }
-        if a == 0 {
-            if p0 != 0 || p1 != 0 {
-                return Err(c.err("pads the batch axis"));
-            }
-            continue;
+        match x.feature_axis(a) {
+            Some(f) => per[f] = [p0 as usize, p1 as usize],
+            None if p0 != 0 || p1 != 0 => return Err(c.err("pads the batch axis")),
+            None => {}
         }
-        per[a - 1] = [p0 as usize, p1 as usize];
+    }
+    if per.iter().all(|p| *p == [0, 0]) {
+        // Nothing to pad (Swin pads windows only where the map does not divide).
+        return c.set(0, x.with(x.id, x.shape.clone(), x.batch));
     }
     c.push(Layer::pad(per), &x)
 }

@@ -7,7 +7,7 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use crate::context::{Handler, NodeCtx};
 use crate::error::Result;
 use crate::fold::{MAX_FOLDED, Tensor, axis as norm_axis, reshape_const};
-use crate::value::{Computed, Dim, Val, dims_text};
+use crate::value::{Batch, Computed, Dim, Val, dims_text};
 
 pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
     reg.extend([
@@ -22,7 +22,6 @@ pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
         ("Unsqueeze", unsqueeze),
         ("ConstantOfShape", constant_of_shape),
         ("Range", range),
-        ("Expand", expand),
         ("Constant", constant),
     ]);
 }
@@ -33,7 +32,7 @@ pub(super) fn set_dims(c: &mut NodeCtx, dims: Vec<Dim>, scalar: bool) -> Result<
         .iter()
         .map(|d| match d {
             Dim::Known(v) => Some(*v),
-            Dim::Batch => None,
+            Dim::Batch(_) => None,
         })
         .collect::<Option<Vec<i64>>>()
     {
@@ -101,14 +100,12 @@ fn shape(c: &mut NodeCtx) -> Result<()> {
     if let Some(x) = c.node_at(0) {
         let full = x.full_dims();
         let (s, e) = shape_range(c, full.len());
-        let dims = full[s..e].to_vec();
-        if dims.iter().all(|d| matches!(d, Dim::Known(_))) {
-            return Err(c.err("Shape of a slice without the batch axis is not supported"));
-        }
-        return c.set(0, Val::Sym { dims, scalar: false });
+        // The batch as a symbol where it stands apart; a slice without it (or a merged batch's shape) is constant.
+        return set_dims(c, full[s..e].to_vec(), false);
     }
-    if c.any_sym() {
-        return Err(sym_err(c));
+    if let Some((d, _)) = c.sym_at(0) {
+        // The shape of a shape vector: its length.
+        return c.set_const(Tensor::vec_int(&[d.len() as i64]));
     }
     let t = c.tensor_req(0).map_err(|e| c.err(e))?;
     let d: Vec<i64> = t.data.shape().iter().map(|&v| v as i64).collect();
@@ -127,10 +124,16 @@ fn reshape_target(c: &NodeCtx) -> Result<Vec<Dim>> {
 
 fn reshape(c: &mut NodeCtx) -> Result<()> {
     let allowzero = c.int("allowzero", 0) != 0;
-    let Some(x) = c.node_at(0) else {
-        if c.any_sym() {
-            return Err(sym_err(c));
+    if let Some((d, scalar)) = c.sym_at(0) {
+        // A shape vector reshaped (to `[-1]`, usually): the same dimensions.
+        let target = c.tensor_req(1).map_err(|e| c.err(e))?.ints();
+        let n = d.len() as i64;
+        if !(target == [-1] || target == [n] || scalar && target.is_empty()) {
+            return Err(c.err(format!("reshapes a shape vector of {n} entries to {target:?}")));
         }
+        return set_dims(c, d, target.is_empty());
+    }
+    let Some(x) = c.node_at(0) else {
         let t = c.tensor_req(0).map_err(|e| c.err(e))?;
         let target = c.tensor_req(1).map_err(|e| c.err(e))?.ints();
         let shape = reshape_const(t.data.shape(), &target, allowzero).map_err(|e| c.err(e))?;
@@ -143,18 +146,17 @@ fn reshape(c: &mut NodeCtx) -> Result<()> {
         });
     };
     let target = reshape_target(c)?;
-    let (shape, bax) =
-        reshape_node(&x.shape, x.batch_axis, &target, allowzero, c.st.batch_fixed_to_one).map_err(|e| c.err(e))?;
-    reshape_to(c, &x, shape, bax)
+    let (shape, batch) = reshape_node(&x, &target, allowzero, c.st.batch_fixed_to_one).map_err(|e| c.err(e))?;
+    reshape_to(c, &x, shape, batch)
 }
 
-/// Output 0 is `x` with the per-sample `shape` and the batch at `bax` (a layer only when the shape changes).
-fn reshape_to(c: &mut NodeCtx, x: &Computed, shape: Vec<usize>, bax: usize) -> Result<()> {
+/// Output 0 is `x` with the per-sample `shape` and the batch at `batch` (a layer only when the shape changes).
+fn reshape_to(c: &mut NodeCtx, x: &Computed, shape: Vec<usize>, batch: Batch) -> Result<()> {
     if shape == x.shape {
-        return c.set(0, x.with(x.id, shape, bax));
+        return c.set(0, x.with(x.id, shape, batch));
     }
     let id = c.emit(reshape_layer(&shape), vec![x.id])?;
-    c.set_node(id, shape, bax)
+    c.set_node(id, shape, batch)
 }
 
 /// The layer that gives a value the per-sample `shape`: a flatten for one axis, else a reshape.
@@ -166,20 +168,18 @@ pub(crate) fn reshape_layer(shape: &[usize]) -> Layer {
     }
 }
 
-/// A Reshape of a network value: `target` in ONNX's layout with the batch at one place. Returns the per-sample
-/// shape and the batch's position.
+/// A Reshape of a network value: `target` in ONNX's layout. Returns the per-sample shape and where the batch
+/// stands. The batch's position: an explicit batch symbol; else a 0 that copies the batch; else (batch fixed to 1)
+/// a 1, or a −1, where the elements before it are those before the batch. An exporter that fixed the batch to 1 may
+/// also fold it into another axis (`[B·nW, …]`) or flatten it away (`[-1]`): the batch is then merged.
 fn reshape_node(
-    shape: &[usize],
-    batch_axis: usize,
+    x: &Computed,
     target: &[Dim],
     allowzero: bool,
     batch_fixed_to_one: bool,
-) -> std::result::Result<(Vec<usize>, usize), String> {
-    let count: usize = shape.iter().product();
-    let before: usize = shape[..batch_axis].iter().product();
-    // Resolve 0 (copy) first, then find the batch position: an explicit batch symbol; else a 0 that copies the
-    // batch; else a −1 or (batch fixed to 1) a 1 where the elements before it match.
-    let src = crate::value::full_dims(shape, batch_axis);
+) -> std::result::Result<(Vec<usize>, Batch), String> {
+    let count: usize = x.shape.iter().product();
+    let src = x.full_dims();
     let mut t: Vec<Dim> = Vec::with_capacity(target.len());
     for (i, &d) in target.iter().enumerate() {
         t.push(match d {
@@ -187,20 +187,17 @@ fn reshape_node(
             other => other,
         });
     }
-    let prefix_ok = |p: usize| {
-        t[..p]
-            .iter()
-            .try_fold(1usize, |acc, d| match d {
-                Dim::Known(v) if *v > 0 => acc.checked_mul(*v as usize),
-                _ => None,
-            })
-            .is_some_and(|v| v == before)
-    };
-    // The per-sample shape if the batch stands at `p`.
-    let resolve = |p: usize| -> Option<Vec<usize>> {
+    // The batch times k first (a dynamic batch folded into windows: each sample's k windows are consecutive, so
+    // the tensor is each sample's `[k, …]` one after the other), from a value with the batch first.
+    let folded = matches!(t.first(), Some(Dim::Batch(k)) if *k > 1) && x.batch_first();
+    if folded && let Some(Dim::Batch(k)) = t.first().copied() {
+        t[0] = Dim::Known(k);
+    }
+    // The dimensions other than position `skip` (all of them with `None`) resolved against the element count.
+    let resolve = |skip: Option<usize>| -> Option<Vec<usize>> {
         let mut rest: Vec<Option<usize>> = Vec::new();
         for (i, d) in t.iter().enumerate() {
-            if i == p {
+            if Some(i) == skip {
                 continue;
             }
             rest.push(match d {
@@ -218,45 +215,83 @@ fn reshape_node(
             _ => None,
         }
     };
-    let candidate = |p: usize, want: Dim| t[p] == want && prefix_ok(p) && resolve(p).is_some();
+    // Whether the elements before position `p` are those before the batch (always, for a merged batch).
+    let prefix_ok = |p: usize| match x.batch {
+        Batch::Merged => true,
+        Batch::At(b) => {
+            let before: usize = x.shape[..b].iter().product();
+            t[..p]
+                .iter()
+                .try_fold(1usize, |acc, d| match d {
+                    Dim::Known(v) if *v > 0 => acc.checked_mul(*v as usize),
+                    _ => None,
+                })
+                .is_some_and(|v| v == before)
+        }
+    };
+    let candidate = |p: usize, want: Dim| t[p] == want && prefix_ok(p) && resolve(Some(p)).is_some();
+    if folded {
+        let dims = resolve(None)
+            .ok_or_else(|| format!("shape {} does not fit {count} values per sample", dims_text(target)))?;
+        return Ok((dims, Batch::Merged));
+    }
+    if t.iter().any(|d| matches!(d, Dim::Batch(k) if *k != 1)) {
+        return Err(format!(
+            "shape {} folds the batch into an axis other than the first",
+            dims_text(target)
+        ));
+    }
     let pos = (0..t.len())
-        .find(|&p| t[p] == Dim::Batch)
+        .find(|&p| t[p] == Dim::Batch(1))
         .or_else(|| {
-            if batch_fixed_to_one {
-                (0..t.len()).find(|&p| candidate(p, Dim::Known(1)))
-            } else {
-                None
-            }
+            batch_fixed_to_one
+                .then(|| (0..t.len()).find(|&p| candidate(p, Dim::Known(1))))
+                .flatten()
         })
-        .or_else(|| (0..t.len()).find(|&p| candidate(p, Dim::Known(-1))))
-        .ok_or_else(|| {
-            format!(
-                "shape {} does not keep the batch axis apart ({count} values per sample, input [N, \
-                 {shape:?}]); use 0 or -1 for the batch, or export with a dynamic batch",
-                dims_text(target)
-            )
-        })?;
+        .or_else(|| (0..t.len()).find(|&p| candidate(p, Dim::Known(-1))));
+    let Some(pos) = pos else {
+        if batch_fixed_to_one && let Some(dims) = resolve(None) {
+            return Ok((dims, Batch::Merged));
+        }
+        return Err(format!(
+            "shape {} does not keep the batch axis apart ({count} values per sample, input [N, {:?}]); use 0 or -1 \
+             for the batch, or export with a dynamic batch",
+            dims_text(target),
+            x.shape
+        ));
+    };
     if !prefix_ok(pos) {
         return Err(format!(
             "shape {} would mix the batch axis with others",
             dims_text(target)
         ));
     }
-    let dims = resolve(pos).ok_or_else(|| {
+    let dims = resolve(Some(pos)).ok_or_else(|| {
         format!(
-            "shape {} does not fit {count} values per sample (input [N, {shape:?}])",
-            dims_text(target)
+            "shape {} does not fit {count} values per sample (input [N, {:?}])",
+            dims_text(target),
+            x.shape
         )
     })?;
-    Ok((dims, pos))
+    Ok((dims, Batch::At(pos)))
 }
 
 fn flatten(c: &mut NodeCtx) -> Result<()> {
     let x = c.x()?;
-    c.need_batch_first(&x, "Flatten")?;
-    let rank = x.shape.len() as i64 + 1;
+    let rank = x.rank() as i64;
     let axis = c.int("axis", 1);
-    if (if axis < 0 { axis + rank } else { axis }) != 1 {
+    let axis_n = if axis < 0 { axis + rank } else { axis };
+    if x.batch == Batch::Merged {
+        // One sample: `[d0·…·d(axis−1), d(axis)·…]`.
+        if !(0..=rank).contains(&axis_n) {
+            return Err(c.err(format!("axis {axis} is out of range for rank {rank}")));
+        }
+        let a = axis_n as usize;
+        let shape = vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()];
+        return reshape_to(c, &x, shape, Batch::Merged);
+    }
+    c.need_batch_first(&x, "Flatten")?;
+    if axis_n != 1 {
         return Err(c.err(format!(
             "axis {axis} would merge or split the batch axis; only axis 1 is supported"
         )));
@@ -296,15 +331,18 @@ fn transpose(c: &mut NodeCtx) -> Result<()> {
         });
     };
     let perm = perm(c, x.rank())?;
-    let new_batch = perm.iter().position(|&a| a == x.batch_axis).expect("a permutation");
+    let batch = match x.batch {
+        Batch::At(b) => Batch::At(perm.iter().position(|&a| a == b).expect("a permutation")),
+        Batch::Merged => Batch::Merged,
+    };
     // Per-sample axes in the order the output has them.
     let order: Vec<usize> = perm.iter().filter_map(|&a| x.feature_axis(a)).collect();
     if order.windows(2).all(|w| w[0] < w[1]) {
-        return c.set(0, x.with(x.id, x.shape.clone(), new_batch));
+        return c.set(0, x.with(x.id, x.shape.clone(), batch));
     }
     let id = c.emit(Layer::transpose(order), vec![x.id])?;
     let shape = c.shape_of(id);
-    c.set_node(id, shape, new_batch)
+    c.set_node(id, shape, batch)
 }
 
 /// The axes a `Squeeze` drops (input 1 from opset 13, else the attribute; all unit axes when none are given).
@@ -347,11 +385,10 @@ fn squeeze(c: &mut NodeCtx) -> Result<()> {
         }
         return c.set_const(Tensor { data, int: t.int });
     };
-    let mut full = x.shape.clone();
-    full.insert(x.batch_axis.min(full.len()), 0);
-    let rank = full.len() as i64;
-    let mut drop: Vec<usize> = match axes.filter(|a| !a.is_empty()) {
-        None => (0..full.len()).filter(|&a| a != x.batch_axis && full[a] == 1).collect(),
+    let rank = x.rank() as i64;
+    let drop: Vec<usize> = match axes.filter(|a| !a.is_empty()) {
+        // Every unit feature axis.
+        None => (0..x.shape.len()).filter(|&f| x.shape[f] == 1).collect(),
         Some(axes) => {
             let mut v = Vec::new();
             for &a in &axes {
@@ -359,28 +396,29 @@ fn squeeze(c: &mut NodeCtx) -> Result<()> {
                 if a < 0 || a >= rank {
                     return Err(c.err(format!("axis {a} is out of range for rank {rank}")));
                 }
-                v.push(a as usize);
+                let f = x
+                    .feature_axis(a as usize)
+                    .ok_or_else(|| c.err("squeezes the batch axis"))?;
+                if x.shape[f] != 1 {
+                    return Err(c.err(format!("axis {a} has size {}, not 1", x.shape[f])));
+                }
+                v.push(f);
             }
             v
         }
     };
-    drop.sort_unstable();
-    drop.dedup();
-    if drop.contains(&x.batch_axis) {
-        return Err(c.err("squeezes the batch axis"));
-    }
-    if let Some(&a) = drop.iter().find(|&&a| full[a] != 1) {
-        return Err(c.err(format!("axis {a} has size {}, not 1", full[a])));
-    }
-    let batch_axis = x.batch_axis - drop.iter().filter(|&&a| a < x.batch_axis).count();
-    let kept: Vec<usize> = (0..full.len())
-        .filter(|a| !drop.contains(a) && *a != x.batch_axis)
-        .map(|a| full[a])
+    let kept: Vec<usize> = (0..x.shape.len())
+        .filter(|f| !drop.contains(f))
+        .map(|f| x.shape[f])
         .collect();
     if kept.is_empty() {
         return Err(c.err("would leave no feature axis"));
     }
-    reshape_to(c, &x, kept, batch_axis)
+    let batch = match x.batch {
+        Batch::At(b) => Batch::At(b - drop.iter().filter(|&&f| f < b).count()),
+        Batch::Merged => Batch::Merged,
+    };
+    reshape_to(c, &x, kept, batch)
 }
 
 fn unsqueeze(c: &mut NodeCtx) -> Result<()> {
@@ -415,18 +453,24 @@ fn unsqueeze(c: &mut NodeCtx) -> Result<()> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| c.err(e))?;
     ax.sort_unstable();
+    // The ONNX layout with `None` at the batch, the unit axes inserted in order.
     let mut full: Vec<Option<usize>> = x.shape.iter().map(|&d| Some(d)).collect();
-    full.insert(x.batch_axis, None);
+    if let Some(b) = x.batch_axis() {
+        full.insert(b, None);
+    }
     for &a in &ax {
         if a > full.len() {
             return Err(c.err(format!("axis {a} is out of range")));
         }
         full.insert(a, Some(1));
     }
-    let bax = full.iter().position(Option::is_none).expect("batch");
+    let batch = match x.batch {
+        Batch::At(_) => Batch::At(full.iter().position(Option::is_none).expect("batch")),
+        Batch::Merged => Batch::Merged,
+    };
     let shape: Vec<usize> = full.into_iter().flatten().collect();
     let id = c.emit(Layer::reshape(shape.clone()), vec![x.id])?;
-    c.set_node(id, shape, bax)
+    c.set_node(id, shape, batch)
 }
 
 fn constant_of_shape(c: &mut NodeCtx) -> Result<()> {
@@ -486,14 +530,6 @@ fn range(c: &mut NodeCtx) -> Result<()> {
         data: ArrayD::from_shape_vec(IxDyn(&[v.len()]), v).expect("1-D"),
         int,
     })
-}
-
-fn expand(c: &mut NodeCtx) -> Result<()> {
-    Err(c.err(format!(
-        "{} on constants is not supported at import (opset {})",
-        c.op(),
-        c.st.opset
-    )))
 }
 
 fn constant(c: &mut NodeCtx) -> Result<()> {

@@ -18,7 +18,6 @@ pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
 
 fn layer_norm(c: &mut NodeCtx) -> Result<()> {
     let x = c.x()?;
-    c.need_batch_first(&x, "LayerNormalization")?;
     if c.computed() != [0] {
         return Err(c.err("reads a computed value as its scale or shift"));
     }
@@ -28,6 +27,9 @@ fn layer_norm(c: &mut NodeCtx) -> Result<()> {
         return Err(c.err(format!(
             "normalizes from axis {axis} of a rank-{rank} value; only the last axis is supported"
         )));
+    }
+    if x.feature_axis(axis) != Some(x.shape.len() - 1) {
+        return Err(c.err("normalizes over the batch axis"));
     }
     let d = x.shape[x.shape.len() - 1];
     let vector = |i: usize, default: f32| -> Result<ndarray::Array1<f32>> {
@@ -65,21 +67,21 @@ fn softmax(c: &mut NodeCtx) -> Result<()> {
             c.label
         );
         c.note(note);
-        return c.set(0, x.with(x.id, x.shape.clone(), x.batch_axis));
+        return c.set(0, x.with(x.id, x.shape.clone(), x.batch));
     }
     if c.op() == "LogSoftmax" {
         return Err(c.err("a softmax is supported only as the last node (it is dropped: lrp explains logits)"));
     }
-    c.need_batch_first(&x, "Softmax")?;
     let rank = x.rank();
     let opset = c.st.opset;
     let default = if opset >= 13 { -1 } else { 1 };
     let axis = norm_axis(c.int("axis", default), rank).map_err(|e| c.err(e))?;
     // Before opset 13 a softmax covers every axis from `axis` on: the same as one axis only at the last.
-    if axis == 0 || (opset < 13 && axis != rank - 1) {
+    let feature = x.feature_axis(axis).filter(|_| opset >= 13 || axis == rank - 1);
+    let Some(feature) = feature else {
         return Err(c.err(format!(
             "softmax over axis {axis} of a rank-{rank} value (opset {opset}) is not supported: only one feature axis"
         )));
-    }
-    c.push(Layer::softmax(axis - 1), &x)
+    };
+    c.push(Layer::softmax(feature), &x)
 }

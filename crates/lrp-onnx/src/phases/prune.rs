@@ -15,8 +15,8 @@ pub(crate) fn prune_and_build(st: GraphState, input_shape: Vec<usize>) -> Result
         graph_output: output,
         ..
     } = st;
-    let (out_id, out_batch_axis) = match vals.get(&output) {
-        Some(Val::Node(x)) => (x.id, x.batch_axis),
+    let (out_id, out_batch_first) = match vals.get(&output) {
+        Some(Val::Node(x)) => (x.id, x.batch_first()),
         Some(_) => {
             return Err(OnnxError::Graph(format!(
                 "the graph output '{output}' does not depend on the input"
@@ -24,7 +24,7 @@ pub(crate) fn prune_and_build(st: GraphState, input_shape: Vec<usize>) -> Result
         }
         None => return Err(OnnxError::Graph(format!("no node writes the graph output '{output}'"))),
     };
-    if out_batch_axis != 0 {
+    if !out_batch_first {
         return Err(OnnxError::Graph(format!(
             "the graph output '{output}' does not have the batch axis first"
         )));

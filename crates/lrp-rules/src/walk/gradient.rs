@@ -108,6 +108,7 @@ pub(crate) fn lrp(
                     let (ga, gb) = lrp_core::matmul_backward(x.view(), trace.value(ins[1]).view(), g.view(), 0.5);
                     return vec![ga, gb];
                 }
+                Step::Mul { gate } => return product_gradient(*gate, x, trace.value(ins[1]), &g),
                 Step::Lstm(..) => unreachable!("an LSTM is refused in the gradient form when the plan is made"),
             }]
         },
@@ -132,4 +133,23 @@ pub(crate) fn lrp(
         relevance += d;
     }
     (relevance, sums)
+}
+
+/// The modified gradients of the two factors of `y = a ⊙ b` (broadcast): for a gate, `ĝ_signal = ĝ ⊙ gate` (so
+/// `R_signal = R_y`) and nothing to the gate; for any other product, `ĝ_a = ½ ĝ ⊙ b`, `ĝ_b = ½ ĝ ⊙ a` (half the
+/// relevance each). A factor that was broadcast gets the sum over the axes it was broadcast along.
+fn product_gradient(gate: Option<usize>, a: &ArrayD<f32>, b: &ArrayD<f32>, g: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
+    let shapes = [&a.shape()[1..], &b.shape()[1..]];
+    match gate {
+        Some(i) => {
+            let other = if i == 0 { b } else { a };
+            let mut out = vec![ArrayD::zeros(a.raw_dim()), ArrayD::zeros(b.raw_dim())];
+            out[i] = lrp_core::reduce_to(g * other, shapes[i]);
+            out
+        }
+        None => vec![
+            lrp_core::reduce_to(g * b * 0.5, shapes[0]),
+            lrp_core::reduce_to(g * a * 0.5, shapes[1]),
+        ],
+    }
 }

@@ -62,6 +62,7 @@ pub(crate) fn lrp(
                     return vec![&s * x, s * b];
                 }
                 Step::Route => return net.node_backward(k, trace, r.view()),
+                Step::Mul { gate } => return product_relevance(*gate, x, trace.value(ins[1]), r),
                 Step::Act(_) => r,
                 Step::Mean(axis) => {
                     let s = divide(&r, z, STABILIZER);
@@ -82,4 +83,25 @@ pub(crate) fn lrp(
         },
     );
     (relevance, sums)
+}
+
+/// The relevance of the two factors of an elementwise product `y = a ⊙ b` (broadcast): a gate's signal takes all of
+/// `R` and the gate none (signal-take-all, `LRP-RULES.md`, "ImageNet networks"); any other product gives each factor
+/// half (AttnLRP's uniform rule). A factor that was broadcast gets the sum over the axes it was broadcast along.
+fn product_relevance(gate: Option<usize>, a: &ArrayD<f32>, b: &ArrayD<f32>, r: ArrayD<f32>) -> Vec<ArrayD<f32>> {
+    let shapes = [&a.shape()[1..], &b.shape()[1..]];
+    match gate {
+        Some(i) => {
+            let mut out = vec![ArrayD::zeros(a.raw_dim()), ArrayD::zeros(b.raw_dim())];
+            out[i] = lrp_core::reduce_to(r, shapes[i]);
+            out
+        }
+        None => {
+            let half = r * 0.5;
+            vec![
+                lrp_core::reduce_to(half.clone(), shapes[0]),
+                lrp_core::reduce_to(half, shapes[1]),
+            ]
+        }
+    }
 }
