@@ -177,16 +177,24 @@ fn reduce_mean(c: &mut NodeCtx) -> Result<()> {
     if features.len() == x.shape.len() {
         return Err(c.err("would leave no axis besides the batch"));
     }
-    // Any other axes: one mean per axis, the last first (an axis of one value is only reshaped away).
+    // Any other axes: one mean over all of them, so that its proportional rule stabilizes once
+    // (`R_x = x ⊙ R / stab(z)`, as Zennit's `Norm` on the pooling module): the reduced axes are moved last
+    // and merged when there are several. An axis of one value is a mean too (AlexNet's upsampling
+    // `AdaptiveAvgPool2d`, exported as GatherND + ReduceMean over axes of one value).
+    let kept: Vec<usize> = (0..x.shape.len()).filter(|a| !features.contains(a)).collect();
     let mut cur = x.id;
-    let mut shape = x.shape.clone();
-    for &f in features.iter().rev() {
-        shape.remove(f);
-        if x.shape[f] > 1 {
-            cur = c.emit(Layer::mean(f), vec![cur])?;
-        } else {
-            cur = c.emit(super::shape::reshape_layer(&shape), vec![cur])?;
+    let mut shape: Vec<usize> = kept.iter().map(|&a| x.shape[a]).collect();
+    if features.len() > 1 {
+        let order: Vec<usize> = kept.iter().chain(features.iter()).copied().collect();
+        if order.windows(2).any(|w| w[0] > w[1]) {
+            cur = c.emit(Layer::transpose(order), vec![cur])?;
         }
+        let mut merged = shape.clone();
+        merged.push(features.iter().map(|&f| x.shape[f]).product());
+        cur = c.emit(super::shape::reshape_layer(&merged), vec![cur])?;
+        cur = c.emit(Layer::mean(kept.len()), vec![cur])?;
+    } else {
+        cur = c.emit(Layer::mean(features[0]), vec![cur])?;
     }
     let batch = match x.batch {
         Batch::At(b) if !keep => Batch::At(b - features.iter().filter(|&&f| f < b).count()),

@@ -187,11 +187,16 @@ fn reshape_node(
             other => other,
         });
     }
-    // The batch times k first (a dynamic batch folded into windows: each sample's k windows are consecutive, so
-    // the tensor is each sample's `[k, …]` one after the other), from a value with the batch first.
-    let folded = matches!(t.first(), Some(Dim::Batch(k)) if *k > 1) && x.batch_first();
-    if folded && let Some(Dim::Batch(k)) = t.first().copied() {
-        t[0] = Dim::Known(k);
+    // The batch times k (a dynamic batch folded into windows `[N·k, …]`, or into attention heads
+    // `[L, N·h, d]`): the ONNX graph at batch 1 is one sample's computation, and each sample of a batch goes
+    // through it on its own, so the value is merged with k in place of N·k.
+    let folded = t.iter().any(|d| matches!(d, Dim::Batch(k) if *k > 1));
+    for d in t.iter_mut() {
+        if let Dim::Batch(k) = *d
+            && k > 1
+        {
+            *d = Dim::Known(k);
+        }
     }
     // The dimensions other than position `skip` (all of them with `None`) resolved against the element count.
     let resolve = |skip: Option<usize>| -> Option<Vec<usize>> {
@@ -235,12 +240,6 @@ fn reshape_node(
             .ok_or_else(|| format!("shape {} does not fit {count} values per sample", dims_text(target)))?;
         return Ok((dims, Batch::Merged));
     }
-    if t.iter().any(|d| matches!(d, Dim::Batch(k) if *k != 1)) {
-        return Err(format!(
-            "shape {} folds the batch into an axis other than the first",
-            dims_text(target)
-        ));
-    }
     let pos = (0..t.len())
         .find(|&p| t[p] == Dim::Batch(1))
         .or_else(|| {
@@ -250,7 +249,9 @@ fn reshape_node(
         })
         .or_else(|| (0..t.len()).find(|&p| candidate(p, Dim::Known(-1))));
     let Some(pos) = pos else {
-        if batch_fixed_to_one && let Some(dims) = resolve(None) {
+        if (batch_fixed_to_one || x.batch == Batch::Merged)
+            && let Some(dims) = resolve(None)
+        {
             return Ok((dims, Batch::Merged));
         }
         return Err(format!(
