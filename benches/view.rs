@@ -35,6 +35,8 @@ fn view(c: &mut Criterion) {
         models: vec![("mnist-cnn".into(), net.clone())],
         images: ndarray::ArrayD::zeros(ndarray::IxDyn(&[1, 1, 28, 28])),
         labels: vec![0],
+        photos: None,
+        class_names: None,
     };
     let rule = "epsilon-gamma-box";
     let drawing_key = |version| Key {
@@ -72,6 +74,8 @@ fn view(c: &mut Criterion) {
                 labels: &shared.labels,
                 images: &shared.images,
                 color: ColorMode::TrueColor,
+                photos: None,
+                class_names: None,
             };
             term.draw(|f| draw(f, &app, &src)).expect("draws");
         })
@@ -90,6 +94,8 @@ fn view(c: &mut Criterion) {
             labels: &shared.labels,
             images: &shared.images,
             color: ColorMode::TrueColor,
+            photos: None,
+            class_names: None,
         };
         b.iter(|| term.draw(|f| draw(f, &app, &src)).expect("draws").area)
     });

@@ -2,6 +2,7 @@
 
 mod commands;
 mod inputs;
+mod photos;
 mod shipped;
 mod text;
 
@@ -35,6 +36,8 @@ enum Command {
     View(commands::view::ViewArgs),
     /// Convert a model (e.g. .onnx) to the native format.
     Convert(commands::convert::ConvertArgs),
+    /// Make photos into the exact tensor a model gets (resize, crop, normalize) and write it as .npy.
+    Prepare(commands::prepare::PrepareArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Batch(a) => commands::batch::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::View(a) => commands::view::run(a),
+        Command::Prepare(a) => commands::prepare::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

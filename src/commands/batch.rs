@@ -10,6 +10,7 @@ use lrp_core::{Split, StreamedDataset};
 use lrp_rules::Spec;
 
 use crate::inputs::{SplitArg, check_labels, load_model, load_targets, open_split};
+use crate::photos::{PhotoArgs, PhotoSource};
 use crate::text::count;
 
 #[derive(Args)]
@@ -35,17 +36,19 @@ enum BatchCommand {
 }
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("inputs").required(true).args(["input", "data"])))]
+#[command(group(clap::ArgGroup::new("inputs").required(true).args(["input", "data", "images"])))]
 struct RunArgs {
     /// Model file (native, or .onnx).
     #[arg(long, required = true)]
     model: Option<PathBuf>,
     /// Inputs as a float32 .npy `[N, …input shape]` (memory-mapped).
-    #[arg(long, conflicts_with = "data")]
+    #[arg(long, conflicts_with_all = ["data", "images"])]
     input: Option<PathBuf>,
     /// Dataset folder (IDX files).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "images")]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    photos: PhotoArgs,
     /// Which split of --data.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
@@ -123,11 +126,18 @@ enum Opened {
     Npy(NpySource, PathBuf),
     /// The pixels being read on a thread of their own.
     Idx(StreamedDataset, PathBuf, Split),
+    /// Photos, prepared a chunk at a time.
+    Photos(PhotoSource),
 }
 
 /// Opens `--input` or `--data` and works out the digest that identifies them. An `.npy` is digested in the same
 /// pass that finds its value range (a note is printed for values outside [0, 1]).
-fn open_inputs(a: &RunArgs) -> Result<(Opened, String)> {
+fn open_inputs(a: &RunArgs, shape: &[usize]) -> Result<(Opened, String)> {
+    if a.photos.any() {
+        let (src, digest) = PhotoSource::open(&a.photos, shape)?;
+        return Ok((Opened::Photos(src), digest));
+    }
+    a.photos.check_without_photos()?;
     match (&a.input, &a.data) {
         (Some(path), _) => {
             let src = NpySource::open(path)?;
@@ -147,7 +157,7 @@ fn open_inputs(a: &RunArgs) -> Result<(Opened, String)> {
             };
             Ok((Opened::Idx(d, dir.clone(), split), digest))
         }
-        (None, None) => bail!("give --input X.npy or --data DIR"),
+        (None, None) => bail!("give --input X.npy, --data DIR or --image PHOTO|DIR"),
     }
 }
 
@@ -157,17 +167,31 @@ fn run_job(a: RunArgs) -> Result<()> {
     let specs = a.rules.iter().map(|r| Spec::parse(r)).collect::<Result<Vec<_>, _>>()?;
     // The inputs are opened, checked and digested beside the model's loading, and an IDX split's pixels start
     // being read on a thread of their own: serial, this start-up was 18 of the 78 ms of an MLP run (timed in-process).
-    let (model, inputs) = std::thread::scope(|s| {
-        let inputs = s.spawn(|| open_inputs(&a));
-        let model = load_model(&model_path);
-        (model, inputs.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-    });
+    // Photos are prepared for the model's input shape, so they wait for the model.
+    let (model, inputs) = if a.photos.any() {
+        let model = load_model(&model_path)?;
+        let inputs = open_inputs(&a, model.network.input_shape());
+        (Ok(model), inputs)
+    } else {
+        std::thread::scope(|s| {
+            let inputs = s.spawn(|| open_inputs(&a, &[]));
+            let model = load_model(&model_path);
+            (model, inputs.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
+    };
     let model = model?;
     let net = &model.network;
     let shard = a.shard.as_deref().map(parse_shard).transpose()?;
     let (opened, inputs_digest) = inputs?;
     let (source, inputs, labels): (Box<dyn Source>, String, Option<Vec<u8>>) = match opened {
         Opened::Npy(src, path) => (Box::new(src), canonical(&path), None),
+        Opened::Photos(src) => {
+            let desc = match src.files() {
+                [one] => canonical(one),
+                files => format!("{} photos from {}", files.len(), canonical(&files[0])),
+            };
+            (Box::new(src), desc, None)
+        }
         Opened::Idx(d, dir, split) => {
             check_labels(&dir, d.num_classes(), net)?;
             let desc = format!(

@@ -11,6 +11,7 @@ use lrp_view::cells::{self, ColorChoice, ColorMode, MapKind};
 use lrp_view::png_out::{Panel, write_png};
 
 use crate::inputs::{SplitArg, load_model, load_npy_input, load_split_for, load_targets, write_npy_atomic};
+use crate::photos::{Labels, PhotoArgs, class_name, load_photos, pictures_of};
 
 /// How many samples `--print` draws at most.
 const PRINT_LIMIT: usize = 16;
@@ -21,19 +22,24 @@ pub struct ExplainArgs {
     #[arg(long)]
     model: PathBuf,
     /// Input batch as .npy (float32), `[N, …input shape]`.
-    #[arg(long, conflicts_with = "data")]
+    #[arg(long, conflicts_with_all = ["data", "images"])]
     input: Option<PathBuf>,
+    #[command(flatten)]
+    photos: PhotoArgs,
+    /// Class names, one a line in class order (e.g. data/imagenet-classes.txt), for the printout and the picture.
+    #[arg(long)]
+    labels: Option<PathBuf>,
     /// Dataset folder (with --index; without --data, --index reads the shipped MNIST test split).
-    #[arg(long, requires = "index")]
+    #[arg(long, requires = "index", conflicts_with = "images")]
     data: Option<PathBuf>,
     /// Which split of --data.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
     /// Index of the first sample in --data.
-    #[arg(long, conflicts_with = "input")]
+    #[arg(long, conflicts_with_all = ["input", "images"])]
     index: Option<usize>,
     /// How many samples from --index on (at least 1; all must exist).
-    #[arg(long, conflicts_with = "input", value_parser = positive)]
+    #[arg(long, conflicts_with_all = ["input", "images"], value_parser = positive)]
     count: Option<usize>,
     /// Rule spec: a preset (epsilon, epsilon-gamma-box, deep-taylor, gradient, …) or a mapping such as
     /// "conv=gamma(0.25); dense=epsilon; first=zbox(0,1)". See the README for the grammar.
@@ -80,13 +86,30 @@ fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
-pub fn run(a: ExplainArgs) -> Result<()> {
-    let spec = Spec::parse(&a.rule)?;
-    let model = load_model(&a.model)?;
-    let net = &model.network;
-    let explainer = Explainer::new(net, &spec)?;
+/// What is explained: the inputs, and what is known about them.
+struct Inputs {
+    x: ArrayD<f32>,
+    /// Dataset labels (with --data).
+    labels: Option<Vec<u8>>,
+    /// File names (with --image).
+    names: Option<Vec<String>>,
+    /// Colour pictures of the inputs (photos, or .npy inputs of a 3-channel image model).
+    pictures: Option<Vec<ndarray::Array3<f32>>>,
+}
+
+fn inputs(a: &ExplainArgs, net: &lrp_core::Network) -> Result<Inputs> {
     let default_data = a.index.is_some().then(|| PathBuf::from(crate::shipped::MNIST_DIR));
-    let (x, labels): (ArrayD<f32>, Option<Vec<u8>>) = match (&a.input, a.data.as_ref().or(default_data.as_ref())) {
+    if a.photos.any() {
+        let p = load_photos(&a.photos, net)?;
+        return Ok(Inputs {
+            x: p.x,
+            labels: None,
+            names: Some(p.names),
+            pictures: Some(p.pictures),
+        });
+    }
+    a.photos.check_without_photos()?;
+    let (x, labels) = match (&a.input, a.data.as_ref().or(default_data.as_ref())) {
         (Some(path), _) => (load_npy_input(path, net)?, None),
         (None, Some(dir)) => {
             let d = load_split_for(dir, a.split.into(), net)?;
@@ -118,10 +141,37 @@ pub fn run(a: ExplainArgs) -> Result<()> {
             (x, Some(d.labels[start..end].to_vec()))
         }
         (None, None) => bail!(
-            "nothing to explain: give --input X.npy, or --data DIR --index I (--index I alone reads the shipped \
-             MNIST test split)"
+            "nothing to explain: give --input X.npy, --image PHOTO, or --data DIR --index I (--index I alone reads \
+             the shipped MNIST test split)"
         ),
     };
+    let norm = a
+        .photos
+        .normalization(crate::photos::layout_of(net.input_shape()).map_or(0, |l| l.channels()));
+    let pictures = pictures_of(&x, net.input_shape(), norm.as_ref());
+    Ok(Inputs {
+        x,
+        labels,
+        names: None,
+        pictures,
+    })
+}
+
+pub fn run(a: ExplainArgs) -> Result<()> {
+    let spec = Spec::parse(&a.rule)?;
+    if !matches!(a.color, ColorArg::Auto) && !a.print && (a.out.is_some() || a.png.is_some()) {
+        bail!("--color sets the colours of --print; add --print (a PNG is always in colour)");
+    }
+    let model = load_model(&a.model)?;
+    let net = &model.network;
+    let explainer = Explainer::new(net, &spec)?;
+    let names = a
+        .labels
+        .as_ref()
+        .map(|p| Labels::load(p, net.num_classes()))
+        .transpose()?;
+    let inp = inputs(&a, net)?;
+    let (x, labels) = (&inp.x, inp.labels.clone());
     if a.png.is_some() && x.shape()[0] > lrp_view::png_out::MAX_TILES {
         bail!(
             "--png: {} samples are too many for one picture (at most {}); use --out for the relevance",
@@ -178,33 +228,7 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         eprintln!("wrote relevance {:?} to {}", e.relevance.shape(), out.display());
     }
     if let Some(path) = &a.png {
-        let predicted = lrp_core::train::argmax_rows(e.logits.view());
-        let first = a.index.unwrap_or(0);
-        let panels: Vec<Panel> = x
-            .outer_iter()
-            .zip(e.relevance.outer_iter())
-            .enumerate()
-            .map(|(s, (img, rel))| {
-                let who = match &labels {
-                    Some(l) => format!("#{} label {}", first + s, l[s]),
-                    None => format!("sample {s}"),
-                };
-                Panel {
-                    image: cells::to_map(img),
-                    relevance: cells::to_map(rel),
-                    caption: vec![who, format!("pred {} class {}", predicted[s], e.targets[s])],
-                }
-            })
-            .collect();
-        let title = format!(
-            "{} · rule {}",
-            a.model
-                .file_name()
-                .map_or_else(|| a.model.display().to_string(), |f| f.to_string_lossy().into_owned()),
-            explainer.plan().spec()
-        );
-        write_png(path, &title, &panels)?;
-        eprintln!("wrote {}", path.display());
+        write_picture(&a, path, &inp, &e, &explainer, names.as_ref())?;
     }
     if a.print || (a.out.is_none() && a.png.is_none()) {
         use std::io::IsTerminal;
@@ -214,45 +238,118 @@ pub fn run(a: ExplainArgs) -> Result<()> {
             ColorArg::Never => ColorChoice::Never,
         };
         let mode = ColorMode::for_output(choice, std::io::stdout().is_terminal());
-        print(&x, &e, &explainer, labels.as_deref(), a.index.unwrap_or(0), mode);
+        let first = a.index.unwrap_or(0);
+        print(&inp, &e, &explainer, names.as_ref(), first, mode);
     }
     Ok(())
 }
 
-fn print(
-    x: &ArrayD<f32>,
+/// Who sample `s` is, for captions: its file, its dataset index and label, or its place in the batch.
+fn who(inp: &Inputs, s: usize, first: usize, names: Option<&Labels>) -> String {
+    match (&inp.names, &inp.labels) {
+        (Some(files), _) => files[s].clone(),
+        (None, Some(l)) => format!("#{} label {}", first + s, class_name(names, l[s] as usize)),
+        (None, None) => format!("sample {s}"),
+    }
+}
+
+fn write_picture(
+    a: &ExplainArgs,
+    path: &std::path::Path,
+    inp: &Inputs,
     e: &Explanation,
     explainer: &Explainer,
-    labels: Option<&[u8]>,
+    names: Option<&Labels>,
+) -> Result<()> {
+    let predicted = lrp_core::train::argmax_rows(e.logits.view());
+    let first = a.index.unwrap_or(0);
+    let panels: Vec<Panel> = inp
+        .x
+        .outer_iter()
+        .zip(e.relevance.outer_iter())
+        .enumerate()
+        .map(|(s, (img, rel))| Panel {
+            image: cells::to_map(img),
+            picture: inp.pictures.as_ref().map(|p| p[s].clone()),
+            relevance: cells::to_map(rel),
+            caption: vec![
+                who(inp, s, first, names),
+                format!("pred {}", class_name(names, predicted[s])),
+                format!("explained {}", class_name(names, e.targets[s])),
+            ],
+        })
+        .collect();
+    let title = format!(
+        "{} · rule {}",
+        a.model
+            .file_name()
+            .map_or_else(|| a.model.display().to_string(), |f| f.to_string_lossy().into_owned()),
+        explainer.plan().spec()
+    );
+    write_png(path, &title, &panels)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn print(
+    inp: &Inputs,
+    e: &Explanation,
+    explainer: &Explainer,
+    names: Option<&Labels>,
     first_index: usize,
     mode: ColorMode,
 ) {
     let net = explainer.network();
+    let x = &inp.x;
     let logits = e.logits.view().into_dimensionality::<Ix2>().expect("logits are [N, K]");
     let predicted = lrp_core::train::argmax_rows(e.logits.view());
     let explained = e.explained_logits();
     let n = x.shape()[0];
+    // Two pictures side by side within the terminal (80 columns in a file or a pipe); the rows follow.
+    let half = (lrp_view::cells::output_width().saturating_sub(2) / 2).max(8);
     for s in 0..n.min(PRINT_LIMIT) {
-        let image = cells::to_map(x.index_axis(Axis(0), s));
         let rel = cells::to_map(e.relevance.index_axis(Axis(0), s));
+        let shown = cells::shrink(rel.view(), usize::MAX, half);
         let scale = cells::max_abs(rel.view());
-        let left = cells::render(image.view(), MapKind::Image, mode);
-        let right = cells::render(rel.view(), MapKind::Heatmap { scale }, mode);
-        let label = labels.map(|l| format!(", label {}", l[s])).unwrap_or_default();
-        let which = if labels.is_some() {
-            format!("index {}", first_index + s)
-        } else {
-            format!("sample {s}")
+        let left = match &inp.pictures {
+            Some(p) => cells::render_rgb(cells::shrink_rgb(p[s].view(), usize::MAX, half).view(), mode),
+            None => {
+                let image = cells::to_map(x.index_axis(Axis(0), s));
+                cells::render(
+                    cells::shrink(image.view(), usize::MAX, half).view(),
+                    MapKind::Image,
+                    mode,
+                )
+            }
+        };
+        let right = cells::render(shown.view(), MapKind::Heatmap { scale }, mode);
+        let label = match &inp.labels {
+            Some(l) => format!(", label {}", class_name(names, l[s] as usize)),
+            None => String::new(),
+        };
+        let which = match (&inp.names, &inp.labels) {
+            (Some(files), _) => files[s].clone(),
+            (None, Some(_)) => format!("index {}", first_index + s),
+            (None, None) => format!("sample {s}"),
         };
         println!(
             "{which}: predicted {}{label}, explained class {} (logit {:.4}), rule {}",
-            predicted[s],
-            e.targets[s],
+            class_name(names, predicted[s]),
+            class_name(names, e.targets[s]),
             explained[s],
             explainer.plan().spec()
         );
         for (l, r) in left.iter().zip(&right) {
             println!("{}  {}", cells::to_ansi(l), cells::to_ansi(r));
+        }
+        if shown.dim() != rel.dim() {
+            println!(
+                "(shown at {}×{} of {}×{} pixels)",
+                shown.ncols(),
+                shown.nrows(),
+                rel.ncols(),
+                rel.nrows()
+            );
         }
         println!("input | relevance (red +, blue −), max |R| = {scale:.4}");
         if mode == ColorMode::NoColor {

@@ -6,5 +6,6 @@ pub mod eval;
 pub mod explain;
 pub mod info;
 pub mod predict;
+pub mod prepare;
 pub mod train;
 pub mod view;

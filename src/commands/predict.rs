@@ -9,18 +9,24 @@ use ndarray::{ArrayD, Axis};
 use lrp_core::train::argmax_rows;
 
 use crate::inputs::{SplitArg, load_model, load_npy_input, load_split_for, write_npy_atomic};
+use crate::photos::{Labels, PhotoArgs, class_name, load_photos};
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("inputs").required(true).args(["input", "data"])))]
+#[command(group(clap::ArgGroup::new("inputs").required(true).args(["input", "data", "images"])))]
 pub struct PredictArgs {
     /// Model file (native, or .onnx).
     #[arg(long)]
     model: PathBuf,
     /// Input batch as .npy (float32), `[N, …input shape]`.
-    #[arg(long, conflicts_with = "data")]
+    #[arg(long, conflicts_with_all = ["data", "images"])]
     input: Option<PathBuf>,
-    /// Dataset folder; predicts its test split (see --split).
+    #[command(flatten)]
+    photos: PhotoArgs,
+    /// Class names, one a line in class order (e.g. data/imagenet-classes.txt), for the printout.
     #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Dataset folder; predicts its test split (see --split).
+    #[arg(long, conflicts_with = "images")]
     data: Option<PathBuf>,
     /// Which split of --data.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
@@ -34,10 +40,22 @@ pub struct PredictArgs {
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
+    a.photos.check_without_photos()?;
     let model = load_model(&a.model)?;
     let net = &model.network;
+    let names = a
+        .labels
+        .as_ref()
+        .map(|p| Labels::load(p, net.num_classes()))
+        .transpose()?;
+    let mut photo_names = None;
     let (mut x, labels): (ArrayD<f32>, Option<Vec<u8>>) = match (&a.input, &a.data) {
         (Some(path), _) => (load_npy_input(path, net)?, None),
+        (None, None) if a.photos.any() => {
+            let photos = load_photos(&a.photos, net)?;
+            photo_names = Some(photos.names);
+            (photos.x, None)
+        }
         (None, Some(dir)) => {
             let d = load_split_for(dir, a.split.into(), net)?;
             (d.images, Some(d.labels))
@@ -70,12 +88,18 @@ pub fn run(a: PredictArgs) -> Result<()> {
     }
     let pred = argmax_rows(logits.view());
     let n = pred.len();
-    let shown: Vec<String> = pred.iter().take(20).map(|p| p.to_string()).collect();
-    println!(
-        "{n} samples; predicted classes: {}{}",
-        shown.join(" "),
-        if n > 20 { " …" } else { "" }
-    );
+    match &photo_names {
+        Some(files) => print_photos(files, &logits, names.as_ref()),
+        None => {
+            let shown: Vec<String> = pred.iter().take(20).map(|&p| class_name(names.as_ref(), p)).collect();
+            let sep = if names.is_some() { ", " } else { " " };
+            println!(
+                "{n} samples; predicted classes: {}{}",
+                shown.join(sep),
+                if n > 20 { " …" } else { "" }
+            );
+        }
+    }
     if let Some(labels) = &labels {
         let hits = pred.iter().zip(labels).filter(|(p, l)| **p == **l as usize).count();
         println!("accuracy: {:.4} ({hits}/{n})", hits as f32 / n.max(1) as f32);
@@ -85,4 +109,29 @@ pub fn run(a: PredictArgs) -> Result<()> {
         println!("wrote logits {:?} to {}", logits.shape(), out.display());
     }
     Ok(())
+}
+
+/// One line per photo: its three most likely classes with their softmax probabilities.
+fn print_photos(files: &[String], logits: &ArrayD<f32>, names: Option<&Labels>) {
+    for (file, row) in files.iter().zip(logits.outer_iter()) {
+        let row: Vec<f32> = row.iter().copied().collect();
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f64> = row.iter().map(|&v| f64::from(v - max).exp()).collect();
+        let total: f64 = exp.iter().sum();
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        let top: Vec<String> = order
+            .iter()
+            .take(3)
+            .map(|&k| {
+                format!(
+                    "{} ({:.1}%, logit {:.3})",
+                    class_name(names, k),
+                    100.0 * exp[k] / total,
+                    row[k]
+                )
+            })
+            .collect();
+        println!("{file}: {}", top.join(", "));
+    }
 }

@@ -9,6 +9,7 @@ use lrp_core::Split;
 use lrp_view::worker::Shared;
 
 use crate::inputs::{SplitArg, load_model};
+use crate::photos::{Labels, PhotoArgs, load_photos};
 
 #[derive(Args)]
 pub struct ViewArgs {
@@ -27,6 +28,11 @@ pub struct ViewArgs {
     /// The rule to open on (default epsilon-gamma-box, the composite most people use).
     #[arg(long, default_value = "epsilon-gamma-box")]
     rule: String,
+    #[command(flatten)]
+    photos: PhotoArgs,
+    /// Class names, one a line in class order (e.g. data/imagenet-classes.txt).
+    #[arg(long)]
+    labels: Option<PathBuf>,
 }
 
 pub fn run(a: ViewArgs) -> Result<()> {
@@ -38,6 +44,64 @@ pub fn run(a: ViewArgs) -> Result<()> {
         );
         std::process::exit(2);
     }
+    let shared = if a.photos.any() { photo_set(&a)? } else { dataset(&a)? };
+    let rules: Vec<String> = lrp_rules::PRESETS.iter().map(|s| s.to_string()).collect();
+    let spec = lrp_rules::Spec::parse(&a.rule)?.to_string();
+    let mut rules: Vec<String> = rules;
+    if !rules.contains(&spec) {
+        rules.push(spec.clone());
+    }
+    let options = lrp_view::tui::Options {
+        draw: a.draw,
+        rule: Some(spec),
+    };
+    lrp_view::tui::run(shared, rules, options)?;
+    Ok(())
+}
+
+/// The models given with --model and the photos prepared for them (they must take the same input).
+fn photo_set(a: &ViewArgs) -> Result<Shared> {
+    if a.models.is_empty() {
+        bail!("--image: give the model the photos are for with --model M.onnx");
+    }
+    if a.data.is_some() || a.draw {
+        bail!("--image shows photos: --data and --draw are for digit datasets");
+    }
+    let mut models = Vec::new();
+    for p in &a.models {
+        models.push((name_of(p), load_model(p)?.network));
+    }
+    let shape = models[0].1.input_shape().to_vec();
+    if let Some((name, net)) = models.iter().find(|(_, n)| n.input_shape() != shape.as_slice()) {
+        bail!(
+            "{name} takes inputs {:?}, {} takes {shape:?}: photos are prepared for one input shape",
+            net.input_shape(),
+            models[0].0
+        );
+    }
+    let photos = load_photos(&a.photos, &models[0].1)?;
+    let classes = models[0].1.num_classes();
+    let class_names = a
+        .labels
+        .as_ref()
+        .map(|p| Labels::load(p, classes))
+        .transpose()?
+        .map(Labels::into_names);
+    Ok(Shared {
+        models,
+        images: photos.x,
+        labels: Vec::new(),
+        photos: Some(lrp_view::worker::PhotoSet {
+            pictures: photos.pictures,
+            names: photos.names,
+        }),
+        class_names,
+    })
+}
+
+/// The shipped models (and any given) on a digit dataset.
+fn dataset(a: &ViewArgs) -> Result<Shared> {
+    a.photos.check_without_photos()?;
     let data_dir = a
         .data
         .clone()
@@ -60,23 +124,20 @@ pub fn run(a: ViewArgs) -> Result<()> {
         }
         models.push((name_of(p), m.network));
     }
-    let shared = Shared {
+    let class_names = match &a.labels {
+        Some(p) => {
+            let classes = models.iter().map(|(_, n)| n.num_classes()).max().unwrap_or(0);
+            Some(Labels::load(p, classes)?.into_names())
+        }
+        None => None,
+    };
+    Ok(Shared {
         models,
         images: data.images.into_dyn(),
         labels: data.labels,
-    };
-    let rules: Vec<String> = lrp_rules::PRESETS.iter().map(|s| s.to_string()).collect();
-    let spec = lrp_rules::Spec::parse(&a.rule)?.to_string();
-    let mut rules: Vec<String> = rules;
-    if !rules.contains(&spec) {
-        rules.push(spec.clone());
-    }
-    let options = lrp_view::tui::Options {
-        draw: a.draw,
-        rule: Some(spec),
-    };
-    lrp_view::tui::run(shared, rules, options)?;
-    Ok(())
+        photos: None,
+        class_names,
+    })
 }
 
 fn name_of(p: &Path) -> String {

@@ -31,6 +31,14 @@ pub enum BatchError {
         /// What went wrong.
         reason: String,
     },
+    /// An input the source could not deliver (a photo that changed or broke during the run).
+    #[error("{}: {reason}", path.display())]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A manifest that is not valid JSON of this format.
     #[error("{}: not a manifest of lrp batch: {reason}", path.display())]
     Manifest {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod hash;
 pub mod idx;
 pub mod layers;
+pub mod layout;
 pub mod model_file;
 pub mod network;
 pub mod simd;
@@ -25,5 +26,6 @@ pub use layers::{
     Reshape, Slice, Softmax, Take, Transpose, UnaryFn, Window, matmul_backward, mean_backward, reduce_to,
     softmax_backward,
 };
+pub use layout::ImageLayout;
 pub use model_file::{Model, ModelMeta};
 pub use network::{Network, Trace, first_non_finite};

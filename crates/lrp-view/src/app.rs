@@ -154,6 +154,8 @@ pub struct App {
     pub quit: bool,
     /// Set by `m` until the current model's predictions are known.
     pub wants_misclassified: bool,
+    /// Why draw mode is not available (photos: the canvas draws 28×28 digits), `None` when it is.
+    pub no_draw: Option<String>,
 }
 
 impl App {
@@ -177,6 +179,7 @@ impl App {
             message: None,
             quit: false,
             wants_misclassified: false,
+            no_draw: None,
         }
     }
 
@@ -416,6 +419,14 @@ impl App {
             }
             KeyCode::Char('?') => self.mode = Mode::Help,
             _ => {}
+        }
+    }
+
+    /// Opens draw mode, or says why it is not available.
+    pub(crate) fn open_draw(&mut self) {
+        match &self.no_draw {
+            Some(why) => self.message = Some(why.clone()),
+            None => self.screen = Screen::Draw,
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! The same cells serve `lrp explain --print` (as ANSI text) and the terminal viewer.
 
-use ndarray::{Array2, ArrayView2, ArrayViewD};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewD};
 
 use crate::colormap::{Rgb, gray, heat, xterm256};
 
@@ -244,27 +244,31 @@ pub fn to_ansi(row: &[Cell]) -> String {
 
 /// The `(height, width)` [`to_map`] gives a sample of this shape, without building it.
 pub fn map_dims(shape: &[usize]) -> (usize, usize) {
+    if let Some(l) = lrp_core::ImageLayout::of(shape) {
+        return l.size();
+    }
     match shape {
         [_, h, w] | [h, w] => (*h, *w),
-        _ => {
-            let n: usize = shape.iter().product();
-            let side = (n as f64).sqrt() as usize;
-            if side * side == n && side > 0 {
-                (side, side)
-            } else {
-                (1, n)
-            }
-        }
+        _ => (1, shape.iter().product()),
     }
 }
 
-/// A sample (`[C, H, W]`, `[H, W]`, or flat) as a 2-D map: channels are summed; a flat vector becomes a square
-/// when its length is a square number, else one row.
+/// A sample as a 2-D map: the image layouts of [`lrp_core::ImageLayout`] (`[C, H, W]`, `[H, W, C]` with 1 or 3
+/// channels, `[H, W]`, a flat square) with the channels summed; any other `[A, H, W]` summed over its first axis; other
+/// shapes as one row.
 pub fn to_map(sample: ArrayViewD<f32>) -> Array2<f32> {
-    match sample.shape() {
+    let shape = sample.shape().to_vec();
+    if let Some(layout) = lrp_core::ImageLayout::of(&shape) {
+        let (h, w) = layout.size();
+        let flat: Vec<f32> = sample.iter().copied().collect();
+        let channels = layout.channels();
+        return Array2::from_shape_fn((h, w), |(y, x)| {
+            (0..channels).map(|c| flat[layout.index(y, x, c)]).sum()
+        });
+    }
+    match shape.as_slice() {
         [_, h, w] => {
-            let (h, w) = (*h, *w);
-            let mut out = Array2::zeros((h, w));
+            let mut out = Array2::zeros((*h, *w));
             for c in sample.outer_iter() {
                 out += &c.into_dimensionality::<ndarray::Ix2>().expect("[H, W]");
             }
@@ -273,15 +277,90 @@ pub fn to_map(sample: ArrayViewD<f32>) -> Array2<f32> {
         [_, _] => sample.into_dimensionality::<ndarray::Ix2>().expect("2-D").to_owned(),
         _ => {
             let flat: Vec<f32> = sample.iter().copied().collect();
-            let side = (flat.len() as f64).sqrt() as usize;
-            if side * side == flat.len() && side > 0 {
-                Array2::from_shape_vec((side, side), flat).expect("square")
-            } else {
-                let n = flat.len();
-                Array2::from_shape_vec((1, n), flat).expect("one row")
-            }
+            let n = flat.len();
+            Array2::from_shape_vec((1, n), flat).expect("one row")
         }
     }
+}
+
+/// A map shrunk to at most `max_w × max_h` by averaging blocks of `k × k` values (`k` the smallest integer that
+/// fits; the last blocks may be partial). NaN stays NaN. A map that fits is returned as it is.
+pub fn shrink(map: ArrayView2<f32>, max_h: usize, max_w: usize) -> Array2<f32> {
+    let (h, w) = map.dim();
+    let k = h.div_ceil(max_h.max(1)).max(w.div_ceil(max_w.max(1))).max(1);
+    if k == 1 {
+        return map.to_owned();
+    }
+    Array2::from_shape_fn((h.div_ceil(k), w.div_ceil(k)), |(y, x)| {
+        block_mean(k, h, w, y, x, |yy, xx| map[[yy, xx]])
+    })
+}
+
+/// A colour picture `[H, W, 3]` shrunk like [`shrink`].
+pub fn shrink_rgb(picture: ArrayView3<f32>, max_h: usize, max_w: usize) -> Array3<f32> {
+    let (h, w, _) = picture.dim();
+    let k = h.div_ceil(max_h.max(1)).max(w.div_ceil(max_w.max(1))).max(1);
+    if k == 1 {
+        return picture.to_owned();
+    }
+    Array3::from_shape_fn((h.div_ceil(k), w.div_ceil(k), 3), |(y, x, c)| {
+        block_mean(k, h, w, y, x, |yy, xx| picture[[yy, xx, c]])
+    })
+}
+
+/// The mean of block `(y, x)` of side `k` of an `h × w` grid read by `at` (partial at the edges).
+fn block_mean(k: usize, h: usize, w: usize, y: usize, x: usize, at: impl Fn(usize, usize) -> f32) -> f32 {
+    let (ys, xs) = (y * k..((y + 1) * k).min(h), x * k..((x + 1) * k).min(w));
+    let n = ys.len() * xs.len();
+    let sum: f32 = ys
+        .flat_map(|yy| xs.clone().map(move |xx| (yy, xx)))
+        .map(|(yy, xx)| at(yy, xx))
+        .sum();
+    sum / n as f32
+}
+
+/// Renders a colour picture `[H, W, 3]` (values in [0, 1]) into rows of cells as [`render`] does a map: half blocks
+/// in colour, or without colour the gray ramp of its luminance.
+pub fn render_rgb(picture: ArrayView3<f32>, mode: ColorMode) -> Vec<Vec<Cell>> {
+    let (h, w, _) = picture.dim();
+    let rgb = |y: usize, x: usize| {
+        let c = |k: usize| (picture[[y, x, k]].clamp(0.0, 1.0) * 255.0).round() as u8;
+        Rgb(c(0), c(1), c(2))
+    };
+    let luma =
+        |y: usize, x: usize| 0.299 * picture[[y, x, 0]] + 0.587 * picture[[y, x, 1]] + 0.114 * picture[[y, x, 2]];
+    (0..h.div_ceil(2))
+        .map(|row| {
+            (0..w)
+                .map(|x| {
+                    let (top, bottom) = (2 * row, 2 * row + 1);
+                    match mode {
+                        ColorMode::NoColor => {
+                            let v = if bottom < h {
+                                (luma(top, x) + luma(bottom, x)) / 2.0
+                            } else {
+                                luma(top, x)
+                            };
+                            Cell {
+                                symbol: ramp_char(v, MapKind::Image),
+                                fg: Color::Default,
+                                bg: Color::Default,
+                            }
+                        }
+                        _ => Cell {
+                            symbol: HALF_BLOCK,
+                            fg: color(rgb(top, x), mode),
+                            bg: if bottom < h {
+                                color(rgb(bottom, x), mode)
+                            } else {
+                                Color::Default
+                            },
+                        },
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The largest |value| (0 for an empty or all-zero map; NaN is ignored).
@@ -294,4 +373,20 @@ pub fn no_color_legend() -> String {
     let pos: String = POSITIVE_RAMP.iter().collect();
     let neg: String = NEGATIVE_RAMP.iter().collect();
     format!("legend: positive {pos} (weak → strong), negative {neg} (weak → strong), blank ≈ 0")
+}
+
+/// The columns of standard output: the terminal's width when it is one, else `$COLUMNS`, else 80.
+pub fn output_width() -> usize {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal()
+        && let Ok((w, _)) = ratatui::crossterm::terminal::size()
+        && w > 0
+    {
+        return w as usize;
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&w| w >= 20)
+        .unwrap_or(80)
 }

@@ -3,7 +3,7 @@
 use std::io::BufWriter;
 use std::path::Path;
 
-use ndarray::Array2;
+use ndarray::{Array2, Array3};
 
 use crate::colormap::{Rgb, gray, heat};
 
@@ -58,6 +58,9 @@ pub enum PngError {
 pub struct Panel {
     /// The input, as a 2-D map.
     pub image: Array2<f32>,
+    /// The input as a colour photo `[H, W, 3]` in [0, 1], when it is one: the tile then shows the photo, the
+    /// relevance blended over it (on its gray version) and the relevance alone.
+    pub picture: Option<Array3<f32>>,
     /// The relevance, as a 2-D map of the same size.
     pub relevance: Array2<f32>,
     /// Lines under the maps (index, label, prediction, …); `max |R|` is added.
@@ -112,7 +115,9 @@ pub fn write_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), PngEr
     let k = upscale_for(h, w, panels.len());
     let lines = panels.iter().map(|p| p.caption.len() + 1).max().unwrap_or(1);
     let font = if k * w >= 100 { TEXT } else { 11 };
-    let tile_w = (2 * (w * k + 2) + 4).max(150);
+    let photos = panels.iter().any(|p| p.picture.is_some());
+    let panes = if photos { 3 } else { 2 };
+    let tile_w = (panes * (w * k + 2) + 4 * (panes - 1)).max(150);
     let tile_h = h * k + 2 + 4 + lines * (font + 3);
     let cols = grid_columns(panels.len());
     let rows = panels.len().div_ceil(cols);
@@ -142,24 +147,37 @@ pub fn write_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), PngEr
             let (col, row) = (p % cols, p / cols);
             let left = GAP + col * (tile_w + GAP);
             let top = HEADER + GAP + row * (tile_h + GAP);
-            let scale = max_abs(&panel.relevance);
+            let scale = colour_scale(panel);
             let (ph, pw) = (h.min(panel.image.nrows()), w.min(panel.image.ncols()));
-            for (offset, heatmap) in [(0, false), (w * k + 6, true)] {
-                let x0 = left + offset;
+            let kinds: &[Pane] = if panel.picture.is_some() {
+                &[Pane::Input, Pane::Overlay, Pane::Heat]
+            } else if photos {
+                &[Pane::Input, Pane::Heat, Pane::Blank]
+            } else {
+                &[Pane::Input, Pane::Heat]
+            };
+            for (i, &kind) in kinds.iter().enumerate() {
+                let x0 = left + i * (w * k + 6);
                 for y in 0..h * k + 2 {
                     for x in 0..w * k + 2 {
                         let inside = y > 0 && x > 0 && y <= h * k && x <= w * k;
-                        let c = if !inside {
+                        let c = if kind == Pane::Blank {
+                            Rgb(255, 255, 255)
+                        } else if !inside {
                             BORDER
                         } else {
                             let (my, mx) = ((y - 1) / k, (x - 1) / k);
                             if my >= ph || mx >= pw {
                                 Rgb(255, 255, 255)
-                            } else if heatmap {
-                                let r = panel.relevance.get([my, mx]).copied().unwrap_or(0.0);
-                                heat(if scale > 0.0 { r / scale } else { 0.0 })
                             } else {
-                                gray(panel.image[[my, mx]])
+                                let r = panel.relevance.get([my, mx]).copied().unwrap_or(0.0);
+                                let v = if scale > 0.0 { r / scale } else { 0.0 };
+                                match (kind, &panel.picture) {
+                                    (Pane::Heat, _) => heat(v),
+                                    (Pane::Input, Some(p)) => photo_rgb(p, my, mx),
+                                    (Pane::Overlay, Some(p)) => overlay(p, my, mx, v),
+                                    _ => gray(panel.image[[my, mx]]),
+                                }
                             }
                         };
                         put(x0 + x, top + y, c);
@@ -179,16 +197,34 @@ pub fn write_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), PngEr
                 .map_err(|e| draw_err(e.to_string()))
         };
         t(title, GAP, 8, 16)?;
-        t("−max|R|", GAP, 31, 13)?;
+        let (lo, hi) = if photos {
+            ("−scale", "+scale")
+        } else {
+            ("−max|R|", "+max|R|")
+        };
+        t(lo, GAP, 31, 13)?;
         t("0", GAP + 60 + 96, 30, 11)?;
-        t("+max|R|", GAP + 60 + 206, 31, 13)?;
-        t("each tile: input | relevance, scaled by its own max|R|", GAP, 52, 13)?;
+        t(hi, GAP + 60 + 206, 31, 13)?;
+        let legend = if photos {
+            "each tile: photo | relevance over the photo | relevance, each with its own colour scale"
+        } else {
+            "each tile: input | relevance, scaled by its own max|R|"
+        };
+        t(legend, GAP, 52, 13)?;
         for (p, panel) in panels.iter().enumerate() {
             let (col, row) = (p % cols, p / cols);
             let left = GAP + col * (tile_w + GAP);
             let mut y = HEADER + GAP + row * (tile_h + GAP) + h * k + 2 + 4;
             let scale = max_abs(&panel.relevance);
-            for line in panel.caption.iter().cloned().chain([format!("max|R| {scale:.4}")]) {
+            let last = if panel.picture.is_some() {
+                format!(
+                    "max|R| {scale:.4}; colours to {:.4} (99.5th pct of |R|)",
+                    colour_scale(panel)
+                )
+            } else {
+                format!("max|R| {scale:.4}")
+            };
+            for line in panel.caption.iter().cloned().chain([last]) {
                 t(&line, left, y, font)?;
                 y += font + 3;
             }
@@ -196,6 +232,60 @@ pub fn write_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), PngEr
         root.present().map_err(|e| draw_err(e.to_string()))?;
     }
     write_rgb(path, width as u32, height as u32, &buf)
+}
+
+/// What a pane of a tile shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pane {
+    Input,
+    Overlay,
+    Heat,
+    Blank,
+}
+
+fn photo_rgb(p: &Array3<f32>, y: usize, x: usize) -> Rgb {
+    let c = |k: usize| (p[[y, x, k]].clamp(0.0, 1.0) * 255.0).round() as u8;
+    Rgb(c(0), c(1), c(2))
+}
+
+/// The heatmap colour of `v` (relevance over max |R|) over the photo's luminance, dimmed: opaque where |v| is 1,
+/// the photo where it is 0.
+fn overlay(p: &Array3<f32>, y: usize, x: usize, v: f32) -> Rgb {
+    let luma = 0.299 * p[[y, x, 0]] + 0.587 * p[[y, x, 1]] + 0.114 * p[[y, x, 2]];
+    let base = 0.15 + 0.7 * luma.clamp(0.0, 1.0);
+    let alpha = if v.is_nan() {
+        0.0
+    } else {
+        v.abs().min(1.0).powf(0.7) * 0.9
+    };
+    let Rgb(r, g, b) = heat(v);
+    let mix = |c: u8| {
+        ((1.0 - alpha) * base * 255.0 + alpha * f32::from(c))
+            .round()
+            .clamp(0.0, 255.0) as u8
+    };
+    Rgb(mix(r), mix(g), mix(b))
+}
+
+/// The |R| drawn at full colour: max |R| for digits and other small maps, the 99.5th percentile of |R| for
+/// photos (their few strongest pixels would otherwise leave the rest of a 224×224 heatmap white).
+pub fn colour_scale(panel: &Panel) -> f32 {
+    let max = max_abs(&panel.relevance);
+    if panel.picture.is_none() {
+        return max;
+    }
+    let mut v: Vec<f32> = panel
+        .relevance
+        .iter()
+        .filter(|x| !x.is_nan())
+        .map(|x| x.abs())
+        .collect();
+    if v.is_empty() {
+        return max;
+    }
+    let k = ((v.len() as f64 * 0.995) as usize).min(v.len() - 1);
+    let (_, p, _) = v.select_nth_unstable_by(k, f32::total_cmp);
+    if *p > 0.0 { *p } else { max }
 }
 
 fn max_abs(a: &Array2<f32>) -> f32 {

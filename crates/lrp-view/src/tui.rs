@@ -108,6 +108,7 @@ pub fn save_drawing(
         let png = stem.with_extension("png");
         let panel = crate::png_out::Panel {
             image: input.clone(),
+            picture: None,
             relevance: v.relevance.clone(),
             caption: vec![
                 format!("drawing, pred {}", v.predicted()),
@@ -125,7 +126,8 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
     if shared.models.is_empty() {
         return Err(ViewError::Empty("no models to show".into()));
     }
-    if shared.labels.is_empty() {
+    let count = shared.images.shape().first().copied().unwrap_or(0);
+    if count == 0 {
         return Err(ViewError::Empty("the dataset has no samples".into()));
     }
     let models = shared
@@ -133,13 +135,18 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
         .iter()
         .map(|(name, net)| ModelEntry::of(name.clone(), net))
         .collect();
-    let mut app = App::new(models, shared.labels.len(), rules);
+    let mut app = App::new(models, count, rules);
+    if shared.photos.is_some() {
+        app.no_draw = Some("draw mode draws 28×28 digits; these are photos".into());
+    }
     app.check_rules(&Checker(&shared), options.rule.as_deref());
     if options.draw {
         app.screen = Screen::Draw;
     }
     let labels = shared.labels.clone();
     let images = shared.images.clone();
+    let photos = shared.photos.clone();
+    let class_names = shared.class_names.clone();
     let shared = Arc::new(shared);
     let worker = Worker::spawn(shared.clone());
     let color = ColorMode::from_env();
@@ -214,6 +221,8 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
                 labels: &labels,
                 images: &images,
                 color,
+                photos: photos.as_ref(),
+                class_names: class_names.as_deref(),
             };
             terminal.draw(|f| draw(f, &app, &sources))?;
             if event::poll(Duration::from_millis(40))? {

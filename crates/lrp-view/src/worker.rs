@@ -11,14 +11,27 @@ use ndarray::{Array2, ArrayD, Axis, Ix2};
 use crate::app::ClassChoice;
 use crate::cells::to_map;
 
-/// What the viewer shows: models and a labelled dataset.
+/// What the viewer shows: models and a labelled dataset, or photos.
 pub struct Shared {
     /// Name and network of each model.
     pub models: Vec<(String, Network)>,
-    /// `[N, …]` images.
+    /// `[N, …]` images (the network inputs).
     pub images: ArrayD<f32>,
-    /// `N` labels.
+    /// `N` labels (empty for photos, which have none).
     pub labels: Vec<u8>,
+    /// The inputs as colour photos, when they are photos.
+    pub photos: Option<PhotoSet>,
+    /// Class names, one per output (`--labels`).
+    pub class_names: Option<Vec<String>>,
+}
+
+/// Photos shown in colour: each input as the picture it was made from, and its file name.
+#[derive(Clone, Debug, Default)]
+pub struct PhotoSet {
+    /// `[H, W, 3]` in [0, 1], one per input.
+    pub pictures: Vec<ndarray::Array3<f32>>,
+    /// File names.
+    pub names: Vec<String>,
 }
 
 /// Which input an explanation is of.

@@ -133,6 +133,7 @@ fn a_png_grid_too_large_to_draw_is_refused_before_any_allocation() {
     // 4,000 tiles of 200×200 inputs at 1× (about 410×230 px each), 16 columns × 250 rows: some 400 Mpx.
     let panel = || Panel {
         image: ndarray::Array2::zeros((200, 200)),
+        picture: None,
         relevance: ndarray::Array2::zeros((200, 200)),
         caption: vec!["x".into()],
     };

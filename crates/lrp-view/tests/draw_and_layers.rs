@@ -34,6 +34,8 @@ fn shipped() -> Shared {
         ],
         images,
         labels: data.labels[..50].to_vec(),
+        photos: None,
+        class_names: None,
     }
 }
 
@@ -82,6 +84,8 @@ fn render(app: &App, shared: &Shared, width: u16, height: u16, color: ColorMode)
         labels: &shared.labels,
         images: &shared.images,
         color,
+        photos: None,
+        class_names: None,
     };
     let mut term = Terminal::new(TestBackend::new(width, height)).unwrap();
     term.draw(|f| draw(f, app, &src)).unwrap();
@@ -374,6 +378,8 @@ fn the_input_stays_on_screen_while_its_explanation_is_computed() {
         labels: &shared.labels,
         images: &shared.images,
         color: ColorMode::TrueColor,
+        photos: None,
+        class_names: None,
     };
     let mut term = Terminal::new(TestBackend::new(80, 24)).unwrap();
     term.draw(|f| draw(f, &app, &src)).unwrap();

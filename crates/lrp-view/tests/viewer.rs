@@ -239,6 +239,8 @@ fn shared() -> (Shared, Network) {
             models: vec![("tiny".into(), net.clone())],
             images,
             labels: vec![0, 1, 2, 1],
+            photos: None,
+            class_names: None,
         },
         net,
     )
@@ -291,6 +293,8 @@ fn the_screen_shows_the_sample_and_says_when_the_terminal_is_too_small() {
         labels: &shared.labels,
         images: &shared.images,
         color: ColorMode::TrueColor,
+        photos: None,
+        class_names: None,
     };
     let mut term = Terminal::new(TestBackend::new(80, 24)).unwrap();
     term.draw(|f| draw(f, &a, &src)).unwrap();

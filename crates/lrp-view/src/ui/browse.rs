@@ -8,9 +8,9 @@ use ratatui::text::Line;
 
 use super::info::draw_info;
 use super::layout::single_layout;
-use super::widgets::{draw_map, draw_state, heat_kind, legend, text};
-use super::{Sources, needed};
-use crate::app::{App, Screen};
+use super::widgets::{draw_map, draw_picture, draw_state, heat_kind, legend, text};
+use super::{Sources, display_size, needed};
+use crate::app::App;
 use crate::cells::{MapKind, max_abs};
 use crate::keys::{Binding, key};
 
@@ -25,7 +25,7 @@ pub const KEYS: &[Binding] = &[
 pub(crate) fn on_key(app: &mut App, code: KeyCode) -> bool {
     match code {
         KeyCode::Char('v') => app.compare = true,
-        KeyCode::Char('d') => app.screen = Screen::Draw,
+        KeyCode::Char('d') => app.open_draw(),
         KeyCode::Char('l') => app.open_layers(),
         _ => return false,
     }
@@ -34,18 +34,22 @@ pub(crate) fn on_key(app: &mut App, code: KeyCode) -> bool {
 
 pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
     let area = frame.area();
-    let size = src.map_size();
+    let full = src.map_size();
+    let (size, k) = display_size(area.width, area.height, full);
     let layout = single_layout(area.width, area.height, size.0, size.1, 2);
-    let key = needed(app, area.width, area.height, src.labels, size)
+    let key = needed(app, area.width, area.height, src.labels, full)
         .into_iter()
         .next();
     let data = key.as_ref().and_then(|k| (src.lookup)(k));
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let (pw, ph) = (layout.panel_w, layout.panel_h);
-    text(frame, 0, 1, pw, Line::styled("input", bold));
+    let input = if src.photos.is_some() { "photo" } else { "input" };
+    text(frame, 0, 1, pw, Line::styled(input, bold));
     text(frame, pw + 2, 1, pw, Line::styled("relevance", bold));
     // The input is drawn from the dataset at once; only the relevance waits for the worker.
-    if let Some(img) = src.image(app.index) {
+    if let Some(picture) = src.picture(app.index) {
+        draw_picture(frame, Rect::new(0, 2, pw, ph), picture, k, layout.scale, src.color);
+    } else if let Some(img) = src.image(app.index) {
         draw_map(
             frame,
             Rect::new(0, 2, pw, ph),
@@ -74,5 +78,5 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
             None
         }
     };
-    draw_info(frame, &layout, app, ok, src.labels.get(app.index).copied());
+    draw_info(frame, &layout, app, ok, src);
 }

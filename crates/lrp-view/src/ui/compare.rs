@@ -9,7 +9,7 @@ use ratatui::text::Line;
 use super::layout::compare_layout;
 use super::widgets::{draw_map, draw_state, heat_kind, text, truncate};
 use super::{Sources, needed};
-use crate::app::{App, Screen};
+use crate::app::App;
 use crate::cells::{ColorMode, MapKind, max_abs, no_color_legend};
 use crate::keys::{Binding, key};
 
@@ -26,7 +26,7 @@ pub const KEYS: &[Binding] = &[
 pub(crate) fn on_key(app: &mut App, code: KeyCode) -> bool {
     match code {
         KeyCode::Char('v') => app.compare = false,
-        KeyCode::Char('d') => app.screen = Screen::Draw,
+        KeyCode::Char('d') => app.open_draw(),
         KeyCode::Char('l') => app.open_layers(),
         _ => return false,
     }
@@ -35,17 +35,27 @@ pub(crate) fn on_key(app: &mut App, code: KeyCode) -> bool {
 
 pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
     let area = frame.area();
-    let size = src.map_size();
+    let full = src.map_size();
+    let (size, k) = super::display_size(area.width, area.height, full);
     let accepted = app.accepted_rules().len();
     let g = compare_layout(area.width, area.height, size.0, size.1, accepted);
     let bold = Style::default().add_modifier(Modifier::BOLD);
-    let keys = needed(app, area.width, area.height, src.labels, size);
+    let keys = needed(app, area.width, area.height, src.labels, full);
     let cell = |i: usize| {
         let (c, r) = (i as u16 % g.per_row, i as u16 / g.per_row);
         (c * (g.panel_w + 1), 1 + r * (g.map_h + 3))
     };
     text(frame, 0, 1, g.panel_w, Line::styled("input", bold));
-    if let Some(img) = src.image(app.index) {
+    if let Some(picture) = src.picture(app.index) {
+        super::widgets::draw_picture(
+            frame,
+            Rect::new(0, 2, g.panel_w, g.map_h),
+            picture,
+            k,
+            g.scale,
+            src.color,
+        );
+    } else if let Some(img) = src.image(app.index) {
         draw_map(
             frame,
             Rect::new(0, 2, g.panel_w, g.map_h),
@@ -91,15 +101,20 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
         }
     }
     let label = src.labels.get(app.index).copied();
-    let mut line = format!(
-        "index {}/{}  label {}",
-        app.index,
-        app.count.saturating_sub(1),
-        label.map_or("-".into(), |l| l.to_string())
-    );
+    let mut line = match src.photos.and_then(|p| p.names.get(app.index)) {
+        Some(name) => format!("photo {}/{} {name}", app.index, app.count.saturating_sub(1)),
+        None => format!(
+            "index {}/{}  label {}",
+            app.index,
+            app.count.saturating_sub(1),
+            label.map_or("-".into(), |l| src.class(l as usize))
+        ),
+    };
     if let Some((pred, target, logit)) = summary {
         line.push_str(&format!(
-            "  predicted {pred}  explaining class {target} (logit {logit:.3})"
+            "  predicted {}  explaining class {} (logit {logit:.3})",
+            src.class(pred),
+            src.class(target)
         ));
     }
     let hidden = accepted.saturating_sub(keys.len());

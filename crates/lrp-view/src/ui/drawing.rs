@@ -145,5 +145,5 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
         data.as_ref().and_then(|d| d.as_ref().ok())
     };
     let ok = if app.draw.canvas.is_empty() { None } else { ok };
-    draw_info(frame, &layout, app, ok, None);
+    draw_info(frame, &layout, app, ok, src);
 }

@@ -6,6 +6,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 
+use super::Sources;
 use super::layout::Layout;
 use super::widgets::{class_label, text, truncate};
 use crate::app::App;
@@ -14,30 +15,49 @@ use crate::worker::ViewData;
 /// Width of one conservation-sum column.
 const SUM_W: u16 = 20;
 
-/// Index, label, prediction, class, logit, then the probabilities.
-pub(crate) fn facts(app: &App, v: Option<&ViewData>, label: Option<u8>) -> Vec<Line<'static>> {
+/// Index, label (or photo), prediction, class, logit, then the probabilities.
+pub(crate) fn facts(app: &App, v: Option<&ViewData>, src: &Sources) -> Vec<Line<'static>> {
+    let here = !app.on_drawing();
+    let label = src.labels.get(app.index).copied().filter(|_| here);
+    let photo = src.photos.and_then(|p| p.names.get(app.index)).filter(|_| here);
     let mut lines = vec![
         if app.on_drawing() {
             Line::from("your drawing")
         } else {
             Line::from(format!("index {}/{}", app.index, app.count.saturating_sub(1)))
         },
-        Line::from(format!("label {}", label.map_or("-".into(), |l| l.to_string()))),
+        match photo {
+            Some(name) => Line::from(name.clone()),
+            None => Line::from(format!("label {}", label.map_or("-".into(), |l| src.class(l as usize)))),
+        },
     ];
     if let Some(v) = v {
         let pred = v.predicted();
         let wrong = label.is_some_and(|l| l as usize != pred);
-        lines.push(Line::from(format!("pred  {pred}{}", if wrong { "  ✗" } else { "" })));
-        lines.push(Line::from(format!("class {} ({})", v.target, class_label(app.class))));
+        lines.push(Line::from(format!(
+            "pred  {}{}",
+            src.class(pred),
+            if wrong { "  ✗" } else { "" }
+        )));
+        lines.push(Line::from(format!(
+            "class {} ({})",
+            src.class(v.target),
+            class_label(app.class)
+        )));
         lines.push(Line::from(format!("logit {:.3}", v.logits[v.target])));
     }
     lines
 }
 
-pub(crate) fn probability_lines(v: &ViewData, width: u16, rows: u16) -> Vec<Line<'static>> {
+/// The probabilities as bars: every class of a model with up to 10, else the 10 most likely, with their names.
+pub(crate) fn probability_lines(v: &ViewData, width: u16, rows: u16, src: &Sources) -> Vec<Line<'static>> {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let probs = v.probabilities();
     let n = probs.len().min(10);
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    if probs.len() > 10 {
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+    }
     let columns = if rows as usize >= n {
         1
     } else {
@@ -50,12 +70,21 @@ pub(crate) fn probability_lines(v: &ViewData, width: u16, rows: u16) -> Vec<Line
         .map(|r| {
             let spans: Vec<Span> = (0..columns)
                 .filter_map(|c| {
-                    let k = c * per_col + r;
-                    (k < n).then(|| {
+                    let i = c * per_col + r;
+                    (i < n).then(|| {
+                        let k = order[i];
                         let p = probs[k];
+                        let style = if k == v.target { bold } else { Style::default() };
+                        if probs.len() > 10 || src.class_names.is_some() {
+                            // A name and a percentage; the bar where room is left.
+                            let name = truncate(&src.class(k), col_w.saturating_sub(6).max(4));
+                            let room = col_w.saturating_sub(name.chars().count() + 6);
+                            let filled = ((p * room as f32).round() as usize).min(room);
+                            let bar = "█".repeat(filled) + &" ".repeat(room - filled);
+                            return Span::styled(format!("{name} {bar}{:>3.0}% ", p * 100.0), style);
+                        }
                         let filled = ((p * bar_w as f32).round() as usize).min(bar_w);
                         let bar = "█".repeat(filled) + &"·".repeat(bar_w - filled);
-                        let style = if k == v.target { bold } else { Style::default() };
                         Span::styled(format!("{k} {bar} {:>3.0}% ", p * 100.0), style)
                     })
                 })
@@ -105,11 +134,11 @@ pub(crate) fn draw_sums(frame: &mut Frame, rect: Rect, sums: &[(String, f32)]) {
 }
 
 /// The info beside or under the pictures of the single-input screens.
-pub(crate) fn draw_info(frame: &mut Frame, layout: &Layout, app: &App, data: Option<&ViewData>, label: Option<u8>) {
+pub(crate) fn draw_info(frame: &mut Frame, layout: &Layout, app: &App, data: Option<&ViewData>, src: &Sources) {
     let area = frame.area();
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let maps_w = layout.maps_w();
-    let facts = facts(app, data, label);
+    let facts = facts(app, data, src);
     let below_y = 2 + layout.panel_h + 1;
     if layout.side {
         let x = maps_w + 2;
@@ -121,7 +150,7 @@ pub(crate) fn draw_info(frame: &mut Frame, layout: &Layout, app: &App, data: Opt
         }
         if let Some(v) = data {
             text(frame, x, y, w, Line::styled("probabilities", bold));
-            for line in probability_lines(v, w, 10) {
+            for line in probability_lines(v, w, 10, src) {
                 y += 1;
                 text(frame, x, y, w, line);
             }
@@ -140,7 +169,7 @@ pub(crate) fn draw_info(frame: &mut Frame, layout: &Layout, app: &App, data: Opt
         }
         if let Some(v) = data {
             let probs_w = 36.min(area.width.saturating_sub(24));
-            for (i, line) in probability_lines(v, probs_w, rows).into_iter().enumerate() {
+            for (i, line) in probability_lines(v, probs_w, rows, src).into_iter().enumerate() {
                 text(frame, 24, below_y + i as u16, probs_w, line);
             }
             let sx = 24 + probs_w + 2;

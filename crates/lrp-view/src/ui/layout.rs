@@ -69,6 +69,14 @@ pub fn single_layout(width: u16, height: u16, h: usize, w: usize, panels: u16) -
     }
 }
 
+/// The smallest integer factor `k` by which `h × w` maps must shrink (each `k × k` block averaged) so that
+/// `panels` of them and the info fit in `width × height` at scale 1: 1 for digits, more for photos.
+pub fn fit_shrink(width: u16, height: u16, h: usize, w: usize, panels: u16) -> usize {
+    (1..=h.max(w).max(1))
+        .find(|&k| fits(width, height, h.div_ceil(k), w.div_ceil(k), 1, panels).is_some())
+        .unwrap_or(h.max(w).max(1))
+}
+
 /// Draw mode's layout: canvas, network input and relevance side by side when the three fit at 2× or more,
 /// else canvas and one of the two (`p` switches) as large as they fit.
 pub fn draw_layout(width: u16, height: u16) -> Layout {

@@ -10,7 +10,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 
 use crate::app::{App, ClassChoice, Mode, Screen};
 use crate::cells::{ColorMode, to_map};
-use crate::worker::{InputRef, Key, ViewData};
+use crate::worker::{InputRef, Key, PhotoSet, ViewData};
 
 pub mod browse;
 pub mod compare;
@@ -57,6 +57,13 @@ fn key_for(app: &App, rule: usize, labels: &[u8]) -> Key {
 /// The dataset image size the viewer lays out for (`h × w` pixels).
 pub type MapSize = (usize, usize);
 
+/// The size maps of `size` pixels are drawn at on a `width × height` terminal, and the factor they are shrunk by
+/// (1 for digits; photos are averaged down until two of them and the info fit).
+pub fn display_size(width: u16, height: u16, size: MapSize) -> (MapSize, usize) {
+    let k = layout::fit_shrink(width, height, size.0, size.1, 2);
+    ((size.0.div_ceil(k), size.1.div_ceil(k)), k)
+}
+
 /// The explanations the current screen needs, on a `width × height` terminal.
 pub fn needed(app: &App, width: u16, height: u16, labels: &[u8], size: MapSize) -> Vec<Key> {
     if app.rules.is_empty() || (app.on_drawing() && app.draw.canvas.is_empty()) {
@@ -65,6 +72,7 @@ pub fn needed(app: &App, width: u16, height: u16, labels: &[u8], size: MapSize) 
     if app.compare && app.screen == Screen::Browse {
         let accepted = app.accepted_rules();
         let start = accepted.iter().position(|&r| r == app.rule).unwrap_or(0);
+        let (size, _) = display_size(width, height, size);
         let n = compare_layout(width, height, size.0, size.1, accepted.len()).rules_shown(accepted.len());
         (0..n)
             .map(|k| key_for(app, accepted[(start + k) % accepted.len()], labels))
@@ -84,11 +92,28 @@ pub struct Sources<'a> {
     pub images: &'a ArrayD<f32>,
     /// How colors reach the terminal.
     pub color: ColorMode,
+    /// The inputs as colour photos, when they are photos.
+    pub photos: Option<&'a PhotoSet>,
+    /// Class names, one per output.
+    pub class_names: Option<&'a [String]>,
 }
 
 impl Sources<'_> {
     fn image(&self, index: usize) -> Option<Array2<f32>> {
         (index < self.images.shape()[0]).then(|| to_map(self.images.index_axis(Axis(0), index)))
+    }
+
+    /// The colour picture of input `index`, when the inputs are photos.
+    pub fn picture(&self, index: usize) -> Option<&ndarray::Array3<f32>> {
+        self.photos.and_then(|p| p.pictures.get(index))
+    }
+
+    /// Class `k` as shown: `k name` with class names, else `k`.
+    pub fn class(&self, k: usize) -> String {
+        match self.class_names.and_then(|n| n.get(k)) {
+            Some(name) if !name.is_empty() => format!("{k} {name}"),
+            _ => k.to_string(),
+        }
     }
 
     /// `h × w` of the dataset's images as maps (from the shape: nothing is copied on a frame).

@@ -1,6 +1,6 @@
 //! Pieces every screen draws with: cells as a widget, maps scaled to fit, lines of text, legends.
 
-use ndarray::{Array2, ArrayD};
+use ndarray::{Array2, Array3, ArrayD};
 use ratatui::Frame;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
@@ -65,9 +65,49 @@ pub fn panel_size(h: usize, w: usize, s: u16) -> (u16, u16) {
 }
 
 pub(crate) fn draw_map(frame: &mut Frame, rect: Rect, map: &Array2<f32>, kind: MapKind, scale: u16, color: ColorMode) {
+    // A map larger than its place (a photo's, a hidden layer's) is averaged down to fit first.
+    let (h, w) = map.dim();
+    let (max_h, max_w) = (2 * rect.height as usize, rect.width as usize);
+    let fitted_map;
+    let map = if (h > max_h || w > max_w) && max_h > 0 && max_w > 0 {
+        fitted_map = crate::cells::shrink(map.view(), max_h, max_w);
+        &fitted_map
+    } else {
+        map
+    };
     let big = upscale(map, scale as usize);
     let fitted = shrink_width(&big, rect.width as usize);
     let cells = render(fitted.view(), kind, color);
+    frame.render_widget(CellsWidget(&cells), rect);
+}
+
+/// Draws a colour picture `[H, W, 3]` shrunk by `k` (block means) and enlarged `scale` times, clipped to `rect`.
+pub(crate) fn draw_picture(
+    frame: &mut Frame,
+    rect: Rect,
+    picture: &Array3<f32>,
+    k: usize,
+    scale: u16,
+    color: ColorMode,
+) {
+    let (h, w, _) = picture.dim();
+    let small = crate::cells::shrink_rgb(picture.view(), h.div_ceil(k.max(1)), w.div_ceil(k.max(1)));
+    let s = scale.max(1) as usize;
+    let (sh, sw, _) = small.dim();
+    let big = if s > 1 {
+        ndarray::Array3::from_shape_fn((sh * s, sw * s, 3), |(y, x, c)| small[[y / s, x / s, c]])
+    } else {
+        small
+    };
+    // Like a map, a picture larger than its place is averaged down to fit.
+    let (bh, bw, _) = big.dim();
+    let (max_h, max_w) = (2 * rect.height as usize, rect.width as usize);
+    let big = if (bh > max_h || bw > max_w) && max_h > 0 && max_w > 0 {
+        crate::cells::shrink_rgb(big.view(), max_h, max_w)
+    } else {
+        big
+    };
+    let cells = crate::cells::render_rgb(big.view(), color);
     frame.render_widget(CellsWidget(&cells), rect);
 }
 
