@@ -237,3 +237,38 @@ fn the_readme_capture_is_what_lrp_view_shows_at_80x24() {
     let shown: Vec<&str> = readme[start..end].lines().map(str::trim_end).collect();
     assert_eq!(screen, shown, "the README's capture differs from the screen");
 }
+
+#[test]
+fn photos_in_the_viewer_at_80x24_and_200x60_with_class_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..10).map(|k| format!("thing-{k}")).collect();
+    std::fs::write(dir.path().join("classes.txt"), names.join("\n")).unwrap();
+    let args = format!(
+        "--model {} --image {} --preprocess imagenet --labels classes.txt",
+        root()
+            .join("tests/fixtures/scale/resnet_basic_l2-legacy.onnx")
+            .display(),
+        root().join("data/photos").display()
+    );
+    for (w, h) in [(80u16, 24u16), (200, 60)] {
+        let tmux = start(&format!("photos-{w}"), w, h, &args, dir.path());
+        let first = tmux.wait_for_all(&["probabilities", "chelsea.png"]);
+        assert!(
+            first.contains("photo") && first.contains('▀') && first.contains("thing-"),
+            "{first}"
+        );
+        assert!(first.contains("index 0/2"), "{first}");
+        // The pictures fit the pane: no picture row runs past the pane.
+        assert!(first.lines().count() <= h as usize, "{first}");
+        tmux.run(&["send-keys", "-t", "view", "Right"]);
+        tmux.wait_for("coffee.png");
+        tmux.run(&["send-keys", "-t", "view", "v"]);
+        let compare = tmux.wait_for("photo 1/2 coffee.png");
+        assert!(compare.contains("input") && compare.contains("max |R|"), "{compare}");
+        tmux.run(&["send-keys", "-t", "view", "d"]);
+        tmux.wait_for("draw mode draws 28×28 digits");
+        tmux.run(&["send-keys", "-t", "view", "q"]);
+        let last = tmux.wait_for("LRP-EXITED");
+        assert!(last.contains("LRP-EXITED 0"), "{last}");
+    }
+}

@@ -234,3 +234,36 @@ fn random_rule_specs_parse_or_are_refused() {
         }
     }
 }
+
+/// Mutated and truncated photos (the shipped PNG and JPEG): each decodes or is refused by name, and one that decodes
+/// is prepared for a small NCHW and NHWC input without panicking.
+#[test]
+fn mutated_photos_decode_or_are_refused_and_decoded_ones_prepare() {
+    limit_memory();
+    let mut rng = ChaCha8Rng::seed_from_u64(25);
+    let p = lrp_image::Preprocess::imagenet(32);
+    for name in ["chelsea.png", "rocket.jpg"] {
+        let bytes = std::fs::read(root().join("data/photos").join(name)).unwrap();
+        let (mut decoded, mut refused) = (0, 0);
+        for _ in 0..120 {
+            let b = mutate(&mut rng, &bytes);
+            match lrp_image::decode(Path::new(name), &b) {
+                Ok(photo) => {
+                    decoded += 1;
+                    for shape in [[3, 32, 32], [32, 32, 3]] {
+                        let x = lrp_image::prepare(&photo, &p, &shape).unwrap().input;
+                        assert!(x.iter().all(|v| v.is_finite()));
+                    }
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(e.to_string().starts_with(name), "{e}");
+                }
+            }
+        }
+        assert!(
+            decoded > 0 && refused > 0,
+            "{name}: {decoded} decoded, {refused} refused"
+        );
+    }
+}

@@ -2,7 +2,8 @@
 //! runs as written (in a scratch folder with the repository's `data/` linked in, so the commands' outputs land
 //! there). `lrp train` commands are run by `tests/reproducible.rs` (they take minutes); `lrp view` needs a terminal
 //! (`tests/cli_view.rs` runs it in tmux), so here it must say exactly that; the Slurm recipe runs as eight array
-//! tasks and then its merge job.
+//! tasks and then its merge job. The photo section's `resnet50.onnx` (an export of torchvision's, too large for the
+//! repository) is stood in for by a small convolutional network with the same input and 1000 outputs, built here.
 
 mod common;
 
@@ -100,10 +101,107 @@ fn the_first_example_prints_what_the_readme_shows() {
     );
 }
 
+/// A stand-in for the README's `resnet50.onnx`: input `[N, 3, 224, 224]`, a 7×7 stride-8 convolution to 4 channels,
+/// ReLU, global average pooling, and a dense layer to 1000 classes (fixed, arbitrary weights).
+fn stand_in_imagenet_model() -> Vec<u8> {
+    use lrp_onnx::proto::*;
+    use prost::Message;
+    let tensor = |name: &str, dims: &[i64], f: &dyn Fn(usize) -> f32| {
+        let n: i64 = dims.iter().product();
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: data_type::FLOAT,
+            raw_data: (0..n as usize).flat_map(|i| f(i).to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    };
+    let node = |op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>| NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: attrs,
+        ..Default::default()
+    };
+    let ints = |name: &str, v: &[i64]| AttributeProto {
+        name: name.into(),
+        r#type: 7,
+        ints: v.to_vec(),
+        ..Default::default()
+    };
+    let value = |name: &str, dims: &[Option<i64>]| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            dim_value: *d,
+                            dim_param: d.is_none().then(|| "batch".into()),
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    };
+    let w = |i: usize| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.2;
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "readme stand-in".into(),
+        producer_version: String::new(),
+        graph: Some(GraphProto {
+            node: vec![
+                node(
+                    "Conv",
+                    &["input", "cw", "cb"],
+                    "conv",
+                    vec![
+                        ints("kernel_shape", &[7, 7]),
+                        ints("strides", &[8, 8]),
+                        ints("pads", &[3, 3, 3, 3]),
+                    ],
+                ),
+                node("Relu", &["conv"], "relu", vec![]),
+                node("GlobalAveragePool", &["relu"], "pool", vec![]),
+                node("Flatten", &["pool"], "flat", vec![]),
+                node(
+                    "Gemm",
+                    &["flat", "fw", "fb"],
+                    "logits",
+                    vec![AttributeProto {
+                        name: "transB".into(),
+                        r#type: 2,
+                        i: 1,
+                        ..Default::default()
+                    }],
+                ),
+            ],
+            name: "stand-in".into(),
+            initializer: vec![
+                tensor("cw", &[4, 3, 7, 7], &w),
+                tensor("cb", &[4], &|i| 0.1 * i as f32),
+                tensor("fw", &[1000, 4], &|i| w(i + 7) * 10.0),
+                tensor("fb", &[1000], &|_| 0.0),
+            ],
+            input: vec![value("input", &[None, Some(3), Some(224), Some(224)])],
+            output: vec![value("logits", &[None, Some(1000)])],
+        }),
+    }
+    .encode_to_vec()
+}
+
 #[test]
 fn every_lrp_command_in_the_readme_runs_as_written() {
     let scratch = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(root().join("data"), scratch.path().join("data")).unwrap();
+    std::fs::write(scratch.path().join("resnet50.onnx"), stand_in_imagenet_model()).unwrap();
     let mut ran = 0;
     let mut slurm: Vec<Vec<String>> = Vec::new();
     for (lang, lines) in blocks() {

@@ -161,6 +161,39 @@ fn open_inputs(a: &RunArgs, shape: &[usize]) -> Result<(Opened, String)> {
     }
 }
 
+/// The classes a run explains (`--targets`, `--target`) and how the manifest records them.
+fn targets_of(a: &RunArgs, net: &lrp_core::Network, labels: Option<&[u8]>) -> Result<(Targets, String)> {
+    let (targets, desc) = match (&a.targets, a.target.as_str()) {
+        (Some(path), _) => (
+            Targets::PerSample(load_targets(path)?),
+            format!("file {}", digest_file(path)?),
+        ),
+        (None, "pred") => (Targets::Predicted, "pred".to_string()),
+        (None, "label") => match labels {
+            Some(l) => (
+                Targets::PerSample(l.iter().map(|&v| v as usize).collect()),
+                "label".to_string(),
+            ),
+            None => bail!("--target label needs --data: an .npy input has no labels (use --targets T.npy)"),
+        },
+        (None, k) => {
+            let k: usize = k
+                .parse()
+                .with_context(|| format!("--target '{k}' is not pred, label or a class number"))?;
+            (Targets::Class(k), format!("class {k}"))
+        }
+    };
+    if let Targets::Class(k) = targets
+        && k >= net.num_classes()
+    {
+        bail!(
+            "--target {k} is out of range: the model has {} classes",
+            net.num_classes()
+        );
+    }
+    Ok((targets, desc))
+}
+
 fn run_job(a: RunArgs) -> Result<()> {
     let model_path = a.model.clone().expect("required by clap");
     let out = a.out.clone().expect("required by clap");
@@ -218,34 +251,7 @@ fn run_job(a: RunArgs) -> Result<()> {
         Some([i, n]) => lrp_batch::shard_range(total, i, n)?,
         None => 0..total,
     };
-    let (targets, target_desc) = match (&a.targets, a.target.as_str()) {
-        (Some(path), _) => (
-            Targets::PerSample(load_targets(path)?),
-            format!("file {}", digest_file(path)?),
-        ),
-        (None, "pred") => (Targets::Predicted, "pred".to_string()),
-        (None, "label") => match &labels {
-            Some(l) => (
-                Targets::PerSample(l.iter().map(|&v| v as usize).collect()),
-                "label".to_string(),
-            ),
-            None => bail!("--target label needs --data: an .npy input has no labels (use --targets T.npy)"),
-        },
-        (None, k) => {
-            let k: usize = k
-                .parse()
-                .with_context(|| format!("--target '{k}' is not pred, label or a class number"))?;
-            (Targets::Class(k), format!("class {k}"))
-        }
-    };
-    if let Targets::Class(k) = targets
-        && k >= net.num_classes()
-    {
-        bail!(
-            "--target {k} is out of range: the model has {} classes",
-            net.num_classes()
-        );
-    }
+    let (targets, target_desc) = targets_of(&a, net, labels.as_deref())?;
     let id = RunId {
         model: canonical(&model_path),
         model_digest: crate::inputs::model_digest(&model_path)?,

@@ -249,7 +249,15 @@ pub fn map_dims(shape: &[usize]) -> (usize, usize) {
     }
     match shape {
         [_, h, w] | [h, w] => (*h, *w),
-        _ => (1, shape.iter().product()),
+        _ => {
+            let n: usize = shape.iter().product();
+            let side = (n as f64).sqrt() as usize;
+            if side * side == n && side > 0 {
+                (side, side)
+            } else {
+                (1, n)
+            }
+        }
     }
 }
 
@@ -278,7 +286,12 @@ pub fn to_map(sample: ArrayViewD<f32>) -> Array2<f32> {
         _ => {
             let flat: Vec<f32> = sample.iter().copied().collect();
             let n = flat.len();
-            Array2::from_shape_vec((1, n), flat).expect("one row")
+            let side = (n as f64).sqrt() as usize;
+            if side * side == n && side > 0 {
+                Array2::from_shape_vec((side, side), flat).expect("square")
+            } else {
+                Array2::from_shape_vec((1, n), flat).expect("one row")
+            }
         }
     }
 }

@@ -1,0 +1,341 @@
+//! Photos through the command line: `lrp prepare` against torchvision from another folder, `predict`/`explain`/`batch`
+//! with `--image` and `--labels`, the picture of a photo in a PNG, an NHWC model's heatmap, and bad photos refused
+//! with nothing written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use ndarray::{ArrayD, Axis};
+
+/// A small ImageNet-style model (ResNet basic blocks, 3×64×64 in, 10 classes; random weights).
+const MODEL: &str = "tests/fixtures/scale/resnet_basic_l2-legacy.onnx";
+
+fn abs(p: &str) -> String {
+    root().join(p).display().to_string()
+}
+
+fn photo(name: &str) -> String {
+    abs(&format!("data/photos/{name}"))
+}
+
+/// Runs `lrp` in `dir` (not the repository): returns (status, stdout, stderr).
+fn lrp_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lrp"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn read(path: &Path) -> ArrayD<f32> {
+    ndarray_npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn prepare_gives_torchvisions_tensor_in_either_layout_from_another_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["chelsea", "coffee", "rocket"];
+    let files = [photo("chelsea.png"), photo("coffee.png"), photo("rocket.jpg")];
+    for size in [224usize, 160] {
+        let shape = format!("3,{size},{size}");
+        let mut args = vec![
+            "prepare",
+            "--shape",
+            &shape,
+            "--preprocess",
+            "imagenet",
+            "--out",
+            "x.npy",
+        ];
+        for f in &files {
+            args.extend(["--image", f.as_str()]);
+        }
+        let (status, stdout, stderr) = lrp_in(dir.path(), &args);
+        assert_eq!(status, 0, "{stderr}");
+        assert!(stdout.contains("3 photos") && stdout.contains("NCHW"), "{stdout}");
+        let x = read(&dir.path().join("x.npy"));
+        assert_eq!(x.shape(), &[3, 3, size, size]);
+        for (i, name) in names.iter().enumerate() {
+            let want = read(&root().join(format!("tests/fixtures/photos/expected/{name}-imagenet-{size}.npy")));
+            let got = x.index_axis(Axis(0), i);
+            let worst = got
+                .iter()
+                .zip(want.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            let mean = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.len() as f32;
+            // PNGs: the same bytes as torchvision; the JPEG within the bounds (another JPEG decoder).
+            let bound = if name == &"rocket" { 0.05 } else { 0.0 };
+            assert!(
+                worst <= bound && mean <= 0.005,
+                "{name} {size}: max {worst}, mean {mean}"
+            );
+        }
+        // NHWC: the same values, channels last.
+        let nhwc = format!("{size},{size},3");
+        let (status, _, stderr) = lrp_in(
+            dir.path(),
+            &[
+                "prepare",
+                "--shape",
+                &nhwc,
+                "--preprocess",
+                "imagenet",
+                "--image",
+                &files[0],
+                "--out",
+                "y.npy",
+            ],
+        );
+        assert_eq!(status, 0, "{stderr}");
+        let y = read(&dir.path().join("y.npy"));
+        let chw = x.index_axis(Axis(0), 0).to_owned();
+        let hwc = y.index_axis(Axis(0), 0).permuted_axes(vec![2, 0, 1]).to_owned();
+        assert_eq!(chw, hwc);
+    }
+}
+
+fn labels_file(dir: &Path, n: usize) -> PathBuf {
+    let p = dir.join("classes.txt");
+    let names: Vec<String> = (0..n).map(|k| format!("thing-{k}")).collect();
+    std::fs::write(&p, names.join("\n") + "\n").unwrap();
+    p
+}
+
+#[test]
+fn predict_explain_and_batch_take_photos_and_class_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = labels_file(dir.path(), 10);
+    let labels = labels.to_str().unwrap();
+    let photos = abs("data/photos");
+    let model = abs(MODEL);
+    let common = [
+        "--model",
+        &model,
+        "--image",
+        &photos,
+        "--preprocess",
+        "imagenet",
+        "--labels",
+        labels,
+    ];
+    let (status, stdout, stderr) = lrp_in(dir.path(), &[&["predict"], &common[..]].concat());
+    assert_eq!(status, 0, "{stderr}");
+    // One line per photo, in name order, with the names of its three likeliest classes.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for (line, name) in lines.iter().zip(["chelsea.png", "coffee.png", "rocket.jpg"]) {
+        assert!(
+            line.starts_with(&format!("{name}: ")) && line.matches("thing-").count() == 3,
+            "{line}"
+        );
+    }
+    // explain: the relevance of the three photos, and the same through lrp batch on the folder.
+    let (status, _, stderr) = lrp_in(
+        dir.path(),
+        &[
+            &["explain"],
+            &common[..],
+            &["--rule", "epsilon-gamma-box", "--out", "r.npy", "--png", "r.png"],
+        ]
+        .concat(),
+    );
+    assert_eq!(status, 0, "{stderr}");
+    let r = read(&dir.path().join("r.npy"));
+    assert_eq!(r.shape(), &[3, 3, 64, 64]);
+    assert!(r.iter().all(|v| v.is_finite()) && r.iter().any(|&v| v != 0.0));
+    let (status, _, stderr) = lrp_in(
+        dir.path(),
+        &[
+            "batch",
+            "--model",
+            &model,
+            "--image",
+            &photos,
+            "--preprocess",
+            "imagenet",
+            "--rule",
+            "epsilon-gamma-box",
+            "--out",
+            "runs",
+        ],
+    );
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(read(&dir.path().join("runs/rule0-epsilon-gamma-box.npy")), r);
+    // The PNG shows each photo itself: the first tile's first pane holds the un-normalized photo (the prepared
+    // tensor times std plus mean), upscaled.
+    let (status, _, stderr) = lrp_in(
+        dir.path(),
+        &[
+            "prepare",
+            "--model",
+            &model,
+            "--image",
+            &photo("chelsea.png"),
+            "--preprocess",
+            "imagenet",
+            "--out",
+            "x.npy",
+        ],
+    );
+    assert_eq!(status, 0, "{stderr}");
+    let x = read(&dir.path().join("x.npy"));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(dir.path().join("r.png")).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let width = info.width as usize;
+    // Layout of lrp_view::png_out: header 72 px, gap 10, a 1-px border; 3 tiles of 64 px at upscale 168/64 = 2.
+    let (top, left, k) = (72 + 10 + 1, 10 + 1, 2);
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    for (y, xx) in [(0usize, 0usize), (10, 50), (40, 20), (63, 63)] {
+        let at = ((top + k * y) * width + left + k * xx) * 3;
+        for c in 0..3 {
+            let want = ((x[[0, c, y, xx]] * std[c] + mean[c]).clamp(0.0, 1.0) * 255.0).round();
+            let got = f32::from(buf[at + c]);
+            assert!(
+                (got - want).abs() <= 1.0,
+                "pixel ({y}, {xx}) channel {c}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_nhwc_models_heatmap_is_drawn_as_an_image_not_a_strip() {
+    // A Keras CNN on [28, 28, 1]: the printout has 14 rows of 28 + 2 + 28 characters.
+    let out = lrp_ok(&[
+        "explain",
+        "--model",
+        "tests/fixtures/oracle/keras/keras-cnn-export.onnx",
+        "--input",
+        "tests/fixtures/oracle/keras/keras-inputs.npy",
+        "--rule",
+        "epsilon",
+        "--print",
+        "--color",
+        "never",
+    ]);
+    let first: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("sample 0:"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("input |"))
+        .collect();
+    assert_eq!(first.len(), 14, "{out}");
+    assert!(first.iter().all(|l| l.chars().count() == 58), "{first:?}");
+}
+
+#[test]
+fn bad_photos_are_refused_by_name_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let jpeg = std::fs::read(root().join("data/photos/rocket.jpg")).unwrap();
+    std::fs::write(dir.path().join("cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+    std::fs::write(dir.path().join("notes.png"), b"not a photo").unwrap();
+    std::fs::write(dir.path().join("empty.jpg"), b"").unwrap();
+    let model = abs(MODEL);
+    for (file, says) in [
+        ("cut.jpg", "truncated"),
+        ("notes.png", "not a PNG or JPEG"),
+        ("empty.jpg", "empty"),
+    ] {
+        for command in ["explain", "predict"] {
+            let (status, stdout, stderr) = lrp_in(
+                dir.path(),
+                &[
+                    command, "--model", &model, "--image", file, "--rule", "epsilon", "--out", "out.npy",
+                ][..if command == "predict" { 5 } else { 9 }],
+            );
+            assert_eq!(status, 1, "{command} {file}: {stdout}{stderr}");
+            assert!(
+                stderr.contains(file) && stderr.contains(says),
+                "{command} {file}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"));
+        }
+    }
+    // A folder with one bad photo among good ones: the batch refuses before it starts and writes nothing.
+    std::fs::copy(root().join("data/photos/chelsea.png"), dir.path().join("a.png")).unwrap();
+    let (status, _, stderr) = lrp_in(
+        dir.path(),
+        &[
+            "batch", "--model", &model, "--image", ".", "--rule", "epsilon", "--out", "runs",
+        ],
+    );
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains("cut.jpg") || stderr.contains("notes.png") || stderr.contains("empty.jpg"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("runs").exists(), "nothing is written");
+    assert!(!dir.path().join("out.npy").exists());
+}
+
+#[test]
+fn photo_options_that_cannot_apply_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = abs(MODEL);
+    let chelsea = photo("chelsea.png");
+    let labels = labels_file(dir.path(), 7);
+    let npy = abs("tests/fixtures/scale/resnet_basic_l2-inputs.npy");
+    let lstm = abs("tests/fixtures/oracle/mnist-rows-lstm.onnx");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["predict", "--model", &model, "--image", &chelsea, "--size", "224"],
+            "64×64",
+        ),
+        (
+            vec![
+                "predict",
+                "--model",
+                &model,
+                "--image",
+                &chelsea,
+                "--labels",
+                labels.to_str().unwrap(),
+            ],
+            "7 names for a model with 10 outputs",
+        ),
+        (
+            vec!["predict", "--model", &model, "--input", &npy, "--size", "64"],
+            "--size prepares photos",
+        ),
+        (
+            vec!["predict", "--model", &model, "--image", &chelsea, "--mean", "0.5,0.5"],
+            "2 mean values",
+        ),
+        (
+            vec!["predict", "--model", &model, "--image", &chelsea, "--std", "0"],
+            "--std",
+        ),
+        (
+            vec![
+                "explain", "--model", &model, "--image", &chelsea, "--rule", "epsilon", "--png", "p.png", "--color",
+                "always",
+            ],
+            "--color sets the colours of --print",
+        ),
+        (vec!["predict", "--model", &lstm, "--image", &chelsea], ""),
+    ];
+    for (args, says) in cases {
+        let (status, stdout, stderr) = lrp_in(dir.path(), &args);
+        assert_eq!(
+            status,
+            if says.is_empty() { 0 } else { 1 },
+            "{args:?}: {stdout}{stderr}"
+        );
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"));
+    }
+    assert!(!dir.path().join("p.png").exists());
+}
