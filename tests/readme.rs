@@ -197,8 +197,24 @@ fn stand_in_imagenet_model() -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The AOPC figures the README gives for an `lrp eval` command are the ones it prints (rounded to 2 decimals).
+fn check_aopc_figures(readme: &str, stdout: &str) {
+    let mut checked = 0;
+    for line in stdout.lines().filter(|l| l.starts_with("| ") && l.ends_with(" |")) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let (Some(rule), Some(value)) = (cells.get(1), cells.get(2).and_then(|v| v.parse::<f64>().ok())) else {
+            continue;
+        };
+        let text = format!("{rule} {value:.2}");
+        assert!(readme.contains(&text), "the README does not give `{text}` as lrp eval prints it:\n{stdout}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "no AOPC table in:\n{stdout}");
+}
+
 #[test]
 fn every_lrp_command_in_the_readme_runs_as_written() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let scratch = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(root().join("data"), scratch.path().join("data")).unwrap();
     std::fs::write(scratch.path().join("resnet50.onnx"), stand_in_imagenet_model()).unwrap();
@@ -225,6 +241,9 @@ fn every_lrp_command_in_the_readme_runs_as_written() {
                 );
             } else {
                 assert_eq!(status, 0, "{command}:\n{stdout}{stderr}");
+            }
+            if command.starts_with("lrp eval ") {
+                check_aopc_figures(&readme, &stdout);
             }
             ran += 1;
         }
