@@ -13,6 +13,14 @@ pub fn load_model(path: &Path) -> Result<Model> {
     if let Some(m) = crate::shipped::model_for(path) {
         return Ok(Model::from_bytes(m.bytes, Path::new(m.path))?);
     }
+    if !path.exists() {
+        let names: Vec<&str> = crate::shipped::MODELS.iter().map(|m| m.short).collect();
+        bail!(
+            "--model {}: no such file (the built-in models are {}; others are .onnx or .lrpm files)",
+            path.display(),
+            names.join(", ")
+        );
+    }
     let is_onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     if !is_onnx {
         return Ok(Model::load(path)?);
@@ -61,7 +69,7 @@ pub fn note_npy_values(path: &Path, src: &lrp_batch::NpySource, range: Option<(f
 pub fn load_npy_input(path: &Path, net: &Network) -> Result<ArrayD<f32>> {
     let src = lrp_batch::NpySource::open_for(path, net.input_shape())?;
     note_npy_input(path, &src);
-    let x = src.all();
+    let x = src.all()?;
     net.check_input(&x.view())
         .with_context(|| format!("{}: not an input for this model", path.display()))?;
     Ok(x)
@@ -186,17 +194,47 @@ where
     write_atomic_with(path, |tmp| Ok(ndarray_npy::write_npy(tmp, array)?))
 }
 
+/// Refuses an output path whose name says another format than the one written there (`--out rel.onnx` would hold
+/// NumPy data under an ONNX name): `flag` (e.g. `--out`) must end in `.ext`, unless it names a device or FIFO
+/// (`/dev/null`, a pipe), which is written through.
+pub fn require_extension(path: &Path, ext: &str, flag: &str, what: &str) -> Result<()> {
+    let stream = lrp_core::atomic::target_kind(path).is_ok_and(|k| k == lrp_core::atomic::Target::Stream);
+    if stream || path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) {
+        return Ok(());
+    }
+    bail!(
+        "{flag} {}: lrp writes {what} there; name it with .{ext} (e.g. {})",
+        path.display(),
+        path.with_extension(ext).display()
+    )
+}
+
+/// Refuses to write a native model under an `.onnx` name, which lrp (and everything else) would then read as ONNX.
+pub fn refuse_onnx_name(path: &Path) -> Result<()> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+        bail!(
+            "--out {}: lrp writes its native model format, which would not read back under an .onnx name (ONNX \
+             export is not supported); name it .lrpm",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Reads class indices `[N]` from an integer `.npy` (int64 or int32).
 pub fn load_targets(path: &Path) -> Result<Vec<usize>> {
-    let v: Vec<i64> = match ndarray_npy::read_npy::<_, ndarray::Array1<i64>>(path) {
-        Ok(a) => a.to_vec(),
-        Err(first) => match ndarray_npy::read_npy::<_, ndarray::Array1<i32>>(path) {
-            Ok(a) => a.iter().map(|&x| x as i64).collect(),
-            Err(_) => {
-                return Err(first)
-                    .with_context(|| format!("{}: cannot read as a 1-D int64 .npy of classes", path.display()));
-            }
-        },
+    // Checked first (a regular file, a header that fits it), so a FIFO or a hostile header length is refused.
+    let info = lrp_batch::npy::inspect(path).context("--targets")?;
+    let v: Vec<i64> = match (info.descr.as_str(), info.shape.len()) {
+        ("<i8", 1) => lrp_batch::npy::read_checked::<i64, ndarray::Ix1>(path)?.to_vec(),
+        ("<i4", 1) => lrp_batch::npy::read_checked::<i32, ndarray::Ix1>(path)?
+            .iter()
+            .map(|&x| i64::from(x))
+            .collect(),
+        (d, n) => bail!(
+            "{}: holds a {n}-D array of {d}; --targets takes a 1-D int64 (or int32) .npy of classes",
+            path.display()
+        ),
     };
     v.iter()
         .map(|&t| usize::try_from(t).map_err(|_| anyhow::anyhow!("{}: negative class {t}", path.display())))

@@ -89,7 +89,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", text::error_chain(&e));
-            ExitCode::from(1)
+            // Another lrp holds the output folder: EX_TEMPFAIL (75), so a scheduler can tell "try again later" from
+            // a failure (Slurm marks exit 1 FAILED and an afterok job never starts).
+            let busy = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<lrp_batch::BatchError>(),
+                    Some(lrp_batch::BatchError::Busy { .. })
+                )
+            });
+            ExitCode::from(if busy { 75 } else { 1 })
         }
     }
 }

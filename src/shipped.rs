@@ -56,10 +56,11 @@ impl ShippedModel {
     }
 }
 
-/// The embedded model a missing `path` names: `cnn`, `mnist-cnn`, `mnist-cnn.lrpm` or a path ending in
-/// `data/models/mnist-cnn.lrpm`. `None` when the path exists (the file wins) or names nothing shipped.
+/// The embedded model a `path` that is not a file names: `cnn`, `mnist-cnn`, `mnist-cnn.lrpm` or a path ending in
+/// `data/models/mnist-cnn.lrpm`. `None` when the path is a file (the file wins; a folder named `lstm` does not
+/// hide the shipped LSTM) or names nothing shipped.
 pub fn model_for(path: &Path) -> Option<&'static ShippedModel> {
-    if path.exists() {
+    if path.is_file() {
         return None;
     }
     let text = path.to_string_lossy();

@@ -129,7 +129,10 @@ fn bad_inputs_get_clear_errors() {
     assert!(err.contains("truncated"), "{err}");
 
     let err = lrp_err(&["info", "--model", &p("missing.lrpm")]);
-    assert!(err.contains("missing.lrpm") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("missing.lrpm") && err.contains("no such file") && err.contains("built-in models are cnn"),
+        "{err}"
+    );
 
     ndarray_npy::write_npy(p("wrong.npy"), &ArrayD::<f32>::zeros(IxDyn(&[2, 3, 28]))).unwrap();
     let err = lrp_err(&[
@@ -154,6 +157,9 @@ fn bad_inputs_get_clear_errors() {
     assert!(err.contains("non-finite") && err.contains("NaN"), "{err}");
 
     let err = lrp_err(&["train", "--arch", "mlp", "--data", &p("nowhere"), "--out", &p("x.lrpm")]);
+    assert!(err.contains("nowhere") && err.contains("no such folder"), "{err}");
+    std::fs::create_dir(p("empty")).unwrap();
+    let err = lrp_err(&["train", "--arch", "mlp", "--data", &p("empty"), "--out", &p("x.lrpm")]);
     assert!(err.contains("train-images-idx3-ubyte"), "{err}");
     assert!(!dir.path().join("x.lrpm").exists());
 }

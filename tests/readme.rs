@@ -206,7 +206,10 @@ fn check_aopc_figures(readme: &str, stdout: &str) {
             continue;
         };
         let text = format!("{rule} {value:.2}");
-        assert!(readme.contains(&text), "the README does not give `{text}` as lrp eval prints it:\n{stdout}");
+        assert!(
+            readme.contains(&text),
+            "the README does not give `{text}` as lrp eval prints it:\n{stdout}"
+        );
         checked += 1;
     }
     assert!(checked >= 3, "no AOPC table in:\n{stdout}");

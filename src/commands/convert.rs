@@ -18,13 +18,7 @@ pub struct ConvertArgs {
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
-    if a.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
-        anyhow::bail!(
-            "--out {}: lrp convert writes lrp's native format, which lrp would not read back under an .onnx name \
-             (ONNX export is not supported); name it .lrpm",
-            a.out.display()
-        );
-    }
+    crate::inputs::refuse_onnx_name(&a.out)?;
     let model = load_model(&a.model)?;
     model
         .save(&a.out)

@@ -162,6 +162,12 @@ pub fn run(a: ExplainArgs) -> Result<()> {
     if !matches!(a.color, ColorArg::Auto) && !a.print && (a.out.is_some() || a.png.is_some()) {
         bail!("--color sets the colours of --print; add --print (a PNG is always in colour)");
     }
+    if let Some(out) = &a.out {
+        crate::inputs::require_extension(out, "npy", "--out", "the relevance as NumPy .npy data")?;
+    }
+    if let Some(png) = &a.png {
+        crate::inputs::require_extension(png, "png", "--png", "a PNG picture")?;
+    }
     let model = load_model(&a.model)?;
     let net = &model.network;
     let explainer = Explainer::new(net, &spec)?;
@@ -201,7 +207,9 @@ pub fn run(a: ExplainArgs) -> Result<()> {
                 inputs.len()
             );
         }
-        let e = explainer.explain_keeping(x.view(), &target, inputs)?;
+        let e = explainer
+            .explain_keeping(x.view(), &target, inputs)
+            .map_err(|e| e.shifted(a.index.unwrap_or(0)))?;
         let r = &e.kept[0].1;
         write_npy_atomic(out, r)?;
         let sums: Vec<String> = r.outer_iter().take(4).map(|s| format!("{:.4}", s.sum())).collect();
@@ -222,7 +230,10 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let e = explainer.explain(x.view(), &target)?;
+    // A sample of --data is named by its index in the dataset.
+    let e = explainer
+        .explain(x.view(), &target)
+        .map_err(|e| e.shifted(a.index.unwrap_or(0)))?;
     if let Some(out) = &a.out {
         write_npy_atomic(out, &e.relevance)?;
         eprintln!("wrote relevance {:?} to {}", e.relevance.shape(), out.display());
@@ -378,6 +389,13 @@ fn print(
                     String::new()
                 };
                 println!("  {:<20} {:>12.4} {share}", net.value_label(i), sums[s]);
+            }
+            if net.layers().iter().any(|l| matches!(l, lrp_core::Layer::Lstm(_))) {
+                println!(
+                    "(an LSTM, explained with Arras et al.'s rule: the gates pass no relevance, and the cell's biases \
+                     and ε keep or add some at every step, so a sum before the LSTM need not equal the logit — it can \
+                     exceed it when parts of opposite sign cancel)"
+                );
             }
             if net.layers().iter().any(lrp_core::Layer::needs_gradient_form) {
                 println!(

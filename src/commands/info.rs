@@ -25,6 +25,11 @@ pub struct InfoArgs {
 pub fn run(a: InfoArgs) -> Result<()> {
     let model = load_model(&a.model)?;
     let net = &model.network;
+    // The dataset is read before anything is printed: a wrong --data is an error, not a table followed by one.
+    let data = match &a.data {
+        Some(dir) => Some(load_split_for(dir, a.split.into(), net)?),
+        None => None,
+    };
     println!("model: {}", a.model.display());
     if !model.meta.description.is_empty() {
         println!("made by: {}", model.meta.description);
@@ -48,9 +53,8 @@ pub fn run(a: InfoArgs) -> Result<()> {
     println!("first (the layers a spec's 'first' selects): {}", first.join(", "));
     println!("output: {} classes", net.num_classes());
     println!("parameters: {}", net.param_count());
-    if let Some(dir) = &a.data {
+    if let Some(data) = data {
         let split: Split = a.split.into();
-        let data = load_split_for(dir, split, net)?;
         let acc = train::accuracy(net, data.images.view(), &data.labels)?;
         let name = match split {
             Split::Test => "test",

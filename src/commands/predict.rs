@@ -41,6 +41,9 @@ pub struct PredictArgs {
 
 pub fn run(a: PredictArgs) -> Result<()> {
     a.photos.check_without_photos()?;
+    if let Some(out) = &a.out {
+        crate::inputs::require_extension(out, "npy", "--out", "the logits as NumPy .npy data")?;
+    }
     let model = load_model(&a.model)?;
     let net = &model.network;
     let names = a

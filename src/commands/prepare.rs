@@ -27,6 +27,7 @@ pub fn run(a: PrepareArgs) -> Result<()> {
     if !a.photos.any() {
         bail!("nothing to prepare: give --image FILE (or a folder), repeatable");
     }
+    crate::inputs::require_extension(&a.out, "npy", "--out", "the prepared tensor as NumPy .npy data")?;
     let net = match (&a.model, &a.shape) {
         (Some(m), _) => crate::inputs::load_model(m)?.network,
         (None, Some(shape)) => shape_only(shape)?,

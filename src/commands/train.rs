@@ -105,6 +105,7 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
+    crate::inputs::refuse_onnx_name(&a.out)?;
     if a.epochs == 0 || a.epochs > 100_000 {
         anyhow::bail!("--epochs {}: give 1 to 100000", a.epochs);
     }

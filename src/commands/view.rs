@@ -25,9 +25,10 @@ pub struct ViewArgs {
     /// Open in draw mode: draw a digit with the mouse (or the keyboard) and see the explanation as you draw.
     #[arg(long)]
     draw: bool,
-    /// The rule to open on (default epsilon-gamma-box, the composite most people use).
-    #[arg(long, default_value = "epsilon-gamma-box")]
-    rule: String,
+    /// The rule to open on, kept for every model. Without it each model opens on its own default:
+    /// epsilon-gamma-box (the composite most people use), attnlrp for a transformer.
+    #[arg(long)]
+    rule: Option<String>,
     #[command(flatten)]
     photos: PhotoArgs,
     /// Class names, one a line in class order (e.g. data/imagenet-classes.txt).
@@ -45,15 +46,21 @@ pub fn run(a: ViewArgs) -> Result<()> {
         std::process::exit(2);
     }
     let shared = if a.photos.any() { photo_set(&a)? } else { dataset(&a)? };
-    let rules: Vec<String> = lrp_rules::PRESETS.iter().map(|s| s.to_string()).collect();
-    let spec = lrp_rules::Spec::parse(&a.rule)?.to_string();
-    let mut rules: Vec<String> = rules;
-    if !rules.contains(&spec) {
+    let mut rules: Vec<String> = lrp_rules::PRESETS.iter().map(|s| s.to_string()).collect();
+    let spec = a
+        .rule
+        .as_deref()
+        .map(lrp_rules::Spec::parse)
+        .transpose()?
+        .map(|s| s.to_string());
+    if let Some(spec) = &spec
+        && !rules.contains(spec)
+    {
         rules.push(spec.clone());
     }
     let options = lrp_view::tui::Options {
         draw: a.draw,
-        rule: Some(spec),
+        rule: spec,
     };
     lrp_view::tui::run(shared, rules, options)?;
     Ok(())
@@ -108,21 +115,48 @@ fn dataset(a: &ViewArgs) -> Result<Shared> {
         .unwrap_or_else(|| PathBuf::from(crate::shipped::MNIST_DIR));
     let data = crate::inputs::load_dataset(&data_dir, Split::from(a.split)).context("cannot open the dataset")?;
     // The shipped models (from data/models when it is here, else the copies built into the binary), CNN first.
-    let mut paths: Vec<PathBuf> = crate::shipped::MODELS.iter().map(|m| PathBuf::from(m.path)).collect();
-    paths.extend(a.models.iter().cloned());
+    // The shipped models take 28×28 digits: on a dataset of another size they are left out (with a note), while a
+    // model given with --model that does not fit is an error.
+    let per_sample: usize = data.sample_shape().iter().product();
+    let fits = |net: &lrp_core::Network| net.input_shape().iter().product::<usize>() == per_sample;
     let mut models = Vec::new();
-    for p in &paths {
-        let m = load_model(p)?;
-        let per_sample: usize = data.sample_shape().iter().product();
-        if m.network.input_shape().iter().product::<usize>() != per_sample {
+    let mut left_out = Vec::new();
+    for m in &crate::shipped::MODELS {
+        let p = PathBuf::from(m.path);
+        let net = load_model(&p)?.network;
+        if fits(&net) {
+            models.push((name_of(&p), net));
+        } else {
+            left_out.push(m.short);
+        }
+    }
+    for p in &a.models {
+        let net = load_model(p)?.network;
+        if !fits(&net) {
             bail!(
                 "{}: takes inputs {:?}, the dataset has images {:?}",
                 p.display(),
-                m.network.input_shape(),
+                net.input_shape(),
                 data.sample_shape()
             );
         }
-        models.push((name_of(p), m.network));
+        models.push((name_of(p), net));
+    }
+    if models.is_empty() {
+        bail!(
+            "{}: images {:?}; the shipped models take 28×28 digits: give a model trained on these images with \
+             --model (lrp train --data {} …)",
+            data_dir.display(),
+            data.sample_shape(),
+            data_dir.display()
+        );
+    }
+    if !left_out.is_empty() {
+        eprintln!(
+            "note: the shipped models ({}) take 28×28 digits and are left out for these {:?} images",
+            left_out.join(", "),
+            data.sample_shape()
+        );
     }
     let class_names = match &a.labels {
         Some(p) => {

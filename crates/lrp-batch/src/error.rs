@@ -39,6 +39,14 @@ pub enum BatchError {
         /// What went wrong.
         reason: String,
     },
+    /// Another lrp holds the folder's lock (exit status 75, EX_TEMPFAIL: try again later).
+    #[error("{}: is being written by another lrp{holder}; wait for it to finish (or, for a batch job, requeue this one)", dir.display())]
+    Busy {
+        /// The folder.
+        dir: PathBuf,
+        /// ` (pid N)` when the lock file says who.
+        holder: String,
+    },
     /// A manifest that is not valid JSON of this format.
     #[error("{}: not a manifest of lrp batch: {reason}", path.display())]
     Manifest {

@@ -4,16 +4,29 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
-use ndarray::{ArrayViewD, IxDyn};
-use ndarray_npy::{ViewNpyExt, WritableElement};
+use ndarray::IxDyn;
+use ndarray_npy::WritableElement;
 
 use lrp_core::atomic::write_atomically;
 
 use crate::error::{BatchError, Result};
 
-/// Writes bytes atomically.
+/// Refuses a file of a batch folder that is not a regular file (a FIFO or device planted there would hang or
+/// swallow the run's results); a missing one is fine.
+pub(crate) fn refuse_special(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.is_file() => Err(BatchError::OutputDir {
+            dir: path.to_path_buf(),
+            reason: "is not a regular file (a link, folder, FIFO or device); lrp's folders hold only files it wrote"
+                .into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes bytes atomically (into a batch folder: only over a regular file).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    refuse_special(path)?;
     write_atomically(
         path,
         |tmp| std::fs::write(tmp, bytes).map_err(|e| BatchError::io(path, e)),
@@ -23,58 +36,37 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Element types the assembler copies.
 pub(crate) trait Elem: WritableElement + Copy + 'static {
-    fn le_bytes(self) -> [u8; 8];
     const SIZE: usize;
+    /// The `.npy` type descriptor.
+    const DESCR: &'static str;
 }
 
 impl Elem for f32 {
-    fn le_bytes(self) -> [u8; 8] {
-        let b = self.to_le_bytes();
-        [b[0], b[1], b[2], b[3], 0, 0, 0, 0]
-    }
     const SIZE: usize = 4;
+    const DESCR: &'static str = "<f4";
 }
 
 impl Elem for i64 {
-    fn le_bytes(self) -> [u8; 8] {
-        self.to_le_bytes()
-    }
     const SIZE: usize = 8;
+    const DESCR: &'static str = "<i8";
 }
 
-/// Maps an `.npy` part and hands its elements (C order) to `f`; returns its shape.
-pub(crate) fn with_part<T, R>(path: &Path, f: impl FnOnce(ArrayViewD<'_, T>) -> R) -> Result<R>
-where
-    T: Elem + ndarray_npy::ViewElement,
-{
-    let file = File::open(path).map_err(|e| BatchError::io(path, e))?;
-    // SAFETY: read-only mapping of a file this process wrote (or that a merge reads); nobody writes it meanwhile.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| BatchError::io(path, e))?;
-    let view = ArrayViewD::<T>::view_npy(&map).map_err(|e| BatchError::Npy {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    Ok(f(view))
-}
-
-/// Writes `out` (atomically) as one `.npy` of `shape`, filled part after part in order from `parts`,
-/// each an `.npy` whose rows continue the previous one. Only one part is mapped at a time.
-pub(crate) fn assemble<T>(out: &Path, shape: &[usize], parts: &[PathBuf]) -> Result<()>
-where
-    T: Elem + ndarray_npy::ViewElement,
-{
+/// Writes `out` (atomically) as one `.npy` of `shape`, filled part after part in order from `parts`, each an
+/// `.npy` whose rows continue the previous one and whose whole-file digest must be the one its shard's manifest
+/// recorded (`digests`, in the order of `parts`). A part that is not a regular file (a link to another shard's file,
+/// a FIFO), whose digest differs (changed since its run wrote it), or whose float values are not finite is refused
+/// and nothing is written. Parts are read a block at a time, never held whole.
+pub(crate) fn assemble<T: Elem>(out: &Path, shape: &[usize], parts: &[PathBuf], digests: &[String]) -> Result<()> {
+    refuse_special(out)?;
     write_atomically(
         out,
-        |tmp| fill_parts::<T>(tmp, out, shape, parts),
+        |tmp| fill_parts::<T>(tmp, out, shape, parts, digests),
         |e| BatchError::io(out, e),
     )
 }
 
 /// Writes the `.npy` of `shape` at `tmp` from `parts` (see [`assemble`]).
-fn fill_parts<T>(tmp: &Path, out: &Path, shape: &[usize], parts: &[PathBuf]) -> Result<()>
-where
-    T: Elem + ndarray_npy::ViewElement,
-{
+fn fill_parts<T: Elem>(tmp: &Path, out: &Path, shape: &[usize], parts: &[PathBuf], digests: &[String]) -> Result<()> {
     let io = |e| BatchError::io(out, e);
     {
         let f = File::create(tmp).map_err(io)?;
@@ -90,88 +82,187 @@ where
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.seek(SeekFrom::Start((len - total) as u64)).map_err(io)?;
     let mut written = 0usize;
-    for part in parts {
-        let result = with_part::<T, _>(part, |view| -> std::io::Result<usize> {
-            if view.shape()[1..] != shape[1..] {
-                return Err(std::io::Error::other(format!(
-                    "part {} has rows {:?}, expected {:?}",
-                    part.display(),
-                    &view.shape()[1..],
-                    &shape[1..]
-                )));
-            }
-            // Little-endian bytes gathered in blocks: one write call per 64 KiB, not per element.
-            let std = view.as_standard_layout();
-            let mut block = Vec::with_capacity(1 << 16);
-            for v in std.iter() {
-                block.extend_from_slice(&v.le_bytes()[..T::SIZE]);
-                if block.len() >= 1 << 16 {
-                    w.write_all(&block)?;
-                    block.clear();
-                }
-            }
-            w.write_all(&block)?;
-            Ok(view.len())
-        })?;
-        written += result.map_err(|e| BatchError::io(part, e))?;
+    for (part, digest) in parts.iter().zip(digests) {
+        written += copy_part::<T>(part, digest, &shape[1..], &mut w)?;
     }
     w.flush().map_err(io)?;
-    if written * T::SIZE != total {
+    if written != total {
         return Err(BatchError::Npy {
             path: out.to_path_buf(),
-            reason: format!("parts hold {} values, the file needs {}", written, total / T::SIZE),
+            reason: format!(
+                "parts hold {} values, the file needs {}",
+                written / T::SIZE,
+                total / T::SIZE
+            ),
         });
     }
     Ok(())
 }
 
+/// Copies the data of one part into `w` after checking it (see [`assemble`]); returns the bytes copied.
+fn copy_part<T: Elem>(part: &Path, digest: &str, rows: &[usize], w: &mut impl Write) -> Result<usize> {
+    use std::io::Read;
+    let bad = |reason: String| BatchError::Merge(format!("{}: {reason}", part.display()));
+    if !std::fs::symlink_metadata(part).is_ok_and(|m| m.is_file()) {
+        return Err(bad(
+            "is not a regular file (a link, FIFO or device); a shard's files are the ones its run wrote".into(),
+        ));
+    }
+    let info = crate::npy::inspect(part)?;
+    if info.shape.get(1..) != Some(rows) || info.fortran || info.descr != T::DESCR {
+        return Err(bad(format!(
+            "holds {:?} of {}, expected rows {rows:?} of {}",
+            info.shape,
+            info.descr,
+            T::DESCR
+        )));
+    }
+    let mut file = crate::npy::open_regular(part)?;
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    let mut head = vec![0u8; info.data_offset as usize];
+    file.read_exact(&mut head).map_err(|e| BatchError::io(part, e))?;
+    hash.update(&head);
+    let mut buf = vec![0u8; 1 << 18];
+    let mut copied = 0usize;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BatchError::io(part, e)),
+        };
+        hash.update(&buf[..n]);
+        w.write_all(&buf[..n]).map_err(|e| BatchError::io(part, e))?;
+        copied += n;
+    }
+    if copied as u64 != info.file_len - info.data_offset || digest_hex(hash.digest128()) != digest {
+        return Err(bad(
+            "is not the file its run wrote (its digest differs from the one in its manifest.json): it was changed \
+             or replaced; run that shard again"
+                .into(),
+        ));
+    }
+    Ok(copied)
+}
+
 /// The lock file inside an output folder.
 pub const LOCK_FILE: &str = ".lrp.lock";
 
-/// An exclusive lock on an output folder: one writer at a time. Held until dropped, and released by the operating
-/// system when the process ends in any way (so a killed writer leaves no stale lock).
+/// An exclusive lock on an output folder: one writer at a time. The lock is taken on the folder itself (`flock` on
+/// its descriptor), so deleting or replacing the lock file does not let a second writer in; the lock file only says
+/// who holds it. Held until dropped, and released by the operating system when the process ends in any way (so a
+/// killed writer leaves no stale lock).
 #[derive(Debug)]
 pub struct FolderLock {
-    _file: File,
+    _dir: File,
+    _file: Option<File>,
+    /// The folder's device and inode when locked: a folder moved or replaced during the run is noticed.
+    id: (u64, u64),
+    path: PathBuf,
+}
+
+impl FolderLock {
+    /// Errors when the locked folder is no longer at its path (moved, renamed or deleted during the run): writing on
+    /// would put a stray `chunks/` folder at the old path.
+    pub fn check(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.id => Ok(()),
+            _ => Err(BatchError::OutputDir {
+                dir: self.path.clone(),
+                reason: "was moved, renamed or deleted while lrp was writing it; the run stops (run it again where \
+                         the folder is now, with --resume)"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// The first bytes of a lock file (the pid of its holder), escaped for printing: at most 64 bytes are read.
+fn read_holder(file: &mut File) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let _ = file.take(64).read_to_end(&mut buf);
+    let text: String = String::from_utf8_lossy(&buf).trim().escape_default().collect();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(" (pid {text})")
+    }
 }
 
 /// Creates `dir` if needed and takes its lock, before anything else is written into it. A second writer is
-/// refused at once, with the pid of the one holding it.
+/// refused at once with [`BatchError::Busy`], naming the pid of the one holding it. A lock file that is not a
+/// regular file (a symbolic link planted to make lrp write elsewhere, a FIFO) is refused, never followed.
 pub fn lock_folder(dir: &Path) -> Result<FolderLock> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     std::fs::create_dir_all(dir).map_err(|e| BatchError::io(dir, e))?;
+    let folder = File::open(dir).map_err(|e| BatchError::io(dir, e))?;
+    let meta = folder.metadata().map_err(|e| BatchError::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(BatchError::OutputDir {
+            dir: dir.to_path_buf(),
+            reason: "is not a folder".into(),
+        });
+    }
     let path = dir.join(LOCK_FILE);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| BatchError::io(&path, e))?;
-    match file.try_lock() {
+    refuse_special(&path)?;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+    };
+    match folder.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = std::io::Read::read_to_string(&mut file, &mut holder);
-            let holder = holder.trim();
-            return Err(BatchError::OutputDir {
+            let holder = open().map(|mut f| read_holder(&mut f)).unwrap_or_default();
+            return Err(BatchError::Busy {
                 dir: dir.to_path_buf(),
-                reason: format!(
-                    "is being written by another lrp{}; wait for it to finish or choose another --out",
-                    if holder.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {holder})")
-                    }
-                ),
+                holder,
             });
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(BatchError::io(&path, e)),
+        Err(std::fs::TryLockError::Error(e)) => return Err(BatchError::io(dir, e)),
+    }
+    let mut file = open().map_err(|e| BatchError::io(&path, e))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(BatchError::OutputDir {
+            dir: path.clone(),
+            reason: "is not a regular file; remove it".into(),
+        });
     }
     use std::io::{Seek, Write};
     let _ = file.set_len(0);
     let _ = file.seek(std::io::SeekFrom::Start(0));
     let _ = write!(file, "{}", std::process::id());
-    Ok(FolderLock { _file: file })
+    Ok(FolderLock {
+        _dir: folder,
+        _file: Some(file),
+        id: (meta.dev(), meta.ino()),
+        path: dir.to_path_buf(),
+    })
+}
+
+/// Whether another process holds `dir`'s lock (without taking it): `Some(" (pid N)")` when one does.
+pub fn held_by_another(dir: &Path) -> Option<String> {
+    let folder = File::open(dir).ok()?;
+    match folder.try_lock() {
+        Ok(()) => None,
+        Err(std::fs::TryLockError::WouldBlock) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let holder = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(dir.join(LOCK_FILE))
+                .map(|mut f| read_holder(&mut f))
+                .unwrap_or_default();
+            Some(holder)
+        }
+        Err(_) => None,
+    }
 }
 
 /// Removes the temporary files (`.NAME.tmpPID`) a killed writer left in `dir`; call it holding the folder's lock.
@@ -222,10 +313,20 @@ pub fn refuse_foreign_folder(dir: &Path, marker: &str) -> Result<()> {
 
 /// The digest of a file's bytes ([`digest_bytes`]): identifies inputs and models in manifests.
 pub fn digest_file(path: &Path) -> Result<String> {
-    let file = File::open(path).map_err(|e| BatchError::io(path, e))?;
-    // SAFETY: read-only mapping, read once.
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| BatchError::io(path, e))?;
-    Ok(digest_bytes(&map))
+    use std::io::Read;
+    let mut file = crate::npy::open_regular(path)?;
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 18];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BatchError::io(path, e)),
+        };
+        hash.update(&buf[..n]);
+    }
+    Ok(digest_hex(hash.digest128()))
 }
 
 /// The digest of bytes: XXH3-128, as 32 hex digits. Not cryptographic (a run's identity, not a signature), stable

@@ -13,6 +13,7 @@ mod error;
 mod files;
 mod manifest;
 mod merge;
+pub mod npy;
 mod runner;
 mod source;
 

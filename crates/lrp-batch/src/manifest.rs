@@ -7,11 +7,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{BatchError, Result};
 use crate::files::write_atomic;
 
-/// The format tag of manifests this version writes. `lrp-batch/2` identifies files by XXH3-128 digests
-/// (`lrp-batch/1`: FNV-1a), so a folder of format 1 is a different run to this version.
-pub const FORMAT: &str = "lrp-batch/2";
+/// The format tag of manifests this version writes. `lrp-batch/3` records the digest of every result file (a merge
+/// checks each shard's files against it); `lrp-batch/2` did not, and `lrp-batch/1` identified files by FNV-1a.
+pub const FORMAT: &str = "lrp-batch/3";
 
-/// Everything that identifies a run: two folders with equal `RunId`s hold the same results.
+/// Everything that identifies a run. Two folders hold the same results when their runs are [`RunId::same_run`]:
+/// equal but for the paths (`model`, `inputs`), which are only how the run was started (a cluster job copies its
+/// data to a scratch folder of its own; the built-in `cnn` is `data/models/mnist-cnn.lrpm`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunId {
     /// Model file as given.
@@ -38,6 +40,19 @@ pub struct RunId {
     pub rules: Vec<String>,
     /// Samples per chunk.
     pub chunk_size: usize,
+}
+
+impl RunId {
+    /// Whether `other` is the same run: the same model and inputs by content (digests), the same samples, shard,
+    /// targets, rules and chunk size; the paths they were given by do not matter.
+    pub fn same_run(&self, other: &RunId) -> bool {
+        let strip = |r: &RunId| RunId {
+            model: String::new(),
+            inputs: String::new(),
+            ..r.clone()
+        };
+        strip(self) == strip(other)
+    }
 }
 
 /// One rule's output file.
@@ -81,8 +96,11 @@ pub struct Manifest {
     pub logits: String,
     /// Explained class per sample `[count]` int64.
     pub targets: String,
-    /// Timings of the invocation that completed the folder.
+    /// Timings of the invocation that completed the folder (of a merge: the shards' added up).
     pub timings: Option<Timings>,
+    /// The digest of every result file of a complete folder, by file name (a merge checks them).
+    #[serde(default)]
+    pub digests: std::collections::BTreeMap<String, String>,
 }
 
 impl Manifest {

@@ -16,27 +16,69 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
     for d in dirs {
         let m = Manifest::load(d)?;
         if !m.is_complete() {
-            return Err(BatchError::Merge(format!(
-                "{} is not complete; finish it with --resume first",
-                d.display()
-            )));
+            return Err(BatchError::Merge(match crate::files::held_by_another(d) {
+                Some(holder) => format!(
+                    "{} is still being written by another lrp{holder}; merge once it has finished",
+                    d.display()
+                ),
+                None => format!(
+                    "{} is not complete (its run stopped); finish it by running its command again with --resume",
+                    d.display()
+                ),
+            }));
         }
-        let Some([_, n]) = m.run.shard else {
+        if m.run.shard.is_none() {
             return Err(BatchError::Merge(format!(
                 "{} is not a shard (it was run without --shard)",
                 d.display()
             )));
-        };
-        if n != dirs.len() {
+        }
+        if m.digests.len() != m.rules.len() + 2 {
             return Err(BatchError::Merge(format!(
-                "{} is one of {n} shards, but {} folders were given",
-                d.display(),
-                dirs.len()
+                "{} has no digests of its files (an older lrp wrote it); run that shard again",
+                d.display()
             )));
         }
         shards.push((d.clone(), m));
     }
     shards.sort_by_key(|(_, m)| m.run.shard.map(|s| s[0]));
+    // Every folder must be a shard of the same split (a 1/4 among eighths is another job), then each index once.
+    let shard_of = |m: &Manifest| m.run.shard.expect("checked above");
+    let n = shard_of(&shards[0].1)[1];
+    if let Some((d, m)) = shards.iter().find(|(_, m)| shard_of(m)[1] != n) {
+        let [i, k] = shard_of(m);
+        return Err(BatchError::Merge(format!(
+            "{} is shard {i}/{k} and {} is shard {}/{n}: these are shards of two different splits",
+            d.display(),
+            shards[0].0.display(),
+            shard_of(&shards[0].1)[0]
+        )));
+    }
+    for i in 0..n {
+        let holders: Vec<&PathBuf> = shards
+            .iter()
+            .filter(|(_, m)| m.run.shard == Some([i, n]))
+            .map(|(d, _)| d)
+            .collect();
+        match holders.as_slice() {
+            [_] => {}
+            [] => {
+                return Err(BatchError::Merge(format!(
+                    "shard {i}/{n} is missing ({} of {n} shard folders were given; give every shard from 0/{n} to \
+                     {}/{n})",
+                    dirs.len(),
+                    n - 1
+                )));
+            }
+            [a, b, ..] => {
+                return Err(BatchError::Merge(format!(
+                    "shard {i}/{n} is given twice: {} and {}",
+                    a.display(),
+                    b.display()
+                )));
+            }
+        }
+    }
     let base = &shards[0].1;
     let whole = |id: &RunId| RunId {
         start: 0,
@@ -46,18 +88,12 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
     };
     let merged = whole(&base.run);
     let mut next = 0;
-    for (i, (dir, m)) in shards.iter().enumerate() {
-        if whole(&m.run) != merged {
+    for (dir, m) in &shards {
+        if !whole(&m.run).same_run(&merged) {
             return Err(BatchError::Merge(format!(
                 "{} belongs to another job (it differs in {})",
                 dir.display(),
                 differences(&whole(&m.run), &merged)
-            )));
-        }
-        if m.run.shard != Some([i, shards.len()]) {
-            return Err(BatchError::Merge(format!(
-                "shard {i} of {} is missing (or given twice)",
-                shards.len()
             )));
         }
         if m.run.start != next {
@@ -77,11 +113,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
     }
     if out.join("manifest.json").exists() {
         let existing = Manifest::load(out)?;
-        if existing.run == merged && existing.is_complete_in(out) {
+        if existing.run.same_run(&merged) && existing.is_complete_in(out) {
             return Ok(existing);
         }
         // The same merge, interrupted or failed before: do it again (its files are rewritten whole).
-        if existing.run != merged {
+        if !existing.run.same_run(&merged) {
             return Err(BatchError::OutputDir {
                 dir: out.to_path_buf(),
                 reason: "holds another run; choose another --out".into(),
@@ -100,25 +136,48 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
     }
     .save(out)?;
     let parts = |name: &str| shards.iter().map(|(d, _)| d.join(name)).collect::<Vec<_>>();
+    let digests = |name: &str| {
+        shards
+            .iter()
+            .map(|(_, m)| m.digests.get(name).cloned().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
     let n = merged.total;
-    assemble::<f32>(&out.join(&base.logits), &[n, base.classes], &parts(&base.logits))?;
-    assemble::<i64>(&out.join(&base.targets), &[n], &parts(&base.targets))?;
+    assemble::<f32>(
+        &out.join(&base.logits),
+        &[n, base.classes],
+        &parts(&base.logits),
+        &digests(&base.logits),
+    )?;
+    assemble::<i64>(
+        &out.join(&base.targets),
+        &[n],
+        &parts(&base.targets),
+        &digests(&base.targets),
+    )?;
     let mut shape = vec![n];
     shape.extend_from_slice(&merged.sample_shape);
     for r in &base.rules {
-        assemble::<f32>(&out.join(&r.file), &shape, &parts(&r.file))?;
+        assemble::<f32>(&out.join(&r.file), &shape, &parts(&r.file), &digests(&r.file))?;
     }
+    let mut merged_digests = std::collections::BTreeMap::new();
+    for name in base.rules.iter().map(|r| &r.file).chain([&base.logits, &base.targets]) {
+        merged_digests.insert(name.clone(), crate::files::digest_file(&out.join(name))?);
+    }
+    // The shards' timings added up: the seconds each spent, the samples each explained, so the rate is the work
+    // per second of one shard's worth of threads (shards run at the same time or one after another).
     let timings: Vec<&Timings> = shards.iter().filter_map(|(_, m)| m.timings.as_ref()).collect();
-    let seconds = timings.iter().map(|t| t.seconds).fold(0.0, f64::max);
+    let seconds = timings.iter().map(|t| t.seconds).sum::<f64>();
     let samples = timings.iter().map(|t| t.samples).sum::<usize>();
     let manifest = Manifest {
         run: merged,
         status: "complete".into(),
+        digests: merged_digests,
         timings: Some(Timings {
             seconds,
             samples,
             explanations_per_second: (samples * base.rules.len()) as f64 / seconds.max(1e-9),
-            threads: timings.iter().map(|t| t.threads).sum(),
+            threads: timings.iter().map(|t| t.threads).max().unwrap_or(1),
             rule_seconds: (0..base.rules.len())
                 .map(|k| {
                     timings

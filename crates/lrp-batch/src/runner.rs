@@ -71,6 +71,16 @@ struct Partial {
 }
 
 impl Partial {
+    /// The bytes of `count` rows from row `row`.
+    fn read_rows(&self, row: usize, count: usize) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = vec![0u8; count * self.row_bytes as usize];
+        f.read_exact_at(&mut buf, self.data_offset + row as u64 * self.row_bytes)
+            .map_err(|e| BatchError::io(&self.name, e))?;
+        Ok(buf)
+    }
+
     /// Writes `bytes` (whole rows, little-endian) at row `row` of the data.
     fn write_rows(&self, row: usize, bytes: &[u8]) -> Result<()> {
         use std::io::{Seek, SeekFrom, Write};
@@ -155,6 +165,7 @@ impl<'a> Runner<'a> {
             logits: "logits.npy".into(),
             targets: "targets.npy".into(),
             timings,
+            digests: Default::default(),
         }
     }
 
@@ -176,10 +187,10 @@ impl<'a> Runner<'a> {
         };
         if out.join("manifest.json").exists() {
             let existing = Manifest::load(out)?;
-            if existing.run != self.id {
+            if !existing.run.same_run(&self.id) {
                 let diff = differences(&existing.run, &self.id);
                 return Err(refuse(format!(
-                    "holds a different run (it differs in {diff}); choose another --out or remove the folder"
+                    "holds a different run (it differs in {diff}); choose another --out"
                 )));
             }
             if !resume {
@@ -225,11 +236,20 @@ impl<'a> Runner<'a> {
             return Ok(Outcome::AlreadyComplete(done));
         }
         crate::files::remove_stale_temporaries(out)?;
-        std::fs::create_dir_all(chunks_dir(out)).map_err(|e| BatchError::io(out, e))?;
+        let chunks = chunks_dir(out);
+        if std::fs::symlink_metadata(&chunks).is_ok_and(|m| !m.is_dir()) {
+            return Err(BatchError::OutputDir {
+                dir: chunks,
+                reason: "is not a folder (a link or a file); lrp's folders hold only what it wrote".into(),
+            });
+        }
+        std::fs::create_dir_all(&chunks).map_err(|e| BatchError::io(out, e))?;
         let files = self.partials(out)?;
         let started = Instant::now();
+        // A chunk is done when its marker holds the digest of its rows as they are in the files now (a marker
+        // planted or left from other rows is not trusted: the chunk is done again).
         let (landed, pending): (Vec<usize>, Vec<usize>) =
-            (0..self.chunk_count()).partition(|&c| chunk_marker(out, c).exists());
+            (0..self.chunk_count()).partition(|&c| self.landed(out, c, &files));
         let already: usize = landed.iter().map(|&c| self.chunk_range(c).len()).sum();
         let done = AtomicUsize::new(already);
         progress(already);
@@ -250,7 +270,10 @@ impl<'a> Runner<'a> {
                     break;
                 };
                 let range = self.chunk_range(c);
-                match self.process(source, out, c, &rule_nanos, &files) {
+                match _lock
+                    .check()
+                    .and_then(|()| self.process(source, out, c, &rule_nanos, &files))
+                {
                     Ok(()) => progress(done.fetch_add(range.len(), Ordering::Relaxed) + range.len()),
                     Err(e) => {
                         stop.store(true, Ordering::Relaxed);
@@ -272,8 +295,13 @@ impl<'a> Runner<'a> {
         }
         // A run over part of a source still read as it runs ends only once the whole of it has been checked.
         source.check_whole()?;
+        _lock.check()?;
         drop(files);
         self.finish(out)?;
+        let mut digests = std::collections::BTreeMap::new();
+        for (name, _, _) in self.result_files() {
+            digests.insert(name.clone(), crate::files::digest_file(&out.join(&name))?);
+        }
         let seconds = started.elapsed().as_secs_f64();
         let samples = self.id.count - already;
         let timings = Timings {
@@ -286,7 +314,8 @@ impl<'a> Runner<'a> {
                 .map(|n| n.load(Ordering::Relaxed) as f64 * 1e-9)
                 .collect(),
         };
-        let manifest = self.manifest("complete", Some(timings));
+        let mut manifest = self.manifest("complete", Some(timings));
+        manifest.digests = digests;
         manifest.save(out)?;
         let _ = std::fs::remove_dir_all(chunks_dir(out));
         Ok(Outcome::Completed(manifest))
@@ -309,30 +338,67 @@ impl<'a> Runner<'a> {
             Targets::Class(k) => Target::Class(*k),
             Targets::PerSample(v) => Target::PerSample(v[range.clone()].to_vec()),
         };
+        let mut hash = xxhash_rust::xxh3::Xxh3::new();
         for (k, ex) in self.explainers.iter().enumerate() {
             let t0 = Instant::now();
             // The network looks at every input for NaN and ∞ (the one scan); a bad one is named by its index in
             // the whole input.
-            let e = ex.explain(x.view(), &target).map_err(|e| match e {
-                RulesError::Core(CoreError::NonFiniteInput { sample, index, value }) => BatchError::NonFinite {
-                    sample: range.start + sample,
-                    element: index,
-                    value,
-                },
-                e => e.into(),
-            })?;
+            let e = ex
+                .explain(x.view(), &target)
+                .map_err(|e| match e.shifted(range.start) {
+                    RulesError::Core(CoreError::NonFiniteInput { sample, index, value }) => BatchError::NonFinite {
+                        sample,
+                        element: index,
+                        value,
+                    },
+                    e => e.into(),
+                })?;
             rule_nanos[k].fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
             let row = range.start - self.id.start;
+            // The marker's digest is of the bytes as written, in file order (logits, targets, one file per rule).
             if k == 0 {
-                with_f32_bytes(&e.logits, |b| files[0].write_rows(row, b))?;
+                with_f32_bytes(&e.logits, |b| {
+                    hash.update(b);
+                    files[0].write_rows(row, b)
+                })?;
                 let t: Vec<u8> = e.targets.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect();
+                hash.update(&t);
                 files[1].write_rows(row, &t)?;
             }
-            with_f32_bytes(&e.relevance, |b| files[2 + k].write_rows(row, b))?;
+            with_f32_bytes(&e.relevance, |b| {
+                hash.update(b);
+                files[2 + k].write_rows(row, b)
+            })?;
         }
         fault_point("mid-chunk");
-        write_atomic(&chunk_marker(out, c), b"")?;
+        write_atomic(
+            &chunk_marker(out, c),
+            crate::files::digest_hex(hash.digest128()).as_bytes(),
+        )?;
         Ok(())
+    }
+
+    /// The digest of chunk `c`'s rows in every result file, as they are in the files.
+    fn chunk_digest(&self, c: usize, files: &[Partial]) -> Result<String> {
+        let range = self.chunk_range(c);
+        let row = range.start - self.id.start;
+        let mut hash = xxhash_rust::xxh3::Xxh3::new();
+        for f in files {
+            hash.update(&f.read_rows(row, range.len())?);
+        }
+        Ok(crate::files::digest_hex(hash.digest128()))
+    }
+
+    /// Whether chunk `c` landed: its marker is a regular file holding the digest of its rows.
+    fn landed(&self, out: &Path, c: usize, files: &[Partial]) -> bool {
+        let marker = chunk_marker(out, c);
+        if !std::fs::symlink_metadata(&marker).is_ok_and(|m| m.is_file() && m.len() <= 64) {
+            return false;
+        }
+        let Ok(said) = std::fs::read_to_string(&marker) else {
+            return false;
+        };
+        self.chunk_digest(c, files).is_ok_and(|d| d == said)
     }
 
     /// The result files, in order logits, targets, one per rule: `(name, shape, element size)`.
@@ -356,19 +422,10 @@ impl<'a> Runner<'a> {
     fn partials(&self, out: &Path) -> Result<Vec<Partial>> {
         let specs = self.result_files();
         let valid = |path: &Path, shape: &[usize], size: usize| -> bool {
-            let Ok(file) = std::fs::File::open(path) else {
-                return false;
-            };
-            // SAFETY: read-only mapping of a file only this run writes (the folder is locked).
-            let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
-                return false;
-            };
-            use ndarray_npy::ViewNpyExt;
-            if size == 8 {
-                ndarray::ArrayViewD::<i64>::view_npy(&map).is_ok_and(|v| v.shape() == shape)
-            } else {
-                ndarray::ArrayViewD::<f32>::view_npy(&map).is_ok_and(|v| v.shape() == shape)
-            }
+            // A regular file (not a link planted in the folder) with the run's header and length.
+            let regular = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file());
+            let descr = if size == 8 { "<i8" } else { "<f4" };
+            regular && crate::npy::inspect(path).is_ok_and(|i| i.shape == shape && i.descr == descr && !i.fortran)
         };
         let dir = chunks_dir(out);
         if !specs
@@ -377,12 +434,15 @@ impl<'a> Runner<'a> {
         {
             for entry in std::fs::read_dir(&dir).map_err(|e| BatchError::io(&dir, e))? {
                 let path = entry.map_err(|e| BatchError::io(&dir, e))?.path();
-                if path.extension().is_some_and(|x| x == "done") {
+                if path.extension().is_some_and(|x| x == "done")
+                    && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())
+                {
                     std::fs::remove_file(&path).map_err(|e| BatchError::io(&path, e))?;
                 }
             }
             for (name, shape, size) in &specs {
                 let path = dir.join(name);
+                crate::files::refuse_special(&path)?;
                 let f = std::fs::File::create(&path).map_err(|e| BatchError::io(&path, e))?;
                 let written = if *size == 8 {
                     ndarray_npy::write_zeroed_npy::<i64, _>(&f, ndarray::IxDyn(shape))
@@ -400,6 +460,7 @@ impl<'a> Runner<'a> {
             .map(|(name, shape, size)| {
                 let path = dir.join(&name);
                 let file = std::fs::OpenOptions::new()
+                    .read(true)
                     .write(true)
                     .open(&path)
                     .map_err(|e| BatchError::io(&path, e))?;
@@ -451,11 +512,11 @@ pub(crate) fn fault_point(_: &str) {}
 /// Names the fields in which two runs differ.
 pub(crate) fn differences(a: &RunId, b: &RunId) -> String {
     let mut d = Vec::new();
-    if a.model != b.model || a.model_digest != b.model_digest {
-        d.push("model");
+    if a.model_digest != b.model_digest {
+        d.push("model (its content)");
     }
-    if a.inputs != b.inputs || a.inputs_digest != b.inputs_digest || a.sample_shape != b.sample_shape {
-        d.push("inputs");
+    if a.inputs_digest != b.inputs_digest || a.sample_shape != b.sample_shape {
+        d.push("inputs (their content)");
     }
     if a.total != b.total || a.start != b.start || a.count != b.count {
         d.push("sample range (--limit)");

@@ -1,12 +1,10 @@
-//! Where the inputs come from: an `.npy` file (memory-mapped, so it is never loaded whole) or a dataset in memory.
+//! Where the inputs come from: an `.npy` file (read a chunk at a time, never loaded whole) or a dataset in memory.
 
 use std::fs::File;
 use std::ops::Range;
 use std::path::Path;
 
-use memmap2::Mmap;
-use ndarray::{ArrayD, ArrayViewD, Axis, CowArray, IxDyn, ShapeBuilder};
-use ndarray_npy::ViewNpyExt;
+use ndarray::{ArrayD, Axis, CowArray, IxDyn, ShapeBuilder};
 
 use crate::error::{BatchError, Result};
 
@@ -32,25 +30,30 @@ pub trait Source: Sync {
     }
 }
 
-/// A float32 (or float64, converted chunk by chunk) `.npy` file, memory-mapped: the one `.npy` input reader of
-/// every command. The header's shape is checked against the file's size before anything is read, so a header that
-/// claims more than the file holds is refused instead of allocated.
+/// A float32 (or float64, converted chunk by chunk) `.npy` file, read a chunk at a time with positioned reads: the
+/// one `.npy` input reader of every command. Opened, it is checked by [`crate::npy::inspect`] (a regular file, a
+/// header that fits the file, data exactly as long as the shape says) before anything is read; while it is read,
+/// a change to the file (its size or modification time) is an error, never rows from two versions of it or a
+/// signal (a file truncated under a memory mapping kills the process with SIGBUS).
 pub struct NpySource {
-    map: Mmap,
+    file: File,
+    path: std::path::PathBuf,
     shape: Vec<usize>,
     f64: bool,
-    /// Where the values are in the file, and whether in Fortran order: the header is parsed once, when opened
-    /// (parsed again for every chunk it took ~0.7 ms of an MLP `--input` run's ~125 ms of CPU, by `perf`).
-    data: Range<usize>,
-    fortran: bool,
+    /// Where the values start in the file.
+    offset: u64,
+    /// The file as it was when opened.
+    stamp: (u64, Option<std::time::SystemTime>),
+    /// A Fortran-ordered file, read whole and reordered when opened (numpy writes C order unless asked).
+    whole: Option<ArrayD<f32>>,
     /// The file holds one sample without a batch axis.
     single: bool,
 }
 
 impl NpySource {
-    /// Maps `path` and checks it is a C-ordered float32 or float64 array with a batch axis.
+    /// Opens `path` and checks it is a C-ordered float32 or float64 array with a batch axis.
     pub fn open(path: &Path) -> Result<NpySource> {
-        let s = Self::map(path)?;
+        let s = Self::read_header(path)?;
         if s.shape.len() < 2 {
             return Err(BatchError::Npy {
                 path: path.to_path_buf(),
@@ -62,10 +65,13 @@ impl NpySource {
 
     /// Like [`NpySource::open`], but a file whose shape is `sample_shape` is one sample (a batch of one).
     pub fn open_for(path: &Path, sample_shape: &[usize]) -> Result<NpySource> {
-        let mut s = Self::map(path)?;
+        let mut s = Self::read_header(path)?;
         if s.shape == sample_shape {
             s.single = true;
             s.shape.insert(0, 1);
+            if let Some(w) = s.whole.take() {
+                s.whole = Some(w.insert_axis(Axis(0)));
+            }
         }
         if s.shape.len() < 2 {
             return Err(BatchError::Npy {
@@ -76,65 +82,91 @@ impl NpySource {
         Ok(s)
     }
 
-    fn map(path: &Path) -> Result<NpySource> {
-        let meta = std::fs::metadata(path).map_err(|e| BatchError::io(path, e))?;
-        if !meta.is_file() {
-            return Err(BatchError::Npy {
-                path: path.to_path_buf(),
-                reason: "is not a regular file".into(),
-            });
-        }
-        let file = File::open(path).map_err(|e| BatchError::io(path, e))?;
-        // SAFETY: the mapping is read-only; the runner documents that inputs must not change while it runs.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| BatchError::io(path, e))?;
-        // The array's shape, element type, order, and its values' place in the file.
-        fn layout<T>(map: &[u8], v: ArrayViewD<'_, T>) -> (Vec<usize>, bool, Range<usize>) {
-            let values = v.as_slice_memory_order().expect("an .npy is contiguous");
-            let start = values.as_ptr() as usize - map.as_ptr() as usize;
-            let fortran = v.ndim() > 1 && !v.is_standard_layout();
-            (
-                v.shape().to_vec(),
-                fortran,
-                start..start + std::mem::size_of_val(values),
-            )
-        }
-        let (shape, f64, fortran, data) = match ArrayViewD::<f32>::view_npy(&map) {
-            Ok(v) => {
-                let (shape, fortran, data) = layout(&map, v);
-                (shape, false, fortran, data)
+    fn read_header(path: &Path) -> Result<NpySource> {
+        let info = crate::npy::inspect(path)?;
+        let f64 = match info.descr.as_str() {
+            "<f4" => false,
+            "<f8" => true,
+            other => {
+                return Err(BatchError::Npy {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "holds {other} values; inputs are float32 (or float64, converted): save with \
+                         x.astype(np.float32)"
+                    ),
+                });
             }
-            Err(e32) => match ArrayViewD::<f64>::view_npy(&map) {
-                Ok(v) => {
-                    let (shape, fortran, data) = layout(&map, v);
-                    (shape, true, fortran, data)
-                }
-                Err(_) => {
-                    return Err(BatchError::Npy {
-                        path: path.to_path_buf(),
-                        reason: format!("cannot use as a float32 or float64 array in C order: {e32}"),
-                    });
-                }
-            },
         };
-        Ok(NpySource {
-            map,
-            shape,
+        let file = crate::npy::open_regular(path)?;
+        let meta = file.metadata().map_err(|e| BatchError::io(path, e))?;
+        let mut s = NpySource {
+            file,
+            path: path.to_path_buf(),
+            shape: info.shape.clone(),
             f64,
-            data,
-            fortran,
+            offset: info.data_offset,
+            stamp: (meta.len(), meta.modified().ok()),
+            whole: None,
             single: false,
+        };
+        if s.stamp.0 != info.file_len {
+            return Err(s.changed());
+        }
+        if info.fortran && s.shape.len() > 1 {
+            let n = s.shape.iter().product::<usize>();
+            let flat = s.read_values(0, n)?;
+            let f = ArrayD::from_shape_vec(IxDyn(&s.shape).f(), flat).map_err(|e| BatchError::Npy {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            s.whole = Some(f.as_standard_layout().into_owned());
+        }
+        Ok(s)
+    }
+
+    fn changed(&self) -> BatchError {
+        BatchError::Input {
+            path: self.path.clone(),
+            reason: "changed while lrp was reading it (its size or modification time); run again once it is \
+                     written"
+                .into(),
+        }
+    }
+
+    /// Errors when the file is no longer as it was when opened.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let meta = self.file.metadata().map_err(|e| BatchError::io(&self.path, e))?;
+        if (meta.len(), meta.modified().ok()) != self.stamp {
+            return Err(self.changed());
+        }
+        Ok(())
+    }
+
+    fn item(&self) -> usize {
+        if self.f64 { 8 } else { 4 }
+    }
+
+    /// `count` values from value index `first` (file order), as float32.
+    fn read_values(&self, first: usize, count: usize) -> Result<Vec<f32>> {
+        use std::os::unix::fs::FileExt;
+        let item = self.item();
+        let mut bytes = vec![0u8; count * item];
+        let at = self.offset + (first * item) as u64;
+        self.file.read_exact_at(&mut bytes, at).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => self.changed(),
+            _ => BatchError::io(&self.path, e),
+        })?;
+        Ok(if self.f64 {
+            bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect()
+        } else {
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect()
         })
-    }
-
-    /// The values in the file's order (checked aligned and in bounds when opened, by `view_npy`).
-    fn values<T: bytemuck::Pod>(&self) -> &[T] {
-        bytemuck::cast_slice(&self.map[self.data.clone()])
-    }
-
-    /// The array `[N, …]` (one sample given its batch axis), viewing the mapping.
-    fn view<T: bytemuck::Pod>(&self) -> ArrayViewD<'_, T> {
-        let shape = IxDyn(&self.shape).set_f(self.fortran);
-        ArrayViewD::from_shape(shape, self.values()).expect("checked when opened")
     }
 
     /// Whether the file holds float64 values (converted to float32 as they are read).
@@ -142,44 +174,80 @@ impl NpySource {
         self.f64
     }
 
-    /// The smallest and largest value in the file (NaN ignored; `None` when it holds no number), read through
-    /// the mapping without a copy.
+    /// The smallest and largest value in the file (NaN ignored; `None` when it holds no number).
     pub fn value_range(&self) -> Option<(f64, f64)> {
-        if self.f64 {
-            f64::min_max(self.values())
-        } else {
-            f32::min_max(self.values()).map(|(lo, hi)| (lo as f64, hi as f64))
-        }
+        self.digest_and_range().1
     }
 
     /// The file's digest ([`crate::digest_bytes`] of all its bytes) and its [`NpySource::value_range`], in one
-    /// pass over the mapping: each block is hashed and then bounded while it is in cache. `lrp batch --input` needs
-    /// both before its first chunk; done apart, on two threads beside the model's loading, the two reads of the 31 MB
-    /// MLP test set held the first chunk back by 11–14 ms.
+    /// pass: each block is read, hashed and then bounded while it is in cache. A read error gives an empty digest
+    /// (see [`NpySource::try_digest_and_range`]).
     pub fn digest_and_range(&self) -> (String, Option<(f64, f64)>) {
-        if self.f64 {
-            digest_and_bounds(&self.map, self.values::<f64>())
-        } else {
-            let (digest, range) = digest_and_bounds(&self.map, self.values::<f32>());
-            (digest, range.map(|(lo, hi)| (lo as f64, hi as f64)))
-        }
+        self.try_digest_and_range().unwrap_or_else(|_| (String::new(), None))
     }
 
-    /// Every sample, `[N, …]`.
-    pub fn all(&self) -> ArrayD<f32> {
-        self.rows(0..self.len()).into_owned()
+    /// [`NpySource::digest_and_range`], with read errors (and a file that changed meanwhile) as errors.
+    pub fn try_digest_and_range(&self) -> Result<(String, Option<(f64, f64)>)> {
+        use std::os::unix::fs::FileExt;
+        /// Bytes per block: 256 KiB, a multiple of both element sizes.
+        const BLOCK: usize = 1 << 18;
+        let io = |e| BatchError::io(&self.path, e);
+        let mut hash = xxhash_rust::xxh3::Xxh3::new();
+        let mut head = vec![0u8; self.offset as usize];
+        self.file.read_exact_at(&mut head, 0).map_err(io)?;
+        hash.update(&head);
+        let total = self.stamp.0 - self.offset;
+        let mut buf = vec![0u8; BLOCK];
+        let mut range: Option<(f64, f64)> = None;
+        let mut at = 0u64;
+        while at < total {
+            let n = (total - at).min(BLOCK as u64) as usize;
+            self.file
+                .read_exact_at(&mut buf[..n], self.offset + at)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => self.changed(),
+                    _ => io(e),
+                })?;
+            let block = &buf[..n];
+            hash.update(block);
+            let bounds = if self.f64 {
+                let v: Vec<f64> = block
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect();
+                f64::min_max(&v)
+            } else {
+                let v: Vec<f32> = block
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                    .collect();
+                f32::min_max(&v).map(|(lo, hi)| (lo as f64, hi as f64))
+            };
+            if let Some((lo, hi)) = bounds {
+                range = Some(range.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
+            }
+            at += n as u64;
+        }
+        self.check_unchanged()?;
+        Ok((crate::files::digest_hex(hash.digest128()), range))
     }
 
-    /// The samples in `range`: a view of the mapping for float32, converted for float64.
-    fn rows(&self, range: Range<usize>) -> CowArray<'_, f32, IxDyn> {
-        if self.f64 {
-            self.view::<f64>()
-                .slice_axis(Axis(0), range.into())
-                .mapv(|x| x as f32)
-                .into()
-        } else {
-            self.view::<f32>().slice_axis_move(Axis(0), range.into()).into()
+    /// Every sample, `[N, …]`, with read errors (a file that changed since it was opened).
+    pub fn all(&self) -> Result<ArrayD<f32>> {
+        self.rows(0..self.len())
+    }
+
+    /// The samples in `range`.
+    fn rows(&self, range: Range<usize>) -> Result<ArrayD<f32>> {
+        if let Some(w) = &self.whole {
+            return Ok(w.slice_axis(Axis(0), range.into()).to_owned());
         }
+        self.check_unchanged()?;
+        let row: usize = self.shape[1..].iter().product();
+        let values = self.read_values(range.start * row, range.len() * row)?;
+        let mut shape = self.shape.clone();
+        shape[0] = range.len();
+        Ok(ArrayD::from_shape_vec(IxDyn(&shape), values).expect("one value per element"))
     }
 }
 
@@ -191,27 +259,11 @@ impl Source for NpySource {
         self.shape[1..].to_vec()
     }
     fn chunk(&self, range: Range<usize>) -> Result<CowArray<'_, f32, IxDyn>> {
-        Ok(self.rows(range))
+        Ok(self.rows(range)?.into())
     }
-}
-
-/// [`crate::digest_bytes`] of `file` and the bounds of `data`, the values it holds, a block at a time.
-fn digest_and_bounds<T: LaneBounds>(file: &[u8], data: &[T]) -> (String, Option<(T, T)>) {
-    /// Values per block: 256 KiB of float32, which stay in a core's L2 between the two reads.
-    const BLOCK: usize = 1 << 16;
-    let start = data.as_ptr() as usize - file.as_ptr() as usize;
-    let end = start + std::mem::size_of_val(data);
-    let mut hash = xxhash_rust::xxh3::Xxh3::new();
-    hash.update(&file[..start]);
-    let mut range: Option<(T, T)> = None;
-    for block in data.chunks(BLOCK) {
-        hash.update(bytemuck::cast_slice(block));
-        if let Some((lo, hi)) = T::min_max(block) {
-            range = Some(range.map_or((lo, hi), |(l, h)| (l.min(lo), h.max(hi))));
-        }
+    fn check_whole(&self) -> Result<()> {
+        self.check_unchanged()
     }
-    hash.update(&file[end..]);
-    (crate::files::digest_hex(hash.digest128()), range)
 }
 
 /// [`lanes_min_max`], by the fastest means for the type.
@@ -558,10 +610,14 @@ mod range_tests {
                         "F {fortran}, f64 {f64}"
                     );
                 }
-                assert_eq!(src.all(), read);
+                assert_eq!(src.all().unwrap(), read);
                 // The same file as one sample of [9, 4, 5].
                 let one = NpySource::open_for(&path, &[9, 4, 5]).unwrap();
-                assert_eq!(one.all(), read.insert_axis(Axis(0)), "single, F {fortran}, f64 {f64}");
+                assert_eq!(
+                    one.all().unwrap(),
+                    read.insert_axis(Axis(0)),
+                    "single, F {fortran}, f64 {f64}"
+                );
             }
         }
     }

@@ -16,16 +16,73 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp{pid}"))
 }
 
+/// What is at a path a command is about to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Nothing, a regular file, or a symbolic link to one: replaced atomically.
+    File,
+    /// A character device or a FIFO (`/dev/null`, `/dev/stdout`, a named pipe): written through, never replaced.
+    Stream,
+}
+
+/// What `path` is, following symbolic links; an error for a folder, a block device or a socket, which a command
+/// never writes into or replaces.
+pub fn target_kind(path: &Path) -> std::io::Result<Target> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Target::File),
+        // A dangling symbolic link: creating the file would write wherever it points.
+        Err(e) if std::fs::symlink_metadata(path).is_ok() => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{} is a symbolic link to nothing; refusing to write through it",
+                    path.display()
+                ),
+            ));
+        }
+        // Anything else (a parent that is not a folder, no permission) is reported by the write itself.
+        Err(_) => return Ok(Target::File),
+    };
+    if meta.is_file() {
+        return Ok(Target::File);
+    }
+    if meta.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is a folder, not a file",
+            path.display()
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_char_device() || t.is_fifo() {
+            return Ok(Target::Stream);
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{} is a device or socket, not a file; refusing to replace it",
+        path.display()
+    )))
+}
+
 /// Writes `path` atomically: `fill` writes a temporary file beside it (the path it is given), which is renamed
 /// over `path` only when `fill` succeeds. On any failure the temporary file is removed and `path` is untouched;
 /// a failed rename is reported through `rename_err`. Missing parent folders are created first (a failure to
 /// create them is reported through `rename_err` too). Errors from `fill` should name `path`, not the temporary
-/// name, which the user never asked for.
+/// name, which the user never asked for. A character device or FIFO at `path` is written through (`fill` gets
+/// `path` itself) and never replaced; a folder, block device or socket is refused (see [`target_kind`]).
 pub fn write_atomically<E>(
     path: &Path,
     fill: impl FnOnce(&Path) -> Result<(), E>,
     rename_err: impl FnOnce(std::io::Error) -> E,
 ) -> Result<(), E> {
+    match target_kind(path) {
+        Ok(Target::File) => {}
+        Ok(Target::Stream) => return fill(path),
+        Err(e) => return Err(rename_err(e)),
+    }
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
         && !parent.is_dir()

@@ -46,14 +46,19 @@ pub struct IdxArray {
 /// Checks the magic (`00 00 08 NDIM`), that the dimensions are within a sane size,
 /// and that the payload has exactly the size the header announces.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
-    let meta = file.metadata().map_err(|e| CoreError::io(path, e))?;
-    if !meta.is_file() {
+    // Checked before opening: opening a FIFO for reading blocks until someone writes to it.
+    let meta = std::fs::metadata(path).map_err(|e| CoreError::io(path, e))?;
+    let file = if meta.is_file() {
+        Some(File::open(path).map_err(|e| CoreError::io(path, e))?)
+    } else {
+        None
+    };
+    let Some(file) = file else {
         return Err(CoreError::Idx {
             path: path.to_path_buf(),
             reason: "is not a regular file".into(),
         });
-    }
+    };
     read_idx_from(BufReader::new(file), meta.len(), path)
 }
 
@@ -382,11 +387,11 @@ impl StreamedDataset {
         let images_path = find_data_file(dir, &format!("{}-images-idx3-ubyte", split.prefix()))?;
         let labels_path = find_data_file(dir, &format!("{}-labels-idx1-ubyte", split.prefix()))?;
         let labels = read_idx(&labels_path)?;
-        let file = File::open(&images_path).map_err(|e| CoreError::io(&images_path, e))?;
-        let meta = file.metadata().map_err(|e| CoreError::io(&images_path, e))?;
+        let meta = std::fs::metadata(&images_path).map_err(|e| CoreError::io(&images_path, e))?;
         if !meta.is_file() {
             return Err(idx_error(&images_path, "is not a regular file".into()));
         }
+        let file = File::open(&images_path).map_err(|e| CoreError::io(&images_path, e))?;
         Self::start(BufReader::new(file), meta.len(), images_path, labels, &labels_path)
     }
 
@@ -544,6 +549,15 @@ impl Stream {
 
 /// `dir/name`, or `dir/name.gz` when only that exists.
 pub fn find_data_file(dir: &Path, name: &str) -> Result<PathBuf> {
+    if !dir.is_dir() {
+        return Err(CoreError::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such folder (a dataset is a folder of IDX files)",
+            ),
+        ));
+    }
     for candidate in [dir.join(name), dir.join(format!("{name}.gz"))] {
         if candidate.is_file() {
             return Ok(candidate);

@@ -27,5 +27,14 @@ pub use layers::{
     softmax_backward,
 };
 pub use layout::ImageLayout;
+
+/// The memory available to a new allocation on this machine (Linux: `MemAvailable` of `/proc/meminfo`), `None`
+/// where it cannot be read.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
 pub use model_file::{Model, ModelMeta};
 pub use network::{Network, Trace, first_non_finite};

@@ -103,6 +103,10 @@ pub enum RulesError {
     /// A target class outside the network's outputs, or targets that do not fit the batch.
     #[error("target: {0}")]
     Target(String),
+    /// A request this explainer cannot carry out (relevance at hidden layers from a gradient method, a network
+    /// too large for the memory of the machine).
+    #[error("{0}")]
+    Request(String),
     /// Region perturbation cannot run with these settings.
     #[error("region perturbation: {0}")]
     Perturbation(String),
@@ -113,3 +117,31 @@ pub enum RulesError {
 
 /// Result with [`RulesError`].
 pub type Result<T, E = RulesError> = std::result::Result<T, E>;
+
+impl RulesError {
+    /// The same error with the sample it names moved by `by`: an error from a block of a batch, named by the
+    /// sample's place in the whole batch.
+    pub fn shifted(self, by: usize) -> RulesError {
+        match self {
+            RulesError::NonFinite {
+                what,
+                sample,
+                element,
+                value,
+            } => RulesError::NonFinite {
+                what,
+                sample: sample + by,
+                element,
+                value,
+            },
+            RulesError::Core(CoreError::NonFiniteInput { sample, index, value }) => {
+                RulesError::Core(CoreError::NonFiniteInput {
+                    sample: sample + by,
+                    index,
+                    value,
+                })
+            }
+            e => e,
+        }
+    }
+}

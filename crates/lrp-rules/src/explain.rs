@@ -1,7 +1,7 @@
 //! The explainer: [`Explainer`], [`Target`] and [`Explanation`] — relevance from the output back to the input,
 //! in blocks of a batch, by one of the walks in [`crate::walk`]; and the gradient-based attributions.
 
-use lrp_core::{CoreError, Network, Trace};
+use lrp_core::{Network, Trace};
 use ndarray::{ArrayD, ArrayView2, ArrayViewD, Axis, Ix2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -19,6 +19,10 @@ use crate::walk::{self, Visit};
 /// all the weights again (a GEMM packs them): a network whose weights outweigh its values (the MLP: 235,146
 /// parameters, 2,346 values a sample) ran 6% slower split into blocks of 2 MiB than in one.
 const TRACE_BLOCK_FLOATS: usize = 1 << 19;
+/// But never more than this many floats of trace in one block (512 MiB): a network with large values per sample
+/// and many weights (VGG-16 at 224×224: 15 M values a sample, 138 M parameters) would otherwise take 36 samples a
+/// block, a 2.2 GB trace.
+const MAX_BLOCK_FLOATS: usize = 1 << 27;
 
 /// Which class to explain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +139,7 @@ impl<'n> Explainer<'n> {
     /// Explains `x` (`[N, …input shape]`) for the given target classes: LRP starts from
     /// `onehot(target)·logit`, the gradient methods from `onehot(target)`.
     pub fn explain(&self, x: ArrayViewD<f32>, target: &Target) -> Result<Explanation> {
+        self.check_memory()?;
         let n = x.shape()[0];
         let block = self.block_size();
         if n <= block {
@@ -155,17 +160,8 @@ impl<'n> Explainer<'n> {
                 other => other.clone(),
             };
             let part = self.explain_block(x.slice_axis(Axis(0), (start..end).into()), &t);
-            // A bad input is named by its place in the whole batch, not in the block.
-            parts.push(part.map_err(|e| match e {
-                RulesError::Core(CoreError::NonFiniteInput { sample, index, value }) => {
-                    RulesError::Core(CoreError::NonFiniteInput {
-                        sample: start + sample,
-                        index,
-                        value,
-                    })
-                }
-                e => e,
-            })?);
+            // A bad input, logit or relevance is named by its place in the whole batch, not in the block.
+            parts.push(part.map_err(|e| e.shifted(start))?);
         }
         let cat = |arrays: Vec<ArrayViewD<f32>>| ndarray::concatenate(Axis(0), &arrays).expect("blocks of one shape");
         let relevance = cat(parts.iter().map(|p| p.relevance.view()).collect());
@@ -188,14 +184,14 @@ impl<'n> Explainer<'n> {
     /// only (a gradient method has gradients there, not relevance). One pass, no blocking: for a few samples.
     pub fn explain_keeping(&self, x: ArrayViewD<f32>, target: &Target, keep: &[usize]) -> Result<Explanation> {
         let PlanKind::Lrp(steps) = self.plan.kind() else {
-            return Err(RulesError::Target(format!(
+            return Err(RulesError::Request(format!(
                 "relevance at hidden layers needs an LRP rule; {} is a gradient method",
                 self.plan.spec()
             )));
         };
         let values = self.net.layers().len() + 1;
         if let Some(&v) = keep.iter().find(|&&v| v >= values) {
-            return Err(RulesError::Target(format!(
+            return Err(RulesError::Request(format!(
                 "value {v} does not exist: the network has values 0 to {}",
                 values - 1
             )));
@@ -230,11 +226,37 @@ impl<'n> Explainer<'n> {
     /// Samples per block: the whole forward trace of a block holds about [`TRACE_BLOCK_FLOATS`] floats, or four
     /// times the parameters.
     fn block_size(&self) -> usize {
-        let per_sample: usize = (0..=self.net.layers().len())
+        let floats = TRACE_BLOCK_FLOATS
+            .max(self.net.param_count().saturating_mul(4))
+            .min(MAX_BLOCK_FLOATS);
+        let per = self.values_per_sample().max(1);
+        // At least 8 samples a block where 8 fit in the cap (the blocks of small networks stay as they were).
+        (floats / per).max((MAX_BLOCK_FLOATS / per).min(8)).max(1)
+    }
+
+    /// The floats of one sample's forward trace (every value of the network).
+    fn values_per_sample(&self) -> usize {
+        (0..=self.net.layers().len())
             .map(|v| self.net.shape_at(v).iter().product::<usize>())
-            .sum();
-        let floats = TRACE_BLOCK_FLOATS.max(self.net.param_count().saturating_mul(4));
-        (floats / per_sample.max(1)).max(8)
+            .sum()
+    }
+
+    /// Refuses a network one sample of which cannot be explained in the memory this machine has: the trace and
+    /// the relevance of every value, about twice the trace.
+    fn check_memory(&self) -> Result<()> {
+        let need = self.values_per_sample() as u64 * 4 * 2;
+        if let Some(available) = lrp_core::available_memory()
+            && need > available
+        {
+            return Err(RulesError::Request(format!(
+                "one sample of this network needs about {:.1} GiB to explain (its values add up to {} floats), more \
+                 than the {:.1} GiB of memory available",
+                need as f64 / (1u64 << 30) as f64,
+                self.values_per_sample(),
+                available as f64 / (1u64 << 30) as f64
+            )));
+        }
+        Ok(())
     }
 
     /// The forward trace, the explained classes, and the seed of the backward pass.
@@ -396,7 +418,7 @@ mod block_errors {
         let mut x = ArrayD::from_shape_fn(ndarray::IxDyn(&[n, 64]), |d| (d[1] % 5) as f32 * 0.2);
         x[[bad, 17]] = f32::NAN;
         match ex.explain(x.view(), &Target::Predicted) {
-            Err(RulesError::Core(CoreError::NonFiniteInput { sample, index, value })) => {
+            Err(RulesError::Core(lrp_core::CoreError::NonFiniteInput { sample, index, value })) => {
                 assert_eq!((sample, index), (bad, 17));
                 assert!(value.is_nan());
             }

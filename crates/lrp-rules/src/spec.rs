@@ -86,6 +86,10 @@ pub struct Spec {
 pub const DEFAULT_EPSILON: f32 = 1e-6;
 /// Default γ of the gamma rule.
 pub const DEFAULT_GAMMA: f32 = 0.25;
+/// The most steps of integrated gradients and copies of SmoothGrad a spec may ask for.
+pub const MAX_STEPS: usize = 10_000;
+/// The largest noise of SmoothGrad (beyond it every copy is noise, and float32 overflows near 1e38).
+pub const MAX_SIGMA: f32 = 1e6;
 /// Default steps of integrated gradients.
 pub const DEFAULT_IG_STEPS: usize = 32;
 /// Default copies of SmoothGrad.
@@ -336,6 +340,12 @@ impl Parser<'_> {
                     .map(|t| self.count("steps", t))
                     .transpose()?
                     .unwrap_or(DEFAULT_IG_STEPS);
+                if steps > MAX_STEPS {
+                    return Err(self.number_err(format!(
+                        "{steps} steps is more than the {MAX_STEPS} integrated gradients takes (each step is a \
+                         forward and backward pass; 32 to 256 are usual)"
+                    )));
+                }
                 Ok(Method::Attribution(Attribution::IntegratedGradients { steps }))
             }
             "smoothgrad" => {
@@ -344,11 +354,20 @@ impl Parser<'_> {
                     (DEFAULT_SMOOTHGRAD_N, DEFAULT_SMOOTHGRAD_SIGMA)
                 } else {
                     let sigma = self.float("sigma", a[1])?;
-                    if sigma < 0.0 {
-                        return Err(self.number_err(format!("sigma must be ≥ 0, got {sigma}")));
+                    if !(0.0..=MAX_SIGMA).contains(&sigma) {
+                        return Err(self.number_err(format!(
+                            "sigma must be between 0 and {MAX_SIGMA} (the noise's standard deviation in the input's \
+                             units), got {sigma}"
+                        )));
                     }
                     (self.count("n", a[0])?, sigma)
                 };
+                if n > MAX_STEPS {
+                    return Err(self.number_err(format!(
+                        "{n} noisy copies is more than the {MAX_STEPS} smoothgrad takes (each is a forward and \
+                         backward pass; 16 to 64 are usual)"
+                    )));
+                }
                 Ok(Method::Attribution(Attribution::SmoothGrad { n, sigma }))
             }
             other => Err(RulesError::UnknownName {

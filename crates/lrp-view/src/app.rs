@@ -52,6 +52,9 @@ pub struct ModelEntry {
     pub layers: usize,
     /// The positions in that list of each attention block's head panel (a transformer; empty otherwise).
     pub head_layers: Vec<usize>,
+    /// The rule the model opens on when the viewer comes to it: `attnlrp` for a transformer, else
+    /// `epsilon-gamma-box`.
+    pub default_rule: String,
 }
 
 /// The nodes the layer view lists, in order: those that read one value (the relevance at that value is theirs).
@@ -79,11 +82,13 @@ impl ModelEntry {
             .filter(|&(_, &k)| writes_attention(net.inputs_of(k)[0]))
             .map(|(i, _)| i)
             .collect();
+        let transformer = net.layers().iter().any(lrp_core::Layer::needs_gradient_form);
         ModelEntry {
             name,
             classes: net.num_classes(),
             layers: listed.len(),
             head_layers,
+            default_rule: if transformer { "attnlrp" } else { "epsilon-gamma-box" }.to_string(),
         }
     }
 }
@@ -156,6 +161,9 @@ pub struct App {
     pub wants_misclassified: bool,
     /// Why draw mode is not available (photos: the canvas draws 28×28 digits), `None` when it is.
     pub no_draw: Option<String>,
+    /// A rule typed after `:` (or given with `--rule`) stays when Tab moves to another model; otherwise each model
+    /// opens on its own default rule.
+    pub rule_pinned: bool,
 }
 
 impl App {
@@ -180,6 +188,7 @@ impl App {
             quit: false,
             wants_misclassified: false,
             no_draw: None,
+            rule_pinned: false,
         }
     }
 
@@ -189,8 +198,12 @@ impl App {
         self.accepts = (0..self.models.len())
             .map(|m| self.rules.iter().map(|r| check.accepts(m, r).is_ok()).collect())
             .collect();
-        if let Some(i) = rule.and_then(|r| self.rules.iter().position(|x| x == r)) {
-            self.rule = i;
+        match rule.and_then(|r| self.rules.iter().position(|x| x == r)) {
+            Some(i) => {
+                self.rule = i;
+                self.rule_pinned = true;
+            }
+            None => self.open_default_rule(),
         }
         self.ensure_accepted_rule();
     }
@@ -305,6 +318,7 @@ impl App {
         match check.accepts(self.model, &self.rules[i]) {
             Ok(()) => {
                 self.rule = i;
+                self.rule_pinned = true;
                 self.message = None;
             }
             Err(e) => self.message = Some(e),
@@ -415,6 +429,7 @@ impl App {
                     self.class = ClassChoice::Predicted;
                 }
                 self.layers.layer = self.layers.layer.min(self.models[self.model].layers.saturating_sub(1));
+                self.open_default_rule();
                 self.ensure_accepted_rule();
             }
             KeyCode::Char('?') => self.mode = Mode::Help,
@@ -422,8 +437,21 @@ impl App {
         }
     }
 
+    /// Moves to the current model's default rule, unless the user chose one (see [`App::rule_pinned`]).
+    pub(crate) fn open_default_rule(&mut self) {
+        if self.rule_pinned {
+            return;
+        }
+        let default = &self.models[self.model].default_rule;
+        if let Some(i) = self.rules.iter().position(|r| r == default)
+            && self.accepted(i)
+        {
+            self.rule = i;
+        }
+    }
+
     /// Opens draw mode, or says why it is not available.
-    pub(crate) fn open_draw(&mut self) {
+    pub fn open_draw(&mut self) {
         match &self.no_draw {
             Some(why) => self.message = Some(why.clone()),
             None => self.screen = Screen::Draw,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event, KeyEventKind};
 use ratatui::crossterm::execute;
 
-use crate::app::{App, ModelEntry, RuleCheck, Screen};
+use crate::app::{App, ModelEntry, RuleCheck};
 use crate::cells::{ColorMode, map_dims};
 use crate::ui::{Sources, canvas_geometry, draw, needed};
 use crate::worker::{InputRef, Key, Request, Response, Shared, ViewData, Worker};
@@ -86,7 +86,11 @@ pub fn save_drawing(
 ) -> Result<String, String> {
     let stem = (1..10_000)
         .map(|n| dir.join(format!("drawing-{n}")))
-        .find(|p| !p.with_extension("npy").exists() && !p.with_extension("png").exists())
+        .find(|p| {
+            // A name is free when nothing is there, not even a dangling symbolic link (which a save would follow).
+            let free = |q: std::path::PathBuf| std::fs::symlink_metadata(q).is_err();
+            free(p.with_extension("npy")) && free(p.with_extension("png"))
+        })
         .ok_or("no free drawing-N name in this folder")?;
     let npy = stem.with_extension("npy");
     let x = input
@@ -103,7 +107,14 @@ pub fn save_drawing(
         },
         |e| format!("{}: {e}", npy.display()),
     )?;
-    let mut said = format!("saved {}", npy.display());
+    // Said with the absolute path: the viewer may have been started anywhere.
+    let shown = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let mut said = format!("saved {}", shown(&npy));
     if let Some(v) = data {
         let png = stem.with_extension("png");
         let panel = crate::png_out::Panel {
@@ -116,7 +127,7 @@ pub fn save_drawing(
             ],
         };
         crate::png_out::write_png(&png, &format!("{model} · rule {rule}"), &[panel]).map_err(|e| e.to_string())?;
-        said.push_str(&format!(" and {}", png.display()));
+        said.push_str(&format!(" and {}", shown(&png)));
     }
     Ok(said)
 }
@@ -136,12 +147,18 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
         .map(|(name, net)| ModelEntry::of(name.clone(), net))
         .collect();
     let mut app = App::new(models, count, rules);
+    let side = crate::canvas::SIDE;
     if shared.photos.is_some() {
         app.no_draw = Some("draw mode draws 28×28 digits; these are photos".into());
+    } else if map_dims(&shared.images.shape()[1..]) != (side, side) {
+        let (h, w) = map_dims(&shared.images.shape()[1..]);
+        app.no_draw = Some(format!(
+            "draw mode draws {side}×{side} digits; these images are {h}×{w}"
+        ));
     }
     app.check_rules(&Checker(&shared), options.rule.as_deref());
     if options.draw {
-        app.screen = Screen::Draw;
+        app.open_draw();
     }
     let labels = shared.labels.clone();
     let images = shared.images.clone();

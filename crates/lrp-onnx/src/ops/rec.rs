@@ -122,6 +122,28 @@ fn lstm(ctx: &mut NodeCtx) -> Result<()> {
             4 * h
         )));
     }
+    // A constant zero initial state must still have the shape ONNX defines ([directions, batch, hidden], or
+    // [batch, directions, hidden] for layout 1): onnxruntime refuses another.
+    for (i, what) in [(5, "initial_h"), (6, "initial_c")] {
+        if let Some(t) = ctx.const_input(i) {
+            let dims: Vec<i64> = t.dims.clone();
+            let ok = dims.len() == 3 && {
+                let (d, hid) = if layout == 0 {
+                    (dims[0], dims[2])
+                } else {
+                    (dims[1], dims[2])
+                };
+                d == dirs as i64 && hid == h as i64
+            };
+            if !ok {
+                return Err(ctx.err(format!(
+                    "{what} '{}' has shape {dims:?}; layout {layout} needs {} with {dirs} direction(s) and hidden size {h}",
+                    node.input[i],
+                    if layout == 0 { "[directions, batch, hidden]" } else { "[batch, directions, hidden]" }
+                )));
+            }
+        }
+    }
     if r.dim() != (dirs, 4 * h, h) {
         return Err(ctx.err(format!(
             "R '{}' has shape {:?}, expected [{dirs}, {}, {h}]",

@@ -222,6 +222,14 @@ fn split(c: &mut NodeCtx) -> Result<()> {
             .map(|&v| usize::try_from(v).map_err(|_| c.err(format!("split size {v} is negative"))))
             .collect::<Result<_>>()?,
         None => {
+            // Before opset 18 the parts must be equal (onnxruntime refuses an axis that does not divide).
+            if c.st.opset < 18 && !len.is_multiple_of(parts.max(1)) {
+                return Err(c.err(format!(
+                    "splits an axis of length {len} into {parts} equal parts without sizes (opset {} needs the \
+                     length to divide; give the sizes)",
+                    c.st.opset
+                )));
+            }
             let each = len.div_ceil(parts.max(1));
             (0..parts).map(|i| each.min(len.saturating_sub(i * each))).collect()
         }

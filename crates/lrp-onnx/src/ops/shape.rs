@@ -178,6 +178,12 @@ fn reshape_node(
     allowzero: bool,
     batch_fixed_to_one: bool,
 ) -> std::result::Result<(Vec<usize>, Batch), String> {
+    if target.iter().filter(|d| **d == Dim::Known(-1)).count() > 1 {
+        return Err(format!(
+            "shape {} has more than one −1 (ONNX allows one dimension to be inferred)",
+            dims_text(target)
+        ));
+    }
     let count: usize = x.shape.iter().product();
     let src = x.full_dims();
     let mut t: Vec<Dim> = Vec::with_capacity(target.len());

@@ -12,6 +12,13 @@ use crate::proto::{GraphProto, TensorProto};
 pub(crate) fn initializers(graph: &mut GraphProto, dir: Option<&Path>) -> Result<HashMap<String, TensorProto>> {
     let mut consts = HashMap::new();
     for mut t in std::mem::take(&mut graph.initializer) {
+        // onnxruntime refuses a name given twice; taking one of the two copies would compute another network.
+        if consts.contains_key(&t.name) {
+            return Err(OnnxError::Initializer {
+                name: t.name.clone(),
+                reason: "is given twice; a model names each weight once (onnxruntime refuses it too)".into(),
+            });
+        }
         if t.data_location == 1 {
             load_external(&mut t, dir)?;
         }
@@ -74,6 +81,13 @@ fn load_external(t: &mut TensorProto, dir: Option<&Path>) -> Result<()> {
     if !real.starts_with(&real_dir) {
         return Err(bad(format!(
             "external data location '{location}' leads outside the model's folder; refused"
+        )));
+    }
+    // A FIFO or device would block or never end: only a regular file is opened.
+    if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+        return Err(bad(format!(
+            "external data file '{}' is not a regular file (a FIFO or device is not read)",
+            path.display()
         )));
     }
     let mut file =

@@ -31,7 +31,26 @@ pub(crate) fn constant_values(graph: &GraphProto, st: &GraphState) -> HashSet<St
     constant
 }
 
+/// Refuses a graph in which a value is written twice (two nodes with one output name, or a node writing a weight's
+/// or the input's name): its readers would see whichever came last, where onnxruntime refuses the model.
+fn check_single_writers(graph: &GraphProto, st: &GraphState) -> Result<()> {
+    let mut written: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    for (index, node) in graph.node.iter().enumerate() {
+        for o in node.output.iter().filter(|o| !o.is_empty()) {
+            if !written.insert(o.as_str()) || st.consts.contains_key(o) {
+                return Err(OnnxError::Node {
+                    op_type: node.op_type.clone(),
+                    node: node_label(node, index),
+                    reason: format!("writes '{o}', which another node, a weight or the input already is"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn walk(graph: &GraphProto, st: &mut GraphState, islands: &[Island]) -> Result<()> {
+    check_single_writers(graph, st)?;
     let mut island_of: HashMap<usize, usize> = HashMap::new();
     for (k, isl) in islands.iter().enumerate() {
         for &n in &isl.nodes {

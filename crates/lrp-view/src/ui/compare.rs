@@ -7,7 +7,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
 
 use super::layout::compare_layout;
-use super::widgets::{draw_map, draw_state, heat_kind, text, truncate};
+use super::widgets::{draw_map, draw_state, heat_kind, text, truncate, truncate_middle};
 use super::{Sources, needed};
 use crate::app::App;
 use crate::cells::{ColorMode, MapKind, max_abs, no_color_legend};
@@ -73,7 +73,7 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
             x,
             y,
             g.panel_w,
-            Line::styled(truncate(&key.rule, g.panel_w as usize), bold),
+            Line::styled(truncate_middle(&key.rule, g.panel_w as usize), bold),
         );
         let data = (src.lookup)(key);
         let rect = Rect::new(x, y + 1, g.panel_w, g.map_h);
@@ -119,24 +119,31 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
     }
     let hidden = accepted.saturating_sub(keys.len());
     let bottom = area.height - 3;
-    text(frame, 0, bottom, area.width, Line::from(line));
+    text(
+        frame,
+        0,
+        bottom,
+        area.width,
+        Line::from(truncate(&line, area.width as usize)),
+    );
     let hint = if src.color == ColorMode::NoColor {
         no_color_legend()
     } else {
-        "red + blue −; each map scaled by its own max |R|".to_string()
+        "red +, blue −, each map to its own max |R|".to_string()
+    };
+    let more = if hidden > 0 {
+        format!(" ({hidden} more)")
+    } else {
+        String::new()
     };
     text(
         frame,
         0,
         bottom + 1,
         area.width,
-        Line::from(format!(
-            "{hint}  ·  r/R shifts the rules{}",
-            if hidden > 0 {
-                format!(" ({hidden} more)")
-            } else {
-                String::new()
-            }
+        Line::from(truncate(
+            &format!("{hint} · r/R: other rules{more}"),
+            area.width as usize,
         )),
     );
 }

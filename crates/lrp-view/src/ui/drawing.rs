@@ -90,14 +90,10 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let (pw, ph, s) = (layout.panel_w, layout.panel_h, layout.scale);
     text(frame, 0, 1, pw, Line::styled("draw here", bold));
-    draw_map(
-        frame,
-        Rect::new(0, 2, pw, ph),
-        &app.draw.canvas.ink,
-        MapKind::Image,
-        s,
-        src.color,
-    );
+    // The empty canvas is dark gray, not black: it stands out from a black terminal (ink is drawn from there to
+    // white; the network gets the ink itself).
+    let shown = app.draw.canvas.ink.mapv(|v| 0.18 + 0.82 * v);
+    draw_map(frame, Rect::new(0, 2, pw, ph), &shown, MapKind::Image, s, src.color);
     // The keyboard cursor.
     let (cy, cx) = app.draw.canvas.cursor;
     let (col, row) = (cx as u16 * s, 2 + (cy as u16 * s) / 2);

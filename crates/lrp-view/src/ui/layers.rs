@@ -139,7 +139,11 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
         }
         3 => draw_channels(frame, body, layer, total, src.color),
         2 if token_grid(&layer.relevance.shape()[..1]).is_some() => draw_tokens(frame, body, layer, total, src.color),
+        // One row of neurons (an LSTM's final state `[1, hidden]`) or a vector: bars, strongest first.
         1 => draw_neurons(frame, body, layer, total, src.color),
+        _ if layer.relevance.shape().iter().filter(|&&d| d > 1).count() <= 1 => {
+            draw_neurons(frame, body, layer, total, src.color)
+        }
         _ => {
             let map = to_map(layer.relevance.view());
             let (h, w) = map.dim();

@@ -136,6 +136,20 @@ pub(crate) fn truncate(s: &str, n: usize) -> String {
     }
 }
 
+/// `s` in at most `n` characters, cut in the middle (`epsilon-a…ta1-flat`): names that share a long start stay
+/// apart.
+pub(crate) fn truncate_middle(s: &str, n: usize) -> String {
+    let count = s.chars().count();
+    if count <= n || n < 5 {
+        return truncate(s, n);
+    }
+    let head = (n - 1).div_ceil(2);
+    let tail = n - 1 - head;
+    let start: String = s.chars().take(head).collect();
+    let end: String = s.chars().skip(count - tail).collect();
+    format!("{start}…{end}")
+}
+
 pub(crate) fn class_label(c: ClassChoice) -> String {
     match c {
         ClassChoice::Predicted => "pred".into(),
