@@ -34,6 +34,20 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     )
 }
 
+/// Writes a chunk marker into its folder, which must exist (a temporary beside it, renamed): unlike
+/// [`write_atomic`] it never creates the folder, so a run whose folder was moved away cannot recreate it.
+pub(crate) fn write_marker(path: &Path, bytes: &[u8]) -> Result<()> {
+    refuse_special(path)?;
+    let tmp = lrp_core::atomic::temp_path(path);
+    let result = std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| BatchError::io(path, e));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Element types the assembler copies.
 pub(crate) trait Elem: WritableElement + Copy + 'static {
     const SIZE: usize;

@@ -11,7 +11,6 @@ use lrp_rules::{Explainer, RulesError, Spec, Target};
 use rayon::prelude::*;
 
 use crate::error::{BatchError, Result};
-use crate::files::write_atomic;
 use crate::manifest::{FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
 use crate::source::Source;
 
@@ -371,10 +370,17 @@ impl<'a> Runner<'a> {
             })?;
         }
         fault_point("mid-chunk");
-        write_atomic(
-            &chunk_marker(out, c),
-            crate::files::digest_hex(hash.digest128()).as_bytes(),
-        )?;
+        // Into the chunks folder as it is: never created again at a path the folder was moved away from.
+        let marker = chunk_marker(out, c);
+        if !marker.parent().is_some_and(Path::is_dir) {
+            return Err(BatchError::OutputDir {
+                dir: out.to_path_buf(),
+                reason: "was moved, renamed or deleted while lrp was writing it; the run stops (run it again where \
+                         the folder is now, with --resume)"
+                    .into(),
+            });
+        }
+        crate::files::write_marker(&marker, crate::files::digest_hex(hash.digest128()).as_bytes())?;
         Ok(())
     }
 

@@ -227,6 +227,14 @@ fn a_drawn_one_is_explained_and_the_panels_follow_each_stroke() {
     );
     let again = lrp_view::tui::save_drawing(dir.path(), &app.draw.canvas.network_input(), None, "e", "m").unwrap();
     assert!(again.contains("drawing-2.npy"), "never overwrites: {again}");
+    // Said with the absolute path; a dangling symbolic link in the way is not written through (the next free name
+    // is taken and the link's target is never created).
+    assert!(said.contains(&dir.path().display().to_string()), "{said}");
+    let target = dir.path().join("elsewhere.npy");
+    std::os::unix::fs::symlink(&target, dir.path().join("drawing-3.npy")).unwrap();
+    let third = lrp_view::tui::save_drawing(dir.path(), &app.draw.canvas.network_input(), None, "e", "m").unwrap();
+    assert!(third.contains("drawing-4.npy"), "{third}");
+    assert!(!target.exists(), "nothing written through the dangling link");
 }
 
 #[test]
@@ -472,4 +480,29 @@ fn the_layer_view_of_a_vision_transformer_shows_tokens_and_heads() {
             "token {t}"
         );
     }
+}
+
+/// The LSTM's layer view: the value the dense head reads (`[1, 128]`, the final hidden state) is drawn as the
+/// neuron bar chart, strongest first, not as one unlabelled row of cells.
+#[test]
+fn the_lstms_state_is_drawn_as_neuron_bars() {
+    let mut shared = shipped();
+    let lstm = Model::load(&repo().join("data/models/mnist-lstm.lrpm"))
+        .unwrap()
+        .network;
+    shared.models = vec![("mnist-lstm".into(), lstm)];
+    let mut app = app_for(&shared);
+    press(&mut app, &shared, &[KeyCode::Char('l')]);
+    let mut seen = false;
+    for _ in 0..app.models[0].layers {
+        let (text, data) = render(&app, &shared, 120, 40, ColorMode::TrueColor);
+        let layer = &data[0].layers[app.layers.layer];
+        if layer.relevance.shape().iter().filter(|&&d| d > 1).count() == 1 && layer.relevance.ndim() == 2 {
+            seen = true;
+            assert!(text.contains("neuron "), "{:?}: {text}", layer.relevance.shape());
+            assert!(text.contains("strongest |R| first"), "{text}");
+        }
+        press(&mut app, &shared, &[KeyCode::Char(']')]);
+    }
+    assert!(seen, "the LSTM has a [1, N] value in its layer view");
 }

@@ -351,3 +351,106 @@ fn the_help_fits_80_columns() {
         }
     }
 }
+
+/// Tab moves each model to its own default rule (`attnlrp` for a transformer), unless a rule was typed after `:`.
+#[test]
+fn each_model_opens_on_its_default_rule_and_a_typed_rule_survives_tab() {
+    let entry = |name: &str, default: &str| ModelEntry {
+        name: name.into(),
+        classes: 10,
+        layers: 3,
+        head_layers: Vec::new(),
+        default_rule: default.into(),
+    };
+    let rules: Vec<String> = ["epsilon-gamma-box", "attnlrp", "gradient"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut a = App::new(
+        vec![entry("cnn", "epsilon-gamma-box"), entry("vit", "attnlrp")],
+        5,
+        rules,
+    );
+    a.check_rules(&Mock, None);
+    assert_eq!(a.rules[a.rule], "epsilon-gamma-box");
+    press(&mut a, &[KeyCode::Tab]);
+    assert_eq!(
+        (a.model, a.rules[a.rule].as_str()),
+        (1, "attnlrp"),
+        "the transformer opens on AttnLRP"
+    );
+    press(&mut a, &[KeyCode::Tab]);
+    assert_eq!(a.rules[a.rule], "epsilon-gamma-box");
+    // A typed rule is kept across models.
+    press(&mut a, &[KeyCode::Char(':')]);
+    for c in "all=epsilon".chars() {
+        press(&mut a, &[KeyCode::Char(c)]);
+    }
+    press(&mut a, &[KeyCode::Enter]);
+    assert_eq!(a.rules[a.rule], "all=epsilon");
+    press(&mut a, &[KeyCode::Tab]);
+    assert_eq!((a.model, a.rules[a.rule].as_str()), (1, "all=epsilon"));
+    // A rule given on the command line is kept too.
+    let rules: Vec<String> = ["epsilon-gamma-box", "attnlrp", "gradient"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut b = App::new(
+        vec![entry("cnn", "epsilon-gamma-box"), entry("vit", "attnlrp")],
+        5,
+        rules,
+    );
+    b.check_rules(&Mock, Some("gradient"));
+    press(&mut b, &[KeyCode::Tab]);
+    assert_eq!(b.rules[b.rule], "gradient");
+}
+
+/// Compare mode at 80×24: two rules that share a long start keep titles that tell them apart, and the bottom lines
+/// fit the width.
+#[test]
+fn compare_mode_at_80x24_keeps_titles_apart_and_lines_within_the_width() {
+    let (shared, net) = shared();
+    let rules: Vec<String> = ["epsilon-alpha2-beta1", "epsilon-alpha2-beta1-flat", "epsilon"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut a = App::new(
+        vec![ModelEntry {
+            name: "tiny".into(),
+            classes: 3,
+            layers: net.layers().len(),
+            head_layers: Vec::new(),
+            default_rule: "epsilon".into(),
+        }],
+        4,
+        rules.clone(),
+    );
+    a.compare = true;
+    let data: Vec<(Key, ViewData)> = rules
+        .iter()
+        .map(|r| {
+            let k = sample_key(0, r);
+            let ex = lrp_rules::Explainer::new(&net, &lrp_rules::Spec::parse(r).unwrap()).unwrap();
+            let v = compute(&shared, &k, &ex, None).unwrap();
+            (k, v)
+        })
+        .collect();
+    let lookup = |q: &Key| data.iter().find(|(k, _)| k == q).map(|(_, v)| Ok(v.clone()));
+    let src = Sources {
+        lookup: &lookup,
+        labels: &shared.labels,
+        images: &shared.images,
+        color: ColorMode::TrueColor,
+        photos: None,
+        class_names: None,
+    };
+    let mut term = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    term.draw(|f| draw(f, &a, &src)).unwrap();
+    let screen = screen_text(&term);
+    let titles = screen.lines().nth(1).unwrap();
+    let shown: Vec<&str> = titles.split_whitespace().skip(1).take(2).collect();
+    assert_eq!(shown.len(), 2, "{screen}");
+    assert!(shown.iter().all(|t| t.starts_with("epsilo")), "{screen}");
+    assert_ne!(shown[0], shown[1], "two titles that say the same: {screen}");
+    assert!(screen.contains("r/R: other rules"), "the hint line is whole: {screen}");
+}
