@@ -7,11 +7,9 @@ use crate::files::assemble;
 use crate::manifest::{Manifest, RunId, Timings};
 use crate::runner::differences;
 
-/// Joins the complete shard folders `dirs` (any order) into `out`.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
-    if dirs.is_empty() {
-        return Err(BatchError::Merge("no shard folders given".into()));
-    }
+/// Reads every shard folder's manifest (sorted by shard index), refusing a folder that is not a complete shard
+/// with digests.
+fn load_shards(dirs: &[PathBuf]) -> Result<Vec<(PathBuf, Manifest)>> {
     let mut shards: Vec<(PathBuf, Manifest)> = Vec::with_capacity(dirs.len());
     for d in dirs {
         let m = Manifest::load(d)?;
@@ -42,6 +40,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
         shards.push((d.clone(), m));
     }
     shards.sort_by_key(|(_, m)| m.run.shard.map(|s| s[0]));
+    Ok(shards)
+}
+
+/// Checks that `shards` are every shard of one job, once each and in order; returns the whole job's run.
+fn check_shards(shards: &[(PathBuf, Manifest)], given: usize) -> Result<RunId> {
     // Every folder must be a shard of the same split (a 1/4 among eighths is another job), then each index once.
     let shard_of = |m: &Manifest| m.run.shard.expect("checked above");
     let n = shard_of(&shards[0].1)[1];
@@ -66,7 +69,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
                 return Err(BatchError::Merge(format!(
                     "shard {i}/{n} is missing ({} of {n} shard folders were given; give every shard from 0/{n} to \
                      {}/{n})",
-                    dirs.len(),
+                    given,
                     n - 1
                 )));
             }
@@ -88,7 +91,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
     };
     let merged = whole(&base.run);
     let mut next = 0;
-    for (dir, m) in &shards {
+    for (dir, m) in shards {
         if !whole(&m.run).same_run(&merged) {
             return Err(BatchError::Merge(format!(
                 "{} belongs to another job (it differs in {})",
@@ -111,6 +114,17 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
             merged.total
         )));
     }
+    Ok(merged)
+}
+
+/// Joins the complete shard folders `dirs` (any order) into `out`.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
+    if dirs.is_empty() {
+        return Err(BatchError::Merge("no shard folders given".into()));
+    }
+    let shards = load_shards(dirs)?;
+    let merged = check_shards(&shards, dirs.len())?;
+    let base = &shards[0].1;
     if out.join("manifest.json").exists() {
         let existing = Manifest::load(out)?;
         if existing.run.same_run(&merged) && existing.is_complete_in(out) {

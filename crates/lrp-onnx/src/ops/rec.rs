@@ -40,13 +40,10 @@ fn weight<D: ndarray::Dimension>(
     })
 }
 
-fn lstm(ctx: &mut NodeCtx) -> Result<()> {
+/// Refuses the LSTM variants this importer does not support, by name: peepholes, sequence lengths, non-zero
+/// initial states, cell clipping, coupled gates, other activations.
+fn refuse_variants(ctx: &NodeCtx) -> Result<()> {
     let node = ctx.node;
-    let x = match ctx.computed()[..] {
-        [0] => ctx.node_at(0).expect("computed"),
-        [] => return Err(ctx.err("LSTM on constants is not supported")),
-        _ => return Err(ctx.err("reads a computed value as a weight or state input")),
-    };
     // Variants this importer does not support are refused by name.
     if let Some(p) = ctx.node.input.get(7).filter(|n| !n.is_empty()) {
         return Err(ctx.err(format!("peephole weights ('{p}', input P) are not supported")));
@@ -80,6 +77,17 @@ fn lstm(ctx: &mut NodeCtx) -> Result<()> {
             )));
         }
     }
+    Ok(())
+}
+
+fn lstm(ctx: &mut NodeCtx) -> Result<()> {
+    let node = ctx.node;
+    let x = match ctx.computed()[..] {
+        [0] => ctx.node_at(0).expect("computed"),
+        [] => return Err(ctx.err("LSTM on constants is not supported")),
+        _ => return Err(ctx.err("reads a computed value as a weight or state input")),
+    };
+    refuse_variants(ctx)?;
     let layout = ctx.int("layout", 0);
     let wanted_batch_axis = match layout {
         0 => 1,
