@@ -30,6 +30,9 @@ enum Command {
     Explain(commands::explain::ExplainArgs),
     /// Explain a whole dataset in parallel under one or more rules (resumable, shardable).
     Batch(commands::batch::BatchArgs),
+    /// What hidden channels stand for (Concept Relevance Propagation): each sample's relevance and activation per
+    /// channel of a layer over a dataset, and each channel's reference samples (resumable, shardable).
+    Concepts(commands::concepts::ConceptsArgs),
     /// Compare rules by faithfulness: region perturbation (pixel flipping) and AOPC, against a random order.
     Eval(commands::eval::EvalArgs),
     /// Browse explanations in the terminal: MNIST digits and their heatmaps, rule by rule, model by model.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => commands::convert::run(a),
         Command::Explain(a) => commands::explain::run(a),
         Command::Batch(a) => commands::batch::run(a),
+        Command::Concepts(a) => commands::concepts::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::View(a) => commands::view::run(a),
         Command::Prepare(a) => commands::prepare::run(a),

@@ -37,54 +37,57 @@ enum BatchCommand {
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("inputs").required(true).args(["input", "data", "images"])))]
-struct RunArgs {
+pub(crate) struct RunArgs {
     /// Model file (native, or .onnx).
     #[arg(long, required = true)]
-    model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
     /// Inputs as a float32 .npy `[N, …input shape]` (memory-mapped).
     #[arg(long, conflicts_with_all = ["data", "images"])]
-    input: Option<PathBuf>,
+    pub(crate) input: Option<PathBuf>,
     /// Dataset folder (IDX files).
     #[arg(long, conflicts_with = "images")]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     #[command(flatten)]
-    photos: PhotoArgs,
+    pub(crate) photos: PhotoArgs,
     /// Which split of --data.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
-    split: SplitArg,
+    pub(crate) split: SplitArg,
     /// Rule spec; repeat for several rules (one output file each).
     #[arg(long = "rule", required = true)]
-    rules: Vec<String>,
+    pub(crate) rules: Vec<String>,
     /// Output folder.
     #[arg(long, required = true)]
-    out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Worker threads (default: all cores). Results are identical for any number.
     #[arg(long)]
-    threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Only the first N samples.
     #[arg(long)]
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Class to explain: pred, label (with --data) or a class number.
     #[arg(long, default_value = "pred", conflicts_with = "targets")]
-    target: String,
+    pub(crate) target: String,
     /// One class per sample from an int64 .npy `[N]`.
     #[arg(long)]
-    targets: Option<PathBuf>,
+    pub(crate) targets: Option<PathBuf>,
     /// Continue an interrupted run in --out (or confirm a finished one; nothing is redone).
     #[arg(long)]
-    resume: bool,
+    pub(crate) resume: bool,
     /// Do only the I-th of N contiguous parts (I from 0 to N−1), e.g. --shard 3/8; join with `lrp batch merge`.
     #[arg(long)]
-    shard: Option<String>,
+    pub(crate) shard: Option<String>,
     /// Samples per chunk (the unit of parallel work and of resuming).
     #[arg(long, default_value_t = DEFAULT_CHUNK)]
-    chunk: usize,
+    pub(crate) chunk: usize,
 }
 
 pub fn run(a: BatchArgs) -> Result<()> {
     match a.command {
         Some(BatchCommand::Merge { dirs, out }) => {
             let m = lrp_batch::merge(&dirs, &out)?;
+            if let Some(c) = &m.concepts {
+                crate::commands::concepts::write_rankings(&out, &m, c.top)?;
+            }
             println!(
                 "merged {}: {} × {} → {}",
                 count(dirs.len(), "shard"),
@@ -94,7 +97,7 @@ pub fn run(a: BatchArgs) -> Result<()> {
             );
             Ok(())
         }
-        None => run_job(a.run),
+        None => run_job(a.run, None).map(|_| ()),
     }
 }
 
@@ -194,7 +197,9 @@ fn targets_of(a: &RunArgs, net: &lrp_core::Network, labels: Option<&[u8]>) -> Re
     Ok((targets, desc))
 }
 
-fn run_job(a: RunArgs) -> Result<()> {
+/// Runs (or resumes) a batch job, or with `concepts` (a layer `#N` and how many reference samples per channel) a
+/// concept run; returns the folder's manifest.
+pub(crate) fn run_job(a: RunArgs, concepts: Option<(usize, usize)>) -> Result<lrp_batch::Manifest> {
     let model_path = a.model.clone().expect("required by clap");
     let out = a.out.clone().expect("required by clap");
     let specs = a.rules.iter().map(|r| Spec::parse(r)).collect::<Result<Vec<_>, _>>()?;
@@ -265,8 +270,12 @@ fn run_job(a: RunArgs) -> Result<()> {
         target: target_desc,
         rules: specs.iter().map(|s| s.to_string()).collect(),
         chunk_size: a.chunk,
+        concepts: concepts.map(|(layer, _)| layer),
     };
-    let runner = Runner::new(net, &specs, targets, id)?;
+    let mut runner = Runner::new(net, &specs, targets, id)?;
+    if let Some((_, top)) = concepts {
+        runner = runner.with_top(top);
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = a.threads.unwrap_or(cores);
     // More workers than 4× the cores only costs memory and thread start-up; an absurd count is a typo.
@@ -289,7 +298,7 @@ fn run_job(a: RunArgs) -> Result<()> {
             )
         })?;
     bar.finish_and_clear();
-    match outcome {
+    Ok(match outcome {
         Outcome::AlreadyComplete(m) => {
             println!(
                 "{} already holds this complete run ({} × {}); nothing to do",
@@ -297,6 +306,7 @@ fn run_job(a: RunArgs) -> Result<()> {
                 count(m.run.count, "sample"),
                 count(m.rules.len(), "rule")
             );
+            m
         }
         Outcome::Completed(m) => {
             let t = m.timings.as_ref().expect("a completed run has timings");
@@ -314,7 +324,7 @@ fn run_job(a: RunArgs) -> Result<()> {
                 },
                 out.display()
             );
+            m
         }
-    }
-    Ok(())
+    })
 }

@@ -58,6 +58,17 @@ pub struct ExplainArgs {
     /// weights (as rule specs do), `nK` any node (the first column of `lrp info`). Needs --out and an LRP rule.
     #[arg(long, requires = "out", conflicts_with_all = ["png", "print"])]
     layer: Option<String>,
+    /// A conditional heatmap (Concept Relevance Propagation): at the output of layer `#N` keep only the relevance
+    /// of channels `C` — `3`, `0,5,7`, or `@FILE.npy` (int64, one channel per sample `[N]` or several `[N, k]`) —
+    /// and propagate on with the same rules. Repeat for several layers. Relevance that goes around `#N` (a skip
+    /// connection beside it) is not conditioned, as in zennit-crp.
+    #[arg(long = "condition", value_name = "#N=C", conflicts_with = "layer")]
+    conditions: Vec<String>,
+    /// Concept relevance at layer `#N`: each channel's relevance summed over positions, `[N, channels]`, written
+    /// to --out instead of the heatmap (with --condition on a deeper layer: that channel's decomposition into
+    /// the channels of `#N`); the printout ranks the channels.
+    #[arg(long, value_name = "#N", conflicts_with = "layer")]
+    concepts: Option<String>,
     /// Write input and heatmap side by side as PNG.
     #[arg(long)]
     png: Option<PathBuf>,
@@ -231,12 +242,29 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         return Ok(());
     }
     // A sample of --data is named by its index in the dataset.
-    let e = explainer
-        .explain(x.view(), &target)
-        .map_err(|e| e.shifted(a.index.unwrap_or(0)))?;
-    if let Some(out) = &a.out {
-        write_npy_atomic(out, &e.relevance)?;
-        eprintln!("wrote relevance {:?} to {}", e.relevance.shape(), out.display());
+    let (e, concepts) = if a.conditions.is_empty() && a.concepts.is_none() {
+        let e = explainer
+            .explain(x.view(), &target)
+            .map_err(|e| e.shifted(a.index.unwrap_or(0)))?;
+        (e, None)
+    } else {
+        let (e, c) = explain_concepts(&a, &explainer, x, &target)?;
+        (e, c)
+    };
+    match (&a.out, &concepts) {
+        (Some(out), Some((layer, sums))) => {
+            write_npy_atomic(out, sums)?;
+            eprintln!(
+                "wrote the concept relevance at #{layer} {:?} to {}",
+                sums.shape(),
+                out.display()
+            );
+        }
+        (Some(out), None) => {
+            write_npy_atomic(out, &e.relevance)?;
+            eprintln!("wrote relevance {:?} to {}", e.relevance.shape(), out.display());
+        }
+        (None, _) => {}
     }
     if let Some(path) = &a.png {
         write_picture(&a, path, &inp, &e, &explainer, names.as_ref())?;
@@ -250,9 +278,66 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         };
         let mode = ColorMode::for_output(choice, std::io::stdout().is_terminal());
         let first = a.index.unwrap_or(0);
+        if !a.conditions.is_empty() {
+            println!("conditional heatmaps: {}", a.conditions.join(", "));
+        }
         print(&inp, &e, &explainer, names.as_ref(), first, mode);
+        if let Some((layer, sums)) = &concepts {
+            print_concepts(*layer, sums, first, inp.names.as_deref());
+        }
     }
     Ok(())
+}
+
+/// The layer of --concepts and the concept relevance there, `[N, channels]`.
+type ConceptSums = Option<(usize, ndarray::Array2<f32>)>;
+
+/// The (conditional) explanation, and the concept relevance at the layer of --concepts.
+fn explain_concepts(
+    a: &ExplainArgs,
+    explainer: &Explainer,
+    x: &ArrayD<f32>,
+    target: &Target,
+) -> Result<(Explanation, ConceptSums)> {
+    use crate::commands::concepts::{parse_condition, parse_layer};
+    let n = x.shape()[0];
+    let conditions = a
+        .conditions
+        .iter()
+        .map(|c| parse_condition(c, n))
+        .collect::<Result<Vec<_>>>()?;
+    let record = a
+        .concepts
+        .as_deref()
+        .map(|c| parse_layer(c, "--concepts"))
+        .transpose()?;
+    let mut c = explainer
+        .explain_concepts(x.view(), target, &conditions, record.as_slice())
+        .map_err(|e| e.shifted(a.index.unwrap_or(0)))?;
+    let sums = record.map(|layer| (layer, c.relevance.pop().expect("one layer recorded")));
+    Ok((c.explanation, sums))
+}
+
+/// Each sample's most relevant channels at the layer of --concepts, with their share of its relevance there.
+fn print_concepts(layer: usize, sums: &ndarray::Array2<f32>, first: usize, files: Option<&[String]>) {
+    for (s, row) in sums.outer_iter().enumerate().take(PRINT_LIMIT) {
+        let total: f32 = row.iter().map(|v| v.abs()).sum();
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&i, &j| row[j].total_cmp(&row[i]).then(i.cmp(&j)));
+        let top: Vec<String> = order
+            .iter()
+            .take(5)
+            .map(|&c| format!("{c} ({:+.1}%)", 100.0 * row[c] / total.max(f32::MIN_POSITIVE)))
+            .collect();
+        let who = match files {
+            Some(f) => f[s].clone(),
+            None => format!("index {}", first + s),
+        };
+        println!(
+            "{who}: most relevant channels at #{layer} (share of the relevance there): {}",
+            top.join(", ")
+        );
+    }
 }
 
 /// Who sample `s` is, for captions: its file, its dataset index and label, or its place in the batch.

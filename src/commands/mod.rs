@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod batch;
+pub mod concepts;
 pub mod convert;
 pub mod eval;
 pub mod explain;

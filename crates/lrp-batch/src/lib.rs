@@ -19,7 +19,7 @@ mod source;
 
 pub use error::{BatchError, Result};
 pub use files::{FolderLock, LOCK_FILE, digest_bytes, digest_file, lock_folder, refuse_foreign_folder};
-pub use manifest::{FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
+pub use manifest::{ConceptFiles, FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
 pub use merge::merge;
-pub use runner::{DEFAULT_CHUNK, Outcome, Runner, Targets, map_chunks, shard_range};
+pub use runner::{ACTIVATION_FILE, DEFAULT_CHUNK, Outcome, Runner, Targets, map_chunks, shard_range};
 pub use source::{ArraySource, ByteSource, NpySource, Source};

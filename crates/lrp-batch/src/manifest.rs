@@ -40,6 +40,9 @@ pub struct RunId {
     pub rules: Vec<String>,
     /// Samples per chunk.
     pub chunk_size: usize,
+    /// A concept run (`lrp concepts`): the layer `#N` whose channels are summed, instead of heatmaps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concepts: Option<usize>,
 }
 
 impl RunId {
@@ -101,6 +104,45 @@ pub struct Manifest {
     /// The digest of every result file of a complete folder, by file name (a merge checks them).
     #[serde(default)]
     pub digests: std::collections::BTreeMap<String, String>,
+    /// A concept run's layer and files (the rule files then hold `[count, channels]` concept relevance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concepts: Option<ConceptFiles>,
+}
+
+/// What a concept run (`lrp concepts`) holds besides logits and targets: per rule, each sample's relevance at the
+/// output of `#layer` summed per channel (the rule files, `[count, channels]` float32), and the activation there
+/// summed per channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConceptFiles {
+    /// `#N`.
+    pub layer: usize,
+    /// Channels (or neurons) of the layer.
+    pub channels: usize,
+    /// `[count, channels]` float32: the output of `#layer` (before its activation) summed per channel.
+    pub activation: String,
+    /// How many reference samples per channel the rankings hold.
+    pub top: usize,
+}
+
+impl Manifest {
+    /// The shape of every rule file: `[count, …sample shape]`, or `[count, channels]` for a concept run.
+    pub fn rule_shape(&self) -> Vec<usize> {
+        let mut shape = vec![self.run.count];
+        match &self.concepts {
+            Some(c) => shape.push(c.channels),
+            None => shape.extend_from_slice(&self.run.sample_shape),
+        }
+        shape
+    }
+
+    /// The float32 result files beside logits and targets: one per rule, then a concept run's activations.
+    pub fn value_files(&self) -> Vec<&str> {
+        self.rules
+            .iter()
+            .map(|r| r.file.as_str())
+            .chain(self.concepts.iter().map(|c| c.activation.as_str()))
+            .collect()
+    }
 }
 
 impl Manifest {
@@ -124,9 +166,8 @@ impl Manifest {
         }
         // File names come from the file: plain names inside the folder only, never a path elsewhere.
         let names = m
-            .rules
-            .iter()
-            .map(|r| r.file.as_str())
+            .value_files()
+            .into_iter()
             .chain([m.logits.as_str(), m.targets.as_str()]);
         for name in names {
             let plain =
@@ -147,13 +188,11 @@ impl Manifest {
         if !self.is_complete() {
             return false;
         }
-        let per_sample: usize = self.run.sample_shape.iter().product();
+        let per_file: usize = self.rule_shape().iter().product();
         let sized = |name: &str, values: usize, width: u64| {
             std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() >= values as u64 * width)
         };
-        self.rules
-            .iter()
-            .all(|r| sized(&r.file, self.run.count * per_sample, 4))
+        self.value_files().iter().all(|f| sized(f, per_file, 4))
             && sized(&self.targets, self.run.count, 8)
             && sized(&self.logits, self.run.count, 4)
     }

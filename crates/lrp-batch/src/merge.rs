@@ -31,7 +31,7 @@ fn load_shards(dirs: &[PathBuf]) -> Result<Vec<(PathBuf, Manifest)>> {
                 d.display()
             )));
         }
-        if m.digests.len() != m.rules.len() + 2 {
+        if m.digests.len() != m.value_files().len() + 2 {
             return Err(BatchError::Merge(format!(
                 "{} has no digests of its files (an older lrp wrote it); run that shard again",
                 d.display()
@@ -169,14 +169,21 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest> {
         &parts(&base.targets),
         &digests(&base.targets),
     )?;
-    let mut shape = vec![n];
-    shape.extend_from_slice(&merged.sample_shape);
-    for r in &base.rules {
-        assemble::<f32>(&out.join(&r.file), &shape, &parts(&r.file), &digests(&r.file))?;
+    let whole = Manifest {
+        run: merged.clone(),
+        ..base.clone()
+    };
+    let shape = whole.rule_shape();
+    for file in base.value_files() {
+        assemble::<f32>(&out.join(file), &shape, &parts(file), &digests(file))?;
     }
     let mut merged_digests = std::collections::BTreeMap::new();
-    for name in base.rules.iter().map(|r| &r.file).chain([&base.logits, &base.targets]) {
-        merged_digests.insert(name.clone(), crate::files::digest_file(&out.join(name))?);
+    for name in base
+        .value_files()
+        .into_iter()
+        .chain([base.logits.as_str(), base.targets.as_str()])
+    {
+        merged_digests.insert(name.to_string(), crate::files::digest_file(&out.join(name))?);
     }
     // The shards' timings added up: the seconds each spent, the samples each explained, so the rate is the work
     // per second of one shard's worth of threads (shards run at the same time or one after another).

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use lrp_core::{CoreError, Network};
-use lrp_rules::{Explainer, RulesError, Spec, Target};
+use lrp_rules::{ConceptLayer, Explainer, RulesError, Spec, Target};
 use rayon::prelude::*;
 
 use crate::error::{BatchError, Result};
-use crate::manifest::{FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
+use crate::manifest::{ConceptFiles, FORMAT, Manifest, RuleFile, RunId, Timings, rule_file_name};
 use crate::source::Source;
 
 /// Default samples per chunk.
@@ -43,7 +43,14 @@ pub struct Runner<'a> {
     id: RunId,
     targets: Targets,
     classes: usize,
+    /// A concept run's layer (`RunId::concepts`).
+    concepts: Option<ConceptLayer>,
+    /// A concept run's reference samples per channel.
+    top: usize,
 }
+
+/// The file of a concept run's activations.
+pub const ACTIVATION_FILE: &str = "activation.npy";
 
 /// The `i`-th of `n` contiguous parts of `0..total`.
 pub fn shard_range(total: usize, i: usize, n: usize) -> Result<std::ops::Range<usize>> {
@@ -137,12 +144,30 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|s| Explainer::new(net, s).map(Explainer::without_layer_sums))
             .collect::<Result<Vec<_>, _>>()?;
+        let concepts = id.concepts.map(|n| ConceptLayer::of(net, n)).transpose()?;
+        if concepts.is_some()
+            && let Some(ex) = explainers.iter().find(|e| !e.plan().is_lrp())
+        {
+            return Err(BatchError::Config(format!(
+                "concepts need an LRP rule; {} is a gradient method",
+                ex.plan().spec()
+            )));
+        }
         Ok(Runner {
             explainers,
             id,
             targets,
             classes: net.num_classes(),
+            concepts,
+            top: 8,
         })
+    }
+
+    /// A concept run that ranks `k` reference samples per channel (8 by default); recorded in the manifest, not
+    /// part of the run's identity (the rankings are computed from the files).
+    pub fn with_top(mut self, k: usize) -> Self {
+        self.top = k;
+        self
     }
 
     fn manifest(&self, status: &str, timings: Option<Timings>) -> Manifest {
@@ -165,6 +190,12 @@ impl<'a> Runner<'a> {
             targets: "targets.npy".into(),
             timings,
             digests: Default::default(),
+            concepts: self.concepts.map(|c| ConceptFiles {
+                layer: c.index,
+                channels: c.channels,
+                activation: ACTIVATION_FILE.into(),
+                top: self.top,
+            }),
         }
     }
 
@@ -338,23 +369,34 @@ impl<'a> Runner<'a> {
             Targets::PerSample(v) => Target::PerSample(v[range.clone()].to_vec()),
         };
         let mut hash = xxhash_rust::xxh3::Xxh3::new();
+        let mut activation = None;
         for (k, ex) in self.explainers.iter().enumerate() {
             let t0 = Instant::now();
             // The network looks at every input for NaN and ∞ (the one scan); a bad one is named by its index in
             // the whole input.
-            let e = ex
-                .explain(x.view(), &target)
-                .map_err(|e| match e.shifted(range.start) {
-                    RulesError::Core(CoreError::NonFiniteInput { sample, index, value }) => BatchError::NonFinite {
-                        sample,
-                        element: index,
-                        value,
-                    },
-                    e => e.into(),
-                })?;
+            let named = |e: RulesError| match e.shifted(range.start) {
+                RulesError::Core(CoreError::NonFiniteInput { sample, index, value }) => BatchError::NonFinite {
+                    sample,
+                    element: index,
+                    value,
+                },
+                e => e.into(),
+            };
+            let (e, sums) = match &self.concepts {
+                None => (ex.explain(x.view(), &target).map_err(named)?, None),
+                Some(layer) => {
+                    let mut c = ex
+                        .explain_concepts(x.view(), &target, &[], &[layer.index])
+                        .map_err(named)?;
+                    activation = c.activation.pop();
+                    let r = c.relevance.pop().expect("one layer recorded").into_dyn();
+                    (c.explanation, Some(r))
+                }
+            };
             rule_nanos[k].fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
             let row = range.start - self.id.start;
-            // The marker's digest is of the bytes as written, in file order (logits, targets, one file per rule).
+            // The marker's digest is of the bytes as written, in file order (logits, targets, one file per rule,
+            // a concept run's activations).
             if k == 0 {
                 with_f32_bytes(&e.logits, |b| {
                     hash.update(b);
@@ -364,9 +406,15 @@ impl<'a> Runner<'a> {
                 hash.update(&t);
                 files[1].write_rows(row, &t)?;
             }
-            with_f32_bytes(&e.relevance, |b| {
+            with_f32_bytes(sums.as_ref().unwrap_or(&e.relevance), |b| {
                 hash.update(b);
                 files[2 + k].write_rows(row, b)
+            })?;
+        }
+        if let Some(a) = activation {
+            with_f32_bytes(&a.into_dyn(), |b| {
+                hash.update(b);
+                files[2 + self.explainers.len()].write_rows(row_of(&range, &self.id), b)
             })?;
         }
         fault_point("mid-chunk");
@@ -407,17 +455,20 @@ impl<'a> Runner<'a> {
         self.chunk_digest(c, files).is_ok_and(|d| d == said)
     }
 
-    /// The result files, in order logits, targets, one per rule: `(name, shape, element size)`.
+    /// The result files, in order logits, targets, one per rule, a concept run's activations: `(name, shape,
+    /// element size)`.
     fn result_files(&self) -> Vec<(String, Vec<usize>, usize)> {
         let n = self.id.count;
-        let mut shape = vec![n];
-        shape.extend_from_slice(&self.id.sample_shape);
+        let shape = self.manifest("running", None).rule_shape();
         let mut v = vec![
             ("logits.npy".to_string(), vec![n, self.classes], 4),
             ("targets.npy".to_string(), vec![n], 8),
         ];
         for (k, spec) in self.id.rules.iter().enumerate() {
             v.push((rule_file_name(k, spec), shape.clone(), 4));
+        }
+        if self.concepts.is_some() {
+            v.push((ACTIVATION_FILE.to_string(), shape, 4));
         }
         v
     }
@@ -515,6 +566,11 @@ pub(crate) fn fault_point(point: &str) {
 #[inline(always)]
 pub(crate) fn fault_point(_: &str) {}
 
+/// The first row of `range` in the files of the run `id`.
+fn row_of(range: &std::ops::Range<usize>, id: &RunId) -> usize {
+    range.start - id.start
+}
+
 /// Names the fields in which two runs differ.
 pub(crate) fn differences(a: &RunId, b: &RunId) -> String {
     let mut d = Vec::new();
@@ -538,6 +594,9 @@ pub(crate) fn differences(a: &RunId, b: &RunId) -> String {
     }
     if a.chunk_size != b.chunk_size {
         d.push("chunk size");
+    }
+    if a.concepts != b.concepts {
+        d.push("concept layer");
     }
     d.join(", ")
 }

@@ -429,20 +429,22 @@ impl Network {
 
     /// Runs `step` for every node from the last to the first with the gradient (or relevance) reaching its
     /// output, and sums what it returns for each input into that value (fan-out adds). Returns the network input's.
-    /// A node whose output receives nothing gets zeros.
+    /// A node whose output receives nothing gets zeros. `visit` sees each value's complete gradient (or relevance)
+    /// once, before any node below reads it, and may change it (a concept condition masks channels there).
     pub fn reverse_accumulate(
         &self,
         seed: ArrayD<f32>,
         mut step: impl FnMut(usize, ArrayD<f32>) -> Vec<ArrayD<f32>>,
-        mut visit: impl FnMut(usize, &ArrayD<f32>),
+        mut visit: impl FnMut(usize, &mut ArrayD<f32>),
     ) -> ArrayD<f32> {
         let n = self.layers.len();
-        visit(n, &seed);
+        let mut seed = seed;
+        visit(n, &mut seed);
         if self.chain {
             let mut g = seed;
             for k in (0..n).rev() {
                 g = step(k, g).pop().expect("one input");
-                visit(k, &g);
+                visit(k, &mut g);
             }
             return g;
         }
@@ -469,7 +471,7 @@ impl Network {
             for (i, &v) in self.wiring[k].iter().enumerate() {
                 if self.first_use[v] == k
                     && !self.wiring[k][..i].contains(&v)
-                    && let Some(a) = &acc[v]
+                    && let Some(a) = acc[v].as_mut()
                 {
                     visit(v, a);
                 }

@@ -126,6 +126,11 @@ impl<'n> Explainer<'n> {
         self
     }
 
+    /// Whether explanations carry [`Explanation::layer_sums`].
+    pub(crate) fn layer_sums(&self) -> bool {
+        self.layer_sums
+    }
+
     /// The resolved plan.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -225,7 +230,7 @@ impl<'n> Explainer<'n> {
 
     /// Samples per block: the whole forward trace of a block holds about [`TRACE_BLOCK_FLOATS`] floats, or four
     /// times the parameters.
-    fn block_size(&self) -> usize {
+    pub(crate) fn block_size(&self) -> usize {
         let floats = TRACE_BLOCK_FLOATS
             .max(self.net.param_count().saturating_mul(4))
             .min(MAX_BLOCK_FLOATS);
@@ -243,7 +248,7 @@ impl<'n> Explainer<'n> {
 
     /// Refuses a network one sample of which cannot be explained in the memory this machine has: the trace and
     /// the relevance of every value, about twice the trace.
-    fn check_memory(&self) -> Result<()> {
+    pub(crate) fn check_memory(&self) -> Result<()> {
         let need = self.values_per_sample() as u64 * 4 * 2;
         if let Some(available) = lrp_core::available_memory()
             && need > available
@@ -260,7 +265,7 @@ impl<'n> Explainer<'n> {
     }
 
     /// The forward trace, the explained classes, and the seed of the backward pass.
-    fn forward(&self, x: ArrayViewD<f32>, target: &Target) -> Result<(Trace, Vec<usize>, ArrayD<f32>)> {
+    pub(crate) fn forward(&self, x: ArrayViewD<f32>, target: &Target) -> Result<(Trace, Vec<usize>, ArrayD<f32>)> {
         let trace = self.net.forward_trace(x)?;
         check_finite("logits", &trace.output)?;
         let targets = target.resolve(logits_2d(&trace.output)?)?;
@@ -323,7 +328,20 @@ impl<'n> Explainer<'n> {
         sums: bool,
         keep: Option<walk::Keep<'_>>,
     ) -> (ArrayD<f32>, Vec<Vec<f32>>) {
-        let visit = Visit { sums, keep };
+        self.lrp_masked(steps, trace, r, sums, keep, None)
+    }
+
+    /// [`Explainer::lrp`] with a mask on what flows back (a concept condition).
+    pub(crate) fn lrp_masked<'a>(
+        &self,
+        steps: &[Step],
+        trace: &Trace,
+        r: ArrayD<f32>,
+        sums: bool,
+        keep: Option<walk::Keep<'a>>,
+        mask: Option<walk::Mask<'a>>,
+    ) -> (ArrayD<f32>, Vec<Vec<f32>>) {
+        let visit = Visit { sums, keep, mask };
         match self.plan.form() {
             Form::Relevance => walk::relevance::lrp(self.net, steps, trace, r, visit),
             Form::Gradient => walk::gradient::lrp(self.net, steps, trace, r, self.plan.node_stabilizer(), visit),
@@ -366,7 +384,7 @@ impl<'n> Explainer<'n> {
 }
 
 /// NaN or infinity in a result is an error naming the sample, never a value written.
-fn check_finite(what: &'static str, a: &ArrayD<f32>) -> Result<()> {
+pub(crate) fn check_finite(what: &'static str, a: &ArrayD<f32>) -> Result<()> {
     match lrp_core::first_non_finite(&a.view()) {
         Some((sample, element, value)) => Err(RulesError::NonFinite {
             what,

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod composites;
+pub mod concepts;
 mod error;
 mod explain;
 pub mod faithfulness;
@@ -22,6 +23,7 @@ mod rules;
 pub mod spec;
 mod walk;
 
+pub use concepts::{Channels, ConceptExplanation, ConceptLayer, Condition};
 pub use error::{Result, RulesError};
 pub use explain::{Explainer, Explanation, Target};
 pub use numerics::STABILIZER;

@@ -113,10 +113,13 @@ pub(crate) fn lrp(
             }]
         },
         |v, g| {
+            if let Some(mask) = visit.mask {
+                mask(v, g);
+            }
             if !visit.sums && visit.keep.is_none() {
                 return;
             }
-            let mut rel = g * trace.value(v);
+            let mut rel = &*g * trace.value(v);
             if let Some(d) = direct.borrow().get(&v) {
                 rel += d;
             }

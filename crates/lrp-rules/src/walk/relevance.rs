@@ -74,6 +74,9 @@ pub(crate) fn lrp(
             }]
         },
         |v, r| {
+            if let Some(mask) = visit.mask {
+                mask(v, r);
+            }
             if visit.sums {
                 sums[v] = per_sample_sums(r);
             }
