@@ -45,6 +45,7 @@ fn view(c: &mut Criterion) {
         rule: rule.into(),
         class: ClassChoice::Predicted,
         layers: false,
+        concept: None,
     };
     let ex = Explainer::new(&net, &Spec::parse(rule).expect("preset")).expect("resolves");
     let mut app = App::new(vec![ModelEntry::of("mnist-cnn".into(), &net)], 1, vec![rule.into()]);

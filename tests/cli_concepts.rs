@@ -182,8 +182,24 @@ fn relmax_and_actmax_over_2000_test_images_match_zennit_crp_and_shards_merge_exa
     assert!(text.contains("most relevant channels of #1"), "{text}");
     ranking_matches(&whole, "relmax");
     ranking_matches(&whole, "actmax");
-    let again = concepts(&whole, &["--resume"]);
+    let again = concepts(&whole, &["--resume", "--png", "--class", "7"]);
     assert!(again.contains("nothing to do"), "{again}");
+    // The atlas shows the six channels whose mean normalized relevance over the samples explained as 7 is largest.
+    let norm: Array2<f32> = ndarray_npy::read_npy(whole.join("relmax-normalized.npy")).unwrap();
+    let targets: ndarray::Array1<i64> = ndarray_npy::read_npy(whole.join("targets.npy")).unwrap();
+    let sevens: Vec<usize> = (0..targets.len()).filter(|&i| targets[i] == 7).collect();
+    let mean = |c: usize| sevens.iter().map(|&i| norm[[i, c]] as f64).sum::<f64>() / sevens.len() as f64;
+    let mut order: Vec<usize> = (0..32).collect();
+    order.sort_by(|&a, &b| mean(b).total_cmp(&mean(a)));
+    let listed = format!("channels {:?}", &order[..6]);
+    assert!(again.contains(&listed), "{listed} in\n{again}");
+    let png = std::fs::File::open(whole.join("atlas.png")).unwrap();
+    let info = png::Decoder::new(std::io::BufReader::new(png))
+        .read_info()
+        .unwrap()
+        .info()
+        .clone();
+    assert!(info.width > 600 && info.height > 600, "{}×{}", info.width, info.height);
 
     let parts: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("s{i}"))).collect();
     for (i, p) in parts.iter().enumerate() {

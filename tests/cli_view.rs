@@ -272,3 +272,58 @@ fn photos_in_the_viewer_at_80x24_and_200x60_with_class_names() {
         assert!(last.contains("LRP-EXITED 0"), "{last}");
     }
 }
+
+/// The concept screen in a real 120×40 terminal, with reference samples from a folder `lrp concepts` wrote over
+/// the first 2,000 test digits: from the layer view, `k` on the relu after the second convolution shows a channel
+/// of `#1` for the 7 at index 0, its decomposition into `#0` and its reference samples from the folder.
+#[test]
+fn the_concept_screen_takes_its_reference_samples_from_lrp_concepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("c");
+    common::lrp_ok(&[
+        "concepts",
+        "--model",
+        "cnn",
+        "--data",
+        "data/mnist",
+        "--layer",
+        "#1",
+        "--limit",
+        "2000",
+        "--out",
+        folder.to_str().unwrap(),
+    ]);
+    let args = format!("--concepts {}", folder.display());
+    let tmux = start("concepts", 120, 40, &args, &root());
+    tmux.wait_for("logit 14.2");
+    // l, then ] to the layer that reads #1's output (n4, the relu after it), then k.
+    tmux.run(&["send-keys", "-t", "view", "l"]);
+    tmux.wait_for("layer #0");
+    for _ in 0..4 {
+        tmux.run(&["send-keys", "-t", "view", "]"]);
+    }
+    tmux.wait_for("layer n4 relu");
+    tmux.run(&["send-keys", "-t", "view", "k"]);
+    let screen = tmux.wait_for_all(&["concept #1 conv2d", "fed by #0", "reference samples of channel"]);
+    assert!(screen.contains("rank 1 of 32"), "{screen}");
+    assert!(
+        screen.contains(&format!("from {} (2000 samples)", folder.display())),
+        "{screen}"
+    );
+    // The thumbnails' captions are the folder's top samples for the channel shown.
+    let channel: usize = screen
+        .split("channel ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("the title names the channel");
+    let top: ndarray::Array2<i64> = ndarray_npy::read_npy(folder.join("relmax-top.npy")).unwrap();
+    let first = format!("#{} ", top[[0, channel]]);
+    assert!(
+        screen.contains(&first),
+        "the best reference sample {first} is shown:\n{screen}"
+    );
+    tmux.run(&["send-keys", "-t", "view", "q"]);
+    let last = tmux.wait_for("LRP-EXITED");
+    assert!(last.contains("LRP-EXITED 0"), "{last}");
+}

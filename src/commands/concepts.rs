@@ -72,7 +72,19 @@ pub struct ConceptsArgs {
     /// Samples per chunk (the unit of parallel work and of resuming).
     #[arg(long, default_value_t = DEFAULT_CHUNK)]
     chunk: usize,
+    /// Also draw an atlas, DIR/atlas.png: the channels most relevant for a class (--class), each with its
+    /// reference samples and their conditional heatmaps, cropped to the receptive field of the position where
+    /// the channel's relevance is largest.
+    #[arg(long)]
+    png: bool,
+    /// The class of the atlas (default: the class explained most often in the run).
+    #[arg(long, requires = "png")]
+    class: Option<usize>,
 }
+
+/// Channels in the atlas, and reference samples per channel.
+const ATLAS_CHANNELS: usize = 6;
+const ATLAS_SAMPLES: usize = 6;
 
 /// `#N` as a layer number.
 pub fn parse_layer(text: &str, flag: &str) -> Result<usize> {
@@ -125,7 +137,151 @@ pub fn run(a: ConceptsArgs) -> Result<()> {
         );
         return Ok(());
     }
-    write_rankings(&a.out, &m, a.top)
+    write_rankings(&a.out, &m, a.top)?;
+    if a.png {
+        atlas(&a, &m)?;
+    }
+    Ok(())
+}
+
+/// Colour pictures of inputs, where they are photos.
+type Pictures = Vec<Option<ndarray::Array3<f32>>>;
+
+/// The inputs of samples `idx` of the run (its --data split, --input or photos) and their pictures.
+fn fetch(a: &ConceptsArgs, net: &lrp_core::Network, idx: &[usize]) -> Result<(ndarray::ArrayD<f32>, Pictures)> {
+    use ndarray::Axis;
+    let (all, pictures) = if a.photos.any() {
+        let p = crate::photos::load_photos(&a.photos, net)?;
+        let pics = p.pictures.into_iter().map(Some).collect::<Vec<_>>();
+        (p.x, pics)
+    } else if let Some(dir) = &a.data {
+        let d = crate::inputs::load_split_for(dir, a.split.into(), net)?;
+        let n = d.images.shape()[0];
+        (d.images, vec![None; n])
+    } else {
+        let path = a.input.as_ref().context("the run's inputs")?;
+        let x = crate::inputs::load_npy_input(path, net)?;
+        let n = x.shape()[0];
+        let norm = a
+            .photos
+            .normalization(crate::photos::layout_of(net.input_shape()).map_or(0, |l| l.channels()));
+        let pics = crate::photos::pictures_of(&x, net.input_shape(), norm.as_ref());
+        (
+            x,
+            pics.map_or_else(|| vec![None; n], |p| p.into_iter().map(Some).collect()),
+        )
+    };
+    let x = all.select(Axis(0), idx);
+    Ok((x, idx.iter().map(|&i| pictures[i].clone()).collect()))
+}
+
+/// `DIR/atlas.png`: the channels most relevant for a class on average (relmax-normalized over the samples explained
+/// for it), each with its reference samples (relmax-top) and their conditional heatmaps, cropped to the receptive
+/// field of the position with the largest relevance of the channel.
+fn atlas(a: &ConceptsArgs, m: &Manifest) -> Result<()> {
+    use lrp_rules::{Channels, ConceptLayer, Condition, Explainer, Spec, Target};
+    use ndarray::{Array1, Axis, s};
+    let c = m.concepts.as_ref().context("a concept folder")?;
+    let model = crate::inputs::load_model(&a.model)?;
+    let net = &model.network;
+    let layer = ConceptLayer::of(net, c.layer)?;
+    let ex = Explainer::new(net, &Spec::parse(&a.rule)?)?;
+    let targets: Array1<i64> = lrp_batch::npy::read_checked(&a.out.join(&m.targets))?;
+    let norm: Array2<f32> = lrp_batch::npy::read_checked(&a.out.join("relmax-normalized.npy"))?;
+    let top: Array2<i64> = lrp_batch::npy::read_checked(&a.out.join("relmax-top.npy"))?;
+    let class = match a.class {
+        Some(k) if k < net.num_classes() => k,
+        Some(k) => bail!("--class {k}: the model has {} classes", net.num_classes()),
+        None => {
+            let mut counts = vec![0usize; net.num_classes()];
+            for &t in &targets {
+                counts[t as usize] += 1;
+            }
+            (0..counts.len())
+                .max_by_key(|&k| (counts[k], std::cmp::Reverse(k)))
+                .unwrap_or(0)
+        }
+    };
+    let rows: Vec<usize> = (0..targets.len()).filter(|&i| targets[i] as usize == class).collect();
+    if rows.is_empty() {
+        bail!("--class {class}: no sample of the run was explained for it");
+    }
+    let means: Vec<f32> = (0..layer.channels)
+        .map(|ch| rows.iter().map(|&i| norm[[i, ch]]).sum::<f32>() / rows.len() as f32)
+        .collect();
+    let channels: Vec<usize> = lrp_view::concept::ranked(&means)
+        .into_iter()
+        .take(ATLAS_CHANNELS)
+        .collect();
+    // The crop: the receptive field of a position in the middle of the layer's output (a field clipped at an edge is
+    // moved inside the image, so every crop has one size).
+    let out = net.shape_at(layer.value);
+    let full = (out.len() == 3)
+        .then(|| layer.receptive_field(net, out[1] / 2, out[2] / 2))
+        .flatten();
+    let mut panels = Vec::new();
+    for &ch in &channels {
+        let idx: Vec<usize> = top
+            .column(ch)
+            .iter()
+            .take(ATLAS_SAMPLES)
+            .map(|&i| i as usize - m.run.start)
+            .collect();
+        let (x, pictures) = fetch(a, net, &idx.iter().map(|&i| i + m.run.start).collect::<Vec<_>>())?;
+        let t = Target::PerSample(idx.iter().map(|&i| targets[i] as usize).collect());
+        let cond = Condition {
+            layer: c.layer,
+            channels: Channels::Same(vec![ch]),
+        };
+        let heat = ex.explain_concepts(x.view(), &t, &[cond], &[])?.explanation.relevance;
+        let kept = ex.explain_keeping(x.view(), &t, &[layer.value])?.kept.remove(0).1;
+        for (k, &i) in idx.iter().enumerate() {
+            let mut image = lrp_view::cells::to_map(x.index_axis(Axis(0), k));
+            let mut relevance = lrp_view::cells::to_map(heat.index_axis(Axis(0), k));
+            let mut picture = pictures[k].clone();
+            if let Some([fr, fc]) = &full {
+                let map = kept.index_axis(Axis(0), k);
+                let map = map.index_axis(Axis(0), ch);
+                let (mut best, mut at) = (f32::NEG_INFINITY, (0, 0));
+                for ((y, xx), &v) in map.into_dimensionality::<ndarray::Ix2>()?.indexed_iter() {
+                    if v > best {
+                        (best, at) = (v, (y, xx));
+                    }
+                }
+                let [rows, cols] = layer.receptive_field(net, at.0, at.1).context("a receptive field")?;
+                let (h, w) = image.dim();
+                let r0 = rows.start.min(h.saturating_sub(fr.len()));
+                let c0 = cols.start.min(w.saturating_sub(fc.len()));
+                let (r1, c1) = (r0 + fr.len().min(h), c0 + fc.len().min(w));
+                image = image.slice(s![r0..r1, c0..c1]).to_owned();
+                relevance = relevance.slice(s![r0..r1, c0..c1]).to_owned();
+                picture = picture.map(|p| p.slice(s![r0..r1, c0..c1, ..]).to_owned());
+            }
+            panels.push(lrp_view::png_out::Panel {
+                image,
+                picture,
+                relevance,
+                caption: vec![
+                    format!("channel {ch} · sample {}", i + m.run.start),
+                    format!("class {} · {:.3}", targets[i], norm[[i, ch]]),
+                ],
+            });
+        }
+    }
+    let path = a.out.join("atlas.png");
+    let title = format!(
+        "#{}: the {} channels most relevant for class {class}, their reference samples and conditional heatmaps{}",
+        c.layer,
+        channels.len(),
+        if full.is_some() {
+            " (cropped to the receptive field)"
+        } else {
+            ""
+        }
+    );
+    lrp_view::png_out::write_png(&path, &title, &panels)?;
+    println!("wrote {} (class {class}; channels {:?})", path.display(), channels);
+    Ok(())
 }
 
 /// Reads a `[rows, channels]` float32 file of a concept folder, checked against the manifest.

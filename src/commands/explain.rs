@@ -282,9 +282,10 @@ pub fn run(a: ExplainArgs) -> Result<()> {
             println!("conditional heatmaps: {}", a.conditions.join(", "));
         }
         print(&inp, &e, &explainer, names.as_ref(), first, mode);
-        if let Some((layer, sums)) = &concepts {
-            print_concepts(*layer, sums, first, inp.names.as_deref());
-        }
+    }
+    // The ranking is what --concepts asks for: printed unless it went to --out.
+    if let (Some((layer, sums)), None) = (&concepts, &a.out) {
+        print_concepts(*layer, sums, a.index.unwrap_or(0), inp.names.as_deref());
     }
     Ok(())
 }
@@ -375,13 +376,16 @@ fn write_picture(
             ],
         })
         .collect();
-    let title = format!(
+    let mut title = format!(
         "{} · rule {}",
         a.model
             .file_name()
             .map_or_else(|| a.model.display().to_string(), |f| f.to_string_lossy().into_owned()),
         explainer.plan().spec()
     );
+    if !a.conditions.is_empty() {
+        title.push_str(&format!(" · conditional on {}", a.conditions.join(", ")));
+    }
     write_png(path, &title, &panels)?;
     eprintln!("wrote {}", path.display());
     Ok(())

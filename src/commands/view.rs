@@ -34,6 +34,10 @@ pub struct ViewArgs {
     /// Class names, one a line in class order (e.g. data/imagenet-classes.txt).
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// A folder `lrp concepts` wrote for one of these models on this dataset: the concept screen (k in the layer
+    /// view) takes its reference samples from it instead of computing them over the first 2,000 samples.
+    #[arg(long, value_name = "DIR")]
+    concepts: Option<PathBuf>,
 }
 
 pub fn run(a: ViewArgs) -> Result<()> {
@@ -47,12 +51,18 @@ pub fn run(a: ViewArgs) -> Result<()> {
     }
     let shared = if a.photos.any() { photo_set(&a)? } else { dataset(&a)? };
     let mut rules: Vec<String> = lrp_rules::PRESETS.iter().map(|s| s.to_string()).collect();
+    let references = match &a.concepts {
+        Some(dir) => vec![precomputed(&a, dir, &shared)?],
+        None => Vec::new(),
+    };
+    // With a concept folder and no --rule, the folder's rule (its reference samples are for it).
     let spec = a
         .rule
         .as_deref()
         .map(lrp_rules::Spec::parse)
         .transpose()?
-        .map(|s| s.to_string());
+        .map(|s| s.to_string())
+        .or_else(|| references.first().map(|r| r.rule.clone()));
     if let Some(spec) = &spec
         && !rules.contains(spec)
     {
@@ -61,6 +71,7 @@ pub fn run(a: ViewArgs) -> Result<()> {
     let options = lrp_view::tui::Options {
         draw: a.draw,
         rule: spec,
+        references,
     };
     lrp_view::tui::run(shared, rules, options)?;
     Ok(())
@@ -178,4 +189,84 @@ fn name_of(p: &Path) -> String {
     p.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| p.display().to_string())
+}
+
+/// The reference ranking of a folder `lrp concepts` wrote, checked to be of one of the viewer's models (by content)
+/// on the dataset it shows, from its first sample.
+fn precomputed(a: &ViewArgs, dir: &Path, shared: &Shared) -> Result<lrp_view::concept::Precomputed> {
+    let m = lrp_batch::Manifest::load(dir).with_context(|| format!("--concepts {}", dir.display()))?;
+    let c = m.concepts.as_ref().with_context(|| {
+        format!(
+            "--concepts {}: a batch folder, not one lrp concepts wrote",
+            dir.display()
+        )
+    })?;
+    if !m.is_complete_in(dir) || m.run.shard.is_some() {
+        bail!(
+            "--concepts {}: not a complete run over the whole dataset (finish it with --resume, or merge its shards)",
+            dir.display()
+        );
+    }
+    let mut paths: Vec<PathBuf> = crate::shipped::MODELS.iter().map(|m| PathBuf::from(m.path)).collect();
+    paths.extend(a.models.iter().cloned());
+    let mut model = None;
+    for p in &paths {
+        let name = name_of(p);
+        if let Some(k) = shared.models.iter().position(|(n, _)| *n == name)
+            && crate::inputs::model_digest(p)? == m.run.model_digest
+        {
+            model = Some(k);
+        }
+    }
+    let model = model.with_context(|| {
+        format!(
+            "--concepts {}: made with the model {}, which is not among those shown (add it with --model)",
+            dir.display(),
+            m.run.model
+        )
+    })?;
+    let data_dir = a
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::shipped::MNIST_DIR));
+    let split = Split::from(a.split);
+    let digest = if crate::shipped::is_mnist(&data_dir) {
+        crate::shipped::mnist_digest()
+    } else {
+        let d = crate::inputs::open_split(&data_dir, split)?;
+        let (images, labels) = d.files();
+        format!("{}{}", lrp_batch::digest_file(images)?, lrp_batch::digest_file(labels)?)
+    };
+    if digest != m.run.inputs_digest || m.run.start != 0 {
+        bail!(
+            "--concepts {}: made from {}, not the {} split of {} that the viewer shows",
+            dir.display(),
+            m.run.inputs,
+            if matches!(split, Split::Test) { "test" } else { "train" },
+            data_dir.display()
+        );
+    }
+    let normalized: ndarray::Array2<f32> = lrp_batch::npy::read_checked(&dir.join("relmax-normalized.npy"))?;
+    if normalized.dim() != (m.run.count, c.channels) || normalized.iter().any(|v| !v.is_finite()) {
+        bail!(
+            "--concepts {}: relmax-normalized.npy is not the [{}, {}] finite ranking the manifest says",
+            dir.display(),
+            m.run.count,
+            c.channels
+        );
+    }
+    let rule = m.rules.first().context("the manifest names no rule")?.spec.clone();
+    eprintln!(
+        "concept screen: reference samples of #{} under {rule} from {} ({} samples)",
+        c.layer,
+        dir.display(),
+        m.run.count
+    );
+    Ok(lrp_view::concept::Precomputed {
+        model,
+        rule,
+        layer: c.layer,
+        normalized,
+        source: format!("from {} ({} samples)", dir.display(), m.run.count),
+    })
 }

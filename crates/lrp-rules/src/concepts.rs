@@ -102,6 +102,48 @@ impl ConceptLayer {
         })
     }
 
+    /// The input rows and columns (`[start, end)`, clipped to the input) that position `(y, x)` of this layer's
+    /// output sees: its receptive field, followed back through the convolutions and poolings on the path of each
+    /// node's first input (a residual branch's skip path sees no more than its main path). `None` when that path
+    /// passes a layer that mixes all positions (a dense layer, a flatten) or the layer's output is not an image.
+    pub fn receptive_field(&self, net: &Network, y: usize, x: usize) -> Option<[std::ops::Range<usize>; 2]> {
+        let spatial = |v: usize| {
+            let s = net.shape_at(v);
+            (s.len() == 3).then(|| (s[1], s[2]))
+        };
+        spatial(self.value)?;
+        let (mut rows, mut cols) = ((y as i64, y as i64), (x as i64, x as i64));
+        let mut k = self.node;
+        loop {
+            let input = net.inputs_of(k)[0];
+            let window = match &net.layers()[k] {
+                Layer::Conv2d(c) => Some((c.window, c.dilation)),
+                Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => Some((p.window, [1, 1])),
+                _ => None,
+            };
+            match window {
+                Some((w, d)) => {
+                    let back = |(lo, hi): (i64, i64), a: usize| {
+                        let (s, pad, reach) = (w.stride[a] as i64, w.pads[a] as i64, ((w.kernel[a] - 1) * d[a]) as i64);
+                        (lo * s - pad, hi * s - pad + reach)
+                    };
+                    rows = back(rows, 0);
+                    cols = back(cols, 1);
+                }
+                // Elementwise and per-channel layers keep positions; anything else mixes them.
+                None if spatial(input).is_some() && spatial(input) == spatial(k + 1) => {}
+                None => return None,
+            }
+            if input == 0 {
+                break;
+            }
+            k = input - 1;
+        }
+        let (h, w) = spatial(0)?;
+        let clip = |(lo, hi): (i64, i64), n: usize| lo.max(0) as usize..((hi + 1).max(0) as usize).min(n);
+        Some([clip(rows, h), clip(cols, w)])
+    }
+
     /// Each sample's sum per channel of `a` (a batch of this layer's output), `[N, channels]`, added up in f64.
     pub fn channel_sums(&self, a: &ArrayD<f32>) -> Array2<f32> {
         let n = a.shape()[0];

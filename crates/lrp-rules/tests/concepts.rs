@@ -315,3 +315,55 @@ fn concept_relevance_is_the_relevance_at_the_layer_summed_per_channel() {
         }
     }
 }
+
+/// The receptive field of a position at a layer's output is where the input can change that output: a pixel just
+/// outside it changes nothing, a pixel at each of its corners changes something (checked by forward passes, on the
+/// CRP CNN and the shipped ResNet, whose stride-2 blocks have 3×3 and 1×1 paths).
+#[test]
+fn the_receptive_field_is_where_the_input_reaches_the_position() {
+    let x: ArrayD<f32> = read("inputs.npy");
+    let x = x.slice_axis(Axis(0), (0..1).into()).to_owned();
+    for (net, layer, positions) in [
+        (net(), 1, vec![(0, 0), (3, 5), (7, 7)]),
+        (resnet(), 4, vec![(0, 0), (3, 4), (6, 6)]),
+    ] {
+        let l = ConceptLayer::of(&net, layer).unwrap();
+        let at = |x: &ArrayD<f32>, y: usize, xx: usize| -> Vec<f32> {
+            let t = net.forward_trace(x.view()).unwrap();
+            (0..l.channels).map(|c| t.value(l.value)[[0, c, y, xx]]).collect()
+        };
+        for (py, px) in positions {
+            let [rows, cols] = l.receptive_field(&net, py, px).unwrap();
+            let base = at(&x, py, px);
+            let poke = |r: usize, c: usize| {
+                let mut y = x.clone();
+                y[[0, 0, r, c]] += 0.73;
+                at(&y, py, px) != base
+            };
+            for (r, c) in [
+                (rows.start, cols.start),
+                (rows.end - 1, cols.end - 1),
+                (rows.start, cols.end - 1),
+            ] {
+                assert!(
+                    poke(r, c),
+                    "#{layer} ({py},{px}): pixel ({r},{c}) is inside its field {rows:?}×{cols:?}"
+                );
+            }
+            if rows.end < 28 {
+                assert!(
+                    !poke(rows.end, cols.start),
+                    "#{layer} ({py},{px}): row {} is outside",
+                    rows.end
+                );
+            }
+            if cols.start > 0 {
+                assert!(
+                    !poke(rows.start, cols.start - 1),
+                    "#{layer} ({py},{px}): column {} is outside",
+                    cols.start - 1
+                );
+            }
+        }
+    }
+}

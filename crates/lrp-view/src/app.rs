@@ -3,6 +3,7 @@
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 
 use crate::keys::{Binding, COMMON};
+use crate::ui::concept::ConceptState;
 use crate::ui::drawing::DrawState;
 use crate::ui::layers::LayersState;
 
@@ -39,6 +40,8 @@ pub enum Screen {
     Draw,
     /// Relevance at a hidden layer's input.
     Layers,
+    /// One channel of a layer with weights as a concept (CRP).
+    Concept,
 }
 
 /// A model as the viewer knows it.
@@ -55,6 +58,11 @@ pub struct ModelEntry {
     /// The rule the model opens on when the viewer comes to it: `attnlrp` for a transformer, else
     /// `epsilon-gamma-box`.
     pub default_rule: String,
+    /// The layers with weights whose channels can be shown as concepts (`#N`, convolutions and dense layers).
+    pub concept_layers: Vec<usize>,
+    /// For each layer the layer view lists, the concept layer it opens on (`k`): the layer with weights that wrote
+    /// its input, or the layer itself.
+    pub concept_of_layer: Vec<Option<usize>>,
 }
 
 /// The nodes the layer view lists, in order: those that read one value (the relevance at that value is theirs).
@@ -83,12 +91,21 @@ impl ModelEntry {
             .map(|(i, _)| i)
             .collect();
         let transformer = net.layers().iter().any(lrp_core::Layer::needs_gradient_form);
+        let concept_layers: Vec<usize> = (0..net.weighted_layers().len())
+            .filter(|&n| lrp_rules::ConceptLayer::of(net, n).is_ok())
+            .collect();
+        let concept = |k: usize| -> Option<usize> {
+            let of = |node: usize| net.weighted_index(node).filter(|n| concept_layers.contains(n));
+            net.inputs_of(k)[0].checked_sub(1).and_then(of).or_else(|| of(k))
+        };
         ModelEntry {
             name,
             classes: net.num_classes(),
             layers: listed.len(),
             head_layers,
             default_rule: if transformer { "attnlrp" } else { "epsilon-gamma-box" }.to_string(),
+            concept_of_layer: listed.iter().map(|&k| concept(k)).collect(),
+            concept_layers,
         }
     }
 }
@@ -153,6 +170,8 @@ pub struct App {
     pub draw: DrawState,
     /// The layer view's state (which layer, and where `l` returns to).
     pub layers: LayersState,
+    /// The concept screen's state (which layer and channel, the way down, and what was last shown).
+    pub concept: ConceptState,
     /// A message for the status line.
     pub message: Option<String>,
     /// Set when the user asked to leave.
@@ -184,6 +203,7 @@ impl App {
             screen: Screen::Browse,
             draw: DrawState::default(),
             layers: LayersState::default(),
+            concept: ConceptState::default(),
             message: None,
             quit: false,
             wants_misclassified: false,
@@ -256,7 +276,8 @@ impl App {
 
     /// Whether the explained input is the drawing.
     pub fn on_drawing(&self) -> bool {
-        self.screen == Screen::Draw || (self.screen == Screen::Layers && self.layers.from == Screen::Draw)
+        self.screen == Screen::Draw
+            || (matches!(self.screen, Screen::Layers | Screen::Concept) && self.layers.from == Screen::Draw)
     }
 
     pub(crate) fn step_index(&mut self, delta: isize) {
@@ -381,6 +402,7 @@ impl App {
                 let handled = match self.screen {
                     Screen::Draw => crate::ui::drawing::on_key(self, key.code),
                     Screen::Layers => crate::ui::layers::on_key(self, key.code),
+                    Screen::Concept => crate::ui::concept::on_key(self, key.code),
                     Screen::Browse if self.compare => crate::ui::compare::on_key(self, key.code),
                     Screen::Browse => crate::ui::browse::on_key(self, key.code),
                 };
@@ -396,10 +418,10 @@ impl App {
         match code {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Esc if self.screen != Screen::Browse => {
-                self.screen = if self.screen == Screen::Layers {
-                    self.layers.from
-                } else {
-                    Screen::Browse
+                self.screen = match self.screen {
+                    Screen::Layers => self.layers.from,
+                    Screen::Concept => Screen::Layers,
+                    _ => Screen::Browse,
                 }
             }
             KeyCode::Esc => self.quit = true,
@@ -429,6 +451,10 @@ impl App {
                     self.class = ClassChoice::Predicted;
                 }
                 self.layers.layer = self.layers.layer.min(self.models[self.model].layers.saturating_sub(1));
+                if self.screen == Screen::Concept {
+                    // Another model has other layers: back to the layer view, which opens its concepts with k.
+                    self.screen = Screen::Layers;
+                }
                 self.open_default_rule();
                 self.ensure_accepted_rule();
             }
@@ -484,6 +510,7 @@ impl App {
         match self.screen {
             Screen::Draw => (crate::ui::drawing::KEYS, false),
             Screen::Layers => (crate::ui::layers::KEYS, true),
+            Screen::Concept => (crate::ui::concept::KEYS, true),
             Screen::Browse if self.compare => (crate::ui::compare::KEYS, true),
             Screen::Browse => (crate::ui::browse::KEYS, true),
         }
@@ -498,5 +525,6 @@ pub fn help_keys() -> Vec<(&'static str, Vec<Binding>)> {
         ("comparing rules (v)", crate::ui::compare::KEYS.to_vec()),
         ("drawing (d)", crate::ui::drawing::KEYS.to_vec()),
         ("layer view (l)", crate::ui::layers::KEYS.to_vec()),
+        ("concept (k in the layer view)", crate::ui::concept::KEYS.to_vec()),
     ]
 }

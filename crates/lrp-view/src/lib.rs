@@ -15,6 +15,7 @@ pub mod app;
 pub mod canvas;
 pub mod cells;
 pub mod colormap;
+pub mod concept;
 pub mod keys;
 pub mod plot;
 pub mod png_out;

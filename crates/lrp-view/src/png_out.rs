@@ -67,6 +67,15 @@ pub struct Panel {
     pub caption: Vec<String>,
 }
 
+/// A magnitude for a caption: four decimals, or three significant digits where that would read 0.0000.
+fn magnitude(v: f32) -> String {
+    if v != 0.0 && v.abs() < 1e-3 {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 /// The most tiles one PNG holds (more would make an image no viewer opens).
 pub const MAX_TILES: usize = 4096;
 /// The most pixels one PNG holds (large inputs make large tiles): 64 Mpx, a 192 MiB drawing buffer.
@@ -218,11 +227,12 @@ pub fn write_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), PngEr
             let scale = max_abs(&panel.relevance);
             let last = if panel.picture.is_some() {
                 format!(
-                    "max|R| {scale:.4}; colours to {:.4} (99.5th pct of |R|)",
-                    colour_scale(panel)
+                    "max|R| {}; colours to {} (99.5th pct of |R|)",
+                    magnitude(scale),
+                    magnitude(colour_scale(panel))
                 )
             } else {
-                format!("max|R| {scale:.4}")
+                format!("max|R| {}", magnitude(scale))
             };
             for line in panel.caption.iter().cloned().chain([last]) {
                 t(&line, left, y, font)?;

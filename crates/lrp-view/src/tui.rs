@@ -73,6 +73,8 @@ pub struct Options {
     pub draw: bool,
     /// The rule to start on (when the first model takes it).
     pub rule: Option<String>,
+    /// Reference samples computed by `lrp concepts` (`lrp view --concepts DIR`), used instead of computing them.
+    pub references: Vec<crate::concept::Precomputed>,
 }
 
 /// Saves the drawing's network input as `.npy` (`[1, 1, 28, 28]` float32, for `lrp explain --input`) and a PNG
@@ -132,15 +134,27 @@ pub fn save_drawing(
     Ok(said)
 }
 
-/// Runs the viewer until the user quits. The terminal is restored on return, on error and on panic.
-pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), ViewError> {
-    if shared.models.is_empty() {
-        return Err(ViewError::Empty("no models to show".into()));
+/// Tells the concept screen what it shows now (the channel, its rank, what feeds it), for the keys that move
+/// relative to it.
+fn note_concept(app: &mut App, cache: &Cache, width: u16, height: u16, labels: &[u8], size: (usize, usize)) {
+    if let Some(c) = needed(app, width, height, labels, size)
+        .first()
+        .and_then(|k| cache.map.get(k))
+        .and_then(|v| v.as_ref().ok())
+        .and_then(|v| v.concept.as_ref())
+    {
+        app.concept.seen = Some(crate::ui::concept::Seen {
+            key: app.concept.key,
+            channel: c.channel,
+            rank: c.rank,
+            channels: c.relevance.len(),
+            top_below: c.top_below(),
+        });
     }
-    let count = shared.images.shape().first().copied().unwrap_or(0);
-    if count == 0 {
-        return Err(ViewError::Empty("the dataset has no samples".into()));
-    }
+}
+
+/// The viewer's state at the start: the models, where draw mode is not available, the first rule and screen.
+fn start_app(shared: &Shared, count: usize, rules: Vec<String>, options: &Options) -> App {
     let models = shared
         .models
         .iter()
@@ -156,16 +170,29 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
             "draw mode draws {side}×{side} digits; these images are {h}×{w}"
         ));
     }
-    app.check_rules(&Checker(&shared), options.rule.as_deref());
+    app.check_rules(&Checker(shared), options.rule.as_deref());
     if options.draw {
         app.open_draw();
     }
+    app
+}
+
+/// Runs the viewer until the user quits. The terminal is restored on return, on error and on panic.
+pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), ViewError> {
+    if shared.models.is_empty() {
+        return Err(ViewError::Empty("no models to show".into()));
+    }
+    let count = shared.images.shape().first().copied().unwrap_or(0);
+    if count == 0 {
+        return Err(ViewError::Empty("the dataset has no samples".into()));
+    }
+    let mut app = start_app(&shared, count, rules, &options);
     let labels = shared.labels.clone();
     let images = shared.images.clone();
     let photos = shared.photos.clone();
     let class_names = shared.class_names.clone();
     let shared = Arc::new(shared);
-    let worker = Worker::spawn(shared.clone());
+    let worker = Worker::spawn_with(shared.clone(), options.references.clone());
     let color = ColorMode::from_env();
     let mut cache = Cache {
         map: HashMap::new(),
@@ -233,6 +260,7 @@ pub fn run(shared: Shared, rules: Vec<String>, options: Options) -> Result<(), V
                     },
                 );
             }
+            note_concept(&mut app, &cache, size.width, size.height, &labels, size_of);
             let sources = Sources {
                 lookup: &|k| cache.map.get(k).cloned(),
                 labels: &labels,

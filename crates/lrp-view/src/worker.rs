@@ -10,6 +10,7 @@ use ndarray::{Array2, ArrayD, Axis, Ix2};
 
 use crate::app::ClassChoice;
 use crate::cells::to_map;
+use crate::concept::{ConceptInputs, ConceptKey, ConceptView, ReferenceCache, concept_view};
 
 /// What the viewer shows: models and a labelled dataset, or photos.
 pub struct Shared {
@@ -56,6 +57,8 @@ pub struct Key {
     pub class: ClassChoice,
     /// Also the relevance at every layer's input (the layer view).
     pub layers: bool,
+    /// A concept to show (the concept screen).
+    pub concept: Option<ConceptKey>,
 }
 
 /// The relevance at one layer's input, for the layer view.
@@ -88,6 +91,8 @@ pub struct ViewData {
     pub layer_sums: Vec<(String, f32)>,
     /// The relevance at each layer's input (one-input layers, in order), when the key asked for it.
     pub layers: Vec<LayerData>,
+    /// The concept screen's data, when the key asked for a concept.
+    pub concept: Option<Box<ConceptView>>,
 }
 
 impl ViewData {
@@ -157,6 +162,17 @@ pub fn compute(
     explainer: &Explainer,
     drawing: Option<&Array2<f32>>,
 ) -> Result<ViewData, String> {
+    compute_with(shared, key, explainer, drawing, &mut ReferenceCache::new())
+}
+
+/// [`compute`], keeping what reference samples cost in `refs` for the next concept key.
+pub fn compute_with(
+    shared: &Shared,
+    key: &Key,
+    explainer: &Explainer,
+    drawing: Option<&Array2<f32>>,
+    refs: &mut ReferenceCache,
+) -> Result<ViewData, String> {
     let (_, net) = &shared.models[key.model];
     let x = match (key.input, drawing) {
         (InputRef::Sample(i), _) => fit(shared, net, i..i + 1)?,
@@ -218,6 +234,21 @@ pub fn compute(
     if layer_sums.is_empty() {
         layer_sums.push(("input sum".into(), e.relevance.sum()));
     }
+    let concept = match key.concept {
+        Some(c) => {
+            let inputs = ConceptInputs {
+                net,
+                explainer,
+                x: &x,
+                target: &Target::Class(e.targets[0]),
+                pool: &|range| fit(shared, net, range),
+                count: shared.images.shape()[0],
+                labels: &shared.labels,
+            };
+            Some(Box::new(concept_view(&inputs, c, refs, (key.model, key.rule.clone()))?))
+        }
+        None => None,
+    };
     Ok(ViewData {
         image: to_map(x.index_axis(Axis(0), 0)),
         relevance: to_map(e.relevance.index_axis(Axis(0), 0)),
@@ -225,6 +256,7 @@ pub fn compute(
         target: e.targets[0],
         layer_sums,
         layers,
+        concept,
     })
 }
 
@@ -282,11 +314,20 @@ pub struct Worker {
 impl Worker {
     /// Starts the worker.
     pub fn spawn(shared: Arc<Shared>) -> Worker {
+        Worker::spawn_with(shared, Vec::new())
+    }
+
+    /// Starts the worker with reference samples computed before (`lrp concepts`).
+    pub fn spawn_with(shared: Arc<Shared>, references: Vec<crate::concept::Precomputed>) -> Worker {
         let (tx, requests) = channel::<Request>();
         let (answers, rx) = channel::<Response>();
         std::thread::spawn(move || {
             let shared: &Shared = &shared;
             let mut explainers: HashMap<(usize, String), Result<Explainer<'_>, String>> = HashMap::new();
+            let mut refs = ReferenceCache::new();
+            for p in references {
+                refs.insert((p.model, p.rule, p.layer), (p.normalized, p.source));
+            }
             let mut stack: Vec<Request> = Vec::new();
             loop {
                 if stack.is_empty() {
@@ -307,7 +348,7 @@ impl Worker {
                                 .map_err(|e| e.to_string())
                         });
                         let result = match ex {
-                            Ok(ex) => compute(shared, &key, ex, drawing.as_deref()),
+                            Ok(ex) => compute_with(shared, &key, ex, drawing.as_deref(), &mut refs),
                             Err(e) => Err(e.clone()),
                         };
                         Response::Explained(key, Box::new(result))

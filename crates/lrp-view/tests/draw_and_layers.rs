@@ -506,3 +506,96 @@ fn the_lstms_state_is_drawn_as_neuron_bars() {
     }
     assert!(seen, "the LSTM has a [1, N] value in its layer view");
 }
+
+/// Sets what the event loop sets after drawing the concept screen (the channel shown, its rank, what feeds it).
+fn saw(app: &mut App, data: &[ViewData]) {
+    let c = data[0].concept.as_ref().expect("the concept screen's data");
+    app.concept.seen = Some(lrp_view::ui::concept::Seen {
+        key: app.concept.key,
+        channel: c.channel,
+        rank: c.rank,
+        channels: c.relevance.len(),
+        top_below: c.top_below(),
+    });
+}
+
+/// Each channel's relevance at the output of `#layer` for sample `i`, by another path than the concept code: the
+/// relevance the layer view keeps at the value that layer writes, summed per channel.
+fn channel_sums(shared: &Shared, rule: &str, layer: usize, i: usize, class: Option<usize>) -> Vec<f32> {
+    let net = &shared.models[0].1;
+    let ex = lrp_rules::Explainer::new(net, &lrp_rules::Spec::parse(rule).unwrap()).unwrap();
+    let x = shared.images.slice_axis(ndarray::Axis(0), (i..i + 1).into()).to_owned();
+    let target = class.map_or(lrp_rules::Target::Predicted, lrp_rules::Target::Class);
+    let node = net.weighted_layers()[layer];
+    let e = ex.explain_keeping(x.view(), &target, &[node + 1]).unwrap();
+    e.kept[0]
+        .1
+        .index_axis(ndarray::Axis(0), 0)
+        .outer_iter()
+        .map(|c| c.sum())
+        .collect()
+}
+
+#[test]
+fn the_concept_screen_shows_a_channel_its_decomposition_and_reference_samples() {
+    let shared = shipped();
+    let mut app = app_for(&shared);
+    // Digit 0 of the test split is a 7. From the layer view at the relu after the second convolution, k opens #1.
+    press(&mut app, &shared, &[KeyCode::Char('l')]);
+    while app.models[0].concept_of_layer[app.layers.layer] != Some(1) {
+        press(&mut app, &shared, &[KeyCode::Char(']')]);
+    }
+    press(&mut app, &shared, &[KeyCode::Char('k')]);
+    assert_eq!((app.screen, app.concept.key.layer), (Screen::Concept, 1));
+    let (text, data) = render(&app, &shared, 120, 40, ColorMode::TrueColor);
+    let c = data[0].concept.as_ref().unwrap();
+    // The channel shown first is the most relevant one, by the independent sums.
+    let sums = channel_sums(&shared, "epsilon-gamma-box", 1, 0, Some(7));
+    let best = (0..sums.len()).max_by(|&a, &b| sums[a].total_cmp(&sums[b])).unwrap();
+    assert_eq!((c.channel, c.rank, c.relevance.len()), (best, 0, 32));
+    for (got, want) in c.relevance.iter().zip(&sums) {
+        assert!((got - want).abs() <= 1e-5 * want.abs().max(1e-2), "{got} vs {want}");
+    }
+    let title = format!("concept #1 conv2d · channel {best} · rank 1 of 32");
+    assert!(text.contains(&title), "{text}");
+    assert!(text.contains("fed by #0 (Enter ↓)"), "{text}");
+    assert!(text.contains(&format!("reference samples of channel {best}")), "{text}");
+    // Reference samples: the largest normalized relevance for the channel among the 50 samples, each for its
+    // label, largest first — checked against the independent sums.
+    let norm = |i: usize| {
+        let s = channel_sums(&shared, "epsilon-gamma-box", 1, i, Some(shared.labels[i] as usize));
+        s[best] / (s.iter().map(|v| v.abs()).sum::<f32>() + 1e-10)
+    };
+    let all: Vec<f32> = (0..50).map(norm).collect();
+    let mut order: Vec<usize> = (0..50).collect();
+    order.sort_by(|&a, &b| all[b].total_cmp(&all[a]));
+    let shown: Vec<usize> = c.references.iter().map(|r| r.index).collect();
+    assert_eq!(shown, order[..8].to_vec(), "reference samples");
+    let thumbs = c
+        .references
+        .iter()
+        .filter(|r| text.contains(&format!("#{} ", r.index)))
+        .count();
+    assert!(thumbs >= 4, "at 120×40 at least four thumbnails are captioned:\n{text}");
+    // ↓ shows the second most relevant channel; Enter steps down to what feeds it most; u comes back.
+    saw(&mut app, &data);
+    press(&mut app, &shared, &[KeyCode::Down]);
+    let (_, data) = render(&app, &shared, 120, 40, ColorMode::TrueColor);
+    let second = data[0].concept.as_ref().unwrap();
+    assert_eq!(second.rank, 1);
+    assert!(sums[second.channel] <= sums[best]);
+    saw(&mut app, &data);
+    let feeder = second.top_below().unwrap();
+    press(&mut app, &shared, &[KeyCode::Enter]);
+    let (text, data) = render(&app, &shared, 200, 60, ColorMode::TrueColor);
+    let below = data[0].concept.as_ref().unwrap();
+    assert_eq!((below.layer, below.channel), (0, feeder), "{text}");
+    assert!(text.contains("(no layer with channels below)"), "{text}");
+    press(&mut app, &shared, &[KeyCode::Char('u')]);
+    assert_eq!(app.concept.key.layer, 1);
+    // At 80×24 the reference samples are listed by number; Esc goes back to the layer view.
+    let (text, _) = render(&app, &shared, 80, 24, ColorMode::NoColor);
+    assert!(text.contains("a taller terminal draws them"), "{text}");
+    press(&mut app, &shared, &[KeyCode::Esc]);
+    assert_eq!(app.screen, Screen::Layers);
+}

@@ -55,6 +55,8 @@ fn app(count: usize) -> App {
                 layers: 4,
                 head_layers: Vec::new(),
                 default_rule: "epsilon".into(),
+                concept_layers: Vec::new(),
+                concept_of_layer: Vec::new(),
             },
             ModelEntry {
                 name: "b".into(),
@@ -62,6 +64,8 @@ fn app(count: usize) -> App {
                 layers: 4,
                 head_layers: Vec::new(),
                 default_rule: "epsilon".into(),
+                concept_layers: Vec::new(),
+                concept_of_layer: Vec::new(),
             },
         ],
         count,
@@ -268,6 +272,7 @@ fn sample_key(index: usize, rule: &str) -> Key {
         rule: rule.into(),
         class: ClassChoice::Predicted,
         layers: false,
+        concept: None,
     }
 }
 
@@ -281,6 +286,8 @@ fn the_screen_shows_the_sample_and_says_when_the_terminal_is_too_small() {
             layers: net.layers().len(),
             head_layers: Vec::new(),
             default_rule: "epsilon".into(),
+            concept_layers: Vec::new(),
+            concept_of_layer: Vec::new(),
         }],
         4,
         vec!["epsilon".into(), "zplus".into(), "gamma".into()],
@@ -339,6 +346,7 @@ fn the_help_fits_80_columns() {
         (Screen::Browse, true),
         (Screen::Draw, false),
         (Screen::Layers, false),
+        (Screen::Concept, false),
     ] {
         app.screen = screen;
         app.compare = compare;
@@ -361,6 +369,8 @@ fn each_model_opens_on_its_default_rule_and_a_typed_rule_survives_tab() {
         layers: 3,
         head_layers: Vec::new(),
         default_rule: default.into(),
+        concept_layers: Vec::new(),
+        concept_of_layer: Vec::new(),
     };
     let rules: Vec<String> = ["epsilon-gamma-box", "attnlrp", "gradient"]
         .iter()
@@ -421,6 +431,8 @@ fn compare_mode_at_80x24_keeps_titles_apart_and_lines_within_the_width() {
             layers: net.layers().len(),
             head_layers: Vec::new(),
             default_rule: "epsilon".into(),
+            concept_layers: Vec::new(),
+            concept_of_layer: Vec::new(),
         }],
         4,
         rules.clone(),

@@ -39,6 +39,11 @@ impl Default for LayersState {
 pub const KEYS: &[Binding] = &[
     key("[ / ]", "previous / next layer", "[ ] layer"),
     key("h", "next attention block's heads (transformers)", "h heads"),
+    key(
+        "k",
+        "channels as concepts: conditional heatmaps, references",
+        "k concepts",
+    ),
     key("l / Esc", "back to the screen the layer view was opened from", "l back"),
     key("d", "draw a digit and see its layers", "d draw"),
 ];
@@ -65,6 +70,14 @@ pub(crate) fn on_key(app: &mut App, code: KeyCode) -> bool {
             }
         }
         KeyCode::Char('d') => app.screen = Screen::Draw,
+        KeyCode::Char('k') => {
+            let entry = app.models.get(app.model);
+            let here = entry.and_then(|m| m.concept_of_layer.get(app.layers.layer).copied().flatten());
+            match here.or_else(|| entry.and_then(|m| m.concept_layers.first().copied())) {
+                Some(layer) => crate::ui::concept::open(app, layer),
+                None => app.message = Some("this model has no convolution or dense layer to show as concepts".into()),
+            }
+        }
         KeyCode::Char('v') => {}
         _ => return false,
     }

@@ -1,6 +1,6 @@
 //! Drawing the viewer into a ratatui frame (any backend, so tests draw into a `TestBackend`): one file per screen,
 //! each with its state, its keys (see [`crate::keys`]) and its drawing — [`browse`], [`compare`], [`drawing`],
-//! [`layers`], [`help`] — and the pieces they share ([`layout`], [`widgets`], [`info`]).
+//! [`layers`], [`concept`], [`help`] — and the pieces they share ([`layout`], [`widgets`], [`info`]).
 
 use ndarray::{Array2, ArrayD, Axis};
 use ratatui::Frame;
@@ -14,6 +14,7 @@ use crate::worker::{InputRef, Key, PhotoSet, ViewData};
 
 pub mod browse;
 pub mod compare;
+pub mod concept;
 pub mod drawing;
 pub mod help;
 mod info;
@@ -51,6 +52,7 @@ fn key_for(app: &App, rule: usize, labels: &[u8]) -> Key {
         rule: app.rules[rule].clone(),
         class: resolve_class(app, labels),
         layers: app.screen == Screen::Layers,
+        concept: (app.screen == Screen::Concept).then_some(app.concept.key),
     }
 }
 
@@ -138,6 +140,7 @@ pub fn draw(frame: &mut Frame, app: &App, src: &Sources) {
     let screen = match (app.screen, app.compare) {
         (Screen::Draw, _) => " │ drawing",
         (Screen::Layers, _) => " │ layers",
+        (Screen::Concept, _) => " │ concept",
         (Screen::Browse, true) => " │ comparing rules",
         _ => "",
     };
@@ -164,6 +167,7 @@ pub fn draw(frame: &mut Frame, app: &App, src: &Sources) {
             Screen::Browse => browse::draw(frame, app, src),
             Screen::Draw => drawing::draw(frame, app, src),
             Screen::Layers => layers::draw(frame, app, src),
+            Screen::Concept => concept::draw(frame, app, src),
         }
     }
     status(frame, app);
