@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use ndarray::Array4;
 
 use crate::error::{CoreError, Result};
@@ -92,6 +92,13 @@ fn idx_error(path: &Path, reason: String) -> CoreError {
 }
 
 fn payload_error(e: &std::io::Error) -> String {
+    if e.to_string().contains("invalid gzip header") {
+        // After a complete member, what follows must be another member.
+        return format!(
+            "cannot read the data: bytes follow the compressed data that are not another gzip member (a damaged or \
+             padded file: {e})"
+        );
+    }
     format!("cannot read the data: {e}")
 }
 
@@ -121,7 +128,9 @@ fn open_payload<'a, R: std::io::BufRead + Send + 'a>(
     };
     let gzip = peeked == 2 && sniff == [0x1f, 0x8b];
     let mut reader: Box<dyn Read + Send + 'a> = if gzip {
-        Box::new(GzDecoder::new(raw))
+        // Every member of the file (gzip allows several, as `cat a.gz b.gz` makes), and anything after the last
+        // member that is not another one is an error, never ignored.
+        Box::new(MultiGzDecoder::new(raw))
     } else {
         Box::new(raw)
     };

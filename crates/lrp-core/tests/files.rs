@@ -290,3 +290,47 @@ fn a_streamed_split_reads_what_a_loaded_one_holds_and_refuses_damage() {
         .to_string();
     assert!(err.contains("labels for"), "{err}");
 }
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// gzip allows several members (`cat a.gz b.gz`): an IDX file split over two members reads as the whole, by both
+/// readers; bytes after the last member that are not another member are an error, never ignored.
+#[test]
+fn a_gzip_idx_file_of_two_members_is_read_whole_and_trailing_garbage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut images = vec![0u8, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
+    images.extend((0..2 * 784).map(|i| (i * 7 % 256) as u8));
+    let (a, b) = images.split_at(700);
+    let two = [gz(a), gz(b)].concat();
+    std::fs::write(d.join("t10k-images-idx3-ubyte.gz"), &two).unwrap();
+    write_idx(&d.join("t10k-labels-idx1-ubyte.gz"), &[2], &[3, 9], true);
+    let whole = read_idx(&d.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    assert_eq!((whole.dims.clone(), &whole.data[..]), (vec![2, 28, 28], &images[16..]));
+    let ds = Dataset::load(d, Split::Test).unwrap();
+    assert_eq!(
+        ds.images[[1, 0, 27, 27]],
+        lrp_core::pixel_value(images[16 + 2 * 784 - 1])
+    );
+    assert_eq!(
+        streamed_floats(&lrp_core::StreamedDataset::open(d, Split::Test).unwrap(), 1)
+            .unwrap()
+            .len(),
+        2 * 784
+    );
+    // One member and then garbage.
+    let mut garbage = gz(&images);
+    garbage.extend_from_slice(b"not gzip at all");
+    std::fs::write(d.join("t10k-images-idx3-ubyte.gz"), &garbage).unwrap();
+    let err = read_idx(&d.join("t10k-images-idx3-ubyte.gz")).unwrap_err().to_string();
+    assert!(
+        err.contains("t10k-images-idx3-ubyte.gz") && err.contains("not another gzip member"),
+        "{err}"
+    );
+    assert!(Dataset::load(d, Split::Test).is_err());
+    assert!(streamed_floats(&lrp_core::StreamedDataset::open(d, Split::Test).unwrap(), 1).is_err());
+}
