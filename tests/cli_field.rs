@@ -622,7 +622,7 @@ fn huge_value_model() -> Vec<u8> {
         name: name.into(),
         dims: dims.to_vec(),
         data_type: t,
-        raw_data: v,
+        raw_data: v.into(),
         ..Default::default()
     };
     let value = |name: &str, dims: &[Option<i64>]| ValueInfoProto {
@@ -1002,7 +1002,7 @@ fn f32s(name: &str, dims: &[i64], v: &[f32]) -> lrp_onnx::proto::TensorProto {
         name: name.into(),
         dims: dims.to_vec(),
         data_type: lrp_onnx::proto::data_type::FLOAT,
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
         ..Default::default()
     }
 }
@@ -1012,7 +1012,7 @@ fn i64s(name: &str, v: &[i64]) -> lrp_onnx::proto::TensorProto {
         name: name.into(),
         dims: vec![v.len() as i64],
         data_type: lrp_onnx::proto::data_type::INT64,
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
         ..Default::default()
     }
 }

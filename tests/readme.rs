@@ -112,7 +112,10 @@ fn stand_in_imagenet_model() -> Vec<u8> {
             name: name.into(),
             dims: dims.to_vec(),
             data_type: data_type::FLOAT,
-            raw_data: (0..n as usize).flat_map(|i| f(i).to_le_bytes()).collect(),
+            raw_data: (0..n as usize)
+                .flat_map(|i| f(i).to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
             ..Default::default()
         }
     };

@@ -39,16 +39,16 @@ pub fn import_file(path: &Path) -> Result<Imported> {
     } else {
         dir
     };
-    import_with(&bytes, Some(&dir))
+    import_with(bytes.into(), Some(&dir))
 }
 
 /// Imports an ONNX model from its bytes (external data is refused: there is no folder to read it from).
 pub fn import_bytes(bytes: &[u8]) -> Result<Imported> {
-    import_with(bytes, None)
+    import_with(prost::bytes::Bytes::copy_from_slice(bytes), None)
 }
 
 /// Imports with `dir` as the folder external data is read from.
-fn import_with(bytes: &[u8], dir: Option<&Path>) -> Result<Imported> {
+fn import_with(bytes: prost::bytes::Bytes, dir: Option<&Path>) -> Result<Imported> {
     let decode::Decoded {
         mut graph,
         opset,

@@ -135,7 +135,7 @@ fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
         name: name.into(),
         dims: dims.to_vec(),
         data_type: data_type::FLOAT,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
         ..Default::default()
     }
 }

@@ -8,6 +8,33 @@ use super::direct::Kernels;
 use super::op::{Op, finite};
 use super::window::Window;
 
+/// A product smaller than this many multiply-adds runs on one thread (splitting it costs more than it saves).
+const PAR_GEMM_MIN: usize = 1 << 22;
+
+/// `c = a · b` (`general_mat_mul` with α = 1, β = 0), its rows split over the threads of the rayon pool this runs in
+/// when the product is large: a photo's convolution keeps every core busy even when there is one sample to explain.
+/// The same bits as one call: every output value is one row of `a` times one column of `b`, summed over `k` in the
+/// same blocks and order whichever rows share a call.
+pub(crate) fn par_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &mut ArrayViewMut2<f32>) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let threads = rayon::current_num_threads();
+    if threads < 2 || m < 32 || m.saturating_mul(k).saturating_mul(n) < PAR_GEMM_MIN {
+        general_mat_mul(1.0, a, b, 0.0, c);
+        return;
+    }
+    // Whole multiples of 16 rows a part (a vector's worth), one part per thread.
+    let rows = m.div_ceil(threads).div_ceil(16) * 16;
+    rayon::scope(|scope| {
+        for (ai, mut ci) in a
+            .axis_chunks_iter(Axis(0), rows)
+            .zip(c.axis_chunks_iter_mut(Axis(0), rows))
+        {
+            scope.spawn(move |_| general_mat_mul(1.0, &ai, b, 0.0, &mut ci));
+        }
+    });
+}
+
 /// Upper bound on the number of floats in one im2col buffer; larger batches are split into groups.
 const COLS_BUDGET: usize = 1 << 17;
 
@@ -203,7 +230,7 @@ impl Conv2d {
                     for j in 0..g {
                         let mut dst = out.slice_mut(s![start + j, gi * og..(gi + 1) * og, .., ..]);
                         let mut dst = dst.view_mut().into_shape_with_order((og, hw)).expect("fresh array");
-                        general_mat_mul(1.0, &wg, &cols.slice(s![.., j * hw..(j + 1) * hw]), 0.0, &mut dst);
+                        par_gemm(&wg, &cols.slice(s![.., j * hw..(j + 1) * hw]), &mut dst);
                     }
                 }
             }
@@ -269,7 +296,7 @@ impl Conv2d {
                         let sj = s.slice(s![start + j, gi * og..(gi + 1) * og, .., ..]);
                         let sj = sj.into_shape_with_order((og, hw)).expect("standard layout");
                         let mut cj = cols.slice_mut(s![.., j * hw..(j + 1) * hw]);
-                        general_mat_mul(1.0, &wt, &sj, 0.0, &mut cj);
+                        par_gemm(&wt, &sj, &mut cj);
                     }
                     let cols = cols.slice(s![.., ..g * hw]);
                     match &mut part {

@@ -113,7 +113,7 @@ fn load_external(t: &mut TensorProto, dir: Option<&Path>) -> Result<()> {
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.read_exact(&mut buf))
         .map_err(|e| bad(format!("reading external data from '{location}': {e}")))?;
-    t.raw_data = buf;
+    t.raw_data = buf.into();
     t.data_location = 0;
     t.external_data.clear();
     Ok(())
