@@ -4,6 +4,7 @@ mod batch;
 mod e2e;
 mod forward;
 mod graphs;
+mod imagenet;
 mod rules;
 mod view;
 mod vit;
@@ -15,5 +16,6 @@ criterion::criterion_main!(
     graphs::benches,
     view::benches,
     vit::benches,
-    e2e::benches
+    e2e::benches,
+    imagenet::benches
 );

@@ -215,3 +215,31 @@ fn the_transposed_direct_path_takes_the_shapes_it_is_written_for() {
         );
     }
 }
+
+/// A photo-sized sample (more multiply-adds than one thread takes) split into bands of output rows over the threads
+/// of a pool of 2 and of 3, and a large padded product split by rows: the bits of the one-thread paths.
+#[test]
+#[cfg_attr(not(lrp_avx512_host), ignore = "this machine has no AVX-512F")]
+fn large_samples_split_over_threads_give_the_same_bits() {
+    let kernels = Kernels::fast().expect("the build found AVX-512F on this machine, the run does not");
+    // 1×1 (ResNet's bottlenecks) and 3×3, 2 samples, about 8 M and 33 M multiply-adds each.
+    for (c, h, o, k) in [(64, 56, 256, 1), (32, 30, 64, 3)] {
+        let (x, conv) = case(2, c, h, h, o, k, k);
+        let serial = conv.forward_with(x.view(), true, None);
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let split = pool.install(|| conv.forward_with(x.view(), true, Some(kernels)));
+            assert_eq!(bits(&split), bits(&serial), "{c}→{o} {k}×{k} on {threads} threads");
+        }
+    }
+    let (x, mut conv) = case(1, 64, 28, 28, 128, 3, 3);
+    conv.window.pads = [1, 1, 1, 1];
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let serial = one.install(|| conv.forward_with(x.view(), false, None));
+    let serial_t = one.install(|| conv.transpose_with(serial.view(), (28, 28), None));
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let split = pool.install(|| conv.forward_with(x.view(), false, None));
+    let split_t = pool.install(|| conv.transpose_with(serial.view(), (28, 28), None));
+    assert_eq!(bits(&split), bits(&serial), "padded 3×3 product split by rows");
+    assert_eq!(bits(&split_t), bits(&serial_t), "its transpose split by rows");
+}

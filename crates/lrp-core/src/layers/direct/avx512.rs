@@ -9,13 +9,27 @@ use super::{KC, Prepared, PreparedT, WIDTHS_1, WIDTHS_2, lanes};
 /// AVX-512F must be present and the lengths those [`super::forward_sample`] checks.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::MaybeUninit<f32>]) {
+    let (h, kh) = (pw.input.1, pw.kernel.0);
+    // SAFETY: the caller's contract; every output row of `out` (its whole length, checked by the caller).
+    unsafe { forward_rows(xs, pw, out.as_mut_ptr().cast::<f32>(), 0..h + 1 - kh) }
+}
+
+/// [`forward_sample`] for the output rows `rows` only: writes exactly the values of those rows (in every output
+/// channel) and reads nothing else of `out`, so calls for disjoint row ranges may run at the same time.
+///
+/// # Safety
+/// AVX-512F must be present, the lengths those [`super::forward_sample`] checks, `out` valid for writes of the
+/// sample's `O·OH·OW` values, `rows` within `0..OH`, and no other access to those rows' values during the call.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn forward_rows(xs: &[f32], pw: &Prepared, out: *mut f32, rows: std::ops::Range<usize>) {
     let ((c, h, w), (kh, kw)) = (pw.input, pw.kernel);
     let (oh, ow) = (h + 1 - kh, w + 1 - kw);
-    debug_assert_eq!((xs.len(), out.len()), (c * h * w, pw.o * oh * ow));
+    debug_assert_eq!(xs.len(), c * h * w);
+    debug_assert!(rows.end <= oh);
     let taps = &pw.taps;
     let k = taps.len();
     let two = pw.o >= 32;
-    for oy in 0..oh {
+    for oy in rows {
         let mut ox = 0;
         while ox < ow {
             let left = ow - ox;
@@ -58,7 +72,7 @@ pub(super) unsafe fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::m
                             &taps[k0..k1],
                             pw.w.as_ptr().add(k0 * pw.opad + ob),
                             pw.opad,
-                            out.as_mut_ptr().cast::<f32>().add(ob * oh * ow + oy * ow + ox),
+                            out.add(ob * oh * ow + oy * ow + ox),
                             dst,
                         )
                     };

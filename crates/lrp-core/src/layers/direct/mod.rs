@@ -125,8 +125,10 @@ impl Prepared {
     }
 }
 
-/// The most prepared convolutions each thread keeps (a network's layers and a rule's modified copies of them).
-const CACHED: usize = 12;
+/// The most prepared convolutions each thread keeps (a network's layers and a rule's modified copies of them): a
+/// ResNet-50 has 53 convolutions, and with 12 each was prepared again for the backward pass (a tenth of a photo's
+/// explanation).
+const CACHED: usize = 64;
 
 /// A prepared convolution with the exact weights and bias (as bits) it was made from.
 type CachedPrepared = (Vec<u32>, Option<Vec<u32>>, std::rc::Rc<Prepared>);
@@ -197,12 +199,42 @@ pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::May
         #[cfg(target_arch = "x86_64")]
         Kernels::Avx512 => {
             assert!(available(), "the AVX-512 kernels need AVX-512F");
-            // SAFETY: AVX-512F is present; lengths and the largest offset are checked above.
-            unsafe { avx512::forward_sample(xs, pw, out) }
+            let threads = rayon::current_num_threads();
+            let work = pw.o * oh * ow * pw.taps.len();
+            if threads < 2 || oh < 2 || work < PAR_MIN {
+                // SAFETY: AVX-512F is present; lengths and the largest offset are checked above.
+                return unsafe { avx512::forward_sample(xs, pw, out) };
+            }
+            // A large sample (a photo's convolution) by bands of output rows on the threads of the pool this runs
+            // in: each output value is computed as in one call (its sums do not depend on the band).
+            let band = oh.div_ceil(threads);
+            let dst = SendPtr(out.as_mut_ptr().cast::<f32>());
+            rayon::scope(move |scope| {
+                for start in (0..oh).step_by(band) {
+                    let rows = start..(start + band).min(oh);
+                    scope.spawn(move |_| {
+                        let dst = dst;
+                        // SAFETY: AVX-512F is present; lengths and the largest offset are checked above; `dst` is
+                        // `out`, valid for its `O·OH·OW` writes until the scope ends (it borrows `out`); the bands
+                        // are disjoint ranges of output rows, so no value is written by two calls, and nothing else
+                        // reads or writes `out` until the scope ends.
+                        unsafe { avx512::forward_rows(xs, pw, dst.0, rows) }
+                    });
+                }
+            });
         }
         Kernels::Portable => portable::forward_sample(xs, pw, out),
     }
 }
+
+/// A sample of fewer multiply-adds than this is one call on one thread.
+const PAR_MIN: usize = 1 << 22;
+
+/// A pointer to a sample's output handed to the threads that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used by `forward_sample`, whose tasks write disjoint output rows within a scope that borrows `out`.
+unsafe impl Send for SendPtr {}
 
 /// The transposed product `Wᵀ s` folded onto the input grid (what GEMM + col2im compute), for the small output
 /// planes it is written for: rows of 1, 2, 4, 8 or 16 positions (a vector of sixteen positions holds whole rows), at
