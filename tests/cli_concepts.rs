@@ -274,3 +274,30 @@ fn bad_concept_requests_are_refused_with_nothing_written() {
     assert!(!explain(&["--condition", &arg]).is_empty());
     assert!(!r.exists(), "nothing is written for a refused request");
 }
+
+/// Beside a skip connection the conditional heatmap also holds what goes around the layer: said, where it happens
+/// only (the shipped ResNet's #4 has a shortcut beside it, its #0 and the CNN's layers do not).
+#[test]
+fn a_condition_beside_a_skip_connection_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.npy");
+    let o = out.to_str().unwrap();
+    let run = |model: &str, cond: &str| {
+        lrp_ok(&[
+            "explain",
+            "--model",
+            model,
+            "--index",
+            "0",
+            "--rule",
+            "epsilon-plus-flat",
+            "--condition",
+            cond,
+            "--out",
+            o,
+        ])
+    };
+    assert!(run("resnet", "#4=3").contains("around #4 by a skip connection"));
+    assert!(!run("resnet", "#0=3").contains("skip connection"));
+    assert!(!run("cnn", "#1=3").contains("skip connection"));
+}

@@ -270,11 +270,16 @@ fn atlas(a: &ConceptsArgs, m: &Manifest) -> Result<()> {
     }
     let path = a.out.join("atlas.png");
     let title = format!(
-        "#{}: the {} channels most relevant for class {class}, their reference samples and conditional heatmaps{}",
+        "#{}: the {} channels most relevant for class {class}, their reference samples and conditional heatmaps{}{}",
         c.layer,
         channels.len(),
         if full.is_some() {
             " (cropped to the receptive field)"
+        } else {
+            ""
+        },
+        if layer.bypassed(net) {
+            "; a skip connection goes around this layer: the heatmaps hold what passes it too"
         } else {
             ""
         }

@@ -312,6 +312,16 @@ fn explain_concepts(
         .as_deref()
         .map(|c| parse_layer(c, "--concepts"))
         .transpose()?;
+    for c in &conditions {
+        if lrp_rules::ConceptLayer::of(explainer.network(), c.layer).is_ok_and(|l| l.bypassed(explainer.network())) {
+            eprintln!(
+                "note: relevance also reaches the input around #{} by a skip connection; the conditional heatmap \
+                 holds that part too (as zennit-crp's does): condition on a layer every path passes through to see \
+                 the channels alone",
+                c.layer
+            );
+        }
+    }
     let mut c = explainer
         .explain_concepts(x.view(), target, &conditions, record.as_slice())
         .map_err(|e| e.shifted(a.index.unwrap_or(0)))?;

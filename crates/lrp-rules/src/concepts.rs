@@ -102,6 +102,23 @@ impl ConceptLayer {
         })
     }
 
+    /// Whether relevance can reach the network input without passing through this layer (a skip connection
+    /// beside it): then a conditional heatmap holds that part too, whatever the channels kept (as in zennit-crp).
+    pub fn bypassed(&self, net: &Network) -> bool {
+        // Values reachable backwards from the output through every node but this one.
+        let n = net.layers().len();
+        let mut reached = vec![false; n + 1];
+        reached[n] = true;
+        for k in (0..n).rev() {
+            if k != self.node && reached[k + 1] {
+                for &v in net.inputs_of(k) {
+                    reached[v] = true;
+                }
+            }
+        }
+        reached[0]
+    }
+
     /// The input rows and columns (`[start, end)`, clipped to the input) that position `(y, x)` of this layer's
     /// output sees: its receptive field, followed back through the convolutions and poolings on the path of each
     /// node's first input (a residual branch's skip path sees no more than its main path). `None` when that path

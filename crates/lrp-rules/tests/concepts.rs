@@ -248,7 +248,11 @@ fn beside_a_skip_connection_the_bypass_is_the_same_for_every_partition() {
     let ex = Explainer::new(&resnet, &Spec::parse("epsilon-plus-flat").unwrap()).unwrap();
     let whole = ex.explain(x.view(), &Target::Predicted).unwrap().relevance;
     let scale = max_abs(whole.iter());
+    assert!(!ConceptLayer::of(&resnet, 0).unwrap().bypassed(&resnet));
+    assert!(!ConceptLayer::of(&resnet, 9).unwrap().bypassed(&resnet));
+    assert!((0..4).all(|l| !ConceptLayer::of(&net(), l).unwrap().bypassed(&net())));
     for layer in [1, 2, 4, 8] {
+        assert!(ConceptLayer::of(&resnet, layer).unwrap().bypassed(&resnet), "#{layer}");
         let channels = ConceptLayer::of(&resnet, layer).unwrap().channels;
         let [three, two] = partitions(channels);
         let bypass3 = (sum(&partition_heatmaps(&ex, &x, layer, &three)) - &whole) / 2.0;

@@ -73,6 +73,8 @@ pub struct ConceptView {
     pub pool: usize,
     /// Where the ranking came from (`lrp concepts` folder, or computed here).
     pub source: String,
+    /// Whether a skip connection goes around the layer (the conditional heatmaps then hold that part too).
+    pub bypassed: bool,
 }
 
 impl ConceptView {
@@ -219,6 +221,7 @@ pub fn concept_view(
         references,
         pool,
         source: source.clone(),
+        bypassed: layer.bypassed(inp.net),
     })
 }
 

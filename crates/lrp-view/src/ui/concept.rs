@@ -251,8 +251,15 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
         2,
         p.list_x,
         Line::from(format!(
-            "input │ where channel {}'s relevance comes from  ·  {}",
-            c.channel,
+            "input │ {}  ·  {}",
+            if c.bypassed {
+                format!(
+                    "channel {}'s relevance, and what goes around #{} by a skip connection",
+                    c.channel, c.layer
+                )
+            } else {
+                format!("where channel {}'s relevance comes from", c.channel)
+            },
             legend(src.color, max_abs(c.heatmap.view()))
         )),
     );
