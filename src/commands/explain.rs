@@ -333,12 +333,10 @@ fn explain_concepts(
 fn print_concepts(layer: usize, sums: &ndarray::Array2<f32>, first: usize, files: Option<&[String]>) {
     for (s, row) in sums.outer_iter().enumerate().take(PRINT_LIMIT) {
         let total: f32 = row.iter().map(|v| v.abs()).sum();
-        let mut order: Vec<usize> = (0..row.len()).collect();
-        order.sort_by(|&i, &j| row[j].total_cmp(&row[i]).then(i.cmp(&j)));
-        let top: Vec<String> = order
-            .iter()
+        let top: Vec<String> = lrp_rules::concepts::ranked(row)
+            .into_iter()
             .take(5)
-            .map(|&c| format!("{c} ({:+.1}%)", 100.0 * row[c] / total.max(f32::MIN_POSITIVE)))
+            .map(|c| format!("{c} ({:+.1}%)", 100.0 * row[c] / total.max(f32::MIN_POSITIVE)))
             .collect();
         let who = match files {
             Some(f) => f[s].clone(),

@@ -121,12 +121,10 @@ fn print_photos(files: &[String], logits: &ArrayD<f32>, names: Option<&Labels>) 
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let exp: Vec<f64> = row.iter().map(|&v| f64::from(v - max).exp()).collect();
         let total: f64 = exp.iter().sum();
-        let mut order: Vec<usize> = (0..row.len()).collect();
-        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-        let top: Vec<String> = order
-            .iter()
+        let top: Vec<String> = lrp_rules::concepts::ranked(&row)
+            .into_iter()
             .take(3)
-            .map(|&k| {
+            .map(|k| {
                 format!(
                     "{} ({:.1}%, logit {:.3})",
                     class_name(names, k),

@@ -346,36 +346,15 @@ fn concatenate(parts: Vec<ConceptExplanation>) -> ConceptExplanation {
     if parts.len() == 1 {
         return parts.into_iter().next().expect("one part");
     }
-    let cat = |f: &dyn Fn(&ConceptExplanation) -> ArrayViewD<f32>| {
-        let views: Vec<ArrayViewD<f32>> = parts.iter().map(f).collect();
-        ndarray::concatenate(Axis(0), &views).expect("blocks of one shape")
-    };
-    let cat2 = |f: &dyn Fn(&ConceptExplanation) -> ndarray::ArrayView2<f32>| {
+    let cat = |f: &dyn Fn(&ConceptExplanation) -> ndarray::ArrayView2<f32>| {
         let views: Vec<ndarray::ArrayView2<f32>> = parts.iter().map(f).collect();
         ndarray::concatenate(Axis(0), &views).expect("blocks of one shape")
     };
-    let layer_sums = (0..parts[0].explanation.layer_sums.len())
-        .map(|v| {
-            parts
-                .iter()
-                .flat_map(|p| p.explanation.layer_sums[v].iter().copied())
-                .collect()
-        })
-        .collect();
     let recorded = parts[0].relevance.len();
     ConceptExplanation {
-        explanation: Explanation {
-            relevance: cat(&|p| p.explanation.relevance.view()),
-            logits: cat(&|p| p.explanation.logits.view()),
-            targets: parts
-                .iter()
-                .flat_map(|p| p.explanation.targets.iter().copied())
-                .collect(),
-            layer_sums,
-            kept: Vec::new(),
-        },
-        relevance: (0..recorded).map(|i| cat2(&|p| p.relevance[i].view())).collect(),
-        activation: (0..recorded).map(|i| cat2(&|p| p.activation[i].view())).collect(),
+        explanation: Explanation::concatenate(&parts.iter().map(|p| &p.explanation).collect::<Vec<_>>()),
+        relevance: (0..recorded).map(|i| cat(&|p| p.relevance[i].view())).collect(),
+        activation: (0..recorded).map(|i| cat(&|p| p.activation[i].view())).collect(),
     }
 }
 
@@ -389,19 +368,25 @@ pub fn normalized(a: &Array2<f32>) -> Array2<f32> {
     out
 }
 
+/// The positions of `values`, largest value first (the lower position first on ties): channels by relevance,
+/// samples by their value for a channel, classes by logit.
+pub fn ranked<'a>(values: impl IntoIterator<Item = &'a f32>) -> Vec<usize> {
+    let values: Vec<f32> = values.into_iter().copied().collect();
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&i, &j| values[j].total_cmp(&values[i]).then(i.cmp(&j)));
+    order
+}
+
 /// Per column of `a` `[samples, channels]`, the `k` rows with the largest values, largest first (the lower index
 /// first on ties): `[min(k, samples), channels]`. `a` must be finite.
 pub fn top_samples(a: &Array2<f32>, k: usize) -> Array2<i64> {
     let (n, c) = a.dim();
     let k = k.min(n);
     let mut out = Array2::<i64>::zeros((k, c));
-    let mut order: Vec<usize> = (0..n).collect();
     for (col, column) in a.axis_iter(Axis(1)).enumerate() {
-        order.sort_by(|&i, &j| column[j].total_cmp(&column[i]).then(i.cmp(&j)));
-        for (r, &i) in order.iter().take(k).enumerate() {
+        for (r, i) in ranked(column).into_iter().take(k).enumerate() {
             out[[r, col]] = i as i64;
         }
-        order.sort_unstable();
     }
     out
 }

@@ -82,6 +82,23 @@ pub struct Explanation {
 }
 
 impl Explanation {
+    /// The explanations of consecutive blocks of a batch as one (what [`Explanation::kept`] holds is left out).
+    pub(crate) fn concatenate(parts: &[&Explanation]) -> Explanation {
+        let cat = |f: &dyn Fn(&Explanation) -> ArrayViewD<f32>| {
+            let views: Vec<ArrayViewD<f32>> = parts.iter().map(|p| f(p)).collect();
+            ndarray::concatenate(Axis(0), &views).expect("blocks of one shape")
+        };
+        Explanation {
+            relevance: cat(&|p| p.relevance.view()),
+            logits: cat(&|p| p.logits.view()),
+            targets: parts.iter().flat_map(|p| p.targets.iter().copied()).collect(),
+            layer_sums: (0..parts[0].layer_sums.len())
+                .map(|v| parts.iter().flat_map(|p| p.layer_sums[v].iter().copied()).collect())
+                .collect(),
+            kept: Vec::new(),
+        }
+    }
+
     /// The explained logit of each sample.
     pub fn explained_logits(&self) -> Vec<f32> {
         let l = self
@@ -173,37 +190,14 @@ impl<'n> Explainer<'n> {
             // A bad input, logit or relevance is named by its place in the whole batch, not in the block.
             part.map_err(|e| e.shifted(start))
         };
-        let parts: Vec<Result<Explanation>> = if parallel {
-            starts.par_iter().map(one).collect()
+        // The first failing block in batch order is the one reported (in turn, the blocks stop at it).
+        let parts = if parallel {
+            let parts: Vec<Result<Explanation>> = starts.par_iter().map(one).collect();
+            parts.into_iter().collect::<Result<Vec<_>>>()?
         } else {
-            // In turn, stopping at the first failure.
-            let mut v = Vec::with_capacity(starts.len());
-            for s in &starts {
-                let r = one(s);
-                let failed = r.is_err();
-                v.push(r);
-                if failed {
-                    break;
-                }
-            }
-            v
+            starts.iter().map(one).collect::<Result<Vec<_>>>()?
         };
-        // The first failing block in batch order is the one reported.
-        let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
-        let cat = |arrays: Vec<ArrayViewD<f32>>| ndarray::concatenate(Axis(0), &arrays).expect("blocks of one shape");
-        let relevance = cat(parts.iter().map(|p| p.relevance.view()).collect());
-        let logits = cat(parts.iter().map(|p| p.logits.view()).collect());
-        let targets = parts.iter().flat_map(|p| p.targets.iter().copied()).collect();
-        let layer_sums = (0..parts[0].layer_sums.len())
-            .map(|v| parts.iter().flat_map(|p| p.layer_sums[v].iter().copied()).collect())
-            .collect();
-        Ok(Explanation {
-            relevance,
-            logits,
-            targets,
-            layer_sums,
-            kept: Vec::new(),
-        })
+        Ok(Explanation::concatenate(&parts.iter().collect::<Vec<_>>()))
     }
 
     /// Like [`Explainer::explain`], and also keeps the relevance at each value in `keep` (value `v` is the input

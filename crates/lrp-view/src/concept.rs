@@ -94,12 +94,7 @@ impl ConceptView {
     }
 }
 
-/// Channel numbers, most relevant first (the lower number first on ties).
-pub fn ranked(values: &[f32]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&i, &j| values[j].total_cmp(&values[i]).then(i.cmp(&j)));
-    order
-}
+pub use lrp_rules::concepts::ranked;
 
 /// The normalized concept relevance of the reference pool (`[samples, channels]`, the first samples of the
 /// dataset) and where it came from, by model, rule and layer (computed once each).

@@ -16,6 +16,7 @@ use super::{Sources, needed};
 use crate::app::{App, Screen};
 use crate::cells::{ColorMode, MapKind, max_abs};
 use crate::concept::{ConceptKey, ConceptView, Pick, ranked};
+use crate::keys::{Binding, key};
 
 /// What the screen last showed (set by the event loop from the explanation it drew): the keys that move relative
 /// to it read it.
@@ -73,8 +74,6 @@ pub const KEYS: &[Binding] = &[
     key("u", "back up to the channel stepped down from", "u up"),
     key("k / Esc", "back to the layer view", "k back"),
 ];
-
-use crate::keys::{Binding, key};
 
 /// Opens the concept screen on layer `#layer`'s most relevant channel.
 pub(crate) fn open(app: &mut App, layer: usize) {
