@@ -209,7 +209,7 @@ fn atlas(a: &ConceptsArgs, m: &Manifest) -> Result<()> {
     let means: Vec<f32> = (0..layer.channels)
         .map(|ch| rows.iter().map(|&i| norm[[i, ch]]).sum::<f32>() / rows.len() as f32)
         .collect();
-    let channels: Vec<usize> = lrp_view::concept::ranked(&means)
+    let channels: Vec<usize> = lrp_rules::concepts::ranked(&means)
         .into_iter()
         .take(ATLAS_CHANNELS)
         .collect();
@@ -220,14 +220,23 @@ fn atlas(a: &ConceptsArgs, m: &Manifest) -> Result<()> {
         .then(|| layer.receptive_field(net, out[1] / 2, out[2] / 2))
         .flatten();
     let mut panels = Vec::new();
-    for &ch in &channels {
-        let idx: Vec<usize> = top
-            .column(ch)
+    // Every reference sample of the atlas, read from the run's inputs once (row r of `all` is sample `wanted[r]`).
+    let rows_of = |ch: usize| -> Vec<usize> {
+        top.column(ch)
             .iter()
             .take(ATLAS_SAMPLES)
             .map(|&i| i as usize - m.run.start)
-            .collect();
-        let (x, pictures) = fetch(a, net, &idx.iter().map(|&i| i + m.run.start).collect::<Vec<_>>())?;
+            .collect()
+    };
+    let mut wanted: Vec<usize> = channels.iter().flat_map(|&ch| rows_of(ch)).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let (all, all_pictures) = fetch(a, net, &wanted.iter().map(|&i| i + m.run.start).collect::<Vec<_>>())?;
+    for &ch in &channels {
+        let idx = rows_of(ch);
+        let at: Vec<usize> = idx.iter().map(|i| wanted.binary_search(i).expect("fetched")).collect();
+        let x = all.select(Axis(0), &at);
+        let pictures: Pictures = at.iter().map(|&r| all_pictures[r].clone()).collect();
         let t = Target::PerSample(idx.iter().map(|&i| targets[i] as usize).collect());
         let cond = Condition {
             layer: c.layer,
@@ -332,12 +341,10 @@ pub fn write_rankings(dir: &Path, m: &Manifest, top: usize) -> Result<()> {
         if name == "relmax" {
             // The channels that matter most over the dataset: the mean of each column.
             let means = norm.mean_axis(ndarray::Axis(0)).expect("at least one sample");
-            let mut order: Vec<usize> = (0..means.len()).collect();
-            order.sort_by(|&i, &j| means[j].total_cmp(&means[i]).then(i.cmp(&j)));
-            let shown: Vec<String> = order
-                .iter()
+            let shown: Vec<String> = lrp_rules::concepts::ranked(&means)
+                .into_iter()
                 .take(5)
-                .map(|&ch| format!("channel {ch} ({:.3}; best samples {})", means[ch], samples(&best, ch)))
+                .map(|ch| format!("channel {ch} ({:.3}; best samples {})", means[ch], samples(&best, ch)))
                 .collect();
             lines.push(format!(
                 "most relevant channels of #{} on average: {}",
