@@ -18,7 +18,8 @@ use lrp_core::{Dataset, Split};
 #[allow(dead_code)]
 pub const CNN_EPSILON_FLOP: f64 = 4.46e6;
 
-fn run(args: &[&str]) {
+/// Runs the `lrp` binary from the repository root and asserts it succeeded.
+pub(crate) fn run(args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_lrp"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

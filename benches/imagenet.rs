@@ -13,7 +13,6 @@
 //! The machine's GEMM rate for these figures comes from `benches/gemm.rs` (`gemm/`) in the same run.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
@@ -46,18 +45,6 @@ fn small(c: &mut Criterion) {
     group.finish();
 }
 
-fn lrp(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lrp"))
-        .args(args)
-        .output()
-        .expect("lrp runs");
-    assert!(
-        out.status.success(),
-        "lrp {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn full(c: &mut Criterion) {
     let (Some(dir), Some(inputs)) = (
         std::env::var_os("LRP_IMAGENET_DIR").map(PathBuf::from),
@@ -88,7 +75,7 @@ fn full(c: &mut Criterion) {
                     k += 1;
                     let out = tmp.path().join(format!("run-{k}"));
                     let t0 = Instant::now();
-                    lrp(&[
+                    crate::e2e::run(&[
                         "batch",
                         "--model",
                         m,
@@ -109,7 +96,7 @@ fn full(c: &mut Criterion) {
         let r = tmp.path().join("one-r.npy");
         group.bench_function(BenchmarkId::new("explain-one-photo", family), |b| {
             b.iter(|| {
-                lrp(&[
+                crate::e2e::run(&[
                     "explain",
                     "--model",
                     m,

@@ -8,8 +8,7 @@ use super::direct::Kernels;
 use super::op::{Op, finite};
 use super::window::Window;
 
-/// A product smaller than this many multiply-adds runs on one thread (splitting it costs more than it saves).
-const PAR_GEMM_MIN: usize = 1 << 22;
+use super::PAR_MIN_MACS;
 
 /// `c = a · b` (`general_mat_mul` with α = 1, β = 0), its rows split over the threads of the rayon pool this runs in
 /// when the product is large: a photo's convolution keeps every core busy even when there is one sample to explain.
@@ -19,7 +18,7 @@ pub(crate) fn par_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &mut ArrayVi
     let (m, k) = a.dim();
     let n = b.ncols();
     let threads = rayon::current_num_threads();
-    if threads < 2 || m < 32 || m.saturating_mul(k).saturating_mul(n) < PAR_GEMM_MIN {
+    if threads < 2 || m < 32 || m.saturating_mul(k).saturating_mul(n) < PAR_MIN_MACS {
         general_mat_mul(1.0, a, b, 0.0, c);
         return;
     }

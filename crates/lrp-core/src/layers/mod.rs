@@ -1,6 +1,11 @@
 //! Layers: what each computes forward, its gradient, and its shape rule.
 
 mod attention;
+
+/// One sample's product of fewer multiply-adds than this runs on one thread (splitting it over the pool's threads
+/// costs more than it saves); a photo's convolutions are split (`conv::par_gemm`, the direct path's row bands).
+const PAR_MIN_MACS: usize = 1 << 22;
+
 mod batchnorm;
 mod combine;
 mod conv;

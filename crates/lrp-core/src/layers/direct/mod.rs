@@ -201,7 +201,7 @@ pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::May
             assert!(available(), "the AVX-512 kernels need AVX-512F");
             let threads = rayon::current_num_threads();
             let work = pw.o * oh * ow * pw.taps.len();
-            if threads < 2 || oh < 2 || work < PAR_MIN {
+            if threads < 2 || oh < 2 || work < super::PAR_MIN_MACS {
                 // SAFETY: AVX-512F is present; lengths and the largest offset are checked above.
                 return unsafe { avx512::forward_sample(xs, pw, out) };
             }
@@ -226,9 +226,6 @@ pub(crate) fn forward_sample(xs: &[f32], pw: &Prepared, out: &mut [std::mem::May
         Kernels::Portable => portable::forward_sample(xs, pw, out),
     }
 }
-
-/// A sample of fewer multiply-adds than this is one call on one thread.
-const PAR_MIN: usize = 1 << 22;
 
 /// A pointer to a sample's output handed to the threads that write disjoint parts of it.
 #[derive(Clone, Copy)]
