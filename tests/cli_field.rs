@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::onnx::{f32s, i64s, int_attr, model, op};
 use common::*;
 
 fn lrp_bin() -> &'static str {
@@ -602,99 +603,38 @@ fn resume_refuses_a_symlinked_chunks_folder_and_redoes_planted_markers() {
 /// An ONNX model whose one value is just under lrp's per-sample limit: `[1, 4, 4]` padded to `[1, 8190, 8190]`,
 /// max-pooled 2×2, then 1024×1024 (to 3×3), a dense layer to 2 classes.
 fn huge_value_model() -> Vec<u8> {
-    use lrp_onnx::proto::*;
-    use prost::Message;
-    let ints = |name: &str, v: &[i64]| AttributeProto {
-        name: name.into(),
-        r#type: 7,
-        ints: v.to_vec(),
-        ..Default::default()
-    };
-    let node = |op: &str, ins: &[&str], out: &str, attrs: Vec<AttributeProto>| NodeProto {
-        op_type: op.into(),
-        name: out.into(),
-        input: ins.iter().map(|s| s.to_string()).collect(),
-        output: vec![out.into()],
-        attribute: attrs,
-        ..Default::default()
-    };
-    let tensor = |name: &str, dims: &[i64], v: Vec<u8>, t: i32| TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: t,
-        raw_data: v.into(),
-        ..Default::default()
-    };
-    let value = |name: &str, dims: &[Option<i64>]| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TypeProtoTensor {
-                elem_type: 1,
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            dim_value: *d,
-                            dim_param: d.is_none().then(|| "N".into()),
-                        })
-                        .collect(),
-                }),
-            }),
-        }),
-    };
-    let pads: Vec<u8> = [0i64, 0, 0, 0, 0, 0, 8186, 8186]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let w: Vec<u8> = (0..18).flat_map(|i| (i as f32 / 9.0 - 1.0).to_le_bytes()).collect();
-    let b: Vec<u8> = [0.5f32, 0.25].iter().flat_map(|v| v.to_le_bytes()).collect();
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "test".into(),
-        producer_version: String::new(),
-        graph: Some(GraphProto {
-            node: vec![
-                node("Pad", &["x", "pads"], "p", vec![]),
-                node(
-                    "MaxPool",
-                    &["p"],
-                    "m",
-                    vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
-                ),
-                node(
-                    "MaxPool",
-                    &["m"],
-                    "g",
-                    vec![ints("kernel_shape", &[1024, 1024]), ints("strides", &[1024, 1024])],
-                ),
-                node("Flatten", &["g"], "f", vec![]),
-                node(
-                    "Gemm",
-                    &["f", "w", "b"],
-                    "y",
-                    vec![AttributeProto {
-                        name: "transB".into(),
-                        r#type: 2,
-                        i: 1,
-                        ..Default::default()
-                    }],
-                ),
-            ],
-            name: "huge".into(),
-            initializer: vec![
-                tensor("pads", &[8], pads, data_type::INT64),
-                tensor("w", &[2, 9], w, data_type::FLOAT),
-                tensor("b", &[2], b, data_type::FLOAT),
-            ],
-            input: vec![value("x", &[None, Some(1), Some(4), Some(4)])],
-            output: vec![value("y", &[None, Some(2)])],
-        }),
-    }
-    .encode_to_vec()
+    use common::onnx::ints_attr;
+    let w: Vec<f32> = (0..18).map(|i| i as f32 / 9.0 - 1.0).collect();
+    model(
+        vec![
+            op("Pad", &["x", "pads"], &["p"], vec![]),
+            op(
+                "MaxPool",
+                &["p"],
+                &["m"],
+                vec![ints_attr("kernel_shape", &[2, 2]), ints_attr("strides", &[2, 2])],
+            ),
+            op(
+                "MaxPool",
+                &["m"],
+                &["g"],
+                vec![
+                    ints_attr("kernel_shape", &[1024, 1024]),
+                    ints_attr("strides", &[1024, 1024]),
+                ],
+            ),
+            op("Flatten", &["g"], &["f"], vec![]),
+            op("Gemm", &["f", "w", "b"], &["y"], vec![int_attr("transB", 1)]),
+        ],
+        vec![
+            i64s("pads", &[0, 0, 0, 0, 0, 0, 8186, 8186]),
+            f32s("w", &[2, 9], &w),
+            f32s("b", &[2], &[0.5, 0.25]),
+        ],
+        17,
+        &[None, Some(1), Some(4), Some(4)],
+        ("y", &[None, Some(2)]),
+    )
 }
 
 #[test]
@@ -952,96 +892,6 @@ fn messages_name_the_real_problem() {
 }
 
 /// Bytes of a small ONNX graph (`x [N, 4]` → `nodes` → `y`) with these initializers.
-fn onnx_model(
-    nodes: Vec<lrp_onnx::proto::NodeProto>,
-    inits: Vec<lrp_onnx::proto::TensorProto>,
-    opset: i64,
-    input: &[Option<i64>],
-    output: &str,
-) -> Vec<u8> {
-    use lrp_onnx::proto::*;
-    use prost::Message;
-    let value = |name: &str, dims: &[Option<i64>]| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TypeProtoTensor {
-                elem_type: 1,
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            dim_value: *d,
-                            dim_param: d.is_none().then(|| "N".into()),
-                        })
-                        .collect(),
-                }),
-            }),
-        }),
-    };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: opset,
-        }],
-        producer_name: "test".into(),
-        producer_version: String::new(),
-        graph: Some(GraphProto {
-            node: nodes,
-            name: "g".into(),
-            initializer: inits,
-            input: vec![value("x", input)],
-            output: vec![value(output, &[None, None])],
-        }),
-    }
-    .encode_to_vec()
-}
-
-fn f32s(name: &str, dims: &[i64], v: &[f32]) -> lrp_onnx::proto::TensorProto {
-    lrp_onnx::proto::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: lrp_onnx::proto::data_type::FLOAT,
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
-        ..Default::default()
-    }
-}
-
-fn i64s(name: &str, v: &[i64]) -> lrp_onnx::proto::TensorProto {
-    lrp_onnx::proto::TensorProto {
-        name: name.into(),
-        dims: vec![v.len() as i64],
-        data_type: lrp_onnx::proto::data_type::INT64,
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
-        ..Default::default()
-    }
-}
-
-fn op(
-    op: &str,
-    ins: &[&str],
-    outs: &[&str],
-    attrs: Vec<lrp_onnx::proto::AttributeProto>,
-) -> lrp_onnx::proto::NodeProto {
-    lrp_onnx::proto::NodeProto {
-        op_type: op.into(),
-        name: outs[0].into(),
-        input: ins.iter().map(|s| s.to_string()).collect(),
-        output: outs.iter().map(|s| s.to_string()).collect(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, i: i64) -> lrp_onnx::proto::AttributeProto {
-    lrp_onnx::proto::AttributeProto {
-        name: name.into(),
-        r#type: 2,
-        i,
-        ..Default::default()
-    }
-}
-
 #[test]
 fn onnx_files_that_onnxruntime_refuses_are_refused() {
     let w = f32s("W", &[2, 4], &[1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 1.0, 2.0]);
@@ -1050,18 +900,18 @@ fn onnx_files_that_onnxruntime_refuses_are_refused() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "duplicate initializer",
-            onnx_model(
+            model(
                 vec![gemm()],
                 vec![w.clone(), b.clone(), f32s("W", &[2, 4], &[0.0; 8])],
                 17,
                 &[None, Some(4)],
-                "y",
+                ("y", &[None, None]),
             ),
             "'W': is given twice",
         ),
         (
             "two nodes write one value",
-            onnx_model(
+            model(
                 vec![
                     op("Relu", &["x"], &["h"], vec![]),
                     op("Sigmoid", &["x"], &["h"], vec![]),
@@ -1070,13 +920,13 @@ fn onnx_files_that_onnxruntime_refuses_are_refused() {
                 vec![w.clone(), b.clone()],
                 17,
                 &[None, Some(4)],
-                "y",
+                ("y", &[None, None]),
             ),
             "writes 'h', which another node",
         ),
         (
             "a Reshape with two −1",
-            onnx_model(
+            model(
                 vec![
                     op("Reshape", &["x", "shape"], &["r"], vec![]),
                     op("Relu", &["r"], &["y"], vec![]),
@@ -1084,13 +934,13 @@ fn onnx_files_that_onnxruntime_refuses_are_refused() {
                 vec![i64s("shape", &[-1, -1])],
                 17,
                 &[None, Some(4)],
-                "y",
+                ("y", &[None, None]),
             ),
             "more than one −1",
         ),
         (
             "a Split into three equal parts of 4",
-            onnx_model(
+            model(
                 vec![
                     op("Split", &["x"], &["a", "c", "d"], vec![int_attr("axis", 1)]),
                     op("Relu", &["a"], &["y"], vec![]),
@@ -1098,7 +948,7 @@ fn onnx_files_that_onnxruntime_refuses_are_refused() {
                 vec![],
                 13,
                 &[None, Some(4)],
-                "y",
+                ("y", &[None, None]),
             ),
             "into 3 equal parts without sizes",
         ),

@@ -104,100 +104,36 @@ fn the_first_example_prints_what_the_readme_shows() {
 /// A stand-in for the README's `resnet50.onnx`: input `[N, 3, 224, 224]`, a 7×7 stride-8 convolution to 4 channels,
 /// ReLU, global average pooling, and a dense layer to 1000 classes (fixed, arbitrary weights).
 fn stand_in_imagenet_model() -> Vec<u8> {
-    use lrp_onnx::proto::*;
-    use prost::Message;
-    let tensor = |name: &str, dims: &[i64], f: &dyn Fn(usize) -> f32| {
-        let n: i64 = dims.iter().product();
-        TensorProto {
-            name: name.into(),
-            dims: dims.to_vec(),
-            data_type: data_type::FLOAT,
-            raw_data: (0..n as usize)
-                .flat_map(|i| f(i).to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into(),
-            ..Default::default()
-        }
-    };
-    let node = |op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>| NodeProto {
-        op_type: op.into(),
-        name: output.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        attribute: attrs,
-        ..Default::default()
-    };
-    let ints = |name: &str, v: &[i64]| AttributeProto {
-        name: name.into(),
-        r#type: 7,
-        ints: v.to_vec(),
-        ..Default::default()
-    };
-    let value = |name: &str, dims: &[Option<i64>]| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TypeProtoTensor {
-                elem_type: 1,
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            dim_value: *d,
-                            dim_param: d.is_none().then(|| "batch".into()),
-                        })
-                        .collect(),
-                }),
-            }),
-        }),
-    };
+    use common::onnx::{f32s, int_attr, ints_attr, model, op};
     let w = |i: usize| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.2;
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "readme stand-in".into(),
-        producer_version: String::new(),
-        graph: Some(GraphProto {
-            node: vec![
-                node(
-                    "Conv",
-                    &["input", "cw", "cb"],
-                    "conv",
-                    vec![
-                        ints("kernel_shape", &[7, 7]),
-                        ints("strides", &[8, 8]),
-                        ints("pads", &[3, 3, 3, 3]),
-                    ],
-                ),
-                node("Relu", &["conv"], "relu", vec![]),
-                node("GlobalAveragePool", &["relu"], "pool", vec![]),
-                node("Flatten", &["pool"], "flat", vec![]),
-                node(
-                    "Gemm",
-                    &["flat", "fw", "fb"],
-                    "logits",
-                    vec![AttributeProto {
-                        name: "transB".into(),
-                        r#type: 2,
-                        i: 1,
-                        ..Default::default()
-                    }],
-                ),
-            ],
-            name: "stand-in".into(),
-            initializer: vec![
-                tensor("cw", &[4, 3, 7, 7], &w),
-                tensor("cb", &[4], &|i| 0.1 * i as f32),
-                tensor("fw", &[1000, 4], &|i| w(i + 7) * 10.0),
-                tensor("fb", &[1000], &|_| 0.0),
-            ],
-            input: vec![value("input", &[None, Some(3), Some(224), Some(224)])],
-            output: vec![value("logits", &[None, Some(1000)])],
-        }),
-    }
-    .encode_to_vec()
+    let values = |n: usize, f: &dyn Fn(usize) -> f32| (0..n).map(f).collect::<Vec<f32>>();
+    model(
+        vec![
+            op(
+                "Conv",
+                &["x", "cw", "cb"],
+                &["conv"],
+                vec![
+                    ints_attr("kernel_shape", &[7, 7]),
+                    ints_attr("strides", &[8, 8]),
+                    ints_attr("pads", &[3, 3, 3, 3]),
+                ],
+            ),
+            op("Relu", &["conv"], &["relu"], vec![]),
+            op("GlobalAveragePool", &["relu"], &["pool"], vec![]),
+            op("Flatten", &["pool"], &["flat"], vec![]),
+            op("Gemm", &["flat", "fw", "fb"], &["logits"], vec![int_attr("transB", 1)]),
+        ],
+        vec![
+            f32s("cw", &[4, 3, 7, 7], &values(4 * 3 * 49, &w)),
+            f32s("cb", &[4], &values(4, &|i| 0.1 * i as f32)),
+            f32s("fw", &[1000, 4], &values(4000, &|i| w(i + 7) * 10.0)),
+            f32s("fb", &[1000], &values(1000, &|_| 0.0)),
+        ],
+        17,
+        &[None, Some(3), Some(224), Some(224)],
+        ("logits", &[None, Some(1000)]),
+    )
 }
 
 /// The AOPC figures the README gives for an `lrp eval` command are the ones it prints (rounded to 2 decimals).

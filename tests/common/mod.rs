@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod onnx;
+
 use std::io::Write;
 
 use std::path::{Path, PathBuf};
