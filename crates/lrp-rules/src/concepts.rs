@@ -324,7 +324,16 @@ impl Explainer<'_> {
             (!conditions.is_empty()).then_some(&mask as &dyn Fn(usize, &mut ArrayD<f32>)),
         );
         check_finite("relevance", &heatmap)?;
-        let activation = record.iter().map(|l| l.channel_sums(trace.value(l.value))).collect();
+        let activation: Vec<Array2<f32>> = record.iter().map(|l| l.channel_sums(trace.value(l.value))).collect();
+        let relevance: Vec<Array2<f32>> = relevance
+            .into_iter()
+            .map(|r| r.expect("every value is visited"))
+            .collect();
+        // Sums of finite values can still overflow float32: refused like a heatmap, never returned.
+        for (r, a) in relevance.iter().zip(&activation) {
+            check_finite("concept relevance", r)?;
+            check_finite("activation sums", a)?;
+        }
         Ok(ConceptExplanation {
             explanation: Explanation {
                 relevance: heatmap,
@@ -333,10 +342,7 @@ impl Explainer<'_> {
                 layer_sums,
                 kept: Vec::new(),
             },
-            relevance: relevance
-                .into_iter()
-                .map(|r| r.expect("every value is visited"))
-                .collect(),
+            relevance,
             activation,
         })
     }

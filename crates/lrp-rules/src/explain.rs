@@ -419,8 +419,8 @@ impl<'n> Explainer<'n> {
 }
 
 /// NaN or infinity in a result is an error naming the sample, never a value written.
-pub(crate) fn check_finite(what: &'static str, a: &ArrayD<f32>) -> Result<()> {
-    match lrp_core::first_non_finite(&a.view()) {
+pub(crate) fn check_finite<D: ndarray::Dimension>(what: &'static str, a: &ndarray::Array<f32, D>) -> Result<()> {
+    match lrp_core::first_non_finite(&a.view().into_dyn()) {
         Some((sample, element, value)) => Err(RulesError::NonFinite {
             what,
             sample,

@@ -371,3 +371,20 @@ fn the_receptive_field_is_where_the_input_reaches_the_position() {
         }
     }
 }
+
+/// Per-channel sums of finite values that overflow float32 are refused, never returned: a 1×1 convolution whose
+/// four outputs are 2e38 each (finite logits) has an activation sum of 8e38 at `#0`.
+#[test]
+fn sums_that_overflow_are_refused() {
+    use lrp_core::{Conv2d, Flatten, Layer, Network};
+    let conv = Conv2d::new(ndarray::Array4::from_elem((1, 1, 1, 1), 2.0), None, [1, 1], [0; 4]);
+    let net = Network::new(vec![1, 2, 2], vec![Layer::Conv2d(conv), Layer::Flatten(Flatten)]).unwrap();
+    let x = ArrayD::from_elem(ndarray::IxDyn(&[1, 1, 2, 2]), 1e38f32);
+    let ex = Explainer::new(&net, &Spec::parse("epsilon").unwrap()).unwrap();
+    let err = ex
+        .explain_concepts(x.view(), &Target::Class(0), &[], &[0])
+        .map(|c| c.activation[0].clone())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sums of sample 0") && err.contains("inf"), "{err}");
+}
