@@ -172,7 +172,8 @@ fn outputs_onto_devices_and_fifos_are_written_through_never_replaced() {
 
 // ---- 2. the folder lock ----
 
-fn mlp_batch<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+/// `lrp batch` of the shipped MLP over the first `limit` MNIST test digits under ε into `out`, then `extra`.
+fn mlp_batch<'a>(out: &'a str, limit: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "batch",
         "--model",
@@ -182,7 +183,7 @@ fn mlp_batch<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         "--rule",
         "epsilon",
         "--limit",
-        "64",
+        limit,
     ];
     v.extend_from_slice(extra);
     v.extend(["--out", out]);
@@ -198,7 +199,7 @@ fn a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched() {
     std::fs::create_dir(&out).unwrap();
     std::os::unix::fs::symlink(&victim, out.join(".lrp.lock")).unwrap();
     let out_s = out.to_str().unwrap();
-    let (code, _, err) = run_in(&root(), &mlp_batch(out_s, &[]));
+    let (code, _, err) = run_in(&root(), &mlp_batch(out_s, "64", &[]));
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains(".lrp.lock") && err.contains("not a regular file"), "{err}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
@@ -236,7 +237,7 @@ fn a_held_folder_exits_75_and_a_huge_lock_file_is_not_read_whole() {
     (&lock).write_all(b"\x1b[31m123\x07").unwrap();
     lock.set_len(1 << 30).unwrap();
     let start = Instant::now();
-    let (code, _, err) = run_in(&root(), &mlp_batch(out.to_str().unwrap(), &[]));
+    let (code, _, err) = run_in(&root(), &mlp_batch(out.to_str().unwrap(), "64", &[]));
     assert_eq!(code, Some(75), "{err}");
     assert!(err.contains("another lrp") && err.contains("pid"), "{err}");
     assert!(
@@ -246,10 +247,10 @@ fn a_held_folder_exits_75_and_a_huge_lock_file_is_not_read_whole() {
     assert!(start.elapsed() < Duration::from_secs(10));
     // Deleting the lock file does not let a second writer in: the lock is on the folder.
     std::fs::remove_file(out.join(".lrp.lock")).unwrap();
-    let (code, _, err) = run_in(&root(), &mlp_batch(out.to_str().unwrap(), &[]));
+    let (code, _, err) = run_in(&root(), &mlp_batch(out.to_str().unwrap(), "64", &[]));
     assert_eq!(code, Some(75), "{err}");
     drop(held);
-    let (code, _, err) = run_in(&root(), &mlp_batch(out.to_str().unwrap(), &[]));
+    let (code, _, err) = run_in(&root(), &mlp_batch(out.to_str().unwrap(), "64", &[]));
     assert_eq!(code, Some(0), "{err}");
 }
 
@@ -417,21 +418,7 @@ fn two_shards(dir: &Path) -> (PathBuf, PathBuf) {
     let mut v = Vec::new();
     for i in 0..2 {
         let out = dir.join(format!("s{i}"));
-        lrp_ok(&[
-            "batch",
-            "--model",
-            "mlp",
-            "--data",
-            "data/mnist",
-            "--rule",
-            "epsilon",
-            "--limit",
-            "40",
-            "--shard",
-            &format!("{i}/2"),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        lrp_ok(&mlp_batch(out.to_str().unwrap(), "40", &["--shard", &format!("{i}/2")]));
         v.push(out);
     }
     (v[0].clone(), v[1].clone())
@@ -506,23 +493,11 @@ fn a_merge_refuses_changed_linked_and_special_part_files() {
 fn interrupted_run(dir: &Path, name: &str) -> PathBuf {
     let out = dir.join(name);
     let status = Command::new(lrp_bin())
-        .args([
-            "batch",
-            "--model",
-            "mlp",
-            "--data",
-            "data/mnist",
-            "--rule",
-            "epsilon",
-            "--limit",
-            "300",
-            "--chunk",
-            "50",
-            "--threads",
-            "1",
-            "--out",
+        .args(mlp_batch(
             out.to_str().unwrap(),
-        ])
+            "300",
+            &["--chunk", "50", "--threads", "1"],
+        ))
         .current_dir(root())
         .env("LRP_FAULT_AT", "mid-chunk")
         .stderr(Stdio::null())
@@ -546,24 +521,11 @@ fn resume_refuses_a_symlinked_chunks_folder_and_redoes_planted_markers() {
     std::fs::write(elsewhere.join("keep.txt"), b"mine").unwrap();
     std::fs::remove_dir_all(out.join("chunks")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, out.join("chunks")).unwrap();
-    let args = [
-        "batch",
-        "--model",
-        "mlp",
-        "--data",
-        "data/mnist",
-        "--rule",
-        "epsilon",
-        "--limit",
-        "300",
-        "--chunk",
-        "50",
-        "--threads",
-        "1",
-        "--resume",
-        "--out",
+    let args = mlp_batch(
         out.to_str().unwrap(),
-    ];
+        "300",
+        &["--chunk", "50", "--threads", "1", "--resume"],
+    );
     let (code, _, err) = run_in(&root(), &args);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("chunks") && err.contains("not a folder"), "{err}");
@@ -999,21 +961,7 @@ fn runs_are_identified_by_content_not_by_path() {
     std::fs::copy(root().join("data/models/mnist-mlp.lrpm"), copy.join("m.lrpm")).unwrap();
     let s0 = dir.path().join("s0");
     let s1 = dir.path().join("s1");
-    lrp_ok(&[
-        "batch",
-        "--model",
-        "mlp",
-        "--data",
-        "data/mnist",
-        "--rule",
-        "epsilon",
-        "--limit",
-        "40",
-        "--shard",
-        "0/2",
-        "--out",
-        s0.to_str().unwrap(),
-    ]);
+    lrp_ok(&mlp_batch(s0.to_str().unwrap(), "40", &["--shard", "0/2"]));
     lrp_ok(&[
         "batch",
         "--model",
@@ -1085,21 +1033,11 @@ fn merge_messages_name_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let shard = |i: usize, n: usize| {
         let out = dir.path().join(format!("s{i}of{n}"));
-        lrp_ok(&[
-            "batch",
-            "--model",
-            "mlp",
-            "--data",
-            "data/mnist",
-            "--rule",
-            "epsilon",
-            "--limit",
-            "40",
-            "--shard",
-            &format!("{i}/{n}"),
-            "--out",
+        lrp_ok(&mlp_batch(
             out.to_str().unwrap(),
-        ]);
+            "40",
+            &["--shard", &format!("{i}/{n}")],
+        ));
         out
     };
     let (a0, a2) = (shard(0, 3), shard(2, 3));
