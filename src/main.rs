@@ -60,11 +60,6 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        // One arena for every thread: the work runs on worker threads, whose own arenas are heaps of at most
-        // 64 MiB, so every larger value (a ResNet-50 block's layer outputs at 224×224) was mapped and unmapped
-        // afresh, and the kernel zeroing those pages was a quarter of a run (16 photos through ResNet-50: 4.4 s
-        // whole process, 2.6 s with one arena; the layers allocate a few large arrays, so the shared lock is cheap).
-        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
     // A full disk or device behind stdout (`lrp info > /dev/full`) makes `println!` panic: say so and exit 1 instead.
     let default_hook = std::panic::take_hook();
