@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use lrp_core::Layer;
 use lrp_rules::{Explainer, Spec, Target};
 use ndarray::ArrayD;
 
@@ -113,4 +114,100 @@ fn full(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, small, full);
+/// A convolution, the value it reads and its output shape.
+type ConvCase = (Layer, ArrayD<f32>, Vec<usize>);
+
+/// The convolutions of a network grouped by kind, each with the value it reads in one forward pass of `x`, and
+/// each kind's FLOPs.
+fn conv_kinds(net: &lrp_core::Network, x: &ArrayD<f32>) -> Vec<(&'static str, Vec<ConvCase>, u64)> {
+    let trace = net.forward_trace(x.view()).expect("valid input");
+    let mut kinds: Vec<(&'static str, Vec<ConvCase>, u64)> = Vec::new();
+    for (k, (layer, inputs)) in net.nodes().into_iter().enumerate() {
+        let Layer::Conv2d(conv) = &layer else { continue };
+        let kind = match (conv.groups, conv.window.kernel) {
+            (1, [1, 1]) => "1x1",
+            (1, [3, 3]) => "3x3",
+            (1, _) => "other-dense",
+            (g, _) if g == conv.in_channels() && conv.weight.shape()[1] == 1 => "depthwise",
+            _ => "grouped",
+        };
+        let xin = trace.value(inputs[0]).clone();
+        let y = trace.value(k + 1).shape().to_vec();
+        // Multiply-adds: every output value sums over its group's input channels × the kernel taps.
+        let macs = (y.iter().product::<usize>() * conv.weight.len() / conv.out_channels()) as u64;
+        match kinds.iter_mut().find(|(name, _, _)| *name == kind) {
+            Some((_, cases, flops)) => {
+                cases.push((layer.clone(), xin, y));
+                *flops += 2 * macs;
+            }
+            None => kinds.push((kind, vec![(layer.clone(), xin, y)], 2 * macs)),
+        }
+    }
+    kinds
+}
+
+/// `imagenet/layers`: GFLOP/s of the convolutions by kind (3×3, 1×1, depthwise, grouped, other), forward and
+/// transposed (the backward pass of ε and of the gradient), over one sample on the threads of the global pool.
+/// Criterion's "elem/s" are FLOP/s here. The small variants always; the 224×224 exports with `LRP_IMAGENET_DIR` and
+/// `LRP_IMAGENET_INPUTS` (the first photo).
+fn layer_kinds(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scale");
+    let mut nets: Vec<(String, lrp_core::Network, ArrayD<f32>)> = Vec::new();
+    for name in [
+        "resnet_bottleneck_l2",
+        "mobilenet_v2_w0.35",
+        "efficientnet_b0_w0.25_d0.25",
+    ] {
+        let net = lrp_onnx::import_file(&root.join(format!("{name}-legacy.onnx")))
+            .expect("a fixture model")
+            .network;
+        let x: ArrayD<f32> = ndarray_npy::read_npy(root.join(format!("{name}-inputs.npy"))).expect("its inputs");
+        nets.push((
+            name.to_string(),
+            net,
+            x.slice_axis(ndarray::Axis(0), (0..1).into()).to_owned(),
+        ));
+    }
+    if let (Some(dir), Some(inputs)) = (
+        std::env::var_os("LRP_IMAGENET_DIR").map(PathBuf::from),
+        std::env::var_os("LRP_IMAGENET_INPUTS").map(PathBuf::from),
+    ) {
+        let x: ArrayD<f32> = ndarray_npy::read_npy(&inputs).expect("the photos");
+        let one = x.slice_axis(ndarray::Axis(0), (0..1).into()).to_owned();
+        for family in ["resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0"] {
+            let model = dir.join(format!("{family}-legacy.onnx"));
+            if model.exists() {
+                let net = lrp_onnx::import_file(&model).expect("an export").network;
+                nets.push((family.to_string(), net, one.clone()));
+            }
+        }
+    }
+    let mut group = c.benchmark_group("imagenet/layers");
+    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    for (name, net, x) in &nets {
+        for (kind, cases, flops) in conv_kinds(net, x) {
+            group.throughput(Throughput::Elements(flops));
+            group.bench_function(BenchmarkId::new(format!("forward/{name}"), kind), |b| {
+                b.iter(|| {
+                    for (layer, xin, y) in &cases {
+                        std::hint::black_box(layer.forward(&[xin.view()], &y[1..]));
+                    }
+                })
+            });
+            let grads: Vec<ArrayD<f32>> = cases
+                .iter()
+                .map(|(_, _, y)| ArrayD::from_elem(y.clone(), 0.5))
+                .collect();
+            group.bench_function(BenchmarkId::new(format!("transposed/{name}"), kind), |b| {
+                b.iter(|| {
+                    for ((layer, xin, _), g) in cases.iter().zip(&grads) {
+                        std::hint::black_box(layer.backward(&[xin.view()], g.view()));
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, small, full, layer_kinds);

@@ -34,6 +34,41 @@ pub(crate) fn par_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &mut ArrayVi
     });
 }
 
+/// Which paths a convolution may take besides im2col + GEMM (the reference the tests hold the others to).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Paths {
+    /// The direct path (stride 1, unpadded) with these kernels.
+    pub(super) direct: Option<Kernels>,
+    /// The pointwise (1×1 straight from the input planes) and depthwise paths.
+    pub(super) special: bool,
+}
+
+impl Paths {
+    /// im2col + GEMM only.
+    #[cfg(test)]
+    pub(super) const GEMM: Paths = Paths {
+        direct: None,
+        special: false,
+    };
+
+    /// What the layers run: every path that applies on this processor.
+    pub(super) fn fast() -> Paths {
+        Paths {
+            direct: Kernels::fast(),
+            special: true,
+        }
+    }
+
+    /// The direct path with `kernels` where it applies, else im2col + GEMM.
+    #[cfg(test)]
+    pub(super) fn direct(kernels: Kernels) -> Paths {
+        Paths {
+            direct: Some(kernels),
+            special: false,
+        }
+    }
+}
+
 /// Upper bound on the number of floats in one im2col buffer; larger batches are split into groups.
 const COLS_BUDGET: usize = 1 << 17;
 
@@ -147,6 +182,26 @@ impl Conv2d {
             .expect("conv weights are stored contiguously")
     }
 
+    /// Whether each group reads one input channel (depthwise) and the depthwise path runs on this processor.
+    fn is_depthwise(&self) -> bool {
+        let side = super::depthwise::MAX_SIDE;
+        self.groups > 1
+            && self.weight.shape()[1] == 1
+            && self.window.kernel[0] <= side
+            && self.window.kernel[1] <= side
+            && super::depthwise::available()
+    }
+
+    /// The taps of the depthwise path.
+    fn plane_taps(&self) -> super::depthwise::PlaneTaps {
+        super::depthwise::PlaneTaps {
+            kernel: self.window.kernel,
+            stride: self.window.stride,
+            pad: [self.window.pads[0], self.window.pads[1]],
+            dilation: self.dilation,
+        }
+    }
+
     /// Kernel taps of `im2col`/`col2im`.
     fn taps(&self) -> Taps {
         Taps {
@@ -167,12 +222,12 @@ impl Conv2d {
     /// # Shapes
     /// `x: [N, C, H, W]` → `[N, O, OH, OW]`; the caller has checked `C` and that the window fits.
     pub fn forward(&self, x: ArrayView4<f32>, with_bias: bool) -> Array4<f32> {
-        self.forward_with(x, with_bias, Kernels::fast())
+        self.forward_with(x, with_bias, Paths::fast())
     }
 
     /// [`Conv2d::forward`] with the direct path's `kernels` where the shape allows it; `None` keeps to im2col + GEMM
     /// (so tests can compare the paths).
-    fn forward_with(&self, x: ArrayView4<f32>, with_bias: bool, kernels: Option<Kernels>) -> Array4<f32> {
+    fn forward_with(&self, x: ArrayView4<f32>, with_bias: bool, paths: Paths) -> Array4<f32> {
         let (n, c, h, w) = x.dim();
         let (oh, ow) = self.output_hw(h, w).expect("window checked by the caller");
         let o = self.out_channels();
@@ -181,7 +236,41 @@ impl Conv2d {
         let x = x.as_standard_layout();
         let wmat = self.weight_matrix();
         let taps = self.taps();
-        if let Some(kernels) = kernels
+        if paths.special && self.is_depthwise() && c * h * w > 0 && o * hw > 0 {
+            let x = x.as_slice().expect("standard layout");
+            let mut out = Array4::<f32>::zeros((n, o, oh, ow));
+            super::depthwise::forward(
+                x,
+                (c, h, w),
+                self.weight.as_standard_layout().as_slice().expect("standard layout"),
+                self.plane_taps(),
+                out.as_slice_mut().expect("fresh array"),
+                (o, oh, ow),
+            );
+            if with_bias && let Some(b) = &self.bias {
+                let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
+                out += &b;
+            }
+            return out;
+        }
+        if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && c >= 64 && o * hw > 0 {
+            // Pointwise: each sample's input planes are already the unfolded matrix `[C, H·W]`. (With fewer input
+            // channels the direct path below is faster: GEMM packs the whole input for a short sum.)
+            let mut out = Array4::<f32>::zeros((n, o, oh, ow));
+            for j in 0..n {
+                let xj = x.slice(s![j, .., .., ..]);
+                let xj = xj.into_shape_with_order((c, hw)).expect("standard layout");
+                let mut dst = out.slice_mut(s![j, .., .., ..]);
+                let mut dst = dst.view_mut().into_shape_with_order((o, hw)).expect("fresh array");
+                par_gemm(&wmat, &xj, &mut dst);
+            }
+            if with_bias && let Some(b) = &self.bias {
+                let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
+                out += &b;
+            }
+            return out;
+        }
+        if let Some(kernels) = paths.direct
             && groups == 1
             && taps.is_dense()
             && o > 0
@@ -247,12 +336,12 @@ impl Conv2d {
     /// # Shapes
     /// `s: [N, O, OH, OW]` → `[N, C, H, W]` with `(H, W) = in_hw`.
     pub fn transpose(&self, s: ArrayView4<f32>, in_hw: (usize, usize)) -> Array4<f32> {
-        self.transpose_with(s, in_hw, Kernels::fast())
+        self.transpose_with(s, in_hw, Paths::fast())
     }
 
     /// [`Conv2d::transpose`] with the direct path's `kernels` where the shape allows it; `None` keeps to GEMM +
     /// col2im (so tests can compare the paths).
-    fn transpose_with(&self, s: ArrayView4<f32>, in_hw: (usize, usize), kernels: Option<Kernels>) -> Array4<f32> {
+    fn transpose_with(&self, s: ArrayView4<f32>, in_hw: (usize, usize), paths: Paths) -> Array4<f32> {
         let (n, o, oh, ow) = s.dim();
         let (h, w) = in_hw;
         let c = self.in_channels();
@@ -262,11 +351,40 @@ impl Conv2d {
         let taps = self.taps();
         let rows = wmat.ncols();
         let wm = wmat.as_standard_layout();
-        let prepared = kernels.filter(|_| groups == 1 && taps.is_dense()).and_then(|kernels| {
-            let [kh, kw] = self.window.kernel;
-            super::direct::PreparedT::new(wm.as_slice().expect("standard layout"), o, (c, h, w), (kh, kw))
-                .map(|p| (p, kernels))
-        });
+        if paths.special && self.is_depthwise() && o == c && c * h * w > 0 && o * hw > 0 {
+            let s = s.as_standard_layout();
+            let mut out = Array4::<f32>::zeros((n, c, h, w));
+            super::depthwise::transpose(
+                s.as_slice().expect("standard layout"),
+                (o, oh, ow),
+                self.weight.as_standard_layout().as_slice().expect("standard layout"),
+                self.plane_taps(),
+                out.as_slice_mut().expect("fresh array"),
+                (c, h, w),
+            );
+            return out;
+        }
+        if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && (h, w) == (oh, ow) {
+            // Pointwise: `Wᵀ s` is each sample's input gradient planes `[C, H·W]` (no folding back).
+            let s = s.as_standard_layout();
+            let mut out = Array4::<f32>::zeros((n, c, h, w));
+            for j in 0..n {
+                let sj = s.slice(s![j, .., .., ..]);
+                let sj = sj.into_shape_with_order((o, hw)).expect("standard layout");
+                let mut dst = out.slice_mut(s![j, .., .., ..]);
+                let mut dst = dst.view_mut().into_shape_with_order((c, hw)).expect("fresh array");
+                par_gemm(&wmat.t(), &sj, &mut dst);
+            }
+            return out;
+        }
+        let prepared = paths
+            .direct
+            .filter(|_| groups == 1 && taps.is_dense())
+            .and_then(|kernels| {
+                let [kh, kw] = self.window.kernel;
+                super::direct::PreparedT::new(wm.as_slice().expect("standard layout"), o, (c, h, w), (kh, kw))
+                    .map(|p| (p, kernels))
+            });
         if let Some((prepared, kernels)) = prepared {
             // The same bits as below, without the product matrix (see `direct`).
             let s = s.as_standard_layout();
@@ -505,6 +623,10 @@ fn im2col_general(
                         let srow = &plane[iy * w..(iy + 1) * w];
                         drow[..xr.start].fill(0.0);
                         drow[xr.end..].fill(0.0);
+                        if xr.is_empty() {
+                            // Every tap of this row in the padding (a plane narrower than the padding's reach).
+                            continue;
+                        }
                         let base = xr.start * sw + kx - win.pads[1];
                         if sw == 1 {
                             copy_short(&mut drow[xr.clone()], &srow[base..base + xr.len()]);
@@ -570,6 +692,9 @@ fn col2im_general(
             for kx0 in 0..kw {
                 let kx = kx0 * dw;
                 let xr = valid_outputs(ow, sw, kx, win.pads[1], w);
+                if xr.is_empty() {
+                    continue;
+                }
                 let row = (ci * kh + ky0) * kw + kx0;
                 let src = cols.row(row);
                 let src = src.as_slice().expect("rows of a fresh matrix are contiguous");

@@ -65,8 +65,8 @@ fn bits(v: &Array4<f32>) -> Vec<u32> {
 fn direct_is_gemm(kernels: Kernels, (n, c, h, w, o, kh, kw): (usize, usize, usize, usize, usize, usize, usize)) {
     let (x, conv) = case(n, c, h, w, o, kh, kw);
     for with_bias in [false, true] {
-        let direct = conv.forward_with(x.view(), with_bias, Some(kernels));
-        let gemm = conv.forward_with(x.view(), with_bias, None);
+        let direct = conv.forward_with(x.view(), with_bias, Paths::direct(kernels));
+        let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);
         assert_eq!(
             bits(&direct),
             bits(&gemm),
@@ -79,8 +79,8 @@ fn direct_is_gemm(kernels: Kernels, (n, c, h, w, o, kh, kw): (usize, usize, usiz
         let v = ((a * 7 + b * 29 + y * 13 + z * 3) % 17) as f32 * 0.29 - 2.3;
         if (b + y * 3 + z) % 4 == 0 { 0.0 } else { v }
     });
-    let direct = conv.transpose_with(s.view(), (h, w), Some(kernels));
-    let gemm = conv.transpose_with(s.view(), (h, w), None);
+    let direct = conv.transpose_with(s.view(), (h, w), Paths::direct(kernels));
+    let gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
     assert_eq!(
         bits(&direct),
         bits(&gemm),
@@ -161,8 +161,8 @@ fn avx512_direct_convolution_is_gemm_bit_for_bit() {
     }
 }
 
-/// Strided, padded, dilated and grouped convolutions (depthwise among them) keep to im2col + GEMM whatever
-/// the kernels: the layer's path gives the GEMM path's bits for every shape of the sweep.
+/// Strided, padded, dilated and grouped convolutions (depthwise among them, which take the depthwise path where
+/// the processor has FMA): the layer's path gives the GEMM path's bits for every shape of the sweep.
 #[test]
 fn other_convolutions_keep_to_gemm() {
     for (groups, stride, pad, dilation, c, o) in [
@@ -182,16 +182,16 @@ fn other_convolutions_keep_to_gemm() {
         let mut conv = Conv2d::new(w, None, [stride; 2], [pad; 4]);
         conv.groups = groups;
         conv.dilation = [dilation; 2];
-        let fast = conv.forward_with(x.view(), false, Kernels::fast());
-        let gemm = conv.forward_with(x.view(), false, None);
+        let fast = conv.forward_with(x.view(), false, Paths::fast());
+        let gemm = conv.forward_with(x.view(), false, Paths::GEMM);
         assert_eq!(
             bits(&fast),
             bits(&gemm),
             "groups {groups}, stride {stride}, pad {pad}, dilation {dilation}"
         );
         let s = fast.mapv(|v| v * 0.5 - 0.1);
-        let t_fast = conv.transpose_with(s.view(), (9, 11), Kernels::fast());
-        let t_gemm = conv.transpose_with(s.view(), (9, 11), None);
+        let t_fast = conv.transpose_with(s.view(), (9, 11), Paths::fast());
+        let t_gemm = conv.transpose_with(s.view(), (9, 11), Paths::GEMM);
         assert_eq!(bits(&t_fast), bits(&t_gemm));
     }
 }
@@ -225,21 +225,111 @@ fn large_samples_split_over_threads_give_the_same_bits() {
     // 1×1 (ResNet's bottlenecks) and 3×3, 2 samples, about 8 M and 33 M multiply-adds each.
     for (c, h, o, k) in [(64, 56, 256, 1), (32, 30, 64, 3)] {
         let (x, conv) = case(2, c, h, h, o, k, k);
-        let serial = conv.forward_with(x.view(), true, None);
+        let serial = conv.forward_with(x.view(), true, Paths::GEMM);
         for threads in [2, 3] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let split = pool.install(|| conv.forward_with(x.view(), true, Some(kernels)));
+            let split = pool.install(|| conv.forward_with(x.view(), true, Paths::direct(kernels)));
             assert_eq!(bits(&split), bits(&serial), "{c}→{o} {k}×{k} on {threads} threads");
         }
     }
     let (x, mut conv) = case(1, 64, 28, 28, 128, 3, 3);
     conv.window.pads = [1, 1, 1, 1];
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let serial = one.install(|| conv.forward_with(x.view(), false, None));
-    let serial_t = one.install(|| conv.transpose_with(serial.view(), (28, 28), None));
+    let serial = one.install(|| conv.forward_with(x.view(), false, Paths::GEMM));
+    let serial_t = one.install(|| conv.transpose_with(serial.view(), (28, 28), Paths::GEMM));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    let split = pool.install(|| conv.forward_with(x.view(), false, None));
-    let split_t = pool.install(|| conv.transpose_with(serial.view(), (28, 28), None));
+    let split = pool.install(|| conv.forward_with(x.view(), false, Paths::GEMM));
+    let split_t = pool.install(|| conv.transpose_with(serial.view(), (28, 28), Paths::GEMM));
     assert_eq!(bits(&split), bits(&serial), "padded 3×3 product split by rows");
     assert_eq!(bits(&split_t), bits(&serial_t), "its transpose split by rows");
+}
+
+/// The depthwise path (MobileNet's and EfficientNet's 3×3 and 5×5, strided, padded on one side only, dilated, a
+/// channel multiplier of 2, planes smaller than the kernel's reach) gives im2col + GEMM's values, forward and
+/// transposed, on one thread and split over a pool (a plane per task).
+#[test]
+fn depthwise_convolutions_give_gemms_values() {
+    let mut ran = 0;
+    for (c, per, k, stride, pads, dilation, (h, w)) in [
+        (8, 1, 3, 1, [1, 1, 1, 1], 1, (9, 11)),
+        (8, 1, 3, 2, [1, 1, 1, 1], 1, (9, 11)),
+        (6, 1, 5, 2, [2, 2, 2, 2], 1, (13, 12)),
+        (6, 1, 5, 1, [2, 2, 2, 2], 1, (3, 4)),
+        (4, 1, 3, 2, [0, 0, 1, 1], 1, (8, 8)),
+        (4, 1, 3, 1, [0, 2, 1, 0], 2, (10, 9)),
+        (3, 2, 3, 1, [1, 1, 1, 1], 1, (7, 7)),
+        (4, 1, 5, 2, [2, 2, 2, 2], 1, (3, 3)),
+        (4, 1, 5, 2, [2, 2, 2, 2], 1, (2, 2)),
+        (4, 1, 3, 2, [1, 1, 1, 1], 1, (1, 1)),
+        (96, 1, 3, 1, [1, 1, 1, 1], 1, (112, 112)),
+    ] {
+        let x = Array4::from_shape_fn((2, c, h, w), |(a, b, y, z)| {
+            let v = ((a * 5 + b * 3 + y * 7 + z) % 13) as f32 * 0.3 - 1.7;
+            if (y * 3 + z) % 7 == 0 { v * 1e-4 } else { v }
+        });
+        let wt = Array4::from_shape_fn((c * per, 1, k, k), |(a, _, y, z)| {
+            ((a + y * 5 + z * 7) % 11) as f32 * 0.1 - 0.5
+        });
+        let mut conv = Conv2d::new(wt, Some(Array1::from_elem(c * per, 0.25)), [stride; 2], pads);
+        conv.groups = c;
+        conv.dilation = [dilation; 2];
+        let gemm = conv.forward_with(x.view(), true, Paths::GEMM);
+        let s = gemm.mapv(|v| v * 0.5 - 0.1);
+        let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let fast = pool.install(|| conv.forward_with(x.view(), true, Paths::fast()));
+            let t_fast = pool.install(|| conv.transpose_with(s.view(), (h, w), Paths::fast()));
+            // `==` on values (a skipped padding tap may leave a −0 where GEMM's `+ 0·w` gives +0); NaN fails.
+            let case = format!("{c}×{per} channels, {k}×{k}, stride {stride}, pads {pads:?}, dilation {dilation}");
+            assert!(fast.iter().zip(&gemm).all(|(a, b)| a == b), "forward, {case}");
+            assert!(t_fast.iter().zip(&t_gemm).all(|(a, b)| a == b), "transposed, {case}");
+        }
+        ran += usize::from(conv.is_depthwise());
+    }
+    // Where the processor has FMA, every case ran the depthwise path, not GEMM twice.
+    assert_eq!(ran, if super::super::depthwise::available() { 11 } else { 0 });
+}
+
+/// Every small depthwise geometry (kernel 1–5, stride 1–3, dilation 1–2, padding on any side, planes 1–9 on a side,
+/// so planes smaller than the kernel's reach and outputs of one value): the depthwise path's values are GEMM's.
+#[test]
+fn depthwise_sweep_of_small_geometries() {
+    let mut cases = 0;
+    for k in 1..=5 {
+        for stride in 1..=3 {
+            for dilation in 1..=2 {
+                for pads in [[0, 0, 0, 0], [1, 1, 1, 1], [2, 0, 1, 2], [0, 2, 2, 1]] {
+                    for h in 1..=9 {
+                        for w in 1..=9 {
+                            let mut conv = Conv2d::new(
+                                Array4::from_shape_fn((2, 1, k, k), |(a, _, y, z)| (a + y * 3 + z) as f32 * 0.3 - 0.7),
+                                None,
+                                [stride; 2],
+                                pads,
+                            );
+                            conv.groups = 2;
+                            conv.dilation = [dilation; 2];
+                            let Some((oh, ow)) = conv.output_hw(h, w) else { continue };
+                            let x = Array4::from_shape_fn((1, 2, h, w), |(_, b, y, z)| {
+                                (b * 7 + y * 5 + z) as f32 * 0.1 - 1.3
+                            });
+                            let s = Array4::from_shape_fn((1, 2, oh, ow), |(_, b, y, z)| {
+                                (b + y * 2 + z * 3) as f32 * 0.2 - 0.9
+                            });
+                            let fast = conv.forward_with(x.view(), false, Paths::fast());
+                            let gemm = conv.forward_with(x.view(), false, Paths::GEMM);
+                            let t_fast = conv.transpose_with(s.view(), (h, w), Paths::fast());
+                            let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
+                            let case = format!("{k}×{k}, stride {stride}, dilation {dilation}, pads {pads:?}, {h}×{w}");
+                            assert!(fast.iter().zip(&gemm).all(|(a, b)| a == b), "forward, {case}");
+                            assert!(t_fast.iter().zip(&t_gemm).all(|(a, b)| a == b), "transposed, {case}");
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(cases > 5000, "{cases} geometries");
 }

@@ -10,6 +10,7 @@ mod batchnorm;
 mod combine;
 mod conv;
 mod dense;
+mod depthwise;
 mod direct;
 mod elementwise;
 mod expr;
