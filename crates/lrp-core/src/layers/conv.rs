@@ -22,14 +22,20 @@ pub(crate) fn par_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &mut ArrayVi
         general_mat_mul(1.0, a, b, 0.0, c);
         return;
     }
-    // Whole multiples of 16 rows a part (a vector's worth), one part per thread.
-    let rows = m.div_ceil(threads).div_ceil(16) * 16;
+    // Each part packs the whole of the operand it shares: split the longer side, so the smaller operand is the one
+    // packed twice (a convolution's input columns far outnumber its output channels until the last stages).
+    // Whole multiples of 16 rows or columns a part (a vector's worth, matrixmultiply's kernel width).
+    let axis = if n > m { Axis(1) } else { Axis(0) };
+    let part = if n > m { n } else { m }.div_ceil(threads).div_ceil(16) * 16;
     rayon::scope(|scope| {
-        for (ai, mut ci) in a
-            .axis_chunks_iter(Axis(0), rows)
-            .zip(c.axis_chunks_iter_mut(Axis(0), rows))
-        {
-            scope.spawn(move |_| general_mat_mul(1.0, &ai, b, 0.0, &mut ci));
+        if n > m {
+            for (bi, mut ci) in b.axis_chunks_iter(axis, part).zip(c.axis_chunks_iter_mut(axis, part)) {
+                scope.spawn(move |_| general_mat_mul(1.0, a, &bi, 0.0, &mut ci));
+            }
+        } else {
+            for (ai, mut ci) in a.axis_chunks_iter(axis, part).zip(c.axis_chunks_iter_mut(axis, part)) {
+                scope.spawn(move |_| general_mat_mul(1.0, &ai, b, 0.0, &mut ci));
+            }
         }
     });
 }
@@ -68,6 +74,9 @@ impl Paths {
         }
     }
 }
+
+/// Output positions from which a padded stride-1 convolution takes the direct path (see `forward_with`).
+const PADDED_DIRECT_MIN_HW: usize = 400;
 
 /// Upper bound on the number of floats in one im2col buffer; larger batches are split into groups.
 const COLS_BUDGET: usize = 1 << 17;
@@ -270,9 +279,30 @@ impl Conv2d {
             }
             return out;
         }
+        // A padded stride-1 convolution is the unpadded one of the zero-padded input: the padding's taps multiply
+        // zeros in the same k order as GEMM multiplies im2col's zeros (the same bits). On planes of 20×20 and more
+        // (ResNet-50's 3×3 at 28×28 and 56×56, all of VGG's) the direct path beats im2col + GEMM, whose packing of
+        // the unfolded matrix costs about half its multiply-adds; on smaller planes it does not.
+        let padded = (paths.special
+            && paths.direct.is_some()
+            && groups == 1
+            && self.window.stride == [1, 1]
+            && self.dilation == [1, 1]
+            && self.window.pads != [0; 4]
+            && hw >= PADDED_DIRECT_MIN_HW)
+            .then(|| {
+                let [pt, pl, pb, pr] = self.window.pads;
+                let mut xp = Array4::<f32>::zeros((n, c, h + pt + pb, w + pl + pr));
+                xp.slice_mut(s![.., .., pt..pt + h, pl..pl + w]).assign(&x);
+                xp
+            });
+        let (x, (h, w)) = match &padded {
+            Some(xp) => (xp.view().into(), (xp.dim().2, xp.dim().3)),
+            None => (x, (h, w)),
+        };
         if let Some(kernels) = paths.direct
             && groups == 1
-            && taps.is_dense()
+            && (taps.is_dense() || padded.is_some())
             && o > 0
             && hw > 0
         {

@@ -333,3 +333,32 @@ fn depthwise_sweep_of_small_geometries() {
     }
     assert!(cases > 5000, "{cases} geometries");
 }
+
+/// Padded stride-1 convolutions on planes of 20×20 and more take the direct path over the zero-padded input
+/// (ResNet's and VGG's 3×3): the bits of im2col + GEMM, with and without the bias, asymmetric padding included.
+#[test]
+#[cfg_attr(not(lrp_avx512_host), ignore = "this machine has no AVX-512F")]
+fn padded_convolutions_on_the_direct_path_are_gemm_bit_for_bit() {
+    for (c, hw, o, k, pads) in [
+        (16, 24, 32, 3, [1, 1, 1, 1]),
+        (3, 30, 20, 5, [2, 1, 0, 2]),
+        (40, 21, 17, 3, [0, 1, 1, 0]),
+    ] {
+        let (x, mut conv) = case(2, c, hw, hw, o, k, k);
+        conv.window.pads = pads;
+        let (oh, ow) = conv.output_hw(hw, hw).unwrap();
+        assert!(
+            oh * ow >= PADDED_DIRECT_MIN_HW,
+            "the case must take the padded direct path"
+        );
+        for with_bias in [false, true] {
+            let fast = conv.forward_with(x.view(), with_bias, Paths::fast());
+            let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);
+            assert_eq!(
+                bits(&fast),
+                bits(&gemm),
+                "{c}→{o} {k}×{k} pads {pads:?} bias {with_bias}"
+            );
+        }
+    }
+}
