@@ -7,7 +7,8 @@ EXPORTS_DIR holds `FAMILY-legacy.onnx`, torchvision networks at 224×224 exporte
 (`lrp prepare --image PHOTOS --model M.onnx --out X.npy`). For each family, in this order in one run:
 `lrp batch --rule epsilon` over the 16 images (whole process, default flags, model loading included; the median
 of 3, with the run's own seconds from its manifest and the peak memory), `lrp explain` of the first image alone,
-and Zennit on the same architecture and images (`zennit_imagenet.py`, batch 8, in-process). The machine's GEMM
+`lrp predict` over the 16 images and `lrp info` (LRP ÷ forward: batch and predict, each less the start-up and
+loading that info measures), and Zennit on the same architecture and images (`zennit_imagenet.py`, batch 8, in-process). The machine's GEMM
 rate comes from `cargo bench --bench gemm` in the same run. Prints a Markdown table and the raw figures as JSON.
 """
 import json, os, re, statistics, subprocess, sys, tempfile, time
@@ -60,6 +61,11 @@ def main():
             inrun.append(json.load(open(os.path.join(out, "manifest.json")))["timings"]["seconds"])
         single = statistics.median(timed([LRP, "explain", "--model", model, "--input", one, "--rule", "epsilon",
                                           "--out", os.path.join(tmp, "one-r.npy")])[0] for _ in range(3))
+        # lrp's own forward pass over the same images (`lrp predict`), and the start-up + loading both commands
+        # pay (`lrp info`): LRP ÷ forward compares the two without it.
+        forward = statistics.median(timed([LRP, "predict", "--model", model, "--input", inputs,
+                                           "--out", os.path.join(tmp, "logits.npy")])[0] for _ in range(3))
+        load = statistics.median(timed([LRP, "info", "--model", model])[0] for _ in range(3))
         z = subprocess.run([sys.executable, os.path.join(HERE, "zennit_imagenet.py"), fam, inputs, "8"],
                            capture_output=True, text=True, cwd=ROOT)
         if z.returncode != 0:
@@ -72,7 +78,11 @@ def main():
             "lrp_in_run_s": statistics.median(inrun),
             "lrp_peak_mib": max(peaks),
             "lrp_one_photo_s": single,
+            "lrp_forward_whole_s": forward,
+            "lrp_load_s": load,
+            "lrp_over_forward": (statistics.median(walls) - load) / (forward - load),
             "zennit_per_s": zj["zennit_per_second"],
+            "zennit_per_s_range": [n / t for t in reversed(zj["zennit_seconds_min_max"])],
             "zennit_peak_mib": zj["peak_rss_mib"],
             "torch_forward_per_s": zj["torch_forward_per_second"],
             "gemm_gflops": gflops,
@@ -85,13 +95,15 @@ def main():
         print(json.dumps(row), flush=True)
     print()
     print(f"| network (16 images, 224×224, ε, 2 threads; GEMM {gflops:.0f} GFLOP/s in the same run) | lrp /s whole "
-          "process | Zennit /s (batch 8, in-process) | ratio | lrp in-run GFLOP/s (share of GEMM) | one photo ÷ "
-          "per-image time at 16 | peak memory lrp / Zennit |")
-    print("|---|---|---|---|---|---|---|")
+          "process | Zennit /s (batch 8, in-process; median of 3 passes, slowest–fastest) | ratio (range) | lrp in-run "
+          "GFLOP/s (share of GEMM) | LRP ÷ lrp's forward | one photo ÷ per-image time at 16 | peak memory lrp / "
+          "Zennit |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['family']} | {r['lrp_per_s']:.1f} | {r['zennit_per_s']:.1f} | "
-              f"{r['lrp_per_s'] / r['zennit_per_s']:.2f}× | {r['in_run_gflops']:.0f} "
-              f"({100 * r['in_run_gflops'] / gflops:.0f}%) | "
+        lo, hi = r["zennit_per_s_range"]
+        print(f"| {r['family']} | {r['lrp_per_s']:.1f} | {r['zennit_per_s']:.1f} ({lo:.1f}–{hi:.1f}) | "
+              f"{r['lrp_per_s'] / r['zennit_per_s']:.2f}× ({r['lrp_per_s'] / hi:.2f}–{r['lrp_per_s'] / lo:.2f}) | "
+              f"{r['in_run_gflops']:.0f} ({100 * r['in_run_gflops'] / gflops:.0f}%) | {r['lrp_over_forward']:.2f} | "
               f"{r['lrp_one_photo_s'] / (r['lrp_whole_s'] / n):.2f} | "
               f"{r['lrp_peak_mib'] / 1024:.2f} / {r['zennit_peak_mib'] / 1024:.2f} GiB |")
 

@@ -7,12 +7,13 @@ images `[N, 3, 224, 224]` (lrp prepare writes them). The network gets random wei
 them); batch norms are merged into the convolutions before them (Zennit's canonizer), as lrp's import folds them.
 Every convolution and dense layer takes ε (1e-6), activations pass relevance on: `lrp batch --rule epsilon`.
 Two threads (this project's machines). Prints one JSON line: the seconds of the explanation itself (in-process,
-model built and warmed up before), explanations per second, the forward pass alone per second at the same batch
+model built and warmed up before; the median of REPEATS passes over all the images, with the fastest and slowest
+pass), explanations per second, the forward pass alone per second at the same batch
 size, and the peak resident memory of the process.
 
 Needs torch, torchvision and zennit (pip install torch torchvision zennit).
 """
-import json, resource, sys, time
+import json, resource, statistics, sys, time
 
 import numpy as np
 import torch
@@ -22,6 +23,10 @@ from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.composites import LayerMapComposite
 from zennit.rules import Epsilon, Pass
 from zennit.types import Activation, Convolution, Linear
+
+
+# Timed passes over all the images (after a warm-up); the median is reported, with the fastest and slowest pass.
+REPEATS = 3
 
 
 def main():
@@ -47,21 +52,29 @@ def main():
 
     explain(x[:batch])  # warm-up at the batch size measured (torch prepares its kernels per shape: a first batch of 8
     # took 11 s where the next took 2.7 s)
-    t0 = time.perf_counter()
-    for i in range(0, len(x), batch):
-        explain(x[i:i + batch])
-    seconds = time.perf_counter() - t0
+    # Every image REPEATS times over: one pass over the images moved 3× between sittings on EfficientNet-B0.
+    passes = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        for i in range(0, len(x), batch):
+            explain(x[i:i + batch])
+        passes.append(time.perf_counter() - t0)
+    forwards = []
     with torch.no_grad():
         m(x[:batch])
-        t1 = time.perf_counter()
-        for i in range(0, len(x), batch):
-            m(x[i:i + batch])
-        forward = time.perf_counter() - t1
+        for _ in range(REPEATS):
+            t1 = time.perf_counter()
+            for i in range(0, len(x), batch):
+                m(x[i:i + batch])
+            forwards.append(time.perf_counter() - t1)
+    seconds, forward = statistics.median(passes), statistics.median(forwards)
     print(json.dumps({
         "family": family,
         "images": len(x),
         "batch": batch,
+        "repeats": REPEATS,
         "zennit_seconds": round(seconds, 3),
+        "zennit_seconds_min_max": [round(min(passes), 3), round(max(passes), 3)],
         "zennit_per_second": round(len(x) / seconds, 3),
         "torch_forward_per_second": round(len(x) / forward, 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -73,10 +73,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
             l.truncate(n);
         }
     }
-    let mut logits = Vec::new();
-    for chunk in x.axis_chunks_iter(Axis(0), 256) {
-        logits.push(net.forward(chunk)?);
-    }
+    let logits = forward_chunks(net, &x)?;
     let views: Vec<_> = logits.iter().map(|l| l.view()).collect();
     let logits = if views.is_empty() {
         ArrayD::zeros(ndarray::IxDyn(&[0, net.num_classes()]))
@@ -135,4 +132,30 @@ fn print_photos(files: &[String], logits: &ArrayD<f32>, names: Option<&Labels>) 
             .collect();
         println!("{file}: {}", top.join(", "));
     }
+}
+
+/// Floats the values of one chunk's forward pass may hold (about 256 MiB: 256 MNIST digits, a few photos through
+/// ResNet-50).
+const CHUNK_FLOATS: usize = 1 << 26;
+
+/// The forward pass over `x` in chunks of at most 256 samples, run side by side on the pool's threads: at least one
+/// chunk per thread, each small enough that its values stay within [`CHUNK_FLOATS`]. A sample's logits do not depend
+/// on the chunk it is in (each is its own rows of every product).
+fn forward_chunks(net: &lrp_core::Network, x: &ArrayD<f32>) -> Result<Vec<ArrayD<f32>>> {
+    use rayon::prelude::*;
+    let n = x.shape()[0];
+    let per_sample: usize = (0..=net.layers().len())
+        .map(|v| net.shape_at(v).iter().product::<usize>())
+        .sum::<usize>()
+        .max(1);
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = (CHUNK_FLOATS / per_sample)
+        .clamp(1, 256)
+        .min(n.div_ceil(threads))
+        .max(1);
+    let chunks: Vec<_> = x.axis_chunks_iter(Axis(0), chunk).collect();
+    Ok(chunks
+        .par_iter()
+        .map(|c| net.forward(c.view()))
+        .collect::<Result<Vec<_>, _>>()?)
 }
