@@ -477,3 +477,89 @@ fn transformer_layers_compute_their_definitions() {
     .to_string();
     assert!(err.contains("normalizes 4 features"), "{err}");
 }
+
+/// `Expr::values` (a step at a time over blocks of elements, the forward pass of activation islands) gives
+/// `Expr::value`'s bits for every element, across a block boundary and for NaN, ±∞, ±0 and large inputs, with every
+/// unary and binary function and a select; and SiLU its definition in f64.
+#[test]
+fn expression_values_by_block_are_the_per_element_values() {
+    use lrp_core::layers::{BinaryFn, Expr, ExprOp, UnaryFn};
+    let unary = [
+        UnaryFn::Neg,
+        UnaryFn::Abs,
+        UnaryFn::Exp,
+        UnaryFn::Log,
+        UnaryFn::Sqrt,
+        UnaryFn::Reciprocal,
+        UnaryFn::Sigmoid,
+        UnaryFn::Tanh,
+        UnaryFn::Erf,
+        UnaryFn::Relu,
+        UnaryFn::Softplus,
+    ];
+    let binary = [
+        BinaryFn::Add,
+        BinaryFn::Sub,
+        BinaryFn::Mul,
+        BinaryFn::Div,
+        BinaryFn::Pow,
+        BinaryFn::Min,
+        BinaryFn::Max,
+        BinaryFn::Greater,
+        BinaryFn::Less,
+        BinaryFn::GreaterOrEqual,
+        BinaryFn::LessOrEqual,
+        BinaryFn::Equal,
+    ];
+    let mut xs: Vec<f32> = (0..700).map(|i| (i as f32 - 350.0) * 0.037).collect();
+    xs.extend([
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1e30,
+        -1e30,
+        88.0,
+        -104.0,
+        1.5,
+    ]);
+    let mut exprs = Vec::new();
+    for &u in &unary {
+        for &b in &binary {
+            // f(x) = b(u(x), 0.75) then where(x > 0.5, that, x · 1.25)
+            exprs.push(Expr {
+                ops: vec![
+                    ExprOp::Unary(u, 0),
+                    ExprOp::Const(0.75),
+                    ExprOp::Binary(b, 1, 2),
+                    ExprOp::Const(0.5),
+                    ExprOp::Binary(BinaryFn::Greater, 0, 4),
+                    ExprOp::Const(1.25),
+                    ExprOp::Binary(BinaryFn::Mul, 0, 6),
+                    ExprOp::Where(5, 3, 7),
+                ],
+            });
+        }
+    }
+    let silu = Expr {
+        ops: vec![ExprOp::Unary(UnaryFn::Sigmoid, 0), ExprOp::Binary(BinaryFn::Mul, 0, 1)],
+    };
+    exprs.push(silu.clone());
+    for e in &exprs {
+        let mut out = vec![0.0f32; xs.len()];
+        e.values(&xs, &mut out);
+        for (&x, &y) in xs.iter().zip(&out) {
+            assert_eq!(y.to_bits(), e.value(x).to_bits(), "{e:?} at {x}");
+        }
+    }
+    let mut out = vec![0.0f32; xs.len()];
+    silu.values(&xs, &mut out);
+    for (&x, &y) in xs.iter().zip(&out).filter(|(x, _)| x.abs() < 50.0) {
+        let want = x as f64 / (1.0 + (-(x as f64)).exp());
+        assert!(
+            (y as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "SiLU({x}) = {y}, want {want}"
+        );
+    }
+}

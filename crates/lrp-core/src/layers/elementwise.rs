@@ -207,9 +207,13 @@ impl Activation {
     /// `f` over a batch.
     pub fn forward(&self, x: ArrayViewD<f32>) -> ArrayD<f32> {
         if let Activation::Island(e) = self {
-            let mut vals = Vec::with_capacity(x.len());
-            e.map(x.iter().copied(), |v, _| vals.push(v));
-            return ArrayD::from_shape_vec(x.raw_dim(), vals).expect("one value per element");
+            let x = x.as_standard_layout();
+            let mut out = ArrayD::<f32>::zeros(x.raw_dim());
+            e.values(
+                x.as_slice().expect("standard layout"),
+                out.as_slice_mut().expect("fresh array"),
+            );
+            return out;
         }
         x.mapv(|v| self.apply(v))
     }

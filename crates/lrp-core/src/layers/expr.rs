@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::elementwise::sigmoid;
 
+/// Elements [`Expr::values`] evaluates a step at a time (each register a block of this many floats).
+const VALUE_BLOCK: usize = 256;
+
 /// A function of one value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[allow(missing_docs)]
@@ -193,6 +196,71 @@ impl Expr {
             regs.push(r);
         }
         *regs.last().expect("at least one step")
+    }
+
+    /// `out[i] = f(xs[i])`, [`VALUE_BLOCK`] elements at a time: each step runs over a block of values (one `match`
+    /// a block, not one an element, and no derivative). Each value goes through the same operations as in
+    /// [`Expr::value`], so the bits are the same.
+    pub fn values(&self, xs: &[f32], out: &mut [f32]) {
+        assert_eq!(xs.len(), out.len(), "one output per input");
+        let mut regs = vec![[0f32; VALUE_BLOCK]; self.ops.len() + 1];
+        for (xb, ob) in xs.chunks(VALUE_BLOCK).zip(out.chunks_mut(VALUE_BLOCK)) {
+            let n = xb.len();
+            regs[0][..n].copy_from_slice(xb);
+            for (k, op) in self.ops.iter().enumerate() {
+                let (done, rest) = regs.split_at_mut(k + 1);
+                let r = &mut rest[0][..n];
+                match *op {
+                    ExprOp::Const(c) => r.fill(c),
+                    ExprOp::Unary(f, a) => {
+                        let a = &done[a][..n];
+                        let g: fn(f32) -> f32 = match f {
+                            UnaryFn::Neg => |v| -v,
+                            UnaryFn::Abs => f32::abs,
+                            UnaryFn::Exp => f32::exp,
+                            UnaryFn::Log => f32::ln,
+                            UnaryFn::Sqrt => f32::sqrt,
+                            UnaryFn::Reciprocal => |v| 1.0 / v,
+                            UnaryFn::Sigmoid => sigmoid,
+                            UnaryFn::Tanh => f32::tanh,
+                            UnaryFn::Erf => libm::erff,
+                            UnaryFn::Relu => |v| v.max(0.0),
+                            UnaryFn::Softplus => |v| v.max(0.0) + (-v.abs()).exp().ln_1p(),
+                        };
+                        for (r, &v) in r.iter_mut().zip(a) {
+                            *r = g(v);
+                        }
+                    }
+                    ExprOp::Binary(f, a, b) => {
+                        let (a, b) = (&done[a][..n], &done[b][..n]);
+                        let g: fn(f32, f32) -> f32 = match f {
+                            BinaryFn::Add => |a, b| a + b,
+                            BinaryFn::Sub => |a, b| a - b,
+                            BinaryFn::Mul => |a, b| a * b,
+                            BinaryFn::Div => |a, b| a / b,
+                            BinaryFn::Pow => f32::powf,
+                            BinaryFn::Min => |a, b| if a <= b { a } else { b },
+                            BinaryFn::Max => |a, b| if a >= b { a } else { b },
+                            BinaryFn::Greater => |a, b| if a > b { 1.0 } else { 0.0 },
+                            BinaryFn::Less => |a, b| if a < b { 1.0 } else { 0.0 },
+                            BinaryFn::GreaterOrEqual => |a, b| if a >= b { 1.0 } else { 0.0 },
+                            BinaryFn::LessOrEqual => |a, b| if a <= b { 1.0 } else { 0.0 },
+                            BinaryFn::Equal => |a, b| if a == b { 1.0 } else { 0.0 },
+                        };
+                        for ((r, &a), &b) in r.iter_mut().zip(a).zip(b) {
+                            *r = g(a, b);
+                        }
+                    }
+                    ExprOp::Where(c, a, b) => {
+                        for (((r, &c), &a), &b) in r.iter_mut().zip(&done[c][..n]).zip(&done[a][..n]).zip(&done[b][..n])
+                        {
+                            *r = if c != 0.0 { a } else { b };
+                        }
+                    }
+                }
+            }
+            ob.copy_from_slice(&regs[self.ops.len()][..n]);
+        }
     }
 
     /// `f(x)` for every element, with one register buffer per call.
