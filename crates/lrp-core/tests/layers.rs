@@ -563,3 +563,52 @@ fn expression_values_by_block_are_the_per_element_values() {
         );
     }
 }
+
+/// Max pooling routes each output's gradient to the first maximum of its window in (row, column) order, padded
+/// cells never winning: against a naive router on inputs full of ties, for ResNet's 3×3 stride-2 padded window (whose
+/// inner windows take the unpadded loop) and others.
+#[test]
+fn max_pool_routes_to_the_first_maximum_with_ties() {
+    let x = Array4::from_shape_fn((2, 2, 11, 10), |(a, b, y, z)| {
+        ((a * 7 + b * 3 + y * 5 + z * 2) % 4) as f32 * 0.5
+    });
+    for win in [
+        Window::square(3, 2, 1),
+        Window::square(3, 1, 1),
+        Window::square(2, 2, 0),
+        Window {
+            kernel: [3, 2],
+            stride: [2, 3],
+            pads: [2, 1, 0, 1],
+        },
+    ] {
+        let p = Pool2d {
+            window: win,
+            count_include_pad: false,
+        };
+        let y = p.max_forward(x.view());
+        assert_eq!(y, naive_pool(&x, win, None));
+        let g = Array4::from_shape_fn(y.dim(), |(a, b, i, j)| 1.0 + (a * 1000 + b * 100 + i * 10 + j) as f32);
+        let mut want = Array4::<f32>::zeros(x.dim());
+        let (_, _, h, w) = x.dim();
+        for ((ni, ci, oy, ox), &gv) in g.indexed_iter() {
+            let mut best: Option<(f32, usize, usize)> = None;
+            for ky in 0..win.kernel[0] {
+                for kx in 0..win.kernel[1] {
+                    let iy = (oy * win.stride[0] + ky) as isize - win.pads[0] as isize;
+                    let ix = (ox * win.stride[1] + kx) as isize - win.pads[1] as isize;
+                    if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                        continue;
+                    }
+                    let v = x[[ni, ci, iy as usize, ix as usize]];
+                    if best.is_none_or(|(b, _, _)| v > b) {
+                        best = Some((v, iy as usize, ix as usize));
+                    }
+                }
+            }
+            let (_, iy, ix) = best.expect("a window with a cell inside");
+            want[[ni, ci, iy, ix]] += gv;
+        }
+        assert_eq!(p.max_route(x.view(), g.view()), want, "{win:?}");
+    }
+}

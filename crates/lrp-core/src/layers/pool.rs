@@ -105,11 +105,35 @@ impl Pool2d {
             }
             return (out, oh, ow);
         }
+        let [kh, kw] = self.window.kernel;
+        // Outputs whose window lies inside the input along a row: the unpadded loop's (the first tap is the
+        // window's first cell, as below).
+        let inner = pl.div_ceil(sw).min(ow)..if w + pl >= kw {
+            ((w + pl - kw) / sw + 1).min(ow)
+        } else {
+            0
+        };
         for plane in 0..n * c {
             let p = &xs[plane * h * w..(plane + 1) * h * w];
             for oy in 0..oh {
                 let kys = self.taps(0, oy, h);
+                let full_rows = kys.len() == kh;
                 for ox in 0..ow {
+                    if full_rows && inner.contains(&ox) {
+                        let base = (oy * sh + kys.start - pt) * w + ox * sw - pl;
+                        let (mut best, mut at) = (p[base], base);
+                        for ky in 0..kh {
+                            let row = &p[base + ky * w..base + ky * w + kw];
+                            for (kx, &v) in row.iter().enumerate() {
+                                if v > best {
+                                    best = v;
+                                    at = base + ky * w + kx;
+                                }
+                            }
+                        }
+                        out[(plane * oh + oy) * ow + ox] = at;
+                        continue;
+                    }
                     let kxs = self.taps(1, ox, w);
                     let mut best = f32::NEG_INFINITY;
                     let mut at = usize::MAX;
