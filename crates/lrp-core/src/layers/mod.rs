@@ -19,6 +19,7 @@ mod lstm;
 mod op;
 mod pool;
 mod structural;
+mod unfold;
 mod window;
 
 pub use attention::{
