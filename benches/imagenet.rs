@@ -146,7 +146,7 @@ fn conv_kinds(net: &lrp_core::Network, x: &ArrayD<f32>) -> Vec<(&'static str, Ve
     kinds
 }
 
-/// `imagenet/layers`: GFLOP/s of the convolutions by kind (3×3, 1×1, depthwise, grouped, other), forward and
+/// `imagenet/layers`: GFLOP/s of the convolutions by kind (3×3, 1×1, depthwise, grouped: RegNet's), forward and
 /// transposed (the backward pass of ε and of the gradient), over one sample on the threads of the global pool.
 /// Criterion's "elem/s" are FLOP/s here. The small variants always; the 224×224 exports with `LRP_IMAGENET_DIR` and
 /// `LRP_IMAGENET_INPUTS` (the first photo).
@@ -157,6 +157,7 @@ fn layer_kinds(c: &mut Criterion) {
         "resnet_bottleneck_l2",
         "mobilenet_v2_w0.35",
         "efficientnet_b0_w0.25_d0.25",
+        "regnet_y_small",
     ] {
         let net = lrp_onnx::import_file(&root.join(format!("{name}-legacy.onnx")))
             .expect("a fixture model")
@@ -174,7 +175,7 @@ fn layer_kinds(c: &mut Criterion) {
     ) {
         let x: ArrayD<f32> = ndarray_npy::read_npy(&inputs).expect("the photos");
         let one = x.slice_axis(ndarray::Axis(0), (0..1).into()).to_owned();
-        for family in ["resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0"] {
+        for family in ["resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0", "regnet_y_400mf"] {
             let model = dir.join(format!("{family}-legacy.onnx"));
             if model.exists() {
                 let net = lrp_onnx::import_file(&model).expect("an export").network;
