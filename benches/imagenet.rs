@@ -20,8 +20,17 @@ use lrp_core::Layer;
 use lrp_rules::{Explainer, Spec, Target};
 use ndarray::ArrayD;
 
-fn small(c: &mut Criterion) {
+/// A small variant of `tests/fixtures/scale/` (legacy export) and its inputs.
+fn fixture(name: &str) -> (lrp_core::Network, ArrayD<f32>) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scale");
+    let net = lrp_onnx::import_file(&root.join(format!("{name}-legacy.onnx")))
+        .expect("a fixture model")
+        .network;
+    let x = ndarray_npy::read_npy(root.join(format!("{name}-inputs.npy"))).expect("its inputs");
+    (net, x)
+}
+
+fn small(c: &mut Criterion) {
     let mut group = c.benchmark_group("imagenet/small");
     group.sample_size(10).measurement_time(Duration::from_secs(5));
     for name in [
@@ -30,10 +39,7 @@ fn small(c: &mut Criterion) {
         "mobilenet_v2_w0.35",
         "efficientnet_b0_w0.25_d0.25",
     ] {
-        let net = lrp_onnx::import_file(&root.join(format!("{name}-legacy.onnx")))
-            .expect("a fixture model")
-            .network;
-        let x: ArrayD<f32> = ndarray_npy::read_npy(root.join(format!("{name}-inputs.npy"))).expect("its inputs");
+        let (net, x) = fixture(name);
         let ex = Explainer::new(&net, &Spec::parse("epsilon").expect("preset")).expect("resolves");
         group.throughput(Throughput::Elements(x.shape()[0] as u64));
         group.bench_with_input(BenchmarkId::new("forward", name), &x, |b, x| {
@@ -151,7 +157,6 @@ fn conv_kinds(net: &lrp_core::Network, x: &ArrayD<f32>) -> Vec<(&'static str, Ve
 /// Criterion's "elem/s" are FLOP/s here. The small variants always; the 224×224 exports with `LRP_IMAGENET_DIR` and
 /// `LRP_IMAGENET_INPUTS` (the first photo).
 fn layer_kinds(c: &mut Criterion) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scale");
     let mut nets: Vec<(String, lrp_core::Network, ArrayD<f32>)> = Vec::new();
     for name in [
         "resnet_bottleneck_l2",
@@ -159,10 +164,7 @@ fn layer_kinds(c: &mut Criterion) {
         "efficientnet_b0_w0.25_d0.25",
         "regnet_y_small",
     ] {
-        let net = lrp_onnx::import_file(&root.join(format!("{name}-legacy.onnx")))
-            .expect("a fixture model")
-            .network;
-        let x: ArrayD<f32> = ndarray_npy::read_npy(root.join(format!("{name}-inputs.npy"))).expect("its inputs");
+        let (net, x) = fixture(name);
         nets.push((
             name.to_string(),
             net,

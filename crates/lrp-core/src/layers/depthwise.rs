@@ -269,9 +269,15 @@ fn transpose_plane(s: &[f32], ohw: (usize, usize), wk: &[f32], t: PlaneTaps, out
     transpose_plane_body(s, ohw, wk, t, out, w)
 }
 
-/// Whether a batch's planes are worth spreading over the pool's threads.
-fn parallel(planes: usize, macs_per_plane: usize) -> bool {
-    rayon::current_num_threads() > 1 && planes > 1 && planes.saturating_mul(macs_per_plane) >= PAR_MIN_MACS / 4
+/// Runs `plane((i, dst))` for every plane `dst` (`len` values, the `i`-th) of `out`, side by side on the pool's
+/// threads when the planes' multiply-adds (`macs` each) are worth spreading.
+fn each_plane(out: &mut [f32], len: usize, macs: usize, plane: impl Fn((usize, &mut [f32])) + Sync + Send) {
+    let planes = out.len() / len.max(1);
+    if rayon::current_num_threads() > 1 && planes > 1 && planes.saturating_mul(macs) >= PAR_MIN_MACS / 4 {
+        out.par_chunks_exact_mut(len).enumerate().for_each(plane);
+    } else {
+        out.chunks_exact_mut(len).enumerate().for_each(plane);
+    }
 }
 
 /// Depthwise forward: `x` is `[N, C, H, W]` and `out` `[N, O, OH, OW]` (standard layout), output channel `o` reading
@@ -288,20 +294,15 @@ pub(crate) fn forward(
     let per = o / c;
     assert!(per * c == o && weights.len() == o * k && x.len().is_multiple_of(c * h * w));
     assert_eq!(out.len() / (o * oh * ow), x.len() / (c * h * w));
-    let plane = |(i, dst): (usize, &mut [f32])| {
+    each_plane(out, oh * ow, oh * ow * k, |(i, dst)| {
         let (j, oc) = (i / o, i % o);
         let src = &x[(j * c + oc / per) * h * w..][..h * w];
         forward_plane(src, (h, w), &weights[oc * k..(oc + 1) * k], t, dst, ow);
-    };
-    if parallel(out.len() / (oh * ow).max(1), oh * ow * k) {
-        out.par_chunks_exact_mut(oh * ow).enumerate().for_each(plane);
-    } else {
-        out.chunks_exact_mut(oh * ow).enumerate().for_each(plane);
-    }
+    });
 }
 
-/// Depthwise transposed: `s` is `[N, O, OH, OW]` and `out` `[N, C, H, W]`; input channel `c` gathers from its
-/// `O / C` output channels in order (col2im's order: a channel's first output's taps, then the next's).
+/// Depthwise transposed, one output channel per input channel (`O = C`; with more, GEMM sums each input's output
+/// channels in an order of its own): `s` is `[N, C, OH, OW]` and `out` `[N, C, H, W]`.
 pub(crate) fn transpose(
     s: &[f32],
     (o, oh, ow): (usize, usize, usize),
@@ -311,18 +312,12 @@ pub(crate) fn transpose(
     (c, h, w): (usize, usize, usize),
 ) {
     let k = t.kernel[0] * t.kernel[1];
-    let per = o / c;
-    assert!(per * c == o && weights.len() == o * k && s.len().is_multiple_of(o * oh * ow));
-    assert_eq!(out.len() / (c * h * w), s.len() / (o * oh * ow));
-    assert_eq!(per, 1, "one output channel per input channel");
-    let plane = |(i, dst): (usize, &mut [f32])| {
-        let (j, ci) = (i / c, i % c);
-        let src = &s[(j * o + ci) * oh * ow..][..oh * ow];
+    assert_eq!(o, c, "one output channel per input channel");
+    assert!(weights.len() == c * k && s.len().is_multiple_of(c * oh * ow));
+    assert_eq!(out.len() / (c * h * w), s.len() / (c * oh * ow));
+    each_plane(out, h * w, oh * ow * k, |(ci, dst)| {
+        let src = &s[ci * oh * ow..][..oh * ow];
+        let ci = ci % c;
         transpose_plane(src, (oh, ow), &weights[ci * k..(ci + 1) * k], t, dst, w);
-    };
-    if parallel(out.len() / (h * w).max(1), oh * ow * k) {
-        out.par_chunks_exact_mut(h * w).enumerate().for_each(plane);
-    } else {
-        out.chunks_exact_mut(h * w).enumerate().for_each(plane);
-    }
+    });
 }

@@ -80,34 +80,9 @@ impl Pool2d {
         let [sh, sw] = self.window.stride;
         let [pt, pl] = [self.window.pads[0], self.window.pads[1]];
         let mut out = vec![usize::MAX; n * c * oh * ow];
-        if self.window.pads == [0; 4] {
-            // Every window lies inside the input: no bounds to test.
-            let [kh, kw] = self.window.kernel;
-            for plane in 0..n * c {
-                let p = &xs[plane * h * w..(plane + 1) * h * w];
-                let dst = &mut out[plane * oh * ow..(plane + 1) * oh * ow];
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let base = oy * sh * w + ox * sw;
-                        let (mut best, mut at) = (p[base], base);
-                        for ky in 0..kh {
-                            let row = &p[base + ky * w..base + ky * w + kw];
-                            for (kx, &v) in row.iter().enumerate() {
-                                if v > best {
-                                    best = v;
-                                    at = base + ky * w + kx;
-                                }
-                            }
-                        }
-                        dst[oy * ow + ox] = at;
-                    }
-                }
-            }
-            return (out, oh, ow);
-        }
         let [kh, kw] = self.window.kernel;
-        // Outputs whose window lies inside the input along a row: the unpadded loop's (the first tap is the
-        // window's first cell, as below).
+        // Outputs whose window lies inside the input (every output of an unpadded pool) need no bounds test; the
+        // first tap is the window's first cell either way, so the winner is the same.
         let inner = pl.div_ceil(sw).min(ow)..if w + pl >= kw {
             ((w + pl - kw) / sw + 1).min(ow)
         } else {
@@ -120,18 +95,8 @@ impl Pool2d {
                 let full_rows = kys.len() == kh;
                 for ox in 0..ow {
                     if full_rows && inner.contains(&ox) {
-                        let base = (oy * sh + kys.start - pt) * w + ox * sw - pl;
-                        let (mut best, mut at) = (p[base], base);
-                        for ky in 0..kh {
-                            let row = &p[base + ky * w..base + ky * w + kw];
-                            for (kx, &v) in row.iter().enumerate() {
-                                if v > best {
-                                    best = v;
-                                    at = base + ky * w + kx;
-                                }
-                            }
-                        }
-                        out[(plane * oh + oy) * ow + ox] = at;
+                        let base = (oy * sh - pt) * w + ox * sw - pl;
+                        out[(plane * oh + oy) * ow + ox] = first_max(p, base, w, [kh, kw]);
                         continue;
                     }
                     let kxs = self.taps(1, ox, w);
@@ -588,6 +553,23 @@ impl Op for AvgPoolOp<'_> {
     fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
         vec![self.0.avg_transpose(batch4(&g), batch4(&xs[0]).dim()).into_dyn()]
     }
+}
+
+/// The flat index of the first maximum (row by row) of the `kh × kw` window whose top-left cell is `p[base]`, in a
+/// plane `w` wide; the window lies inside the plane.
+#[inline]
+fn first_max(p: &[f32], base: usize, w: usize, [kh, kw]: [usize; 2]) -> usize {
+    let (mut best, mut at) = (p[base], base);
+    for ky in 0..kh {
+        let row = &p[base + ky * w..base + ky * w + kw];
+        for (kx, &v) in row.iter().enumerate() {
+            if v > best {
+                best = v;
+                at = base + ky * w + kx;
+            }
+        }
+    }
+    at
 }
 
 #[cfg(test)]
