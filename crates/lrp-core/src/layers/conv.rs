@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::direct::Kernels;
 use super::op::{Op, finite};
-use super::unfold::{Taps, col2im, gather_outputs, im2col};
+use super::unfold::{Taps, col2im, gather_outputs, im2col, scatter_outputs};
 #[cfg(test)]
 use super::unfold::{col2im_general, im2col_general};
 use super::window::Window;
@@ -83,6 +83,23 @@ const PADDED_DIRECT_MIN_HW: usize = 400;
 
 /// Upper bound on the number of floats in one im2col buffer; larger batches are split into groups.
 const COLS_BUDGET: usize = 1 << 17;
+
+/// Columns a GEMM over several samples aims at. A sample's product on a small plane (ResNet-50's 7×7: 49 columns
+/// against 512 output channels and 4,608 taps) is a thin GEMM that reads all of the layer's weights for few
+/// multiply-adds; on one thread (matrixmultiply, this machine kind) a 512 × 4608 × 49 product runs at 63 GFLOP/s
+/// one sample a call and at 145 eight samples a call, 256 × 2304 × 196 at 140 and 174 (four a call), while
+/// 128 × 1152 × 784 loses (168 → 156). Planes of up to half this many positions are multiplied several samples at
+/// a time, through a gathered copy of their columns and a product matrix.
+const BATCH_COLS: usize = 512;
+
+/// Samples multiplied in one GEMM on planes of `hw` positions (1: one GEMM a sample, straight into its planes).
+fn gemm_samples(n: usize, hw: usize) -> usize {
+    if hw == 0 || hw * 2 > BATCH_COLS {
+        1
+    } else {
+        (BATCH_COLS / hw).clamp(1, n.max(1))
+    }
+}
 
 std::thread_local! {
     /// Each thread's im2col matrix, kept between calls: it is written in full before it is read, so it needs no
@@ -269,12 +286,28 @@ impl Conv2d {
             // Pointwise: each sample's input planes are already the unfolded matrix `[C, H·W]`. (With fewer input
             // channels the direct path below is faster: GEMM packs the whole input for a short sum.)
             let mut out = Array4::<f32>::zeros((n, o, oh, ow));
-            for j in 0..n {
-                let xj = x.slice(s![j, .., .., ..]);
-                let xj = xj.into_shape_with_order((c, hw)).expect("standard layout");
-                let mut dst = out.slice_mut(s![j, .., .., ..]);
-                let mut dst = dst.view_mut().into_shape_with_order((o, hw)).expect("fresh array");
-                par_gemm(&wmat, &xj, &mut dst);
+            let per = gemm_samples(n, hw);
+            if per > 1 {
+                // Several samples a GEMM: their planes side by side as columns, the product copied back.
+                with_cols((c + o) * per * hw, |buf| {
+                    let (bbuf, pbuf) = buf.split_at_mut(c * per * hw);
+                    for start in (0..n).step_by(per) {
+                        let g = per.min(n - start);
+                        let mut b = ArrayViewMut2::from_shape((c, g * hw), &mut bbuf[..c * g * hw]).expect("sized");
+                        gather_outputs(x.slice(s![start..start + g, .., .., ..]), &mut b);
+                        let mut p = ArrayViewMut2::from_shape((o, g * hw), &mut pbuf[..o * g * hw]).expect("sized");
+                        par_gemm(&wmat, &b.view(), &mut p);
+                        scatter_outputs(p.view(), out.slice_mut(s![start..start + g, .., .., ..]));
+                    }
+                });
+            } else {
+                for j in 0..n {
+                    let xj = x.slice(s![j, .., .., ..]);
+                    let xj = xj.into_shape_with_order((c, hw)).expect("standard layout");
+                    let mut dst = out.slice_mut(s![j, .., .., ..]);
+                    let mut dst = dst.view_mut().into_shape_with_order((o, hw)).expect("fresh array");
+                    par_gemm(&wmat, &xj, &mut dst);
+                }
             }
             if with_bias && let Some(b) = &self.bias {
                 let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
@@ -330,9 +363,12 @@ impl Conv2d {
             return unsafe { out.assume_init() };
         }
         let mut out = Array4::<f32>::zeros((n, o, oh, ow));
-        let batch = self.group_size(n, hw);
+        let per = gemm_samples(n, hw);
+        let batch = self.group_size(n, hw).max(per);
         let rows = wmat.ncols();
-        with_cols(rows * batch * hw, |cols| {
+        let product = if per > 1 { og * batch * hw } else { 0 };
+        with_cols(rows * batch * hw + product, |buf| {
+            let (cols, pbuf) = buf.split_at_mut(rows * batch * hw);
             let mut cols = ArrayViewMut2::from_shape((rows, batch * hw), cols).expect("buffer of this size");
             for start in (0..n).step_by(batch) {
                 let g = batch.min(n - start);
@@ -345,9 +381,17 @@ impl Conv2d {
                         ow,
                         &mut cols,
                     );
-                    // One GEMM per sample, straight into its output planes (no copy of a product matrix): each
-                    // output element sums over the same k in the same order as one GEMM over the group would.
+                    // One GEMM per sample, straight into its output planes (no copy of a product matrix), or on
+                    // small planes one over the group into a product matrix: each output element sums over the same
+                    // k in the same order either way.
                     let wg = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
+                    if per > 1 {
+                        let mut p = ArrayViewMut2::from_shape((og, g * hw), &mut pbuf[..og * g * hw]).expect("sized");
+                        par_gemm(&wg, &cols.slice(s![.., ..g * hw]), &mut p);
+                        let dst = out.slice_mut(s![start..start + g, gi * og..(gi + 1) * og, .., ..]);
+                        scatter_outputs(p.view(), dst);
+                        continue;
+                    }
                     for j in 0..g {
                         let mut dst = out.slice_mut(s![start + j, gi * og..(gi + 1) * og, .., ..]);
                         let mut dst = dst.view_mut().into_shape_with_order((og, hw)).expect("fresh array");
@@ -401,6 +445,21 @@ impl Conv2d {
             // Pointwise: `Wᵀ s` is each sample's input gradient planes `[C, H·W]` (no folding back).
             let s = s.as_standard_layout();
             let mut out = Array4::<f32>::zeros((n, c, h, w));
+            let per = gemm_samples(n, hw);
+            if per > 1 {
+                with_cols((o + c) * per * hw, |buf| {
+                    let (bbuf, pbuf) = buf.split_at_mut(o * per * hw);
+                    for start in (0..n).step_by(per) {
+                        let g = per.min(n - start);
+                        let mut b = ArrayViewMut2::from_shape((o, g * hw), &mut bbuf[..o * g * hw]).expect("sized");
+                        gather_outputs(s.slice(s![start..start + g, .., .., ..]), &mut b);
+                        let mut p = ArrayViewMut2::from_shape((c, g * hw), &mut pbuf[..c * g * hw]).expect("sized");
+                        par_gemm(&wmat.t(), &b.view(), &mut p);
+                        scatter_outputs(p.view(), out.slice_mut(s![start..start + g, .., .., ..]));
+                    }
+                });
+                return out;
+            }
             for j in 0..n {
                 let sj = s.slice(s![j, .., .., ..]);
                 let sj = sj.into_shape_with_order((o, hw)).expect("standard layout");
@@ -431,18 +490,27 @@ impl Conv2d {
             return unsafe { out.assume_init() };
         }
         let mut out = Array4::<f32>::zeros((n, c, h, w));
-        let batch = self.group_size(n, hw);
+        let per = gemm_samples(n, hw);
+        let batch = self.group_size(n, hw).max(per);
         let mut part = (groups > 1).then(|| Array4::<f32>::zeros((batch, cg, h, w)));
-        with_cols(rows * batch * hw, |cols| {
+        let gathered = if per > 1 { og * batch * hw } else { 0 };
+        with_cols(rows * batch * hw + gathered, |buf| {
+            let (cols, bbuf) = buf.split_at_mut(rows * batch * hw);
             let mut cols = ArrayViewMut2::from_shape((rows, batch * hw), cols).expect("buffer of this size");
+            let s = s.as_standard_layout();
             for start in (0..n).step_by(batch) {
                 let g = batch.min(n - start);
                 for gi in 0..groups {
-                    // One GEMM per sample, reading its output planes where they are (no gathered copy).
+                    // One GEMM per sample, reading its output planes where they are (no gathered copy), or on small
+                    // planes one over the group's gathered planes: the same sums either way.
                     let wt = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
                     let wt = wt.t();
-                    let s = s.as_standard_layout();
-                    for j in 0..g {
+                    if per > 1 {
+                        let mut b = ArrayViewMut2::from_shape((og, g * hw), &mut bbuf[..og * g * hw]).expect("sized");
+                        gather_outputs(s.slice(s![start..start + g, gi * og..(gi + 1) * og, .., ..]), &mut b);
+                        par_gemm(&wt, &b.view(), &mut cols.slice_mut(s![.., ..g * hw]));
+                    }
+                    for j in (0..g).filter(|_| per == 1) {
                         let sj = s.slice(s![start + j, gi * og..(gi + 1) * og, .., ..]);
                         let sj = sj.into_shape_with_order((og, hw)).expect("standard layout");
                         let mut cj = cols.slice_mut(s![.., j * hw..(j + 1) * hw]);

@@ -362,3 +362,53 @@ fn padded_convolutions_on_the_direct_path_are_gemm_bit_for_bit() {
         }
     }
 }
+
+/// On small planes several samples share a GEMM (their columns gathered, the product copied back): each sample's
+/// output is the bits it has computed alone (one GEMM a sample, straight into its planes), forward with and
+/// without the bias and transposed, for 1×1, padded, strided and grouped convolutions, over a batch that leaves a
+/// partial group, on one thread and on two.
+#[test]
+fn small_planes_several_samples_a_gemm_are_each_sample_alone() {
+    // (input channels, side, output channels, kernel, stride, pads, groups)
+    for (c, hw, o, k, stride, pad, groups) in [
+        (64, 7, 40, 1, 1, 0, 1),
+        (20, 7, 24, 3, 1, 1, 1),
+        (8, 15, 12, 3, 2, 1, 1),
+        (8, 9, 12, 3, 1, 1, 2),
+        (64, 14, 16, 1, 1, 0, 1),
+    ] {
+        let n = 13;
+        let (x, dense) = case(n, c, hw, hw, o, k, k);
+        let weight = dense.weight.slice(s![.., ..c / groups, .., ..]).to_owned();
+        let mut conv = Conv2d::new(weight, dense.bias.clone(), [stride; 2], [pad; 4]);
+        conv.groups = groups;
+        let (oh, ow) = conv.output_hw(hw, hw).unwrap();
+        assert!(gemm_samples(n, oh * ow) > 1, "the case must share GEMMs");
+        let s = Array4::from_shape_fn((n, o, oh, ow), |(a, b, y, z)| {
+            ((a * 7 + b * 3 + y * 5 + z) % 11) as f32 * 0.31 - 1.4
+        });
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                for with_bias in [false, true] {
+                    let all = conv.forward_with(x.view(), with_bias, Paths::fast());
+                    for j in 0..n {
+                        let one = conv.forward_with(x.slice(s![j..j + 1, .., .., ..]), with_bias, Paths::fast());
+                        let got = all.slice(s![j..j + 1, .., .., ..]).to_owned();
+                        assert_eq!(bits(&got), bits(&one), "{c}→{o} {k}×{k}/{stride} g{groups} sample {j}");
+                    }
+                }
+                let all = conv.transpose_with(s.view(), (hw, hw), Paths::fast());
+                for j in 0..n {
+                    let one = conv.transpose_with(s.slice(s![j..j + 1, .., .., ..]), (hw, hw), Paths::fast());
+                    let got = all.slice(s![j..j + 1, .., .., ..]).to_owned();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&one),
+                        "transposed {c}→{o} {k}×{k}/{stride} g{groups} sample {j}"
+                    );
+                }
+            });
+        }
+    }
+}

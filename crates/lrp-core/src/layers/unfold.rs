@@ -1,7 +1,7 @@
 //! Unfolding for im2col + GEMM convolutions: the taps of a window, im2col (input planes → the matrix of every output
 //! position's inputs) and col2im (that matrix folded back, overlaps added).
 
-use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, s};
+use ndarray::{ArrayView2, ArrayView4, ArrayViewMut2, ArrayViewMut4, s};
 
 /// Kernel size, stride, padding and dilation: where `im2col` reads.
 pub(super) struct Taps {
@@ -27,8 +27,26 @@ pub(super) fn gather_outputs(s: ArrayView4<f32>, dst: &mut ArrayViewMut2<f32>) {
         for c in 0..o {
             let src = s.slice(s![j, c, .., ..]);
             let mut d = dst.slice_mut(s![c, j * hw..(j + 1) * hw]);
-            for (d, v) in d.iter_mut().zip(src.iter()) {
-                *d = *v;
+            match (src.as_slice(), d.as_slice_mut()) {
+                (Some(src), Some(d)) => d.copy_from_slice(src),
+                (_, _) => d.iter_mut().zip(src.iter()).for_each(|(d, v)| *d = *v),
+            }
+        }
+    }
+}
+
+/// Copies the matrix `[O, g·OH·OW]` (sample-major columns) into `[g, O, OH, OW]`: the inverse of
+/// [`gather_outputs`].
+pub(super) fn scatter_outputs(p: ArrayView2<f32>, mut dst: ArrayViewMut4<f32>) {
+    let (g, o, oh, ow) = dst.dim();
+    let hw = oh * ow;
+    for j in 0..g {
+        for c in 0..o {
+            let src = p.slice(s![c, j * hw..(j + 1) * hw]);
+            let mut d = dst.slice_mut(s![j, c, .., ..]);
+            match (src.as_slice(), d.as_slice_mut()) {
+                (Some(src), Some(d)) => d.copy_from_slice(src),
+                (_, _) => d.iter_mut().zip(src.iter()).for_each(|(d, v)| *d = *v),
             }
         }
     }
