@@ -267,19 +267,17 @@ impl Conv2d {
         let taps = self.taps();
         if paths.special && self.is_depthwise() && c * h * w > 0 && o * hw > 0 {
             let x = x.as_slice().expect("standard layout");
+            let bias = super::direct::bias_slice(&self.bias, with_bias);
             let mut out = Array4::<f32>::zeros((n, o, oh, ow));
             super::depthwise::forward(
                 x,
                 (c, h, w),
                 self.weight.as_standard_layout().as_slice().expect("standard layout"),
+                bias.as_deref(),
                 self.plane_taps(),
                 out.as_slice_mut().expect("fresh array"),
                 (o, oh, ow),
             );
-            if with_bias && let Some(b) = &self.bias {
-                let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
-                out += &b;
-            }
             return out;
         }
         if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && c >= 64 && o * hw > 0 {

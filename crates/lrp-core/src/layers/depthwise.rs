@@ -5,14 +5,19 @@
 //!
 //! The bits are those of im2col + GEMM on the same processor: forward, each output is a chain of fused
 //! multiply-adds from zero over its taps in `(ky, kx)` order (matrixmultiply's kernels sum a depth below its block
-//! of 256 that way; a tap in the padding adds `0·w`, which changes no value, so it is skipped); transposed, each
-//! input gradient adds the rounded products `w·s` of its taps in `(ky, kx)` order, as col2im adds GEMM's one-term
-//! products. Tests compare the two paths value for value.
+//! of 256 that way), its padding taps multiplying zeros as GEMM multiplies im2col's; transposed, each input gradient
+//! adds the rounded products `w·s` of its taps in `(ky, kx)` order, as col2im adds GEMM's one-term products (a tap
+//! that falls outside adds `w·0`, which changes no sum). Tests compare the two paths bit for bit.
+//!
+//! Both passes work on a zero-padded copy of the plane split by the residues of the stride, so that every tap is a
+//! contiguous run and the whole plane one run of 16-wide blocks: MobileNet's late planes are 7×7 and 14×14, too
+//! short for row-by-row blocks.
 //!
 //! The fused multiply-add is an instruction only where the processor has FMA: the layers take this path there
 //! ([`available`]); elsewhere they keep to GEMM (a software `fmaf` would be slower than it).
 
 use super::PAR_MIN_MACS;
+use super::unfold::copy_short;
 use rayon::prelude::*;
 
 /// The taps of a convolution on one plane: kernel, stride, padding (top, left) and dilation.
@@ -34,18 +39,6 @@ pub(crate) fn available() -> bool {
     {
         false
     }
-}
-
-/// Output positions `o` (of `n_out`) whose input index `o·stride + k − pad` lies in `0..len`.
-#[inline(always)]
-fn valid(n_out: usize, stride: usize, k: usize, pad: usize, len: usize) -> std::ops::Range<usize> {
-    let lo = if pad > k { (pad - k).div_ceil(stride) } else { 0 };
-    let hi = if len + pad > k {
-        ((len - 1 + pad - k) / stride + 1).min(n_out)
-    } else {
-        0
-    };
-    lo.min(hi)..hi
 }
 
 /// `a ← fma(w, x, a)` (forward) or `a ← a + w·x` (transposed: the rounded product, then the sum).
@@ -81,7 +74,9 @@ fn sum_taps<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f32]) {
         }
     } else if len >= 8 {
         block::<FUSED, 8>(taps, 0, out);
-        block::<FUSED, 8>(taps, len - 8, out);
+        if len > 8 {
+            block::<FUSED, 8>(taps, len - 8, out);
+        }
     } else {
         for (j, o) in out.iter_mut().enumerate() {
             let mut a = 0f32;
@@ -96,143 +91,197 @@ fn sum_taps<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f32]) {
 /// The largest kernel side the depthwise path takes (its taps are kept in arrays on the stack).
 pub(crate) const MAX_SIDE: usize = 8;
 
-/// One output plane `out` (`oh × ow`) of one input plane `x` (`h × w`) and its kernel `wk` (`kh·kw`).
+std::thread_local! {
+    /// Each thread's padded copy of the plane it works on, kept between planes (written in full before it is read).
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// One output plane `out` (`oh × ow`) of one input plane `x` (`h × w`), its kernel `wk` (`kh·kw`) and bias.
+///
+/// The plane is first copied with its padding as zeros and split by the residues of its rows and columns modulo
+/// the stride: phase `(ry, rx)` holds padded rows `ry + i·sh` and columns `rx + j·sw`, `pw` to a row. Tap `(ky, kx)`
+/// then reads one phase at a fixed offset, and the whole output plane is one run over the phases' rows laid end to
+/// end (output `(oy, ox)` at `oy·pw + ox`; the `pw − ow` positions between rows are computed and dropped): every
+/// output is the same chain of fused multiply-adds over all taps, in blocks of 16 however small the plane. A tap in
+/// the padding adds `fma(w, 0, a) = a` (the sum is never −0 and the weights are finite), as GEMM multiplies
+/// im2col's zeros.
 #[inline(always)]
-fn forward_plane_body(x: &[f32], (h, w): (usize, usize), wk: &[f32], t: PlaneTaps, out: &mut [f32], ow: usize) {
+fn forward_plane_body(p: ForwardPlane, out: &mut [f32], scratch: &mut Vec<f32>) {
+    let ForwardPlane {
+        x,
+        hw: (h, w),
+        wk,
+        bias,
+        t,
+        ow,
+    } = p;
     let [kh, kw] = t.kernel;
     let [sh, sw] = t.stride;
     let [dh, dw] = t.dilation;
     let [pt, pl] = t.pad;
-    // Outputs whose every tap along the row is inside the input (the others check each tap).
-    let inner = valid(ow, sw, 0, pl, w).start..valid(ow, sw, (kw - 1) * dw, pl, w).end;
-    let inner = inner.start.min(inner.end)..inner.end;
-    let n = inner.len();
-    // A strided convolution reads each tap's inputs `sw` apart: each input row is split into its `sw` residues
-    // first (`phases[(iy·sw + p)·pw + j] = x[iy·w + p + j·sw]`), so every tap reads a contiguous run.
-    let pw = w.div_ceil(sw);
-    let mut phases = vec![0f32; if sw > 1 { h * sw * pw } else { 0 }];
-    if sw > 1 {
-        for (row, dst) in x.chunks_exact(w).zip(phases.chunks_exact_mut(sw * pw)) {
-            for p in 0..sw {
-                for (d, &v) in dst[p * pw..(p + 1) * pw].iter_mut().zip(row.iter().skip(p).step_by(sw)) {
-                    *d = v;
+    let oh = out.len() / ow;
+    let pw = ow + (kw - 1) * dw / sw;
+    let hq = oh + (kh - 1) * dh / sh;
+    let phase_len = hq * pw;
+    let run = (oh - 1) * pw + ow;
+    let (phases_len, row_len) = (sh * sw * phase_len, sw * pw);
+    if scratch.len() < phases_len + run + row_len {
+        scratch.resize(phases_len + run + row_len, 0.0);
+    }
+    let (phases, rest) = scratch.split_at_mut(phases_len);
+    let (ext, padded) = rest.split_at_mut(run);
+    let padded = &mut padded[..row_len];
+    // Padded row y = ry + i·sh: zeros, the input row from column pl, zeros; its columns dealt to the sw phases.
+    let lead = pl.min(row_len);
+    let n = w.min(row_len - lead);
+    // Rows are short on the late planes (7 to 28 values): copies and fills inline, not calls of memmove/memset.
+    let zero = |d: &mut [f32]| d.iter_mut().for_each(|v| *v = 0.0);
+    for y in 0..sh * hq {
+        let (ry, i) = (y % sh, y / sh);
+        let input = y.checked_sub(pt).filter(|&iy| iy < h);
+        let dst = |rx: usize| ((ry * sw + rx) * hq + i) * pw;
+        let target = if sw == 1 {
+            &mut phases[dst(0)..][..pw]
+        } else {
+            &mut padded[..]
+        };
+        if let Some(iy) = input {
+            zero(&mut target[..lead]);
+            copy_short(&mut target[lead..lead + n], &x[iy * w..][..n]);
+            zero(&mut target[lead + n..]);
+        }
+        match (input, sw) {
+            (None, _) => (0..sw).for_each(|rx| zero(&mut phases[dst(rx)..][..pw])),
+            (Some(_), 1) => {}
+            (Some(_), 2) => {
+                let (d0, d1) = (dst(0), dst(1));
+                let (lo, hi) = phases.split_at_mut(d1);
+                let (even, odd) = (&mut lo[d0..][..pw], &mut hi[..pw]);
+                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(padded.chunks_exact(2)) {
+                    *e = pair[0];
+                    *o = pair[1];
+                }
+            }
+            (Some(_), _) => {
+                for rx in 0..sw {
+                    let d = dst(rx);
+                    for (j, v) in phases[d..][..pw].iter_mut().enumerate() {
+                        *v = padded[rx + j * sw];
+                    }
                 }
             }
         }
     }
-    let mut rows: [(usize, usize); MAX_SIDE] = [(0, 0); MAX_SIDE];
     let mut taps: [(f32, &[f32]); MAX_SIDE * MAX_SIDE] = [(0.0, &[]); MAX_SIDE * MAX_SIDE];
-    for (oy, orow) in out.chunks_exact_mut(ow).enumerate() {
-        // (ky, input row) of the tap rows inside the input.
-        let mut nr = 0;
-        for ky in 0..kh {
-            if let Some(iy) = (oy * sh + ky * dh).checked_sub(pt).filter(|&iy| iy < h) {
-                rows[nr] = (ky, iy);
-                nr += 1;
-            }
+    for ky in 0..kh {
+        let (ry, qy) = (ky * dh % sh, ky * dh / sh);
+        for kx in 0..kw {
+            let (rx, qx) = (kx * dw % sw, kx * dw / sw);
+            let start = ((ry * sw + rx) * hq + qy) * pw + qx;
+            taps[ky * kw + kx] = (wk[ky * kw + kx], &phases[start..][..run]);
         }
-        let rows = &rows[..nr];
-        if n > 0 {
+    }
+    sum_taps::<true>(&taps[..kh * kw], ext);
+    for (orow, erow) in out.chunks_exact_mut(ow).zip(ext.chunks(pw)) {
+        match bias {
+            Some(b) => orow.iter_mut().zip(erow).for_each(|(o, &e)| *o = e + b),
+            None => orow.copy_from_slice(&erow[..ow]),
+        }
+    }
+}
+
+/// One input-gradient plane `out` (`h × w`) from one output-gradient plane `s` (`oh × ow`).
+///
+/// Padded input position `(ry + sh·a, rx + sw·b)` (residues `ry`, `rx` of the stride) receives from tap `(ky, kx)`
+/// only when `ky·dh ≡ ry (mod sh)` and `kx·dw ≡ rx (mod sw)`, the gradient at output `(a − qy, b − qx)` with
+/// `qy = (ky·dh − ry)/sh`, `qx = (kx·dw − rx)/sw`. Over a copy of `s` with `qy_max` zero rows above and `qx_max` zero
+/// columns to the left (and zeros past its end), each residue class is one run of sums over its taps, rows laid end
+/// to end as in the forward pass, then dealt to its positions. Each sum adds the rounded products `w·s` in
+/// `(ky, kx)` order from zero, as col2im adds GEMM's one-term products; a tap outside `s` adds `w·0`, which changes
+/// no sum (never −0; the weights are finite).
+#[inline(always)]
+fn transpose_plane_body(
+    s: &[f32],
+    (oh, ow): (usize, usize),
+    wk: &[f32],
+    t: PlaneTaps,
+    out: &mut [f32],
+    w: usize,
+    scratch: &mut Vec<f32>,
+) {
+    let [kh, kw] = t.kernel;
+    let [sh, sw] = t.stride;
+    let [dh, dw] = t.dilation;
+    let [pt, pl] = t.pad;
+    let h = out.len() / w;
+    let (qy_max, qx_max) = ((kh - 1) * dh / sh, (kw - 1) * dw / sw);
+    // Classes hold a = 0..at, b = 0..bt: every padded position before the input's end.
+    let (at, bt) = ((h + pt).div_ceil(sh), (w + pl).div_ceil(sw));
+    let spw = bt.max(ow) + qx_max;
+    let sph = at.max(oh) + qy_max;
+    let run = (at - 1) * spw + bt;
+    if scratch.len() < sph * spw + sw * run {
+        scratch.resize(sph * spw + sw * run, 0.0);
+    }
+    let (sp, ext) = scratch.split_at_mut(sph * spw);
+    let ext = &mut ext[..sw * run];
+    let zero = |d: &mut [f32]| d.iter_mut().for_each(|v| *v = 0.0);
+    for (y, row) in sp.chunks_exact_mut(spw).enumerate() {
+        match y.checked_sub(qy_max).filter(|&oy| oy < oh) {
+            Some(oy) => {
+                zero(&mut row[..qx_max]);
+                copy_short(&mut row[qx_max..qx_max + ow], &s[oy * ow..][..ow]);
+                zero(&mut row[qx_max + ow..]);
+            }
+            None => zero(row),
+        }
+    }
+    let mut taps: [(f32, &[f32]); MAX_SIDE * MAX_SIDE] = [(0.0, &[]); MAX_SIDE * MAX_SIDE];
+    for ry in 0..sh.min(h + pt) {
+        // The classes (ry, rx) of this row residue, each into its run of `ext`.
+        for rx in 0..sw.min(w + pl) {
             let mut nt = 0;
-            for &(ky, iy) in rows {
-                for kx in 0..kw {
-                    let q = inner.start * sw + kx * dw - pl;
-                    let src = if sw > 1 {
-                        &phases[(iy * sw + q % sw) * pw + q / sw..][..n]
-                    } else {
-                        &x[iy * w + q..][..n]
-                    };
-                    taps[nt] = (wk[ky * kw + kx], src);
+            for ky in (0..kh).filter(|ky| ky * dh % sh == ry) {
+                let qy = (ky * dh - ry) / sh;
+                for kx in (0..kw).filter(|kx| kx * dw % sw == rx) {
+                    let qx = (kx * dw - rx) / sw;
+                    let start = (qy_max - qy) * spw + (qx_max - qx);
+                    taps[nt] = (wk[ky * kw + kx], &sp[start..][..run]);
                     nt += 1;
                 }
             }
-            sum_taps::<true>(&taps[..nt], &mut orow[inner.clone()]);
+            sum_taps::<false>(&taps[..nt], &mut ext[rx * run..(rx + 1) * run]);
         }
-        for ox in (0..inner.start).chain(inner.end.max(inner.start)..ow) {
-            let mut a = 0f32;
-            for &(ky, iy) in rows {
-                let row = &x[iy * w..(iy + 1) * w];
-                for kx in 0..kw {
-                    if let Some(ix) = (ox * sw + kx * dw).checked_sub(pl).filter(|&ix| ix < w) {
-                        a = wk[ky * kw + kx].mul_add(row[ix], a);
-                    }
-                }
-            }
-            orow[ox] = a;
-        }
-    }
-}
-
-/// One input-gradient plane `out` (`h × w`) from one output-gradient plane `s` (`oh × ow`). Input column
-/// `ix = r + sw·j` (residue `r`) receives from tap `kx` only when `r + pl − kx·dw` is a multiple of the stride, from
-/// output column `j + (r + pl − kx·dw)/sw`: each residue's columns are a contiguous sum.
-#[inline(always)]
-fn transpose_plane_body(s: &[f32], (oh, ow): (usize, usize), wk: &[f32], t: PlaneTaps, out: &mut [f32], w: usize) {
-    let [kh, kw] = t.kernel;
-    let [sh, sw] = t.stride;
-    let [dh, dw] = t.dilation;
-    let [pt, pl] = t.pad;
-    let mut phase = vec![0f32; if sw > 1 { w.div_ceil(sw) } else { 0 }];
-    let mut rows: [(usize, &[f32]); MAX_SIDE] = [(0, &[]); MAX_SIDE];
-    let mut taps: [(f32, &[f32], isize); MAX_SIDE * MAX_SIDE] = [(0.0, &[], 0); MAX_SIDE * MAX_SIDE];
-    let mut srcs: [(f32, &[f32]); MAX_SIDE * MAX_SIDE] = [(0.0, &[]); MAX_SIDE * MAX_SIDE];
-    for (iy, orow) in out.chunks_exact_mut(w).enumerate() {
-        // The output rows reaching this input row, by tap row `ky` (in order).
-        let mut nr = 0;
-        for ky in 0..kh {
-            if let Some(y) = (iy + pt).checked_sub(ky * dh)
-                && y % sh == 0
-                && y / sh < oh
-            {
-                rows[nr] = (ky, &s[y / sh * ow..(y / sh + 1) * ow]);
-                nr += 1;
-            }
-        }
-        for r in 0..sw.min(w) {
-            let nj = (w - r).div_ceil(sw);
-            // (weight, source row, offset of the output column from j) of each tap reaching residue r, in order.
-            let mut nt = 0;
-            for &(ky, row) in &rows[..nr] {
-                for kx in 0..kw {
-                    let e = (r + pl) as isize - (kx * dw) as isize;
-                    if e.rem_euclid(sw as isize) == 0 {
-                        taps[nt] = (wk[ky * kw + kx], row, e.div_euclid(sw as isize));
-                        nt += 1;
-                    }
-                }
-            }
-            let tp = &taps[..nt];
-            // Columns j where every tap's output column is inside its row.
-            let lo = tp.iter().map(|t| (-t.2).max(0) as usize).max().unwrap_or(0).min(nj);
-            let hi = tp
-                .iter()
-                .map(|t| (ow as isize - t.2).clamp(0, nj as isize) as usize)
-                .min()
-                .unwrap_or(nj)
-                .max(lo);
-            let one = |j: usize| {
-                let mut a = 0f32;
-                for &(wv, row, off) in tp {
-                    let ox = j as isize + off;
-                    if ox >= 0 && (ox as usize) < ow {
-                        a += wv * row[ox as usize];
-                    }
-                }
-                a
+        // Dealt to their positions: input (ry + sh·a − pt, ix), ix + pl = rx + sw·b, those inside the plane.
+        for a in 0..at {
+            let Some(iy) = (ry + sh * a).checked_sub(pt).filter(|&iy| iy < h) else {
+                continue;
             };
-            let dst = if sw == 1 { &mut orow[..] } else { &mut phase[..nj] };
-            if hi > lo {
-                for (d, &(wv, row, off)) in srcs.iter_mut().zip(tp) {
-                    *d = (wv, &row[(lo as isize + off) as usize..][..hi - lo]);
+            let orow = &mut out[iy * w..(iy + 1) * w];
+            let class = |rx: usize| &ext[rx * run + a * spw..rx * run + a * spw + bt];
+            match sw {
+                1 => copy_short(orow, &class(0)[pl..pl + w]),
+                2 => {
+                    // Even ix + pl from class 0, odd from class 1, both at b = (ix + pl)/2: pairs from the first even.
+                    let (e0, e1) = (class(0), class(1));
+                    let first = pl % 2;
+                    if first == 1 {
+                        orow[0] = e1[pl / 2];
+                    }
+                    let b0 = (first + pl) / 2;
+                    let mut pairs = orow[first..].chunks_exact_mut(2);
+                    for (d, (&v0, &v1)) in (&mut pairs).zip(e0[b0..].iter().zip(&e1[b0..])) {
+                        d[0] = v0;
+                        d[1] = v1;
+                    }
+                    if let [last] = pairs.into_remainder() {
+                        *last = e0[(w - 1 + pl) / 2];
+                    }
                 }
-                sum_taps::<false>(&srcs[..nt], &mut dst[lo..hi]);
-            }
-            for j in (0..lo).chain(hi..nj) {
-                dst[j] = one(j);
-            }
-            if sw > 1 {
-                for (j, &v) in phase[..nj].iter().enumerate() {
-                    orow[r + j * sw] = v;
+                _ => {
+                    for (ix, o) in orow.iter_mut().enumerate() {
+                        *o = class((ix + pl) % sw)[(ix + pl) / sw];
+                    }
                 }
             }
         }
@@ -241,39 +290,68 @@ fn transpose_plane_body(s: &[f32], (oh, ow): (usize, usize), wk: &[f32], t: Plan
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn forward_plane_fma(x: &[f32], hw: (usize, usize), wk: &[f32], t: PlaneTaps, out: &mut [f32], ow: usize) {
-    forward_plane_body(x, hw, wk, t, out, ow)
+fn forward_plane_fma(p: ForwardPlane, out: &mut [f32], scratch: &mut Vec<f32>) {
+    forward_plane_body(p, out, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn transpose_plane_fma(s: &[f32], ohw: (usize, usize), wk: &[f32], t: PlaneTaps, out: &mut [f32], w: usize) {
-    transpose_plane_body(s, ohw, wk, t, out, w)
+fn transpose_plane_fma(
+    s: &[f32],
+    ohw: (usize, usize),
+    wk: &[f32],
+    t: PlaneTaps,
+    out: &mut [f32],
+    w: usize,
+    scratch: &mut Vec<f32>,
+) {
+    transpose_plane_body(s, ohw, wk, t, out, w, scratch)
 }
 
-fn forward_plane(x: &[f32], hw: (usize, usize), wk: &[f32], t: PlaneTaps, out: &mut [f32], ow: usize) {
+/// One plane's forward inputs (see [`forward_plane_body`]).
+#[derive(Clone, Copy)]
+struct ForwardPlane<'a> {
+    x: &'a [f32],
+    hw: (usize, usize),
+    wk: &'a [f32],
+    bias: Option<f32>,
+    t: PlaneTaps,
+    ow: usize,
+}
+
+fn forward_plane(p: ForwardPlane, out: &mut [f32]) {
+    let mut scratch = SCRATCH.take();
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: the processor has AVX2 and FMA (checked just above).
-        return unsafe { forward_plane_fma(x, hw, wk, t, out, ow) };
+        unsafe { forward_plane_fma(p, out, &mut scratch) };
+        SCRATCH.set(scratch);
+        return;
     }
-    forward_plane_body(x, hw, wk, t, out, ow)
+    forward_plane_body(p, out, &mut scratch);
+    SCRATCH.set(scratch);
 }
 
 fn transpose_plane(s: &[f32], ohw: (usize, usize), wk: &[f32], t: PlaneTaps, out: &mut [f32], w: usize) {
+    let mut scratch = SCRATCH.take();
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: the processor has AVX2 and FMA (checked just above).
-        return unsafe { transpose_plane_fma(s, ohw, wk, t, out, w) };
+        unsafe { transpose_plane_fma(s, ohw, wk, t, out, w, &mut scratch) };
+        SCRATCH.set(scratch);
+        return;
     }
-    transpose_plane_body(s, ohw, wk, t, out, w)
+    transpose_plane_body(s, ohw, wk, t, out, w, &mut scratch);
+    SCRATCH.set(scratch);
 }
 
 /// Runs `plane((i, dst))` for every plane `dst` (`len` values, the `i`-th) of `out`, side by side on the pool's
-/// threads when the planes' multiply-adds (`macs` each) are worth spreading.
+/// threads when the planes' multiply-adds (`macs` each) are worth spreading: from 1/32 of what a GEMM needs, as a
+/// depthwise multiply-add costs several times a GEMM's (MobileNetV2's 7×7 and 14×14 layers, 0.25–0.7 M
+/// multiply-adds a photo, ran on one thread below 1/4).
 fn each_plane(out: &mut [f32], len: usize, macs: usize, plane: impl Fn((usize, &mut [f32])) + Sync + Send) {
     let planes = out.len() / len.max(1);
-    if rayon::current_num_threads() > 1 && planes > 1 && planes.saturating_mul(macs) >= PAR_MIN_MACS / 4 {
+    if rayon::current_num_threads() > 1 && planes > 1 && planes.saturating_mul(macs) >= PAR_MIN_MACS / 32 {
         out.par_chunks_exact_mut(len).enumerate().for_each(plane);
     } else {
         out.chunks_exact_mut(len).enumerate().for_each(plane);
@@ -286,6 +364,7 @@ pub(crate) fn forward(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
     weights: &[f32],
+    bias: Option<&[f32]>,
     t: PlaneTaps,
     out: &mut [f32],
     (o, oh, ow): (usize, usize, usize),
@@ -293,11 +372,20 @@ pub(crate) fn forward(
     let k = t.kernel[0] * t.kernel[1];
     let per = o / c;
     assert!(per * c == o && weights.len() == o * k && x.len().is_multiple_of(c * h * w));
+    assert!(bias.is_none_or(|b| b.len() == o));
     assert_eq!(out.len() / (o * oh * ow), x.len() / (c * h * w));
     each_plane(out, oh * ow, oh * ow * k, |(i, dst)| {
         let (j, oc) = (i / o, i % o);
         let src = &x[(j * c + oc / per) * h * w..][..h * w];
-        forward_plane(src, (h, w), &weights[oc * k..(oc + 1) * k], t, dst, ow);
+        let plane = ForwardPlane {
+            x: src,
+            hw: (h, w),
+            wk: &weights[oc * k..(oc + 1) * k],
+            bias: bias.map(|b| b[oc]),
+            t,
+            ow,
+        };
+        forward_plane(plane, dst);
     });
 }
 

@@ -55,7 +55,7 @@ pub(super) fn scatter_outputs(p: ArrayView2<f32>, mut dst: ArrayViewMut4<f32>) {
 /// `dst ← src` for the short rows of im2col (8 to a few dozen floats): eight at a time with fixed-size copies
 /// the compiler keeps inline, where `copy_from_slice` would call `memmove` for every row.
 #[inline]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
+pub(super) fn copy_short(dst: &mut [f32], src: &[f32]) {
     let mut d = dst.chunks_exact_mut(8);
     let mut s = src.chunks_exact(8);
     for (d, s) in (&mut d).zip(&mut s) {
