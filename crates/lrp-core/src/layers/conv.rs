@@ -101,6 +101,36 @@ fn gemm_samples(n: usize, hw: usize) -> usize {
     }
 }
 
+/// `out[j] = a · x[j]` for every sample `j`, `x[j]` read as the matrix `[K, H·W]` and `out[j]` as `[M, H·W]`: a 1×1
+/// convolution (`a` its weights) and its transpose (`a` the weights transposed). One GEMM a sample straight into its
+/// planes, or on small planes several samples a GEMM: their planes side by side as columns, the product copied back.
+fn pointwise_products(a: &ArrayView2<f32>, x: ArrayView4<f32>, out: &mut Array4<f32>) {
+    let (n, k, h, w) = x.dim();
+    let (m, hw) = (a.nrows(), h * w);
+    let per = gemm_samples(n, hw);
+    if per > 1 {
+        with_cols((k + m) * per * hw, |buf| {
+            let (bbuf, pbuf) = buf.split_at_mut(k * per * hw);
+            for start in (0..n).step_by(per) {
+                let g = per.min(n - start);
+                let mut b = ArrayViewMut2::from_shape((k, g * hw), &mut bbuf[..k * g * hw]).expect("sized");
+                gather_outputs(x.slice(s![start..start + g, .., .., ..]), &mut b);
+                let mut p = ArrayViewMut2::from_shape((m, g * hw), &mut pbuf[..m * g * hw]).expect("sized");
+                par_gemm(a, &b.view(), &mut p);
+                scatter_outputs(p.view(), out.slice_mut(s![start..start + g, .., .., ..]));
+            }
+        });
+        return;
+    }
+    for j in 0..n {
+        let xj = x.slice(s![j, .., .., ..]);
+        let xj = xj.into_shape_with_order((k, hw)).expect("standard layout");
+        let mut dst = out.slice_mut(s![j, .., .., ..]);
+        let mut dst = dst.view_mut().into_shape_with_order((m, hw)).expect("fresh array");
+        par_gemm(a, &xj, &mut dst);
+    }
+}
+
 std::thread_local! {
     /// Each thread's im2col matrix, kept between calls: it is written in full before it is read, so it needs no
     /// zeroing, and reusing it spares an allocation, its page faults and a memset per convolution.
@@ -284,29 +314,7 @@ impl Conv2d {
             // Pointwise: each sample's input planes are already the unfolded matrix `[C, H·W]`. (With fewer input
             // channels the direct path below is faster: GEMM packs the whole input for a short sum.)
             let mut out = Array4::<f32>::zeros((n, o, oh, ow));
-            let per = gemm_samples(n, hw);
-            if per > 1 {
-                // Several samples a GEMM: their planes side by side as columns, the product copied back.
-                with_cols((c + o) * per * hw, |buf| {
-                    let (bbuf, pbuf) = buf.split_at_mut(c * per * hw);
-                    for start in (0..n).step_by(per) {
-                        let g = per.min(n - start);
-                        let mut b = ArrayViewMut2::from_shape((c, g * hw), &mut bbuf[..c * g * hw]).expect("sized");
-                        gather_outputs(x.slice(s![start..start + g, .., .., ..]), &mut b);
-                        let mut p = ArrayViewMut2::from_shape((o, g * hw), &mut pbuf[..o * g * hw]).expect("sized");
-                        par_gemm(&wmat, &b.view(), &mut p);
-                        scatter_outputs(p.view(), out.slice_mut(s![start..start + g, .., .., ..]));
-                    }
-                });
-            } else {
-                for j in 0..n {
-                    let xj = x.slice(s![j, .., .., ..]);
-                    let xj = xj.into_shape_with_order((c, hw)).expect("standard layout");
-                    let mut dst = out.slice_mut(s![j, .., .., ..]);
-                    let mut dst = dst.view_mut().into_shape_with_order((o, hw)).expect("fresh array");
-                    par_gemm(&wmat, &xj, &mut dst);
-                }
-            }
+            pointwise_products(&wmat, x.view(), &mut out);
             if with_bias && let Some(b) = &self.bias {
                 let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
                 out += &b;
@@ -443,28 +451,7 @@ impl Conv2d {
             // Pointwise: `Wᵀ s` is each sample's input gradient planes `[C, H·W]` (no folding back).
             let s = s.as_standard_layout();
             let mut out = Array4::<f32>::zeros((n, c, h, w));
-            let per = gemm_samples(n, hw);
-            if per > 1 {
-                with_cols((o + c) * per * hw, |buf| {
-                    let (bbuf, pbuf) = buf.split_at_mut(o * per * hw);
-                    for start in (0..n).step_by(per) {
-                        let g = per.min(n - start);
-                        let mut b = ArrayViewMut2::from_shape((o, g * hw), &mut bbuf[..o * g * hw]).expect("sized");
-                        gather_outputs(s.slice(s![start..start + g, .., .., ..]), &mut b);
-                        let mut p = ArrayViewMut2::from_shape((c, g * hw), &mut pbuf[..c * g * hw]).expect("sized");
-                        par_gemm(&wmat.t(), &b.view(), &mut p);
-                        scatter_outputs(p.view(), out.slice_mut(s![start..start + g, .., .., ..]));
-                    }
-                });
-                return out;
-            }
-            for j in 0..n {
-                let sj = s.slice(s![j, .., .., ..]);
-                let sj = sj.into_shape_with_order((o, hw)).expect("standard layout");
-                let mut dst = out.slice_mut(s![j, .., .., ..]);
-                let mut dst = dst.view_mut().into_shape_with_order((c, hw)).expect("fresh array");
-                par_gemm(&wmat.t(), &sj, &mut dst);
-            }
+            pointwise_products(&wmat.t(), s.view(), &mut out);
             return out;
         }
         let prepared = paths
