@@ -157,15 +157,9 @@ fn conv_kinds(net: &lrp_core::Network, x: &ArrayD<f32>) -> Vec<(&'static str, Ve
 /// Criterion's "elem/s" are FLOP/s here. The small variants always; the 224×224 exports with `LRP_IMAGENET_DIR` and
 /// `LRP_IMAGENET_INPUTS` (the first photo).
 fn layer_kinds(c: &mut Criterion) {
-    // The allocator as `lrp` sets it up (src/main.rs): freed buffers are kept, so a layer's output is not a fresh
-    // mapping whose page faults and zeroing would be counted as the convolution's time (they were 30–45% of the
-    // depthwise figures without it).
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
+    // The allocator as `lrp` sets it up: freed buffers are kept, so a layer's output is not a fresh mapping whose
+    // page faults and zeroing would be counted as the convolution's time (perf: 25–47% of the depthwise figures).
+    lrp_batch::keep_freed_memory();
     let mut nets: Vec<(String, lrp_core::Network, ArrayD<f32>)> = Vec::new();
     for name in [
         "resnet_bottleneck_l2",

@@ -51,16 +51,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // Explaining in chunks allocates and frees the same few megabytes over and over; glibc's defaults hand them
-    // back to the kernel after each chunk (mmap for blocks over 128 KiB, trimming of the heap top), and taking
-    // them back costs a page fault per 4 KiB: 190,000 faults and a third of a second of system time for the 10,000
-    // MNIST digits from an .npy. Keep freed memory for reuse instead.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called at start-up, before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
+    // Freed chunk buffers are kept for reuse instead of being mapped afresh (see the function).
+    lrp_batch::keep_freed_memory();
     // A full disk or device behind stdout (`lrp info > /dev/full`) makes `println!` panic: say so and exit 1 instead.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

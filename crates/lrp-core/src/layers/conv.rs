@@ -131,22 +131,15 @@ fn pointwise_products(a: &ArrayView2<f32>, x: ArrayView4<f32>, out: &mut Array4<
     }
 }
 
-std::thread_local! {
-    /// Each thread's im2col matrix, kept between calls: it is written in full before it is read, so it needs no
-    /// zeroing, and reusing it spares an allocation, its page faults and a memset per convolution.
-    static COLS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's scratch buffer of at least `len` floats (stale values from earlier calls). A nested
-/// call gets a fresh buffer, so `f` may use convolutions itself.
+/// Runs `f` on this thread's scratch buffer (see [`super::with_scratch`]) cut to `len` floats (stale values from
+/// earlier calls: the im2col matrix and the gathered columns are written in full before they are read).
 fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut v = COLS.take();
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    let out = f(&mut v[..len]);
-    COLS.set(v);
-    out
+    super::with_scratch(|v| {
+        if v.len() < len {
+            v.resize(len, 0.0);
+        }
+        f(&mut v[..len])
+    })
 }
 
 /// A 2-D convolution (cross-correlation, as in PyTorch and ONNX), with channel groups and dilation.
@@ -393,15 +386,15 @@ impl Conv2d {
                     let wg = wmat.slice(s![gi * og..(gi + 1) * og, ..]);
                     if per > 1 {
                         let mut p = ArrayViewMut2::from_shape((og, g * hw), &mut pbuf[..og * g * hw]).expect("sized");
-                        par_gemm(&wg, &cols.slice(s![.., ..g * hw]), &mut p);
+                        par_gemm(&wg, &cols.view(), &mut p);
                         let dst = out.slice_mut(s![start..start + g, gi * og..(gi + 1) * og, .., ..]);
                         scatter_outputs(p.view(), dst);
-                        continue;
-                    }
-                    for j in 0..g {
-                        let mut dst = out.slice_mut(s![start + j, gi * og..(gi + 1) * og, .., ..]);
-                        let mut dst = dst.view_mut().into_shape_with_order((og, hw)).expect("fresh array");
-                        par_gemm(&wg, &cols.slice(s![.., j * hw..(j + 1) * hw]), &mut dst);
+                    } else {
+                        for j in 0..g {
+                            let mut dst = out.slice_mut(s![start + j, gi * og..(gi + 1) * og, .., ..]);
+                            let mut dst = dst.view_mut().into_shape_with_order((og, hw)).expect("fresh array");
+                            par_gemm(&wg, &cols.slice(s![.., j * hw..(j + 1) * hw]), &mut dst);
+                        }
                     }
                 }
             }
@@ -494,12 +487,13 @@ impl Conv2d {
                         let mut b = ArrayViewMut2::from_shape((og, g * hw), &mut bbuf[..og * g * hw]).expect("sized");
                         gather_outputs(s.slice(s![start..start + g, gi * og..(gi + 1) * og, .., ..]), &mut b);
                         par_gemm(&wt, &b.view(), &mut cols.slice_mut(s![.., ..g * hw]));
-                    }
-                    for j in (0..g).filter(|_| per == 1) {
-                        let sj = s.slice(s![start + j, gi * og..(gi + 1) * og, .., ..]);
-                        let sj = sj.into_shape_with_order((og, hw)).expect("standard layout");
-                        let mut cj = cols.slice_mut(s![.., j * hw..(j + 1) * hw]);
-                        par_gemm(&wt, &sj, &mut cj);
+                    } else {
+                        for j in 0..g {
+                            let sj = s.slice(s![start + j, gi * og..(gi + 1) * og, .., ..]);
+                            let sj = sj.into_shape_with_order((og, hw)).expect("standard layout");
+                            let mut cj = cols.slice_mut(s![.., j * hw..(j + 1) * hw]);
+                            par_gemm(&wt, &sj, &mut cj);
+                        }
                     }
                     let cols = cols.slice(s![.., ..g * hw]);
                     match &mut part {

@@ -16,8 +16,8 @@
 //! The fused multiply-add is an instruction only where the processor has FMA: the layers take this path there
 //! ([`available`]); elsewhere they keep to GEMM (a software `fmaf` would be slower than it).
 
-use super::PAR_MIN_MACS;
 use super::unfold::copy_short;
+use super::{PAR_MIN_MACS, with_scratch, zero};
 use rayon::prelude::*;
 
 /// The taps of a convolution on one plane: kernel, stride, padding (top, left) and dilation.
@@ -91,11 +91,6 @@ fn sum_taps<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f32]) {
 /// The largest kernel side the depthwise path takes (its taps are kept in arrays on the stack).
 pub(crate) const MAX_SIDE: usize = 8;
 
-std::thread_local! {
-    /// Each thread's padded copy of the plane it works on, kept between planes (written in full before it is read).
-    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
 /// One output plane `out` (`oh × ow`) of one input plane `x` (`h × w`), its kernel `wk` (`kh·kw`) and bias.
 ///
 /// The plane is first copied with its padding as zeros and split by the residues of its rows and columns modulo
@@ -135,7 +130,6 @@ fn forward_plane_body(p: ForwardPlane, out: &mut [f32], scratch: &mut Vec<f32>) 
     let lead = pl.min(row_len);
     let n = w.min(row_len - lead);
     // Rows are short on the late planes (7 to 28 values): copies and fills inline, not calls of memmove/memset.
-    let zero = |d: &mut [f32]| d.iter_mut().for_each(|v| *v = 0.0);
     for y in 0..sh * hq {
         let (ry, i) = (y % sh, y / sh);
         let input = y.checked_sub(pt).filter(|&iy| iy < h);
@@ -225,7 +219,6 @@ fn transpose_plane_body(
     }
     let (sp, ext) = scratch.split_at_mut(sph * spw);
     let ext = &mut ext[..sw * run];
-    let zero = |d: &mut [f32]| d.iter_mut().for_each(|v| *v = 0.0);
     for (y, row) in sp.chunks_exact_mut(spw).enumerate() {
         match y.checked_sub(qy_max).filter(|&oy| oy < oh) {
             Some(oy) => {
@@ -320,29 +313,25 @@ struct ForwardPlane<'a> {
 }
 
 fn forward_plane(p: ForwardPlane, out: &mut [f32]) {
-    let mut scratch = SCRATCH.take();
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: the processor has AVX2 and FMA (checked just above).
-        unsafe { forward_plane_fma(p, out, &mut scratch) };
-        SCRATCH.set(scratch);
-        return;
-    }
-    forward_plane_body(p, out, &mut scratch);
-    SCRATCH.set(scratch);
+    with_scratch(|scratch| {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: the processor has AVX2 and FMA (checked just above).
+            return unsafe { forward_plane_fma(p, out, scratch) };
+        }
+        forward_plane_body(p, out, scratch)
+    })
 }
 
 fn transpose_plane(s: &[f32], ohw: (usize, usize), wk: &[f32], t: PlaneTaps, out: &mut [f32], w: usize) {
-    let mut scratch = SCRATCH.take();
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: the processor has AVX2 and FMA (checked just above).
-        unsafe { transpose_plane_fma(s, ohw, wk, t, out, w, &mut scratch) };
-        SCRATCH.set(scratch);
-        return;
-    }
-    transpose_plane_body(s, ohw, wk, t, out, w, &mut scratch);
-    SCRATCH.set(scratch);
+    with_scratch(|scratch| {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: the processor has AVX2 and FMA (checked just above).
+            return unsafe { transpose_plane_fma(s, ohw, wk, t, out, w, scratch) };
+        }
+        transpose_plane_body(s, ohw, wk, t, out, w, scratch)
+    })
 }
 
 /// Runs `plane((i, dst))` for every plane `dst` (`len` values, the `i`-th) of `out`, side by side on the pool's

@@ -6,6 +6,27 @@ mod attention;
 /// costs more than it saves); a photo's convolutions are split (`conv::par_gemm`, the direct path's row bands).
 const PAR_MIN_MACS: usize = 1 << 22;
 
+std::thread_local! {
+    /// Each thread's scratch floats (im2col matrices, gathered columns, padded depthwise planes), kept between calls:
+    /// reusing them spares an allocation, its page faults and a memset per convolution.
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer, which `f` may grow; it holds stale values from earlier calls. A nested
+/// call gets a fresh buffer, so `f` may use convolutions itself.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    let mut v = SCRATCH.take();
+    let out = f(&mut v);
+    SCRATCH.set(v);
+    out
+}
+
+/// Sets every value of `d` to zero, inline (the rows it clears are often a few values, where `fill` calls memset).
+#[inline(always)]
+fn zero(d: &mut [f32]) {
+    d.iter_mut().for_each(|v| *v = 0.0);
+}
+
 mod batchnorm;
 mod combine;
 mod conv;
