@@ -270,7 +270,9 @@ fn depthwise_convolutions_give_gemms_values() {
         let wt = Array4::from_shape_fn((c * per, 1, k, k), |(a, _, y, z)| {
             ((a + y * 5 + z * 7) % 11) as f32 * 0.1 - 0.5
         });
-        let mut conv = Conv2d::new(wt, Some(Array1::from_elem(c * per, 0.25)), [stride; 2], pads);
+        // A bias of its own per channel: one taken from another channel fails.
+        let bias = Array1::from_shape_fn(c * per, |i| 0.25 + i as f32 * 0.125);
+        let mut conv = Conv2d::new(wt, Some(bias), [stride; 2], pads);
         conv.groups = c;
         conv.dilation = [dilation; 2];
         let gemm = conv.forward_with(x.view(), true, Paths::GEMM);
@@ -303,7 +305,7 @@ fn depthwise_sweep_of_small_geometries() {
                         for w in 1..=9 {
                             let mut conv = Conv2d::new(
                                 Array4::from_shape_fn((2, 1, k, k), |(a, _, y, z)| (a + y * 3 + z) as f32 * 0.3 - 0.7),
-                                None,
+                                Some(Array1::from_vec(vec![0.3, -0.7])),
                                 [stride; 2],
                                 pads,
                             );
@@ -316,12 +318,14 @@ fn depthwise_sweep_of_small_geometries() {
                             let s = Array4::from_shape_fn((1, 2, oh, ow), |(_, b, y, z)| {
                                 (b + y * 2 + z * 3) as f32 * 0.2 - 0.9
                             });
-                            let fast = conv.forward_with(x.view(), false, Paths::fast());
-                            let gemm = conv.forward_with(x.view(), false, Paths::GEMM);
+                            let case = format!("{k}×{k}, stride {stride}, dilation {dilation}, pads {pads:?}, {h}×{w}");
+                            for with_bias in [false, true] {
+                                let fast = conv.forward_with(x.view(), with_bias, Paths::fast());
+                                let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);
+                                assert_eq!(bits(&fast), bits(&gemm), "forward, bias {with_bias}, {case}");
+                            }
                             let t_fast = conv.transpose_with(s.view(), (h, w), Paths::fast());
                             let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
-                            let case = format!("{k}×{k}, stride {stride}, dilation {dilation}, pads {pads:?}, {h}×{w}");
-                            assert_eq!(bits(&fast), bits(&gemm), "forward, {case}");
                             assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
                             cases += 1;
                         }
