@@ -1,6 +1,8 @@
 //! 2-D convolution by im2col + GEMM, and its transpose by GEMM + col2im.
 
 use ndarray::linalg::general_mat_mul;
+
+use super::gemm::gemm;
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis, s};
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +15,7 @@ use super::window::Window;
 
 use super::PAR_MIN_MACS;
 
-/// `c = a · b` (`general_mat_mul` with α = 1, β = 0), its rows split over the threads of the rayon pool this runs in
+/// `c = a · b` (`gemm::gemm`: `general_mat_mul`'s bits with α = 1, β = 0), its rows split over the threads of the rayon pool this runs in
 /// when the product is large: a photo's convolution keeps every core busy even when there is one sample to explain.
 /// The same bits as one call: every output value is one row of `a` times one column of `b`, summed over `k` in the
 /// same blocks and order whichever rows share a call.
@@ -22,7 +24,7 @@ pub(crate) fn par_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &mut ArrayVi
     let n = b.ncols();
     let threads = rayon::current_num_threads();
     if threads < 2 || m < 32 || m.saturating_mul(k).saturating_mul(n) < PAR_MIN_MACS {
-        general_mat_mul(1.0, a, b, 0.0, c);
+        gemm(a, b, c);
         return;
     }
     // Each part packs the whole of the operand it shares: split the longer side, so the smaller operand is the one
@@ -33,11 +35,11 @@ pub(crate) fn par_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &mut ArrayVi
     rayon::scope(|scope| {
         if n > m {
             for (bi, mut ci) in b.axis_chunks_iter(axis, part).zip(c.axis_chunks_iter_mut(axis, part)) {
-                scope.spawn(move |_| general_mat_mul(1.0, a, &bi, 0.0, &mut ci));
+                scope.spawn(move |_| gemm(a, &bi, &mut ci));
             }
         } else {
             for (ai, mut ci) in a.axis_chunks_iter(axis, part).zip(c.axis_chunks_iter_mut(axis, part)) {
-                scope.spawn(move |_| general_mat_mul(1.0, &ai, b, 0.0, &mut ci));
+                scope.spawn(move |_| gemm(&ai, b, &mut ci));
             }
         }
     });

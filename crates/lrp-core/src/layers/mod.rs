@@ -35,6 +35,7 @@ mod depthwise;
 mod direct;
 mod elementwise;
 mod expr;
+mod gemm;
 mod layer;
 mod lstm;
 mod op;
