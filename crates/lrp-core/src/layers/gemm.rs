@@ -16,13 +16,17 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
+#[cfg(target_arch = "x86_64")]
 /// matrixmultiply's block of `k` for float32 (`archparam_defaults::S_KC`): the sums restart at every multiple.
 const KC: usize = 256;
+#[cfg(target_arch = "x86_64")]
 /// Columns of `b` copied into panels at a time (`KC × NC` floats, 256 KiB: within a core's L2).
 const NC: usize = 256;
+#[cfg(target_arch = "x86_64")]
 /// A thread's scratch: the panels of `b`, one panel of `a` (`KC × 16`) and room to align them to 64 bytes.
 const PANEL_FLOATS: usize = KC * NC + KC * 16 + 16;
 
+#[cfg(target_arch = "x86_64")]
 std::thread_local! {
     /// Each thread's panels of `b`, kept between products.
     static PANELS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
