@@ -1,6 +1,7 @@
 //! Initializer tensors → ndarray.
 
 use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
 
 use crate::error::{OnnxError, Result};
 use crate::proto::{TensorProto, data_type};
@@ -34,14 +35,15 @@ fn dims(t: &TensorProto) -> Result<(Vec<usize>, usize)> {
 }
 
 fn from_raw<const W: usize, T>(t: &TensorProto, count: usize, conv: impl Fn([u8; W]) -> T) -> Result<Vec<T>> {
-    if t.raw_data.len() != count * W {
+    // `count · W` may overflow for absurd dimensions (a wrapped product must not pass for the data's length).
+    if count.checked_mul(W) != Some(t.raw_data.len()) {
         return Err(bad(
             t,
             format!(
                 "has {} bytes of data, its dimensions {:?} need {}",
                 t.raw_data.len(),
                 t.dims,
-                count * W
+                count as u128 * W as u128
             ),
         ));
     }
@@ -61,11 +63,45 @@ fn check_len(t: &TensorProto, len: usize, count: usize) -> Result<()> {
     Ok(())
 }
 
+/// Values a task converts (and scans for non-finite ones) in [`floats_le`]: 4 MiB of data. Tensors of at most this
+/// many values are converted on the calling thread.
+const CHUNK: usize = 1 << 20;
+
+/// Little-endian float32 bytes as floats, converted in chunks side by side on the pool's threads: a large weight
+/// matrix (VGG-16's first dense layer, 411 MB) is converted, and its fresh pages faulted in, by every core at once.
+fn floats_le(t: &TensorProto, count: usize) -> Result<Vec<f32>> {
+    // One chunk or less, one thread; a wrong length, the error as `from_raw` words it.
+    if count <= CHUNK || count.checked_mul(4) != Some(t.raw_data.len()) {
+        return from_raw::<4, _>(t, count, f32::from_le_bytes);
+    }
+    let mut data = vec![0f32; count];
+    data.par_chunks_mut(CHUNK)
+        .zip(t.raw_data.par_chunks(CHUNK * 4))
+        .for_each(|(d, s)| {
+            for (v, b) in d.iter_mut().zip(s.chunks_exact(4)) {
+                *v = f32::from_le_bytes(b.try_into().expect("chunk of 4 bytes"));
+            }
+        });
+    Ok(data)
+}
+
+/// The flat index of the first NaN or infinity, the chunks scanned side by side.
+fn first_non_finite(data: &[f32]) -> Option<usize> {
+    if data.len() <= CHUNK {
+        return data.iter().position(|v| !v.is_finite());
+    }
+    let chunk = data
+        .par_chunks(CHUNK)
+        .position_first(|c| c.iter().any(|v| !v.is_finite()))?;
+    let within = data[chunk * CHUNK..].iter().position(|v| !v.is_finite())?;
+    Some(chunk * CHUNK + within)
+}
+
 /// A float tensor (float32, or float64 converted).
 pub fn to_f32(t: &TensorProto) -> Result<ArrayD<f32>> {
     let (shape, count) = dims(t)?;
     let data: Vec<f32> = match t.data_type {
-        data_type::FLOAT if !t.raw_data.is_empty() => from_raw::<4, _>(t, count, f32::from_le_bytes)?,
+        data_type::FLOAT if !t.raw_data.is_empty() => floats_le(t, count)?,
         data_type::FLOAT => {
             check_len(t, t.float_data.len(), count)?;
             t.float_data.clone()
@@ -82,7 +118,7 @@ pub fn to_f32(t: &TensorProto) -> Result<ArrayD<f32>> {
             ));
         }
     };
-    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+    if let Some(i) = first_non_finite(&data) {
         return Err(bad(t, format!("has a non-finite value at flat index {i}")));
     }
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("length checked"))
@@ -104,5 +140,69 @@ pub fn to_i64(t: &TensorProto) -> Result<Vec<i64>> {
         }
         data_type::BOOL => from_raw::<1, _>(t, count, |b| (b[0] != 0) as i64),
         other => Err(bad(t, format!("has data type {other}; expected an integer type"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw_float(dims: &[i64], bytes: Vec<u8>) -> TensorProto {
+        TensorProto {
+            name: "w".into(),
+            dims: dims.to_vec(),
+            data_type: data_type::FLOAT,
+            raw_data: bytes.into(),
+            ..Default::default()
+        }
+    }
+
+    fn le(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn reason(r: Result<ArrayD<f32>>) -> String {
+        match r {
+            Err(OnnxError::Initializer { reason, .. }) => reason,
+            other => panic!("expected an initializer error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_tensor_of_several_chunks_converts_value_for_value() {
+        // 2.5 chunks, with values whose bytes differ in every position (a swapped or shifted chunk shows).
+        let values: Vec<f32> = (0..CHUNK * 5 / 2).map(|i| i as f32 * 0.25 - 1e5).collect();
+        let t = raw_float(&[5, (CHUNK / 2) as i64], le(&values));
+        let a = to_f32(&t).expect("valid tensor");
+        assert_eq!(a.shape(), &[5, CHUNK / 2]);
+        for (i, (got, want)) in a.iter().zip(&values).enumerate() {
+            assert!(got.to_bits() == want.to_bits(), "value {i}: {got} against {want}");
+        }
+    }
+
+    #[test]
+    fn the_first_non_finite_value_is_named_in_any_chunk() {
+        for (at, bad) in [
+            (5, f32::NAN),
+            (CHUNK + 7, f32::INFINITY),
+            (2 * CHUNK + 1, f32::NEG_INFINITY),
+        ] {
+            let mut values = vec![1.5f32; CHUNK * 5 / 2];
+            values[at] = bad;
+            // A later one too: the first is the one named.
+            values[CHUNK * 5 / 2 - 1] = f32::NAN;
+            let r = reason(to_f32(&raw_float(&[(CHUNK * 5 / 2) as i64], le(&values))));
+            assert!(r.contains(&format!("flat index {at}")), "{r}");
+        }
+    }
+
+    #[test]
+    fn dimensions_whose_byte_count_wraps_are_refused() {
+        // 2^62 + 1 values of 4 bytes: 2^64 + 4 bytes, which wraps to 4 in usize arithmetic, the data's length.
+        let r = reason(to_f32(&raw_float(&[(1i64 << 62) + 1], le(&[1.0]))));
+        assert!(
+            r.contains("has 4 bytes of data") && r.contains("need 18446744073709551620"),
+            "{r}"
+        );
     }
 }
