@@ -872,6 +872,18 @@ fn onnx_files_that_onnxruntime_refuses_are_refused() {
             "'W': is given twice",
         ),
         (
+            // 2^62 + 1 values of 4 bytes need 2^64 + 4 bytes, which wraps to the 4 given (this panicked).
+            "a weight whose byte count wraps",
+            model(
+                vec![gemm()],
+                vec![f32s("W", &[(1 << 62) + 1], &[1.0]), b.clone()],
+                17,
+                &[None, Some(4)],
+                ("y", &[None, None]),
+            ),
+            "'W': has 4 bytes of data, its dimensions [4611686018427387905] need 18446744073709551620",
+        ),
+        (
             "two nodes write one value",
             model(
                 vec![
