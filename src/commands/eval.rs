@@ -74,6 +74,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         bail!("--baseline {}: give a finite value", a.baseline);
     }
     let specs = a.rules.iter().map(|r| Spec::parse(r)).collect::<Result<Vec<_>, _>>()?;
+    super::limit_global_pool(a.threads);
     let model = load_model(&a.model)?;
     let net = &model.network;
     let explainers = specs
