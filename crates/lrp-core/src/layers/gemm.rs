@@ -28,7 +28,8 @@ const PANEL_FLOATS: usize = KC * NC + KC * 16 + 16;
 
 #[cfg(target_arch = "x86_64")]
 std::thread_local! {
-    /// Each thread's panels of `b`, kept between products.
+    /// Each thread's panels of `b`, kept between products. Not `layers::with_scratch`: the convolutions call this
+    /// while they hold that buffer (it is their unfolded matrix), and a nested call there gets a fresh allocation.
     static PANELS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
@@ -302,8 +303,12 @@ mod tests {
         let b = random(&mut rng, 40, 30);
         // `b` with strided rows (a transposed view): general_mat_mul itself.
         same_as_matrixmultiply(&a.view(), &b.t(), "transposed b");
-        let e = Array2::<f32>::zeros((20, 0));
-        let f = Array2::<f32>::zeros((0, 9));
-        same_as_matrixmultiply(&e.view(), &f.view(), "k = 0");
+        // k = 0 (c is all zeros): empty slices keep the strides of their arrays (contiguous rows), the layout
+        // the kernel would otherwise take; a fresh empty array has zero strides and never reaches it.
+        let e = random(&mut rng, 20, 5);
+        let f = random(&mut rng, 3, 9);
+        let (e, f) = (e.slice(s![.., ..0]), f.slice(s![..0, ..]));
+        assert_eq!(f.strides()[1], 1, "the slice keeps contiguous rows");
+        same_as_matrixmultiply(&e, &f, "k = 0");
     }
 }
