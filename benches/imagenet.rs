@@ -7,7 +7,9 @@
 //! `mobilenet_v2-legacy.onnx`, `efficientnet_b0-legacy.onnx`, those present) and `LRP_IMAGENET_INPUTS` to an `.npy`
 //! of photos `[N, 3, 224, 224]` (`lrp prepare` makes it): for each network, whole-process `lrp batch --rule
 //! epsilon` over the photos with default flags (start-up and model loading included, as a user runs it) and
-//! `lrp explain` of the first photo alone. These exports are hundreds of MB, so they live outside the repository;
+//! `lrp explain` of the first photo alone; and in-process (`imagenet/224-in-process`: the model loaded once, the
+//! allocator as `lrp` sets it up), ε over the first photo alone and over all the photos, so the two rates show
+//! how busy the threads are on one photo, loading apart. These exports are hundreds of MB, so they live outside the repository;
 //! `benches/python/imagenet_table.py` runs the same commands beside Zennit for the README's table.
 //!
 //! The machine's GEMM rate for these figures comes from `benches/gemm.rs` (`gemm/`) in the same run.
@@ -116,6 +118,31 @@ fn full(c: &mut Criterion) {
                 ])
             })
         });
+    }
+    group.finish();
+    in_process(c, &dir, &x);
+}
+
+/// `imagenet/224-in-process`: ε over the first photo and over all of them, each network loaded once. One photo is
+/// one block whose layers split their work across the threads; a batch gives each thread its own samples.
+fn in_process(c: &mut Criterion, dir: &Path, x: &ArrayD<f32>) {
+    lrp_batch::keep_freed_memory();
+    let one = x.slice_axis(ndarray::Axis(0), (0..1).into()).to_owned();
+    let mut group = c.benchmark_group("imagenet/224-in-process");
+    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    for family in ["resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0"] {
+        let model = dir.join(format!("{family}-legacy.onnx"));
+        if !model.exists() {
+            continue;
+        }
+        let net = lrp_onnx::import_file(&model).expect("an export").network;
+        let ex = Explainer::new(&net, &Spec::parse("epsilon").expect("preset")).expect("resolves");
+        for (what, input) in [("one-photo", &one), ("all-photos", x)] {
+            group.throughput(Throughput::Elements(input.shape()[0] as u64));
+            group.bench_function(BenchmarkId::new(format!("epsilon-{what}"), family), |b| {
+                b.iter(|| std::hint::black_box(ex.explain(input.view(), &Target::Predicted).expect("explains")))
+            });
+        }
     }
     group.finish();
 }

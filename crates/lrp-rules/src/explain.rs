@@ -114,7 +114,7 @@ impl Explanation {
 #[derive(Clone, Debug)]
 pub struct Explainer<'n> {
     net: &'n Network,
-    plan: Plan,
+    plan: Plan<'n>,
     /// Whether explanations carry each value's relevance sum ([`Explanation::layer_sums`]).
     layer_sums: bool,
 }
@@ -153,7 +153,7 @@ impl<'n> Explainer<'n> {
     }
 
     /// The resolved plan.
-    pub fn plan(&self) -> &Plan {
+    pub fn plan(&self) -> &Plan<'n> {
         &self.plan
     }
 

@@ -11,7 +11,7 @@ use crate::spec::{Attribution, Method, Selector, Spec};
 /// What the explainer does at one layer.
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)] // one per layer, built once per plan
-pub(crate) enum Step {
+pub(crate) enum Step<'a> {
     /// ReLU, flatten, reshape, dropout: relevance passes unchanged (reshaped to the input).
     Pass,
     /// Winner-take-all.
@@ -19,7 +19,7 @@ pub(crate) enum Step {
     /// Proportional to the inputs.
     AvgPool(Pool2d),
     /// A rule on a dense or conv layer, with its maps prepared.
-    Linear(Prepared),
+    Linear(Prepared<'a>),
     /// The LSTM rule of Arras et al. (2017) with this ε.
     Lstm(lrp_core::Lstm, f32),
     /// Sum of two values: split in proportion to each summand.
@@ -57,24 +57,24 @@ pub enum Form {
 
 /// A rule with the modified maps it needs, computed once.
 #[derive(Clone, Debug)]
-pub(crate) struct Prepared {
+pub(crate) struct Prepared<'a> {
     pub rule: Rule,
-    pub maps: Maps,
+    pub maps: Maps<'a>,
 }
 
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)] // one per layer, built once per plan
-pub(crate) enum Maps {
+pub(crate) enum Maps<'a> {
     /// ε: the layer itself (its output comes from the trace).
-    Plain(LinearMap),
+    Plain(LinearMap<'a>),
     /// z⁺ and αβ: `W⁺, b⁺` and `W⁻, b⁻`.
-    Signed { pos: LinearMap, neg: LinearMap },
+    Signed { pos: LinearMap<'a>, neg: LinearMap<'a> },
     /// γ: `W + γW⁺, b + γb⁺` and `W + γW⁻, b + γb⁻`, and both stacked into one map (one product for the two
     /// forward maps and one for the two transposed ones), when the layer allows it.
     Gamma {
-        p: LinearMap,
-        n: LinearMap,
-        both: Option<LinearMap>,
+        p: LinearMap<'a>,
+        n: LinearMap<'a>,
+        both: Option<LinearMap<'a>>,
         plus: Option<GammaPlus>,
     },
     /// z^B: `W`, `W⁺`, `W⁻` (no bias), and the bounds at the layer's input (one sample, broadcast over the batch):
@@ -82,9 +82,9 @@ pub(crate) enum Maps {
     /// `W⁺ low` and `W⁻ high` are computed once (`[1, …output]`), and terms whose bound is 0 everywhere are
     /// skipped (they contribute exact zeros).
     ZBox {
-        w: LinearMap,
-        pos: LinearMap,
-        neg: LinearMap,
+        w: LinearMap<'a>,
+        pos: LinearMap<'a>,
+        neg: LinearMap<'a>,
         low: ArrayD<f32>,
         high: ArrayD<f32>,
         pos_low: Option<ArrayD<f32>>,
@@ -92,12 +92,12 @@ pub(crate) enum Maps {
         bias: Option<ArrayD<f32>>,
     },
     /// w² and flat: the modified map and its (input-independent) denominator `M·1` for one sample.
-    Uniform { map: LinearMap, denom: ArrayD<f32> },
+    Uniform { map: LinearMap<'a>, denom: ArrayD<f32> },
 }
 
-impl Maps {
+impl<'a> Maps<'a> {
     /// The layer's own map, or the modified one the rule uses (all share the layer's kind and shapes).
-    pub(crate) fn map(&self) -> &LinearMap {
+    pub(crate) fn map(&self) -> &LinearMap<'a> {
         match self {
             Maps::Plain(m) | Maps::Uniform { map: m, .. } | Maps::ZBox { w: m, .. } => m,
             Maps::Signed { pos, .. } => pos,
@@ -111,7 +111,7 @@ impl Maps {
 /// per output channel.
 #[derive(Clone, Debug)]
 pub(crate) struct GammaPlus {
-    pub w_pos: LinearMap,
+    pub w_pos: LinearMap<'static>,
     pub gamma: f32,
     pub bias: Vec<f32>,
     pub bias_pos: Vec<f32>,
@@ -144,9 +144,9 @@ impl GammaPlus {
 
 /// How a spec is carried out on a particular network.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub struct Plan<'a> {
     spec: Spec,
-    kind: PlanKind,
+    kind: PlanKind<'a>,
     layer_count: usize,
     form: Form,
     /// The stabilizer of the proportional nodes (sums, biases, average pooling, means) in the gradient form: 0
@@ -155,8 +155,8 @@ pub struct Plan {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) enum PlanKind {
-    Lrp(Vec<Step>),
+pub(crate) enum PlanKind<'a> {
+    Lrp(Vec<Step<'a>>),
     Attribution(Attribution),
 }
 
@@ -204,7 +204,7 @@ fn zbox_bounds(net: &Network, k: usize, low: f32, high: f32) -> (ArrayD<f32>, Ar
     (lo, hi)
 }
 
-fn prepare(rule: Rule, layer: &Layer, in_shape: &[usize], net: &Network, k: usize) -> Prepared {
+fn prepare<'a>(rule: Rule, layer: &'a Layer, in_shape: &[usize], net: &Network, k: usize) -> Prepared<'a> {
     let map = LinearMap::of(layer).expect("rules are only assigned to layers with weights");
     // A dense layer on the last axis of a larger value works on rows: its maps see one row per sample.
     let rows = matches!(layer, Layer::Dense(_)) && in_shape.len() > 1;
@@ -329,9 +329,9 @@ pub fn first_layers(net: &Network) -> Vec<usize> {
     first
 }
 
-impl Plan {
+impl<'a> Plan<'a> {
     /// Checks `spec` against `net` and prepares every rule. Errors name the layer, selector or number at fault.
-    pub fn resolve(spec: &Spec, net: &Network) -> Result<Plan> {
+    pub fn resolve(spec: &Spec, net: &'a Network) -> Result<Plan<'a>> {
         let form = if net.layers().iter().any(Layer::needs_gradient_form) {
             Form::Gradient
         } else {
@@ -343,7 +343,7 @@ impl Plan {
     /// Like [`Plan::resolve`], in the given form. Networks with transformer nodes need the gradient form (asking
     /// for the relevance form is an error); any other network can be explained in either, with the same result
     /// up to float rounding (the proportional rules of sums, biases and average pooling then have no stabilizer).
-    pub fn resolve_in(spec: &Spec, net: &Network, form: Form) -> Result<Plan> {
+    pub fn resolve_in(spec: &Spec, net: &'a Network, form: Form) -> Result<Plan<'a>> {
         if form == Form::Relevance
             && let Some(k) = net.layers().iter().position(Layer::needs_gradient_form)
         {
@@ -526,11 +526,91 @@ impl Plan {
         matches!(self.kind, PlanKind::Lrp(_))
     }
 
-    pub(crate) fn kind(&self) -> &PlanKind {
+    pub(crate) fn kind(&self) -> &PlanKind<'a> {
         &self.kind
     }
 
     pub(crate) fn layer_count(&self) -> usize {
         self.layer_count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lrp_core::{Conv2d, Dense, Flatten};
+    use ndarray::{Array1, Array2, Array4};
+
+    /// The weights each step's maps read from, by address.
+    fn weight_addresses(m: &LinearMap) -> *const f32 {
+        match m {
+            LinearMap::Dense(d) => d.weight.as_ptr(),
+            LinearMap::Conv(c) => c.weight.as_ptr(),
+            LinearMap::Affine { scale, .. } => scale.as_ptr(),
+        }
+    }
+
+    /// ε and z^B use a layer's own weights as they are: the plan reads them where the network keeps them instead of
+    /// copying them (for VGG-16 a copy was 528 MB of fresh memory per plan). The rules that modify weights own
+    /// their modified copies.
+    #[test]
+    fn rules_on_the_layers_own_weights_borrow_them() {
+        let conv = Conv2d::new(
+            Array4::from_shape_fn((4, 2, 3, 3), |(o, i, y, x)| ((o * 7 + i * 3 + y + x) % 5) as f32 - 2.0),
+            Some(Array1::from_elem(4, 0.1)),
+            [1, 1],
+            [1, 1, 1, 1],
+        );
+        let dense = Dense::new(
+            Array2::from_shape_fn((3, 4 * 5 * 5), |(o, i)| ((o + i) % 3) as f32 - 1.0),
+            None,
+        );
+        let net = Network::new(
+            vec![2, 5, 5],
+            vec![Layer::Conv2d(conv), Layer::Flatten(Flatten), Layer::Dense(dense)],
+        )
+        .unwrap();
+        let own = [
+            match &net.layers()[0] {
+                Layer::Conv2d(c) => c.weight.as_ptr(),
+                _ => unreachable!(),
+            },
+            match &net.layers()[2] {
+                Layer::Dense(d) => d.weight.as_ptr(),
+                _ => unreachable!(),
+            },
+        ];
+        let maps_of = |spec: &str| -> Vec<Vec<*const f32>> {
+            let spec = Spec::parse(spec).unwrap();
+            let plan = Plan::resolve(&spec, &net).unwrap();
+            let PlanKind::Lrp(steps) = plan.kind() else {
+                panic!("an LRP plan")
+            };
+            steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Linear(p) => Some(match &p.maps {
+                        Maps::Plain(m) => vec![weight_addresses(m)],
+                        Maps::ZBox { w, pos, neg, .. } => {
+                            vec![weight_addresses(w), weight_addresses(pos), weight_addresses(neg)]
+                        }
+                        Maps::Signed { pos, neg } => vec![weight_addresses(pos), weight_addresses(neg)],
+                        Maps::Gamma { p, n, .. } => vec![weight_addresses(p), weight_addresses(n)],
+                        Maps::Uniform { map, .. } => vec![weight_addresses(map)],
+                    }),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(maps_of("epsilon"), vec![vec![own[0]], vec![own[1]]]);
+        let zbox = maps_of("first=zbox(-1,1); dense=epsilon");
+        assert_eq!((zbox[0][0], zbox[1][0]), (own[0], own[1]));
+        assert!(
+            zbox[0][1..].iter().all(|p| !own.contains(p)),
+            "W⁺ and W⁻ are new weights"
+        );
+        for p in maps_of("gamma(0.25)").concat() {
+            assert!(!own.contains(&p), "γ's modified weights must not alias the layer's");
+        }
     }
 }

@@ -151,7 +151,8 @@ mod gamma_paths {
         let mut r = |shape: &[usize]| ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0));
         let w = r(&[8, 3, 3, 3]).into_dimensionality::<ndarray::Ix4>().unwrap();
         let conv = lrp_core::Conv2d::new(w, Some(ndarray::Array1::from(vec![0.1; 8])), [1, 1], [1; 4]);
-        let map = crate::linear::LinearMap::of(&lrp_core::Layer::Conv2d(conv)).unwrap();
+        let layer = lrp_core::Layer::Conv2d(conv);
+        let map = crate::linear::LinearMap::of(&layer).unwrap();
         let (p, n) = (
             map.modified(Modifier::GammaPositive(0.25)),
             map.modified(Modifier::GammaNegative(0.25)),
