@@ -14,6 +14,7 @@ pub mod layers;
 pub mod layout;
 pub mod model_file;
 pub mod network;
+pub mod par;
 pub mod simd;
 pub mod train;
 

@@ -41,7 +41,7 @@ pub(crate) fn divide_owned(r: ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f3
     if s.shape() == z.shape()
         && let (Some(sl), Some(zl)) = (s.as_slice_mut(), z.as_slice())
     {
-        lrp_core::simd::divide_stabilised(sl, zl, e);
+        lrp_core::par::zip_mut(sl, zl, |s, z| lrp_core::simd::divide_stabilised(s, z, e));
         return s;
     }
     let z = z.broadcast(s.raw_dim()).expect("denominator broadcasts over the batch");
@@ -51,6 +51,20 @@ pub(crate) fn divide_owned(r: ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f3
         Zip::from(&mut s).and(&z).for_each(|s, &z| *s /= stab(z, e));
     }
     s
+}
+
+/// `a ⊙ b` in the memory of `a` (`b` broadcast to `a`'s shape), split over the threads when both are large and in
+/// standard order: the same one product per value as ndarray's `*=`.
+pub(crate) fn times_owned(a: ArrayD<f32>, b: &ArrayD<f32>) -> ArrayD<f32> {
+    let mut a = a;
+    if a.shape() == b.shape()
+        && let (Some(al), Some(bl)) = (a.as_slice_mut(), b.as_slice())
+    {
+        lrp_core::par::zip_mut(al, bl, |a, b| a.iter_mut().zip(b).for_each(|(a, b)| *a *= b));
+        return a;
+    }
+    a *= b;
+    a
 }
 
 /// `[N, …, d]` as rows `[N·…, d]` (a dense layer on the last axis of a larger value).

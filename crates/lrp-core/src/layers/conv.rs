@@ -46,6 +46,28 @@ pub(crate) fn par_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &mut ArrayVi
     });
 }
 
+/// A zeroed output, written by the threads when large.
+fn zeros4(dim: (usize, usize, usize, usize)) -> Array4<f32> {
+    Array4::from_shape_vec(dim, crate::par::zeros(dim.0 * dim.1 * dim.2 * dim.3)).expect("one value per element")
+}
+
+/// `out += b` with one bias value per output channel (`out`: `[N, O, OH, OW]`, standard layout), the planes split
+/// over the threads: the same one addition per value as ndarray's broadcast `+=`.
+fn add_bias(out: &mut Array4<f32>, b: &Array1<f32>) {
+    let (_, o, oh, ow) = out.dim();
+    let hw = oh * ow;
+    if hw == 0 || o == 0 {
+        return;
+    }
+    let os = out.as_slice_mut().expect("fresh array");
+    crate::par::units_mut(os, hw, |first, part| {
+        for (p, plane) in part.chunks_exact_mut(hw).enumerate() {
+            let v = b[(first + p) % o];
+            plane.iter_mut().for_each(|x| *x += v);
+        }
+    });
+}
+
 /// Which paths a convolution may take besides im2col + GEMM (the reference the tests hold the others to).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Paths {
@@ -295,7 +317,7 @@ impl Conv2d {
         if paths.special && self.is_depthwise() && c * h * w > 0 && o * hw > 0 {
             let x = x.as_slice().expect("standard layout");
             let bias = super::direct::bias_slice(&self.bias, with_bias);
-            let mut out = Array4::<f32>::zeros((n, o, oh, ow));
+            let mut out = zeros4((n, o, oh, ow));
             super::depthwise::forward(
                 x,
                 (c, h, w),
@@ -310,11 +332,10 @@ impl Conv2d {
         if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && c >= 64 && o * hw > 0 {
             // Pointwise: each sample's input planes are already the unfolded matrix `[C, H·W]`. (With fewer input
             // channels the direct path below is faster: GEMM copies the whole input for a short sum.)
-            let mut out = Array4::<f32>::zeros((n, o, oh, ow));
+            let mut out = zeros4((n, o, oh, ow));
             pointwise_products(&wmat, x.view(), &mut out);
             if with_bias && let Some(b) = &self.bias {
-                let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
-                out += &b;
+                add_bias(&mut out, b);
             }
             return out;
         }
@@ -366,7 +387,7 @@ impl Conv2d {
             // SAFETY: `forward_sample` writes every value of its sample's output, and the chunks cover `out`.
             return unsafe { out.assume_init() };
         }
-        let mut out = Array4::<f32>::zeros((n, o, oh, ow));
+        let mut out = zeros4((n, o, oh, ow));
         let per = gemm_samples(n, hw);
         let batch = self.group_size(n, hw).max(per);
         let rows = wmat.ncols();
@@ -405,8 +426,7 @@ impl Conv2d {
             }
         });
         if with_bias && let Some(b) = &self.bias {
-            let b = b.view().into_shape_with_order((1, o, 1, 1)).expect("bias is 1-D");
-            out += &b;
+            add_bias(&mut out, b);
         }
         out
     }
@@ -434,7 +454,7 @@ impl Conv2d {
         let wm = wmat.as_standard_layout();
         if paths.special && self.is_depthwise() && o == c && c * h * w > 0 && o * hw > 0 {
             let s = s.as_standard_layout();
-            let mut out = Array4::<f32>::zeros((n, c, h, w));
+            let mut out = zeros4((n, c, h, w));
             super::depthwise::transpose(
                 s.as_slice().expect("standard layout"),
                 (o, oh, ow),
@@ -448,7 +468,7 @@ impl Conv2d {
         if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && (h, w) == (oh, ow) {
             // Pointwise: `Wᵀ s` is each sample's input gradient planes `[C, H·W]` (no folding back).
             let s = s.as_standard_layout();
-            let mut out = Array4::<f32>::zeros((n, c, h, w));
+            let mut out = zeros4((n, c, h, w));
             pointwise_products(&wmat.t(), s.view(), &mut out);
             return out;
         }
@@ -472,7 +492,7 @@ impl Conv2d {
             // SAFETY: `transpose_sample` writes every value of each sample's output (not zeroed beforehand).
             return unsafe { out.assume_init() };
         }
-        let mut out = Array4::<f32>::zeros((n, c, h, w));
+        let mut out = zeros4((n, c, h, w));
         let per = gemm_samples(n, hw);
         let batch = self.group_size(n, hw).max(per);
         let mut part = (groups > 1).then(|| Array4::<f32>::zeros((batch, cg, h, w)));

@@ -415,3 +415,75 @@ fn small_planes_several_samples_a_gemm_are_each_sample_alone() {
         }
     }
 }
+
+/// `W ⋆ x + b` in f64 by its definition, with stride and zero padding: an expectation independent of every path.
+fn naive(x: &Array4<f32>, conv: &Conv2d) -> Array4<f64> {
+    let (n, c, h, w) = x.dim();
+    let (o, _, kh, kw) = conv.weight.dim();
+    let ([sh, sw], [pt, pl, _, _]) = (conv.window.stride, conv.window.pads);
+    let (oh, ow) = conv.output_hw(h, w).unwrap();
+    Array4::from_shape_fn((n, o, oh, ow), |(j, q, oy, ox)| {
+        let mut acc = conv.bias.as_ref().map_or(0.0, |b| b[q] as f64);
+        for ci in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let (iy, ix) = (
+                        (oy * sh + ky) as isize - pt as isize,
+                        (ox * sw + kx) as isize - pl as isize,
+                    );
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                        acc += conv.weight[[q, ci, ky, kx]] as f64 * x[[j, ci, iy as usize, ix as usize]] as f64;
+                    }
+                }
+            }
+        }
+        acc
+    })
+}
+
+/// One photo's unfolding (rows), folding (planes), bias addition (planes), zeroing and max pooling (planes) split
+/// over pools of 2 and 3 threads: the one-thread bits, and values that agree with the definitions (a convolution
+/// in f64; the transposed map through `⟨W ⋆ x, s⟩ = ⟨x, Wᵀ s⟩`).
+#[test]
+fn one_photos_passes_split_over_threads_give_the_one_thread_bits() {
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    // Stride 2 and padding (im2col_general, col2im_general), and stride 1 unpadded (the whole-row unfold and fold),
+    // each with more than `par::PAR_MIN_VALUES` values in the unfolded matrix and in the folded input.
+    for (stride, pad, c, h) in [(2, 1, 24, 64), (1, 0, 20, 60)] {
+        let (x, mut conv) = case(1, c, h, h, 32, 3, 3);
+        conv.window.stride = [stride, stride];
+        conv.window.pads = [pad; 4];
+        assert!(x.len() >= crate::par::PAR_MIN_VALUES);
+        let y1 = one.install(|| conv.forward_with(x.view(), true, Paths::GEMM));
+        let s = y1.mapv(|v| (v * 0.37).sin());
+        let t1 = one.install(|| conv.transpose_with(s.view(), (h, h), Paths::GEMM));
+        let reference = naive(&x, &conv);
+        let worst = y1
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 1e-4,
+            "forward against the definition: {worst} (stride {stride})"
+        );
+        // ⟨W ⋆ x, s⟩ without the bias = ⟨x, Wᵀ s⟩.
+        let bias: Vec<f64> = conv.bias.as_ref().unwrap().iter().map(|&v| v as f64).collect();
+        let lhs: f64 = reference
+            .indexed_iter()
+            .map(|((j, q, oy, ox), v)| (v - bias[q]) * s[[j, q, oy, ox]] as f64)
+            .sum();
+        let rhs: f64 = x.iter().zip(&t1).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0),
+            "transpose: {lhs} against {rhs} (stride {stride})"
+        );
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let y = pool.install(|| conv.forward_with(x.view(), true, Paths::GEMM));
+            let t = pool.install(|| conv.transpose_with(s.view(), (h, h), Paths::GEMM));
+            assert_eq!(bits(&y), bits(&y1), "forward, stride {stride}, {threads} threads");
+            assert_eq!(bits(&t), bits(&t1), "transposed, stride {stride}, {threads} threads");
+        }
+    }
+}

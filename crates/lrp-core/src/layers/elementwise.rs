@@ -16,7 +16,12 @@ impl Op for Relu {
     }
 
     fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
-        xs[0].mapv(|v| v.max(0.0))
+        match xs[0].as_slice() {
+            // Split over the threads when large (a photo's activations).
+            Some(x) => ArrayD::from_shape_vec(xs[0].raw_dim(), crate::par::map(x, |v| v.max(0.0)))
+                .expect("one value per input"),
+            None => xs[0].mapv(|v| v.max(0.0)),
+        }
     }
 
     fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {

@@ -88,33 +88,39 @@ impl Pool2d {
         } else {
             0
         };
-        for plane in 0..n * c {
-            let p = &xs[plane * h * w..(plane + 1) * h * w];
-            for oy in 0..oh {
-                let kys = self.taps(0, oy, h);
-                let full_rows = kys.len() == kh;
-                for ox in 0..ow {
-                    if full_rows && inner.contains(&ox) {
-                        let base = (oy * sh - pt) * w + ox * sw - pl;
-                        out[(plane * oh + oy) * ow + ox] = first_max(p, base, w, [kh, kw]);
-                        continue;
-                    }
-                    let kxs = self.taps(1, ox, w);
-                    let mut best = f32::NEG_INFINITY;
-                    let mut at = usize::MAX;
-                    for ky in kys.clone() {
-                        let row = (oy * sh + ky - pt) * w;
-                        for kx in kxs.clone() {
-                            let i = row + ox * sw + kx - pl;
-                            if p[i] > best || at == usize::MAX {
-                                best = p[i];
-                                at = i;
+        // Planes are independent: split over the threads.
+        if oh * ow > 0 {
+            crate::par::units_mut(&mut out, oh * ow, |first, part| {
+                for (q, out) in part.chunks_exact_mut(oh * ow).enumerate() {
+                    let plane = first + q;
+                    let p = &xs[plane * h * w..(plane + 1) * h * w];
+                    for oy in 0..oh {
+                        let kys = self.taps(0, oy, h);
+                        let full_rows = kys.len() == kh;
+                        for ox in 0..ow {
+                            if full_rows && inner.contains(&ox) {
+                                let base = (oy * sh - pt) * w + ox * sw - pl;
+                                out[oy * ow + ox] = first_max(p, base, w, [kh, kw]);
+                                continue;
                             }
+                            let kxs = self.taps(1, ox, w);
+                            let mut best = f32::NEG_INFINITY;
+                            let mut at = usize::MAX;
+                            for ky in kys.clone() {
+                                let row = (oy * sh + ky - pt) * w;
+                                for kx in kxs.clone() {
+                                    let i = row + ox * sw + kx - pl;
+                                    if p[i] > best || at == usize::MAX {
+                                        best = p[i];
+                                        at = i;
+                                    }
+                                }
+                            }
+                            out[oy * ow + ox] = at;
                         }
                     }
-                    out[(plane * oh + oy) * ow + ox] = at;
                 }
-            }
+            });
         }
         (out, oh, ow)
     }
@@ -137,17 +143,19 @@ impl Pool2d {
         }
         let (win, oh, ow) = self.winners(xs, x.dim());
         let hw = h * w;
-        let data: Vec<f32> = win
-            .iter()
-            .enumerate()
-            .map(|(o, &i)| {
-                if i == usize::MAX {
-                    f32::NEG_INFINITY
-                } else {
-                    xs[(o / (oh * ow)) * hw + i]
+        let mut data = vec![f32::NEG_INFINITY; win.len()];
+        if oh * ow > 0 {
+            crate::par::units_mut(&mut data, oh * ow, |first, part| {
+                for (q, plane) in part.chunks_exact_mut(oh * ow).enumerate() {
+                    let (p, at) = (first + q, &win[(first + q) * oh * ow..(first + q + 1) * oh * ow]);
+                    for (d, &i) in plane.iter_mut().zip(at) {
+                        if i != usize::MAX {
+                            *d = xs[p * hw + i];
+                        }
+                    }
                 }
-            })
-            .collect();
+            });
+        }
         Array4::from_shape_vec((n, c, oh, ow), data).expect("one value per output")
     }
 
@@ -178,11 +186,20 @@ impl Pool2d {
     fn route_by_winners(&self, xs: &[f32], gs: &[f32], dims: (usize, usize, usize, usize), os: &mut [f32]) {
         let (win, oh, ow) = self.winners(xs, dims);
         let hw = dims.2 * dims.3;
-        for (o, &i) in win.iter().enumerate() {
-            if i != usize::MAX {
-                os[(o / (oh * ow)) * hw + i] += gs[o];
-            }
+        if hw == 0 || oh * ow == 0 {
+            return;
         }
+        // Each plane's winners lie in its own plane: the planes split over the threads, each output added in order.
+        crate::par::units_mut(os, hw, |first, part| {
+            for (q, plane) in part.chunks_exact_mut(hw).enumerate() {
+                let o = (first + q) * oh * ow..(first + q + 1) * oh * ow;
+                for (&i, &g) in win[o.clone()].iter().zip(&gs[o]) {
+                    if i != usize::MAX {
+                        plane[i] += g;
+                    }
+                }
+            }
+        });
     }
 
     fn divisor(&self, cells: usize) -> f32 {
@@ -575,6 +592,57 @@ fn first_max(p: &[f32], base: usize, w: usize, [kh, kw]: [usize; 2]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ResNet's 3×3 stride-2 padded max pool over a photo-sized value, its planes split over pools of 2 and 3
+    /// threads: each output is its window's first maximum found by a plain search, and the route puts each output's
+    /// value on that cell (adding where windows share a winner), the same bits as on one thread.
+    #[test]
+    fn planes_split_over_threads_pool_and_route_by_the_definition() {
+        let (n, c, h, w) = (1, 96, 57, 56);
+        // Ties (values repeat every 7) so the first maximum matters.
+        let x = Array4::from_shape_fn((n, c, h, w), |(_, ci, y, z)| {
+            ((ci * 5 + y * 3 + z * 11) % 7) as f32 - 2.0
+        });
+        let pool = Pool2d {
+            window: Window::square(3, 2, 1),
+            count_include_pad: false,
+        };
+        let (oh, ow) = pool.window.output_hw(h, w).unwrap();
+        assert!(n * c * oh * ow >= crate::par::PAR_MIN_VALUES);
+        // The definition: the first maximum in row order of the window's cells inside the input.
+        let mut expect = Array4::<f32>::zeros((n, c, oh, ow));
+        let mut routed = Array4::<f32>::zeros((n, c, h, w));
+        let g = Array4::from_shape_fn((n, c, oh, ow), |(_, ci, y, z)| (ci + y * 2 + z) as f32 * 0.25 + 1.0);
+        for ci in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut best: Option<(f32, usize, usize)> = None;
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let (iy, ix) = ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
+                            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                continue;
+                            }
+                            let v = x[[0, ci, iy as usize, ix as usize]];
+                            if best.is_none_or(|(b, _, _)| v > b) {
+                                best = Some((v, iy as usize, ix as usize));
+                            }
+                        }
+                    }
+                    let (v, iy, ix) = best.unwrap();
+                    expect[[0, ci, oy, ox]] = v;
+                    routed[[0, ci, iy, ix]] += g[[0, ci, oy, ox]];
+                }
+            }
+        }
+        let bits = |a: &Array4<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for threads in [1, 2, 3] {
+            let p = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let (y, r) = p.install(|| (pool.max_forward(x.view()), pool.max_route(x.view(), g.view())));
+            assert_eq!(bits(&y), bits(&expect), "pooled values on {threads} threads");
+            assert_eq!(bits(&r), bits(&routed), "routed values on {threads} threads");
+        }
+    }
 
     /// The one-pass 2×2 route, vector and scalar, gives the general path's bits: ties (first maximum wins), −0 and
     /// +0, NaN, negative values, odd sizes (the last row and column belong to no window), rows of more and fewer than

@@ -91,22 +91,20 @@ pub(super) fn im2col(x: ArrayView4<f32>, win: &Taps, oh: usize, ow: usize, cols:
     let x = x.as_standard_layout();
     let xs = x.as_slice().expect("standard layout");
     if win.is_dense() {
-        // Every tap inside the input: each (tap, sample) block is `oh` rows of `ow` values, `w` apart in x.
-        for ci in 0..c {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let row = (ci * kh + ky) * kw + kx;
-                    let mut dst = cols.row_mut(row);
-                    let dst = dst.as_slice_mut().expect("rows of a fresh matrix are contiguous");
-                    for (j, block) in dst.chunks_exact_mut(hw).enumerate() {
-                        let plane = &xs[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
-                        for (drow, srow) in block.chunks_exact_mut(ow).zip(plane[ky * w + kx..].chunks(w)) {
-                            copy_short(drow, &srow[..ow]);
-                        }
-                    }
+        if hw == 0 {
+            return;
+        }
+        // Every tap inside the input: each (tap, sample) block is `oh` rows of `ow` values, `w` apart in x. Rows
+        // are independent: split over the threads.
+        crate::par::rows_mut(cols, |row, dst| {
+            let (ci, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+            for (j, block) in dst.chunks_exact_mut(hw).enumerate() {
+                let plane = &xs[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
+                for (drow, srow) in block.chunks_exact_mut(ow).zip(plane[ky * w + kx..].chunks(w)) {
+                    copy_short(drow, &srow[..ow]);
                 }
             }
-        }
+        });
         return;
     }
     im2col_general(xs, (g, c, h, w), win, oh, ow, cols);
@@ -125,46 +123,53 @@ pub(super) fn im2col_general(
     let [sh, sw] = win.stride;
     let [dh, dw] = win.dilation;
     let hw = oh * ow;
-    for ci in 0..c {
-        for ky0 in 0..kh {
-            let ky = ky0 * dh;
-            let ys = valid_outputs(oh, sh, ky, win.pads[0], h);
-            for kx0 in 0..kw {
-                let kx = kx0 * dw;
-                let xr = valid_outputs(ow, sw, kx, win.pads[1], w);
-                let row = (ci * kh + ky0) * kw + kx0;
-                let mut dst = cols.row_mut(row);
-                let dst = dst.as_slice_mut().expect("rows of a fresh matrix are contiguous");
-                for j in 0..g {
-                    let plane = &xs[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
-                    let dst = &mut dst[j * hw..(j + 1) * hw];
-                    for oy in 0..oh {
-                        let drow = &mut dst[oy * ow..(oy + 1) * ow];
-                        if !ys.contains(&oy) {
-                            drow.fill(0.0);
-                            continue;
-                        }
-                        let iy = oy * sh + ky - win.pads[0];
-                        let srow = &plane[iy * w..(iy + 1) * w];
-                        drow[..xr.start].fill(0.0);
-                        drow[xr.end..].fill(0.0);
-                        if xr.is_empty() {
-                            // Every tap of this row in the padding (a plane narrower than the padding's reach).
-                            continue;
-                        }
-                        let base = xr.start * sw + kx - win.pads[1];
-                        if sw == 1 {
-                            copy_short(&mut drow[xr.clone()], &srow[base..base + xr.len()]);
-                        } else {
-                            for (k, d) in drow[xr.clone()].iter_mut().enumerate() {
-                                *d = srow[base + k * sw];
-                            }
-                        }
+    // Rows are independent: split over the threads.
+    crate::par::rows_mut(cols, |row, dst| {
+        let (ci, ky0, kx0) = (row / (kh * kw), row / kw % kh, row % kw);
+        let (ky, kx) = (ky0 * dh, kx0 * dw);
+        let ys = valid_outputs(oh, sh, ky, win.pads[0], h);
+        let xr = valid_outputs(ow, sw, kx, win.pads[1], w);
+        for j in 0..g {
+            let plane = &xs[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
+            let dst = &mut dst[j * hw..(j + 1) * hw];
+            for oy in 0..oh {
+                let drow = &mut dst[oy * ow..(oy + 1) * ow];
+                if !ys.contains(&oy) {
+                    drow.fill(0.0);
+                    continue;
+                }
+                let iy = oy * sh + ky - win.pads[0];
+                let srow = &plane[iy * w..(iy + 1) * w];
+                drow[..xr.start].fill(0.0);
+                drow[xr.end..].fill(0.0);
+                if xr.is_empty() {
+                    // Every tap of this row in the padding (a plane narrower than the padding's reach).
+                    continue;
+                }
+                let base = xr.start * sw + kx - win.pads[1];
+                if sw == 1 {
+                    copy_short(&mut drow[xr.clone()], &srow[base..base + xr.len()]);
+                } else {
+                    for (k, d) in drow[xr.clone()].iter_mut().enumerate() {
+                        *d = srow[base + k * sw];
                     }
                 }
             }
         }
+    });
+}
+
+/// Calls `f(j, ci, plane)` on every `[H, W]` plane of `out` (`[g, C, H, W]`, standard layout), the planes split over
+/// the threads: folding adds into each plane from its own channel's rows only.
+fn for_planes(out: &mut [f32], (c, h, w): (usize, usize, usize), f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    if c * h * w == 0 {
+        return;
     }
+    crate::par::units_mut(out, h * w, |first, part| {
+        for (p, plane) in part.chunks_exact_mut(h * w).enumerate() {
+            f((first + p) / c, (first + p) % c, plane);
+        }
+    });
 }
 
 /// Folds `cols: [C·KH·KW, g·OH·OW]` back onto `out` (`[g, C, H, W]`, standard layout), adding overlaps.
@@ -178,32 +183,34 @@ pub(super) fn col2im(
 ) {
     let [kh, kw] = win.kernel;
     let hw = oh * ow;
-    let g = cols.ncols() / hw.max(1);
+    if hw == 0 {
+        return;
+    }
+    let g = cols.ncols() / hw;
     if win.is_dense() {
         // As below (the same additions in the same order), with every tap inside the input.
-        for ci in 0..c {
+        for_planes(&mut out[..g * c * h * w], (c, h, w), |j, ci, plane| {
             for ky in 0..kh {
                 for kx in 0..kw {
                     let row = (ci * kh + ky) * kw + kx;
                     let src = cols.row(row);
                     let src = src.as_slice().expect("rows of a fresh matrix are contiguous");
-                    for (j, block) in src.chunks_exact(hw).take(g).enumerate() {
-                        let plane = &mut out[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
-                        for (orow, srow) in plane[ky * w + kx..].chunks_mut(w).zip(block.chunks_exact(ow)) {
-                            for (o, v) in orow[..ow].iter_mut().zip(srow) {
-                                *o += v;
-                            }
+                    let block = &src[j * hw..(j + 1) * hw];
+                    for (orow, srow) in plane[ky * w + kx..].chunks_mut(w).zip(block.chunks_exact(ow)) {
+                        for (o, v) in orow[..ow].iter_mut().zip(srow) {
+                            *o += v;
                         }
                     }
                 }
             }
-        }
+        });
         return;
     }
     col2im_general(cols, win, oh, ow, out, (c, h, w));
 }
 
-/// [`col2im`] for any taps (padding, stride, dilation).
+/// [`col2im`] for any taps (padding, stride, dilation). Each value of a plane receives its taps in the order
+/// (ky, kx) whether the planes are split or not.
 pub(super) fn col2im_general(
     cols: ArrayView2<f32>,
     win: &Taps,
@@ -216,8 +223,11 @@ pub(super) fn col2im_general(
     let [sh, sw] = win.stride;
     let [dh, dw] = win.dilation;
     let hw = oh * ow;
-    let g = cols.ncols() / hw.max(1);
-    for ci in 0..c {
+    if hw == 0 {
+        return;
+    }
+    let g = cols.ncols() / hw;
+    for_planes(&mut out[..g * c * h * w], (c, h, w), |j, ci, plane| {
         for ky0 in 0..kh {
             let ky = ky0 * dh;
             let ys = valid_outputs(oh, sh, ky, win.pads[0], h);
@@ -230,25 +240,22 @@ pub(super) fn col2im_general(
                 let row = (ci * kh + ky0) * kw + kx0;
                 let src = cols.row(row);
                 let src = src.as_slice().expect("rows of a fresh matrix are contiguous");
-                for j in 0..g {
-                    let plane = &mut out[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
-                    for oy in ys.clone() {
-                        let iy = oy * sh + ky - win.pads[0];
-                        let orow = &mut plane[iy * w..(iy + 1) * w];
-                        let srow = &src[j * hw + oy * ow..j * hw + (oy + 1) * ow];
-                        let base = xr.start * sw + kx - win.pads[1];
-                        if sw == 1 {
-                            for (o, v) in orow[base..base + xr.len()].iter_mut().zip(&srow[xr.clone()]) {
-                                *o += v;
-                            }
-                        } else {
-                            for (k, v) in srow[xr.clone()].iter().enumerate() {
-                                orow[base + k * sw] += v;
-                            }
+                for oy in ys.clone() {
+                    let iy = oy * sh + ky - win.pads[0];
+                    let orow = &mut plane[iy * w..(iy + 1) * w];
+                    let srow = &src[j * hw + oy * ow..j * hw + (oy + 1) * ow];
+                    let base = xr.start * sw + kx - win.pads[1];
+                    if sw == 1 {
+                        for (o, v) in orow[base..base + xr.len()].iter_mut().zip(&srow[xr.clone()]) {
+                            *o += v;
+                        }
+                    } else {
+                        for (k, v) in srow[xr.clone()].iter().enumerate() {
+                            orow[base + k * sw] += v;
                         }
                     }
                 }
             }
         }
-    }
+    });
 }

@@ -4,13 +4,11 @@ use lrp_core::simd::stabilised as stab;
 use ndarray::{ArrayD, Zip};
 
 use crate::linear::LinearMap;
-use crate::numerics::divide_owned;
+use crate::numerics::{divide_owned, times_owned};
 
 /// Relevance form: `r` is this call's own, divided in place.
 pub(crate) fn relevance(w: &LinearMap, e: f32, x: &ArrayD<f32>, z: &ArrayD<f32>, r: ArrayD<f32>) -> ArrayD<f32> {
-    let mut out = w.transpose(divide_owned(r, z, e).view(), x.shape());
-    out *= x;
-    out
+    times_owned(w.transpose(divide_owned(r, z, e).view(), x.shape()), x)
 }
 
 /// Gradient form: `Wᵀ(ĝ ⊙ z/stab(z, ε))`, a factor in [0, 1); LRP-0 is the plain transposed map.

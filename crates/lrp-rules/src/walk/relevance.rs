@@ -4,7 +4,7 @@ use lrp_core::{Network, Trace};
 use ndarray::{ArrayD, Ix4};
 
 use super::Visit;
-use crate::numerics::{STABILIZER, divide, per_sample_sums};
+use crate::numerics::{STABILIZER, divide, divide_owned, per_sample_sums, times_owned};
 use crate::plan::Step;
 use crate::rules;
 
@@ -57,9 +57,9 @@ pub(crate) fn lrp(
                     if *sign < 0.0 { -(s * x) } else { s * x }
                 }
                 Step::Add => {
-                    let s = divide(&r, z, STABILIZER);
+                    let s = divide_owned(r, z, STABILIZER);
                     let b = trace.value(ins[1]);
-                    return vec![&s * x, s * b];
+                    return vec![times_owned(s.clone(), x), times_owned(s, b)];
                 }
                 Step::Route => return net.node_backward(k, trace, r.view()),
                 Step::Mul { gate } => return product_relevance(*gate, x, trace.value(ins[1]), r),

@@ -1,0 +1,207 @@
+//! Passes over one large value split across the threads of the rayon pool they run in, so that a single photo
+//! keeps every core busy between its products (bias additions, the rules' divisions and products, folding,
+//! pooling). Parts never split a unit (a plane, a row), so every value gets the same operations in the same order
+//! however many parts there are: the results are the same bits as one pass.
+
+use rayon::prelude::*;
+
+/// Below this many values a pass stays on its thread: a split costs a few microseconds, about what 64K additions
+/// take.
+pub const PAR_MIN_VALUES: usize = 1 << 16;
+
+/// How many parts a pass over `len` values in `units` units is cut into: one per thread, or 1.
+fn parts(len: usize, units: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || units < 2 || len < PAR_MIN_VALUES {
+        1
+    } else {
+        threads.min(units)
+    }
+}
+
+/// Calls `f(first, part)` on parts of `data` made of whole units of `unit` values (`first`: the index of the part's
+/// first unit), in parallel when `data` is large. `data.len()` must be a multiple of `unit` (`unit > 0`).
+pub fn units_mut<T: Send>(data: &mut [T], unit: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    assert!(unit > 0 && data.len().is_multiple_of(unit), "whole units");
+    let units = data.len() / unit;
+    let k = parts(data.len(), units);
+    if k == 1 {
+        f(0, data);
+        return;
+    }
+    let per = units.div_ceil(k);
+    data.par_chunks_mut(per * unit)
+        .enumerate()
+        .for_each(|(i, part)| f(i * per, part));
+}
+
+/// Calls `f(r, row)` on every row `r` of `m` (rows contiguous), the rows split over the threads when `m` is large.
+pub fn rows_mut<T: Send>(m: &mut ndarray::ArrayViewMut2<T>, f: impl Fn(usize, &mut [T]) + Sync) {
+    let (rows, cols) = m.dim();
+    let k = parts(rows.saturating_mul(cols), rows);
+    let each = |first: usize, mut part: ndarray::ArrayViewMut2<T>| {
+        for (r, mut row) in part.rows_mut().into_iter().enumerate() {
+            f(first + r, row.as_slice_mut().expect("contiguous rows"));
+        }
+    };
+    if k == 1 {
+        each(0, m.view_mut());
+        return;
+    }
+    let per = rows.div_ceil(k);
+    rayon::scope(|scope| {
+        for (i, part) in m.axis_chunks_iter_mut(ndarray::Axis(0), per).enumerate() {
+            let each = &each;
+            scope.spawn(move |_| each(i * per, part));
+        }
+    });
+}
+
+/// Calls `f(a_part, b_part)` on matching parts of `a` and `b` (the same length), in parallel when they are large:
+/// for elementwise passes.
+pub fn zip_mut<T: Send, U: Sync>(a: &mut [T], b: &[U], f: impl Fn(&mut [T], &[U]) + Sync) {
+    assert_eq!(a.len(), b.len(), "matching values");
+    let k = parts(a.len(), a.len());
+    if k == 1 {
+        f(a, b);
+        return;
+    }
+    // Parts of whole 64-byte lines.
+    let per = a.len().div_ceil(k).next_multiple_of(16);
+    a.par_chunks_mut(per).zip(b.par_chunks(per)).for_each(|(a, b)| f(a, b));
+}
+
+/// `f` of every value of `x`, into a new vector, split over the threads when `x` is large.
+pub fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    zip_mut(&mut out.spare_capacity_mut()[..x.len()], x, |o, x| {
+        for (o, &v) in o.iter_mut().zip(x) {
+            o.write(f(v));
+        }
+    });
+    // SAFETY: the parts cover the first `x.len()` values, and each part wrote every one of its values.
+    unsafe { out.set_len(x.len()) };
+    out
+}
+
+/// `len` zeros, written by the threads when `len` is large (a layer's output, before its products add into it).
+pub fn zeros(len: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    units_mut(&mut out.spare_capacity_mut()[..len], 1, |_, part| {
+        part.iter_mut().for_each(|v| {
+            v.write(0.0);
+        })
+    });
+    // SAFETY: the parts cover the first `len` values, each written.
+    unsafe { out.set_len(len) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
+    }
+
+    /// Every unit is visited once, with its own index, whatever the threads and sizes; small data stays whole.
+    #[test]
+    fn units_are_visited_once_with_their_index() {
+        for threads in [1, 2, 3] {
+            for (units, unit) in [(1, 5), (3, 70_000), (7, 10_000), (64, 1024), (5, 1)] {
+                let mut data = vec![0u32; units * unit];
+                let calls = std::sync::Mutex::new(Vec::new());
+                pool(threads).install(|| {
+                    units_mut(&mut data, unit, |first, part| {
+                        calls.lock().unwrap().push((first, part.len()));
+                        for (i, u) in part.chunks_exact_mut(unit).enumerate() {
+                            u.iter_mut().for_each(|v| *v += (first + i) as u32 + 1);
+                        }
+                    })
+                });
+                for (i, u) in data.chunks_exact(unit).enumerate() {
+                    assert!(
+                        u.iter().all(|&v| v == i as u32 + 1),
+                        "unit {i} of {units}×{unit}, {threads} threads"
+                    );
+                }
+                let calls = calls.into_inner().unwrap();
+                let expect = if threads > 1 && units > 1 && units * unit >= PAR_MIN_VALUES {
+                    threads.min(units)
+                } else {
+                    1
+                };
+                assert_eq!(
+                    calls.len(),
+                    expect,
+                    "parts of {units}×{unit} on {threads} threads: {calls:?}"
+                );
+                assert!(
+                    calls.iter().all(|&(_, len)| len % unit == 0),
+                    "parts of whole units: {calls:?}"
+                );
+            }
+        }
+    }
+
+    /// Matching parts: every value of `a` is combined with its own value of `b`, across part boundaries that are not
+    /// multiples of the thread count.
+    #[test]
+    fn zipped_parts_match() {
+        for threads in [1, 2, 3] {
+            for len in [0, 17, PAR_MIN_VALUES - 1, PAR_MIN_VALUES, 3 * PAR_MIN_VALUES + 5] {
+                let mut a: Vec<u64> = (0..len as u64).collect();
+                let b: Vec<u64> = (0..len as u64).map(|v| 1000 * v).collect();
+                pool(threads).install(|| zip_mut(&mut a, &b, |a, b| a.iter_mut().zip(b).for_each(|(x, y)| *x += y)));
+                assert!(
+                    a.iter().enumerate().all(|(i, &v)| v == 1001 * i as u64),
+                    "{len} on {threads} threads"
+                );
+            }
+        }
+    }
+
+    /// Every row is visited once with its index, in a matrix whose rows are not adjacent (a view of a wider one).
+    #[test]
+    fn rows_are_visited_once_with_their_index() {
+        for threads in [1, 2, 3] {
+            for (rows, cols) in [(1, 9), (5, 20_000), (64, 2048), (3, 3)] {
+                let mut wide = ndarray::Array2::<u32>::zeros((rows, cols + 7));
+                let mut m = wide.slice_mut(ndarray::s![.., ..cols]);
+                pool(threads).install(|| rows_mut(&mut m, |r, row| row.iter_mut().for_each(|v| *v += r as u32 + 1)));
+                for (r, row) in wide.rows().into_iter().enumerate() {
+                    assert!(
+                        row.iter().take(cols).all(|&v| v == r as u32 + 1),
+                        "row {r} of {rows}×{cols}"
+                    );
+                    assert!(row.iter().skip(cols).all(|&v| v == 0), "outside the view, row {r}");
+                }
+            }
+        }
+    }
+
+    /// `map` and `zeros` write every value, at every size around the split threshold.
+    #[test]
+    fn map_and_zeros_fill_every_value() {
+        for threads in [1, 2, 3] {
+            for len in [0, 1, 15, PAR_MIN_VALUES - 1, PAR_MIN_VALUES + 17, 5 * PAR_MIN_VALUES] {
+                let x: Vec<f32> = (0..len).map(|i| i as f32 - 100.0).collect();
+                let (y, z) = pool(threads).install(|| (map(&x, |v| v.max(0.0) * 2.0), zeros(len)));
+                assert_eq!(y.len(), len);
+                assert!(
+                    y.iter().zip(&x).all(|(y, x)| *y == x.max(0.0) * 2.0),
+                    "{len} on {threads} threads"
+                );
+                assert_eq!(z.len(), len);
+                assert!(z.iter().all(|v| v.to_bits() == 0), "{len} zeros on {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "whole units")]
+    fn a_partial_unit_is_refused() {
+        units_mut(&mut [0f32; 10], 3, |_, _| {});
+    }
+}
