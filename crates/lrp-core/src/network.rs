@@ -140,6 +140,8 @@ impl Network {
         let mut layers: Vec<Layer> = Vec::with_capacity(count);
         let mut wiring: Vec<Vec<usize>> = Vec::with_capacity(count);
         let mut shapes = vec![input_shape.clone()];
+        // Layers whose weights a batch norm was folded into (by built index): `output_shape` checked them before.
+        let mut refolded = vec![false; count];
         for (index, (layer, inputs)) in nodes.into_iter().enumerate() {
             let ins: Vec<usize> = inputs.iter().map(|&v| map[v]).collect();
             let in_shapes: Vec<&[usize]> = ins.iter().map(|&v| shapes[v].as_slice()).collect();
@@ -173,6 +175,7 @@ impl Network {
                     _ => false,
                 };
                 if folded {
+                    refolded[layers.len() - 1] = true;
                     map.push(src);
                     continue;
                 }
@@ -183,15 +186,25 @@ impl Network {
             map.push(layers.len());
         }
         // Folding a batch norm can overflow (a huge scale over a tiny variance): refuse what would compute NaN.
-        // (Scanned in place: collecting references to 138 M VGG-16 weights first was half of its loading.)
+        // (Scanned in place: collecting references to 138 M VGG-16 weights first was half of its loading.) Only the
+        // layers folded into, and batch norms' own maps, change after `output_shape` checked them.
+        // With the vectorised count where the values are in standard order (stored parameters are).
+        fn finite<D: ndarray::Dimension>(v: &ndarray::Array<f32, D>) -> bool {
+            match v.as_slice() {
+                Some(s) => crate::simd::count_non_finite(s) == 0,
+                None => v.iter().all(|x| x.is_finite()),
+            }
+        }
         for (index, layer) in layers.iter().enumerate() {
-            let finite = |v: &f32| v.is_finite();
+            if !refolded[index] && !matches!(layer, Layer::BatchNorm(_)) {
+                continue;
+            }
             let ok = match layer {
-                Layer::Dense(d) => d.weight.iter().chain(d.bias.iter().flatten()).all(finite),
-                Layer::Conv2d(c) => c.weight.iter().chain(c.bias.iter().flatten()).all(finite),
+                Layer::Dense(d) => finite(&d.weight) && d.bias.as_ref().is_none_or(finite),
+                Layer::Conv2d(c) => finite(&c.weight) && c.bias.as_ref().is_none_or(finite),
                 Layer::BatchNorm(b) => {
                     let affine = b.affine();
-                    affine.0.iter().chain(affine.1.iter()).all(finite)
+                    finite(&affine.0) && finite(&affine.1)
                 }
                 _ => continue,
             };

@@ -246,6 +246,41 @@ fn batch_norm_folds_into_a_branch_convolution_only_when_nothing_else_reads_it() 
     assert_eq!(y.into_raw_vec_and_offset().0, vec![1.5, 3.0]);
 }
 
+/// A batch norm whose fold overflows a finite weight to infinity (a huge scale over a tiny variance) is refused when
+/// the network is built, naming the layer folded into; the same values that fold to finite weights build. Only the
+/// layers folded into are scanned again after folding, so this is the check that catches it.
+#[test]
+fn a_batch_norm_that_folds_to_infinity_is_refused() {
+    let bn = |scale: f32| BatchNorm {
+        scale: Array1::from(vec![scale, 1.0]),
+        shift: Array1::from(vec![0.0, 0.0]),
+        mean: Array1::from(vec![0.0, 0.0]),
+        var: Array1::from(vec![1e-30, 1.0]),
+        eps: 0.0,
+    };
+    let build = |scale: f32| {
+        Network::graph(
+            vec![2],
+            vec![
+                (dense(Array2::eye(2)), vec![0]),
+                (dense(array![[1.0, 1.0], [0.0, 3.0e20]]), vec![0]),
+                (Layer::BatchNorm(bn(scale)), vec![2]),
+                (Layer::Add(lrp_core::Add), vec![1, 3]),
+            ],
+        )
+    };
+    // 1e15 / sqrt(1e-30) = 1e30 times a weight of 1 stays finite (f32 max ≈ 3.4e38) …
+    assert!(build(1e15).is_ok());
+    // … 1e25 / 1e-15 = 1e40 does not.
+    match build(1e25) {
+        Err(lrp_core::CoreError::InvalidLayer { index, reason, .. }) => {
+            assert_eq!(index, 1, "the dense layer folded into");
+            assert!(reason.contains("non-finite weight or bias after folding"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|n| n.layers().len())),
+    }
+}
+
 /// The definition, loop by loop: groups and dilation.
 fn naive_grouped_conv(x: &ndarray::Array4<f32>, c: &lrp_core::Conv2d) -> ndarray::Array4<f32> {
     let (n, ch, h, w) = x.dim();
