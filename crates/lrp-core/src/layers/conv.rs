@@ -23,7 +23,8 @@ pub(crate) fn par_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &mut ArrayVi
     let (m, k) = a.dim();
     let n = b.ncols();
     let threads = rayon::current_num_threads();
-    if threads < 2 || m < 32 || m.saturating_mul(k).saturating_mul(n) < PAR_MIN_MACS {
+    // Few rows (a stem's transposed product: 27 rows of 3×3 taps) split by columns still.
+    if threads < 2 || (m < 32 && n <= m) || m.saturating_mul(k).saturating_mul(n) < PAR_MIN_MACS {
         gemm(a, b, c);
         return;
     }
@@ -46,11 +47,6 @@ pub(crate) fn par_gemm(a: &ArrayView2<f32>, b: &ArrayView2<f32>, c: &mut ArrayVi
     });
 }
 
-/// A zeroed output, written by the threads when large.
-fn zeros4(dim: (usize, usize, usize, usize)) -> Array4<f32> {
-    Array4::from_shape_vec(dim, crate::par::zeros(dim.0 * dim.1 * dim.2 * dim.3)).expect("one value per element")
-}
-
 /// `out += b` with one bias value per output channel (`out`: `[N, O, OH, OW]`, standard layout), the planes split
 /// over the threads: the same one addition per value as ndarray's broadcast `+=`.
 fn add_bias(out: &mut Array4<f32>, b: &Array1<f32>) {
@@ -60,7 +56,8 @@ fn add_bias(out: &mut Array4<f32>, b: &Array1<f32>) {
         return;
     }
     let os = out.as_slice_mut().expect("fresh array");
-    crate::par::units_mut(os, hw, |first, part| {
+    let work = os.len();
+    crate::par::units_mut(os, hw, work, |first, part| {
         for (p, plane) in part.chunks_exact_mut(hw).enumerate() {
             let v = b[(first + p) % o];
             plane.iter_mut().for_each(|x| *x += v);
@@ -317,7 +314,7 @@ impl Conv2d {
         if paths.special && self.is_depthwise() && c * h * w > 0 && o * hw > 0 {
             let x = x.as_slice().expect("standard layout");
             let bias = super::direct::bias_slice(&self.bias, with_bias);
-            let mut out = zeros4((n, o, oh, ow));
+            let mut out = Array4::<f32>::zeros((n, o, oh, ow));
             super::depthwise::forward(
                 x,
                 (c, h, w),
@@ -332,7 +329,7 @@ impl Conv2d {
         if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && c >= 64 && o * hw > 0 {
             // Pointwise: each sample's input planes are already the unfolded matrix `[C, H·W]`. (With fewer input
             // channels the direct path below is faster: GEMM copies the whole input for a short sum.)
-            let mut out = zeros4((n, o, oh, ow));
+            let mut out = Array4::<f32>::zeros((n, o, oh, ow));
             pointwise_products(&wmat, x.view(), &mut out);
             if with_bias && let Some(b) = &self.bias {
                 add_bias(&mut out, b);
@@ -387,7 +384,7 @@ impl Conv2d {
             // SAFETY: `forward_sample` writes every value of its sample's output, and the chunks cover `out`.
             return unsafe { out.assume_init() };
         }
-        let mut out = zeros4((n, o, oh, ow));
+        let mut out = Array4::<f32>::zeros((n, o, oh, ow));
         let per = gemm_samples(n, hw);
         let batch = self.group_size(n, hw).max(per);
         let rows = wmat.ncols();
@@ -405,6 +402,7 @@ impl Conv2d {
                         oh,
                         ow,
                         &mut cols,
+                        groups == 1,
                     );
                     // One GEMM per sample, straight into its output planes (no copy of a product matrix), or on
                     // small planes one over the group into a product matrix: each output element sums over the same
@@ -454,7 +452,7 @@ impl Conv2d {
         let wm = wmat.as_standard_layout();
         if paths.special && self.is_depthwise() && o == c && c * h * w > 0 && o * hw > 0 {
             let s = s.as_standard_layout();
-            let mut out = zeros4((n, c, h, w));
+            let mut out = Array4::<f32>::zeros((n, c, h, w));
             super::depthwise::transpose(
                 s.as_slice().expect("standard layout"),
                 (o, oh, ow),
@@ -468,7 +466,7 @@ impl Conv2d {
         if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && (h, w) == (oh, ow) {
             // Pointwise: `Wᵀ s` is each sample's input gradient planes `[C, H·W]` (no folding back).
             let s = s.as_standard_layout();
-            let mut out = zeros4((n, c, h, w));
+            let mut out = Array4::<f32>::zeros((n, c, h, w));
             pointwise_products(&wmat.t(), s.view(), &mut out);
             return out;
         }
@@ -492,7 +490,7 @@ impl Conv2d {
             // SAFETY: `transpose_sample` writes every value of each sample's output (not zeroed beforehand).
             return unsafe { out.assume_init() };
         }
-        let mut out = zeros4((n, c, h, w));
+        let mut out = Array4::<f32>::zeros((n, c, h, w));
         let per = gemm_samples(n, hw);
         let batch = self.group_size(n, hw).max(per);
         let mut part = (groups > 1).then(|| Array4::<f32>::zeros((batch, cg, h, w)));
@@ -531,6 +529,7 @@ impl Conv2d {
                                 .as_slice_mut()
                                 .expect("fresh array"),
                             (cg, h, w),
+                            true,
                         ),
                         Some(part) => {
                             let mut p = part.slice_mut(s![..g, .., .., ..]);
@@ -542,6 +541,7 @@ impl Conv2d {
                                 ow,
                                 p.as_slice_mut().expect("leading rows of a fresh array"),
                                 (cg, h, w),
+                                false,
                             );
                             out.slice_mut(s![start..start + g, gi * cg..(gi + 1) * cg, .., ..])
                                 .assign(&p);
@@ -579,6 +579,7 @@ impl Conv2d {
                         oh,
                         ow,
                         &mut cols,
+                        groups == 1,
                     );
                     let mut smat = smat.slice_mut(s![.., ..gsz * hw]);
                     gather_outputs(

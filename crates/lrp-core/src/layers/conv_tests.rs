@@ -26,8 +26,16 @@ fn dense_unfold_and_fold_are_the_general_ones_bit_for_bit() {
         let rows = c * kh * kw;
         let mut fast = Array2::<f32>::from_elem((rows, g * oh * ow), f32::NAN);
         let mut general = Array2::<f32>::from_elem((rows, g * oh * ow), f32::NAN);
-        im2col(x.view(), &taps, oh, ow, &mut fast.view_mut());
-        im2col_general(x.as_slice().unwrap(), x.dim(), &taps, oh, ow, &mut general.view_mut());
+        im2col(x.view(), &taps, oh, ow, &mut fast.view_mut(), true);
+        im2col_general(
+            x.as_slice().unwrap(),
+            x.dim(),
+            &taps,
+            oh,
+            ow,
+            &mut general.view_mut(),
+            true,
+        );
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(fast.as_slice().unwrap()), bits(general.as_slice().unwrap()));
         // Fold a matrix of distinct values back (overlapping taps add): the same sums in the same order.
@@ -36,8 +44,8 @@ fn dense_unfold_and_fold_are_the_general_ones_bit_for_bit() {
         });
         let mut fast = vec![0.5f32; g * c * h * w];
         let mut general = fast.clone();
-        col2im(m.view(), &taps, oh, ow, &mut fast, (c, h, w));
-        col2im_general(m.view(), &taps, oh, ow, &mut general, (c, h, w));
+        col2im(m.view(), &taps, oh, ow, &mut fast, (c, h, w), true);
+        col2im_general(m.view(), &taps, oh, ow, &mut general, (c, h, w), true);
         assert_eq!(bits(&fast), bits(&general));
     }
 }
@@ -449,8 +457,8 @@ fn one_photos_passes_split_over_threads_give_the_one_thread_bits() {
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     // Stride 2 and padding (im2col_general, col2im_general), and stride 1 unpadded (the whole-row unfold and fold),
     // each with more than `par::PAR_MIN_VALUES` values in the unfolded matrix and in the folded input.
-    for (stride, pad, c, h) in [(2, 1, 24, 64), (1, 0, 20, 60)] {
-        let (x, mut conv) = case(1, c, h, h, 32, 3, 3);
+    for (stride, pad, c, h, o) in [(2, 1, 48, 96, 32), (1, 0, 40, 90, 64)] {
+        let (x, mut conv) = case(1, c, h, h, o, 3, 3);
         conv.window.stride = [stride, stride];
         conv.window.pads = [pad; 4];
         assert!(x.len() >= crate::par::PAR_MIN_VALUES);

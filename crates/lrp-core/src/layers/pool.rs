@@ -90,7 +90,8 @@ impl Pool2d {
         };
         // Planes are independent: split over the threads.
         if oh * ow > 0 {
-            crate::par::units_mut(&mut out, oh * ow, |first, part| {
+            let work = xs.len();
+            crate::par::units_mut(&mut out, oh * ow, work, |first, part| {
                 for (q, out) in part.chunks_exact_mut(oh * ow).enumerate() {
                     let plane = first + q;
                     let p = &xs[plane * h * w..(plane + 1) * h * w];
@@ -145,7 +146,8 @@ impl Pool2d {
         let hw = h * w;
         let mut data = vec![f32::NEG_INFINITY; win.len()];
         if oh * ow > 0 {
-            crate::par::units_mut(&mut data, oh * ow, |first, part| {
+            let work = data.len();
+            crate::par::units_mut(&mut data, oh * ow, work, |first, part| {
                 for (q, plane) in part.chunks_exact_mut(oh * ow).enumerate() {
                     let (p, at) = (first + q, &win[(first + q) * oh * ow..(first + q + 1) * oh * ow]);
                     for (d, &i) in plane.iter_mut().zip(at) {
@@ -190,7 +192,8 @@ impl Pool2d {
             return;
         }
         // Each plane's winners lie in its own plane: the planes split over the threads, each output added in order.
-        crate::par::units_mut(os, hw, |first, part| {
+        let work = os.len();
+        crate::par::units_mut(os, hw, work, |first, part| {
             for (q, plane) in part.chunks_exact_mut(hw).enumerate() {
                 let o = (first + q) * oh * ow..(first + q + 1) * oh * ow;
                 for (&i, &g) in win[o.clone()].iter().zip(&gs[o]) {
@@ -598,10 +601,11 @@ mod tests {
     /// value on that cell (adding where windows share a winner), the same bits as on one thread.
     #[test]
     fn planes_split_over_threads_pool_and_route_by_the_definition() {
-        let (n, c, h, w) = (1, 96, 57, 56);
-        // Ties (values repeat every 7) so the first maximum matters.
+        let (n, c, h, w) = (1, 336, 57, 56);
+        // Ties (values repeat every 13 cells) so the first maximum matters; no plane is a copy of the one half or a
+        // third of the channels on.
         let x = Array4::from_shape_fn((n, c, h, w), |(_, ci, y, z)| {
-            ((ci * 5 + y * 3 + z * 11) % 7) as f32 - 2.0
+            ((ci * 5 + y * 3 + z * 11) % 13) as f32 - 6.0
         });
         let pool = Pool2d {
             window: Window::square(3, 2, 1),
