@@ -37,15 +37,11 @@ pub fn units_mut<T: Send>(data: &mut [T], unit: usize, work: usize, f: impl Fn(u
         .for_each(|(i, part)| f(i * per, part));
 }
 
-/// Calls `f(r, row)` on every row `r` of `m` (rows contiguous), the rows split over the threads when `m` is large
-/// and `split` is set.
-pub fn rows_mut<T: Send>(m: &mut ndarray::ArrayViewMut2<T>, split: bool, f: impl Fn(usize, &mut [T]) + Sync) {
-    let (rows, cols) = m.dim();
-    let k = if split {
-        parts(rows.saturating_mul(cols), rows)
-    } else {
-        1
-    };
+/// Calls `f(r, row)` on every row `r` of `m` (rows contiguous), the rows split over the threads when the pass's
+/// `work` (usually the matrix's size; 0 keeps it on this thread) is large.
+pub fn rows_mut<T: Send>(m: &mut ndarray::ArrayViewMut2<T>, work: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let rows = m.nrows();
+    let k = parts(work, rows);
     let each = |first: usize, mut part: ndarray::ArrayViewMut2<T>| {
         for (r, mut row) in part.rows_mut().into_iter().enumerate() {
             f(first + r, row.as_slice_mut().expect("contiguous rows"));
@@ -163,8 +159,11 @@ mod tests {
             for (rows, cols) in [(1, 9), (5, 60_000), (64, 4096), (3, 3)] {
                 let mut wide = ndarray::Array2::<u32>::zeros((rows, cols + 7));
                 let mut m = wide.slice_mut(ndarray::s![.., ..cols]);
-                pool(threads)
-                    .install(|| rows_mut(&mut m, true, |r, row| row.iter_mut().for_each(|v| *v += r as u32 + 1)));
+                pool(threads).install(|| {
+                    rows_mut(&mut m, rows * cols, |r, row| {
+                        row.iter_mut().for_each(|v| *v += r as u32 + 1)
+                    })
+                });
                 for (r, row) in wide.rows().into_iter().enumerate() {
                     assert!(
                         row.iter().take(cols).all(|&v| v == r as u32 + 1),

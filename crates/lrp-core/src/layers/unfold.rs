@@ -98,7 +98,8 @@ pub(super) fn im2col(x: ArrayView4<f32>, win: &Taps, oh: usize, ow: usize, cols:
         }
         // Every tap inside the input: each (tap, sample) block is `oh` rows of `ow` values, `w` apart in x. Rows
         // are independent: split over the threads.
-        crate::par::rows_mut(cols, split, |row, dst| {
+        let work = if split { cols.len() } else { 0 };
+        crate::par::rows_mut(cols, work, |row, dst| {
             let (ci, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
             for (j, block) in dst.chunks_exact_mut(hw).enumerate() {
                 let plane = &xs[(j * c + ci) * h * w..(j * c + ci + 1) * h * w];
@@ -127,7 +128,8 @@ pub(super) fn im2col_general(
     let [dh, dw] = win.dilation;
     let hw = oh * ow;
     // Rows are independent: split over the threads.
-    crate::par::rows_mut(cols, split, |row, dst| {
+    let work = if split { cols.len() } else { 0 };
+    crate::par::rows_mut(cols, work, |row, dst| {
         let (ci, ky0, kx0) = (row / (kh * kw), row / kw % kh, row % kw);
         let (ky, kx) = (ky0 * dh, kx0 * dw);
         let ys = valid_outputs(oh, sh, ky, win.pads[0], h);
