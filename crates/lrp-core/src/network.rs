@@ -59,17 +59,11 @@ fn add_into(a: &mut ArrayD<f32>, b: &ArrayD<f32>) {
 /// every input goes through.
 pub fn first_non_finite(x: &ArrayViewD<f32>) -> Option<(usize, usize, f32)> {
     let per_sample = x.shape().iter().skip(1).product::<usize>().max(1);
-    // The common case, all finite, by a vectorised count of all-ones exponents (which only NaN and ±∞ have); the
-    // element is looked for only when there is one.
-    if let Some(sl) = x.as_slice()
-        && crate::simd::count_non_finite(sl) == 0
-    {
-        return None;
-    }
-    x.iter()
-        .enumerate()
-        .find(|(_, v)| !v.is_finite())
-        .map(|(i, &v)| (i / per_sample, i % per_sample, v))
+    let (i, v) = match x.as_slice() {
+        Some(sl) => crate::simd::first_non_finite(sl).map(|i| (i, sl[i])),
+        None => x.iter().enumerate().find(|(_, v)| !v.is_finite()).map(|(i, &v)| (i, v)),
+    }?;
+    Some((i / per_sample, i % per_sample, v))
 }
 
 impl Trace {

@@ -85,17 +85,15 @@ fn floats_le(t: &TensorProto, count: usize) -> Result<Vec<f32>> {
     Ok(data)
 }
 
-/// The flat index of the first NaN or infinity: the chunks scanned side by side by lrp-core's vectorised count, the
-/// index looked for in the first chunk that has one (data of one chunk or less on the calling thread).
+/// The flat index of the first NaN or infinity: lrp-core's scan over the chunks side by side, the first chunk that
+/// has one naming it (data of one chunk or less on the calling thread).
 fn first_non_finite(data: &[f32]) -> Option<usize> {
-    let has = |c: &[f32]| lrp_core::simd::count_non_finite(c) > 0;
-    let chunk = if data.len() <= CHUNK {
-        has(data).then_some(0)?
-    } else {
-        data.par_chunks(CHUNK).position_first(has)?
-    };
-    let at = chunk * CHUNK;
-    data[at..].iter().position(|v| !v.is_finite()).map(|i| at + i)
+    if data.len() <= CHUNK {
+        return lrp_core::simd::first_non_finite(data);
+    }
+    data.par_chunks(CHUNK)
+        .enumerate()
+        .find_map_first(|(k, c)| lrp_core::simd::first_non_finite(c).map(|i| k * CHUNK + i))
 }
 
 /// A float tensor (float32, or float64 converted).
