@@ -43,18 +43,6 @@ pub struct Trace {
     pub output: ArrayD<f32>,
 }
 
-/// `a += b` (`b` broadcast to `a`), split over the threads when both are large and in standard order: the same one
-/// addition per value as ndarray's `+=`.
-fn add_into(a: &mut ArrayD<f32>, b: &ArrayD<f32>) {
-    if a.shape() == b.shape()
-        && let (Some(al), Some(bl)) = (a.as_slice_mut(), b.as_slice())
-    {
-        crate::par::zip_mut(al, bl, |a, b| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
-        return;
-    }
-    *a += b;
-}
-
 /// The first NaN or infinity in a batch `[N, …]`, as (sample, flat index within the sample, value): the one scan
 /// every input goes through.
 pub fn first_non_finite(x: &ArrayViewD<f32>) -> Option<(usize, usize, f32)> {
@@ -483,7 +471,7 @@ impl Network {
             let parts = step(k, g);
             for (&v, part) in self.wiring[k].iter().zip(parts) {
                 match &mut acc[v] {
-                    Some(a) => add_into(a, &part),
+                    Some(a) => crate::par::zip_with(a, &part, |a, b| *a += b),
                     slot => *slot = Some(part),
                 }
             }

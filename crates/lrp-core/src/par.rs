@@ -74,6 +74,18 @@ pub fn zip_mut<T: Send, U: Sync>(a: &mut [T], b: &[U], f: impl Fn(&mut [T], &[U]
     a.par_chunks_mut(per).zip(b.par_chunks(per)).for_each(|(a, b)| f(a, b));
 }
 
+/// `f(a, b)` for every value of `a` and the matching one of `b` (broadcast to `a`'s shape), split over the threads
+/// when both are large and in standard order: `a += b`, `a *= b` on a photo's values.
+pub fn zip_with(a: &mut ndarray::ArrayD<f32>, b: &ndarray::ArrayD<f32>, f: impl Fn(&mut f32, f32) + Sync) {
+    if a.shape() == b.shape()
+        && let (Some(al), Some(bl)) = (a.as_slice_mut(), b.as_slice())
+    {
+        zip_mut(al, bl, |a, b| a.iter_mut().zip(b).for_each(|(a, &b)| f(a, b)));
+        return;
+    }
+    a.zip_mut_with(b, |a, &b| f(a, b));
+}
+
 /// `f` of every value of `x`, into a new vector, split over the threads when `x` is large.
 pub fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len());

@@ -57,13 +57,7 @@ pub(crate) fn divide_owned(r: ArrayD<f32>, z: &ArrayD<f32>, e: f32) -> ArrayD<f3
 /// standard order: the same one product per value as ndarray's `*=`.
 pub(crate) fn times_owned(a: ArrayD<f32>, b: &ArrayD<f32>) -> ArrayD<f32> {
     let mut a = a;
-    if a.shape() == b.shape()
-        && let (Some(al), Some(bl)) = (a.as_slice_mut(), b.as_slice())
-    {
-        lrp_core::par::zip_mut(al, bl, |a, b| a.iter_mut().zip(b).for_each(|(a, b)| *a *= b));
-        return a;
-    }
-    a *= b;
+    lrp_core::par::zip_with(&mut a, b, |a, b| *a *= b);
     a
 }
 

@@ -234,3 +234,83 @@ fn products_of_two_computed_values_take_the_gate_and_uniform_rules() {
         );
     }
 }
+
+/// ε through a residual join on one photo-sized sample (4 × 256 × 256 values, the size at which lrp-core splits its
+/// passes over the threads): `x → conv 1×1 → + x → flatten → dense(2)`, against the rules written out in f64 —
+/// dense ε, the sum's proportional split `s = R / stab(z)` to `s ⊙ x` and `s ⊙ conv(x)`, conv ε, and the two parts
+/// reaching `x` added. On pools of 1, 2 and 3 threads, the same bits each time.
+#[test]
+fn epsilon_through_a_residual_join_on_a_photo_sized_sample_matches_the_rules_by_hand() {
+    let (c, h, w) = (4usize, 256usize, 256usize);
+    let plane = h * w;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let wc = ndarray::Array4::from_shape_fn((c, c, 1, 1), |_| rng.random_range(-1.0f32..1.0));
+    let bc = Array1::from_shape_fn(c, |_| rng.random_range(-0.5f32..0.5));
+    let wd = Array2::from_shape_fn((2, c * plane), |_| rng.random_range(-0.01f32..0.01));
+    let x = ArrayD::from_shape_fn(IxDyn(&[1, c, h, w]), |_| rng.random_range(-1.0f32..1.0));
+    let conv = lrp_core::Conv2d::new(wc.clone(), Some(bc.clone()), [1, 1], [0; 4]);
+    let net = Network::graph(
+        vec![c, h, w],
+        vec![
+            (Layer::Conv2d(conv), vec![0]),
+            (Layer::Add(lrp_core::Add), vec![1, 0]),
+            (Layer::Flatten(lrp_core::Flatten), vec![2]),
+            (Layer::Dense(Dense::new(wd.clone(), None)), vec![3]),
+        ],
+    )
+    .unwrap();
+    let e = 0.25f64;
+    let stab = |z: f64, e: f64| if z >= 0.0 { z + e } else { z - e };
+    // Forward in f64.
+    let xs: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let mut y = vec![0f64; c * plane];
+    for o in 0..c {
+        for p in 0..plane {
+            y[o * plane + p] = bc[o] as f64 + (0..c).map(|i| wc[[o, i, 0, 0]] as f64 * xs[i * plane + p]).sum::<f64>();
+        }
+    }
+    let sum: Vec<f64> = y.iter().zip(&xs).map(|(a, b)| a + b).collect();
+    let logits: Vec<f64> = (0..2)
+        .map(|k| (0..c * plane).map(|j| wd[[k, j]] as f64 * sum[j]).sum())
+        .collect();
+    let t = if logits[1] > logits[0] { 1 } else { 0 };
+    // Backward: dense ε (the sum's relevance), the join's split (its stabiliser is the library's), conv ε.
+    let s_out = logits[t] / stab(logits[t], e);
+    let r_sum: Vec<f64> = (0..c * plane).map(|j| sum[j] * wd[[t, j]] as f64 * s_out).collect();
+    let s_join: Vec<f64> = (0..c * plane)
+        .map(|j| r_sum[j] / stab(sum[j], lrp_rules::STABILIZER as f64))
+        .collect();
+    let mut r_x: Vec<f64> = (0..c * plane).map(|j| s_join[j] * xs[j]).collect();
+    let s_conv: Vec<f64> = (0..c * plane).map(|j| s_join[j] * y[j] / stab(y[j], e)).collect();
+    for i in 0..c {
+        for p in 0..plane {
+            let back: f64 = (0..c).map(|o| wc[[o, i, 0, 0]] as f64 * s_conv[o * plane + p]).sum();
+            r_x[i * plane + p] += xs[i * plane + p] * back;
+        }
+    }
+    let scale = r_x.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let spec = Spec::parse("all=epsilon(0.25)").unwrap();
+    let ex = Explainer::new(&net, &spec).unwrap();
+    let mut first: Option<Vec<u32>> = None;
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let got = pool.install(|| ex.explain(x.view(), &Target::Predicted)).unwrap();
+        assert_eq!(got.targets, vec![t]);
+        let worst = got
+            .relevance
+            .iter()
+            .zip(&r_x)
+            .map(|(g, r)| (*g as f64 - r).abs())
+            .fold(0f64, |m, d| if d.is_nan() || m.is_nan() { f64::NAN } else { m.max(d) });
+        // NaN fails the comparison.
+        assert!(
+            worst <= 1e-4 * scale,
+            "{threads} threads: worst {worst}, relevance up to {scale}"
+        );
+        let bits: Vec<u32> = got.relevance.iter().map(|v| v.to_bits()).collect();
+        match &first {
+            None => first = Some(bits),
+            Some(b) => assert!(b == &bits, "{threads} threads: not the one-thread bits"),
+        }
+    }
+}
