@@ -54,11 +54,27 @@ fn small(c: &mut Criterion) {
     group.finish();
 }
 
+/// The networks of the README's table.
+const TABLE: [&str; 4] = ["resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0"];
+
+/// `LRP_IMAGENET_DIR` (the folder of exports) and `LRP_IMAGENET_INPUTS` (the photos), when both are set.
+fn exports_and_photos() -> Option<(PathBuf, PathBuf)> {
+    Some((
+        std::env::var_os("LRP_IMAGENET_DIR").map(PathBuf::from)?,
+        std::env::var_os("LRP_IMAGENET_INPUTS").map(PathBuf::from)?,
+    ))
+}
+
+/// Each of `families` whose legacy export is in `dir`, with its path.
+fn exports<'a>(dir: &'a Path, families: &'a [&'static str]) -> impl Iterator<Item = (&'static str, PathBuf)> + 'a {
+    families
+        .iter()
+        .map(move |&f| (f, dir.join(format!("{f}-legacy.onnx"))))
+        .filter(|(_, model)| model.exists())
+}
+
 fn full(c: &mut Criterion) {
-    let (Some(dir), Some(inputs)) = (
-        std::env::var_os("LRP_IMAGENET_DIR").map(PathBuf::from),
-        std::env::var_os("LRP_IMAGENET_INPUTS").map(PathBuf::from),
-    ) else {
+    let Some((dir, inputs)) = exports_and_photos() else {
         eprintln!("imagenet/224: set LRP_IMAGENET_DIR and LRP_IMAGENET_INPUTS to measure the 224×224 networks");
         return;
     };
@@ -69,11 +85,7 @@ fn full(c: &mut Criterion) {
         .expect("writes the first photo");
     let mut group = c.benchmark_group("imagenet/224");
     group.sample_size(10).measurement_time(Duration::from_secs(30));
-    for family in ["resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0"] {
-        let model = dir.join(format!("{family}-legacy.onnx"));
-        if !model.exists() {
-            continue;
-        }
+    for (family, model) in exports(&dir, &TABLE) {
         let m = model.to_str().expect("utf-8 path");
         group.throughput(Throughput::Elements(x.shape()[0] as u64));
         let mut k = 0u64;
@@ -130,11 +142,7 @@ fn in_process(c: &mut Criterion, dir: &Path, x: &ArrayD<f32>) {
     let one = x.slice_axis(ndarray::Axis(0), (0..1).into()).to_owned();
     let mut group = c.benchmark_group("imagenet/224-in-process");
     group.sample_size(10).measurement_time(Duration::from_secs(20));
-    for family in ["resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0"] {
-        let model = dir.join(format!("{family}-legacy.onnx"));
-        if !model.exists() {
-            continue;
-        }
+    for (family, model) in exports(dir, &TABLE) {
         let net = lrp_onnx::import_file(&model).expect("an export").network;
         let ex = Explainer::new(&net, &Spec::parse("epsilon").expect("preset")).expect("resolves");
         for (what, input) in [("one-photo", &one), ("all-photos", x)] {
@@ -201,18 +209,12 @@ fn layer_kinds(c: &mut Criterion) {
             x.slice_axis(ndarray::Axis(0), (0..1).into()).to_owned(),
         ));
     }
-    if let (Some(dir), Some(inputs)) = (
-        std::env::var_os("LRP_IMAGENET_DIR").map(PathBuf::from),
-        std::env::var_os("LRP_IMAGENET_INPUTS").map(PathBuf::from),
-    ) {
+    if let Some((dir, inputs)) = exports_and_photos() {
         let x: ArrayD<f32> = ndarray_npy::read_npy(&inputs).expect("the photos");
         let one = x.slice_axis(ndarray::Axis(0), (0..1).into()).to_owned();
-        for family in ["resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0", "regnet_y_400mf"] {
-            let model = dir.join(format!("{family}-legacy.onnx"));
-            if model.exists() {
-                let net = lrp_onnx::import_file(&model).expect("an export").network;
-                nets.push((family.to_string(), net, one.clone()));
-            }
+        for (family, model) in exports(&dir, &[TABLE.as_slice(), &["regnet_y_400mf"]].concat()) {
+            let net = lrp_onnx::import_file(&model).expect("an export").network;
+            nets.push((family.to_string(), net, one.clone()));
         }
     }
     let mut group = c.benchmark_group("imagenet/layers");
