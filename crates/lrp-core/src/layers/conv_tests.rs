@@ -270,6 +270,12 @@ fn depthwise_convolutions_give_gemms_values() {
         (4, 1, 5, 2, [2, 2, 2, 2], 1, (2, 2)),
         (4, 1, 3, 2, [1, 1, 1, 1], 1, (1, 1)),
         (96, 1, 3, 1, [1, 1, 1, 1], 1, (112, 112)),
+        // Small planes go 16 side by side: a last group of 4, of 4 with a multiplier of 2 (36 outputs), and 100
+        // channels split over the pool.
+        (20, 1, 3, 1, [1, 1, 1, 1], 1, (7, 7)),
+        (18, 2, 3, 2, [1, 1, 1, 1], 1, (9, 9)),
+        (40, 1, 5, 2, [2, 2, 2, 2], 1, (14, 13)),
+        (100, 1, 3, 1, [1, 1, 1, 1], 1, (14, 14)),
     ] {
         let x = Array4::from_shape_fn((2, c, h, w), |(a, b, y, z)| {
             let v = ((a * 5 + b * 3 + y * 7 + z) % 13) as f32 * 0.3 - 1.7;
@@ -297,7 +303,7 @@ fn depthwise_convolutions_give_gemms_values() {
         ran += usize::from(conv.is_depthwise());
     }
     // Where the processor has FMA, every case ran the depthwise path, not GEMM twice.
-    assert_eq!(ran, if super::super::depthwise::available() { 11 } else { 0 });
+    assert_eq!(ran, if super::super::depthwise::available() { 15 } else { 0 });
 }
 
 /// Every small depthwise geometry (kernel 1–5, stride 1–3, dilation 1–2, padding on any side, planes 1–9 on a side,

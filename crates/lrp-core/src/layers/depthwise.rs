@@ -13,9 +13,13 @@
 //! contiguous run and the whole plane one run of 16-wide blocks: MobileNet's late planes are 7×7 and 14×14, too
 //! short for row-by-row blocks.
 //!
+//! Planes of at most [`lanes::SMALL`] values (MobileNet's and EfficientNet's 7×7 and 14×14, hundreds of channels)
+//! go 16 side by side instead (`depthwise_lanes`): there a plane's own runs are too short to pay for its setup.
+//!
 //! The fused multiply-add is an instruction only where the processor has FMA: the layers take this path there
 //! ([`available`]); elsewhere they keep to GEMM (a software `fmaf` would be slower than it).
 
+use super::depthwise_lanes::{self as lanes, Group};
 use super::unfold::copy_short;
 use super::{PAR_MIN_MACS, with_scratch, zero};
 use rayon::prelude::*;
@@ -43,7 +47,7 @@ pub(crate) fn available() -> bool {
 
 /// `a ← fma(w, x, a)` (forward) or `a ← a + w·x` (transposed: the rounded product, then the sum).
 #[inline(always)]
-fn step<const FUSED: bool>(w: f32, x: f32, a: f32) -> f32 {
+pub(super) fn step<const FUSED: bool>(w: f32, x: f32, a: f32) -> f32 {
     if FUSED { w.mul_add(x, a) } else { a + w * x }
 }
 
@@ -301,6 +305,40 @@ fn transpose_plane_fma(
     transpose_plane_body(s, ohw, wk, t, out, w, scratch)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn forward_lanes_fma(g: Group, out: &mut [f32], ohw: (usize, usize), scratch: &mut Vec<f32>) {
+    lanes::forward_body(g, out, ohw, scratch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn transpose_lanes_fma(g: Group, s: &[f32], ohw: (usize, usize), out: &mut [f32], scratch: &mut Vec<f32>) {
+    lanes::transpose_body(g, s, ohw, out, scratch)
+}
+
+fn forward_lanes(g: Group, out: &mut [f32], ohw: (usize, usize)) {
+    with_scratch(|scratch| {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: the processor has AVX2 and FMA (checked just above).
+            return unsafe { forward_lanes_fma(g, out, ohw, scratch) };
+        }
+        lanes::forward_body(g, out, ohw, scratch)
+    })
+}
+
+fn transpose_lanes(g: Group, s: &[f32], ohw: (usize, usize), out: &mut [f32]) {
+    with_scratch(|scratch| {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: the processor has AVX2 and FMA (checked just above).
+            return unsafe { transpose_lanes_fma(g, s, ohw, out, scratch) };
+        }
+        lanes::transpose_body(g, s, ohw, out, scratch)
+    })
+}
+
 /// One plane's forward inputs (see [`forward_plane_body`]).
 #[derive(Clone, Copy)]
 struct ForwardPlane<'a> {
@@ -363,6 +401,21 @@ pub(crate) fn forward(
     assert!(per * c == o && weights.len() == o * k && x.len().is_multiple_of(c * h * w));
     assert!(bias.is_none_or(|b| b.len() == o));
     assert_eq!(out.len() / (o * oh * ow), x.len() / (c * h * w));
+    if oh * ow <= lanes::SMALL {
+        lanes::each_group(out, o * oh * ow, oh * ow, oh * ow * k, |j, first, dst| {
+            let group = Group {
+                x: &x[j * c * h * w..][..c * h * w],
+                hw: (h, w),
+                per,
+                weights,
+                bias,
+                t,
+                first,
+            };
+            forward_lanes(group, dst, (oh, ow));
+        });
+        return;
+    }
     each_plane(out, oh * ow, oh * ow * k, |(i, dst)| {
         let (j, oc) = (i / o, i % o);
         let src = &x[(j * c + oc / per) * h * w..][..h * w];
@@ -392,6 +445,22 @@ pub(crate) fn transpose(
     assert_eq!(o, c, "one output channel per input channel");
     assert!(weights.len() == c * k && s.len().is_multiple_of(c * oh * ow));
     assert_eq!(out.len() / (c * h * w), s.len() / (c * oh * ow));
+    if h * w <= lanes::SMALL {
+        lanes::each_group(out, c * h * w, h * w, oh * ow * k, |j, first, dst| {
+            let group = Group {
+                x: &[],
+                hw: (h, w),
+                per: 1,
+                weights,
+                bias: None,
+                t,
+                first,
+            };
+            let planes = &s[(j * c + first) * oh * ow..][..dst.len() / (h * w) * oh * ow];
+            transpose_lanes(group, planes, (oh, ow), dst);
+        });
+        return;
+    }
     each_plane(out, h * w, oh * ow * k, |(ci, dst)| {
         let src = &s[ci * oh * ow..][..oh * ow];
         let ci = ci % c;

@@ -32,6 +32,7 @@ mod combine;
 mod conv;
 mod dense;
 mod depthwise;
+mod depthwise_lanes;
 mod direct;
 mod elementwise;
 mod expr;
