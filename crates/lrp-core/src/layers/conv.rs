@@ -267,6 +267,32 @@ impl Conv2d {
             && super::depthwise::available()
     }
 
+    /// Whether the grouped path takes this convolution (groups of several input channels, sums no deeper than one of
+    /// GEMM's blocks) on this processor.
+    fn is_grouped(&self) -> bool {
+        let ([kh, kw], cg) = (self.window.kernel, self.weight.shape()[1]);
+        let og = self.out_channels() / self.groups.max(1);
+        let side = super::depthwise::MAX_SIDE;
+        self.groups > 1
+            && cg > 1
+            && self.weight.is_standard_layout()
+            && kh <= side
+            && kw <= side
+            && cg * kh * kw <= super::grouped::MAX_DEPTH
+            && og <= super::grouped::MAX_DEPTH
+            && super::depthwise::available()
+    }
+
+    /// The grouped path's view of the weights.
+    fn groups_of(&self) -> super::grouped::Groups<'_> {
+        super::grouped::Groups {
+            weights: self.weight.as_slice().expect("conv weights are stored contiguously"),
+            cg: self.weight.shape()[1],
+            og: self.out_channels() / self.groups,
+            t: self.plane_taps(),
+        }
+    }
+
     /// The taps of the depthwise path.
     fn plane_taps(&self) -> super::depthwise::PlaneTaps {
         super::depthwise::PlaneTaps {
@@ -324,6 +350,14 @@ impl Conv2d {
                 out.as_slice_mut().expect("fresh array"),
                 (o, oh, ow),
             );
+            return out;
+        }
+        if paths.special && self.is_grouped() && c * h * w > 0 && o * hw > 0 {
+            let bias = super::direct::bias_slice(&self.bias, with_bias);
+            let mut out = Array4::<f32>::zeros((n, o, oh, ow));
+            let xs = x.as_slice().expect("standard layout");
+            let os = out.as_slice_mut().expect("fresh array");
+            super::grouped::forward(self.groups_of(), xs, (c, h, w), bias.as_deref(), os, (o, oh, ow));
             return out;
         }
         if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && c >= 64 && o * hw > 0 {
@@ -461,6 +495,14 @@ impl Conv2d {
                 out.as_slice_mut().expect("fresh array"),
                 (c, h, w),
             );
+            return out;
+        }
+        if paths.special && self.is_grouped() && c * h * w > 0 && o * hw > 0 {
+            let s = s.as_standard_layout();
+            let mut out = Array4::<f32>::zeros((n, c, h, w));
+            let ss = s.as_slice().expect("standard layout");
+            let os = out.as_slice_mut().expect("fresh array");
+            super::grouped::transpose(self.groups_of(), ss, (o, oh, ow), os, (c, h, w));
             return out;
         }
         if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && (h, w) == (oh, ow) {

@@ -306,6 +306,101 @@ fn depthwise_convolutions_give_gemms_values() {
     assert_eq!(ran, if super::super::depthwise::available() { 15 } else { 0 });
 }
 
+/// The grouped path (RegNet's groups of 8 channels, strided; fewer outputs than inputs a group and the reverse;
+/// 5×5 dilated with padding on one side; planes smaller than the kernel's reach; sums as deep as GEMM's block of
+/// 256, and one deeper, which keeps to GEMM) gives im2col + GEMM's values, forward and transposed, on one thread
+/// and split over a pool (a group per task).
+#[test]
+fn grouped_convolutions_give_gemms_values() {
+    let mut ran = 0;
+    for (groups, cg, og, k, stride, pads, dilation, (h, w)) in [
+        (2, 8, 8, 3, 1, [1, 1, 1, 1], 1, (14, 14)),
+        (3, 8, 8, 3, 2, [1, 1, 1, 1], 1, (15, 13)),
+        (3, 4, 2, 3, 1, [1, 1, 1, 1], 1, (9, 11)),
+        (2, 2, 5, 5, 2, [2, 0, 1, 2], 2, (12, 10)),
+        (2, 3, 3, 5, 1, [2, 2, 2, 2], 1, (2, 3)),
+        (4, 16, 16, 4, 1, [0, 0, 0, 0], 1, (6, 6)),
+        (2, 29, 3, 3, 1, [1, 1, 1, 1], 1, (5, 5)),
+        (40, 8, 8, 3, 1, [1, 1, 1, 1], 1, (28, 28)),
+    ] {
+        let (c, o) = (groups * cg, groups * og);
+        let x = Array4::from_shape_fn((2, c, h, w), |(a, b, y, z)| {
+            let v = ((a * 5 + b * 3 + y * 7 + z) % 13) as f32 * 0.3 - 1.7;
+            if (y * 3 + z) % 7 == 0 { v * 1e-4 } else { v }
+        });
+        let wt = Array4::from_shape_fn((o, cg, k, k), |(a, b, y, z)| {
+            ((a * 3 + b + y * 5 + z * 7) % 11) as f32 * 0.1 - 0.5
+        });
+        // A bias of its own per channel: one taken from another channel fails.
+        let bias = Array1::from_shape_fn(o, |i| 0.25 + i as f32 * 0.125);
+        let mut conv = Conv2d::new(wt, Some(bias), [stride; 2], pads);
+        conv.groups = groups;
+        conv.dilation = [dilation; 2];
+        let gemm = conv.forward_with(x.view(), true, Paths::GEMM);
+        let s = gemm.mapv(|v| v * 0.5 - 0.1);
+        let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let fast = pool.install(|| conv.forward_with(x.view(), true, Paths::fast()));
+            let t_fast = pool.install(|| conv.transpose_with(s.view(), (h, w), Paths::fast()));
+            let case =
+                format!("{groups} groups of {cg} → {og}, {k}×{k}, stride {stride}, pads {pads:?}, dilation {dilation}");
+            assert_eq!(bits(&fast), bits(&gemm), "forward, {case}");
+            assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
+        }
+        ran += usize::from(conv.is_grouped());
+    }
+    // Where the processor has FMA, every case but the one deeper than 256 ran the grouped path.
+    assert_eq!(ran, if super::super::depthwise::available() { 7 } else { 0 });
+}
+
+/// Every small grouped geometry (two groups of 2 inputs and 3 outputs; kernel 1–4, stride 1–3, dilation 1–2,
+/// padding on any side, planes 1–7 on a side): the grouped path's values are GEMM's, with and without the bias.
+#[test]
+fn grouped_sweep_of_small_geometries() {
+    let mut cases = 0;
+    for k in 1..=4 {
+        for stride in 1..=3 {
+            for dilation in 1..=2 {
+                for pads in [[0, 0, 0, 0], [1, 1, 1, 1], [2, 0, 1, 2]] {
+                    for h in 1..=7 {
+                        for w in 1..=7 {
+                            let mut conv = Conv2d::new(
+                                Array4::from_shape_fn((6, 2, k, k), |(a, b, y, z)| {
+                                    (a * 2 + b + y * 3 + z) as f32 * 0.3 - 0.7
+                                }),
+                                Some(Array1::from_shape_fn(6, |i| i as f32 * 0.3 - 0.7)),
+                                [stride; 2],
+                                pads,
+                            );
+                            conv.groups = 2;
+                            conv.dilation = [dilation; 2];
+                            let Some((oh, ow)) = conv.output_hw(h, w) else { continue };
+                            let x = Array4::from_shape_fn((1, 4, h, w), |(_, b, y, z)| {
+                                (b * 7 + y * 5 + z) as f32 * 0.1 - 1.3
+                            });
+                            let s = Array4::from_shape_fn((1, 6, oh, ow), |(_, b, y, z)| {
+                                (b + y * 2 + z * 3) as f32 * 0.2 - 0.9
+                            });
+                            let case = format!("{k}×{k}, stride {stride}, dilation {dilation}, pads {pads:?}, {h}×{w}");
+                            for with_bias in [false, true] {
+                                let fast = conv.forward_with(x.view(), with_bias, Paths::fast());
+                                let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);
+                                assert_eq!(bits(&fast), bits(&gemm), "forward, bias {with_bias}, {case}");
+                            }
+                            let t_fast = conv.transpose_with(s.view(), (h, w), Paths::fast());
+                            let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
+                            assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(cases > 1500, "{cases} geometries");
+}
+
 /// Every small depthwise geometry (kernel 1–5, stride 1–3, dilation 1–2, padding on any side, planes 1–9 on a side,
 /// so planes smaller than the kernel's reach and outputs of one value): the depthwise path's values are GEMM's.
 #[test]

@@ -67,7 +67,7 @@ fn block<const FUSED: bool, const B: usize>(taps: &[(f32, &[f32])], c: usize, ou
 /// `out[j] = ` the chain of [`step`]s from zero over `taps` in order, of `src[j]` of each tap. Blocks of 16 (or 8)
 /// outputs; a last partial block is computed again as the full block ending at the row's end (the same values).
 #[inline(always)]
-fn sum_taps<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f32]) {
+pub(super) fn sum_taps<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f32]) {
     let len = out.len();
     if len >= 16 {
         for c in (0..=len - 16).step_by(16) {
@@ -95,42 +95,56 @@ fn sum_taps<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f32]) {
 /// The largest kernel side the depthwise path takes (its taps are kept in arrays on the stack).
 pub(crate) const MAX_SIDE: usize = 8;
 
-/// One output plane `out` (`oh × ow`) of one input plane `x` (`h × w`), its kernel `wk` (`kh·kw`) and bias.
-///
-/// The plane is first copied with its padding as zeros and split by the residues of its rows and columns modulo
-/// the stride: phase `(ry, rx)` holds padded rows `ry + i·sh` and columns `rx + j·sw`, `pw` to a row. Tap `(ky, kx)`
-/// then reads one phase at a fixed offset, and the whole output plane is one run over the phases' rows laid end to
-/// end (output `(oy, ox)` at `oy·pw + ox`; the `pw − ow` positions between rows are computed and dropped): every
-/// output is the same chain of fused multiply-adds over all taps, in blocks of 16 however small the plane. A tap in
-/// the padding adds `fma(w, 0, a) = a` (the sum is never −0 and the weights are finite), as GEMM multiplies
-/// im2col's zeros.
-#[inline(always)]
-fn forward_plane_body(p: ForwardPlane, out: &mut [f32], scratch: &mut Vec<f32>) {
-    let ForwardPlane {
-        x,
-        hw: (h, w),
-        wk,
-        bias,
-        t,
-        ow,
-    } = p;
-    let [kh, kw] = t.kernel;
-    let [sh, sw] = t.stride;
-    let [dh, dw] = t.dilation;
-    let [pt, pl] = t.pad;
-    let oh = out.len() / ow;
-    let pw = ow + (kw - 1) * dw / sw;
-    let hq = oh + (kh - 1) * dh / sh;
-    let phase_len = hq * pw;
-    let run = (oh - 1) * pw + ow;
-    let (phases_len, row_len) = (sh * sw * phase_len, sw * pw);
-    if scratch.len() < phases_len + run + row_len {
-        scratch.resize(phases_len + run + row_len, 0.0);
+/// The layout of a plane's phases (see [`forward_plane_body`]): `pw` values to a row, `hq` rows to a phase, the
+/// output run of `run` values, `len` values for all the phases and `row` for one padded input row.
+pub(super) struct Phases {
+    pub pw: usize,
+    pub hq: usize,
+    pub run: usize,
+    pub len: usize,
+    pub row: usize,
+}
+
+impl Phases {
+    pub(super) fn of(t: PlaneTaps, (oh, ow): (usize, usize)) -> Phases {
+        let [kh, kw] = t.kernel;
+        let [sh, sw] = t.stride;
+        let [dh, dw] = t.dilation;
+        let pw = ow + (kw - 1) * dw / sw;
+        let hq = oh + (kh - 1) * dh / sh;
+        Phases {
+            pw,
+            hq,
+            run: (oh - 1) * pw + ow,
+            len: sh * sw * hq * pw,
+            row: sw * pw,
+        }
     }
-    let (phases, rest) = scratch.split_at_mut(phases_len);
-    let (ext, padded) = rest.split_at_mut(run);
-    let padded = &mut padded[..row_len];
-    // Padded row y = ry + i·sh: zeros, the input row from column pl, zeros; its columns dealt to the sw phases.
+}
+
+/// Where tap `(ky, kx)`'s run starts in the phases.
+#[inline(always)]
+pub(super) fn tap_start(t: PlaneTaps, (ky, kx): (usize, usize), (hq, pw): (usize, usize)) -> usize {
+    let ([sh, sw], [dh, dw]) = (t.stride, t.dilation);
+    let (ry, qy) = (ky * dh % sh, ky * dh / sh);
+    let (rx, qx) = (kx * dw % sw, kx * dw / sw);
+    ((ry * sw + rx) * hq + qy) * pw + qx
+}
+
+/// The phases of input plane `x` (`h × w`): padded row `y = ry + i·sh` is zeros, the input row from column `pl`,
+/// zeros, its columns dealt to the `sw` phases; `padded` holds one padded row.
+#[inline(always)]
+pub(super) fn fill_phases(
+    x: &[f32],
+    (h, w): (usize, usize),
+    t: PlaneTaps,
+    (hq, pw): (usize, usize),
+    phases: &mut [f32],
+    padded: &mut [f32],
+) {
+    let [sh, sw] = t.stride;
+    let [pt, pl] = t.pad;
+    let row_len = padded.len();
     let lead = pl.min(row_len);
     let n = w.min(row_len - lead);
     // Rows are short on the late planes (7 to 28 values): copies and fills inline, not calls of memmove/memset.
@@ -170,12 +184,40 @@ fn forward_plane_body(p: ForwardPlane, out: &mut [f32], scratch: &mut Vec<f32>) 
             }
         }
     }
+}
+
+/// One output plane `out` (`oh × ow`) of one input plane `x` (`h × w`), its kernel `wk` (`kh·kw`) and bias.
+///
+/// The plane is first copied with its padding as zeros and split by the residues of its rows and columns modulo
+/// the stride: phase `(ry, rx)` holds padded rows `ry + i·sh` and columns `rx + j·sw`, `pw` to a row. Tap `(ky, kx)`
+/// then reads one phase at a fixed offset, and the whole output plane is one run over the phases' rows laid end to
+/// end (output `(oy, ox)` at `oy·pw + ox`; the `pw − ow` positions between rows are computed and dropped): every
+/// output is the same chain of fused multiply-adds over all taps, in blocks of 16 however small the plane. A tap in
+/// the padding adds `fma(w, 0, a) = a` (the sum is never −0 and the weights are finite), as GEMM multiplies
+/// im2col's zeros.
+#[inline(always)]
+fn forward_plane_body(p: ForwardPlane, out: &mut [f32], scratch: &mut Vec<f32>) {
+    let ForwardPlane {
+        x,
+        hw: (h, w),
+        wk,
+        bias,
+        t,
+        ow,
+    } = p;
+    let [kh, kw] = t.kernel;
+    let oh = out.len() / ow;
+    let Phases { pw, hq, run, len, row } = Phases::of(t, (oh, ow));
+    if scratch.len() < len + run + row {
+        scratch.resize(len + run + row, 0.0);
+    }
+    let (phases, rest) = scratch.split_at_mut(len);
+    let (ext, padded) = rest.split_at_mut(run);
+    fill_phases(x, (h, w), t, (hq, pw), phases, &mut padded[..row]);
     let mut taps: [(f32, &[f32]); MAX_SIDE * MAX_SIDE] = [(0.0, &[]); MAX_SIDE * MAX_SIDE];
     for ky in 0..kh {
-        let (ry, qy) = (ky * dh % sh, ky * dh / sh);
         for kx in 0..kw {
-            let (rx, qx) = (kx * dw % sw, kx * dw / sw);
-            let start = ((ry * sw + rx) * hq + qy) * pw + qx;
+            let start = tap_start(t, (ky, kx), (hq, pw));
             taps[ky * kw + kx] = (wk[ky * kw + kx], &phases[start..][..run]);
         }
     }
@@ -184,6 +226,107 @@ fn forward_plane_body(p: ForwardPlane, out: &mut [f32], scratch: &mut Vec<f32>) 
         match bias {
             Some(b) => orow.iter_mut().zip(erow).for_each(|(o, &e)| *o = e + b),
             None => orow.copy_from_slice(&erow[..ow]),
+        }
+    }
+}
+
+/// The layout of the transposed pass (see [`transpose_plane_body`]): the padded gradient's `qy_max` zero rows,
+/// `qx_max` zero columns, `sph` rows of `spw`; each residue class's positions `a < at`, `b < bt`, and its run.
+pub(super) struct Classes {
+    pub qy_max: usize,
+    pub qx_max: usize,
+    pub at: usize,
+    pub bt: usize,
+    pub spw: usize,
+    pub sph: usize,
+    pub run: usize,
+}
+
+impl Classes {
+    pub(super) fn of(t: PlaneTaps, (h, w): (usize, usize), (oh, ow): (usize, usize)) -> Classes {
+        let ([kh, kw], [sh, sw], [dh, dw], [pt, pl]) = (t.kernel, t.stride, t.dilation, t.pad);
+        let (qy_max, qx_max) = ((kh - 1) * dh / sh, (kw - 1) * dw / sw);
+        // Classes hold a = 0..at, b = 0..bt: every padded position before the input's end.
+        let (at, bt) = ((h + pt).div_ceil(sh), (w + pl).div_ceil(sw));
+        let spw = bt.max(ow) + qx_max;
+        Classes {
+            qy_max,
+            qx_max,
+            at,
+            bt,
+            spw,
+            sph: at.max(oh) + qy_max,
+            run: (at - 1) * spw + bt,
+        }
+    }
+}
+
+/// Output-gradient plane `s` (`oh × ow`) into `sp` (rows of `spw`) below `qy_max` zero rows and right of `qx_max`
+/// zero columns, zeros past its end (see [`transpose_plane_body`]).
+#[inline(always)]
+pub(super) fn pad_gradient(
+    s: &[f32],
+    (oh, ow): (usize, usize),
+    (qy_max, qx_max): (usize, usize),
+    spw: usize,
+    sp: &mut [f32],
+) {
+    for (y, row) in sp.chunks_exact_mut(spw).enumerate() {
+        match y.checked_sub(qy_max).filter(|&oy| oy < oh) {
+            Some(oy) => {
+                zero(&mut row[..qx_max]);
+                copy_short(&mut row[qx_max..qx_max + ow], &s[oy * ow..][..ow]);
+                zero(&mut row[qx_max + ow..]);
+            }
+            None => zero(row),
+        }
+    }
+}
+
+/// The runs `ext` (one of `run` values per column residue `rx`, rows of `spw`) of row residue `ry`, dealt to their
+/// positions in the input-gradient plane `out` (rows of `w`): input `(ry + sh·a − pt, ix)`, `ix + pl = rx + sw·b`,
+/// `a < at`, `b < bt`, those inside the plane.
+#[inline(always)]
+pub(super) fn deal(
+    ext: &[f32],
+    (ry, run, spw): (usize, usize, usize),
+    (at, bt): (usize, usize),
+    t: PlaneTaps,
+    out: &mut [f32],
+    w: usize,
+) {
+    let ([sh, sw], [pt, pl]) = (t.stride, t.pad);
+    let h = out.len() / w;
+    for a in 0..at {
+        let Some(iy) = (ry + sh * a).checked_sub(pt).filter(|&iy| iy < h) else {
+            continue;
+        };
+        let orow = &mut out[iy * w..(iy + 1) * w];
+        let class = |rx: usize| &ext[rx * run + a * spw..rx * run + a * spw + bt];
+        match sw {
+            1 => copy_short(orow, &class(0)[pl..pl + w]),
+            2 => {
+                // Even ix + pl from class 0, odd from class 1, both at b = (ix + pl)/2: pairs from the first even.
+                let (e0, e1) = (class(0), class(1));
+                let first = pl % 2;
+                if first == 1 {
+                    orow[0] = e1[pl / 2];
+                }
+                let b0 = (first + pl) / 2;
+                let mut pairs = orow[first..].chunks_exact_mut(2);
+                for (d, (&v0, &v1)) in (&mut pairs).zip(e0[b0..].iter().zip(&e1[b0..])) {
+                    d[0] = v0;
+                    d[1] = v1;
+                }
+                if let [last] = pairs.into_remainder() {
+                    *last = e0[(w - 1 + pl) / 2];
+                }
+            }
+            _ => {
+                for (ix, o) in orow.iter_mut().enumerate() {
+                    *o = class((ix + pl) % sw)[(ix + pl) / sw];
+                }
+            }
         }
     }
 }
@@ -212,27 +355,21 @@ fn transpose_plane_body(
     let [dh, dw] = t.dilation;
     let [pt, pl] = t.pad;
     let h = out.len() / w;
-    let (qy_max, qx_max) = ((kh - 1) * dh / sh, (kw - 1) * dw / sw);
-    // Classes hold a = 0..at, b = 0..bt: every padded position before the input's end.
-    let (at, bt) = ((h + pt).div_ceil(sh), (w + pl).div_ceil(sw));
-    let spw = bt.max(ow) + qx_max;
-    let sph = at.max(oh) + qy_max;
-    let run = (at - 1) * spw + bt;
+    let Classes {
+        qy_max,
+        qx_max,
+        at,
+        bt,
+        spw,
+        sph,
+        run,
+    } = Classes::of(t, (h, w), (oh, ow));
     if scratch.len() < sph * spw + sw * run {
         scratch.resize(sph * spw + sw * run, 0.0);
     }
     let (sp, ext) = scratch.split_at_mut(sph * spw);
     let ext = &mut ext[..sw * run];
-    for (y, row) in sp.chunks_exact_mut(spw).enumerate() {
-        match y.checked_sub(qy_max).filter(|&oy| oy < oh) {
-            Some(oy) => {
-                zero(&mut row[..qx_max]);
-                copy_short(&mut row[qx_max..qx_max + ow], &s[oy * ow..][..ow]);
-                zero(&mut row[qx_max + ow..]);
-            }
-            None => zero(row),
-        }
-    }
+    pad_gradient(s, (oh, ow), (qy_max, qx_max), spw, sp);
     let mut taps: [(f32, &[f32]); MAX_SIDE * MAX_SIDE] = [(0.0, &[]); MAX_SIDE * MAX_SIDE];
     for ry in 0..sh.min(h + pt) {
         // The classes (ry, rx) of this row residue, each into its run of `ext`.
@@ -249,39 +386,7 @@ fn transpose_plane_body(
             }
             sum_taps::<false>(&taps[..nt], &mut ext[rx * run..(rx + 1) * run]);
         }
-        // Dealt to their positions: input (ry + sh·a − pt, ix), ix + pl = rx + sw·b, those inside the plane.
-        for a in 0..at {
-            let Some(iy) = (ry + sh * a).checked_sub(pt).filter(|&iy| iy < h) else {
-                continue;
-            };
-            let orow = &mut out[iy * w..(iy + 1) * w];
-            let class = |rx: usize| &ext[rx * run + a * spw..rx * run + a * spw + bt];
-            match sw {
-                1 => copy_short(orow, &class(0)[pl..pl + w]),
-                2 => {
-                    // Even ix + pl from class 0, odd from class 1, both at b = (ix + pl)/2: pairs from the first even.
-                    let (e0, e1) = (class(0), class(1));
-                    let first = pl % 2;
-                    if first == 1 {
-                        orow[0] = e1[pl / 2];
-                    }
-                    let b0 = (first + pl) / 2;
-                    let mut pairs = orow[first..].chunks_exact_mut(2);
-                    for (d, (&v0, &v1)) in (&mut pairs).zip(e0[b0..].iter().zip(&e1[b0..])) {
-                        d[0] = v0;
-                        d[1] = v1;
-                    }
-                    if let [last] = pairs.into_remainder() {
-                        *last = e0[(w - 1 + pl) / 2];
-                    }
-                }
-                _ => {
-                    for (ix, o) in orow.iter_mut().enumerate() {
-                        *o = class((ix + pl) % sw)[(ix + pl) / sw];
-                    }
-                }
-            }
-        }
+        deal(ext, (ry, run, spw), (at, bt), t, out, w);
     }
 }
 
@@ -376,7 +481,7 @@ fn transpose_plane(s: &[f32], ohw: (usize, usize), wk: &[f32], t: PlaneTaps, out
 /// threads when the planes' multiply-adds (`macs` each) are worth spreading: from 1/32 of what a GEMM needs, as a
 /// depthwise multiply-add costs several times a GEMM's (MobileNetV2's 7×7 and 14×14 layers, 0.25–0.7 M
 /// multiply-adds a photo, ran on one thread below 1/4).
-fn each_plane(out: &mut [f32], len: usize, macs: usize, plane: impl Fn((usize, &mut [f32])) + Sync + Send) {
+pub(super) fn each_plane(out: &mut [f32], len: usize, macs: usize, plane: impl Fn((usize, &mut [f32])) + Sync + Send) {
     let planes = out.len() / len.max(1);
     if rayon::current_num_threads() > 1 && planes > 1 && planes.saturating_mul(macs) >= PAR_MIN_MACS / 32 {
         out.par_chunks_exact_mut(len).enumerate().for_each(plane);

@@ -37,6 +37,7 @@ mod direct;
 mod elementwise;
 mod expr;
 mod gemm;
+mod grouped;
 mod layer;
 mod lstm;
 mod op;
