@@ -197,6 +197,24 @@ fn absurd_arguments_and_device_files_are_refused_without_panic() {
     ]);
     assert!(err.contains("--threads"), "{err}");
     assert!(!std::path::Path::new("/tmp/never-batch").exists());
+    // Zero threads for explain or eval: refused by name, before anything is loaded or written.
+    let mlp = [
+        "--model",
+        "data/models/mnist-mlp.lrpm",
+        "--data",
+        "data/mnist",
+        "--rule",
+        "epsilon",
+    ];
+    for (command, extra, out) in [
+        ("explain", &["--index", "0"][..], "/tmp/never-threads.npy"),
+        ("eval", &[][..], "/tmp/never-threads-eval"),
+    ] {
+        let args: Vec<&str> = [&[command][..], &mlp, extra, &["--threads", "0", "--out", out]].concat();
+        let err = lrp_err(&args);
+        assert!(err.contains("--threads 0: give 1 to"), "{command}: {err}");
+        assert!(!std::path::Path::new(out).exists(), "{command} wrote {out}");
+    }
     // A count past the end is refused with the largest count that fits (never silently cut).
     let err = lrp_err(&[
         "explain",

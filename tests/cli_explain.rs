@@ -38,27 +38,37 @@ fn explain_with_targets_matches_the_oracle() {
             "mnist-mlp-gradient.npy",
         ),
     ] {
-        let out = dir.path().join("r.npy");
-        lrp_ok(&[
-            "explain",
-            "--model",
-            &oracle(model),
-            "--input",
-            &oracle("inputs.npy"),
-            "--rule",
-            spec,
-            "--targets",
-            &oracle(targets),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        let got: ArrayD<f32> = ndarray_npy::read_npy(&out).unwrap();
-        let want: ArrayD<f32> = ndarray_npy::read_npy(root().join(oracle(reference))).unwrap();
-        assert_eq!(got.shape(), want.shape());
-        let err = worst_relative_error(&got, &want);
-        // Measured: Zennit cases ≤ 8e-7, the LSTM 3.1e-5.
-        let tolerance = if model.contains("lstm") { 1e-4 } else { 1e-5 };
-        assert!(err <= tolerance, "{model} {spec}: {err}");
+        // On the machine's threads, and on one (`--threads 1`): both the reference's relevance.
+        for threads in [None, Some("1")] {
+            let out = dir.path().join("r.npy");
+            let mut args = vec![
+                "explain",
+                "--model",
+                &oracle(model),
+                "--input",
+                &oracle("inputs.npy"),
+                "--rule",
+                spec,
+                "--targets",
+                &oracle(targets),
+                "--out",
+                out.to_str().unwrap(),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+            if let Some(t) = threads {
+                args.extend(["--threads".to_string(), t.to_string()]);
+            }
+            lrp_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            let got: ArrayD<f32> = ndarray_npy::read_npy(&out).unwrap();
+            let want: ArrayD<f32> = ndarray_npy::read_npy(root().join(oracle(reference))).unwrap();
+            assert_eq!(got.shape(), want.shape());
+            let err = worst_relative_error(&got, &want);
+            // Measured: Zennit cases ≤ 8e-7, the LSTM 3.1e-5.
+            let tolerance = if model.contains("lstm") { 1e-4 } else { 1e-5 };
+            assert!(err <= tolerance, "{model} {spec}, threads {threads:?}: {err}");
+        }
     }
 }
 

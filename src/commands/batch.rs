@@ -203,16 +203,7 @@ pub(crate) fn run_job(a: RunArgs, concepts: Option<(usize, usize)>) -> Result<lr
     let model_path = a.model.clone().expect("required by clap");
     let out = a.out.clone().expect("required by clap");
     let specs = a.rules.iter().map(|r| Spec::parse(r)).collect::<Result<Vec<_>, _>>()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = a.threads.unwrap_or(cores);
-    // More workers than 4× the cores only costs memory and thread start-up; an absurd count is a typo.
-    if threads == 0 || threads > 4 * cores.max(1) {
-        bail!(
-            "--threads {threads}: give 1 to {} (4 × the {cores} cores of this machine)",
-            4 * cores.max(1)
-        );
-    }
-    super::limit_global_pool(a.threads);
+    let threads = super::worker_threads(a.threads)?;
     // The inputs are opened, checked and digested beside the model's loading, and an IDX split's pixels start
     // being read on a thread of their own: serial, this start-up was 18 of the 78 ms of an MLP run (timed in-process).
     // Photos are prepared for the model's input shape, so they wait for the model.

@@ -74,7 +74,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         bail!("--baseline {}: give a finite value", a.baseline);
     }
     let specs = a.rules.iter().map(|r| Spec::parse(r)).collect::<Result<Vec<_>, _>>()?;
-    super::limit_global_pool(a.threads);
+    let threads = super::worker_threads(a.threads)?;
     let model = load_model(&a.model)?;
     let net = &model.network;
     let explainers = specs
@@ -98,9 +98,6 @@ pub fn run(a: EvalArgs) -> Result<()> {
             a.out.display()
         );
     }
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let started = std::time::Instant::now();
     let bar = crate::text::progress(n as u64, "images");
     let chunks: Vec<ChunkCurves> = lrp_batch::map_chunks(n, 32, threads, |range| -> Result<ChunkCurves> {

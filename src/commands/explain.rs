@@ -41,6 +41,9 @@ pub struct ExplainArgs {
     /// How many samples from --index on (at least 1; all must exist).
     #[arg(long, conflicts_with_all = ["input", "images"], value_parser = positive)]
     count: Option<usize>,
+    /// Threads (default: all cores). The relevance is the same for any number.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Rule spec: a preset (epsilon, epsilon-gamma-box, deep-taylor, gradient, …) or a mapping such as
     /// "conv=gamma(0.25); dense=epsilon; first=zbox(0,1)". See the README for the grammar.
     #[arg(long)]
@@ -179,6 +182,7 @@ pub fn run(a: ExplainArgs) -> Result<()> {
     if let Some(png) = &a.png {
         crate::inputs::require_extension(png, "png", "--png", "a PNG picture")?;
     }
+    super::worker_threads(a.threads)?;
     let model = load_model(&a.model)?;
     let net = &model.network;
     let explainer = Explainer::new(net, &spec)?;
