@@ -182,22 +182,8 @@ fn absurd_arguments_and_device_files_are_refused_without_panic() {
         "/tmp/never.lrpm",
     ]);
     assert!(err.contains("--epochs"), "{err}");
-    let err = lrp_err(&[
-        "batch",
-        "--model",
-        "data/models/mnist-mlp.lrpm",
-        "--data",
-        "data/mnist",
-        "--rule",
-        "epsilon",
-        "--threads",
-        "100000000",
-        "--out",
-        "/tmp/never-batch",
-    ]);
-    assert!(err.contains("--threads"), "{err}");
-    assert!(!std::path::Path::new("/tmp/never-batch").exists());
-    // Zero threads for explain or eval: refused by name, before anything is loaded or written.
+    // No threads, or an absurd count, for any command that takes --threads: refused by name, before anything is
+    // loaded or written.
     let mlp = [
         "--model",
         "data/models/mnist-mlp.lrpm",
@@ -207,13 +193,19 @@ fn absurd_arguments_and_device_files_are_refused_without_panic() {
         "epsilon",
     ];
     for (command, extra, out) in [
+        ("batch", &[][..], "/tmp/never-batch"),
         ("explain", &["--index", "0"][..], "/tmp/never-threads.npy"),
         ("eval", &[][..], "/tmp/never-threads-eval"),
     ] {
-        let args: Vec<&str> = [&[command][..], &mlp, extra, &["--threads", "0", "--out", out]].concat();
-        let err = lrp_err(&args);
-        assert!(err.contains("--threads 0: give 1 to"), "{command}: {err}");
-        assert!(!std::path::Path::new(out).exists(), "{command} wrote {out}");
+        for threads in ["0", "100000000"] {
+            let args: Vec<&str> = [&[command][..], &mlp, extra, &["--threads", threads, "--out", out]].concat();
+            let err = lrp_err(&args);
+            assert!(
+                err.contains(&format!("--threads {threads}: give 1 to")),
+                "{command}: {err}"
+            );
+            assert!(!std::path::Path::new(out).exists(), "{command} wrote {out}");
+        }
     }
     // A count past the end is refused with the largest count that fits (never silently cut).
     let err = lrp_err(&[

@@ -354,95 +354,64 @@ fn grouped_convolutions_give_gemms_values() {
     assert_eq!(ran, if super::super::depthwise::available() { 7 } else { 0 });
 }
 
-/// Every small grouped geometry (two groups of 2 inputs and 3 outputs; kernel 1–4, stride 1–3, dilation 1–2,
-/// padding on any side, planes 1–7 on a side): the grouped path's values are GEMM's, with and without the bias.
-#[test]
-fn grouped_sweep_of_small_geometries() {
+/// Two groups of `cg` inputs and `og` outputs over every small geometry (kernel 1–`kmax`, stride 1–3, dilation 1–2,
+/// `pads`, planes 1–`side` on a side, so planes smaller than the kernel's reach and outputs of one value): the fast
+/// path's values are GEMM's, forward with and without the bias, and transposed. Returns the number of geometries.
+fn sweep_small_geometries((cg, og): (usize, usize), kmax: usize, side: usize, pads: &[[usize; 4]]) -> usize {
     let mut cases = 0;
-    for k in 1..=4 {
+    for k in 1..=kmax {
         for stride in 1..=3 {
             for dilation in 1..=2 {
-                for pads in [[0, 0, 0, 0], [1, 1, 1, 1], [2, 0, 1, 2]] {
-                    for h in 1..=7 {
-                        for w in 1..=7 {
-                            let mut conv = Conv2d::new(
-                                Array4::from_shape_fn((6, 2, k, k), |(a, b, y, z)| {
-                                    (a * 2 + b + y * 3 + z) as f32 * 0.3 - 0.7
-                                }),
-                                Some(Array1::from_shape_fn(6, |i| i as f32 * 0.3 - 0.7)),
-                                [stride; 2],
-                                pads,
-                            );
-                            conv.groups = 2;
-                            conv.dilation = [dilation; 2];
-                            let Some((oh, ow)) = conv.output_hw(h, w) else { continue };
-                            let x = Array4::from_shape_fn((1, 4, h, w), |(_, b, y, z)| {
-                                (b * 7 + y * 5 + z) as f32 * 0.1 - 1.3
-                            });
-                            let s = Array4::from_shape_fn((1, 6, oh, ow), |(_, b, y, z)| {
-                                (b + y * 2 + z * 3) as f32 * 0.2 - 0.9
-                            });
-                            let case = format!("{k}×{k}, stride {stride}, dilation {dilation}, pads {pads:?}, {h}×{w}");
-                            for with_bias in [false, true] {
-                                let fast = conv.forward_with(x.view(), with_bias, Paths::fast());
-                                let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);
-                                assert_eq!(bits(&fast), bits(&gemm), "forward, bias {with_bias}, {case}");
-                            }
-                            let t_fast = conv.transpose_with(s.view(), (h, w), Paths::fast());
-                            let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
-                            assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
-                            cases += 1;
+                for &pads in pads {
+                    for (h, w) in (1..=side).flat_map(|h| (1..=side).map(move |w| (h, w))) {
+                        let mut conv = Conv2d::new(
+                            Array4::from_shape_fn((2 * og, cg, k, k), |(a, b, y, z)| {
+                                (a * 2 + b + y * 3 + z) as f32 * 0.3 - 0.7
+                            }),
+                            Some(Array1::from_shape_fn(2 * og, |i| i as f32 * 0.3 - 0.7)),
+                            [stride; 2],
+                            pads,
+                        );
+                        conv.groups = 2;
+                        conv.dilation = [dilation; 2];
+                        let Some((oh, ow)) = conv.output_hw(h, w) else { continue };
+                        let x = Array4::from_shape_fn((1, 2 * cg, h, w), |(_, b, y, z)| {
+                            (b * 7 + y * 5 + z) as f32 * 0.1 - 1.3
+                        });
+                        let s = Array4::from_shape_fn((1, 2 * og, oh, ow), |(_, b, y, z)| {
+                            (b + y * 2 + z * 3) as f32 * 0.2 - 0.9
+                        });
+                        let case = format!("{k}×{k}, stride {stride}, dilation {dilation}, pads {pads:?}, {h}×{w}");
+                        for with_bias in [false, true] {
+                            let fast = conv.forward_with(x.view(), with_bias, Paths::fast());
+                            let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);
+                            assert_eq!(bits(&fast), bits(&gemm), "forward, bias {with_bias}, {case}");
                         }
+                        let t_fast = conv.transpose_with(s.view(), (h, w), Paths::fast());
+                        let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
+                        assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
+                        cases += 1;
                     }
                 }
             }
         }
     }
+    cases
+}
+
+/// Every small grouped geometry (two groups of 2 inputs and 3 outputs; kernel 1–4, planes 1–7 on a side): the
+/// grouped path's values are GEMM's.
+#[test]
+fn grouped_sweep_of_small_geometries() {
+    let cases = sweep_small_geometries((2, 3), 4, 7, &[[0, 0, 0, 0], [1, 1, 1, 1], [2, 0, 1, 2]]);
     assert!(cases > 1500, "{cases} geometries");
 }
 
-/// Every small depthwise geometry (kernel 1–5, stride 1–3, dilation 1–2, padding on any side, planes 1–9 on a side,
-/// so planes smaller than the kernel's reach and outputs of one value): the depthwise path's values are GEMM's.
+/// Every small depthwise geometry (kernel 1–5, planes 1–9 on a side, padding on any side): the depthwise path's
+/// values are GEMM's.
 #[test]
 fn depthwise_sweep_of_small_geometries() {
-    let mut cases = 0;
-    for k in 1..=5 {
-        for stride in 1..=3 {
-            for dilation in 1..=2 {
-                for pads in [[0, 0, 0, 0], [1, 1, 1, 1], [2, 0, 1, 2], [0, 2, 2, 1]] {
-                    for h in 1..=9 {
-                        for w in 1..=9 {
-                            let mut conv = Conv2d::new(
-                                Array4::from_shape_fn((2, 1, k, k), |(a, _, y, z)| (a + y * 3 + z) as f32 * 0.3 - 0.7),
-                                Some(Array1::from_vec(vec![0.3, -0.7])),
-                                [stride; 2],
-                                pads,
-                            );
-                            conv.groups = 2;
-                            conv.dilation = [dilation; 2];
-                            let Some((oh, ow)) = conv.output_hw(h, w) else { continue };
-                            let x = Array4::from_shape_fn((1, 2, h, w), |(_, b, y, z)| {
-                                (b * 7 + y * 5 + z) as f32 * 0.1 - 1.3
-                            });
-                            let s = Array4::from_shape_fn((1, 2, oh, ow), |(_, b, y, z)| {
-                                (b + y * 2 + z * 3) as f32 * 0.2 - 0.9
-                            });
-                            let case = format!("{k}×{k}, stride {stride}, dilation {dilation}, pads {pads:?}, {h}×{w}");
-                            for with_bias in [false, true] {
-                                let fast = conv.forward_with(x.view(), with_bias, Paths::fast());
-                                let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);
-                                assert_eq!(bits(&fast), bits(&gemm), "forward, bias {with_bias}, {case}");
-                            }
-                            let t_fast = conv.transpose_with(s.view(), (h, w), Paths::fast());
-                            let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
-                            assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
-                            cases += 1;
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let cases = sweep_small_geometries((1, 1), 5, 9, &[[0, 0, 0, 0], [1, 1, 1, 1], [2, 0, 1, 2], [0, 2, 2, 1]]);
     assert!(cases > 5000, "{cases} geometries");
 }
 

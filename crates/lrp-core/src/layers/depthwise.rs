@@ -261,6 +261,21 @@ impl Classes {
     }
 }
 
+/// The taps `(ky, kx)` of residue class `(ry, rx)` (those with `ky·dh ≡ ry (mod sh)`, `kx·dw ≡ rx (mod sw)`) in
+/// `(ky, kx)` order, each with its shift `(qy, qx) = ((ky·dh − ry)/sh, (kx·dw − rx)/sw)`: the input gradient at
+/// class position `(a, b)` receives tap `(ky, kx)`'s weight times the output gradient at `(a − qy, b − qx)`.
+pub(super) fn class_taps(
+    t: PlaneTaps,
+    (ry, rx): (usize, usize),
+) -> impl Iterator<Item = ((usize, usize), (usize, usize))> {
+    let ([kh, kw], [sh, sw], [dh, dw]) = (t.kernel, t.stride, t.dilation);
+    (0..kh).filter(move |ky| ky * dh % sh == ry).flat_map(move |ky| {
+        (0..kw)
+            .filter(move |kx| kx * dw % sw == rx)
+            .map(move |kx| ((ky, kx), ((ky * dh - ry) / sh, (kx * dw - rx) / sw)))
+    })
+}
+
 /// Output-gradient plane `s` (`oh × ow`) into `sp` (rows of `spw`) below `qy_max` zero rows and right of `qx_max`
 /// zero columns, zeros past its end (see [`transpose_plane_body`]).
 #[inline(always)]
@@ -350,10 +365,7 @@ fn transpose_plane_body(
     w: usize,
     scratch: &mut Vec<f32>,
 ) {
-    let [kh, kw] = t.kernel;
-    let [sh, sw] = t.stride;
-    let [dh, dw] = t.dilation;
-    let [pt, pl] = t.pad;
+    let (kw, [sh, sw], [pt, pl]) = (t.kernel[1], t.stride, t.pad);
     let h = out.len() / w;
     let Classes {
         qy_max,
@@ -375,14 +387,10 @@ fn transpose_plane_body(
         // The classes (ry, rx) of this row residue, each into its run of `ext`.
         for rx in 0..sw.min(w + pl) {
             let mut nt = 0;
-            for ky in (0..kh).filter(|ky| ky * dh % sh == ry) {
-                let qy = (ky * dh - ry) / sh;
-                for kx in (0..kw).filter(|kx| kx * dw % sw == rx) {
-                    let qx = (kx * dw - rx) / sw;
-                    let start = (qy_max - qy) * spw + (qx_max - qx);
-                    taps[nt] = (wk[ky * kw + kx], &sp[start..][..run]);
-                    nt += 1;
-                }
+            for ((ky, kx), (qy, qx)) in class_taps(t, (ry, rx)) {
+                let start = (qy_max - qy) * spw + (qx_max - qx);
+                taps[nt] = (wk[ky * kw + kx], &sp[start..][..run]);
+                nt += 1;
             }
             sum_taps::<false>(&taps[..nt], &mut ext[rx * run..(rx + 1) * run]);
         }

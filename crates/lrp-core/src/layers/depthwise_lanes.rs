@@ -9,7 +9,7 @@
 //! the taps in `(ky, kx)` order, padding taps multiplying zeros; transposed, the rounded products `w·s` of the taps of
 //! its residue class in `(ky, kx)` order, added from zero.
 
-use super::depthwise::{MAX_SIDE, PlaneTaps, step};
+use super::depthwise::{MAX_SIDE, PlaneTaps, class_taps, step};
 use super::{PAR_MIN_MACS, zero};
 use rayon::prelude::*;
 
@@ -66,10 +66,7 @@ pub(super) fn forward_body(g: Group, out: &mut [f32], (oh, ow): (usize, usize), 
         t,
         first,
     } = g;
-    let [kh, kw] = t.kernel;
-    let [sh, sw] = t.stride;
-    let [dh, dw] = t.dilation;
-    let [pt, pl] = t.pad;
+    let ([kh, kw], [sh, sw], [dh, dw], [pt, pl]) = (t.kernel, t.stride, t.dilation, t.pad);
     let ohw = oh * ow;
     let lanes = out.len() / ohw;
     // The padded rows and columns the outputs reach.
@@ -123,10 +120,7 @@ pub(super) fn transpose_body(g: Group, s: &[f32], (oh, ow): (usize, usize), out:
         first,
         ..
     } = g;
-    let [kh, kw] = t.kernel;
-    let [sh, sw] = t.stride;
-    let [dh, dw] = t.dilation;
-    let [pt, pl] = t.pad;
+    let ([kh, kw], [sh, sw], [dh, dw], [pt, pl]) = (t.kernel, t.stride, t.dilation, t.pad);
     let (ohw, hw) = (oh * ow, h * w);
     let lanes = out.len() / hw;
     let (qy_max, qx_max) = ((kh - 1) * dh / sh, (kw - 1) * dw / sw);
@@ -150,14 +144,10 @@ pub(super) fn transpose_body(g: Group, s: &[f32], (oh, ow): (usize, usize), out:
     for ry in 0..sh.min(h + pt) {
         for rx in 0..sw.min(w + pl) {
             let mut nt = 0;
-            for ky in (0..kh).filter(|ky| ky * dh % sh == ry) {
-                let qy = (ky * dh - ry) / sh;
-                for kx in (0..kw).filter(|kx| kx * dw % sw == rx) {
-                    let qx = (kx * dw - rx) / sw;
-                    let tap = tap_lanes(weights, k, first, lanes, ky * kw + kx);
-                    taps[nt] = (tap, ((qy_max - qy) * spw + qx_max - qx) * L);
-                    nt += 1;
-                }
+            for ((ky, kx), (qy, qx)) in class_taps(t, (ry, rx)) {
+                let tap = tap_lanes(weights, k, first, lanes, ky * kw + kx);
+                taps[nt] = (tap, ((qy_max - qy) * spw + qx_max - qx) * L);
+                nt += 1;
             }
             // Input (ry + sh·a − pt, rx + sw·b − pl), those inside the plane.
             for a in 0..at {

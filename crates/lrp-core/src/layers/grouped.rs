@@ -134,7 +134,7 @@ fn transpose_body(
     scratch: &mut Vec<f32>,
 ) {
     let Groups { weights, cg, og, t } = g;
-    let ([kh, kw], [sh, sw], [dh, dw], [pt, pl]) = (t.kernel, t.stride, t.dilation, t.pad);
+    let ([kh, kw], [sh, sw], [pt, pl]) = (t.kernel, t.stride, t.pad);
     let k = kh * kw;
     let c = Classes::of(t, (h, w), (oh, ow));
     let plane = c.sph * c.spw;
@@ -152,15 +152,11 @@ fn transpose_body(
         for ry in 0..sh.min(h + pt) {
             for rx in 0..sw.min(w + pl) {
                 taps.clear();
-                for ky in (0..kh).filter(|ky| ky * dh % sh == ry) {
-                    let qy = (ky * dh - ry) / sh;
-                    for kx in (0..kw).filter(|kx| kx * dw % sw == rx) {
-                        let qx = (kx * dw - rx) / sw;
-                        let start = (c.qy_max - qy) * c.spw + (c.qx_max - qx);
-                        for o in 0..og {
-                            let wt = weights[((first + o) * cg + ci) * k + ky * kw + kx];
-                            taps.push((wt, &sp[o * plane + start..][..c.run]));
-                        }
+                for ((ky, kx), (qy, qx)) in depthwise::class_taps(t, (ry, rx)) {
+                    let start = (c.qy_max - qy) * c.spw + (c.qx_max - qx);
+                    for o in 0..og {
+                        let wt = weights[((first + o) * cg + ci) * k + ky * kw + kx];
+                        taps.push((wt, &sp[o * plane + start..][..c.run]));
                     }
                 }
                 let run = &mut ext[rx * c.run..(rx + 1) * c.run];
