@@ -269,10 +269,11 @@ pub(super) fn class_taps(
     (ry, rx): (usize, usize),
 ) -> impl Iterator<Item = ((usize, usize), (usize, usize))> {
     let ([kh, kw], [sh, sw], [dh, dw]) = (t.kernel, t.stride, t.dilation);
-    (0..kh).filter(move |ky| ky * dh % sh == ry).flat_map(move |ky| {
-        (0..kw)
-            .filter(move |kx| kx * dw % sw == rx)
-            .map(move |kx| ((ky, kx), ((ky * dh - ry) / sh, (kx * dw - rx) / sw)))
+    // One range, not nested iterators: this is called for every plane and class, and a flattened iterator was not
+    // inlined (1.5% of the depthwise layers' time).
+    (0..kh * kw).filter_map(move |i| {
+        let (ky, kx) = (i / kw, i % kw);
+        (ky * dh % sh == ry && kx * dw % sw == rx).then(|| ((ky, kx), ((ky * dh - ry) / sh, (kx * dw - rx) / sw)))
     })
 }
 
