@@ -19,7 +19,7 @@
 //! The fused multiply-add is an instruction only where the processor has FMA: the layers take this path there
 //! ([`available`]); elsewhere they keep to GEMM (a software `fmaf` would be slower than it).
 
-use super::depthwise_lanes::{self as lanes, Group};
+use super::depthwise_lanes::{self as lanes, Group, Input};
 use super::unfold::copy_short;
 use super::{PAR_MIN_MACS, with_scratch, zero};
 use rayon::prelude::*;
@@ -421,8 +421,8 @@ fn transpose_plane_fma(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn forward_lanes_fma(g: Group, out: &mut [f32], ohw: (usize, usize), scratch: &mut Vec<f32>) {
-    lanes::forward_body(g, out, ohw, scratch)
+fn forward_lanes_fma(g: Group, input: Input, out: &mut [f32], ohw: (usize, usize), scratch: &mut Vec<f32>) {
+    lanes::forward_body(g, input, out, ohw, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -431,14 +431,14 @@ fn transpose_lanes_fma(g: Group, s: &[f32], ohw: (usize, usize), out: &mut [f32]
     lanes::transpose_body(g, s, ohw, out, scratch)
 }
 
-fn forward_lanes(g: Group, out: &mut [f32], ohw: (usize, usize)) {
+fn forward_lanes(g: Group, input: Input, out: &mut [f32], ohw: (usize, usize)) {
     with_scratch(|scratch| {
         #[cfg(target_arch = "x86_64")]
         if available() {
             // SAFETY: the processor has AVX2 and FMA (checked just above).
-            return unsafe { forward_lanes_fma(g, out, ohw, scratch) };
+            return unsafe { forward_lanes_fma(g, input, out, ohw, scratch) };
         }
-        lanes::forward_body(g, out, ohw, scratch)
+        lanes::forward_body(g, input, out, ohw, scratch)
     })
 }
 
@@ -486,13 +486,19 @@ fn transpose_plane(s: &[f32], ohw: (usize, usize), wk: &[f32], t: PlaneTaps, out
     })
 }
 
+/// Whether `planes` planes of `macs` multiply-adds each are worth spreading over the pool's threads (see
+/// [`each_plane`]; the side-by-side path decides the same way).
+pub(super) fn worth_spreading(planes: usize, macs: usize) -> bool {
+    rayon::current_num_threads() > 1 && planes.saturating_mul(macs) >= PAR_MIN_MACS / 32
+}
+
 /// Runs `plane((i, dst))` for every plane `dst` (`len` values, the `i`-th) of `out`, side by side on the pool's
 /// threads when the planes' multiply-adds (`macs` each) are worth spreading: from 1/32 of what a GEMM needs, as a
 /// depthwise multiply-add costs several times a GEMM's (MobileNetV2's 7×7 and 14×14 layers, 0.25–0.7 M
 /// multiply-adds a photo, ran on one thread below 1/4).
 pub(super) fn each_plane(out: &mut [f32], len: usize, macs: usize, plane: impl Fn((usize, &mut [f32])) + Sync + Send) {
     let planes = out.len() / len.max(1);
-    if rayon::current_num_threads() > 1 && planes > 1 && planes.saturating_mul(macs) >= PAR_MIN_MACS / 32 {
+    if planes > 1 && worth_spreading(planes, macs) {
         out.par_chunks_exact_mut(len).enumerate().for_each(plane);
     } else {
         out.chunks_exact_mut(len).enumerate().for_each(plane);
@@ -518,15 +524,17 @@ pub(crate) fn forward(
     if oh * ow <= lanes::SMALL {
         lanes::each_group(out, o * oh * ow, oh * ow, oh * ow * k, |j, first, dst| {
             let group = Group {
-                x: &x[j * c * h * w..][..c * h * w],
                 hw: (h, w),
-                per,
                 weights,
-                bias,
                 t,
                 first,
             };
-            forward_lanes(group, dst, (oh, ow));
+            let input = Input {
+                x: &x[j * c * h * w..][..c * h * w],
+                per,
+                bias,
+            };
+            forward_lanes(group, input, dst, (oh, ow));
         });
         return;
     }
@@ -562,11 +570,8 @@ pub(crate) fn transpose(
     if h * w <= lanes::SMALL {
         lanes::each_group(out, c * h * w, h * w, oh * ow * k, |j, first, dst| {
             let group = Group {
-                x: &[],
                 hw: (h, w),
-                per: 1,
                 weights,
-                bias: None,
                 t,
                 first,
             };

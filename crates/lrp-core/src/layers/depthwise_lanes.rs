@@ -9,8 +9,8 @@
 //! the taps in `(ky, kx)` order, padding taps multiplying zeros; transposed, the rounded products `w·s` of the taps of
 //! its residue class in `(ky, kx)` order, added from zero.
 
-use super::depthwise::{MAX_SIDE, PlaneTaps, class_taps, step};
-use super::{PAR_MIN_MACS, zero};
+use super::depthwise::{Classes, MAX_SIDE, PlaneTaps, class_taps, step};
+use super::zero;
 use rayon::prelude::*;
 
 /// Planes side by side: two AVX2 vectors. (Compiled for AVX-512 the path ran 10–25% slower on this machine: the
@@ -21,18 +21,23 @@ pub(super) const L: usize = 16;
 /// plane-by-plane path's runs are long, and it does not pay for the interleaving.
 pub(super) const SMALL: usize = 20 * 20;
 
-/// One group of planes: the sample's input planes `x` (`C × H × W`), output channel `o` reading input channel
-/// `o / per` with kernel `weights[o]` (`kh·kw` values) and `bias[o]`.
+/// One group of planes: the planes' size `hw` (`H × W`), the kernels `weights` (`kh·kw` values an output channel),
+/// the taps, and the group's first output channel.
 #[derive(Clone, Copy)]
 pub(super) struct Group<'a> {
-    pub x: &'a [f32],
     pub hw: (usize, usize),
-    pub per: usize,
     pub weights: &'a [f32],
-    pub bias: Option<&'a [f32]>,
     pub t: PlaneTaps,
-    /// The group's first output channel.
     pub first: usize,
+}
+
+/// The forward pass's input: the sample's input planes `x` (`C × H × W`), output channel `o` reading input channel
+/// `o / per`, and the bias.
+#[derive(Clone, Copy)]
+pub(super) struct Input<'a> {
+    pub x: &'a [f32],
+    pub per: usize,
+    pub bias: Option<&'a [f32]>,
 }
 
 /// `[f32; L]` sums of the taps `(w, offset)` from zero by [`step`], reading `src[base + offset..][..L]`.
@@ -56,16 +61,14 @@ fn tap_lanes(weights: &[f32], k: usize, first: usize, lanes: usize, t: usize) ->
 
 /// The group's output planes `out` (`lanes × oh × ow`).
 #[inline(always)]
-pub(super) fn forward_body(g: Group, out: &mut [f32], (oh, ow): (usize, usize), scratch: &mut Vec<f32>) {
+pub(super) fn forward_body(g: Group, input: Input, out: &mut [f32], (oh, ow): (usize, usize), scratch: &mut Vec<f32>) {
     let Group {
-        x,
         hw: (h, w),
-        per,
         weights,
-        bias,
         t,
         first,
     } = g;
+    let Input { x, per, bias } = input;
     let ([kh, kw], [sh, sw], [dh, dw], [pt, pl]) = (t.kernel, t.stride, t.dilation, t.pad);
     let ohw = oh * ow;
     let lanes = out.len() / ohw;
@@ -94,16 +97,14 @@ pub(super) fn forward_body(g: Group, out: &mut [f32], (oh, ow): (usize, usize), 
             taps[i] = (tap_lanes(weights, k, first, lanes, i), (ky * dh * wp + kx * dw) * L);
         }
     }
-    let bias: [f32; L] = std::array::from_fn(|l| match bias {
-        Some(b) if l < lanes => b[first + l],
-        _ => 0.0,
-    });
+    let bias = bias.map(|b| &b[first..first + lanes]);
     for oy in 0..oh {
         for ox in 0..ow {
             let acc = lanes_sum::<true>(&taps[..k], xp, (oy * sh * wp + ox * sw) * L);
             let at = oy * ow + ox;
-            for l in 0..lanes {
-                out[l * ohw + at] = if g.bias.is_some() { acc[l] + bias[l] } else { acc[l] };
+            match bias {
+                Some(b) => (0..lanes).for_each(|l| out[l * ohw + at] = acc[l] + b[l]),
+                None => (0..lanes).for_each(|l| out[l * ohw + at] = acc[l]),
             }
         }
     }
@@ -118,14 +119,19 @@ pub(super) fn transpose_body(g: Group, s: &[f32], (oh, ow): (usize, usize), out:
         weights,
         t,
         first,
-        ..
     } = g;
-    let ([kh, kw], [sh, sw], [dh, dw], [pt, pl]) = (t.kernel, t.stride, t.dilation, t.pad);
+    let ([kh, kw], [sh, sw], [pt, pl]) = (t.kernel, t.stride, t.pad);
     let (ohw, hw) = (oh * ow, h * w);
     let lanes = out.len() / hw;
-    let (qy_max, qx_max) = ((kh - 1) * dh / sh, (kw - 1) * dw / sw);
-    let (at, bt) = ((h + pt).div_ceil(sh), (w + pl).div_ceil(sw));
-    let (sph, spw) = (at.max(oh) + qy_max, bt.max(ow) + qx_max);
+    let Classes {
+        qy_max,
+        qx_max,
+        at,
+        bt,
+        spw,
+        sph,
+        ..
+    } = Classes::of(t, (h, w), (oh, ow));
     if scratch.len() < sph * spw * L {
         scratch.resize(sph * spw * L, 0.0);
     }
@@ -180,7 +186,7 @@ pub(super) fn each_group(
 ) {
     let planes = out.len() / plane.max(1);
     let size = L * plane;
-    if rayon::current_num_threads() > 1 && planes > L && planes.saturating_mul(macs) >= PAR_MIN_MACS / 32 {
+    if planes > L && super::depthwise::worth_spreading(planes, macs) {
         out.par_chunks_exact_mut(per_sample)
             .enumerate()
             .for_each(|(j, sample)| {
