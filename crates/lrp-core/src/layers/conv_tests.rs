@@ -252,6 +252,46 @@ fn large_samples_split_over_threads_give_the_same_bits() {
     assert_eq!(bits(&split_t), bits(&serial_t), "its transpose split by rows");
 }
 
+/// `conv`'s fast path gives im2col + GEMM's values on `x`, forward (with the bias) and transposed (of a gradient made
+/// from GEMM's output), on one thread and split over a pool of two: the same bits. Then the same on `x` with a NaN
+/// and an infinity planted: NaN exactly where GEMM has NaN (whose payload the order of a sum may choose), the same
+/// bits elsewhere, so a path that drops or invents a non-finite value fails.
+fn fast_path_gives_gemms_values(conv: &Conv2d, x: &Array4<f32>, case: &str) {
+    let (n, c, h, w) = x.dim();
+    let mut planted = x.clone();
+    planted[(0, 0, 0, 0)] = f32::NAN;
+    planted[(n - 1, c - 1, h / 2, w / 2)] = f32::INFINITY;
+    let nan_as_one = |v: &Array4<f32>| -> Vec<u32> {
+        v.iter()
+            .map(|f| if f.is_nan() { u32::MAX } else { f.to_bits() })
+            .collect()
+    };
+    for (x, input) in [(x, "finite"), (&planted, "NaN and ∞ planted")] {
+        let gemm = conv.forward_with(x.view(), true, Paths::GEMM);
+        let s = gemm.mapv(|v| v * 0.5 - 0.1);
+        let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
+        let finite = input == "finite";
+        if !finite {
+            assert!(
+                gemm.iter().any(|v| v.is_nan()) && t_gemm.iter().any(|v| v.is_nan()),
+                "{case}: no NaN"
+            );
+        }
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let fast = pool.install(|| conv.forward_with(x.view(), true, Paths::fast()));
+            let t_fast = pool.install(|| conv.transpose_with(s.view(), (h, w), Paths::fast()));
+            if finite {
+                assert_eq!(bits(&fast), bits(&gemm), "forward, {case}");
+                assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
+            } else {
+                assert_eq!(nan_as_one(&fast), nan_as_one(&gemm), "forward, {input}, {case}");
+                assert_eq!(nan_as_one(&t_fast), nan_as_one(&t_gemm), "transposed, {input}, {case}");
+            }
+        }
+    }
+}
+
 /// The depthwise path (MobileNet's and EfficientNet's 3×3 and 5×5, strided, padded on one side only, dilated, a
 /// channel multiplier of 2, planes smaller than the kernel's reach) gives im2col + GEMM's values, forward and
 /// transposed, on one thread and split over a pool (a plane per task).
@@ -289,17 +329,8 @@ fn depthwise_convolutions_give_gemms_values() {
         let mut conv = Conv2d::new(wt, Some(bias), [stride; 2], pads);
         conv.groups = c;
         conv.dilation = [dilation; 2];
-        let gemm = conv.forward_with(x.view(), true, Paths::GEMM);
-        let s = gemm.mapv(|v| v * 0.5 - 0.1);
-        let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
-        for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let fast = pool.install(|| conv.forward_with(x.view(), true, Paths::fast()));
-            let t_fast = pool.install(|| conv.transpose_with(s.view(), (h, w), Paths::fast()));
-            let case = format!("{c}×{per} channels, {k}×{k}, stride {stride}, pads {pads:?}, dilation {dilation}");
-            assert_eq!(bits(&fast), bits(&gemm), "forward, {case}");
-            assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
-        }
+        let case = format!("{c}×{per} channels, {k}×{k}, stride {stride}, pads {pads:?}, dilation {dilation}");
+        fast_path_gives_gemms_values(&conv, &x, &case);
         ran += usize::from(conv.is_depthwise());
     }
     // Where the processor has FMA, every case ran the depthwise path, not GEMM twice.
@@ -336,18 +367,9 @@ fn grouped_convolutions_give_gemms_values() {
         let mut conv = Conv2d::new(wt, Some(bias), [stride; 2], pads);
         conv.groups = groups;
         conv.dilation = [dilation; 2];
-        let gemm = conv.forward_with(x.view(), true, Paths::GEMM);
-        let s = gemm.mapv(|v| v * 0.5 - 0.1);
-        let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
-        for threads in [1, 2] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let fast = pool.install(|| conv.forward_with(x.view(), true, Paths::fast()));
-            let t_fast = pool.install(|| conv.transpose_with(s.view(), (h, w), Paths::fast()));
-            let case =
-                format!("{groups} groups of {cg} → {og}, {k}×{k}, stride {stride}, pads {pads:?}, dilation {dilation}");
-            assert_eq!(bits(&fast), bits(&gemm), "forward, {case}");
-            assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
-        }
+        let case =
+            format!("{groups} groups of {cg} → {og}, {k}×{k}, stride {stride}, pads {pads:?}, dilation {dilation}");
+        fast_path_gives_gemms_values(&conv, &x, &case);
         ran += usize::from(conv.is_grouped());
     }
     // Where the processor has FMA, every case but the one deeper than 256 ran the grouped path.
