@@ -17,6 +17,7 @@ pub mod network;
 pub mod par;
 pub mod simd;
 pub mod train;
+pub mod whole_file;
 
 pub use arch::Arch;
 pub use error::{CoreError, Result};

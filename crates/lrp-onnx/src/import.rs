@@ -28,18 +28,34 @@ pub struct Imported {
 pub fn import_file(path: &Path) -> Result<Imported> {
     // Only regular files: /dev/zero or a pipe would be read until memory runs out.
     match std::fs::metadata(path) {
+        // Protobuf's limit: a larger model keeps its weights as external data (and a sparse file of terabytes is not
+        // read or mapped to find out).
+        Ok(m) if m.is_file() && m.len() > i32::MAX as u64 => {
+            return Err(OnnxError::Decode(format!(
+                "{} is {} bytes, more than the 2 GiB one ONNX file can hold (protobuf's limit; larger models keep \
+                 their weights in external data files)",
+                path.display(),
+                m.len()
+            )));
+        }
         Ok(m) if m.is_file() => {}
         Ok(_) => return Err(OnnxError::Decode(format!("{} is not a regular file", path.display()))),
         Err(e) => return Err(OnnxError::Decode(format!("cannot read {}: {e}", path.display()))),
     }
-    let bytes = std::fs::read(path).map_err(|e| OnnxError::Decode(format!("cannot read {}: {e}", path.display())))?;
+    // Mapped rather than copied where a read lease keeps the file from changing (see lrp_core::whole_file): the
+    // tensors' raw data are slices of it until they are converted.
+    let bytes = match lrp_core::whole_file::whole_file(path) {
+        Ok(lrp_core::whole_file::WholeFile::Read(v)) => prost::bytes::Bytes::from(v),
+        Ok(mapped) => prost::bytes::Bytes::from_owner(mapped),
+        Err(e) => return Err(OnnxError::Decode(format!("cannot read {}: {e}", path.display()))),
+    };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() {
         std::path::PathBuf::from(".")
     } else {
         dir
     };
-    import_with(bytes.into(), Some(&dir))
+    import_with(bytes, Some(&dir))
 }
 
 /// Imports an ONNX model from its bytes (external data is refused: there is no folder to read it from).

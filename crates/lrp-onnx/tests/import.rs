@@ -636,3 +636,58 @@ fn reverse_bidirectional_and_batch_first_lstms_import() {
         "layout 1",
     );
 }
+
+/// A model of more than `MAP_FROM_BYTES` is read through a mapping of its file (where the lease is granted, as on a
+/// file this test has just written): its weights must arrive value for value, and its refusals must stay the same.
+#[test]
+fn a_mapped_model_file_gives_its_weights_exactly() {
+    let (inputs, outputs) = (1100usize, 1000usize);
+    let w: Vec<f32> = (0..inputs * outputs)
+        .map(|k| (k % 9973) as f32 * 0.25 - (k / 9973) as f32)
+        .collect();
+    let b: Vec<f32> = (0..outputs).map(|i| i as f32 * -0.5).collect();
+    let mut n = node("Gemm", "fc", &["x", "W", "b"], &["y"]);
+    n.attribute.push(int_attr("transB", 1));
+    let bytes = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        producer_name: "test".into(),
+        producer_version: String::new(),
+        graph: Some(GraphProto {
+            node: vec![n],
+            name: "g".into(),
+            initializer: vec![
+                f32_tensor("W", &[outputs as i64, inputs as i64], &w),
+                f32_tensor("b", &[outputs as i64], &b),
+            ],
+            input: vec![value("x", &[None, Some(inputs as i64)])],
+            output: vec![value("y", &[None, Some(outputs as i64)])],
+        }),
+    }
+    .encode_to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.onnx");
+    std::fs::write(&path, &bytes).unwrap();
+    let whole = lrp_core::whole_file::whole_file(&path).unwrap();
+    assert!(
+        whole.is_mapped(),
+        "the test's file must take the mapped path: {whole:?}"
+    );
+    drop(whole);
+    let net = import_file(&path).unwrap().network;
+    // One-hot inputs pick out columns of W: y_i = W[i, j] + b_i, computed here from the values written.
+    for j in [0, 1, 547, inputs - 1] {
+        let mut x = Array2::<f32>::zeros((1, inputs));
+        x[[0, j]] = 1.0;
+        let y = net.forward(x.into_dyn().view()).unwrap().into_raw_vec_and_offset().0;
+        let want: Vec<f32> = (0..outputs).map(|i| w[i * inputs + j] + b[i]).collect();
+        assert_eq!(y, want, "column {j}");
+    }
+    // A cut copy of the same file is refused as before.
+    std::fs::write(&path, &bytes[..bytes.len() - 4096]).unwrap();
+    let err = import_file(&path).unwrap_err().to_string();
+    assert!(err.contains("truncated or corrupt"), "{err}");
+}
