@@ -13,13 +13,14 @@ use super::depthwise::{Classes, MAX_SIDE, PlaneTaps, class_taps, step};
 use super::zero;
 use rayon::prelude::*;
 
-/// Planes side by side: two AVX2 vectors. (Compiled for AVX-512 the path ran 10–25% slower on this machine: the
-/// interleaving, value by value, is most of its time.)
+/// Planes side by side: two AVX2 vectors. (Compiled for AVX-512 the path ran 10–25% slower on this machine, when the
+/// interleaving was value by value.)
 pub(super) const L: usize = 16;
 
 /// The largest plane (output values forward, input values transposed) taken side by side. On larger planes the
-/// plane-by-plane path's runs are long, and it does not pay for the interleaving.
-pub(super) const SMALL: usize = 20 * 20;
+/// plane-by-plane path's runs are long, and it does not pay for the interleaving (one thread, MobileNetV2: 28×28
+/// planes 111 → 105 µs forward and 133 → 114 transposed side by side, 56×56 231 → 329 µs forward).
+pub(super) const SMALL: usize = 28 * 28;
 
 /// One group of planes: the planes' size `hw` (`H × W`), the kernels `weights` (`kh·kw` values an output channel),
 /// the taps, and the group's first output channel.
@@ -53,6 +54,109 @@ fn lanes_sum<const FUSED: bool>(taps: &[([f32; L], usize)], src: &[f32], base: u
     acc
 }
 
+/// `dst[j·ds + i] = src[i·ss + j]` for `i, j < 8`: an 8 × 8 block transposed, with AVX2's shuffles where there are
+/// (value by value, the interleaving was most of this path's time; the compiler does not find the shuffles itself).
+#[inline(always)]
+fn transpose8(src: &[f32], ss: usize, dst: &mut [f32], ds: usize) {
+    assert!(src.len() > 7 * ss + 7 && dst.len() > 7 * ds + 7, "an 8 × 8 block");
+    #[cfg(target_arch = "x86_64")]
+    if super::depthwise::available() {
+        // SAFETY: the processor has AVX2 (checked just above), and the eight rows of eight values are inside both
+        // slices (asserted above).
+        return unsafe { transpose8_avx(src.as_ptr(), ss, dst.as_mut_ptr(), ds) };
+    }
+    for i in 0..8 {
+        for j in 0..8 {
+            dst[j * ds + i] = src[i * ss + j];
+        }
+    }
+}
+
+/// [`transpose8`] on raw rows: unpack pairs of rows, shuffle pairs of pairs, swap the 128-bit halves.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8_avx(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY (all of this function): the caller guarantees rows i·ss..i·ss + 8 of src and j·ds..j·ds + 8 of dst.
+    unsafe {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ss)));
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        _mm256_storeu_ps(dst, _mm256_permute2f128_ps::<0x20>(u0, u4));
+        _mm256_storeu_ps(dst.add(ds), _mm256_permute2f128_ps::<0x20>(u1, u5));
+        _mm256_storeu_ps(dst.add(2 * ds), _mm256_permute2f128_ps::<0x20>(u2, u6));
+        _mm256_storeu_ps(dst.add(3 * ds), _mm256_permute2f128_ps::<0x20>(u3, u7));
+        _mm256_storeu_ps(dst.add(4 * ds), _mm256_permute2f128_ps::<0x31>(u0, u4));
+        _mm256_storeu_ps(dst.add(5 * ds), _mm256_permute2f128_ps::<0x31>(u1, u5));
+        _mm256_storeu_ps(dst.add(6 * ds), _mm256_permute2f128_ps::<0x31>(u2, u6));
+        _mm256_storeu_ps(dst.add(7 * ds), _mm256_permute2f128_ps::<0x31>(u3, u7));
+    }
+}
+
+/// `dst[j·L + l] = src[l·stride + j]` for `j < n`, `l < L`: `n` values of each of `L` planes, side by side.
+#[inline(always)]
+fn interleave(src: &[f32], stride: usize, n: usize, dst: &mut [f32]) {
+    let full = n / 8 * 8;
+    for l0 in (0..L).step_by(8) {
+        for j0 in (0..full).step_by(8) {
+            transpose8(&src[l0 * stride + j0..], stride, &mut dst[j0 * L + l0..], L);
+        }
+    }
+    for j in full..n {
+        for l in 0..L {
+            dst[j * L + l] = src[l * stride + j];
+        }
+    }
+}
+
+/// The first `cols` values of rows `0..rows` of `L` planes (`w` values a row, a plane every `stride` values) side by
+/// side into `dst`, a row every `dst_row` values: all the rows' values interleaved at once into `tmp`, then copied
+/// row by row, so that short rows are interleaved in full blocks too.
+#[inline(always)]
+fn interleave_rows(
+    src: &[f32],
+    stride: usize,
+    (rows, w, cols): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_row: usize,
+    tmp: &mut [f32],
+) {
+    interleave(src, stride, rows * w, tmp);
+    for r in 0..rows {
+        dst[r * dst_row..][..cols * L].copy_from_slice(&tmp[r * w * L..][..cols * L]);
+    }
+}
+
+/// `dst[l·stride + j] = src[j·L + l]` for `j < n`, `l < lanes`: the inverse of [`interleave`].
+#[inline(always)]
+fn deinterleave(src: &[f32], n: usize, dst: &mut [f32], stride: usize, lanes: usize) {
+    let full = if lanes == L { n / 8 * 8 } else { 0 };
+    for l0 in (0..L).step_by(8).filter(|_| full > 0) {
+        for j0 in (0..full).step_by(8) {
+            transpose8(&src[j0 * L + l0..], L, &mut dst[l0 * stride + j0..], stride);
+        }
+    }
+    for l in 0..lanes {
+        for j in full..n {
+            dst[l * stride + j] = src[j * L + l];
+        }
+    }
+}
+
 /// The kernel's tap `t` of the group's `lanes` channels, zero past them.
 #[inline(always)]
 fn tap_lanes(weights: &[f32], k: usize, first: usize, lanes: usize, t: usize) -> [f32; L] {
@@ -74,18 +178,32 @@ pub(super) fn forward_body(g: Group, input: Input, out: &mut [f32], (oh, ow): (u
     let lanes = out.len() / ohw;
     // The padded rows and columns the outputs reach.
     let (hp, wp) = ((oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1);
-    if scratch.len() < hp * wp * L {
-        scratch.resize(hp * wp * L, 0.0);
+    // The padded input side by side, then the sums side by side before they are dealt to the output planes.
+    // (The second part is first the input side by side in full, then the sums.)
+    if scratch.len() < (hp * wp + ohw.max(h * w)) * L {
+        scratch.resize((hp * wp + ohw.max(h * w)) * L, 0.0);
     }
-    let xp = &mut scratch[..hp * wp * L];
+    let (xp, sums) = scratch.split_at_mut(hp * wp * L);
     zero(xp);
     let (rows, cols) = (h.min(hp.saturating_sub(pt)), w.min(wp.saturating_sub(pl)));
-    for l in (0..lanes).filter(|_| cols > 0) {
-        let plane = &x[(first + l) / per * h * w..][..h * w];
-        for iy in 0..rows {
-            let dst = &mut xp[((iy + pt) * wp + pl) * L + l..];
-            for (ix, &v) in plane[iy * w..][..cols].iter().enumerate() {
-                dst[ix * L] = v;
+    if lanes == L && per == 1 && cols > 0 {
+        let planes = &x[first * h * w..][..L * h * w];
+        interleave_rows(
+            planes,
+            h * w,
+            (rows, w, cols),
+            &mut xp[(pt * wp + pl) * L..],
+            wp * L,
+            sums,
+        );
+    } else {
+        for l in (0..lanes).filter(|_| cols > 0) {
+            let plane = &x[(first + l) / per * h * w..][..h * w];
+            for iy in 0..rows {
+                let dst = &mut xp[((iy + pt) * wp + pl) * L + l..];
+                for (ix, &v) in plane[iy * w..][..cols].iter().enumerate() {
+                    dst[ix * L] = v;
+                }
             }
         }
     }
@@ -97,17 +215,18 @@ pub(super) fn forward_body(g: Group, input: Input, out: &mut [f32], (oh, ow): (u
             taps[i] = (tap_lanes(weights, k, first, lanes, i), (ky * dh * wp + kx * dw) * L);
         }
     }
-    let bias = bias.map(|b| &b[first..first + lanes]);
+    let bias: [f32; L] = std::array::from_fn(|l| bias.map_or(0.0, |b| b.get(first + l).copied().unwrap_or(0.0)));
+    let has_bias = input.bias.is_some();
     for oy in 0..oh {
         for ox in 0..ow {
-            let acc = lanes_sum::<true>(&taps[..k], xp, (oy * sh * wp + ox * sw) * L);
-            let at = oy * ow + ox;
-            match bias {
-                Some(b) => (0..lanes).for_each(|l| out[l * ohw + at] = acc[l] + b[l]),
-                None => (0..lanes).for_each(|l| out[l * ohw + at] = acc[l]),
+            let mut acc = lanes_sum::<true>(&taps[..k], xp, (oy * sh * wp + ox * sw) * L);
+            if has_bias {
+                acc.iter_mut().zip(&bias).for_each(|(a, b)| *a += b);
             }
+            sums[(oy * ow + ox) * L..][..L].copy_from_slice(&acc);
         }
     }
+    deinterleave(sums, ohw, out, ohw, lanes);
 }
 
 /// The input-gradient planes `out` (`lanes × h × w`) of the group's output-gradient planes `s` (`lanes × oh × ow`),
@@ -132,19 +251,34 @@ pub(super) fn transpose_body(g: Group, s: &[f32], (oh, ow): (usize, usize), out:
         sph,
         ..
     } = Classes::of(t, (h, w), (oh, ow));
-    if scratch.len() < sph * spw * L {
-        scratch.resize(sph * spw * L, 0.0);
+    // The padded gradient side by side, then the input gradients side by side before they are dealt to the planes
+    // (zeroed: the residue classes write every input, but one they missed would read zero, never stale values).
+    if scratch.len() < (sph * spw + hw.max(ohw)) * L {
+        scratch.resize((sph * spw + hw.max(ohw)) * L, 0.0);
     }
-    let sp = &mut scratch[..sph * spw * L];
+    let (sp, sums) = scratch.split_at_mut(sph * spw * L);
     zero(sp);
-    for l in 0..lanes {
-        for oy in 0..oh {
-            let dst = &mut sp[((oy + qy_max) * spw + qx_max) * L + l..];
-            for (ox, &v) in s[l * ohw + oy * ow..][..ow].iter().enumerate() {
-                dst[ox * L] = v;
+    if lanes == L {
+        interleave_rows(
+            s,
+            ohw,
+            (oh, ow, ow),
+            &mut sp[(qy_max * spw + qx_max) * L..],
+            spw * L,
+            sums,
+        );
+    } else {
+        for l in 0..lanes {
+            for oy in 0..oh {
+                let dst = &mut sp[((oy + qy_max) * spw + qx_max) * L + l..];
+                for (ox, &v) in s[l * ohw + oy * ow..][..ow].iter().enumerate() {
+                    dst[ox * L] = v;
+                }
             }
         }
     }
+    let sums = &mut sums[..hw * L];
+    zero(sums);
     let k = kh * kw;
     let mut taps = [([0f32; L], 0usize); MAX_SIDE * MAX_SIDE];
     for ry in 0..sh.min(h + pt) {
@@ -165,13 +299,12 @@ pub(super) fn transpose_body(g: Group, s: &[f32], (oh, ow): (usize, usize), out:
                         continue;
                     };
                     let acc = lanes_sum::<false>(&taps[..nt], sp, (a * spw + b) * L);
-                    for (l, &v) in acc.iter().enumerate().take(lanes) {
-                        out[l * hw + iy * w + ix] = v;
-                    }
+                    sums[(iy * w + ix) * L..][..L].copy_from_slice(&acc);
                 }
             }
         }
     }
+    deinterleave(sums, hw, out, hw, lanes);
 }
 
 /// Runs `group(j, first, dst)` for every group of up to [`L`] planes `dst` (`plane` values each) of sample `j`
