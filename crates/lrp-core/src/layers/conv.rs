@@ -72,6 +72,8 @@ pub(super) struct Paths {
     pub(super) direct: Option<Kernels>,
     /// The pointwise (1×1 straight from the input planes) and depthwise paths.
     pub(super) special: bool,
+    /// Depthwise planes of at most this many values (output forward, input transposed) go side by side.
+    pub(super) side_by_side: usize,
 }
 
 impl Paths {
@@ -80,6 +82,7 @@ impl Paths {
     pub(super) const GEMM: Paths = Paths {
         direct: None,
         special: false,
+        side_by_side: 0,
     };
 
     /// What the layers run: every path that applies on this processor.
@@ -87,6 +90,16 @@ impl Paths {
         Paths {
             direct: Kernels::fast(),
             special: true,
+            side_by_side: super::depthwise_lanes::SMALL,
+        }
+    }
+
+    /// [`Paths::fast`] with every depthwise plane on the plane-by-plane path, so tests reach it on small planes.
+    #[cfg(test)]
+    pub(super) fn planes_only() -> Paths {
+        Paths {
+            side_by_side: 0,
+            ..Paths::fast()
         }
     }
 
@@ -96,6 +109,7 @@ impl Paths {
         Paths {
             direct: Some(kernels),
             special: false,
+            side_by_side: 0,
         }
     }
 }
@@ -340,17 +354,21 @@ impl Conv2d {
         if paths.special && self.is_depthwise() && c * h * w > 0 && o * hw > 0 {
             let x = x.as_slice().expect("standard layout");
             let bias = super::direct::bias_slice(&self.bias, with_bias);
-            let mut out = Array4::<f32>::zeros((n, o, oh, ow));
+            let mut out = unwritten((n, o, oh, ow));
             super::depthwise::forward(
                 x,
                 (c, h, w),
-                self.weight.as_standard_layout().as_slice().expect("standard layout"),
-                bias.as_deref(),
+                (
+                    self.weight.as_standard_layout().as_slice().expect("standard layout"),
+                    bias.as_deref(),
+                ),
                 self.plane_taps(),
                 out.as_slice_mut().expect("fresh array"),
                 (o, oh, ow),
+                paths.side_by_side,
             );
-            return out;
+            // SAFETY: depthwise::forward writes every value of its output.
+            return unsafe { out.assume_init() };
         }
         if paths.special && self.is_grouped() && c * h * w > 0 && o * hw > 0 {
             let bias = super::direct::bias_slice(&self.bias, with_bias);
@@ -486,7 +504,7 @@ impl Conv2d {
         let wm = wmat.as_standard_layout();
         if paths.special && self.is_depthwise() && o == c && c * h * w > 0 && o * hw > 0 {
             let s = s.as_standard_layout();
-            let mut out = Array4::<f32>::zeros((n, c, h, w));
+            let mut out = unwritten((n, c, h, w));
             super::depthwise::transpose(
                 s.as_slice().expect("standard layout"),
                 (o, oh, ow),
@@ -494,8 +512,10 @@ impl Conv2d {
                 self.plane_taps(),
                 out.as_slice_mut().expect("fresh array"),
                 (c, h, w),
+                paths.side_by_side,
             );
-            return out;
+            // SAFETY: depthwise::transpose writes every value of its output.
+            return unsafe { out.assume_init() };
         }
         if paths.special && self.is_grouped() && c * h * w > 0 && o * hw > 0 {
             let s = s.as_standard_layout();
@@ -729,3 +749,13 @@ impl Op for Conv2d {
 #[cfg(test)]
 #[path = "conv_tests.rs"]
 mod tests;
+
+/// A fresh output for a path that writes every value of it, not zeroed first. In this crate's tests it is filled with
+/// NaN instead, so that a value such a path failed to write fails the comparisons with GEMM.
+fn unwritten(shape: (usize, usize, usize, usize)) -> ndarray::Array4<std::mem::MaybeUninit<f32>> {
+    #[allow(unused_mut)]
+    let mut out = ndarray::Array4::uninit(shape);
+    #[cfg(test)]
+    out.fill(std::mem::MaybeUninit::new(f32::NAN));
+    out
+}

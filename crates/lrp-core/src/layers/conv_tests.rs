@@ -277,10 +277,15 @@ fn fast_path_gives_gemms_values(conv: &Conv2d, x: &Array4<f32>, case: &str) {
                 "{case}: no NaN"
             );
         }
-        for threads in [1, 2] {
+        // Depthwise planes side by side where they are small, and every plane on its own.
+        for (threads, paths) in [1, 2]
+            .into_iter()
+            .flat_map(|t| [(t, Paths::fast()), (t, Paths::planes_only())])
+        {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let fast = pool.install(|| conv.forward_with(x.view(), true, Paths::fast()));
-            let t_fast = pool.install(|| conv.transpose_with(s.view(), (h, w), Paths::fast()));
+            let fast = pool.install(|| conv.forward_with(x.view(), true, paths));
+            let t_fast = pool.install(|| conv.transpose_with(s.view(), (h, w), paths));
+            let case = format!("{case}, {threads} thread(s), side by side up to {}", paths.side_by_side);
             if finite {
                 assert_eq!(bits(&fast), bits(&gemm), "forward, {case}");
                 assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
@@ -408,14 +413,18 @@ fn sweep_small_geometries((cg, og): (usize, usize), kmax: usize, side: usize, pa
                             (b + y * 2 + z * 3) as f32 * 0.2 - 0.9
                         });
                         let case = format!("{k}×{k}, stride {stride}, dilation {dilation}, pads {pads:?}, {h}×{w}");
-                        for with_bias in [false, true] {
-                            let fast = conv.forward_with(x.view(), with_bias, Paths::fast());
-                            let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);
-                            assert_eq!(bits(&fast), bits(&gemm), "forward, bias {with_bias}, {case}");
+                        // Depthwise planes side by side (these are all small) and each on its own.
+                        for paths in [Paths::fast(), Paths::planes_only()] {
+                            let case = format!("{case}, side by side up to {}", paths.side_by_side);
+                            for with_bias in [false, true] {
+                                let fast = conv.forward_with(x.view(), with_bias, paths);
+                                let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);
+                                assert_eq!(bits(&fast), bits(&gemm), "forward, bias {with_bias}, {case}");
+                            }
+                            let t_fast = conv.transpose_with(s.view(), (h, w), paths);
+                            let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
+                            assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
                         }
-                        let t_fast = conv.transpose_with(s.view(), (h, w), Paths::fast());
-                        let t_gemm = conv.transpose_with(s.view(), (h, w), Paths::GEMM);
-                        assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
                         cases += 1;
                     }
                 }

@@ -21,8 +21,9 @@
 
 use super::depthwise_lanes::{self as lanes, Group, Input};
 use super::unfold::copy_short;
-use super::{PAR_MIN_MACS, with_scratch, zero};
+use super::{PAR_MIN_MACS, init_ref, with_scratch, zero};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The taps of a convolution on one plane: kernel, stride, padding (top, left) and dilation.
 #[derive(Clone, Copy, Debug)]
@@ -196,7 +197,7 @@ pub(super) fn fill_phases(
 /// the padding adds `fma(w, 0, a) = a` (the sum is never −0 and the weights are finite), as GEMM multiplies
 /// im2col's zeros.
 #[inline(always)]
-fn forward_plane_body(p: ForwardPlane, out: &mut [f32], scratch: &mut Vec<f32>) {
+fn forward_plane_body(p: ForwardPlane, out: &mut [MaybeUninit<f32>], scratch: &mut Vec<f32>) {
     let ForwardPlane {
         x,
         hw: (h, w),
@@ -224,8 +225,10 @@ fn forward_plane_body(p: ForwardPlane, out: &mut [f32], scratch: &mut Vec<f32>) 
     sum_taps::<true>(&taps[..kh * kw], ext);
     for (orow, erow) in out.chunks_exact_mut(ow).zip(ext.chunks(pw)) {
         match bias {
-            Some(b) => orow.iter_mut().zip(erow).for_each(|(o, &e)| *o = e + b),
-            None => orow.copy_from_slice(&erow[..ow]),
+            Some(b) => orow.iter_mut().zip(erow).for_each(|(o, &e)| {
+                o.write(e + b);
+            }),
+            None => orow.copy_from_slice(init_ref(&erow[..ow])),
         }
     }
 }
@@ -308,7 +311,7 @@ pub(super) fn deal(
     (ry, run, spw): (usize, usize, usize),
     (at, bt): (usize, usize),
     t: PlaneTaps,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     w: usize,
 ) {
     let ([sh, sw], [pt, pl]) = (t.stride, t.pad);
@@ -320,27 +323,27 @@ pub(super) fn deal(
         let orow = &mut out[iy * w..(iy + 1) * w];
         let class = |rx: usize| &ext[rx * run + a * spw..rx * run + a * spw + bt];
         match sw {
-            1 => copy_short(orow, &class(0)[pl..pl + w]),
+            1 => copy_short(orow, init_ref(&class(0)[pl..pl + w])),
             2 => {
                 // Even ix + pl from class 0, odd from class 1, both at b = (ix + pl)/2: pairs from the first even.
                 let (e0, e1) = (class(0), class(1));
                 let first = pl % 2;
                 if first == 1 {
-                    orow[0] = e1[pl / 2];
+                    orow[0].write(e1[pl / 2]);
                 }
                 let b0 = (first + pl) / 2;
                 let mut pairs = orow[first..].chunks_exact_mut(2);
                 for (d, (&v0, &v1)) in (&mut pairs).zip(e0[b0..].iter().zip(&e1[b0..])) {
-                    d[0] = v0;
-                    d[1] = v1;
+                    d[0].write(v0);
+                    d[1].write(v1);
                 }
                 if let [last] = pairs.into_remainder() {
-                    *last = e0[(w - 1 + pl) / 2];
+                    last.write(e0[(w - 1 + pl) / 2]);
                 }
             }
             _ => {
                 for (ix, o) in orow.iter_mut().enumerate() {
-                    *o = class((ix + pl) % sw)[(ix + pl) / sw];
+                    o.write(class((ix + pl) % sw)[(ix + pl) / sw]);
                 }
             }
         }
@@ -362,7 +365,7 @@ fn transpose_plane_body(
     (oh, ow): (usize, usize),
     wk: &[f32],
     t: PlaneTaps,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     w: usize,
     scratch: &mut Vec<f32>,
 ) {
@@ -401,7 +404,7 @@ fn transpose_plane_body(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn forward_plane_fma(p: ForwardPlane, out: &mut [f32], scratch: &mut Vec<f32>) {
+fn forward_plane_fma(p: ForwardPlane, out: &mut [MaybeUninit<f32>], scratch: &mut Vec<f32>) {
     forward_plane_body(p, out, scratch)
 }
 
@@ -412,7 +415,7 @@ fn transpose_plane_fma(
     ohw: (usize, usize),
     wk: &[f32],
     t: PlaneTaps,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     w: usize,
     scratch: &mut Vec<f32>,
 ) {
@@ -421,17 +424,23 @@ fn transpose_plane_fma(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn forward_lanes_fma(g: Group, input: Input, out: &mut [f32], ohw: (usize, usize), scratch: &mut Vec<f32>) {
+fn forward_lanes_fma(
+    g: Group,
+    input: Input,
+    out: &mut [MaybeUninit<f32>],
+    ohw: (usize, usize),
+    scratch: &mut Vec<f32>,
+) {
     lanes::forward_body(g, input, out, ohw, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn transpose_lanes_fma(g: Group, s: &[f32], ohw: (usize, usize), out: &mut [f32], scratch: &mut Vec<f32>) {
+fn transpose_lanes_fma(g: Group, s: &[f32], ohw: (usize, usize), out: &mut [MaybeUninit<f32>], scratch: &mut Vec<f32>) {
     lanes::transpose_body(g, s, ohw, out, scratch)
 }
 
-fn forward_lanes(g: Group, input: Input, out: &mut [f32], ohw: (usize, usize)) {
+fn forward_lanes(g: Group, input: Input, out: &mut [MaybeUninit<f32>], ohw: (usize, usize)) {
     with_scratch(|scratch| {
         #[cfg(target_arch = "x86_64")]
         if available() {
@@ -442,7 +451,7 @@ fn forward_lanes(g: Group, input: Input, out: &mut [f32], ohw: (usize, usize)) {
     })
 }
 
-fn transpose_lanes(g: Group, s: &[f32], ohw: (usize, usize), out: &mut [f32]) {
+fn transpose_lanes(g: Group, s: &[f32], ohw: (usize, usize), out: &mut [MaybeUninit<f32>]) {
     with_scratch(|scratch| {
         #[cfg(target_arch = "x86_64")]
         if available() {
@@ -464,7 +473,7 @@ struct ForwardPlane<'a> {
     ow: usize,
 }
 
-fn forward_plane(p: ForwardPlane, out: &mut [f32]) {
+fn forward_plane(p: ForwardPlane, out: &mut [MaybeUninit<f32>]) {
     with_scratch(|scratch| {
         #[cfg(target_arch = "x86_64")]
         if available() {
@@ -475,7 +484,7 @@ fn forward_plane(p: ForwardPlane, out: &mut [f32]) {
     })
 }
 
-fn transpose_plane(s: &[f32], ohw: (usize, usize), wk: &[f32], t: PlaneTaps, out: &mut [f32], w: usize) {
+fn transpose_plane(s: &[f32], ohw: (usize, usize), wk: &[f32], t: PlaneTaps, out: &mut [MaybeUninit<f32>], w: usize) {
     with_scratch(|scratch| {
         #[cfg(target_arch = "x86_64")]
         if available() {
@@ -496,7 +505,12 @@ pub(super) fn worth_spreading(planes: usize, macs: usize) -> bool {
 /// threads when the planes' multiply-adds (`macs` each) are worth spreading: from 1/32 of what a GEMM needs, as a
 /// depthwise multiply-add costs several times a GEMM's (MobileNetV2's 7×7 and 14×14 layers, 0.25–0.7 M
 /// multiply-adds a photo, ran on one thread below 1/4).
-pub(super) fn each_plane(out: &mut [f32], len: usize, macs: usize, plane: impl Fn((usize, &mut [f32])) + Sync + Send) {
+pub(super) fn each_plane<T: Send>(
+    out: &mut [T],
+    len: usize,
+    macs: usize,
+    plane: impl Fn((usize, &mut [T])) + Sync + Send,
+) {
     let planes = out.len() / len.max(1);
     if planes > 1 && worth_spreading(planes, macs) {
         out.par_chunks_exact_mut(len).enumerate().for_each(plane);
@@ -506,22 +520,23 @@ pub(super) fn each_plane(out: &mut [f32], len: usize, macs: usize, plane: impl F
 }
 
 /// Depthwise forward: `x` is `[N, C, H, W]` and `out` `[N, O, OH, OW]` (standard layout), output channel `o` reading
-/// input channel `o / (O / C)` with kernel `weights[o]` (`kh·kw` values).
+/// input channel `o / (O / C)` with kernel `weights[o]` (`kh·kw` values) and the bias. Writes every value of `out`,
+/// which need not be initialized (zeroing it first cost a tenth of MobileNetV2's depthwise time).
 pub(crate) fn forward(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
-    weights: &[f32],
-    bias: Option<&[f32]>,
+    (weights, bias): (&[f32], Option<&[f32]>),
     t: PlaneTaps,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     (o, oh, ow): (usize, usize, usize),
+    side_by_side: usize,
 ) {
     let k = t.kernel[0] * t.kernel[1];
     let per = o / c;
     assert!(per * c == o && weights.len() == o * k && x.len().is_multiple_of(c * h * w));
     assert!(bias.is_none_or(|b| b.len() == o));
     assert_eq!(out.len() / (o * oh * ow), x.len() / (c * h * w));
-    if oh * ow <= lanes::SMALL {
+    if oh * ow <= side_by_side {
         lanes::each_group(out, o * oh * ow, oh * ow, oh * ow * k, |j, first, dst| {
             let group = Group {
                 hw: (h, w),
@@ -554,20 +569,22 @@ pub(crate) fn forward(
 }
 
 /// Depthwise transposed, one output channel per input channel (`O = C`; with more, GEMM sums each input's output
-/// channels in an order of its own): `s` is `[N, C, OH, OW]` and `out` `[N, C, H, W]`.
+/// channels in an order of its own): `s` is `[N, C, OH, OW]` and `out` `[N, C, H, W]`. Writes every value of `out`,
+/// which need not be initialized (every input position is in one residue class, and [`deal`] writes whole rows).
 pub(crate) fn transpose(
     s: &[f32],
     (o, oh, ow): (usize, usize, usize),
     weights: &[f32],
     t: PlaneTaps,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     (c, h, w): (usize, usize, usize),
+    side_by_side: usize,
 ) {
     let k = t.kernel[0] * t.kernel[1];
     assert_eq!(o, c, "one output channel per input channel");
     assert!(weights.len() == c * k && s.len().is_multiple_of(c * oh * ow));
     assert_eq!(out.len() / (c * h * w), s.len() / (c * oh * ow));
-    if h * w <= lanes::SMALL {
+    if h * w <= side_by_side {
         lanes::each_group(out, c * h * w, h * w, oh * ow * k, |j, first, dst| {
             let group = Group {
                 hw: (h, w),

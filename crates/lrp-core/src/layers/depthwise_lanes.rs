@@ -12,6 +12,7 @@
 use super::depthwise::{Classes, MAX_SIDE, PlaneTaps, class_taps, step};
 use super::zero;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Planes side by side: two AVX2 vectors. (Compiled for AVX-512 the path ran 10–25% slower on this machine, when the
 /// interleaving was value by value.)
@@ -57,17 +58,17 @@ fn lanes_sum<const FUSED: bool>(taps: &[([f32; L], usize)], src: &[f32], base: u
 /// `dst[j·ds + i] = src[i·ss + j]` for `i, j < 8`: an 8 × 8 block transposed, with AVX2's shuffles where there are
 /// (value by value, the interleaving was most of this path's time; the compiler does not find the shuffles itself).
 #[inline(always)]
-fn transpose8(src: &[f32], ss: usize, dst: &mut [f32], ds: usize) {
+fn transpose8(src: &[f32], ss: usize, dst: &mut [MaybeUninit<f32>], ds: usize) {
     assert!(src.len() > 7 * ss + 7 && dst.len() > 7 * ds + 7, "an 8 × 8 block");
     #[cfg(target_arch = "x86_64")]
     if super::depthwise::available() {
         // SAFETY: the processor has AVX2 (checked just above), and the eight rows of eight values are inside both
         // slices (asserted above).
-        return unsafe { transpose8_avx(src.as_ptr(), ss, dst.as_mut_ptr(), ds) };
+        return unsafe { transpose8_avx(src.as_ptr(), ss, dst.as_mut_ptr().cast(), ds) };
     }
     for i in 0..8 {
         for j in 0..8 {
-            dst[j * ds + i] = src[i * ss + j];
+            dst[j * ds + i].write(src[i * ss + j]);
         }
     }
 }
@@ -113,7 +114,13 @@ fn interleave(src: &[f32], stride: usize, n: usize, dst: &mut [f32]) {
     let full = n / 8 * 8;
     for l0 in (0..L).step_by(8) {
         for j0 in (0..full).step_by(8) {
-            transpose8(&src[l0 * stride + j0..], stride, &mut dst[j0 * L + l0..], L);
+            // SAFETY: transpose8 writes only f32 values.
+            transpose8(
+                &src[l0 * stride + j0..],
+                stride,
+                unsafe { super::overwrite(&mut dst[j0 * L + l0..]) },
+                L,
+            );
         }
     }
     for j in full..n {
@@ -143,7 +150,7 @@ fn interleave_rows(
 
 /// `dst[l·stride + j] = src[j·L + l]` for `j < n`, `l < lanes`: the inverse of [`interleave`].
 #[inline(always)]
-fn deinterleave(src: &[f32], n: usize, dst: &mut [f32], stride: usize, lanes: usize) {
+fn deinterleave(src: &[f32], n: usize, dst: &mut [MaybeUninit<f32>], stride: usize, lanes: usize) {
     let full = if lanes == L { n / 8 * 8 } else { 0 };
     for l0 in (0..L).step_by(8).filter(|_| full > 0) {
         for j0 in (0..full).step_by(8) {
@@ -152,7 +159,7 @@ fn deinterleave(src: &[f32], n: usize, dst: &mut [f32], stride: usize, lanes: us
     }
     for l in 0..lanes {
         for j in full..n {
-            dst[l * stride + j] = src[j * L + l];
+            dst[l * stride + j].write(src[j * L + l]);
         }
     }
 }
@@ -165,7 +172,13 @@ fn tap_lanes(weights: &[f32], k: usize, first: usize, lanes: usize, t: usize) ->
 
 /// The group's output planes `out` (`lanes × oh × ow`).
 #[inline(always)]
-pub(super) fn forward_body(g: Group, input: Input, out: &mut [f32], (oh, ow): (usize, usize), scratch: &mut Vec<f32>) {
+pub(super) fn forward_body(
+    g: Group,
+    input: Input,
+    out: &mut [MaybeUninit<f32>],
+    (oh, ow): (usize, usize),
+    scratch: &mut Vec<f32>,
+) {
     let Group {
         hw: (h, w),
         weights,
@@ -232,7 +245,13 @@ pub(super) fn forward_body(g: Group, input: Input, out: &mut [f32], (oh, ow): (u
 /// The input-gradient planes `out` (`lanes × h × w`) of the group's output-gradient planes `s` (`lanes × oh × ow`),
 /// one output channel per input channel; see the plane-by-plane path for the residue classes.
 #[inline(always)]
-pub(super) fn transpose_body(g: Group, s: &[f32], (oh, ow): (usize, usize), out: &mut [f32], scratch: &mut Vec<f32>) {
+pub(super) fn transpose_body(
+    g: Group,
+    s: &[f32],
+    (oh, ow): (usize, usize),
+    out: &mut [MaybeUninit<f32>],
+    scratch: &mut Vec<f32>,
+) {
     let Group {
         hw: (h, w),
         weights,
@@ -310,12 +329,12 @@ pub(super) fn transpose_body(g: Group, s: &[f32], (oh, ow): (usize, usize), out:
 /// Runs `group(j, first, dst)` for every group of up to [`L`] planes `dst` (`plane` values each) of sample `j`
 /// (`per_sample` values of `out`), its first channel `first`; side by side on the pool's threads when the planes'
 /// multiply-adds (`macs` each) are worth spreading, as the plane-by-plane path decides.
-pub(super) fn each_group(
-    out: &mut [f32],
+pub(super) fn each_group<T: Send>(
+    out: &mut [T],
     per_sample: usize,
     plane: usize,
     macs: usize,
-    group: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
+    group: impl Fn(usize, usize, &mut [T]) + Sync + Send,
 ) {
     let planes = out.len() / plane.max(1);
     let size = L * plane;

@@ -166,7 +166,15 @@ fn transpose_body(
                     sum_nested(&taps, og, run);
                 }
             }
-            depthwise::deal(ext, (ry, c.run, c.spw), (c.at, c.bt), t, dst, w);
+            // SAFETY: deal writes only f32 values.
+            depthwise::deal(
+                ext,
+                (ry, c.run, c.spw),
+                (c.at, c.bt),
+                t,
+                unsafe { super::overwrite(dst) },
+                w,
+            );
         }
     }
 }

@@ -2,6 +2,8 @@
 
 mod attention;
 
+use std::mem::MaybeUninit;
+
 /// One sample's product of fewer multiply-adds than this runs on one thread (splitting it over the pool's threads
 /// costs more than it saves); a photo's convolutions are split (`conv::par_gemm`, the direct path's row bands).
 const PAR_MIN_MACS: usize = 1 << 22;
@@ -19,6 +21,22 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
     let out = f(&mut v);
     SCRATCH.set(v);
     out
+}
+
+/// Initialized values seen as possibly uninitialized ones, to copy them into an output not yet written.
+fn init_ref(s: &[f32]) -> &[MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and any value is a valid `MaybeUninit`; the view is read-only.
+    unsafe { &*(s as *const [f32] as *const [MaybeUninit<f32>]) }
+}
+
+/// Initialized values to be overwritten through a path that writes outputs not yet initialized.
+///
+/// # Safety
+/// Only initialized values may be written through the view (`MaybeUninit::write` of an `f32`), so that `s` stays
+/// initialized.
+unsafe fn overwrite(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the caller writes only initialized values.
+    unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// Sets every value of `d` to zero, inline (the rows it clears are often a few values, where `fill` calls memset).

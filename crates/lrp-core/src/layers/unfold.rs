@@ -55,12 +55,12 @@ pub(super) fn scatter_outputs(p: ArrayView2<f32>, mut dst: ArrayViewMut4<f32>) {
 /// `dst ← src` for the short rows of im2col (8 to a few dozen floats): eight at a time with fixed-size copies
 /// the compiler keeps inline, where `copy_from_slice` would call `memmove` for every row.
 #[inline]
-pub(super) fn copy_short(dst: &mut [f32], src: &[f32]) {
+pub(super) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
     let mut d = dst.chunks_exact_mut(8);
     let mut s = src.chunks_exact(8);
     for (d, s) in (&mut d).zip(&mut s) {
-        let s: &[f32; 8] = s.try_into().expect("chunks of 8");
-        let d: &mut [f32; 8] = d.try_into().expect("chunks of 8");
+        let s: &[T; 8] = s.try_into().expect("chunks of 8");
+        let d: &mut [T; 8] = d.try_into().expect("chunks of 8");
         *d = *s;
     }
     for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
