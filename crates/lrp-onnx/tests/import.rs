@@ -181,6 +181,16 @@ fn int_attr(name: &str, i: i64) -> AttributeProto {
 
 /// input [N, 3] → Gemm(W [2, 3], transB) → nodes… → output.
 fn model(nodes: Vec<NodeProto>, initializers: Vec<TensorProto>, output: &str) -> Vec<u8> {
+    model_of(nodes, initializers, 3, (output, 2))
+}
+
+/// A model of `nodes` from input `x` `[N, inputs]` to `output` `[N, outputs]`.
+fn model_of(
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    inputs: i64,
+    (output, outputs): (&str, i64),
+) -> Vec<u8> {
     ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto {
@@ -193,8 +203,8 @@ fn model(nodes: Vec<NodeProto>, initializers: Vec<TensorProto>, output: &str) ->
             node: nodes,
             name: "g".into(),
             initializer: initializers,
-            input: vec![value("x", &[None, Some(3)])],
-            output: vec![value(output, &[None, Some(2)])],
+            input: vec![value("x", &[None, Some(inputs)])],
+            output: vec![value(output, &[None, Some(outputs)])],
         }),
     }
     .encode_to_vec()
@@ -648,26 +658,11 @@ fn a_mapped_model_file_gives_its_weights_exactly() {
     let b: Vec<f32> = (0..outputs).map(|i| i as f32 * -0.5).collect();
     let mut n = node("Gemm", "fc", &["x", "W", "b"], &["y"]);
     n.attribute.push(int_attr("transB", 1));
-    let bytes = ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "test".into(),
-        producer_version: String::new(),
-        graph: Some(GraphProto {
-            node: vec![n],
-            name: "g".into(),
-            initializer: vec![
-                f32_tensor("W", &[outputs as i64, inputs as i64], &w),
-                f32_tensor("b", &[outputs as i64], &b),
-            ],
-            input: vec![value("x", &[None, Some(inputs as i64)])],
-            output: vec![value("y", &[None, Some(outputs as i64)])],
-        }),
-    }
-    .encode_to_vec();
+    let initializers = vec![
+        f32_tensor("W", &[outputs as i64, inputs as i64], &w),
+        f32_tensor("b", &[outputs as i64], &b),
+    ];
+    let bytes = model_of(vec![n], initializers, inputs as i64, ("y", outputs as i64));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wide.onnx");
     std::fs::write(&path, &bytes).unwrap();

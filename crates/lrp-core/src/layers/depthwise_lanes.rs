@@ -55,8 +55,9 @@ fn lanes_sum<const FUSED: bool>(taps: &[([f32; L], usize)], src: &[f32], base: u
     acc
 }
 
-/// `dst[j·ds + i] = src[i·ss + j]` for `i, j < 8`: an 8 × 8 block transposed, with AVX2's shuffles where there are
-/// (value by value, the interleaving was most of this path's time; the compiler does not find the shuffles itself).
+/// `dst[j·ds + i] = src[i·ss + j]` for `i, j < 8`: an 8 × 8 block transposed, with AVX2 shuffles where the processor
+/// has them (value by value, the interleaving was most of this path's time; the compiler does not find the shuffles
+/// itself).
 #[inline(always)]
 fn transpose8(src: &[f32], ss: usize, dst: &mut [MaybeUninit<f32>], ds: usize) {
     assert!(src.len() > 7 * ss + 7 && dst.len() > 7 * ds + 7, "an 8 × 8 block");
