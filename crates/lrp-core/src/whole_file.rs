@@ -66,12 +66,38 @@ pub fn whole_file(path: &Path) -> std::io::Result<WholeFile> {
 
 /// [`whole_file`] with the size from which mapping is tried.
 pub fn whole_file_from(path: &Path, map_from: u64) -> std::io::Result<WholeFile> {
+    let (file, len) = open_regular(path)?;
+    match map_file(file, len, map_from) {
+        Ok(mapped) => Ok(mapped),
+        Err(mut file) => {
+            // Reserved exactly and at once, as `std::fs::read` does: a file larger than memory fails here with "out
+            // of memory" instead of after reading gigabytes.
+            let mut bytes = Vec::new();
+            let len = usize::try_from(len).map_err(|_| std::io::ErrorKind::OutOfMemory)?;
+            bytes
+                .try_reserve_exact(len)
+                .map_err(|_| std::io::ErrorKind::OutOfMemory)?;
+            file.read_to_end(&mut bytes)?;
+            Ok(WholeFile::Read(bytes))
+        }
+    }
+}
+
+/// The regular file at `path` mapped under a read lease, or `None` where it is shorter than `map_from` or cannot be
+/// mapped safely (no lease): for callers that then read only the parts they need.
+pub fn mapped(path: &Path, map_from: u64) -> std::io::Result<Option<WholeFile>> {
+    let (file, len) = open_regular(path)?;
+    Ok(map_file(file, len, map_from).ok())
+}
+
+/// Opens `path` for reading, refusing anything but a regular file; with its length.
+fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     // Non-blocking, so that opening a FIFO put in the path's place returns at once (it is then refused below).
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let mut file = options.open(path)?;
+    let file = options.open(path)?;
     // The opened file itself is checked, so a path swapped after an earlier check cannot slip a FIFO in.
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -80,23 +106,18 @@ pub fn whole_file_from(path: &Path, map_from: u64) -> std::io::Result<WholeFile>
             "not a regular file",
         ));
     }
-    if meta.len() >= map_from
-        && let Some(mapped) = map_leased(&file, meta.len())
+    Ok((file, meta.len()))
+}
+
+/// `file` (`len` bytes) mapped under a read lease, or back if it is shorter than `map_from` or no lease or mapping
+/// can be had.
+fn map_file(file: File, len: u64, map_from: u64) -> Result<WholeFile, File> {
+    if len >= map_from
+        && let Some(map) = map_leased(&file, len)
     {
-        return Ok(WholeFile::Mapped(Mapped {
-            map: mapped,
-            _file: file,
-        }));
+        return Ok(WholeFile::Mapped(Mapped { map, _file: file }));
     }
-    // Reserved exactly and at once, as `std::fs::read` does: a file larger than memory fails here with "out of
-    // memory" instead of after reading gigabytes.
-    let mut bytes = Vec::new();
-    let len = usize::try_from(meta.len()).map_err(|_| std::io::ErrorKind::OutOfMemory)?;
-    bytes
-        .try_reserve_exact(len)
-        .map_err(|_| std::io::ErrorKind::OutOfMemory)?;
-    file.read_to_end(&mut bytes)?;
-    Ok(WholeFile::Read(bytes))
+    Err(file)
 }
 
 /// Takes a read lease on `file` and maps it, if both succeed and the file is still `len` bytes long under the lease.
@@ -160,6 +181,8 @@ mod tests {
         let small = whole_file_from(&path, 4 << 20).unwrap();
         assert!(!small.is_mapped());
         assert_eq!(small.as_ref(), &bytes[..]);
+        assert_eq!(mapped(&path, 1 << 20).unwrap().expect("mapped").as_ref(), &bytes[..]);
+        assert!(mapped(&path, 4 << 20).unwrap().is_none());
     }
 
     #[test]
@@ -169,6 +192,7 @@ mod tests {
         let whole = whole_file_from(&path, 1 << 20).unwrap();
         assert!(!whole.is_mapped(), "a lease was granted on a file open for writing");
         assert_eq!(whole.as_ref(), &bytes[..]);
+        assert!(mapped(&path, 1 << 20).unwrap().is_none());
         drop(writer);
     }
 

@@ -83,6 +83,12 @@ fn keras_input_stays_nhwc_and_graphs_are_graphs() {
 /// A copy of the dynamo act-mlp export and its data file in a fresh folder, with one initializer's external
 /// data entries changed by `change`.
 fn external_variant(change: impl FnOnce(&mut TensorProto)) -> (tempfile::TempDir, PathBuf, String) {
+    external_variant_padded(change, false)
+}
+
+/// [`external_variant`], the data file padded with zeros past its weights to more than `MAP_FROM_BYTES` when `pad`
+/// is set, so that it is mapped instead of read tensor by tensor.
+fn external_variant_padded(change: impl FnOnce(&mut TensorProto), pad: bool) -> (tempfile::TempDir, PathBuf, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut m = ModelProto::decode(&std::fs::read(fixture("graph/mnist-act-mlp-dynamo.onnx")).unwrap()[..]).unwrap();
     let g = m.graph.as_mut().unwrap();
@@ -95,11 +101,12 @@ fn external_variant(change: impl FnOnce(&mut TensorProto)) -> (tempfile::TempDir
     change(t);
     let model = dir.path().join("model.onnx");
     std::fs::write(&model, m.encode_to_vec()).unwrap();
-    std::fs::copy(
-        fixture("graph/mnist-act-mlp-dynamo.onnx.data"),
-        dir.path().join("mnist-act-mlp-dynamo.onnx.data"),
-    )
-    .unwrap();
+    let data = dir.path().join("mnist-act-mlp-dynamo.onnx.data");
+    std::fs::copy(fixture("graph/mnist-act-mlp-dynamo.onnx.data"), &data).unwrap();
+    if pad {
+        let file = std::fs::OpenOptions::new().write(true).open(&data).unwrap();
+        file.set_len(lrp_core::whole_file::MAP_FROM_BYTES + 4096).unwrap();
+    }
     (dir, model, name)
 }
 
@@ -111,6 +118,31 @@ fn set(t: &mut TensorProto, key: &str, value: &str) {
             value: value.into(),
         }),
     }
+}
+
+/// External data in a file large enough to be mapped: the same network as when it is read tensor by tensor (the
+/// fixture's logits), and the same refusals.
+#[test]
+fn mapped_external_data_gives_the_same_network_and_refusals() {
+    let (d, model, _) = external_variant_padded(|_| {}, true);
+    let data = d.path().join("mnist-act-mlp-dynamo.onnx.data");
+    let mapped = lrp_core::whole_file::mapped(&data, lrp_core::whole_file::MAP_FROM_BYTES).unwrap();
+    assert!(mapped.is_some(), "the padded data file must take the mapped path");
+    drop(mapped);
+    let (_e, plain, _) = external_variant(|_| {});
+    let x = npy(&fixture("graph/inputs.npy"));
+    let via_map = import_file(&model).unwrap().network.forward(x.view()).unwrap();
+    let via_read = import_file(&plain).unwrap().network.forward(x.view()).unwrap();
+    assert_eq!(via_map, via_read);
+    let reference = npy(&fixture("graph/mnist-act-mlp-logits.npy"));
+    let err = lrp_testkit::max_abs((&via_map - &reference).iter());
+    assert!(err <= 1e-4 * max_abs(&reference), "max logit error {err}");
+    let (_d, model, name) = external_variant_padded(|t| set(t, "offset", "99999999"), true);
+    let err = import_file(&model).unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("past the end"), "{err}");
+    let (_d, model, name) = external_variant_padded(|t| set(t, "location", "../x"), true);
+    let err = import_file(&model).unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("refused"), "{err}");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
+
+use prost::bytes::Bytes;
 
 use crate::error::{OnnxError, Result};
 use crate::proto::{GraphProto, TensorProto};
@@ -11,6 +13,7 @@ use crate::proto::{GraphProto, TensorProto};
 /// Takes the graph's initializers as the import's first constants, reading external data from `dir`.
 pub(crate) fn initializers(graph: &mut GraphProto, dir: Option<&Path>) -> Result<HashMap<String, TensorProto>> {
     let mut consts = HashMap::new();
+    let mut files = DataFiles::new();
     for mut t in std::mem::take(&mut graph.initializer) {
         // onnxruntime refuses a name given twice; taking one of the two copies would compute another network.
         if consts.contains_key(&t.name) {
@@ -20,15 +23,35 @@ pub(crate) fn initializers(graph: &mut GraphProto, dir: Option<&Path>) -> Result
             });
         }
         if t.data_location == 1 {
-            load_external(&mut t, dir)?;
+            load_external(&mut t, dir, &mut files)?;
         }
         consts.insert(t.name.clone(), t);
     }
     Ok(consts)
 }
 
+/// The external data files met so far, by canonical path: each mapped once (see `lrp_core::whole_file`), its
+/// tensors' bytes slices of the mapping; `None` for a file read tensor by tensor (too small to map, no lease to map it
+/// under, or larger than the memory available: a sparse file of terabytes is not paged in for one small tensor).
+type DataFiles = HashMap<PathBuf, Option<Bytes>>;
+
+fn map_data_file(path: &Path) -> Option<Bytes> {
+    let len = std::fs::metadata(path).ok()?.len();
+    if lrp_core::available_memory().is_some_and(|m| len > m) {
+        return None;
+    }
+    let mapped = lrp_core::whole_file::mapped(path, lrp_core::whole_file::MAP_FROM_BYTES).ok()??;
+    Some(Bytes::from_owner(mapped))
+}
+
+/// Where one tensor's external data comes from.
+enum Source {
+    Mapped(Bytes),
+    File(std::fs::File),
+}
+
 /// Reads the external data of one initializer from `dir`, refusing locations outside it.
-fn load_external(t: &mut TensorProto, dir: Option<&Path>) -> Result<()> {
+fn load_external(t: &mut TensorProto, dir: Option<&Path>, files: &mut DataFiles) -> Result<()> {
     let bad = |reason: String| OnnxError::Initializer {
         name: t.name.clone(),
         reason,
@@ -90,12 +113,19 @@ fn load_external(t: &mut TensorProto, dir: Option<&Path>) -> Result<()> {
             path.display()
         )));
     }
-    let mut file =
-        std::fs::File::open(&real).map_err(|e| bad(format!("external data file '{}': {e}", path.display())))?;
-    let size = file
-        .metadata()
-        .map_err(|e| bad(format!("external data file '{}': {e}", path.display())))?
-        .len();
+    let source = match files.entry(real.clone()).or_insert_with(|| map_data_file(&real)) {
+        Some(bytes) => Source::Mapped(bytes.clone()),
+        None => Source::File(
+            std::fs::File::open(&real).map_err(|e| bad(format!("external data file '{}': {e}", path.display())))?,
+        ),
+    };
+    let size = match &source {
+        Source::Mapped(bytes) => bytes.len() as u64,
+        Source::File(file) => file
+            .metadata()
+            .map_err(|e| bad(format!("external data file '{}': {e}", path.display())))?
+            .len(),
+    };
     let length = match length {
         Some(l) => l,
         None => size.checked_sub(offset).unwrap_or(u64::MAX),
@@ -109,11 +139,17 @@ fn load_external(t: &mut TensorProto, dir: Option<&Path>) -> Result<()> {
             )));
         }
     }
-    let mut buf = vec![0u8; length as usize];
-    file.seek(SeekFrom::Start(offset))
-        .and_then(|_| file.read_exact(&mut buf))
-        .map_err(|e| bad(format!("reading external data from '{location}': {e}")))?;
-    t.raw_data = buf.into();
+    t.raw_data = match source {
+        // Within the mapping: checked against its length just above.
+        Source::Mapped(bytes) => bytes.slice(offset as usize..(offset + length) as usize),
+        Source::File(mut file) => {
+            let mut buf = vec![0u8; length as usize];
+            file.seek(SeekFrom::Start(offset))
+                .and_then(|_| file.read_exact(&mut buf))
+                .map_err(|e| bad(format!("reading external data from '{location}': {e}")))?;
+            buf.into()
+        }
+    };
     t.data_location = 0;
     t.external_data.clear();
     Ok(())
