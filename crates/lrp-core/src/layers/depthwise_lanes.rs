@@ -58,15 +58,18 @@ fn lanes_sum<const FUSED: bool>(taps: &[([f32; L], usize)], src: &[f32], base: u
 /// `dst[j·ds + i] = src[i·ss + j]` for `i, j < 8`: an 8 × 8 block transposed, with AVX2 shuffles where the processor
 /// has them (value by value, the interleaving was most of this path's time; the compiler does not find the shuffles
 /// itself).
+/// `avx` says the processor has AVX2 (the callers ask once, not for every block).
 #[inline(always)]
-fn transpose8(src: &[f32], ss: usize, dst: &mut [MaybeUninit<f32>], ds: usize) {
+fn transpose8(src: &[f32], ss: usize, dst: &mut [MaybeUninit<f32>], ds: usize, avx: bool) {
     assert!(src.len() > 7 * ss + 7 && dst.len() > 7 * ds + 7, "an 8 × 8 block");
     #[cfg(target_arch = "x86_64")]
-    if super::depthwise::available() {
-        // SAFETY: the processor has AVX2 (checked just above), and the eight rows of eight values are inside both
+    if avx {
+        // SAFETY: the processor has AVX2 (the caller checked), and the eight rows of eight values are inside both
         // slices (asserted above).
         return unsafe { transpose8_avx(src.as_ptr(), ss, dst.as_mut_ptr().cast(), ds) };
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = avx;
     for i in 0..8 {
         for j in 0..8 {
             dst[j * ds + i].write(src[i * ss + j]);
@@ -113,6 +116,7 @@ unsafe fn transpose8_avx(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
 #[inline(always)]
 fn interleave(src: &[f32], stride: usize, n: usize, dst: &mut [f32]) {
     let full = n / 8 * 8;
+    let avx = super::depthwise::available();
     for l0 in (0..L).step_by(8) {
         for j0 in (0..full).step_by(8) {
             // SAFETY: transpose8 writes only f32 values.
@@ -121,6 +125,7 @@ fn interleave(src: &[f32], stride: usize, n: usize, dst: &mut [f32]) {
                 stride,
                 unsafe { super::overwrite(&mut dst[j0 * L + l0..]) },
                 L,
+                avx,
             );
         }
     }
@@ -153,9 +158,10 @@ fn interleave_rows(
 #[inline(always)]
 fn deinterleave(src: &[f32], n: usize, dst: &mut [MaybeUninit<f32>], stride: usize, lanes: usize) {
     let full = if lanes == L { n / 8 * 8 } else { 0 };
+    let avx = super::depthwise::available();
     for l0 in (0..L).step_by(8).filter(|_| full > 0) {
         for j0 in (0..full).step_by(8) {
-            transpose8(&src[j0 * L + l0..], L, &mut dst[l0 * stride + j0..], stride);
+            transpose8(&src[j0 * L + l0..], L, &mut dst[l0 * stride + j0..], stride, avx);
         }
     }
     for l in 0..lanes {
@@ -229,13 +235,12 @@ pub(super) fn forward_body(
             taps[i] = (tap_lanes(weights, k, first, lanes, i), (ky * dh * wp + kx * dw) * L);
         }
     }
-    let bias: [f32; L] = std::array::from_fn(|l| bias.map_or(0.0, |b| b.get(first + l).copied().unwrap_or(0.0)));
-    let has_bias = input.bias.is_some();
+    let bias: Option<[f32; L]> = bias.map(|b| std::array::from_fn(|l| if l < lanes { b[first + l] } else { 0.0 }));
     for oy in 0..oh {
         for ox in 0..ow {
             let mut acc = lanes_sum::<true>(&taps[..k], xp, (oy * sh * wp + ox * sw) * L);
-            if has_bias {
-                acc.iter_mut().zip(&bias).for_each(|(a, b)| *a += b);
+            if let Some(bias) = &bias {
+                acc.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
             }
             sums[(oy * ow + ox) * L..][..L].copy_from_slice(&acc);
         }
