@@ -202,13 +202,17 @@ mod tests {
         let whole = whole_file_from(&path, 1 << 20).unwrap();
         assert!(whole.is_mapped());
         let (done, finished) = mpsc::channel();
+        let (opening, started) = mpsc::channel();
         let p = path.clone();
         let writer = std::thread::spawn(move || {
+            opening.send(()).unwrap();
             let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&p).unwrap();
             f.write_all(b"short").unwrap();
             done.send(()).unwrap();
         });
-        // The writer must still be waiting for the lease, and every mapped byte must be as it was.
+        // Once the writer is about to open the file, it must still be waiting for the lease 300 ms later, and every
+        // mapped byte must be as it was.
+        started.recv().unwrap();
         assert!(
             finished.recv_timeout(Duration::from_millis(300)).is_err(),
             "the truncation did not wait"
