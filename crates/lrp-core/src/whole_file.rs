@@ -83,11 +83,14 @@ pub fn whole_file_from(path: &Path, map_from: u64) -> std::io::Result<WholeFile>
     }
 }
 
-/// The regular file at `path` mapped under a read lease, or `None` where it is shorter than `map_from` or cannot be
-/// mapped safely (no lease): for callers that then read only the parts they need.
-pub fn mapped(path: &Path, map_from: u64) -> std::io::Result<Option<WholeFile>> {
+/// The regular file at `path` mapped under a read lease, or `None` where its length is outside `lengths` or it cannot
+/// be mapped safely (no lease): for callers that then read only the parts they need.
+pub fn mapped(path: &Path, lengths: std::ops::RangeInclusive<u64>) -> std::io::Result<Option<WholeFile>> {
     let (file, len) = open_regular(path)?;
-    Ok(map_file(file, len, map_from).ok())
+    if len > *lengths.end() {
+        return Ok(None);
+    }
+    Ok(map_file(file, len, *lengths.start()).ok())
 }
 
 /// Opens `path` for reading, refusing anything but a regular file; with its length.
@@ -181,8 +184,12 @@ mod tests {
         let small = whole_file_from(&path, 4 << 20).unwrap();
         assert!(!small.is_mapped());
         assert_eq!(small.as_ref(), &bytes[..]);
-        assert_eq!(mapped(&path, 1 << 20).unwrap().expect("mapped").as_ref(), &bytes[..]);
-        assert!(mapped(&path, 4 << 20).unwrap().is_none());
+        assert_eq!(
+            mapped(&path, 1 << 20..=3 << 20).unwrap().expect("mapped").as_ref(),
+            &bytes[..]
+        );
+        assert!(mapped(&path, 4 << 20..=u64::MAX).unwrap().is_none());
+        assert!(mapped(&path, 1 << 20..=2 << 20).unwrap().is_none());
     }
 
     #[test]
@@ -192,7 +199,7 @@ mod tests {
         let whole = whole_file_from(&path, 1 << 20).unwrap();
         assert!(!whole.is_mapped(), "a lease was granted on a file open for writing");
         assert_eq!(whole.as_ref(), &bytes[..]);
-        assert!(mapped(&path, 1 << 20).unwrap().is_none());
+        assert!(mapped(&path, 1 << 20..=u64::MAX).unwrap().is_none());
         drop(writer);
     }
 

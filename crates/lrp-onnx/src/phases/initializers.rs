@@ -36,11 +36,8 @@ pub(crate) fn initializers(graph: &mut GraphProto, dir: Option<&Path>) -> Result
 type DataFiles = HashMap<PathBuf, Option<Bytes>>;
 
 fn map_data_file(path: &Path) -> Option<Bytes> {
-    let len = std::fs::metadata(path).ok()?.len();
-    if lrp_core::available_memory().is_some_and(|m| len > m) {
-        return None;
-    }
-    let mapped = lrp_core::whole_file::mapped(path, lrp_core::whole_file::MAP_FROM_BYTES).ok()??;
+    let most = lrp_core::available_memory().unwrap_or(u64::MAX);
+    let mapped = lrp_core::whole_file::mapped(path, lrp_core::whole_file::MAP_FROM_BYTES..=most).ok()??;
     Some(Bytes::from_owner(mapped))
 }
 
