@@ -63,52 +63,56 @@ fn check_len(t: &TensorProto, len: usize, count: usize) -> Result<()> {
     Ok(())
 }
 
-/// Values a task converts (and scans for non-finite ones) in [`floats_le`]: 4 MiB of data. Tensors of at most this
-/// many values are converted on the calling thread.
-const CHUNK: usize = 1 << 20;
+/// Values a task converts (and scans for non-finite ones) in [`floats_le`]: 256 KiB of data, so that ResNet-50's
+/// weights of 0.3–9 MB are spread over the threads too, not only the largest. Tensors of at most this many values
+/// are converted on the calling thread.
+const CHUNK: usize = 1 << 16;
 
-/// Little-endian float32 bytes as floats, converted in chunks side by side on the pool's threads: a large weight
-/// matrix (VGG-16's first dense layer, 411 MB) is converted, and its fresh pages faulted in, by every core at once.
-fn floats_le(t: &TensorProto, count: usize) -> Result<Vec<f32>> {
+/// Little-endian float32 bytes as floats, and the flat index of the first NaN or infinity among them. Converted in
+/// chunks side by side on the pool's threads, each chunk scanned while it is still in cache: a weight matrix's fresh
+/// pages are faulted in by every core at once (VGG-16's first dense layer is 411 MB).
+fn floats_le(t: &TensorProto, count: usize) -> Result<(Vec<f32>, Option<usize>)> {
     // One chunk or less, one thread; a wrong length, the error as `from_raw` words it.
     if count <= CHUNK || count.checked_mul(4) != Some(t.raw_data.len()) {
-        return from_raw::<4, _>(t, count, f32::from_le_bytes);
+        let data = from_raw::<4, _>(t, count, f32::from_le_bytes)?;
+        let first = lrp_core::simd::first_non_finite(&data);
+        return Ok((data, first));
     }
     let mut data = vec![0f32; count];
-    data.par_chunks_mut(CHUNK)
+    let first = data
+        .par_chunks_mut(CHUNK)
         .zip(t.raw_data.par_chunks(CHUNK * 4))
-        .for_each(|(d, s)| {
+        .enumerate()
+        .filter_map(|(k, (d, s))| {
             for (v, b) in d.iter_mut().zip(s.chunks_exact(4)) {
                 *v = f32::from_le_bytes(b.try_into().expect("chunk of 4 bytes"));
             }
-        });
-    Ok(data)
-}
-
-/// The flat index of the first NaN or infinity: lrp-core's scan over the chunks side by side, the first chunk that
-/// has one naming it (data of one chunk or less on the calling thread).
-fn first_non_finite(data: &[f32]) -> Option<usize> {
-    if data.len() <= CHUNK {
-        return lrp_core::simd::first_non_finite(data);
-    }
-    data.par_chunks(CHUNK)
-        .enumerate()
-        .find_map_first(|(k, c)| lrp_core::simd::first_non_finite(c).map(|i| k * CHUNK + i))
+            lrp_core::simd::first_non_finite(d).map(|i| k * CHUNK + i)
+        })
+        .min();
+    Ok((data, first))
 }
 
 /// A float tensor (float32, or float64 converted).
 pub fn to_f32(t: &TensorProto) -> Result<ArrayD<f32>> {
     let (shape, count) = dims(t)?;
-    let data: Vec<f32> = match t.data_type {
+    // Data not stored as float32 bytes (repeated fields, float64) is scanned after its conversion.
+    let scanned = |data: Vec<f32>| {
+        let first = lrp_core::simd::first_non_finite(&data);
+        (data, first)
+    };
+    let (data, first) = match t.data_type {
         data_type::FLOAT if !t.raw_data.is_empty() => floats_le(t, count)?,
         data_type::FLOAT => {
             check_len(t, t.float_data.len(), count)?;
-            t.float_data.clone()
+            scanned(t.float_data.clone())
         }
-        data_type::DOUBLE if !t.raw_data.is_empty() => from_raw::<8, _>(t, count, |b| f64::from_le_bytes(b) as f32)?,
+        data_type::DOUBLE if !t.raw_data.is_empty() => {
+            scanned(from_raw::<8, _>(t, count, |b| f64::from_le_bytes(b) as f32)?)
+        }
         data_type::DOUBLE => {
             check_len(t, t.double_data.len(), count)?;
-            t.double_data.iter().map(|&v| v as f32).collect()
+            scanned(t.double_data.iter().map(|&v| v as f32).collect())
         }
         other => {
             return Err(bad(
@@ -117,7 +121,7 @@ pub fn to_f32(t: &TensorProto) -> Result<ArrayD<f32>> {
             ));
         }
     };
-    if let Some(i) = first_non_finite(&data) {
+    if let Some(i) = first {
         return Err(bad(t, format!("has a non-finite value at flat index {i}")));
     }
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("length checked"))
