@@ -6,6 +6,7 @@ use super::gemm::gemm;
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis, s};
 use serde::{Deserialize, Serialize};
 
+use super::depthwise_lanes::SideBySide;
 use super::direct::Kernels;
 use super::op::{Op, finite};
 use super::unfold::{Taps, col2im, gather_outputs, im2col, scatter_outputs};
@@ -72,8 +73,8 @@ pub(super) struct Paths {
     pub(super) direct: Option<Kernels>,
     /// The pointwise (1×1 straight from the input planes) and depthwise paths.
     pub(super) special: bool,
-    /// Depthwise planes of at most this many values (output forward, input transposed) go side by side.
-    pub(super) side_by_side: usize,
+    /// Which depthwise planes go side by side, and how.
+    pub(super) side_by_side: SideBySide,
 }
 
 impl Paths {
@@ -82,7 +83,7 @@ impl Paths {
     pub(super) const GEMM: Paths = Paths {
         direct: None,
         special: false,
-        side_by_side: 0,
+        side_by_side: SideBySide::NONE,
     };
 
     /// What the layers run: every path that applies on this processor.
@@ -90,7 +91,7 @@ impl Paths {
         Paths {
             direct: Kernels::fast(),
             special: true,
-            side_by_side: super::depthwise_lanes::SMALL,
+            side_by_side: SideBySide::fast(),
         }
     }
 
@@ -98,8 +99,21 @@ impl Paths {
     #[cfg(test)]
     pub(super) fn planes_only() -> Paths {
         Paths {
-            side_by_side: 0,
+            side_by_side: SideBySide::NONE,
             ..Paths::fast()
+        }
+    }
+
+    /// [`Paths::fast`] with the side-by-side sums one position at a time (what processors without AVX-512 run).
+    #[cfg(test)]
+    pub(super) fn narrow() -> Paths {
+        let fast = Paths::fast();
+        Paths {
+            side_by_side: SideBySide {
+                wide: false,
+                ..fast.side_by_side
+            },
+            ..fast
         }
     }
 
@@ -109,7 +123,7 @@ impl Paths {
         Paths {
             direct: Some(kernels),
             special: false,
-            side_by_side: 0,
+            side_by_side: SideBySide::NONE,
         }
     }
 }

@@ -280,12 +280,12 @@ fn fast_path_gives_gemms_values(conv: &Conv2d, x: &Array4<f32>, case: &str) {
         // Depthwise planes side by side where they are small, and every plane on its own.
         for (threads, paths) in [1, 2]
             .into_iter()
-            .flat_map(|t| [(t, Paths::fast()), (t, Paths::planes_only())])
+            .flat_map(|t| [(t, Paths::fast()), (t, Paths::planes_only()), (t, Paths::narrow())])
         {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let fast = pool.install(|| conv.forward_with(x.view(), true, paths));
             let t_fast = pool.install(|| conv.transpose_with(s.view(), (h, w), paths));
-            let case = format!("{case}, {threads} thread(s), side by side up to {}", paths.side_by_side);
+            let case = format!("{case}, {threads} thread(s), side by side {:?}", paths.side_by_side);
             if finite {
                 assert_eq!(bits(&fast), bits(&gemm), "forward, {case}");
                 assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
@@ -414,8 +414,8 @@ fn sweep_small_geometries((cg, og): (usize, usize), kmax: usize, side: usize, pa
                         });
                         let case = format!("{k}×{k}, stride {stride}, dilation {dilation}, pads {pads:?}, {h}×{w}");
                         // Depthwise planes side by side (these are all small) and each on its own.
-                        for paths in [Paths::fast(), Paths::planes_only()] {
-                            let case = format!("{case}, side by side up to {}", paths.side_by_side);
+                        for paths in [Paths::fast(), Paths::planes_only(), Paths::narrow()] {
+                            let case = format!("{case}, side by side {:?}", paths.side_by_side);
                             for with_bias in [false, true] {
                                 let fast = conv.forward_with(x.view(), with_bias, paths);
                                 let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);

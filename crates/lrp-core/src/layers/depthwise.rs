@@ -13,13 +13,13 @@
 //! contiguous run and the whole plane one run of 16-wide blocks: MobileNet's late planes are 7×7 and 14×14, too
 //! short for row-by-row blocks.
 //!
-//! Planes of at most [`lanes::SMALL`] values (MobileNet's and EfficientNet's 7×7 to 28×28, hundreds of channels)
+//! Planes of at most [`lanes::SMALL`] values (MobileNet's and EfficientNet's 7×7 to 56×56, tens to hundreds of channels)
 //! go 16 side by side instead (`depthwise_lanes`): there a plane's own runs are too short to pay for its setup.
 //!
 //! The fused multiply-add is an instruction only where the processor has FMA: the layers take this path there
 //! ([`available`]); elsewhere they keep to GEMM (a software `fmaf` would be slower than it).
 
-use super::depthwise_lanes::{self as lanes, Group, Input};
+use super::depthwise_lanes::{self as lanes, Group, Input, SideBySide};
 use super::unfold::copy_short;
 use super::{PAR_MIN_MACS, init_ref, with_scratch, zero};
 use rayon::prelude::*;
@@ -529,17 +529,18 @@ pub(crate) fn forward(
     t: PlaneTaps,
     out: &mut [MaybeUninit<f32>],
     (o, oh, ow): (usize, usize, usize),
-    side_by_side: usize,
+    side_by_side: SideBySide,
 ) {
     let k = t.kernel[0] * t.kernel[1];
     let per = o / c;
     assert!(per * c == o && weights.len() == o * k && x.len().is_multiple_of(c * h * w));
     assert!(bias.is_none_or(|b| b.len() == o));
     assert_eq!(out.len() / (o * oh * ow), x.len() / (c * h * w));
-    if oh * ow <= side_by_side {
+    if oh * ow <= side_by_side.max {
         lanes::each_group(out, o * oh * ow, oh * ow, oh * ow * k, |j, first, dst| {
             let group = Group {
                 hw: (h, w),
+                wide: side_by_side.wide,
                 weights,
                 t,
                 first,
@@ -578,16 +579,17 @@ pub(crate) fn transpose(
     t: PlaneTaps,
     out: &mut [MaybeUninit<f32>],
     (c, h, w): (usize, usize, usize),
-    side_by_side: usize,
+    side_by_side: SideBySide,
 ) {
     let k = t.kernel[0] * t.kernel[1];
     assert_eq!(o, c, "one output channel per input channel");
     assert!(weights.len() == c * k && s.len().is_multiple_of(c * oh * ow));
     assert_eq!(out.len() / (c * h * w), s.len() / (c * oh * ow));
-    if h * w <= side_by_side {
+    if h * w <= side_by_side.max {
         lanes::each_group(out, c * h * w, h * w, oh * ow * k, |j, first, dst| {
             let group = Group {
                 hw: (h, w),
+                wide: side_by_side.wide,
                 weights,
                 t,
                 first,

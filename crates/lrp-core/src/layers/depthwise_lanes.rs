@@ -14,20 +14,46 @@ use super::zero;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// Planes side by side: two AVX2 vectors. (Compiled for AVX-512 the path ran 10–25% slower on this machine, when the
-/// interleaving was value by value.)
+/// Planes side by side: one AVX-512 vector, two AVX2 vectors.
 pub(super) const L: usize = 16;
 
 /// The largest plane (output values forward, input values transposed) taken side by side. On larger planes the
-/// plane-by-plane path's runs are long, and it does not pay for the interleaving (one thread, MobileNetV2: 28×28
-/// planes 111 → 105 µs forward and 133 → 114 transposed side by side, 56×56 231 → 329 µs forward).
-pub(super) const SMALL: usize = 28 * 28;
+/// plane-by-plane path's runs are long enough. One thread, MobileNetV2, with the sums in 512-bit registers: 56×56
+/// planes 219 → 174–209 µs forward side by side, 56→28 at stride 2 157 → 85–106 µs transposed; at 112×112 the
+/// group's scratch (1.6 MB) outgrows the cache and neither path won.
+pub(super) const SMALL: usize = 56 * 56;
+
+/// Which depthwise planes go side by side, and how their sums are computed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SideBySide {
+    /// Planes of at most this many values (output values forward, input values transposed).
+    pub max: usize,
+    /// Sums in 512-bit registers, [`P`] positions at a time (the processor has AVX-512F); otherwise one position
+    /// at a time (the same bits).
+    pub wide: bool,
+}
+
+impl SideBySide {
+    /// No plane side by side.
+    #[cfg(test)]
+    pub(crate) const NONE: SideBySide = SideBySide { max: 0, wide: false };
+
+    /// What the layers run: planes up to [`SMALL`], in 512-bit registers where the processor has them.
+    pub(crate) fn fast() -> SideBySide {
+        SideBySide {
+            max: SMALL,
+            wide: crate::simd::wide(),
+        }
+    }
+}
 
 /// One group of planes: the planes' size `hw` (`H × W`), the kernels `weights` (`kh·kw` values an output channel),
 /// the taps, and the group's first output channel.
 #[derive(Clone, Copy)]
 pub(super) struct Group<'a> {
     pub hw: (usize, usize),
+    /// Sums in 512-bit registers ([`SideBySide::wide`]).
+    pub wide: bool,
     pub weights: &'a [f32],
     pub t: PlaneTaps,
     pub first: usize,
@@ -53,6 +79,118 @@ fn lanes_sum<const FUSED: bool>(taps: &[([f32; L], usize)], src: &[f32], base: u
         }
     }
     acc
+}
+
+/// Output positions side by side at a time in [`positions`]' AVX-512 loop: each position's sum is a chain of
+/// dependent adds, so one position at a time waits on the latency of every add (4 cycles) with the units idle.
+const P: usize = 4;
+
+/// [`lanes_sum`] of `n` positions, the `i`-th reading from `base + i·src_step` and written to `dst[i·dst_step..]`
+/// (`L` values), plus the bias. With `wide` (the processor has AVX-512F), [`P`] positions at a time in 512-bit
+/// registers: the same chain for each sum, in the same order, so the same bits.
+#[inline(always)]
+fn positions<const FUSED: bool>(
+    taps: &[([f32; L], usize)],
+    src: &[f32],
+    (base, src_step, n): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_step: usize,
+    bias: Option<&[f32; L]>,
+    wide: bool,
+) {
+    if n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        let reach = taps.iter().map(|&(_, off)| off).max().unwrap_or(0);
+        assert!(
+            base + (n - 1) * src_step + reach + L <= src.len(),
+            "positions past the input"
+        );
+        assert!((n - 1) * dst_step + L <= dst.len(), "positions past the output");
+        // SAFETY: the processor has AVX-512F (the caller's `wide`), and every read and write is in bounds (just
+        // above).
+        unsafe {
+            positions_wide::<FUSED>(
+                taps,
+                src.as_ptr(),
+                (base, src_step, n),
+                dst.as_mut_ptr(),
+                dst_step,
+                bias,
+            )
+        };
+        return;
+    }
+    let _ = wide;
+    for i in 0..n {
+        let mut acc = lanes_sum::<FUSED>(taps, src, base + i * src_step);
+        if let Some(bias) = bias {
+            acc.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+        }
+        dst[i * dst_step..][..L].copy_from_slice(&acc);
+    }
+}
+
+/// [`positions`] in 512-bit registers, [`P`] positions at a time.
+///
+/// # Safety
+/// The processor has AVX-512F; `src[base + i·src_step + off..][..L]` for every tap offset `off` and
+/// `dst[i·dst_step..][..L]` are in bounds for `i < n`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn positions_wide<const FUSED: bool>(
+    taps: &[([f32; L], usize)],
+    src: *const f32,
+    (base, src_step, n): (usize, usize, usize),
+    dst: *mut f32,
+    dst_step: usize,
+    bias: Option<&[f32; L]>,
+) {
+    use std::arch::x86_64::*;
+    let add = |acc: __m512, w: __m512, x: __m512| {
+        if FUSED {
+            _mm512_fmadd_ps(w, x, acc)
+        } else {
+            _mm512_add_ps(acc, _mm512_mul_ps(w, x))
+        }
+    };
+    let bias = bias.map(|b| unsafe { _mm512_loadu_ps(b.as_ptr()) });
+    let store = |i: usize, acc: __m512| {
+        let acc = match bias {
+            Some(b) => _mm512_add_ps(acc, b),
+            None => acc,
+        };
+        // SAFETY: in bounds (the function's contract).
+        unsafe { _mm512_storeu_ps(dst.add(i * dst_step), acc) };
+    };
+    let mut i = 0;
+    while i + P <= n {
+        let mut acc = [_mm512_setzero_ps(); P];
+        for (w, off) in taps {
+            let w = unsafe { _mm512_loadu_ps(w.as_ptr()) };
+            for (p, a) in acc.iter_mut().enumerate() {
+                // SAFETY: in bounds (the function's contract).
+                let x = unsafe { _mm512_loadu_ps(src.add(base + (i + p) * src_step + off)) };
+                *a = add(*a, w, x);
+            }
+        }
+        for (p, &a) in acc.iter().enumerate() {
+            store(i + p, a);
+        }
+        i += P;
+    }
+    for i in i..n {
+        let mut acc = _mm512_setzero_ps();
+        for (w, off) in taps {
+            let w = unsafe { _mm512_loadu_ps(w.as_ptr()) };
+            // SAFETY: in bounds (the function's contract).
+            let x = unsafe { _mm512_loadu_ps(src.add(base + i * src_step + off)) };
+            acc = add(acc, w, x);
+        }
+        store(i, acc);
+    }
 }
 
 /// `dst[j·ds + i] = src[i·ss + j]` for `i, j < 8`: an 8 × 8 block transposed, with AVX2 shuffles where the processor
@@ -171,6 +309,22 @@ fn deinterleave(src: &[f32], n: usize, dst: &mut [MaybeUninit<f32>], stride: usi
     }
 }
 
+/// Zeroes the vectors of `buf` (rows of `row` vectors of [`L`]) outside rows `top..top + rows` and columns
+/// `left..left + cols`, the padding around what the interleaving writes next (zeroing all of it was a twentieth of
+/// this path's time). In this crate's tests the rest starts as NaN, so a padding value left unwritten fails them.
+#[inline(always)]
+fn zero_around(buf: &mut [f32], row: usize, (top, rows): (usize, usize), (left, cols): (usize, usize)) {
+    #[cfg(test)]
+    buf.fill(f32::NAN);
+    let end = (top + rows) * row * L;
+    zero(&mut buf[..top * row * L]);
+    for r in top..top + rows {
+        zero(&mut buf[r * row * L..][..left * L]);
+        zero(&mut buf[(r * row + left + cols) * L..(r + 1) * row * L]);
+    }
+    zero(&mut buf[end..]);
+}
+
 /// The kernel's tap `t` of the group's `lanes` channels, zero past them.
 #[inline(always)]
 fn tap_lanes(weights: &[f32], k: usize, first: usize, lanes: usize, t: usize) -> [f32; L] {
@@ -188,6 +342,7 @@ pub(super) fn forward_body(
 ) {
     let Group {
         hw: (h, w),
+        wide,
         weights,
         t,
         first,
@@ -204,9 +359,9 @@ pub(super) fn forward_body(
         scratch.resize((hp * wp + ohw.max(h * w)) * L, 0.0);
     }
     let (xp, sums) = scratch.split_at_mut(hp * wp * L);
-    zero(xp);
     let (rows, cols) = (h.min(hp.saturating_sub(pt)), w.min(wp.saturating_sub(pl)));
     if lanes == L && per == 1 && cols > 0 {
+        zero_around(xp, wp, (pt, rows), (pl, cols));
         let planes = &x[first * h * w..][..L * h * w];
         interleave_rows(
             planes,
@@ -217,6 +372,7 @@ pub(super) fn forward_body(
             sums,
         );
     } else {
+        zero(xp);
         for l in (0..lanes).filter(|_| cols > 0) {
             let plane = &x[(first + l) / per * h * w..][..h * w];
             for iy in 0..rows {
@@ -237,13 +393,8 @@ pub(super) fn forward_body(
     }
     let bias: Option<[f32; L]> = bias.map(|b| std::array::from_fn(|l| if l < lanes { b[first + l] } else { 0.0 }));
     for oy in 0..oh {
-        for ox in 0..ow {
-            let mut acc = lanes_sum::<true>(&taps[..k], xp, (oy * sh * wp + ox * sw) * L);
-            if let Some(bias) = &bias {
-                acc.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
-            }
-            sums[(oy * ow + ox) * L..][..L].copy_from_slice(&acc);
-        }
+        let row = (oy * sh * wp * L, sw * L, ow);
+        positions::<true>(&taps[..k], xp, row, &mut sums[oy * ow * L..], L, bias.as_ref(), wide);
     }
     deinterleave(sums, ohw, out, ohw, lanes);
 }
@@ -260,6 +411,7 @@ pub(super) fn transpose_body(
 ) {
     let Group {
         hw: (h, w),
+        wide,
         weights,
         t,
         first,
@@ -281,8 +433,8 @@ pub(super) fn transpose_body(
         scratch.resize((sph * spw + hw.max(ohw)) * L, 0.0);
     }
     let (sp, sums) = scratch.split_at_mut(sph * spw * L);
-    zero(sp);
     if lanes == L {
+        zero_around(sp, spw, (qy_max, oh), (qx_max, ow));
         interleave_rows(
             s,
             ohw,
@@ -292,6 +444,7 @@ pub(super) fn transpose_body(
             sums,
         );
     } else {
+        zero(sp);
         for l in 0..lanes {
             for oy in 0..oh {
                 let dst = &mut sp[((oy + qy_max) * spw + qx_max) * L + l..];
@@ -316,17 +469,24 @@ pub(super) fn transpose_body(
                 taps[nt] = (tap, ((qy_max - qy) * spw + qx_max - qx) * L);
                 nt += 1;
             }
-            // Input (ry + sh·a − pt, rx + sw·b − pl), those inside the plane.
+            // Input (ry + sh·a − pt, rx + sw·b − pl), those inside the plane: b from b0 (ix ≥ 0) to b1 (ix < w).
+            let (b0, b1) = (pl.saturating_sub(rx).div_ceil(sw), bt.min((w + pl - rx).div_ceil(sw)));
             for a in 0..at {
                 let Some(iy) = (ry + sh * a).checked_sub(pt).filter(|&iy| iy < h) else {
                     continue;
                 };
-                for b in 0..bt {
-                    let Some(ix) = (rx + sw * b).checked_sub(pl).filter(|&ix| ix < w) else {
-                        continue;
-                    };
-                    let acc = lanes_sum::<false>(&taps[..nt], sp, (a * spw + b) * L);
-                    sums[(iy * w + ix) * L..][..L].copy_from_slice(&acc);
+                if b1 > b0 {
+                    let ix0 = rx + sw * b0 - pl;
+                    let row = ((a * spw + b0) * L, L, b1 - b0);
+                    positions::<false>(
+                        &taps[..nt],
+                        sp,
+                        row,
+                        &mut sums[(iy * w + ix0) * L..],
+                        sw * L,
+                        None,
+                        wide,
+                    );
                 }
             }
         }
