@@ -6,7 +6,7 @@ use super::gemm::gemm;
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayView4, ArrayViewMut2, Axis, s};
 use serde::{Deserialize, Serialize};
 
-use super::depthwise_lanes::SideBySide;
+use super::depthwise_lanes::Depthwise;
 use super::direct::Kernels;
 use super::op::{Op, finite};
 use super::unfold::{Taps, col2im, gather_outputs, im2col, scatter_outputs};
@@ -73,8 +73,8 @@ pub(super) struct Paths {
     pub(super) direct: Option<Kernels>,
     /// The pointwise (1×1 straight from the input planes) and depthwise paths.
     pub(super) special: bool,
-    /// Which depthwise planes go side by side, and how.
-    pub(super) side_by_side: SideBySide,
+    /// How the depthwise path computes.
+    pub(super) depthwise: Depthwise,
 }
 
 impl Paths {
@@ -83,7 +83,10 @@ impl Paths {
     pub(super) const GEMM: Paths = Paths {
         direct: None,
         special: false,
-        side_by_side: SideBySide::NONE,
+        depthwise: Depthwise {
+            side_by_side: 0,
+            wide: false,
+        },
     };
 
     /// What the layers run: every path that applies on this processor.
@@ -91,30 +94,26 @@ impl Paths {
         Paths {
             direct: Kernels::fast(),
             special: true,
-            side_by_side: SideBySide::fast(),
+            depthwise: Depthwise::fast(),
         }
     }
 
-    /// [`Paths::fast`] with every depthwise plane on the plane-by-plane path, so tests reach it on small planes.
+    /// [`Paths::fast`] with each way the depthwise layers can compute here: planes side by side up to
+    /// [`super::depthwise_lanes::SMALL`] or none (so tests reach the plane-by-plane path on small planes), each in
+    /// 512-bit registers where the processor has them and in 256-bit ones (what processors without AVX-512 run).
     #[cfg(test)]
-    pub(super) fn planes_only() -> Paths {
-        Paths {
-            side_by_side: SideBySide::NONE,
-            ..Paths::fast()
-        }
-    }
-
-    /// [`Paths::fast`] with the side-by-side sums one position at a time (what processors without AVX-512 run).
-    #[cfg(test)]
-    pub(super) fn narrow() -> Paths {
+    pub(super) fn depthwise_variants() -> Vec<Paths> {
         let fast = Paths::fast();
-        Paths {
-            side_by_side: SideBySide {
-                wide: false,
-                ..fast.side_by_side
-            },
-            ..fast
+        let mut all = Vec::new();
+        for side_by_side in [fast.depthwise.side_by_side, 0] {
+            for wide in [fast.depthwise.wide, false] {
+                all.push(Paths {
+                    depthwise: Depthwise { side_by_side, wide },
+                    ..fast
+                });
+            }
         }
+        all
     }
 
     /// The direct path with `kernels` where it applies, else im2col + GEMM.
@@ -123,7 +122,10 @@ impl Paths {
         Paths {
             direct: Some(kernels),
             special: false,
-            side_by_side: SideBySide::NONE,
+            depthwise: Depthwise {
+                side_by_side: 0,
+                wide: false,
+            },
         }
     }
 }
@@ -312,12 +314,13 @@ impl Conv2d {
     }
 
     /// The grouped path's view of the weights.
-    fn groups_of(&self) -> super::grouped::Groups<'_> {
+    fn groups_of(&self, paths: Paths) -> super::grouped::Groups<'_> {
         super::grouped::Groups {
             weights: self.weight.as_slice().expect("conv weights are stored contiguously"),
             cg: self.weight.shape()[1],
             og: self.out_channels() / self.groups,
             t: self.plane_taps(),
+            wide: paths.depthwise.wide,
         }
     }
 
@@ -379,7 +382,7 @@ impl Conv2d {
                 self.plane_taps(),
                 out.as_slice_mut().expect("fresh array"),
                 (o, oh, ow),
-                paths.side_by_side,
+                paths.depthwise,
             );
             // SAFETY: depthwise::forward writes every value of its output.
             return unsafe { out.assume_init() };
@@ -389,7 +392,7 @@ impl Conv2d {
             let mut out = Array4::<f32>::zeros((n, o, oh, ow));
             let xs = x.as_slice().expect("standard layout");
             let os = out.as_slice_mut().expect("fresh array");
-            super::grouped::forward(self.groups_of(), xs, (c, h, w), bias.as_deref(), os, (o, oh, ow));
+            super::grouped::forward(self.groups_of(paths), xs, (c, h, w), bias.as_deref(), os, (o, oh, ow));
             return out;
         }
         if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && c >= 64 && o * hw > 0 {
@@ -526,7 +529,7 @@ impl Conv2d {
                 self.plane_taps(),
                 out.as_slice_mut().expect("fresh array"),
                 (c, h, w),
-                paths.side_by_side,
+                paths.depthwise,
             );
             // SAFETY: depthwise::transpose writes every value of its output.
             return unsafe { out.assume_init() };
@@ -536,7 +539,7 @@ impl Conv2d {
             let mut out = Array4::<f32>::zeros((n, c, h, w));
             let ss = s.as_slice().expect("standard layout");
             let os = out.as_slice_mut().expect("fresh array");
-            super::grouped::transpose(self.groups_of(), ss, (o, oh, ow), os, (c, h, w));
+            super::grouped::transpose(self.groups_of(paths), ss, (o, oh, ow), os, (c, h, w));
             return out;
         }
         if paths.special && groups == 1 && taps.is_dense() && self.window.kernel == [1, 1] && (h, w) == (oh, ow) {

@@ -280,12 +280,12 @@ fn fast_path_gives_gemms_values(conv: &Conv2d, x: &Array4<f32>, case: &str) {
         // Depthwise planes side by side where they are small, and every plane on its own.
         for (threads, paths) in [1, 2]
             .into_iter()
-            .flat_map(|t| [(t, Paths::fast()), (t, Paths::planes_only()), (t, Paths::narrow())])
+            .flat_map(|t| Paths::depthwise_variants().into_iter().map(move |p| (t, p)))
         {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let fast = pool.install(|| conv.forward_with(x.view(), true, paths));
             let t_fast = pool.install(|| conv.transpose_with(s.view(), (h, w), paths));
-            let case = format!("{case}, {threads} thread(s), side by side {:?}", paths.side_by_side);
+            let case = format!("{case}, {threads} thread(s), depthwise {:?}", paths.depthwise);
             if finite {
                 assert_eq!(bits(&fast), bits(&gemm), "forward, {case}");
                 assert_eq!(bits(&t_fast), bits(&t_gemm), "transposed, {case}");
@@ -321,10 +321,14 @@ fn depthwise_convolutions_give_gemms_values() {
         (18, 2, 3, 2, [1, 1, 1, 1], 1, (9, 9)),
         (40, 1, 5, 2, [2, 2, 2, 2], 1, (14, 13)),
         (100, 1, 3, 1, [1, 1, 1, 1], 1, (14, 14)),
-        // Full groups of 16 are interleaved in blocks of 8 × 8 (planes up to 28×28): whole blocks and a tail, and
-        // a last group of 1 value by value, at stride 2 with padding on one side.
+        // Full groups of 16 are interleaved in blocks of 8 × 8: whole blocks and a tail, and a last group of 1
+        // value by value, at stride 2 with padding on one side.
         (32, 1, 3, 1, [1, 1, 1, 1], 1, (28, 28)),
         (33, 1, 3, 2, [0, 1, 1, 0], 1, (27, 25)),
+        // Side by side up to 56×56: ConvNeXt's 7×7 kernels, and EfficientNet's 5×5 at stride 2 on an odd plane
+        // (in 512-bit registers: four positions at a time and a remainder; plane by plane, runs past 64 values).
+        (17, 1, 7, 1, [3, 3, 3, 3], 1, (56, 56)),
+        (18, 1, 5, 2, [2, 1, 2, 2], 1, (53, 55)),
     ] {
         let x = Array4::from_shape_fn((2, c, h, w), |(a, b, y, z)| {
             let v = ((a * 5 + b * 3 + y * 7 + z) % 13) as f32 * 0.3 - 1.7;
@@ -343,7 +347,7 @@ fn depthwise_convolutions_give_gemms_values() {
         ran += usize::from(conv.is_depthwise());
     }
     // Where the processor has FMA, every case ran the depthwise path, not GEMM twice.
-    assert_eq!(ran, if super::super::depthwise::available() { 17 } else { 0 });
+    assert_eq!(ran, if super::super::depthwise::available() { 19 } else { 0 });
 }
 
 /// The grouped path (RegNet's groups of 8 channels, strided; fewer outputs than inputs a group and the reverse;
@@ -414,8 +418,8 @@ fn sweep_small_geometries((cg, og): (usize, usize), kmax: usize, side: usize, pa
                         });
                         let case = format!("{k}×{k}, stride {stride}, dilation {dilation}, pads {pads:?}, {h}×{w}");
                         // Depthwise planes side by side (these are all small) and each on its own.
-                        for paths in [Paths::fast(), Paths::planes_only(), Paths::narrow()] {
-                            let case = format!("{case}, side by side {:?}", paths.side_by_side);
+                        for paths in Paths::depthwise_variants() {
+                            let case = format!("{case}, depthwise {:?}", paths.depthwise);
                             for with_bias in [false, true] {
                                 let fast = conv.forward_with(x.view(), with_bias, paths);
                                 let gemm = conv.forward_with(x.view(), with_bias, Paths::GEMM);

@@ -19,7 +19,7 @@
 //! The fused multiply-add is an instruction only where the processor has FMA: the layers take this path there
 //! ([`available`]); elsewhere they keep to GEMM (a software `fmaf` would be slower than it).
 
-use super::depthwise_lanes::{self as lanes, Group, Input, SideBySide};
+use super::depthwise_lanes::{self as lanes, Depthwise, Group, Input};
 use super::unfold::copy_short;
 use super::{PAR_MIN_MACS, init_ref, with_scratch, zero};
 use rayon::prelude::*;
@@ -67,9 +67,21 @@ fn block<const FUSED: bool, const B: usize>(taps: &[(f32, &[f32])], c: usize, ou
 
 /// `out[j] = ` the chain of [`step`]s from zero over `taps` in order, of `src[j]` of each tap. Blocks of 16 (or 8)
 /// outputs; a last partial block is computed again as the full block ending at the row's end (the same values).
+/// With `wide` (the processor has AVX-512F), runs of 64 or more in 512-bit registers, four blocks at a time.
 #[inline(always)]
-pub(super) fn sum_taps<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f32]) {
+pub(super) fn sum_taps<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f32], wide: bool) {
     let len = out.len();
+    #[cfg(target_arch = "x86_64")]
+    if wide && len >= WIDE_BLOCKS * 16 {
+        assert!(
+            taps.iter().all(|(_, s)| s.len() >= len),
+            "a tap's run is shorter than the output"
+        );
+        // SAFETY: the processor has AVX-512F (the caller's `wide`), and every tap has `len` values (just above).
+        unsafe { sum_taps_wide::<FUSED>(taps, out) };
+        return;
+    }
+    let _ = wide;
     if len >= 16 {
         for c in (0..=len - 16).step_by(16) {
             block::<FUSED, 16>(taps, c, out);
@@ -90,6 +102,64 @@ pub(super) fn sum_taps<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f32
             }
             *o = a;
         }
+    }
+}
+
+/// Blocks of 16 outputs [`sum_taps_wide`] sums at a time. One block's sum over the taps is a chain of dependent
+/// adds (4 cycles each), and with two 8-wide blocks in flight the units waited on it most of the time: four 16-wide
+/// blocks keep them busy.
+const WIDE_BLOCKS: usize = 4;
+
+/// [`sum_taps`] in 512-bit registers: [`WIDE_BLOCKS`] blocks of 16 at a time, then blocks of 16, the last one
+/// ending at the run's end. Each output is the same chain in the same order, so the same bits.
+///
+/// # Safety
+/// The processor has AVX-512F; every tap's run has at least `out.len()` values, and `out.len()` is at least 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum_taps_wide<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const B: usize = 16;
+    let (len, o) = (out.len(), out.as_mut_ptr());
+    let add = |acc: __m512, w: __m512, x: __m512| {
+        if FUSED {
+            _mm512_fmadd_ps(w, x, acc)
+        } else {
+            _mm512_add_ps(acc, _mm512_mul_ps(w, x))
+        }
+    };
+    // One block at `c`.
+    let block = |c: usize| {
+        let mut acc = _mm512_setzero_ps();
+        for &(w, s) in taps {
+            // SAFETY: `c + B <= len` (the callers below) and every run has `len` values.
+            acc = add(acc, _mm512_set1_ps(w), unsafe { _mm512_loadu_ps(s.as_ptr().add(c)) });
+        }
+        // SAFETY: as above, for `out`.
+        unsafe { _mm512_storeu_ps(o.add(c), acc) };
+    };
+    let mut c = 0;
+    while c + WIDE_BLOCKS * B <= len {
+        let mut acc = [_mm512_setzero_ps(); WIDE_BLOCKS];
+        for &(w, s) in taps {
+            let w = _mm512_set1_ps(w);
+            for (p, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `c + WIDE_BLOCKS·B <= len` and every run has `len` values.
+                *a = add(*a, w, unsafe { _mm512_loadu_ps(s.as_ptr().add(c + p * B)) });
+            }
+        }
+        for (p, &a) in acc.iter().enumerate() {
+            // SAFETY: as above, for `out`.
+            unsafe { _mm512_storeu_ps(o.add(c + p * B), a) };
+        }
+        c += WIDE_BLOCKS * B;
+    }
+    while c + B <= len {
+        block(c);
+        c += B;
+    }
+    if c < len {
+        block(len - B);
     }
 }
 
@@ -205,6 +275,7 @@ fn forward_plane_body(p: ForwardPlane, out: &mut [MaybeUninit<f32>], scratch: &m
         bias,
         t,
         ow,
+        wide,
     } = p;
     let [kh, kw] = t.kernel;
     let oh = out.len() / ow;
@@ -222,7 +293,7 @@ fn forward_plane_body(p: ForwardPlane, out: &mut [MaybeUninit<f32>], scratch: &m
             taps[ky * kw + kx] = (wk[ky * kw + kx], &phases[start..][..run]);
         }
     }
-    sum_taps::<true>(&taps[..kh * kw], ext);
+    sum_taps::<true>(&taps[..kh * kw], ext, wide);
     for (orow, erow) in out.chunks_exact_mut(ow).zip(ext.chunks(pw)) {
         match bias {
             Some(b) => orow.iter_mut().zip(erow).for_each(|(o, &e)| {
@@ -360,15 +431,15 @@ pub(super) fn deal(
 /// `(ky, kx)` order from zero, as col2im adds GEMM's one-term products; a tap outside `s` adds `w·0`, which changes
 /// no sum (never −0; the weights are finite).
 #[inline(always)]
-fn transpose_plane_body(
-    s: &[f32],
-    (oh, ow): (usize, usize),
-    wk: &[f32],
-    t: PlaneTaps,
-    out: &mut [MaybeUninit<f32>],
-    w: usize,
-    scratch: &mut Vec<f32>,
-) {
+fn transpose_plane_body(p: TransposePlane, out: &mut [MaybeUninit<f32>], scratch: &mut Vec<f32>) {
+    let TransposePlane {
+        s,
+        ohw: (oh, ow),
+        wk,
+        t,
+        w,
+        wide,
+    } = p;
     let (kw, [sh, sw], [pt, pl]) = (t.kernel[1], t.stride, t.pad);
     let h = out.len() / w;
     let Classes {
@@ -396,7 +467,7 @@ fn transpose_plane_body(
                 taps[nt] = (wk[ky * kw + kx], &sp[start..][..run]);
                 nt += 1;
             }
-            sum_taps::<false>(&taps[..nt], &mut ext[rx * run..(rx + 1) * run]);
+            sum_taps::<false>(&taps[..nt], &mut ext[rx * run..(rx + 1) * run], wide);
         }
         deal(ext, (ry, run, spw), (at, bt), t, out, w);
     }
@@ -410,16 +481,8 @@ fn forward_plane_fma(p: ForwardPlane, out: &mut [MaybeUninit<f32>], scratch: &mu
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn transpose_plane_fma(
-    s: &[f32],
-    ohw: (usize, usize),
-    wk: &[f32],
-    t: PlaneTaps,
-    out: &mut [MaybeUninit<f32>],
-    w: usize,
-    scratch: &mut Vec<f32>,
-) {
-    transpose_plane_body(s, ohw, wk, t, out, w, scratch)
+fn transpose_plane_fma(p: TransposePlane, out: &mut [MaybeUninit<f32>], scratch: &mut Vec<f32>) {
+    transpose_plane_body(p, out, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -471,6 +534,21 @@ struct ForwardPlane<'a> {
     bias: Option<f32>,
     t: PlaneTaps,
     ow: usize,
+    /// Sums in 512-bit registers ([`Depthwise::wide`]).
+    wide: bool,
+}
+
+/// One plane's transposed inputs (see [`transpose_plane_body`]): the output-gradient plane `s` (`ohw`), the kernel,
+/// the taps, the input planes' width `w`.
+#[derive(Clone, Copy)]
+struct TransposePlane<'a> {
+    s: &'a [f32],
+    ohw: (usize, usize),
+    wk: &'a [f32],
+    t: PlaneTaps,
+    w: usize,
+    /// Sums in 512-bit registers ([`Depthwise::wide`]).
+    wide: bool,
 }
 
 fn forward_plane(p: ForwardPlane, out: &mut [MaybeUninit<f32>]) {
@@ -484,14 +562,14 @@ fn forward_plane(p: ForwardPlane, out: &mut [MaybeUninit<f32>]) {
     })
 }
 
-fn transpose_plane(s: &[f32], ohw: (usize, usize), wk: &[f32], t: PlaneTaps, out: &mut [MaybeUninit<f32>], w: usize) {
+fn transpose_plane(p: TransposePlane, out: &mut [MaybeUninit<f32>]) {
     with_scratch(|scratch| {
         #[cfg(target_arch = "x86_64")]
         if available() {
             // SAFETY: the processor has AVX2 and FMA (checked just above).
-            return unsafe { transpose_plane_fma(s, ohw, wk, t, out, w, scratch) };
+            return unsafe { transpose_plane_fma(p, out, scratch) };
         }
-        transpose_plane_body(s, ohw, wk, t, out, w, scratch)
+        transpose_plane_body(p, out, scratch)
     })
 }
 
@@ -529,18 +607,18 @@ pub(crate) fn forward(
     t: PlaneTaps,
     out: &mut [MaybeUninit<f32>],
     (o, oh, ow): (usize, usize, usize),
-    side_by_side: SideBySide,
+    paths: Depthwise,
 ) {
     let k = t.kernel[0] * t.kernel[1];
     let per = o / c;
     assert!(per * c == o && weights.len() == o * k && x.len().is_multiple_of(c * h * w));
     assert!(bias.is_none_or(|b| b.len() == o));
     assert_eq!(out.len() / (o * oh * ow), x.len() / (c * h * w));
-    if oh * ow <= side_by_side.max {
+    if oh * ow <= paths.side_by_side {
         lanes::each_group(out, o * oh * ow, oh * ow, oh * ow * k, |j, first, dst| {
             let group = Group {
                 hw: (h, w),
-                wide: side_by_side.wide,
+                wide: paths.wide,
                 weights,
                 t,
                 first,
@@ -564,6 +642,7 @@ pub(crate) fn forward(
             bias: bias.map(|b| b[oc]),
             t,
             ow,
+            wide: paths.wide,
         };
         forward_plane(plane, dst);
     });
@@ -579,17 +658,17 @@ pub(crate) fn transpose(
     t: PlaneTaps,
     out: &mut [MaybeUninit<f32>],
     (c, h, w): (usize, usize, usize),
-    side_by_side: SideBySide,
+    paths: Depthwise,
 ) {
     let k = t.kernel[0] * t.kernel[1];
     assert_eq!(o, c, "one output channel per input channel");
     assert!(weights.len() == c * k && s.len().is_multiple_of(c * oh * ow));
     assert_eq!(out.len() / (c * h * w), s.len() / (c * oh * ow));
-    if h * w <= side_by_side.max {
+    if h * w <= paths.side_by_side {
         lanes::each_group(out, c * h * w, h * w, oh * ow * k, |j, first, dst| {
             let group = Group {
                 hw: (h, w),
-                wide: side_by_side.wide,
+                wide: paths.wide,
                 weights,
                 t,
                 first,
@@ -602,6 +681,14 @@ pub(crate) fn transpose(
     each_plane(out, h * w, oh * ow * k, |(ci, dst)| {
         let src = &s[ci * oh * ow..][..oh * ow];
         let ci = ci % c;
-        transpose_plane(src, (oh, ow), &weights[ci * k..(ci + 1) * k], t, dst, w);
+        let plane = TransposePlane {
+            s: src,
+            ohw: (oh, ow),
+            wk: &weights[ci * k..(ci + 1) * k],
+            t,
+            w,
+            wide: paths.wide,
+        };
+        transpose_plane(plane, dst);
     });
 }

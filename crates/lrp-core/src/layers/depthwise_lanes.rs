@@ -23,25 +23,21 @@ pub(super) const L: usize = 16;
 /// group's scratch (1.6 MB) outgrows the cache and neither path won.
 pub(super) const SMALL: usize = 56 * 56;
 
-/// Which depthwise planes go side by side, and how their sums are computed.
+/// How the depthwise layers compute: which planes go side by side, and whether in 512-bit registers.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct SideBySide {
-    /// Planes of at most this many values (output values forward, input values transposed).
-    pub max: usize,
-    /// Sums in 512-bit registers, [`P`] positions at a time (the processor has AVX-512F); otherwise one position
-    /// at a time (the same bits).
+pub(crate) struct Depthwise {
+    /// Planes of at most this many values (output values forward, input values transposed) go side by side.
+    pub side_by_side: usize,
+    /// Sums in 512-bit registers, several runs or positions at a time (the processor has AVX-512F); otherwise in
+    /// 256-bit ones (the same bits).
     pub wide: bool,
 }
 
-impl SideBySide {
-    /// No plane side by side.
-    #[cfg(test)]
-    pub(crate) const NONE: SideBySide = SideBySide { max: 0, wide: false };
-
-    /// What the layers run: planes up to [`SMALL`], in 512-bit registers where the processor has them.
-    pub(crate) fn fast() -> SideBySide {
-        SideBySide {
-            max: SMALL,
+impl Depthwise {
+    /// What the layers run: planes up to [`SMALL`] side by side, in 512-bit registers where the processor has them.
+    pub(crate) fn fast() -> Depthwise {
+        Depthwise {
+            side_by_side: SMALL,
             wide: crate::simd::wide(),
         }
     }
@@ -52,7 +48,7 @@ impl SideBySide {
 #[derive(Clone, Copy)]
 pub(super) struct Group<'a> {
     pub hw: (usize, usize),
-    /// Sums in 512-bit registers ([`SideBySide::wide`]).
+    /// Sums in 512-bit registers ([`Depthwise::wide`]).
     pub wide: bool,
     pub weights: &'a [f32],
     pub t: PlaneTaps,

@@ -25,6 +25,8 @@ pub(crate) struct Groups<'a> {
     pub cg: usize,
     pub og: usize,
     pub t: PlaneTaps,
+    /// The forward sums in 512-bit registers (see [`depthwise::sum_taps`]).
+    pub wide: bool,
 }
 
 /// `out[j] = ` for each `j`, over the taps in chunks of `inner`: the chain of fused multiply-adds from zero over the
@@ -86,7 +88,9 @@ fn forward_body(
     (oh, ow): (usize, usize),
     scratch: &mut Vec<f32>,
 ) {
-    let Groups { weights, cg, t, .. } = g;
+    let Groups {
+        weights, cg, t, wide, ..
+    } = g;
     let [kh, kw] = t.kernel;
     let k = kh * kw;
     let Phases { pw, hq, run, len, row } = Phases::of(t, (oh, ow));
@@ -111,7 +115,7 @@ fn forward_body(
                 }
             }
         }
-        depthwise::sum_taps::<true>(&taps, ext);
+        depthwise::sum_taps::<true>(&taps, ext, wide);
         for (orow, erow) in dst.chunks_exact_mut(ow).zip(ext.chunks(pw)) {
             match bias {
                 Some(b) => orow.iter_mut().zip(erow).for_each(|(o, &e)| *o = e + b[oc]),
@@ -133,7 +137,7 @@ fn transpose_body(
     (h, w): (usize, usize),
     scratch: &mut Vec<f32>,
 ) {
-    let Groups { weights, cg, og, t } = g;
+    let Groups { weights, cg, og, t, .. } = g;
     let ([kh, kw], [sh, sw], [pt, pl]) = (t.kernel, t.stride, t.pad);
     let k = kh * kw;
     let c = Classes::of(t, (h, w), (oh, ow));
