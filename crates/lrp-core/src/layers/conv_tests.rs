@@ -325,8 +325,9 @@ fn depthwise_convolutions_give_gemms_values() {
         // value by value, at stride 2 with padding on one side.
         (32, 1, 3, 1, [1, 1, 1, 1], 1, (28, 28)),
         (33, 1, 3, 2, [0, 1, 1, 0], 1, (27, 25)),
-        // Side by side up to 56×56: ConvNeXt's 7×7 kernels, and EfficientNet's 5×5 at stride 2 on an odd plane
-        // (in 512-bit registers: four positions at a time and a remainder; plane by plane, runs past 64 values).
+        // ConvNeXt's 7×7 kernels on 56×56 planes, and EfficientNet's 5×5 at stride 2 on an odd plane (side by side
+        // forward, plane by plane transposed): in 512-bit registers, runs of 64 values and more at a time and a
+        // remainder.
         (17, 1, 7, 1, [3, 3, 3, 3], 1, (56, 56)),
         (18, 1, 5, 2, [2, 1, 2, 2], 1, (53, 55)),
     ] {

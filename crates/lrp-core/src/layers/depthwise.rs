@@ -13,7 +13,7 @@
 //! contiguous run and the whole plane one run of 16-wide blocks: MobileNet's late planes are 7×7 and 14×14, too
 //! short for row-by-row blocks.
 //!
-//! Planes of at most [`lanes::SMALL`] values (MobileNet's and EfficientNet's 7×7 to 56×56, tens to hundreds of channels)
+//! Planes of at most [`lanes::SMALL`] values (MobileNet's and EfficientNet's 7×7 to 28×28, hundreds of channels)
 //! go 16 side by side instead (`depthwise_lanes`): there a plane's own runs are too short to pay for its setup.
 //!
 //! The fused multiply-add is an instruction only where the processor has FMA: the layers take this path there

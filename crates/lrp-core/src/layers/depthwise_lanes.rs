@@ -18,10 +18,10 @@ use std::mem::MaybeUninit;
 pub(super) const L: usize = 16;
 
 /// The largest plane (output values forward, input values transposed) taken side by side. On larger planes the
-/// plane-by-plane path's runs are long enough. One thread, MobileNetV2, with the sums in 512-bit registers: 56×56
-/// planes 219 → 174–209 µs forward side by side, 56→28 at stride 2 157 → 85–106 µs transposed; at 112×112 the
-/// group's scratch (1.6 MB) outgrows the cache and neither path won.
-pub(super) const SMALL: usize = 56 * 56;
+/// plane-by-plane path's runs are long enough. With both paths in 512-bit registers, MobileNetV2's 56×56 planes
+/// went side by side in the same time on one thread and slower on two (the 56×56 layer 91–94 µs plane by plane,
+/// 106–132 side by side; the 112→56 forward 131–147 and 163–190): nine groups of 16 channels split unevenly.
+pub(super) const SMALL: usize = 28 * 28;
 
 /// How the depthwise layers compute: which planes go side by side, and whether in 512-bit registers.
 #[derive(Clone, Copy, Debug)]
