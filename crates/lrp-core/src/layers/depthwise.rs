@@ -52,6 +52,23 @@ pub(super) fn step<const FUSED: bool>(w: f32, x: f32, a: f32) -> f32 {
     if FUSED { w.mul_add(x, a) } else { a + w * x }
 }
 
+/// [`step`] on 16 lanes at once: `a ← fma(w, x, a)` or `a ← a + w·x`, in 512-bit registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) fn step_wide<const FUSED: bool>(
+    w: std::arch::x86_64::__m512,
+    x: std::arch::x86_64::__m512,
+    a: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    if FUSED {
+        _mm512_fmadd_ps(w, x, a)
+    } else {
+        _mm512_add_ps(a, _mm512_mul_ps(w, x))
+    }
+}
+
 /// Outputs `c..c + B` of [`sum_taps`], their sums in registers across the taps: each output is stored once.
 #[inline(always)]
 fn block<const FUSED: bool, const B: usize>(taps: &[(f32, &[f32])], c: usize, out: &mut [f32]) {
@@ -121,19 +138,12 @@ unsafe fn sum_taps_wide<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f3
     use std::arch::x86_64::*;
     const B: usize = 16;
     let (len, o) = (out.len(), out.as_mut_ptr());
-    let add = |acc: __m512, w: __m512, x: __m512| {
-        if FUSED {
-            _mm512_fmadd_ps(w, x, acc)
-        } else {
-            _mm512_add_ps(acc, _mm512_mul_ps(w, x))
-        }
-    };
     // One block at `c`.
     let block = |c: usize| {
         let mut acc = _mm512_setzero_ps();
         for &(w, s) in taps {
             // SAFETY: `c + B <= len` (the callers below) and every run has `len` values.
-            acc = add(acc, _mm512_set1_ps(w), unsafe { _mm512_loadu_ps(s.as_ptr().add(c)) });
+            acc = step_wide::<FUSED>(_mm512_set1_ps(w), unsafe { _mm512_loadu_ps(s.as_ptr().add(c)) }, acc);
         }
         // SAFETY: as above, for `out`.
         unsafe { _mm512_storeu_ps(o.add(c), acc) };
@@ -145,7 +155,7 @@ unsafe fn sum_taps_wide<const FUSED: bool>(taps: &[(f32, &[f32])], out: &mut [f3
             let w = _mm512_set1_ps(w);
             for (p, a) in acc.iter_mut().enumerate() {
                 // SAFETY: `c + WIDE_BLOCKS·B <= len` and every run has `len` values.
-                *a = add(*a, w, unsafe { _mm512_loadu_ps(s.as_ptr().add(c + p * B)) });
+                *a = step_wide::<FUSED>(w, unsafe { _mm512_loadu_ps(s.as_ptr().add(c + p * B)) }, *a);
             }
         }
         for (p, &a) in acc.iter().enumerate() {

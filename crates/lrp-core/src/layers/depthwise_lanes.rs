@@ -9,6 +9,8 @@
 //! the taps in `(ky, kx)` order, padding taps multiplying zeros; transposed, the rounded products `w·s` of the taps of
 //! its residue class in `(ky, kx)` order, added from zero.
 
+#[cfg(target_arch = "x86_64")]
+use super::depthwise::step_wide;
 use super::depthwise::{Classes, MAX_SIDE, PlaneTaps, class_taps, step};
 use super::zero;
 use rayon::prelude::*;
@@ -145,13 +147,7 @@ unsafe fn positions_wide<const FUSED: bool>(
     bias: Option<&[f32; L]>,
 ) {
     use std::arch::x86_64::*;
-    let add = |acc: __m512, w: __m512, x: __m512| {
-        if FUSED {
-            _mm512_fmadd_ps(w, x, acc)
-        } else {
-            _mm512_add_ps(acc, _mm512_mul_ps(w, x))
-        }
-    };
+    // SAFETY (every load of a weight or bias vector below): `[f32; L]` is 16 values.
     let bias = bias.map(|b| unsafe { _mm512_loadu_ps(b.as_ptr()) });
     let store = |i: usize, acc: __m512| {
         let acc = match bias {
@@ -169,7 +165,7 @@ unsafe fn positions_wide<const FUSED: bool>(
             for (p, a) in acc.iter_mut().enumerate() {
                 // SAFETY: in bounds (the function's contract).
                 let x = unsafe { _mm512_loadu_ps(src.add(base + (i + p) * src_step + off)) };
-                *a = add(*a, w, x);
+                *a = step_wide::<FUSED>(w, x, *a);
             }
         }
         for (p, &a) in acc.iter().enumerate() {
@@ -183,7 +179,7 @@ unsafe fn positions_wide<const FUSED: bool>(
             let w = unsafe { _mm512_loadu_ps(w.as_ptr()) };
             // SAFETY: in bounds (the function's contract).
             let x = unsafe { _mm512_loadu_ps(src.add(base + i * src_step + off)) };
-            acc = add(acc, w, x);
+            acc = step_wide::<FUSED>(w, x, acc);
         }
         store(i, acc);
     }
