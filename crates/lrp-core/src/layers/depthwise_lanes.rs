@@ -266,24 +266,6 @@ fn interleave(src: &[f32], stride: usize, n: usize, dst: &mut [f32]) {
     }
 }
 
-/// The first `cols` values of rows `0..rows` of `L` planes (`w` values a row, a plane every `stride` values) side by
-/// side into `dst`, a row every `dst_row` values: all the rows' values interleaved at once into `tmp`, then copied
-/// row by row, so that short rows are interleaved in full blocks too.
-#[inline(always)]
-fn interleave_rows(
-    src: &[f32],
-    stride: usize,
-    (rows, w, cols): (usize, usize, usize),
-    dst: &mut [f32],
-    dst_row: usize,
-    tmp: &mut [f32],
-) {
-    interleave(src, stride, rows * w, tmp);
-    for r in 0..rows {
-        dst[r * dst_row..][..cols * L].copy_from_slice(&tmp[r * w * L..][..cols * L]);
-    }
-}
-
 /// `dst[l·stride + j] = src[j·L + l]` for `j < n`, `l < lanes`: the inverse of [`interleave`].
 #[inline(always)]
 fn deinterleave(src: &[f32], n: usize, dst: &mut [MaybeUninit<f32>], stride: usize, lanes: usize) {
@@ -301,20 +283,59 @@ fn deinterleave(src: &[f32], n: usize, dst: &mut [MaybeUninit<f32>], stride: usi
     }
 }
 
-/// Zeroes the vectors of `buf` (rows of `row` vectors of [`L`]) outside rows `top..top + rows` and columns
-/// `left..left + cols`, the padding around what the interleaving writes next (zeroing all of it was a twentieth of
-/// this path's time). In this crate's tests the rest starts as NaN, so a padding value left unwritten fails them.
+/// The padded layout a group's planes go into side by side: `buf`, rows of `row` vectors of [`L`], the planes' values
+/// from row `top` and column `left` on.
+struct Padded<'a> {
+    buf: &'a mut [f32],
+    row: usize,
+    top: usize,
+    left: usize,
+}
+
+/// The group's `lanes` planes side by side into `dst`, zeros around them: lane `l` is `plane(l)` (`w` values a row),
+/// its first `rows` rows and `cols` columns. A full group whose planes lie one after another (`together`: from the
+/// first, a plane every `stride` values) is interleaved whole in 8 × 8 blocks through `tmp`, then copied row by row
+/// (so short rows are interleaved in full blocks too), and only the padding around it is zeroed (zeroing all of it
+/// was a twentieth of this path's time). Otherwise all is zeroed and the planes copied value by value. In this
+/// crate's tests the layout starts as NaN, so a padding value left unwritten fails them.
 #[inline(always)]
-fn zero_around(buf: &mut [f32], row: usize, (top, rows): (usize, usize), (left, cols): (usize, usize)) {
+fn pad_planes<'a>(
+    plane: impl Fn(usize) -> &'a [f32],
+    together: Option<(&[f32], usize)>,
+    (lanes, rows, w, cols): (usize, usize, usize, usize),
+    dst: Padded,
+    tmp: &mut [f32],
+) {
+    let Padded { buf, row, top, left } = dst;
     #[cfg(test)]
     buf.fill(f32::NAN);
-    let end = (top + rows) * row * L;
-    zero(&mut buf[..top * row * L]);
-    for r in top..top + rows {
-        zero(&mut buf[r * row * L..][..left * L]);
-        zero(&mut buf[(r * row + left + cols) * L..(r + 1) * row * L]);
+    match together.filter(|_| lanes == L && cols > 0) {
+        Some((src, stride)) => {
+            let end = (top + rows) * row * L;
+            zero(&mut buf[..top * row * L]);
+            for r in top..top + rows {
+                zero(&mut buf[r * row * L..][..left * L]);
+                zero(&mut buf[(r * row + left + cols) * L..(r + 1) * row * L]);
+            }
+            zero(&mut buf[end..]);
+            interleave(src, stride, rows * w, tmp);
+            for r in 0..rows {
+                buf[((top + r) * row + left) * L..][..cols * L].copy_from_slice(&tmp[r * w * L..][..cols * L]);
+            }
+        }
+        None => {
+            zero(buf);
+            for l in (0..lanes).filter(|_| cols > 0) {
+                let p = plane(l);
+                for r in 0..rows {
+                    let d = &mut buf[((top + r) * row + left) * L + l..];
+                    for (c, &v) in p[r * w..][..cols].iter().enumerate() {
+                        d[c * L] = v;
+                    }
+                }
+            }
+        }
     }
-    zero(&mut buf[end..]);
 }
 
 /// The kernel's tap `t` of the group's `lanes` channels, zero past them.
@@ -352,29 +373,15 @@ pub(super) fn forward_body(
     }
     let (xp, sums) = scratch.split_at_mut(hp * wp * L);
     let (rows, cols) = (h.min(hp.saturating_sub(pt)), w.min(wp.saturating_sub(pl)));
-    if lanes == L && per == 1 && cols > 0 {
-        zero_around(xp, wp, (pt, rows), (pl, cols));
-        let planes = &x[first * h * w..][..L * h * w];
-        interleave_rows(
-            planes,
-            h * w,
-            (rows, w, cols),
-            &mut xp[(pt * wp + pl) * L..],
-            wp * L,
-            sums,
-        );
-    } else {
-        zero(xp);
-        for l in (0..lanes).filter(|_| cols > 0) {
-            let plane = &x[(first + l) / per * h * w..][..h * w];
-            for iy in 0..rows {
-                let dst = &mut xp[((iy + pt) * wp + pl) * L + l..];
-                for (ix, &v) in plane[iy * w..][..cols].iter().enumerate() {
-                    dst[ix * L] = v;
-                }
-            }
-        }
-    }
+    let together = (lanes == L && per == 1).then(|| (&x[first * h * w..][..L * h * w], h * w));
+    let xp_at = Padded {
+        buf: xp,
+        row: wp,
+        top: pt,
+        left: pl,
+    };
+    let plane = |l: usize| &x[(first + l) / per * h * w..][..h * w];
+    pad_planes(plane, together, (lanes, rows, w, cols), xp_at, sums);
     let k = kh * kw;
     let mut taps = [([0f32; L], 0usize); MAX_SIDE * MAX_SIDE];
     for ky in 0..kh {
@@ -425,27 +432,20 @@ pub(super) fn transpose_body(
         scratch.resize((sph * spw + hw.max(ohw)) * L, 0.0);
     }
     let (sp, sums) = scratch.split_at_mut(sph * spw * L);
-    if lanes == L {
-        zero_around(sp, spw, (qy_max, oh), (qx_max, ow));
-        interleave_rows(
-            s,
-            ohw,
-            (oh, ow, ow),
-            &mut sp[(qy_max * spw + qx_max) * L..],
-            spw * L,
-            sums,
-        );
-    } else {
-        zero(sp);
-        for l in 0..lanes {
-            for oy in 0..oh {
-                let dst = &mut sp[((oy + qy_max) * spw + qx_max) * L + l..];
-                for (ox, &v) in s[l * ohw + oy * ow..][..ow].iter().enumerate() {
-                    dst[ox * L] = v;
-                }
-            }
-        }
-    }
+    let sp_at = Padded {
+        buf: sp,
+        row: spw,
+        top: qy_max,
+        left: qx_max,
+    };
+    let plane = |l: usize| &s[l * ohw..][..ohw];
+    pad_planes(
+        plane,
+        (lanes == L).then_some((s, ohw)),
+        (lanes, oh, ow, ow),
+        sp_at,
+        sums,
+    );
     let sums = &mut sums[..hw * L];
     // The residue classes write every input (as the plane path's dealing relies on too), so the sums are not zeroed
     // first; in this crate's tests they start as NaN, so that an input the classes missed fails them.
