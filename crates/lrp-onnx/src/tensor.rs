@@ -74,9 +74,7 @@ const CHUNK: usize = 1 << 16;
 fn floats_le(t: &TensorProto, count: usize) -> Result<(Vec<f32>, Option<usize>)> {
     // One chunk or less, one thread; a wrong length, the error as `from_raw` words it.
     if count <= CHUNK || count.checked_mul(4) != Some(t.raw_data.len()) {
-        let data = from_raw::<4, _>(t, count, f32::from_le_bytes)?;
-        let first = lrp_core::simd::first_non_finite(&data);
-        return Ok((data, first));
+        return Ok(scanned(from_raw::<4, _>(t, count, f32::from_le_bytes)?));
     }
     let mut data = vec![0f32; count];
     let first = data
@@ -93,14 +91,16 @@ fn floats_le(t: &TensorProto, count: usize) -> Result<(Vec<f32>, Option<usize>)>
     Ok((data, first))
 }
 
+/// Floats converted whole, with the flat index of their first NaN or infinity (small tensors, and data not stored as
+/// float32 bytes: repeated fields, float64).
+fn scanned(data: Vec<f32>) -> (Vec<f32>, Option<usize>) {
+    let first = lrp_core::simd::first_non_finite(&data);
+    (data, first)
+}
+
 /// A float tensor (float32, or float64 converted).
 pub fn to_f32(t: &TensorProto) -> Result<ArrayD<f32>> {
     let (shape, count) = dims(t)?;
-    // Data not stored as float32 bytes (repeated fields, float64) is scanned after its conversion.
-    let scanned = |data: Vec<f32>| {
-        let first = lrp_core::simd::first_non_finite(&data);
-        (data, first)
-    };
     let (data, first) = match t.data_type {
         data_type::FLOAT if !t.raw_data.is_empty() => floats_le(t, count)?,
         data_type::FLOAT => {
@@ -197,6 +197,33 @@ mod tests {
             let r = reason(to_f32(&raw_float(&[(CHUNK * 5 / 2) as i64], le(&values))));
             assert!(r.contains(&format!("flat index {at}")), "{r}");
         }
+    }
+
+    #[test]
+    fn a_non_finite_value_in_a_small_or_non_raw_tensor_is_named() {
+        // One chunk or less (converted on the calling thread), float32 bytes.
+        let r = reason(to_f32(&raw_float(
+            &[2, 3],
+            le(&[1.0, 2.0, f32::NAN, 4.0, f32::NAN, 6.0]),
+        )));
+        assert!(r.contains("flat index 2"), "{r}");
+        // The repeated float field.
+        let t = TensorProto {
+            float_data: vec![0.5, f32::NEG_INFINITY, 1.0],
+            ..raw_float(&[3], Vec::new())
+        };
+        assert!(reason(to_f32(&t)).contains("flat index 1"));
+        // float64 bytes whose value overflows float32: infinite once converted.
+        let t = TensorProto {
+            data_type: data_type::DOUBLE,
+            raw_data: [1.0f64, 2.0, 1e300]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+            ..raw_float(&[3], Vec::new())
+        };
+        assert!(reason(to_f32(&t)).contains("flat index 2"));
     }
 
     #[test]
