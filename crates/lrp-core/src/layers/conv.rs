@@ -105,8 +105,10 @@ impl Paths {
     pub(super) fn depthwise_variants() -> Vec<Paths> {
         let fast = Paths::fast();
         let mut all = Vec::new();
+        // Without AVX-512 only the 256-bit sums (not twice).
+        let widths: &[bool] = if fast.depthwise.wide { &[true, false] } else { &[false] };
         for side_by_side in [fast.depthwise.side_by_side, 0] {
-            for wide in [fast.depthwise.wide, false] {
+            for &wide in widths {
                 all.push(Paths {
                     depthwise: Depthwise { side_by_side, wide },
                     ..fast
