@@ -64,9 +64,27 @@ pub fn whole_file(path: &Path) -> std::io::Result<WholeFile> {
     whole_file_from(path, MAP_FROM_BYTES)
 }
 
+/// [`whole_file`] of a file of at most `max` bytes: a longer one is refused before anything is read or mapped
+/// (`ErrorKind::FileTooLarge`, "is N bytes"), so a sparse file of terabytes is not paged in to find out.
+pub fn whole_file_at_most(path: &Path, max: u64) -> std::io::Result<WholeFile> {
+    let (file, len) = open_regular(path)?;
+    if len > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("is {len} bytes"),
+        ));
+    }
+    read_or_map(file, len, MAP_FROM_BYTES)
+}
+
 /// [`whole_file`] with the size from which mapping is tried.
 pub fn whole_file_from(path: &Path, map_from: u64) -> std::io::Result<WholeFile> {
     let (file, len) = open_regular(path)?;
+    read_or_map(file, len, map_from)
+}
+
+/// `file` (`len` bytes) mapped if it is at least `map_from` long and a lease can be had, read otherwise.
+fn read_or_map(file: File, len: u64, map_from: u64) -> std::io::Result<WholeFile> {
     match map_file(file, len, map_from) {
         Ok(mapped) => Ok(mapped),
         Err(mut file) => {
@@ -93,6 +111,14 @@ pub fn mapped(path: &Path, lengths: std::ops::RangeInclusive<u64>) -> std::io::R
     Ok(map_file(file, len, *lengths.start()).ok())
 }
 
+/// The message of the error [`whole_file`] refuses anything but a regular file with.
+const NOT_REGULAR: &str = "not a regular file";
+
+/// Whether `e` is [`whole_file`]'s refusal of something that is not a regular file (a FIFO, a device, a folder).
+pub fn is_not_regular(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::InvalidInput && e.get_ref().is_some_and(|inner| inner.to_string() == NOT_REGULAR)
+}
+
 /// Opens `path` for reading, refusing anything but a regular file; with its length.
 fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
     let mut options = std::fs::OpenOptions::new();
@@ -104,10 +130,7 @@ fn open_regular(path: &Path) -> std::io::Result<(File, u64)> {
     // The opened file itself is checked, so a path swapped after an earlier check cannot slip a FIFO in.
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, NOT_REGULAR));
     }
     Ok((file, meta.len()))
 }

@@ -26,27 +26,23 @@ pub struct Imported {
 
 /// Reads and imports an ONNX file; weights stored as external data are read from beside it.
 pub fn import_file(path: &Path) -> Result<Imported> {
-    // Only regular files: /dev/zero or a pipe would be read until memory runs out.
-    match std::fs::metadata(path) {
-        // Protobuf's limit: a larger model keeps its weights as external data (and a sparse file of terabytes is not
-        // read or mapped to find out).
-        Ok(m) if m.is_file() && m.len() > i32::MAX as u64 => {
-            return Err(OnnxError::Decode(format!(
-                "{} is {} bytes, more than the 2 GiB one ONNX file can hold (protobuf's limit; larger models keep \
-                 their weights in external data files)",
-                path.display(),
-                m.len()
-            )));
-        }
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Err(OnnxError::Decode(format!("{} is not a regular file", path.display()))),
-        Err(e) => return Err(OnnxError::Decode(format!("cannot read {}: {e}", path.display()))),
-    }
     // Mapped rather than copied where a read lease keeps the file from changing (see lrp_core::whole_file): the
-    // tensors' raw data are slices of it until they are converted.
-    let bytes = match lrp_core::whole_file::whole_file(path) {
+    // tensors' raw data are slices of it until they are converted. Only regular files (/dev/zero or a pipe would be
+    // read until memory runs out), and at most protobuf's limit: a larger model keeps its weights as external data
+    // (and a sparse file of terabytes is not read or mapped to find out). The opened file itself is checked.
+    let bytes = match lrp_core::whole_file::whole_file_at_most(path, i32::MAX as u64) {
         Ok(lrp_core::whole_file::WholeFile::Read(v)) => prost::bytes::Bytes::from(v),
         Ok(mapped) => prost::bytes::Bytes::from_owner(mapped),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+            return Err(OnnxError::Decode(format!(
+                "{} {e}, more than the 2 GiB one ONNX file can hold (protobuf's limit; larger models keep their \
+                 weights in external data files)",
+                path.display()
+            )));
+        }
+        Err(e) if lrp_core::whole_file::is_not_regular(&e) => {
+            return Err(OnnxError::Decode(format!("{} is not a regular file", path.display())));
+        }
         Err(e) => return Err(OnnxError::Decode(format!("cannot read {}: {e}", path.display()))),
     };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();

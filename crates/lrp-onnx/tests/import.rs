@@ -686,3 +686,22 @@ fn a_mapped_model_file_gives_its_weights_exactly() {
     let err = import_file(&path).unwrap_err().to_string();
     assert!(err.contains("truncated or corrupt"), "{err}");
 }
+
+/// A file past protobuf's 2 GiB is refused by its length, before anything is read or mapped (a sparse one here: 3 GiB
+/// of holes, which reading would page in), and a folder or a character device as not a regular file.
+#[test]
+fn files_past_two_gib_and_special_files_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("huge.onnx");
+    std::fs::File::create(&big).unwrap().set_len(3 << 30).unwrap();
+    let Err(OnnxError::Decode(e)) = import_file(&big) else {
+        panic!("a 3 GiB file was not refused")
+    };
+    assert!(e.contains("is 3221225472 bytes, more than the 2 GiB"), "{e}");
+    for special in [dir.path().to_path_buf(), PathBuf::from("/dev/null")] {
+        let Err(OnnxError::Decode(e)) = import_file(&special) else {
+            panic!("{} was not refused", special.display())
+        };
+        assert!(e.contains("is not a regular file"), "{}: {e}", special.display());
+    }
+}
