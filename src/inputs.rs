@@ -21,8 +21,7 @@ pub fn load_model(path: &Path) -> Result<Model> {
             names.join(", ")
         );
     }
-    let is_onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-    if !is_onnx {
+    if !is_onnx(path) {
         return Ok(Model::load(path)?);
     }
     let imported = lrp_onnx::import_file(path).with_context(|| format!("{}: cannot import", path.display()))?;
@@ -39,23 +38,37 @@ pub fn load_model(path: &Path) -> Result<Model> {
     })
 }
 
-/// Says on standard error what an input file holds that a user may not expect: float64 values (converted) and
-/// values outside [0, 1], the range of the shipped MNIST models (0–255 pixels give logits in the thousands).
-pub fn note_npy_input(path: &Path, src: &lrp_batch::NpySource) {
-    note_npy_values(path, src, src.value_range());
+/// Whether `--model` names an ONNX file (by its extension, as [`load_model`] decides).
+pub fn is_onnx(model: &Path) -> bool {
+    model.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// Says on standard error what an input file holds that a user may not expect: float64 values (converted), and
+/// values a model is unlikely to take: for lrp's own models (the shipped MNIST ones take [0, 1]; 0–255 pixels give
+/// logits in the thousands) anything outside [0, 1]; for an ONNX model, which may take any range (torchvision's
+/// take values normalized to about −2…2.6), only what looks like unscaled pixels: nothing below 0 and something
+/// above 1.
+pub fn note_npy_input(path: &Path, src: &lrp_batch::NpySource, onnx: bool) {
+    note_npy_values(path, src, src.value_range(), onnx);
 }
 
 /// [`note_npy_input`] with the value range already known (`lrp batch` finds it while digesting the file).
-pub fn note_npy_values(path: &Path, src: &lrp_batch::NpySource, range: Option<(f64, f64)>) {
+pub fn note_npy_values(path: &Path, src: &lrp_batch::NpySource, range: Option<(f64, f64)>, onnx: bool) {
     if src.is_f64() {
         eprintln!(
             "note: {} holds float64 values; they are converted to float32",
             path.display()
         );
     }
-    if let Some((lo, hi)) = range
-        && (lo < -1e-3 || hi > 1.0 + 1e-3)
-    {
+    let Some((lo, hi)) = range else { return };
+    if onnx && lo >= -1e-3 && hi > 1.0 + 1e-3 {
+        eprintln!(
+            "warning: {} holds values from {lo} to {hi}: if these are 0–255 pixels, most models take them scaled \
+             and normalized (`lrp prepare` makes photos into a model's input); ignore this for a model that takes \
+             0–255",
+            path.display()
+        );
+    } else if !onnx && (lo < -1e-3 || hi > 1.0 + 1e-3) {
         eprintln!(
             "warning: {} holds values from {lo} to {hi}, outside [0, 1]: the shipped models take pixels in [0, 1] \
              (divide 0–255 images by 255); ignore this for a model trained on another range",
@@ -65,10 +78,11 @@ pub fn note_npy_values(path: &Path, src: &lrp_batch::NpySource, range: Option<(f
 }
 
 /// Reads a float `.npy` (float32, or float64 converted with a note) through the one reader every command uses,
-/// and makes it a batch for `net`: a single sample without the batch axis gets one.
-pub fn load_npy_input(path: &Path, net: &Network) -> Result<ArrayD<f32>> {
+/// and makes it a batch for `net`: a single sample without the batch axis gets one. `onnx`: whether the model is
+/// an ONNX file (for [`note_npy_input`]).
+pub fn load_npy_input(path: &Path, net: &Network, onnx: bool) -> Result<ArrayD<f32>> {
     let src = lrp_batch::NpySource::open_for(path, net.input_shape())?;
-    note_npy_input(path, &src);
+    note_npy_input(path, &src, onnx);
     let x = src.all()?;
     net.check_input(&x.view())
         .with_context(|| format!("{}: not an input for this model", path.display()))?;

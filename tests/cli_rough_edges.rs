@@ -311,6 +311,43 @@ fn inputs_outside_zero_one_are_warned_about_and_float64_is_said() {
     assert!(text.contains("float64") && !text.contains("outside [0, 1]"), "{text}");
 }
 
+/// An ONNX model may take any range: torchvision's take normalized values, from about −2.1 to 2.6, and were warned
+/// about as if they were the shipped MNIST models' pixels. Only what looks like unscaled 0–255 pixels is now, in
+/// every command that reads an .npy.
+#[test]
+fn an_onnx_model_is_warned_only_about_what_looks_like_unscaled_pixels() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = "tests/fixtures/scale/resnet_basic_l2-legacy.onnx";
+    let mut normalized = ndarray::Array4::<f32>::zeros((1, 3, 64, 64));
+    normalized[[0, 0, 0, 0]] = -2.1;
+    normalized[[0, 2, 5, 5]] = 2.6;
+    let pixels = normalized.mapv(|v| (v + 2.1) * 50.0);
+    let (norm, px) = (dir.path().join("norm.npy"), dir.path().join("px.npy"));
+    ndarray_npy::write_npy(&norm, &normalized).unwrap();
+    ndarray_npy::write_npy(&px, &pixels).unwrap();
+    let relevance = dir.path().join("r.npy");
+    for cmd in ["predict", "explain", "batch"] {
+        for (input, pixels) in [(&norm, false), (&px, true)] {
+            let out = dir.path().join(format!("{cmd}-{pixels}"));
+            let mut args = vec![cmd, "--model", model, "--input", input.to_str().unwrap()];
+            match cmd {
+                "explain" => args.extend(["--rule", "epsilon", "--out", relevance.to_str().unwrap()]),
+                "batch" => args.extend(["--rule", "epsilon", "--out", out.to_str().unwrap()]),
+                _ => {}
+            }
+            let text = lrp_ok(&args);
+            if pixels {
+                assert!(
+                    text.contains("from 0 to ") && text.contains("0–255 pixels"),
+                    "{cmd}, pixels: {text}"
+                );
+            } else {
+                assert!(!text.contains("warning"), "{cmd}, normalized input: {text}");
+            }
+        }
+    }
+}
+
 #[test]
 fn counts_read_as_english() {
     let dir = tempfile::tempdir().unwrap();

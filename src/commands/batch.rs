@@ -145,7 +145,12 @@ fn open_inputs(a: &RunArgs, shape: &[usize]) -> Result<(Opened, String)> {
         (Some(path), _) => {
             let src = NpySource::open(path)?;
             let (digest, range) = src.digest_and_range();
-            crate::inputs::note_npy_values(path, &src, range);
+            crate::inputs::note_npy_values(
+                path,
+                &src,
+                range,
+                a.model.as_deref().is_some_and(crate::inputs::is_onnx),
+            );
             Ok((Opened::Npy(src, path.clone()), digest))
         }
         (None, Some(dir)) => {

@@ -160,7 +160,7 @@ fn fetch(a: &ConceptsArgs, net: &lrp_core::Network, idx: &[usize]) -> Result<(nd
         (d.images, vec![None; n])
     } else {
         let path = a.input.as_ref().context("the run's inputs")?;
-        let x = crate::inputs::load_npy_input(path, net)?;
+        let x = crate::inputs::load_npy_input(path, net, crate::inputs::is_onnx(&a.model))?;
         let n = x.shape()[0];
         let norm = a
             .photos

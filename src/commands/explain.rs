@@ -124,7 +124,7 @@ fn inputs(a: &ExplainArgs, net: &lrp_core::Network) -> Result<Inputs> {
     }
     a.photos.check_without_photos()?;
     let (x, labels) = match (&a.input, a.data.as_ref().or(default_data.as_ref())) {
-        (Some(path), _) => (load_npy_input(path, net)?, None),
+        (Some(path), _) => (load_npy_input(path, net, crate::inputs::is_onnx(&a.model))?, None),
         (None, Some(dir)) => {
             let d = load_split_for(dir, a.split.into(), net)?;
             let start = a.index.unwrap_or(0);
