@@ -211,6 +211,45 @@ fn predict_explain_and_batch_take_photos_and_class_names() {
     }
 }
 
+/// The printed heatmap of a 64×64 input is shrunk to the terminal's half width, each cell the mean of its pixels.
+/// Signed, noisy relevance (ε through a deep network) averages to a small part of its largest pixel, and drawn to
+/// that pixel the map was faint or blank; it is drawn to its largest cell now, so that cell is at full strength.
+#[test]
+fn a_shrunk_heatmap_is_drawn_to_its_largest_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x.npy");
+    // Values below 0: the input's picture is all blank, so the rows hold only the heatmap's glyphs.
+    let mut state = 12345u32;
+    let input = ndarray::Array4::<f32>::from_shape_fn((1, 3, 64, 64), |_| {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        -0.1 - (state >> 8) as f32 / (1u32 << 24) as f32
+    });
+    ndarray_npy::write_npy(&x, &input).unwrap();
+    let out = lrp_ok(&[
+        "explain",
+        "--model",
+        MODEL,
+        "--input",
+        x.to_str().unwrap(),
+        "--rule",
+        "epsilon",
+        "--print",
+        "--color",
+        "never",
+    ]);
+    let rows: String = out
+        .lines()
+        .skip_while(|l| !l.contains("explained class"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("(shown at"))
+        .collect();
+    assert!(out.contains("(shown at") && !rows.trim().is_empty(), "{out}");
+    assert!(
+        rows.contains('@') || rows.contains('%'),
+        "no cell at full strength:\n{out}"
+    );
+}
+
 #[test]
 fn an_nhwc_models_heatmap_is_drawn_as_an_image_not_a_strip() {
     // A Keras CNN on [28, 28, 1]: the printout has 14 rows of 28 + 2 + 28 characters.

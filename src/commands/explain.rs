@@ -422,7 +422,9 @@ fn print(
     for s in 0..n.min(PRINT_LIMIT) {
         let rel = cells::to_map(e.relevance.index_axis(Axis(0), s));
         let shown = cells::shrink(rel.view(), usize::MAX, half);
-        let scale = cells::max_abs(rel.view());
+        // Drawn to the largest cell shown: a shrunk cell is the mean of its pixels, and signed, noisy relevance
+        // (ε on a deep network) averages to a small part of the largest pixel, which left the map blank.
+        let scale = cells::max_abs(shown.view());
         let left = match &inp.pictures {
             Some(p) => cells::render_rgb(cells::shrink_rgb(p[s].view(), usize::MAX, half).view(), mode),
             None => {
@@ -445,33 +447,25 @@ fn print(
             (None, None) => format!("sample {s}"),
         };
         println!(
-            "{which}: predicted {}{label}, explained class {} (logit {:.4}), rule {}",
+            "{which}: predicted {}{label}, explained class {} (logit {}), rule {}",
             class_name(names, predicted[s]),
             class_name(names, e.targets[s]),
-            explained[s],
+            figure(explained[s]),
             explainer.plan().spec()
         );
         for (l, r) in left.iter().zip(&right) {
             println!("{}  {}", cells::to_ansi(l), cells::to_ansi(r));
         }
-        if shown.dim() != rel.dim() {
-            println!(
-                "(shown at {}×{} of {}×{} pixels)",
-                shown.ncols(),
-                shown.nrows(),
-                rel.ncols(),
-                rel.nrows()
-            );
-        }
-        println!("input | relevance (red +, blue −), max |R| = {scale:.4}");
+        println!("{}", scale_caption(&rel, &shown, scale));
         if mode == ColorMode::NoColor {
             println!("{}", cells::no_color_legend());
         }
         if e.layer_sums.is_empty() {
             let total: f32 = e.relevance.index_axis(Axis(0), s).sum();
             println!(
-                "attribution summed over the input: {total:.4} (logit {:.4})",
-                logits[[s, e.targets[s]]]
+                "attribution summed over the input: {} (logit {})",
+                figure(total),
+                figure(logits[[s, e.targets[s]]])
             );
         } else {
             if net.is_chain() {
@@ -489,7 +483,7 @@ fn print(
                 } else {
                     String::new()
                 };
-                println!("  {:<20} {:>12.4} {share}", net.value_label(i), sums[s]);
+                println!("  {:<20} {:>12} {share}", net.value_label(i), figure(sums[s]));
             }
             if net.layers().iter().any(|l| matches!(l, lrp_core::Layer::Lstm(_))) {
                 println!(
@@ -513,5 +507,49 @@ fn print(
             "({} more samples not drawn; use --out or --png for all)",
             n - PRINT_LIMIT
         );
+    }
+}
+
+/// The lines under a printed heatmap: the size it was shrunk from, and what its colours are drawn to.
+fn scale_caption(rel: &ndarray::Array2<f32>, shown: &ndarray::Array2<f32>, scale: f32) -> String {
+    if shown.dim() == rel.dim() {
+        return format!("input | relevance (red +, blue −), max |R| = {}", figure(scale));
+    }
+    format!(
+        "(shown at {}×{} of {}×{} pixels)\ninput | relevance (red +, blue −), max |R| {} (a pixel), {} (a cell, their \
+         mean: drawn to it)",
+        shown.ncols(),
+        shown.nrows(),
+        rel.ncols(),
+        rel.nrows(),
+        figure(cells::max_abs(rel.view())),
+        figure(scale)
+    )
+}
+
+/// A relevance or a logit in the printout: four decimals, or four significant digits in scientific notation when
+/// four decimals would show a nonzero value as 0.0000 (a network whose logits are 1e-9) or it is very large.
+fn figure(v: f32) -> String {
+    let a = v.abs();
+    if a == 0.0 || !a.is_finite() || (5e-4..1e7).contains(&a) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::figure;
+
+    #[test]
+    fn figures_keep_four_significant_digits_when_four_decimals_would_hide_them() {
+        assert_eq!(figure(57.87184), "57.8718");
+        assert_eq!(figure(-0.0006), "-0.0006");
+        assert_eq!(figure(2.7945726e-9), "2.795e-9");
+        assert_eq!(figure(-0.00012346), "-1.235e-4");
+        assert_eq!(figure(3.0e8), "3.000e8");
+        assert_eq!(figure(0.0), "0.0000");
+        assert_eq!(figure(f32::NAN), "NaN");
     }
 }
