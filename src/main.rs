@@ -35,7 +35,7 @@ enum Command {
     Concepts(commands::concepts::ConceptsArgs),
     /// Compare rules by faithfulness: region perturbation (pixel flipping) and AOPC, against a random order.
     Eval(commands::eval::EvalArgs),
-    /// Browse explanations in the terminal: MNIST digits and their heatmaps, rule by rule, model by model.
+    /// Browse explanations in the terminal: digits or photos and their heatmaps, rule by rule, model by model.
     View(commands::view::ViewArgs),
     /// Convert a model (e.g. .onnx) to the native format.
     Convert(commands::convert::ConvertArgs),

@@ -7,7 +7,7 @@ use clap::Args;
 use ndarray::{ArrayD, Axis, Ix2};
 
 use lrp_rules::{Explainer, Explanation, Spec, Target};
-use lrp_view::cells::{self, ColorChoice, ColorMode, MapKind};
+use lrp_view::cells::{self, ColorChoice, ColorMode, MapKind, figure};
 use lrp_view::png_out::{Panel, write_png};
 
 use crate::inputs::{SplitArg, load_model, load_npy_input, load_split_for, load_targets, write_npy_atomic};
@@ -450,7 +450,7 @@ fn print(
             "{which}: predicted {}{label}, explained class {} (logit {}), rule {}",
             class_name(names, predicted[s]),
             class_name(names, e.targets[s]),
-            figure(explained[s]),
+            figure(explained[s], 4),
             explainer.plan().spec()
         );
         for (l, r) in left.iter().zip(&right) {
@@ -464,8 +464,8 @@ fn print(
             let total: f32 = e.relevance.index_axis(Axis(0), s).sum();
             println!(
                 "attribution summed over the input: {} (logit {})",
-                figure(total),
-                figure(logits[[s, e.targets[s]]])
+                figure(total, 4),
+                figure(logits[[s, e.targets[s]]], 4)
             );
         } else {
             if net.is_chain() {
@@ -483,7 +483,7 @@ fn print(
                 } else {
                     String::new()
                 };
-                println!("  {:<20} {:>12} {share}", net.value_label(i), figure(sums[s]));
+                println!("  {:<20} {:>12} {share}", net.value_label(i), figure(sums[s], 4));
             }
             if net.layers().iter().any(|l| matches!(l, lrp_core::Layer::Lstm(_))) {
                 println!(
@@ -513,7 +513,7 @@ fn print(
 /// The lines under a printed heatmap: the size it was shrunk from, and what its colours are drawn to.
 fn scale_caption(rel: &ndarray::Array2<f32>, shown: &ndarray::Array2<f32>, scale: f32) -> String {
     if shown.dim() == rel.dim() {
-        return format!("input | relevance (red +, blue −), max |R| = {}", figure(scale));
+        return format!("input | relevance (red +, blue −), max |R| = {}", figure(scale, 4));
     }
     format!(
         "(shown at {}×{} of {}×{} pixels)\ninput | relevance (red +, blue −), max |R| {} (a pixel), {} (a cell, their \
@@ -522,34 +522,7 @@ fn scale_caption(rel: &ndarray::Array2<f32>, shown: &ndarray::Array2<f32>, scale
         shown.nrows(),
         rel.ncols(),
         rel.nrows(),
-        figure(cells::max_abs(rel.view())),
-        figure(scale)
+        figure(cells::max_abs(rel.view()), 4),
+        figure(scale, 4)
     )
-}
-
-/// A relevance or a logit in the printout: four decimals, or four significant digits in scientific notation when
-/// four decimals would show a nonzero value as 0.0000 (a network whose logits are 1e-9) or it is very large.
-fn figure(v: f32) -> String {
-    let a = v.abs();
-    if a == 0.0 || !a.is_finite() || (5e-4..1e7).contains(&a) {
-        format!("{v:.4}")
-    } else {
-        format!("{v:.3e}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::figure;
-
-    #[test]
-    fn figures_keep_four_significant_digits_when_four_decimals_would_hide_them() {
-        assert_eq!(figure(57.87184), "57.8718");
-        assert_eq!(figure(-0.0006), "-0.0006");
-        assert_eq!(figure(2.7945726e-9), "2.795e-9");
-        assert_eq!(figure(-0.00012346), "-1.235e-4");
-        assert_eq!(figure(3.0e8), "3.000e8");
-        assert_eq!(figure(0.0), "0.0000");
-        assert_eq!(figure(f32::NAN), "NaN");
-    }
 }

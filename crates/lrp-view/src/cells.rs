@@ -376,6 +376,19 @@ pub fn render_rgb(picture: ArrayView3<f32>, mode: ColorMode) -> Vec<Vec<Cell>> {
         .collect()
 }
 
+/// A relevance or a logit as text: `decimals` decimals, or `decimals` − 1 significant digits after the first in
+/// scientific notation where the decimals would show fewer than two significant digits of a nonzero value (a
+/// random-weight network's logits of 1e-9 read 0.0000) or it is 1e7 or more. Every printed and drawn figure uses it.
+pub fn figure(v: f32, decimals: usize) -> String {
+    let a = v.abs();
+    let plain = 10f32.powi(1 - decimals as i32)..1e7;
+    if a == 0.0 || !a.is_finite() || plain.contains(&a) {
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.*e}", decimals.saturating_sub(2))
+    }
+}
+
 /// The largest |value| (0 for an empty or all-zero map; NaN is ignored).
 pub fn max_abs(map: ArrayView2<f32>) -> f32 {
     map.iter().filter(|v| !v.is_nan()).fold(0.0, |m, v| m.max(v.abs()))

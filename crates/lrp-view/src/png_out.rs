@@ -67,15 +67,6 @@ pub struct Panel {
     pub caption: Vec<String>,
 }
 
-/// A magnitude for a caption: four decimals, or three significant digits where that would read 0.0000.
-fn magnitude(v: f32) -> String {
-    if v != 0.0 && v.abs() < 1e-3 {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-    }
-}
-
 /// The most tiles one PNG holds (more would make an image no viewer opens).
 pub const MAX_TILES: usize = 4096;
 /// The most pixels one PNG holds (large inputs make large tiles): 64 Mpx, a 192 MiB drawing buffer.
@@ -228,11 +219,11 @@ pub fn write_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), PngEr
             let last = if panel.picture.is_some() {
                 format!(
                     "max|R| {}; colours to {} (99.5th pct of |R|)",
-                    magnitude(scale),
-                    magnitude(colour_scale(panel))
+                    crate::cells::figure(scale, 4),
+                    crate::cells::figure(colour_scale(panel), 4)
                 )
             } else {
-                format!("max|R| {}", magnitude(scale))
+                format!("max|R| {}", crate::cells::figure(scale, 4))
             };
             for line in panel.caption.iter().cloned().chain([last]) {
                 t(&line, left, y, font)?;

@@ -466,3 +466,19 @@ fn compare_mode_at_80x24_keeps_titles_apart_and_lines_within_the_width() {
     assert_ne!(shown[0], shown[1], "two titles that say the same: {screen}");
     assert!(screen.contains("r/R: other rules"), "the hint line is whole: {screen}");
 }
+
+/// Figures keep two significant digits or more: a random-weight network's logits of 1e-9 read 0.0000 before.
+#[test]
+fn figures_switch_to_scientific_notation_where_decimals_would_hide_them() {
+    use lrp_view::cells::figure;
+    assert_eq!(figure(57.87184, 4), "57.8718");
+    assert_eq!(figure(-0.0016, 4), "-0.0016");
+    assert_eq!(figure(2.7945726e-9, 4), "2.79e-9");
+    assert_eq!(figure(-0.00012346, 4), "-1.23e-4");
+    assert_eq!(figure(0.0123, 3), "0.012");
+    assert_eq!(figure(0.00987, 3), "9.9e-3");
+    assert_eq!(figure(3.0e8, 3), "3.0e8");
+    assert_eq!(figure(0.0, 4), "0.0000");
+    assert_eq!(figure(f32::NAN, 3), "NaN");
+    assert_eq!(figure(f32::NEG_INFINITY, 3), "-inf");
+}

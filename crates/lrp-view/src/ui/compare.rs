@@ -10,7 +10,7 @@ use super::layout::compare_layout;
 use super::widgets::{draw_map, draw_state, heat_kind, text, truncate, truncate_middle};
 use super::{Sources, needed};
 use crate::app::App;
-use crate::cells::{ColorMode, MapKind, max_abs, no_color_legend};
+use crate::cells::{ColorMode, MapKind, figure, max_abs, no_color_legend};
 use crate::keys::{Binding, key};
 
 /// Compare mode's own keys.
@@ -85,7 +85,7 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
                     x,
                     y + 1 + g.map_h,
                     g.panel_w,
-                    Line::from(format!("max |R| {:.4}", max_abs(v.relevance.view()))),
+                    Line::from(format!("max |R| {}", figure(max_abs(v.relevance.view()), 4))),
                 );
                 let sum: f32 = v.relevance.sum();
                 text(
@@ -93,7 +93,7 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
                     x,
                     y + 2 + g.map_h,
                     g.panel_w,
-                    Line::from(format!("sum R {sum:.3}")),
+                    Line::from(format!("sum R {}", figure(sum, 3))),
                 );
                 summary.get_or_insert_with(|| (v.predicted(), v.target, v.logits[v.target]));
             }
@@ -112,9 +112,10 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
     };
     if let Some((pred, target, logit)) = summary {
         line.push_str(&format!(
-            "  predicted {}  explaining class {} (logit {logit:.3})",
+            "  predicted {}  explaining class {} (logit {})",
             src.class(pred),
-            src.class(target)
+            src.class(target),
+            figure(logit, 3)
         ));
     }
     let hidden = accepted.saturating_sub(keys.len());

@@ -14,7 +14,7 @@ use super::layout::MAX_SCALE;
 use super::widgets::{draw_map, draw_state, heat_kind, legend, panel_size, text, truncate};
 use super::{Sources, needed};
 use crate::app::{App, Screen};
-use crate::cells::{ColorMode, MapKind, max_abs};
+use crate::cells::{ColorMode, MapKind, figure, max_abs};
 use crate::concept::{ConceptKey, ConceptView, Pick, ranked};
 use crate::keys::{Binding, key};
 
@@ -409,7 +409,7 @@ fn draw_references(frame: &mut Frame, c: &ConceptView, p: &Plan, area: Rect, col
             x,
             p.refs_y + th,
             tw + 1,
-            Line::from(format!("#{} {:.3}", r.index, r.value)),
+            Line::from(format!("#{} {}", r.index, figure(r.value, 3))),
         );
     }
 }

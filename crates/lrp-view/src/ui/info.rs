@@ -10,6 +10,7 @@ use super::Sources;
 use super::layout::Layout;
 use super::widgets::{class_label, text, truncate};
 use crate::app::App;
+use crate::cells::figure;
 use crate::worker::ViewData;
 
 /// Width of one conservation-sum column.
@@ -44,7 +45,7 @@ pub(crate) fn facts(app: &App, v: Option<&ViewData>, src: &Sources) -> Vec<Line<
             src.class(v.target),
             class_label(app.class)
         )));
-        lines.push(Line::from(format!("logit {:.3}", v.logits[v.target])));
+        lines.push(Line::from(format!("logit {}", figure(v.logits[v.target], 3))));
     }
     lines
 }
@@ -112,7 +113,7 @@ pub(crate) fn draw_sums(frame: &mut Frame, rect: Rect, sums: &[(String, f32)]) {
     let capacity = (cols * rows) as usize;
     let mut shown: Vec<String> = sums
         .iter()
-        .map(|(name, s)| format!("{:<12}{:>7.3}", truncate(name, 12), s))
+        .map(|(name, s)| format!("{:<12}{:>7}", truncate(name, 12), figure(*s, 3)))
         .collect();
     if shown.len() > capacity && capacity >= 3 {
         let hidden = shown.len() - (capacity - 1);

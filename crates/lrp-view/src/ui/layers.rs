@@ -13,7 +13,7 @@ use super::layout::MAX_SCALE;
 use super::widgets::{draw_map, draw_state, heat_kind, legend, max_abs_d, panel_size, text, truncate};
 use super::{Sources, needed};
 use crate::app::{App, Screen};
-use crate::cells::{ColorMode, MapKind, max_abs, to_map};
+use crate::cells::{ColorMode, MapKind, figure, max_abs, to_map};
 use crate::keys::{Binding, key};
 use crate::worker::LayerData;
 
@@ -124,13 +124,14 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, src: &Sources) {
         area.width,
         Line::styled(
             format!(
-                "layer {} {} ({}/{}): R at its input {:?}, sum {total:.3}, logit {:.3}",
+                "layer {} {} ({}/{}): R at its input {:?}, sum {}, logit {}",
                 layer.name,
                 layer.kind,
                 idx + 1,
                 v.layers.len(),
                 layer.relevance.shape(),
-                v.logits[v.target]
+                figure(total, 3),
+                figure(v.logits[v.target], 3)
             ),
             bold,
         ),

@@ -9,7 +9,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Paragraph, Widget, Wrap};
 
 use crate::app::ClassChoice;
-use crate::cells::{Cell, Color, ColorMode, MapKind, max_abs, render};
+use crate::cells::{Cell, Color, ColorMode, MapKind, figure, max_abs, render};
 use crate::worker::ViewData;
 
 /// Draws rows of cells at the top-left of its area (clipped to it).
@@ -69,16 +69,36 @@ pub(crate) fn draw_map(frame: &mut Frame, rect: Rect, map: &Array2<f32>, kind: M
     let (h, w) = map.dim();
     let (max_h, max_w) = (2 * rect.height as usize, rect.width as usize);
     let fitted_map;
-    let map = if (h > max_h || w > max_w) && max_h > 0 && max_w > 0 {
+    let (map, kind) = if (h > max_h || w > max_w) && max_h > 0 && max_w > 0 {
         fitted_map = crate::cells::shrink(map.view(), max_h, max_w);
-        &fitted_map
+        (&fitted_map, averaged(kind, map, &fitted_map))
     } else {
-        map
+        (map, kind)
     };
     let big = upscale(map, scale as usize);
     let fitted = shrink_width(&big, rect.width as usize);
     let cells = render(fitted.view(), kind, color);
     frame.render_widget(CellsWidget(&cells), rect);
+}
+
+/// The colour scale of a heatmap averaged down from `full` to `fitted`: shrunk as much as the map's largest value
+/// was. Signed, noisy relevance (ε through a deep network, over a photo) averages to a small part of its largest
+/// pixel, and drawn to that pixel the map was faint or blank; a map drawn to its own largest value now has its
+/// largest cell at full strength, and maps drawn to one scale (a layer's channels) each lose what averaging took.
+fn averaged(kind: MapKind, full: &Array2<f32>, fitted: &Array2<f32>) -> MapKind {
+    match kind {
+        MapKind::Heatmap { scale } => {
+            let (before, after) = (max_abs(full.view()), max_abs(fitted.view()));
+            if before > 0.0 && after > 0.0 && after.is_finite() {
+                MapKind::Heatmap {
+                    scale: scale * (after / before),
+                }
+            } else {
+                kind
+            }
+        }
+        other => other,
+    }
 }
 
 /// Draws a colour picture `[H, W, 3]` shrunk by `k` (block means) and enlarged `scale` times, clipped to `rect`.
@@ -162,9 +182,9 @@ pub(crate) fn class_label(c: ClassChoice) -> String {
 pub(crate) fn legend(color: ColorMode, scale: f32) -> String {
     if color == ColorMode::NoColor {
         // The character ramps, weak to strong (the help and `lrp explain` spell them out).
-        format!("|R|≤{scale:.3} +*#@ pos -=~% neg")
+        format!("|R|≤{} +*#@ pos -=~% neg", figure(scale, 3))
     } else {
-        format!("max |R| {scale:.4}  red + blue −")
+        format!("max |R| {}  red + blue −", figure(scale, 4))
     }
 }
 
@@ -178,4 +198,35 @@ pub(crate) fn draw_state(frame: &mut Frame, rect: Rect, data: &Option<Result<Vie
 
 pub(crate) fn max_abs_d(a: &ArrayD<f32>) -> f32 {
     a.iter().filter(|v| !v.is_nan()).fold(0.0, |m, v| m.max(v.abs()))
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::{Terminal, backend::TestBackend};
+
+    use super::*;
+
+    /// A 64×64 map of signed noise with one strong pixel, averaged into 16×8 cells: the largest cell is drawn at full
+    /// strength (the ramps' last glyph), and a map of zeros stays blank.
+    #[test]
+    fn a_heatmap_averaged_down_is_drawn_to_its_largest_cell() {
+        let mut state = 7u32;
+        let mut map = Array2::from_shape_fn((64, 64), |_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        });
+        map[[10, 20]] = 40.0;
+        for (m, strong) in [(map, true), (Array2::zeros((64, 64)), false)] {
+            let mut term = Terminal::new(TestBackend::new(16, 8)).unwrap();
+            term.draw(|f| draw_map(f, Rect::new(0, 0, 16, 8), &m, heat_kind(&m), 1, ColorMode::NoColor))
+                .unwrap();
+            let buf = term.backend().buffer();
+            let glyphs: String = (0..8)
+                .flat_map(|y| (0..16).map(move |x| (x, y)))
+                .map(|p| buf[p].symbol().to_string())
+                .collect();
+            assert_eq!(glyphs.contains('@') || glyphs.contains('%'), strong, "{glyphs:?}");
+            assert_eq!(glyphs.trim().is_empty(), !strong, "{glyphs:?}");
+        }
+    }
 }
