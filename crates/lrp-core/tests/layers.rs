@@ -612,3 +612,92 @@ fn max_pool_routes_to_the_first_maximum_with_ties() {
         assert_eq!(p.max_route(x.view(), g.view()), want, "{win:?}");
     }
 }
+
+/// Passes over one large value go over both threads of a pool (above `par::PAR_MIN_VALUES`), each value computed as
+/// if alone: every activation, and an island (SiLU as x·sigmoid(x)), gives `apply`'s bits value by value; average
+/// pooling over whole planes (squeeze-and-excitation) gives a naive loop's bits, its transpose each plane's gradient
+/// over the plane's size, and a 3×3 window the same bits on one thread as on two; a value times a per-channel gate,
+/// either way round, gives ndarray's broadcast product's bits.
+#[test]
+fn large_passes_split_over_threads_keep_every_bit() {
+    use lrp_core::{Activation, BinaryFn, ExprOp, Mul, Op, UnaryFn};
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (n, c, h, w) = (2, 4, 181, 183);
+    assert!(n * c * h * w > lrp_core::par::PAR_MIN_VALUES);
+    let mut x = Array4::from_shape_fn((n, c, h, w), |_| rng.random_range(-8.0f32..8.0));
+    for (i, v) in [0.0, -0.0, 6.0, -3.0, 3.0, 1e30, -1e30, 88.5, -104.0]
+        .into_iter()
+        .enumerate()
+    {
+        x[[1, 3, 100, i]] = v;
+    }
+    let silu = Activation::Island(lrp_core::Expr {
+        ops: vec![ExprOp::Unary(UnaryFn::Sigmoid, 0), ExprOp::Binary(BinaryFn::Mul, 0, 1)],
+    });
+    let activations = [
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::LeakyRelu(0.1),
+        Activation::Elu(0.7),
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::Silu,
+        Activation::Softplus,
+        Activation::Clip(0.0, 6.0),
+        Activation::HardSigmoid(0.2, 0.5),
+        Activation::HardSwish,
+        silu,
+    ];
+    let xd = x.clone().into_dyn();
+    two.install(|| {
+        for a in &activations {
+            let y = a.forward(xd.view());
+            assert_eq!(y.shape(), xd.shape());
+            for (&v, &o) in xd.iter().zip(y.iter()) {
+                assert_eq!(o.to_bits(), a.apply(v).to_bits(), "{a:?} at {v}");
+            }
+        }
+    });
+    let whole = Pool2d {
+        window: Window {
+            kernel: [h, w],
+            stride: [1, 1],
+            pads: [0, 0, 0, 0],
+        },
+        count_include_pad: false,
+    };
+    let means = two.install(|| whole.avg_forward(x.view()));
+    assert_eq!(means, naive_pool(&x, whole.window, Some(false)));
+    let g = Array4::from_shape_fn((n, c, 1, 1), |(i, j, _, _)| (i * c + j) as f32 - 2.5);
+    let spread = two.install(|| whole.avg_transpose(g.view(), (n, c, h, w)));
+    for ((i, j, _, _), &v) in spread.indexed_iter() {
+        assert_eq!(v.to_bits(), (g[[i, j, 0, 0]] / (h * w) as f32).to_bits());
+    }
+    let three = Pool2d {
+        window: Window::square(3, 1, 1),
+        count_include_pad: true,
+    };
+    let gy = Array4::from_shape_fn((n, c, h, w), |(i, j, y, z)| {
+        ((i + 2 * j + 3 * y + 5 * z) % 11) as f32 - 5.0
+    });
+    let on = |pool: &rayon::ThreadPool| {
+        pool.install(|| {
+            (
+                three.avg_forward(x.view()),
+                three.avg_transpose(gy.view(), (n, c, h, w)),
+            )
+        })
+    };
+    assert_eq!(on(&one), on(&two));
+    let gate = Array4::from_shape_fn((n, c, 1, 1), |(i, j, _, _)| 0.3 * (i * c + j) as f32 - 1.1).into_dyn();
+    two.install(|| {
+        let xg = Mul.forward(&[xd.view(), gate.view()], &[]);
+        let gx = Mul.forward(&[gate.view(), xd.view()], &[]);
+        for (got, want) in [(xg, &xd * &gate), (gx, &gate * &xd)] {
+            assert_eq!(got.shape(), want.shape());
+            assert!(got.iter().zip(want.iter()).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    });
+}

@@ -70,13 +70,39 @@ impl Op for Mul {
     }
 
     fn forward(&self, xs: &[ArrayViewD<f32>], _: &[usize]) -> ArrayD<f32> {
-        &xs[0] * &xs[1]
+        let (a, b) = (&xs[0], &xs[1]);
+        gated(a, b).or_else(|| gated(b, a)).unwrap_or_else(|| a * b)
     }
 
     fn backward(&self, xs: &[ArrayViewD<f32>], g: ArrayViewD<f32>) -> Vec<ArrayD<f32>> {
         let (a, b) = (&xs[0], &xs[1]);
         vec![reduce_to(&g * b, &a.shape()[1..]), reduce_to(&g * a, &b.shape()[1..])]
     }
+}
+
+/// `x ⊙ gate` for a per-channel gate (`[N, C, H, W]` and `[N, C, 1, 1]`: squeeze-and-excitation), plane by plane
+/// over the threads when large (a float product is the same either way round, so the gate may be either factor).
+/// `None` for any other pair of shapes or layouts.
+fn gated(x: &ArrayViewD<f32>, gate: &ArrayViewD<f32>) -> Option<ArrayD<f32>> {
+    let shape = x.shape();
+    if shape.len() != 4 || gate.shape() != [shape[0], shape[1], 1, 1] {
+        return None;
+    }
+    let (xs, gs) = (x.as_slice()?, gate.as_slice()?);
+    let plane = shape[2] * shape[3];
+    if plane == 0 {
+        return None;
+    }
+    let mut out = vec![0f32; xs.len()];
+    crate::par::units_mut(&mut out, plane, xs.len(), |first, part| {
+        for (i, o) in part.chunks_exact_mut(plane).enumerate() {
+            let (g, x) = (gs[first + i], &xs[(first + i) * plane..(first + i + 1) * plane]);
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = v * g;
+            }
+        }
+    });
+    ArrayD::from_shape_vec(shape, out).ok()
 }
 
 impl Insert {

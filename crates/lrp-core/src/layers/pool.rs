@@ -26,13 +26,18 @@ impl Pool2d {
         }
     }
 
-    /// Visits every output position `(n, c, oy, ox)` with the flat input indices (within the channel plane)
-    /// of its window that lie inside the input.
-    fn for_each_window(&self, (n, c, h, w): (usize, usize, usize, usize), mut f: impl FnMut(usize, usize, &[usize])) {
+    /// Visits every output position of the planes `planes` (`n·C + c`) of `h × w` values with the flat input indices
+    /// (within the plane) of its window that lie inside the input.
+    fn for_each_window(
+        &self,
+        planes: std::ops::Range<usize>,
+        (h, w): (usize, usize),
+        mut f: impl FnMut(usize, usize, &[usize]),
+    ) {
         let (oh, ow) = self.window.output_hw(h, w).expect("window checked by the caller");
         let [kh, kw] = self.window.kernel;
         let mut idx = Vec::with_capacity(kh * kw);
-        for plane in 0..n * c {
+        for plane in planes {
             for oy in 0..oh {
                 for ox in 0..ow {
                     idx.clear();
@@ -224,9 +229,14 @@ impl Pool2d {
         let (hw_in, hw_out) = (x.dim().2 * x.dim().3, dims.2 * dims.3);
         let mut out = Array4::<f32>::zeros(dims);
         let os = out.as_slice_mut().expect("fresh array");
-        self.for_each_window(x.dim(), |plane, o, idx| {
-            let p = &xs[plane * hw_in..];
-            os[plane * hw_out + o] = idx.iter().map(|&i| p[i]).sum::<f32>() / self.divisor(idx.len());
+        // Plane by plane, split over the threads when large (EfficientNet's squeeze-and-excitation averages whole
+        // planes of a photo's values).
+        crate::par::units_mut(os, hw_out.max(1), xs.len(), |first, part| {
+            let planes = first..first + part.len() / hw_out.max(1);
+            self.for_each_window(planes, (x.dim().2, x.dim().3), |plane, o, idx| {
+                let p = &xs[plane * hw_in..];
+                part[(plane - first) * hw_out + o] = idx.iter().map(|&i| p[i]).sum::<f32>() / self.divisor(idx.len());
+            });
         });
         out
     }
@@ -241,11 +251,14 @@ impl Pool2d {
         let (hw_in, hw_out) = (in_dims.2 * in_dims.3, g.dim().2 * g.dim().3);
         let mut out = Array4::<f32>::zeros(in_dims);
         let os = out.as_slice_mut().expect("fresh array");
-        self.for_each_window(in_dims, |plane, o, idx| {
-            let v = gs[plane * hw_out + o] / self.divisor(idx.len());
-            for &i in idx {
-                os[plane * hw_in + i] += v;
-            }
+        crate::par::units_mut(os, hw_in.max(1), gs.len().max(os.len()), |first, part| {
+            let planes = first..first + part.len() / hw_in.max(1);
+            self.for_each_window(planes, (in_dims.2, in_dims.3), |plane, o, idx| {
+                let v = gs[plane * hw_out + o] / self.divisor(idx.len());
+                for &i in idx {
+                    part[(plane - first) * hw_in + i] += v;
+                }
+            });
         });
         out
     }
