@@ -75,5 +75,29 @@ fn gemm_rate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gemm_rate);
+/// What a fresh 4 KiB page costs this machine: one thread writes a byte into each page of 64 MiB just handed out by
+/// the kernel (`calloc` maps blocks this large afresh: they are over glibc's largest mmap threshold, 32 MiB), and
+/// the block goes back at the end. Throughput in pages: `1e6 / rate` is microseconds a page, the price a fresh
+/// process pays for each 4 KiB of weights and kept values it writes first (`imagenet_table.py` reads it beside the
+/// one-photo time).
+fn first_touch(c: &mut Criterion) {
+    const BYTES: usize = 64 << 20;
+    const PAGE: usize = 4096;
+    let mut group = c.benchmark_group("memory");
+    group.throughput(Throughput::Elements((BYTES / PAGE) as u64));
+    group.sample_size(10);
+    group.bench_function("first-touch-4KiB-page", |bench| {
+        bench.iter(|| {
+            let mut block = vec![0u8; BYTES];
+            for page in block.chunks_exact_mut(PAGE) {
+                // SAFETY: a write to the first byte of a live slice.
+                unsafe { std::ptr::write_volatile(page.as_mut_ptr(), 1) };
+            }
+            std::hint::black_box(block)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, gemm_rate, first_touch);
 criterion_main!(benches);

@@ -9,7 +9,8 @@ EXPORTS_DIR holds `FAMILY-legacy.onnx`, torchvision networks at 224×224 exporte
 of 3, with the run's own seconds from its manifest and the peak memory), `lrp explain` of the first image alone,
 `lrp predict` over the 16 images and `lrp info` (LRP ÷ forward: batch and predict, each less the start-up and
 loading that info measures), and Zennit on the same architecture and images (`zennit_imagenet.py`, batch 8, in-process). The machine's GEMM
-rate comes from `cargo bench --bench gemm` in the same run. Prints a Markdown table and the raw figures as JSON.
+rate and the cost of a fresh 4 KiB page come from `cargo bench --bench gemm` in the same run. Prints a Markdown
+table, the one-photo runs' page faults at that cost, and the raw figures as JSON.
 """
 import json, os, re, statistics, subprocess, sys, tempfile, time
 
@@ -22,22 +23,29 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FORWARD_GMAC = {"resnet50": 4.09, "vgg16": 15.47, "mobilenet_v2": 0.30, "efficientnet_b0": 0.39}
 
 
-def timed(cmd):
-    """Wall seconds and peak resident MiB of a command (GNU time)."""
+def timed(cmd, faults=False):
+    """Wall seconds and peak resident MiB of a command (GNU time); with `faults`, its minor page faults too."""
     t0 = time.perf_counter()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, text=True, cwd=ROOT)
+    p = subprocess.run(["/usr/bin/time", "-f", "%M %R"] + cmd, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"{cmd}: {p.stderr}")
-    return wall, int(p.stderr.strip().splitlines()[-1]) / 1024
+    peak, minor = p.stderr.strip().splitlines()[-1].split()
+    return (wall, int(peak) / 1024, int(minor)) if faults else (wall, int(peak) / 1024)
 
 
-def gemm_rate():
-    p = subprocess.run(["cargo", "bench", "--bench", "gemm", "--", "gemm/"], capture_output=True, text=True, cwd=ROOT)
-    rates = [float(v) * {"G": 1, "M": 1e-3}[u] for v, u in re.findall(r"thrpt:\s+\[\S+ \S+ (\S+) (G|M)elem/s", p.stdout)]
-    if not rates:
-        raise SystemExit("no GEMM rate in: " + p.stdout[-2000:])
-    return max(rates)
+def machine_rates():
+    """The GEMM rate (GFLOP/s, the fastest `gemm/` case) and the microseconds a fresh 4 KiB page costs
+    (`memory/first-touch-4KiB-page`), both from `cargo bench --bench gemm`."""
+    p = subprocess.run(["cargo", "bench", "--bench", "gemm", "--", "gemm/|memory/"], capture_output=True, text=True,
+                       cwd=ROOT)
+    scale = {"G": 1e9, "M": 1e6, "K": 1e3}
+    found = re.findall(r"^(\S+)\n\s+time:.*\n\s+thrpt:\s+\[\S+ \S+ (\S+) (G|M|K)elem/s", p.stdout, re.M)
+    rates = [float(v) * scale[u] / 1e9 for name, v, u in found if name.startswith("gemm/")]
+    pages = [float(v) * scale[u] for name, v, u in found if name.startswith("memory/first-touch")]
+    if not rates or not pages:
+        raise SystemExit("no GEMM rate or first-touch cost in: " + p.stdout[-2000:])
+    return max(rates), 1e6 / pages[0]
 
 
 def main():
@@ -48,7 +56,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="lrp-imagenet-")
     one = os.path.join(tmp, "one.npy")
     np.save(one, np.load(inputs)[:1])
-    gflops = gemm_rate()
+    gflops, page_us = machine_rates()
     rows = []
     for fam in families:
         model = os.path.join(exports, f"{fam}-legacy.onnx")
@@ -59,8 +67,9 @@ def main():
             walls.append(w)
             peaks.append(p)
             inrun.append(json.load(open(os.path.join(out, "manifest.json")))["timings"]["seconds"])
-        single = statistics.median(timed([LRP, "explain", "--model", model, "--input", one, "--rule", "epsilon",
-                                          "--out", os.path.join(tmp, "one-r.npy")])[0] for _ in range(3))
+        singles = sorted(timed([LRP, "explain", "--model", model, "--input", one, "--rule", "epsilon",
+                                "--out", os.path.join(tmp, "one-r.npy")], faults=True) for _ in range(3))
+        single, single_faults = singles[1][0], singles[1][2]
         # lrp's own forward pass over the same images (`lrp predict`), and the start-up + loading both commands
         # pay (`lrp info`): LRP ÷ forward compares the two without it.
         forward = statistics.median(timed([LRP, "predict", "--model", model, "--input", inputs,
@@ -78,6 +87,8 @@ def main():
             "lrp_in_run_s": statistics.median(inrun),
             "lrp_peak_mib": max(peaks),
             "lrp_one_photo_s": single,
+            "lrp_one_photo_minor_faults": single_faults,
+            "first_touch_us_per_page": page_us,
             "lrp_forward_whole_s": forward,
             "lrp_load_s": load,
             "lrp_over_forward": (statistics.median(walls) - load) / (forward - load),
@@ -106,6 +117,14 @@ def main():
               f"{r['in_run_gflops']:.0f} ({100 * r['in_run_gflops'] / gflops:.0f}%) | {r['lrp_over_forward']:.2f} | "
               f"{r['lrp_one_photo_s'] / (r['lrp_whole_s'] / n):.2f} | "
               f"{r['lrp_peak_mib'] / 1024:.2f} / {r['zennit_peak_mib'] / 1024:.2f} GiB |")
+    print()
+    print(f"A fresh 4 KiB page costs {page_us:.2f} µs on this machine (`memory/first-touch-4KiB-page`, one thread, "
+          "same run). One photo, whole process (the middle of 3 runs):")
+    for r in rows:
+        f = r["lrp_one_photo_minor_faults"]
+        print(f"- {r['family']}: {1e3 * r['lrp_one_photo_s']:.0f} ms against {1e3 * r['lrp_whole_s'] / n:.0f} ms a "
+              f"photo at {n}; {f:,} minor faults × {page_us:.2f} µs = {1e-3 * f * page_us:.0f} ms of first touches "
+              "(on one thread)")
 
 
 if __name__ == "__main__":
