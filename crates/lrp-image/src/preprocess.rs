@@ -7,7 +7,7 @@ use ndarray::{Array3, ArrayD, IxDyn};
 
 use crate::ImageError;
 use crate::load::{Photo, Pixels};
-use crate::resample::{resize_f64, resize_u8};
+use crate::resample::{Window, resize_f64, resize_u8};
 
 /// ImageNet's per-channel mean (torchvision's `Normalize`).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -162,7 +162,7 @@ pub fn prepare(photo: &Photo, p: &Preprocess, shape: &[usize]) -> Result<Prepare
         });
     }
     let (rw, rh) = resized_size(photo.width, photo.height, p.shorter_side);
-    if rw == 0 || rh == 0 || rw.saturating_mul(rh) > 4 * crate::load::MAX_PIXELS as usize {
+    if rw == 0 || rh == 0 {
         return Err(ImageError::Model {
             reason: format!(
                 "resizing the {}×{} photo to a shorter side of {} gives {rw}×{rh} pixels",
@@ -170,12 +170,35 @@ pub fn prepare(photo: &Photo, p: &Preprocess, shape: &[usize]) -> Result<Prepare
             ),
         });
     }
-    // Each plane resized, in [0, 1] as f32 (8 bits: Pillow's bytes / 255 in float32, as ToTensor divides).
+    // torchvision's CenterCrop: zero padding where the crop is larger, then offsets int(round((size − crop) / 2)).
+    let (ch, cw) = p.crop;
+    let pad_left = cw.saturating_sub(rw) / 2;
+    let pad_top = ch.saturating_sub(rh) / 2;
+    let (pw, ph) = (rw.max(cw), rh.max(ch));
+    let top = round_half_even((ph as f64 - ch as f64) / 2.0).max(0) as usize;
+    let left = round_half_even((pw as f64 - cw as f64) / 2.0).max(0) as usize;
+    // Only the part of the resized photo inside the crop is computed (the same values the whole resize holds there):
+    // a photo of extreme proportions is resized to millions of pixels along its long side, of which the crop keeps
+    // a few hundred.
+    let span = |first: usize, pad: usize, crop: usize, size: usize| {
+        let from = first.saturating_sub(pad).min(size);
+        from..(first + crop).saturating_sub(pad).clamp(from, size)
+    };
+    let win = Window {
+        width: photo.width,
+        height: photo.height,
+        out_w: rw,
+        out_h: rh,
+        xs: span(left, pad_left, cw, rw),
+        ys: span(top, pad_top, ch, rh),
+    };
+    let ww = win.xs.len();
+    // Each plane's window resized, in [0, 1] as f32 (8 bits: Pillow's bytes / 255 in float32, as ToTensor divides).
     let resized: Vec<Vec<f32>> = match &photo.pixels {
         Pixels::U8(v) => planes(v, photo.channels, channels, luma_u8)
             .iter()
             .map(|plane| {
-                resize_u8(plane, photo.width, photo.height, rw, rh)
+                resize_u8(plane, &win)
                     .into_iter()
                     .map(|b| f32::from(b) / 255.0)
                     .collect()
@@ -185,25 +208,20 @@ pub fn prepare(photo: &Photo, p: &Preprocess, shape: &[usize]) -> Result<Prepare
             .iter()
             .map(|plane| {
                 let f: Vec<f64> = plane.iter().map(|&x| f64::from(x) / 65535.0).collect();
-                resize_f64(&f, photo.width, photo.height, rw, rh)
+                resize_f64(&f, &win)
                     .into_iter()
                     .map(|x| x.clamp(0.0, 1.0) as f32)
                     .collect()
             })
             .collect(),
     };
-    // torchvision's CenterCrop: zero padding where the crop is larger, then offsets int(round((size − crop) / 2)).
-    let (ch, cw) = p.crop;
-    let pad_left = cw.saturating_sub(rw) / 2;
-    let pad_top = ch.saturating_sub(rh) / 2;
-    let (pw, ph) = (rw.max(cw), rh.max(ch));
-    let top = round_half_even((ph as f64 - ch as f64) / 2.0).max(0) as usize;
-    let left = round_half_even((pw as f64 - cw as f64) / 2.0).max(0) as usize;
     let value = |plane: &[f32], y: usize, x: usize| -> f32 {
-        // (y, x) in the padded image → the resized image, or the zero padding.
+        // (y, x) in the padded image → the resized image's window, or the zero padding.
         let (py, px) = (y + top, x + left);
         match (py.checked_sub(pad_top), px.checked_sub(pad_left)) {
-            (Some(sy), Some(sx)) if sy < rh && sx < rw => plane[sy * rw + sx],
+            (Some(sy), Some(sx)) if win.ys.contains(&sy) && win.xs.contains(&sx) => {
+                plane[(sy - win.ys.start) * ww + sx - win.xs.start]
+            }
             _ => 0.0,
         }
     };

@@ -1,4 +1,4 @@
-//! `prepare` against torchvision: the three photos of `data/photos` through `Preprocess::imagenet` at crop sizes 224
+//! `prepare` against torchvision: the three photos of `data/photos` and two of extreme proportions through `Preprocess::imagenet` at crop sizes 224
 //! and 160, compared with what torchvision's `Resize` → `CenterCrop` → `ToTensor` → `Normalize` gives on the PIL image
 //! (`tests/fixtures/photos/expected`, made by `tests/fixtures/photos/tools/torchvision_prepare.py`).
 
@@ -11,9 +11,16 @@ fn root() -> PathBuf {
 }
 
 #[test]
-fn imagenet_preprocessing_matches_torchvision_on_three_photos() {
-    for name in ["chelsea.png", "coffee.png", "rocket.jpg"] {
-        let photo = lrp_image::load(&root().join("data/photos").join(name)).unwrap();
+fn imagenet_preprocessing_matches_torchvision_on_photos_of_every_shape() {
+    for (folder, name) in [
+        ("data/photos", "chelsea.png"),
+        ("data/photos", "coffee.png"),
+        ("data/photos", "rocket.jpg"),
+        // Extreme proportions: 1500×4 becomes 96,000×256 before the crop, 3×900 becomes 256×76,800.
+        ("tests/fixtures/photos/extreme", "wide.png"),
+        ("tests/fixtures/photos/extreme", "tall.png"),
+    ] {
+        let photo = lrp_image::load(&root().join(folder).join(name)).unwrap();
         for size in [224usize, 160] {
             let got = lrp_image::prepare(&photo, &lrp_image::Preprocess::imagenet(size), &[3, size, size])
                 .unwrap()
@@ -47,6 +54,31 @@ fn imagenet_preprocessing_matches_torchvision_on_three_photos() {
                     "{name} {size}: a PNG goes through the same arithmetic as Pillow"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn a_photo_of_extreme_proportions_costs_no_more_than_its_crop() {
+    // 100,000×1 and 1×100,000 pixels of one colour: resized to a shorter side of 256 they would be 25.6 million
+    // pixels long (6.5 gigapixels; refused before, and gigabytes of memory if it had been done). Only the crop is
+    // computed, and a uniform photo stays uniform under Pillow's normalized weights.
+    for (w, h) in [(100_000usize, 1usize), (1, 100_000)] {
+        let photo = lrp_image::Photo {
+            width: w,
+            height: h,
+            channels: 3,
+            pixels: lrp_image::Pixels::U8([90u8, 160, 230].repeat(w * h)),
+        };
+        let x = lrp_image::prepare(&photo, &lrp_image::Preprocess::imagenet(224), &[3, 224, 224])
+            .unwrap()
+            .input;
+        for (c, v) in [90.0f32, 160.0, 230.0].into_iter().enumerate() {
+            let want = (v / 255.0 - lrp_image::IMAGENET_MEAN[c]) / lrp_image::IMAGENET_STD[c];
+            assert!(
+                x.index_axis(ndarray::Axis(0), c).iter().all(|&got| got == want),
+                "{w}×{h}, channel {c}"
+            );
         }
     }
 }
