@@ -170,10 +170,13 @@ pub fn load_photos(args: &PhotoArgs, net: &Network) -> Result<Photos> {
     let p = args.preprocess(net.input_shape())?;
     note_preset(args, net.input_shape());
     use rayon::prelude::*;
-    let prepared: Vec<lrp_image::Prepared> = files
+    let (prepared, turned): (Vec<lrp_image::Prepared>, Vec<Option<&str>>) = files
         .par_iter()
         .map(|f| prepare_file(f, &p, net.input_shape()))
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    note_orientations(&files, &turned);
     let mut shape = vec![prepared.len()];
     shape.extend_from_slice(net.input_shape());
     let mut x = ArrayD::<f32>::zeros(IxDyn(&shape));
@@ -187,9 +190,42 @@ pub fn load_photos(args: &PhotoArgs, net: &Network) -> Result<Photos> {
     })
 }
 
-fn prepare_file(f: &Path, p: &Preprocess, shape: &[usize]) -> Result<lrp_image::Prepared> {
+/// A photo file prepared, with the orientation its file asks for (see [`note_orientations`]).
+fn prepare_file(f: &Path, p: &Preprocess, shape: &[usize]) -> Result<(lrp_image::Prepared, Option<&'static str>)> {
     let photo = lrp_image::load(f)?;
-    lrp_image::prepare(&photo, p, shape).with_context(|| format!("{}: cannot be made an input", f.display()))
+    let prepared =
+        lrp_image::prepare(&photo, p, shape).with_context(|| format!("{}: cannot be made an input", f.display()))?;
+    Ok((prepared, photo.orientation))
+}
+
+/// Says on standard error which photos ask (by their EXIF orientation, as phone cameras write it) to be shown
+/// turned: their pixels are used as stored, as torchvision's PIL loader uses them, so the network sees them and the
+/// heatmaps show them that way. One note for all of them.
+fn note_orientations(files: &[PathBuf], turned: &[Option<&str>]) {
+    let named: Vec<(String, &str)> = files
+        .iter()
+        .zip(turned)
+        .filter_map(|(f, t)| t.map(|t| (display_name(f), t)))
+        .collect();
+    let Some((first, how)) = named.first() else {
+        return;
+    };
+    let which = if named.len() == 1 {
+        format!("{first} asks (EXIF orientation) to be shown {how}")
+    } else {
+        let shown: Vec<&str> = named.iter().take(3).map(|(n, _)| n.as_str()).collect();
+        format!(
+            "{} photos ({}{}) ask (EXIF orientation) to be shown turned ({first}: {how})",
+            named.len(),
+            shown.join(", "),
+            if named.len() > 3 { ", …" } else { "" }
+        )
+    };
+    eprintln!(
+        "note: {which}; lrp uses pixels as stored, as torchvision's PIL loader does, so the network sees and the \
+         heatmaps show the unturned picture (turn the file itself first, e.g. with `exiftran -ai` or ImageMagick's \
+         `-auto-orient`, to explain the upright view)"
+    );
 }
 
 /// A file's name for captions.
@@ -254,16 +290,19 @@ impl PhotoSource {
         let preprocess = args.preprocess(shape)?;
         note_preset(args, shape);
         use rayon::prelude::*;
-        let digests: Vec<String> = files
+        let (digests, turned): (Vec<String>, Vec<Option<&str>>) = files
             .par_iter()
             .map(|f| {
                 let bytes = read_photo_bytes(f)?;
                 let photo = lrp_image::decode(f, &bytes)?;
                 lrp_image::prepare(&photo, &preprocess, shape)
                     .with_context(|| format!("{}: cannot be made an input", f.display()))?;
-                Ok(lrp_batch::digest_bytes(&bytes))
+                Ok((lrp_batch::digest_bytes(&bytes), photo.orientation))
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        note_orientations(&files, &turned);
         let whole =
             lrp_batch::digest_bytes(format!("photos {digests:?} preprocess {preprocess:?} shape {shape:?}").as_bytes());
         Ok((

@@ -378,3 +378,95 @@ fn photo_options_that_cannot_apply_are_refused() {
     }
     assert!(!dir.path().join("p.png").exists());
 }
+
+/// `jpeg` without its APP1 (EXIF) segments: the same image data, no orientation.
+fn without_exif(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut i = 2;
+    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF && jpeg[i + 1] != 0xDA {
+        let len = usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        if jpeg[i + 1] != 0xE1 {
+            out.extend_from_slice(&jpeg[i..i + 2 + len]);
+        }
+        i += 2 + len;
+    }
+    out.extend_from_slice(&jpeg[i..]);
+    out
+}
+
+#[test]
+fn a_photo_turned_by_its_exif_orientation_is_named_and_used_as_stored() {
+    // turned.jpg (40×30) says "rotate 90° clockwise to show", as a phone's portrait photo does.
+    let dir = tempfile::tempdir().unwrap();
+    let turned = abs("tests/fixtures/photos/extreme/turned.jpg");
+    let bytes = std::fs::read(&turned).unwrap();
+    let stripped = without_exif(&bytes);
+    assert!(stripped.len() < bytes.len(), "the fixture has an EXIF segment");
+    std::fs::write(dir.path().join("stored.jpg"), &stripped).unwrap();
+    let note = "turned.jpg asks (EXIF orientation) to be shown rotated 90° clockwise";
+    let model = abs(MODEL);
+    let (code, _, err) = lrp_in(
+        dir.path(),
+        &[
+            "predict",
+            "--model",
+            &model,
+            "--image",
+            &turned,
+            "--image",
+            &photo("chelsea.png"),
+            "--preprocess",
+            "imagenet",
+            "--size",
+            "64",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches(note).count(), 1, "{err}");
+    assert!(!err.contains("chelsea"), "{err}");
+    // The batch runner's photo source says it too.
+    let (code, _, err) = lrp_in(
+        dir.path(),
+        &[
+            "batch",
+            "--model",
+            &model,
+            "--image",
+            &turned,
+            "--preprocess",
+            "imagenet",
+            "--size",
+            "64",
+            "--rule",
+            "epsilon",
+            "--out",
+            "run",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(note), "{err}");
+    // Its values are those of the same image data without the orientation: the pixels as stored.
+    for (file, out) in [(turned.as_str(), "a.npy"), ("stored.jpg", "b.npy")] {
+        let (code, _, err) = lrp_in(
+            dir.path(),
+            &[
+                "prepare",
+                "--shape",
+                "3,24,24",
+                "--preprocess",
+                "imagenet",
+                "--size",
+                "24",
+                "--image",
+                file,
+                "--out",
+                out,
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(err.contains("EXIF"), file == turned, "{err}");
+    }
+    let (a, b) = (read(&dir.path().join("a.npy")), read(&dir.path().join("b.npy")));
+    assert_eq!(a.shape(), [1, 3, 24, 24]);
+    assert!(a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()));
+}

@@ -25,6 +25,9 @@ pub struct Photo {
     pub channels: usize,
     /// Row-major, channels interleaved (`[height][width][channels]`).
     pub pixels: Pixels,
+    /// How the file asks to be shown when that is not as its pixels are stored (a JPEG's EXIF orientation, e.g.
+    /// "rotated 90° clockwise"). The pixels are used as stored, as Pillow's `Image.open` (and so torchvision) does.
+    pub orientation: Option<&'static str>,
 }
 
 /// The values of a photo.
@@ -121,7 +124,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Photo, ImageError> {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(2 * MAX_PIXELS * 4 * 2);
     reader.limits(limits);
-    let decoder = reader
+    let mut decoder = reader
         .into_decoder()
         .map_err(|e| bad(path, format!("cannot read its header: {e}")))?;
     let (w, h) = decoder.dimensions();
@@ -140,8 +143,28 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Photo, ImageError> {
             ),
         ));
     }
+    // A file whose orientation cannot be read is used as stored, as one without any.
+    let orientation = decoder.orientation().ok().and_then(turned);
     let image = DynamicImage::from_decoder(decoder).map_err(|e| bad(path, format!("cannot decode: {e}")))?;
-    from_dynamic(image, path)
+    Ok(Photo {
+        orientation,
+        ..from_dynamic(image, path)?
+    })
+}
+
+/// What an orientation asks of a viewer, or `None` for the pixels as stored.
+fn turned(o: image::metadata::Orientation) -> Option<&'static str> {
+    use image::metadata::Orientation as O;
+    match o {
+        O::NoTransforms => None,
+        O::Rotate90 => Some("rotated 90° clockwise"),
+        O::Rotate180 => Some("rotated 180°"),
+        O::Rotate270 => Some("rotated 90° counter-clockwise"),
+        O::FlipHorizontal => Some("mirrored left to right"),
+        O::FlipVertical => Some("mirrored top to bottom"),
+        O::Rotate90FlipH => Some("rotated 90° clockwise and mirrored"),
+        O::Rotate270FlipH => Some("rotated 90° counter-clockwise and mirrored"),
+    }
 }
 
 fn from_dynamic(image: DynamicImage, path: &Path) -> Result<Photo, ImageError> {
@@ -151,6 +174,7 @@ fn from_dynamic(image: DynamicImage, path: &Path) -> Result<Photo, ImageError> {
         height,
         channels,
         pixels,
+        orientation: None,
     };
     Ok(match image {
         DynamicImage::ImageLuma8(i) => photo(1, Pixels::U8(i.into_raw())),

@@ -275,6 +275,7 @@ mod tests {
             height: 2,
             channels: 1,
             pixels: Pixels::U8(vec![255; 4]),
+            orientation: None,
         };
         let p = Preprocess {
             shorter_side: 2,
@@ -300,6 +301,7 @@ mod tests {
             height: 4,
             channels: 3,
             pixels: Pixels::U8([255u8, 0, 51].repeat(16)),
+            orientation: None,
         };
         let p = Preprocess {
             shorter_side: 4,

@@ -69,6 +69,7 @@ fn a_photo_of_extreme_proportions_costs_no_more_than_its_crop() {
             height: h,
             channels: 3,
             pixels: lrp_image::Pixels::U8([90u8, 160, 230].repeat(w * h)),
+            orientation: None,
         };
         let x = lrp_image::prepare(&photo, &lrp_image::Preprocess::imagenet(224), &[3, 224, 224])
             .unwrap()
