@@ -213,6 +213,7 @@ pub fn photo_paths(path: &Path) -> Result<Vec<PathBuf>, ImageError> {
         source,
     })?;
     let mut out = Vec::new();
+    let mut folders = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| ImageError::Io {
             path: path.to_path_buf(),
@@ -224,12 +225,30 @@ pub fn photo_paths(path: &Path) -> Result<Vec<PathBuf>, ImageError> {
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()));
-        if photo_ext && !name.starts_with('.') && !p.is_dir() {
+        if name.starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            folders.push(name);
+        } else if photo_ext {
             out.push(p);
         }
     }
     if out.is_empty() {
-        return Err(bad(path, "is a folder with no .png, .jpg or .jpeg files"));
+        folders.sort();
+        let inside = match folders.len() {
+            0 => String::new(),
+            n => format!(
+                " (subfolders are not searched; it has {n}: {}{}; name them, e.g. --image {})",
+                folders.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                if n > 3 { ", …" } else { "" },
+                path.join(&folders[0]).display()
+            ),
+        };
+        return Err(bad(
+            path,
+            format!("is a folder with no .png, .jpg or .jpeg files{inside}"),
+        ));
     }
     out.sort();
     Ok(out)

@@ -109,7 +109,22 @@ fn special_files_and_folders_are_refused_without_blocking() {
     assert_eq!(lrp_image::photo_paths(dir.path()).unwrap(), vec![fifo.clone()]);
     let empty = tempfile::tempdir().unwrap();
     let e = lrp_image::photo_paths(empty.path()).unwrap_err().to_string();
-    assert!(e.contains("no .png"), "{e}");
+    assert!(e.contains("no .png") && !e.contains("subfolders"), "{e}");
+    // Photos only in class subfolders (ImageNet's layout): the refusal names the subfolders and how to give them.
+    for class in ["dog", "cat"] {
+        std::fs::create_dir(empty.path().join(class)).unwrap();
+        std::fs::copy(
+            root().join("data/photos/chelsea.png"),
+            empty.path().join(class).join("a.png"),
+        )
+        .unwrap();
+    }
+    let e = lrp_image::photo_paths(empty.path()).unwrap_err().to_string();
+    let first = empty.path().join("cat").display().to_string();
+    assert!(
+        e.contains("has 2: cat, dog") && e.contains(&format!("--image {first}")),
+        "{e}"
+    );
     let e = lrp_image::load(&dir.path().join("missing.png"))
         .unwrap_err()
         .to_string();
