@@ -235,15 +235,21 @@ fn random_rule_specs_parse_or_are_refused() {
     }
 }
 
-/// Mutated and truncated photos (the shipped PNG and JPEG): each decodes or is refused by name, and one that decodes
+/// Mutated and truncated photos (the shipped PNG and JPEG, a JPEG with EXIF, a PNG of extreme proportions): each decodes or is refused by name, and one that decodes
 /// is prepared for a small NCHW and NHWC input without panicking.
 #[test]
 fn mutated_photos_decode_or_are_refused_and_decoded_ones_prepare() {
     limit_memory();
     let mut rng = ChaCha8Rng::seed_from_u64(25);
     let p = lrp_image::Preprocess::imagenet(32);
-    for name in ["chelsea.png", "rocket.jpg"] {
-        let bytes = std::fs::read(root().join("data/photos").join(name)).unwrap();
+    // turned.jpg carries EXIF (its orientation is read), wide.png has extreme proportions (a window is resized).
+    for (folder, name) in [
+        ("data/photos", "chelsea.png"),
+        ("data/photos", "rocket.jpg"),
+        ("tests/fixtures/photos/extreme", "turned.jpg"),
+        ("tests/fixtures/photos/extreme", "wide.png"),
+    ] {
+        let bytes = std::fs::read(root().join(folder).join(name)).unwrap();
         let (mut decoded, mut refused) = (0, 0);
         for _ in 0..120 {
             let b = mutate(&mut rng, &bytes);
