@@ -207,8 +207,7 @@ pub fn prepare(photo: &Photo, p: &Preprocess, shape: &[usize]) -> Result<Prepare
         Pixels::U16(v) => planes(v, photo.channels, channels, luma_u16)
             .iter()
             .map(|plane| {
-                let f: Vec<f64> = plane.iter().map(|&x| f64::from(x) / 65535.0).collect();
-                resize_f64(&f, &win)
+                resize_f64(plane, |x| f64::from(x) / 65535.0, &win)
                     .into_iter()
                     .map(|x| x.clamp(0.0, 1.0) as f32)
                     .collect()

@@ -146,9 +146,10 @@ pub fn resize_u8(plane: &[u8], win: &Window) -> Vec<u8> {
     out
 }
 
-/// The window `win` of one channel plane of floating-point values resized as Pillow's 32-bit float path does (the
-/// same weights, no quantization, no rounding between the passes); computed as [`resize_u8`] is, window only.
-pub fn resize_f64(plane: &[f64], win: &Window) -> Vec<f64> {
+/// The window `win` of one channel plane resized as Pillow's 32-bit float path does (the same weights, no
+/// quantization, no rounding between the passes), each stored value read as `value(v)`; computed as [`resize_u8`]
+/// is, window only (so a large 16-bit photo is not first copied whole into floating point).
+pub fn resize_f64<T: Copy>(plane: &[T], value: impl Fn(T) -> f64, win: &Window) -> Vec<f64> {
     debug_assert_eq!(plane.len(), win.width * win.height);
     let ww = win.xs.len();
     let (vertical, rows) = win.rows();
@@ -158,12 +159,22 @@ pub fn resize_f64(plane: &[f64], win: &Window) -> Vec<f64> {
         for (y, out) in rows.clone().zip(horizontal.chunks_exact_mut(ww.max(1))) {
             let row = &plane[y * win.width..(y + 1) * win.width];
             for (t, o) in taps.iter().zip(out.iter_mut()) {
-                *o = t.weights.iter().enumerate().map(|(i, w)| row[t.start + i] * w).sum();
+                *o = t
+                    .weights
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| value(row[t.start + i]) * w)
+                    .sum();
             }
         }
     } else {
         for (y, out) in rows.clone().zip(horizontal.chunks_exact_mut(ww.max(1))) {
-            out.copy_from_slice(&plane[y * win.width + win.xs.start..y * win.width + win.xs.end]);
+            for (o, &v) in out
+                .iter_mut()
+                .zip(&plane[y * win.width + win.xs.start..y * win.width + win.xs.end])
+            {
+                *o = value(v);
+            }
         }
     }
     let Some(vertical) = vertical else {
@@ -313,7 +324,7 @@ mod tests {
         // 2 → 4: scale 0.5, support 1. Output 1 (center 0.75) has taps 0, 1 with triangle(−0.25) = 0.75 and
         // triangle(0.75) = 0.25 → 25; output 2 (center 1.25) mirrors it → 75; outputs 0 and 3 (centers 0.25, 1.75)
         // have one tap each (xmax = int(1.5) = 1, xmin = int(1.25) = 1) → 0 and 100.
-        let out = resize_f64(&[0.0, 100.0], &whole(2, 1, 4, 1));
+        let out = resize_f64(&[0.0, 100.0], |v| v, &whole(2, 1, 4, 1));
         assert_eq!(out, vec![0.0, 25.0, 75.0, 100.0]);
         assert_eq!(resize_u8(&[0, 100], &whole(2, 1, 4, 1)), vec![0, 25, 75, 100]);
     }
@@ -352,7 +363,7 @@ mod tests {
                     ys: y0..y1,
                 };
                 let got = resize_u8(&plane, &win);
-                let got_f = resize_f64(&floats, &win);
+                let got_f = resize_f64(&plane, |v| f64::from(v) / 255.0, &win);
                 assert_eq!(got.len(), (x1 - x0) * (y1 - y0));
                 for (j, y) in (y0..y1).enumerate() {
                     for (i, x) in (x0..x1).enumerate() {
