@@ -90,6 +90,19 @@ impl PhotoArgs {
         if let Some(s) = &self.std {
             p.std = s.clone();
         }
+        if self.preprocess == Some(PresetArg::Imagenet)
+            && layout.channels() != 3
+            && self.mean.is_none()
+            && self.std.is_none()
+        {
+            bail!(
+                "--preprocess imagenet normalizes the 3 colour channels of ImageNet photos, but this model takes \
+                 {}-channel {h}×{w} images (its input shape is {shape:?}); use --preprocess plain (values in [0, 1]), \
+                 or give --mean and --std with {} value(s)",
+                layout.channels(),
+                layout.channels()
+            );
+        }
         if p.mean.len() != 1 && p.mean.len() != layout.channels() {
             bail!(
                 "{} mean values for a model with {} channel(s): give 1 or {}",

@@ -357,6 +357,19 @@ fn photo_options_that_cannot_apply_are_refused() {
             vec!["predict", "--model", &model, "--image", &chelsea, "--std", "0"],
             "--std",
         ),
+        // ImageNet's three-channel normalization asked of the shipped gray MNIST CNN.
+        (
+            vec![
+                "predict",
+                "--model",
+                "cnn",
+                "--image",
+                &chelsea,
+                "--preprocess",
+                "imagenet",
+            ],
+            "this model takes 1-channel 28×28 images",
+        ),
         (
             vec![
                 "explain", "--model", &model, "--image", &chelsea, "--rule", "epsilon", "--png", "p.png", "--color",
