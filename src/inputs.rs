@@ -10,6 +10,11 @@ use lrp_core::{Dataset, Model, ModelMeta, Network, Split};
 /// Loads a model: ONNX when the extension is `.onnx`, else the native format; a shipped name or path that is
 /// not on disk (`cnn`, `data/models/mnist-cnn.lrpm` from another folder) is the copy built into the binary.
 pub fn load_model(path: &Path) -> Result<Model> {
+    load_model_with(path, &lrp_onnx::ImportOptions::default())
+}
+
+/// [`load_model`] with ONNX import options (`lrp convert --input-shape`).
+pub fn load_model_with(path: &Path, options: &lrp_onnx::ImportOptions) -> Result<Model> {
     if let Some(m) = crate::shipped::model_for(path) {
         return Ok(Model::from_bytes(m.bytes, Path::new(m.path))?);
     }
@@ -24,11 +29,23 @@ pub fn load_model(path: &Path) -> Result<Model> {
     if !is_onnx(path) {
         return Ok(Model::load(path)?);
     }
-    let imported = lrp_onnx::import_file(path).with_context(|| format!("{}: cannot import", path.display()))?;
+    let imported = match lrp_onnx::import_file_with(path, options) {
+        Ok(imported) => imported,
+        Err(e @ lrp_onnx::OnnxError::DynamicInput { .. }) => {
+            let name = path.display();
+            let stem = path.with_extension("lrpm");
+            bail!(
+                "{name}: cannot import: {e}. Fix the size once with `lrp convert --model {name} --input-shape \
+                 3,224,224 --out {}` (the per-sample shape, batch axis left out) and give that file as --model",
+                stem.display()
+            );
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("{}: cannot import", path.display()))),
+    };
     Ok(Model {
         meta: ModelMeta {
             description: format!(
-                "imported from {} ({})",
+                "{IMPORTED_FROM}{} ({})",
                 path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
                 imported.origin
             ),
@@ -36,6 +53,15 @@ pub fn load_model(path: &Path) -> Result<Model> {
         },
         network: imported.network,
     })
+}
+
+/// How an imported model's description begins (kept when `lrp convert` writes it as a native file).
+const IMPORTED_FROM: &str = "imported from ";
+
+/// Whether a model came from another framework: an ONNX file, or a native file `lrp convert` wrote from one. Such a
+/// model takes inputs on its own scale, not the [0, 1] pixels of the shipped models and of those `lrp train` makes.
+pub fn is_imported(path: &Path, model: &Model) -> bool {
+    is_onnx(path) || model.meta.description.starts_with(IMPORTED_FROM)
 }
 
 /// Whether `--model` names an ONNX file (by its extension, as [`load_model`] decides).
@@ -48,12 +74,12 @@ pub fn is_onnx(model: &Path) -> bool {
 /// logits in the thousands) anything outside [0, 1]; for an ONNX model, which may take any range (torchvision's
 /// take values normalized to about −2…2.6), only what looks like unscaled pixels: nothing below 0 and something
 /// above 1.
-pub fn note_npy_input(path: &Path, src: &lrp_batch::NpySource, onnx: bool) {
-    note_npy_values(path, src, src.value_range(), onnx);
+pub fn note_npy_input(path: &Path, src: &lrp_batch::NpySource, imported: bool) {
+    note_npy_values(path, src, src.value_range(), imported);
 }
 
 /// [`note_npy_input`] with the value range already known (`lrp batch` finds it while digesting the file).
-pub fn note_npy_values(path: &Path, src: &lrp_batch::NpySource, range: Option<(f64, f64)>, onnx: bool) {
+pub fn note_npy_values(path: &Path, src: &lrp_batch::NpySource, range: Option<(f64, f64)>, imported: bool) {
     if src.is_f64() {
         eprintln!(
             "note: {} holds float64 values; they are converted to float32",
@@ -61,14 +87,14 @@ pub fn note_npy_values(path: &Path, src: &lrp_batch::NpySource, range: Option<(f
         );
     }
     let Some((lo, hi)) = range else { return };
-    if onnx && lo >= -1e-3 && hi > 1.0 + 1e-3 {
+    if imported && lo >= -1e-3 && hi > 1.0 + 1e-3 {
         eprintln!(
             "warning: {} holds values from {lo} to {hi}: if these are 0–255 pixels, most models take them scaled \
              and normalized (`lrp prepare` makes photos into a model's input); ignore this for a model that takes \
              0–255",
             path.display()
         );
-    } else if !onnx && (lo < -1e-3 || hi > 1.0 + 1e-3) {
+    } else if !imported && (lo < -1e-3 || hi > 1.0 + 1e-3) {
         eprintln!(
             "warning: {} holds values from {lo} to {hi}, outside [0, 1]: the shipped models take pixels in [0, 1] \
              (divide 0–255 images by 255); ignore this for a model trained on another range",
@@ -78,11 +104,11 @@ pub fn note_npy_values(path: &Path, src: &lrp_batch::NpySource, range: Option<(f
 }
 
 /// Reads a float `.npy` (float32, or float64 converted with a note) through the one reader every command uses,
-/// and makes it a batch for `net`: a single sample without the batch axis gets one. `onnx`: whether the model is
-/// an ONNX file (for [`note_npy_input`]).
-pub fn load_npy_input(path: &Path, net: &Network, onnx: bool) -> Result<ArrayD<f32>> {
+/// and makes it a batch for `net`: a single sample without the batch axis gets one. `imported`: whether the model
+/// came from another framework ([`is_imported`], for [`note_npy_input`]).
+pub fn load_npy_input(path: &Path, net: &Network, imported: bool) -> Result<ArrayD<f32>> {
     let src = lrp_batch::NpySource::open_for(path, net.input_shape())?;
-    note_npy_input(path, &src, onnx);
+    note_npy_input(path, &src, imported);
     let x = src.all()?;
     net.check_input(&x.view())
         .with_context(|| format!("{}: not an input for this model", path.display()))?;

@@ -112,3 +112,92 @@ fn broken_onnx_files_get_clear_errors() {
         "{err}"
     );
 }
+
+/// A small residual CNN exported by torch with dynamic height and width (`tests/fixtures/dynamic`): refused with the
+/// way out named; `lrp convert --input-shape` fixes the size once, and the native file gives torch's logits.
+#[test]
+fn an_export_with_dynamic_height_and_width_is_fixed_by_convert_and_gives_torchs_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = "tests/fixtures/dynamic/small-dynamic-hw.onnx";
+    let inputs = "tests/fixtures/dynamic/inputs.npy";
+    let err = lrp_err(&["info", "--model", onnx]);
+    assert!(
+        err.contains("axis 2 has no fixed size (h)") && err.contains("--input-shape 3,224,224"),
+        "{err}"
+    );
+    for (shape, why) in [
+        ("4,48,48", "axis 1 is 4, which the file fixes at 3"),
+        ("3,48", "[3, 48] has 2 axes; input 'input' has 3 besides the batch"),
+        ("3,0,48", "axis 2 is 0"),
+    ] {
+        let out = dir.path().join("bad.lrpm");
+        let err = lrp_err(&[
+            "convert",
+            "--model",
+            onnx,
+            "--input-shape",
+            shape,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(err.contains(why), "{shape}: {err}");
+        assert!(!out.exists(), "{shape}: a file was written");
+    }
+    assert!(
+        lrp_err(&[
+            "convert",
+            "--model",
+            "cnn",
+            "--input-shape",
+            "1,28,28",
+            "--out",
+            "x.lrpm"
+        ])
+        .contains("not one")
+    );
+    let fixed = dir.path().join("fixed.lrpm");
+    lrp_ok(&[
+        "convert",
+        "--model",
+        onnx,
+        "--input-shape",
+        "3,48,48",
+        "--out",
+        fixed.to_str().unwrap(),
+    ]);
+    let logits = dir.path().join("logits.npy");
+    let text = lrp_ok(&[
+        "predict",
+        "--model",
+        fixed.to_str().unwrap(),
+        "--input",
+        inputs,
+        "--out",
+        logits.to_str().unwrap(),
+    ]);
+    // Its inputs are normalized values, as an imported model's are: no warning meant for the shipped models.
+    assert!(!text.contains("outside [0, 1]"), "{text}");
+    let got: ArrayD<f32> = ndarray_npy::read_npy(&logits).unwrap();
+    let want: ArrayD<f32> = ndarray_npy::read_npy(root().join("tests/fixtures/dynamic/logits-torch.npy")).unwrap();
+    assert_eq!(got.shape(), want.shape());
+    let worst = got.iter().zip(want.iter()).fold(0.0f32, |m, (a, b)| {
+        if (a - b).is_nan() {
+            f32::NAN
+        } else {
+            m.max((a - b).abs())
+        }
+    });
+    assert!(worst <= 1e-5, "max |lrp − torch| {worst}");
+    // Another size is another network from the same file.
+    let other = dir.path().join("other.lrpm");
+    lrp_ok(&[
+        "convert",
+        "--model",
+        onnx,
+        "--input-shape",
+        "3,64,40",
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert!(lrp_ok(&["info", "--model", other.to_str().unwrap()]).contains("[3, 64, 40]"));
+}

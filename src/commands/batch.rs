@@ -126,7 +126,8 @@ fn canonical(p: &Path) -> String {
 
 /// The inputs of a run, opened.
 enum Opened {
-    Npy(NpySource, PathBuf),
+    /// With the values' range, for the note on their scale once the model is known.
+    Npy(NpySource, PathBuf, Option<(f64, f64)>),
     /// The pixels being read on a thread of their own.
     Idx(StreamedDataset, PathBuf, Split),
     /// Photos, prepared a chunk at a time.
@@ -145,13 +146,7 @@ fn open_inputs(a: &RunArgs, shape: &[usize]) -> Result<(Opened, String)> {
         (Some(path), _) => {
             let src = NpySource::open(path)?;
             let (digest, range) = src.digest_and_range();
-            crate::inputs::note_npy_values(
-                path,
-                &src,
-                range,
-                a.model.as_deref().is_some_and(crate::inputs::is_onnx),
-            );
-            Ok((Opened::Npy(src, path.clone()), digest))
+            Ok((Opened::Npy(src, path.clone(), range), digest))
         }
         (None, Some(dir)) => {
             let split: Split = a.split.into();
@@ -228,7 +223,10 @@ pub(crate) fn run_job(a: RunArgs, concepts: Option<(usize, usize)>) -> Result<lr
     let shard = a.shard.as_deref().map(parse_shard).transpose()?;
     let (opened, inputs_digest) = inputs?;
     let (source, inputs, labels): (Box<dyn Source>, String, Option<Vec<u8>>) = match opened {
-        Opened::Npy(src, path) => (Box::new(src), canonical(&path), None),
+        Opened::Npy(src, path, range) => {
+            crate::inputs::note_npy_values(&path, &src, range, crate::inputs::is_imported(&model_path, &model));
+            (Box::new(src), canonical(&path), None)
+        }
         Opened::Photos(src) => {
             let desc = match src.files() {
                 [one] => canonical(one),

@@ -148,7 +148,12 @@ pub fn run(a: ConceptsArgs) -> Result<()> {
 type Pictures = Vec<Option<ndarray::Array3<f32>>>;
 
 /// The inputs of samples `idx` of the run (its --data split, --input or photos) and their pictures.
-fn fetch(a: &ConceptsArgs, net: &lrp_core::Network, idx: &[usize]) -> Result<(ndarray::ArrayD<f32>, Pictures)> {
+fn fetch(
+    a: &ConceptsArgs,
+    net: &lrp_core::Network,
+    imported: bool,
+    idx: &[usize],
+) -> Result<(ndarray::ArrayD<f32>, Pictures)> {
     use ndarray::Axis;
     let (all, pictures) = if a.photos.any() {
         let p = crate::photos::load_photos(&a.photos, net)?;
@@ -160,7 +165,7 @@ fn fetch(a: &ConceptsArgs, net: &lrp_core::Network, idx: &[usize]) -> Result<(nd
         (d.images, vec![None; n])
     } else {
         let path = a.input.as_ref().context("the run's inputs")?;
-        let x = crate::inputs::load_npy_input(path, net, crate::inputs::is_onnx(&a.model))?;
+        let x = crate::inputs::load_npy_input(path, net, imported)?;
         let n = x.shape()[0];
         let norm = a
             .photos
@@ -231,7 +236,13 @@ fn atlas(a: &ConceptsArgs, m: &Manifest) -> Result<()> {
     let mut wanted: Vec<usize> = channels.iter().flat_map(|&ch| rows_of(ch)).collect();
     wanted.sort_unstable();
     wanted.dedup();
-    let (all, all_pictures) = fetch(a, net, &wanted.iter().map(|&i| i + m.run.start).collect::<Vec<_>>())?;
+    let imported = crate::inputs::is_imported(&a.model, &model);
+    let (all, all_pictures) = fetch(
+        a,
+        net,
+        imported,
+        &wanted.iter().map(|&i| i + m.run.start).collect::<Vec<_>>(),
+    )?;
     for &ch in &channels {
         let idx = rows_of(ch);
         let at: Vec<usize> = idx.iter().map(|i| wanted.binary_search(i).expect("fetched")).collect();

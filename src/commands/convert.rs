@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::inputs::load_model;
+use crate::inputs::load_model_with;
 
 #[derive(Args)]
 pub struct ConvertArgs {
@@ -15,11 +15,24 @@ pub struct ConvertArgs {
     /// Native model file to write (.lrpm; an .onnx name is refused).
     #[arg(long)]
     out: PathBuf,
+    /// The per-sample input shape (batch axis left out, e.g. 3,224,224) for an ONNX file whose input leaves height
+    /// and width dynamic; the .lrpm written has it fixed.
+    #[arg(long, value_delimiter = ',')]
+    input_shape: Option<Vec<usize>>,
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
     crate::inputs::refuse_onnx_name(&a.out)?;
-    let model = load_model(&a.model)?;
+    if a.input_shape.is_some() && !crate::inputs::is_onnx(&a.model) {
+        bail!(
+            "--input-shape fixes the input of an ONNX file; {} is not one",
+            a.model.display()
+        );
+    }
+    let options = lrp_onnx::ImportOptions {
+        input_shape: a.input_shape.clone(),
+    };
+    let model = load_model_with(&a.model, &options)?;
     model
         .save(&a.out)
         .with_context(|| format!("cannot write {}", a.out.display()))?;

@@ -111,7 +111,7 @@ struct Inputs {
     pictures: Option<Vec<ndarray::Array3<f32>>>,
 }
 
-fn inputs(a: &ExplainArgs, net: &lrp_core::Network) -> Result<Inputs> {
+fn inputs(a: &ExplainArgs, net: &lrp_core::Network, imported: bool) -> Result<Inputs> {
     let default_data = a.index.is_some().then(|| PathBuf::from(crate::shipped::MNIST_DIR));
     if a.photos.any() {
         let p = load_photos(&a.photos, net)?;
@@ -124,7 +124,7 @@ fn inputs(a: &ExplainArgs, net: &lrp_core::Network) -> Result<Inputs> {
     }
     a.photos.check_without_photos()?;
     let (x, labels) = match (&a.input, a.data.as_ref().or(default_data.as_ref())) {
-        (Some(path), _) => (load_npy_input(path, net, crate::inputs::is_onnx(&a.model))?, None),
+        (Some(path), _) => (load_npy_input(path, net, imported)?, None),
         (None, Some(dir)) => {
             let d = load_split_for(dir, a.split.into(), net)?;
             let start = a.index.unwrap_or(0);
@@ -191,7 +191,7 @@ pub fn run(a: ExplainArgs) -> Result<()> {
         .as_ref()
         .map(|p| Labels::load(p, net.num_classes()))
         .transpose()?;
-    let inp = inputs(&a, net)?;
+    let inp = inputs(&a, net, crate::inputs::is_imported(&a.model, &model))?;
     let (x, labels) = (&inp.x, inp.labels.clone());
     if a.png.is_some() && x.shape()[0] > lrp_view::png_out::MAX_TILES {
         bail!(

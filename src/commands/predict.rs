@@ -53,7 +53,10 @@ pub fn run(a: PredictArgs) -> Result<()> {
         .transpose()?;
     let mut photo_names = None;
     let (mut x, labels): (ArrayD<f32>, Option<Vec<u8>>) = match (&a.input, &a.data) {
-        (Some(path), _) => (load_npy_input(path, net, crate::inputs::is_onnx(&a.model))?, None),
+        (Some(path), _) => (
+            load_npy_input(path, net, crate::inputs::is_imported(&a.model, &model))?,
+            None,
+        ),
         (None, None) if a.photos.any() => {
             let photos = load_photos(&a.photos, net)?;
             photo_names = Some(photos.names);

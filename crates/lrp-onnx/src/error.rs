@@ -32,6 +32,20 @@ pub enum OnnxError {
     /// The graph as a whole is not a supported chain (branches, several inputs, missing pieces).
     #[error("unsupported graph: {0}")]
     Graph(String),
+    /// An input axis other than the batch has no fixed size (an export with dynamic height and width) and none was
+    /// given ([`crate::ImportOptions::input_shape`]).
+    #[error("input '{input}' axis {axis} has no fixed size ({name}); only the batch axis may be dynamic")]
+    DynamicInput {
+        /// The graph input's name.
+        input: String,
+        /// The axis (0 is the batch).
+        axis: usize,
+        /// The axis's symbolic name in the file, or "unknown".
+        name: String,
+    },
+    /// The input shape given ([`crate::ImportOptions::input_shape`]) does not fit the graph's input.
+    #[error("the input shape given does not fit the model: {0}")]
+    GivenShape(String),
     /// A weight tensor is malformed.
     #[error("initializer '{name}': {reason}")]
     Initializer {

@@ -24,8 +24,21 @@ pub struct Imported {
     pub origin: String,
 }
 
+/// Choices an import cannot read from the file itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// The per-sample input shape (batch axis left out), for files whose input leaves axes other than the batch
+    /// dynamic (height and width exported as `dynamic_axes`); it must agree with every axis the file fixes.
+    pub input_shape: Option<Vec<usize>>,
+}
+
 /// Reads and imports an ONNX file; weights stored as external data are read from beside it.
 pub fn import_file(path: &Path) -> Result<Imported> {
+    import_file_with(path, &ImportOptions::default())
+}
+
+/// [`import_file`] with `options`.
+pub fn import_file_with(path: &Path, options: &ImportOptions) -> Result<Imported> {
     // Mapped rather than copied where a read lease keeps the file from changing (see lrp_core::whole_file): the
     // tensors' raw data are slices of it until they are converted. Only regular files (/dev/zero or a pipe would be
     // read until memory runs out), and at most protobuf's limit: a larger model keeps its weights as external data
@@ -51,16 +64,20 @@ pub fn import_file(path: &Path) -> Result<Imported> {
     } else {
         dir
     };
-    import_with(bytes, Some(&dir))
+    import_with(bytes, Some(&dir), options)
 }
 
 /// Imports an ONNX model from its bytes (external data is refused: there is no folder to read it from).
 pub fn import_bytes(bytes: &[u8]) -> Result<Imported> {
-    import_with(prost::bytes::Bytes::copy_from_slice(bytes), None)
+    import_with(
+        prost::bytes::Bytes::copy_from_slice(bytes),
+        None,
+        &ImportOptions::default(),
+    )
 }
 
 /// Imports with `dir` as the folder external data is read from.
-fn import_with(bytes: prost::bytes::Bytes, dir: Option<&Path>) -> Result<Imported> {
+fn import_with(bytes: prost::bytes::Bytes, dir: Option<&Path>, options: &ImportOptions) -> Result<Imported> {
     let decode::Decoded {
         mut graph,
         opset,
@@ -68,7 +85,7 @@ fn import_with(bytes: prost::bytes::Bytes, dir: Option<&Path>) -> Result<Importe
     } = decode::decode(bytes)?;
     let consts = initializers::initializers(&mut graph, dir)?;
     let fused = crate::patterns::fuse_layer_norms(&mut graph, &consts);
-    let sig = signature::signature(&graph, &consts)?;
+    let sig = signature::signature(&graph, &consts, options.input_shape.as_deref())?;
 
     let mut readers: HashMap<String, usize> = HashMap::new();
     for node in &graph.node {

@@ -22,4 +22,4 @@ mod tensor;
 mod value;
 
 pub use error::{OnnxError, Result};
-pub use import::{Imported, OPSETS, import_bytes, import_file};
+pub use import::{ImportOptions, Imported, OPSETS, import_bytes, import_file, import_file_with};

@@ -13,9 +13,12 @@ pub(crate) struct Signature {
     pub batch_fixed_to_one: bool,
 }
 
+/// The graph's signature; `fixed`, when given, is the per-sample input shape to use where the file leaves an axis
+/// dynamic (it must agree with every axis the file fixes).
 pub(crate) fn signature(
     graph: &GraphProto,
     consts: &std::collections::HashMap<String, TensorProto>,
+    fixed: Option<&[usize]>,
 ) -> Result<Signature> {
     let inputs: Vec<_> = graph.input.iter().filter(|v| !consts.contains_key(&v.name)).collect();
     let [input] = inputs[..] else {
@@ -45,18 +48,41 @@ pub(crate) fn signature(
             dims.len()
         )));
     }
+    if let Some(f) = fixed
+        && f.len() != dims.len() - 1
+    {
+        return Err(OnnxError::GivenShape(format!(
+            "{f:?} has {} axes; input '{}' has {} besides the batch",
+            f.len(),
+            input.name,
+            dims.len() - 1
+        )));
+    }
     let mut input_shape = Vec::with_capacity(dims.len() - 1);
     for (axis, d) in dims.iter().enumerate().skip(1) {
-        match d.dim_value {
-            Some(v) if v > 0 && v <= 1 << 31 => input_shape.push(v as usize),
-            _ => {
-                return Err(OnnxError::Graph(format!(
-                    "input '{}' axis {axis} has no fixed size ({}); only the batch axis may be dynamic",
-                    input.name,
-                    d.dim_param
-                        .clone()
-                        .unwrap_or_else(|| d.dim_value.map_or("unknown".into(), |v| v.to_string()))
+        let given = fixed.map(|f| f[axis - 1]);
+        match (d.dim_value, given) {
+            (Some(v), Some(g)) if v > 0 && v as u64 != g as u64 => {
+                return Err(OnnxError::GivenShape(format!(
+                    "axis {axis} is {g}, which the file fixes at {v}"
                 )));
+            }
+            (Some(v), _) if v > 0 && v <= 1 << 31 => input_shape.push(v as usize),
+            (_, Some(g)) if g > 0 && g <= 1 << 31 => input_shape.push(g),
+            (_, Some(g)) => {
+                return Err(OnnxError::GivenShape(format!(
+                    "axis {axis} is {g}: sizes run from 1 to 2^31"
+                )));
+            }
+            _ => {
+                return Err(OnnxError::DynamicInput {
+                    input: input.name.clone(),
+                    axis,
+                    name: d
+                        .dim_param
+                        .clone()
+                        .unwrap_or_else(|| d.dim_value.map_or("unknown".into(), |v| v.to_string())),
+                });
             }
         }
     }
