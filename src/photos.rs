@@ -429,6 +429,42 @@ impl Labels {
         self.0
     }
 
+    /// The class named `name` (`--target tabby`): the one whose name is `name`, or failing that the one whose name
+    /// is `name` ignoring case; an error naming the classes whose names contain it when none or several match.
+    pub fn find(&self, name: &str) -> Result<usize> {
+        let exact: Vec<usize> = (0..self.0.len()).filter(|&k| self.0[k] == name).collect();
+        let found = if exact.is_empty() {
+            (0..self.0.len())
+                .filter(|&k| self.0[k].eq_ignore_ascii_case(name))
+                .collect()
+        } else {
+            exact
+        };
+        match found[..] {
+            [k] => Ok(k),
+            [] => {
+                let low = name.to_lowercase();
+                let near: Vec<String> = (0..self.0.len())
+                    .filter(|&k| !low.is_empty() && self.0[k].to_lowercase().contains(&low))
+                    .map(|k| self.of(k))
+                    .collect();
+                if near.is_empty() {
+                    bail!("--target '{name}': no class has that name in --labels (give its name or number)");
+                }
+                bail!(
+                    "--target '{name}': no class has that name in --labels; names containing it: {}{}",
+                    near.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
+                    if near.len() > 8 { ", …" } else { "" }
+                )
+            }
+            _ => bail!(
+                "--target '{name}': {} classes have that name ({}); give the number",
+                found.len(),
+                found.iter().map(|&k| self.of(k)).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
     /// `k name`, e.g. `281 tabby`.
     pub fn of(&self, k: usize) -> String {
         match self.0.get(k) {

@@ -483,3 +483,45 @@ fn a_photo_turned_by_its_exif_orientation_is_named_and_used_as_stored() {
     assert_eq!(a.shape(), [1, 3, 24, 24]);
     assert!(a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
+
+#[test]
+fn a_class_is_named_by_its_label_with_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ten classes, two sharing a name, and names that contain each other.
+    let names = ["cat", "tiger cat", "Tabby", "dog", "hotdog", "x", "x", "y", "z", "w"];
+    let labels = dir.path().join("classes.txt");
+    std::fs::write(&labels, names.join("\n") + "\n").unwrap();
+    let (labels, model, chelsea) = (labels.to_str().unwrap(), abs(MODEL), photo("chelsea.png"));
+    let run = |target: &str, with_labels: bool| {
+        let mut args = vec![
+            "explain", "--model", &model, "--image", &chelsea, "--size", "64", "--rule", "epsilon", "--print",
+            "--target", target,
+        ];
+        if with_labels {
+            args.extend(["--labels", labels]);
+        }
+        lrp_in(dir.path(), &args)
+    };
+    // Exact name, then the same name in another case; a number is still a number.
+    for (target, class) in [
+        ("tiger cat", "1 tiger cat"),
+        ("dog", "3 dog"),
+        ("tabby", "2 Tabby"),
+        ("4", "4 hotdog"),
+    ] {
+        let (code, out, err) = run(target, true);
+        assert_eq!(code, 0, "{target}: {err}");
+        assert!(out.contains(&format!("explained class {class} ")), "{target}: {out}");
+    }
+    let refusals = [
+        ("ca", true, "names containing it: 0 cat, 1 tiger cat"),
+        ("x", true, "2 classes have that name (5 x, 6 x)"),
+        ("lion", true, "no class has that name"),
+        ("dog", false, "a class name needs --labels"),
+    ];
+    for (target, with_labels, why) in refusals {
+        let (code, _, err) = run(target, with_labels);
+        assert_eq!(code, 1, "{target}: {err}");
+        assert!(err.contains(why), "{target}: {err}");
+    }
+}

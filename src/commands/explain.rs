@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use ndarray::{ArrayD, Axis, Ix2};
 
@@ -48,7 +48,8 @@ pub struct ExplainArgs {
     /// "conv=gamma(0.25); dense=epsilon; first=zbox(0,1)". See the README for the grammar.
     #[arg(long)]
     rule: String,
-    /// Class to explain: pred (the prediction), label (the true label, with --data), or a class number.
+    /// Class to explain: pred (the prediction), label (the true label, with --data), a class number, or with
+    /// --labels a class name.
     #[arg(long, default_value = "pred", conflicts_with = "targets")]
     target: String,
     /// One class per sample from an int64 .npy `[N]`.
@@ -207,10 +208,14 @@ pub fn run(a: ExplainArgs) -> Result<()> {
             Some(l) => Target::PerSample(l.iter().map(|&v| v as usize).collect()),
             None => bail!("--target label needs --data: an .npy input has no labels (use --targets T.npy)"),
         },
-        (None, k) => Target::Class(
-            k.parse()
-                .with_context(|| format!("--target '{k}' is not pred, label or a class number"))?,
-        ),
+        (None, k) => match (k.parse(), &names) {
+            (Ok(class), _) => Target::Class(class),
+            (Err(_), Some(names)) => Target::Class(names.find(k)?),
+            (Err(_), None) => bail!(
+                "--target '{k}' is not pred, label or a class number (a class name needs --labels, the file of \
+                 class names)"
+            ),
+        },
     };
     if let (Some(name), Some(out)) = (&a.layer, &a.out) {
         let n = net.node_named(name).map_err(|e| anyhow::anyhow!("--layer {e}"))?;
