@@ -201,3 +201,59 @@ fn an_export_with_dynamic_height_and_width_is_fixed_by_convert_and_gives_torchs_
     ]);
     assert!(lrp_ok(&["info", "--model", other.to_str().unwrap()]).contains("[3, 64, 40]"));
 }
+
+/// Attention written with `torch.einsum` (MaxViT's way; `tests/fixtures/einsum`): its two Einsum nodes import as
+/// batched matrix products, and the logits and the gradient of the predicted logit are torch's (autograd). An Einsum
+/// that is no matrix product is refused by name.
+#[test]
+fn einsum_attention_gives_torchs_logits_and_gradient() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = "tests/fixtures/einsum/einsum-attention.onnx";
+    let inputs = "tests/fixtures/einsum/inputs.npy";
+    let (logits, gradient) = (dir.path().join("logits.npy"), dir.path().join("gradient.npy"));
+    lrp_ok(&[
+        "predict",
+        "--model",
+        model,
+        "--input",
+        inputs,
+        "--out",
+        logits.to_str().unwrap(),
+    ]);
+    lrp_ok(&[
+        "explain",
+        "--model",
+        model,
+        "--input",
+        inputs,
+        "--rule",
+        "gradient",
+        "--out",
+        gradient.to_str().unwrap(),
+    ]);
+    for (got, want, tol) in [
+        (&logits, "logits-torch.npy", 1e-5f32),
+        (&gradient, "gradient-torch.npy", 1e-6),
+    ] {
+        let got: ArrayD<f32> = ndarray_npy::read_npy(got).unwrap();
+        let want: ArrayD<f32> = ndarray_npy::read_npy(root().join("tests/fixtures/einsum").join(want)).unwrap();
+        assert_eq!(got.shape(), want.shape(), "{}", want.len());
+        assert!(
+            want.iter().any(|v| v.abs() > 1e-3),
+            "a reference of zeros tests nothing"
+        );
+        let worst = got.iter().zip(want.iter()).fold(0.0f32, |m, (a, b)| {
+            if (a - b).is_nan() {
+                f32::NAN
+            } else {
+                m.max((a - b).abs())
+            }
+        });
+        assert!(worst <= tol, "max |lrp − torch| {worst}");
+    }
+    let err = lrp_err(&["info", "--model", "tests/fixtures/einsum/einsum-dot.onnx"]);
+    assert!(
+        err.contains("equation 'bi,bi->b' is not a batched matrix product"),
+        "{err}"
+    );
+}

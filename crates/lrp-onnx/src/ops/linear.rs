@@ -14,6 +14,7 @@ pub(crate) fn register(reg: &mut Vec<(&'static str, Handler)>) {
     reg.extend([
         ("Gemm", gemm as Handler),
         ("MatMul", matmul),
+        ("Einsum", einsum),
         ("Conv", conv),
         ("BatchNormalization", batch_norm),
     ]);
@@ -162,6 +163,89 @@ fn matmul_of_values(c: &mut NodeCtx) -> Result<()> {
     c.set_node(id, shape, x.batch)
 }
 
+/// The batched matrix products an `Einsum` equation can be: `…ik,…kj->…ij`, or with the second operand's last two
+/// axes swapped, `…ik,…jk->…ij` (attention's `Q·Kᵀ`, as `torch.einsum` writes it in MaxViT). The leading labels
+/// are the same in both operands and the output, in the same order.
+#[derive(Debug, PartialEq, Eq)]
+struct BatchedProduct {
+    /// Labels per operand (the batch's included).
+    rank: usize,
+    /// The second operand is `[…, j, k]`, to be transposed before the product.
+    transposed: bool,
+}
+
+/// The product `equation` writes, if it is one of [`BatchedProduct`]'s forms (letters as labels, spaces ignored; no
+/// ellipsis, no implicit output).
+fn batched_product(equation: &str) -> Option<BatchedProduct> {
+    let eq: String = equation.chars().filter(|c| !c.is_whitespace()).collect();
+    let (lhs, out) = eq.split_once("->")?;
+    let (a, b) = lhs.split_once(',')?;
+    let [a, b, out]: [Vec<char>; 3] = [a, b, out].map(|s| s.chars().collect());
+    let n = a.len();
+    if n < 2
+        || b.len() != n
+        || out.len() != n
+        || [&a, &b, &out].iter().any(|l| !l.iter().all(char::is_ascii_alphabetic))
+    {
+        return None;
+    }
+    let lead = &a[..n - 2];
+    let distinct = |l: &[char]| (0..l.len()).all(|i| !l[..i].contains(&l[i]));
+    if b[..n - 2] != *lead || out[..n - 2] != *lead || !distinct(&a) || !distinct(&b) || !distinct(&out) {
+        return None;
+    }
+    let (i, k, j) = (a[n - 2], a[n - 1], out[n - 1]);
+    if out[n - 2] != i || [i, k].contains(&j) || lead.contains(&j) {
+        return None;
+    }
+    let transposed = match (b[n - 2], b[n - 1]) {
+        (bk, bj) if bk == k && bj == j => false,
+        (bj, bk) if bk == k && bj == j => true,
+        _ => return None,
+    };
+    Some(BatchedProduct { rank: n, transposed })
+}
+
+/// `Einsum` of two computed values that is a batched matrix product ([`batched_product`]): a `MatMul`, after a
+/// transpose of the second value's last two axes for `…ik,…jk->…ij`; explained as the same graph written with
+/// `MatMul` would be.
+fn einsum(c: &mut NodeCtx) -> Result<()> {
+    let eq = c.string("equation").ok_or_else(|| c.err("has no equation"))?;
+    let Some(form) = batched_product(&eq) else {
+        return Err(c.err(format!(
+            "equation '{eq}' is not a batched matrix product (…ik,…kj->…ij or …ik,…jk->…ij), the only forms \
+             supported"
+        )));
+    };
+    if c.computed().len() != 2 || c.node.input.len() != 2 {
+        return Err(c.err("supported for a product of two computed values only"));
+    }
+    let (x, y) = (c.node_at(0).expect("computed"), c.node_at(1).expect("computed"));
+    if !(x.batch_first() && y.batch_first()) || x.batch != y.batch {
+        return Err(c.err("multiplies computed values whose batch axis is not first (reorder them before the product)"));
+    }
+    if x.rank() != form.rank || y.rank() != form.rank {
+        return Err(c.err(format!(
+            "equation '{eq}' has {} labels per operand, the values have rank {} and {}",
+            form.rank,
+            x.rank(),
+            y.rank()
+        )));
+    }
+    let y_id = if form.transposed {
+        let p = y.shape.len();
+        let mut order: Vec<usize> = (0..p).collect();
+        order.swap(p - 2, p - 1);
+        c.emit(Layer::transpose(order), vec![y.id])?
+    } else {
+        y.id
+    };
+    lrp_core::layers::matmul_shape(&x.shape, &c.shape_of(y_id)).map_err(|r| c.err(format!("{r} (per sample)")))?;
+    let id = c.emit(Layer::MatMul(lrp_core::MatMul), vec![x.id, y_id])?;
+    let shape = c.shape_of(id);
+    c.set_node(id, shape, x.batch)
+}
+
 fn conv(c: &mut NodeCtx) -> Result<()> {
     let x = data_input(c)?;
     let (ch, _, _) = super::pool::spatial(c, &x)?;
@@ -214,4 +298,32 @@ fn batch_norm(c: &mut NodeCtx) -> Result<()> {
         eps: c.float("epsilon", 1e-5),
     };
     c.push(Layer::BatchNorm(bn), &x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn einsum_equations_that_are_batched_products_and_others() {
+        let form = |rank, transposed| Some(BatchedProduct { rank, transposed });
+        assert_eq!(batched_product("B G H I D, B G H J D -> B G H I J"), form(5, true));
+        assert_eq!(batched_product("B G H I J, B G H J D -> B G H I D"), form(5, false));
+        assert_eq!(batched_product("bik,bkj->bij"), form(3, false));
+        assert_eq!(batched_product("ik,jk->ij"), form(2, true));
+        for other in [
+            "bik,bkj->bji",   // the output transposed
+            "bik,bkj->bj",    // a reduction
+            "bik,ckj->bij",   // batch labels differ
+            "bij,bjk->bik,x", // two outputs
+            "...ik,...kj->...ij",
+            "bik,bkj",
+            "bii,bij->bij", // a repeated label
+            "bik,bkk->bik",
+            "bik,bki->bii",
+            "bik,bkj,bjl->bil",
+        ] {
+            assert_eq!(batched_product(other), None, "{other}");
+        }
+    }
 }
