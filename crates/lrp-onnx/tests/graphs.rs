@@ -307,6 +307,8 @@ fn mutated_graph_models_are_refused_or_run_never_panic() {
         "vit/mnist-vit-legacy.onnx",
         "vit/mnist-vit-dynamo.onnx",
         "../transformer/layernorm-decomposed-opset18.onnx",
+        "../einsum/einsum-attention.onnx",
+        "../dynamic/small-dynamic-hw.onnx",
     ] {
         let original = std::fs::read(fixture(name)).unwrap();
         for trial in 0..150 {
