@@ -202,30 +202,28 @@ fn an_export_with_dynamic_height_and_width_is_fixed_by_convert_and_gives_torchs_
     assert!(lrp_ok(&["info", "--model", other.to_str().unwrap()]).contains("[3, 64, 40]"));
 }
 
-/// Attention written with `torch.einsum` (MaxViT's way; `tests/fixtures/einsum`): its two Einsum nodes import as
-/// batched matrix products, and the logits and the gradient of the predicted logit are torch's (autograd). An Einsum
-/// that is no matrix product is refused by name.
-#[test]
-fn einsum_attention_gives_torchs_logits_and_gradient() {
+/// Runs `predict` and `explain --rule gradient` on `folder`'s `model` and `inputs.npy`, and compares them with torch's
+/// logits (`logits-torch.npy`) and autograd gradient of each sample's predicted logit (`gradient-torch.npy`).
+fn logits_and_gradient_match_torch(folder: &str, model: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let model = "tests/fixtures/einsum/einsum-attention.onnx";
-    let inputs = "tests/fixtures/einsum/inputs.npy";
+    let model = format!("{folder}/{model}");
+    let inputs = format!("{folder}/inputs.npy");
     let (logits, gradient) = (dir.path().join("logits.npy"), dir.path().join("gradient.npy"));
     lrp_ok(&[
         "predict",
         "--model",
-        model,
+        &model,
         "--input",
-        inputs,
+        &inputs,
         "--out",
         logits.to_str().unwrap(),
     ]);
     lrp_ok(&[
         "explain",
         "--model",
-        model,
+        &model,
         "--input",
-        inputs,
+        &inputs,
         "--rule",
         "gradient",
         "--out",
@@ -236,11 +234,11 @@ fn einsum_attention_gives_torchs_logits_and_gradient() {
         (&gradient, "gradient-torch.npy", 1e-6),
     ] {
         let got: ArrayD<f32> = ndarray_npy::read_npy(got).unwrap();
-        let want: ArrayD<f32> = ndarray_npy::read_npy(root().join("tests/fixtures/einsum").join(want)).unwrap();
-        assert_eq!(got.shape(), want.shape(), "{}", want.len());
+        let want: ArrayD<f32> = ndarray_npy::read_npy(root().join(folder).join(want)).unwrap();
+        assert_eq!(got.shape(), want.shape(), "{model}");
         assert!(
             want.iter().any(|v| v.abs() > 1e-3),
-            "a reference of zeros tests nothing"
+            "{model}: a reference of zeros tests nothing"
         );
         let worst = got.iter().zip(want.iter()).fold(0.0f32, |m, (a, b)| {
             if (a - b).is_nan() {
@@ -249,11 +247,26 @@ fn einsum_attention_gives_torchs_logits_and_gradient() {
                 m.max((a - b).abs())
             }
         });
-        assert!(worst <= tol, "max |lrp − torch| {worst}");
+        assert!(worst <= tol, "{model}: max |lrp − torch| {worst}");
     }
+}
+
+/// Attention written with `torch.einsum` (MaxViT's way; `tests/fixtures/einsum`): its two Einsum nodes import as
+/// batched matrix products, and the logits and the gradient of the predicted logit are torch's (autograd). An Einsum
+/// that is no matrix product is refused by name.
+#[test]
+fn einsum_attention_gives_torchs_logits_and_gradient() {
+    logits_and_gradient_match_torch("tests/fixtures/einsum", "einsum-attention.onnx");
     let err = lrp_err(&["info", "--model", "tests/fixtures/einsum/einsum-dot.onnx"]);
     assert!(
         err.contains("equation 'bi,bi->b' is not a batched matrix product"),
         "{err}"
     );
+}
+
+/// Windows partitioned and reversed as timm's Swin does, the batch folded into them by a literal `reshape(-1, …)`
+/// (`tests/fixtures/windows`): torch's logits and gradient.
+#[test]
+fn windows_folded_by_a_minus_one_give_torchs_logits_and_gradient() {
+    logits_and_gradient_match_torch("tests/fixtures/windows", "windows.onnx");
 }

@@ -309,6 +309,7 @@ fn mutated_graph_models_are_refused_or_run_never_panic() {
         "../transformer/layernorm-decomposed-opset18.onnx",
         "../einsum/einsum-attention.onnx",
         "../dynamic/small-dynamic-hw.onnx",
+        "../windows/windows.onnx",
     ] {
         let original = std::fs::read(fixture(name)).unwrap();
         for trial in 0..150 {

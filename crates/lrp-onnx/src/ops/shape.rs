@@ -254,8 +254,11 @@ fn reshape_node(
                 .flatten()
         })
         .or_else(|| (0..t.len()).find(|&p| candidate(p, Dim::Known(-1))));
+    // A −1 where the batch starts that stands for more than the batch: `reshape(-1, wh, ww, C)` folding the batch
+    // into windows (timm's Swin), the batch times k as above.
+    let folds_at_minus_one = t.iter().enumerate().any(|(p, d)| *d == Dim::Known(-1) && prefix_ok(p));
     let Some(pos) = pos else {
-        if (batch_fixed_to_one || x.batch == Batch::Merged)
+        if (batch_fixed_to_one || x.batch == Batch::Merged || folds_at_minus_one)
             && let Some(dims) = resolve(None)
         {
             return Ok((dims, Batch::Merged));
