@@ -114,12 +114,12 @@ fn broken_onnx_files_get_clear_errors() {
 }
 
 /// A small residual CNN exported by torch with dynamic height and width (`tests/fixtures/dynamic`): refused with the
-/// way out named; `lrp convert --input-shape` fixes the size once, and the native file gives torch's logits.
+/// way out named; `lrp convert --input-shape` fixes the size once, and the native file gives torch's logits and
+/// gradient.
 #[test]
 fn an_export_with_dynamic_height_and_width_is_fixed_by_convert_and_gives_torchs_logits() {
     let dir = tempfile::tempdir().unwrap();
     let onnx = "tests/fixtures/dynamic/small-dynamic-hw.onnx";
-    let inputs = "tests/fixtures/dynamic/inputs.npy";
     let err = lrp_err(&["info", "--model", onnx]);
     assert!(
         err.contains("axis 2 has no fixed size (h)") && err.contains("--input-shape 3,224,224"),
@@ -165,29 +165,9 @@ fn an_export_with_dynamic_height_and_width_is_fixed_by_convert_and_gives_torchs_
         "--out",
         fixed.to_str().unwrap(),
     ]);
-    let logits = dir.path().join("logits.npy");
-    let text = lrp_ok(&[
-        "predict",
-        "--model",
-        fixed.to_str().unwrap(),
-        "--input",
-        inputs,
-        "--out",
-        logits.to_str().unwrap(),
-    ]);
+    let text = logits_and_gradient_match_torch(fixed.to_str().unwrap(), "tests/fixtures/dynamic");
     // Its inputs are normalized values, as an imported model's are: no warning meant for the shipped models.
     assert!(!text.contains("outside [0, 1]"), "{text}");
-    let got: ArrayD<f32> = ndarray_npy::read_npy(&logits).unwrap();
-    let want: ArrayD<f32> = ndarray_npy::read_npy(root().join("tests/fixtures/dynamic/logits-torch.npy")).unwrap();
-    assert_eq!(got.shape(), want.shape());
-    let worst = got.iter().zip(want.iter()).fold(0.0f32, |m, (a, b)| {
-        if (a - b).is_nan() {
-            f32::NAN
-        } else {
-            m.max((a - b).abs())
-        }
-    });
-    assert!(worst <= 1e-5, "max |lrp − torch| {worst}");
     // Another size is another network from the same file.
     let other = dir.path().join("other.lrpm");
     lrp_ok(&[
@@ -202,17 +182,17 @@ fn an_export_with_dynamic_height_and_width_is_fixed_by_convert_and_gives_torchs_
     assert!(lrp_ok(&["info", "--model", other.to_str().unwrap()]).contains("[3, 64, 40]"));
 }
 
-/// Runs `predict` and `explain --rule gradient` on `folder`'s `model` and `inputs.npy`, and compares them with torch's
-/// logits (`logits-torch.npy`) and autograd gradient of each sample's predicted logit (`gradient-torch.npy`).
-fn logits_and_gradient_match_torch(folder: &str, model: &str) {
+/// Runs `predict` and `explain --rule gradient` on `model` with `references`' `inputs.npy`, compares them with
+/// torch's logits (`logits-torch.npy`) and autograd gradient of each sample's predicted logit (`gradient-torch.npy`)
+/// there, and returns what `predict` printed.
+fn logits_and_gradient_match_torch(model: &str, references: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let model = format!("{folder}/{model}");
-    let inputs = format!("{folder}/inputs.npy");
+    let inputs = format!("{references}/inputs.npy");
     let (logits, gradient) = (dir.path().join("logits.npy"), dir.path().join("gradient.npy"));
-    lrp_ok(&[
+    let printed = lrp_ok(&[
         "predict",
         "--model",
-        &model,
+        model,
         "--input",
         &inputs,
         "--out",
@@ -221,7 +201,7 @@ fn logits_and_gradient_match_torch(folder: &str, model: &str) {
     lrp_ok(&[
         "explain",
         "--model",
-        &model,
+        model,
         "--input",
         &inputs,
         "--rule",
@@ -234,21 +214,15 @@ fn logits_and_gradient_match_torch(folder: &str, model: &str) {
         (&gradient, "gradient-torch.npy", 1e-6),
     ] {
         let got: ArrayD<f32> = ndarray_npy::read_npy(got).unwrap();
-        let want: ArrayD<f32> = ndarray_npy::read_npy(root().join(folder).join(want)).unwrap();
-        assert_eq!(got.shape(), want.shape(), "{model}");
+        let want: ArrayD<f32> = ndarray_npy::read_npy(root().join(references).join(want)).unwrap();
         assert!(
             want.iter().any(|v| v.abs() > 1e-3),
             "{model}: a reference of zeros tests nothing"
         );
-        let worst = got.iter().zip(want.iter()).fold(0.0f32, |m, (a, b)| {
-            if (a - b).is_nan() {
-                f32::NAN
-            } else {
-                m.max((a - b).abs())
-            }
-        });
+        let worst = lrp_testkit::max_abs_diff(&got, &want);
         assert!(worst <= tol, "{model}: max |lrp − torch| {worst}");
     }
+    printed
 }
 
 /// Attention written with `torch.einsum` (MaxViT's way; `tests/fixtures/einsum`): its two Einsum nodes import as
@@ -256,7 +230,7 @@ fn logits_and_gradient_match_torch(folder: &str, model: &str) {
 /// that is no matrix product is refused by name.
 #[test]
 fn einsum_attention_gives_torchs_logits_and_gradient() {
-    logits_and_gradient_match_torch("tests/fixtures/einsum", "einsum-attention.onnx");
+    logits_and_gradient_match_torch("tests/fixtures/einsum/einsum-attention.onnx", "tests/fixtures/einsum");
     let err = lrp_err(&["info", "--model", "tests/fixtures/einsum/einsum-dot.onnx"]);
     assert!(
         err.contains("equation 'bi,bi->b' is not a batched matrix product"),
@@ -268,5 +242,5 @@ fn einsum_attention_gives_torchs_logits_and_gradient() {
 /// (`tests/fixtures/windows`): torch's logits and gradient.
 #[test]
 fn windows_folded_by_a_minus_one_give_torchs_logits_and_gradient() {
-    logits_and_gradient_match_torch("tests/fixtures/windows", "windows.onnx");
+    logits_and_gradient_match_torch("tests/fixtures/windows/windows.onnx", "tests/fixtures/windows");
 }
