@@ -154,11 +154,26 @@ fn matmul(c: &mut NodeCtx) -> Result<()> {
 /// The product of two values of the network (attention's `Q·Kᵀ` and `softmax(·)·V`).
 fn matmul_of_values(c: &mut NodeCtx) -> Result<()> {
     let (x, y) = (c.node_at(0).expect("computed"), c.node_at(1).expect("computed"));
+    product_of_values(c, &x, &y, false)
+}
+
+/// `x · y` of two values of the network, batch first in both; with `swap_y`, `y`'s last two axes are swapped
+/// first (a transpose layer), for `x · yᵀ`.
+fn product_of_values(c: &mut NodeCtx, x: &Computed, y: &Computed, swap_y: bool) -> Result<()> {
     if !(x.batch_first() && y.batch_first()) || x.batch != y.batch {
         return Err(c.err("multiplies computed values whose batch axis is not first (reorder them before the product)"));
     }
-    lrp_core::layers::matmul_shape(&x.shape, &y.shape).map_err(|r| c.err(format!("{r} (per sample)")))?;
-    let id = c.emit(Layer::MatMul(lrp_core::MatMul), vec![x.id, y.id])?;
+    let (y_id, y_shape) = if swap_y {
+        let p = y.shape.len();
+        let mut order: Vec<usize> = (0..p).collect();
+        order.swap(p - 2, p - 1);
+        let id = c.emit(Layer::transpose(order), vec![y.id])?;
+        (id, c.shape_of(id))
+    } else {
+        (y.id, y.shape.clone())
+    };
+    lrp_core::layers::matmul_shape(&x.shape, &y_shape).map_err(|r| c.err(format!("{r} (per sample)")))?;
+    let id = c.emit(Layer::MatMul(lrp_core::MatMul), vec![x.id, y_id])?;
     let shape = c.shape_of(id);
     c.set_node(id, shape, x.batch)
 }
@@ -221,9 +236,6 @@ fn einsum(c: &mut NodeCtx) -> Result<()> {
         return Err(c.err("supported for a product of two computed values only"));
     }
     let (x, y) = (c.node_at(0).expect("computed"), c.node_at(1).expect("computed"));
-    if !(x.batch_first() && y.batch_first()) || x.batch != y.batch {
-        return Err(c.err("multiplies computed values whose batch axis is not first (reorder them before the product)"));
-    }
     if x.rank() != form.rank || y.rank() != form.rank {
         return Err(c.err(format!(
             "equation '{eq}' has {} labels per operand, the values have rank {} and {}",
@@ -232,18 +244,7 @@ fn einsum(c: &mut NodeCtx) -> Result<()> {
             y.rank()
         )));
     }
-    let y_id = if form.transposed {
-        let p = y.shape.len();
-        let mut order: Vec<usize> = (0..p).collect();
-        order.swap(p - 2, p - 1);
-        c.emit(Layer::transpose(order), vec![y.id])?
-    } else {
-        y.id
-    };
-    lrp_core::layers::matmul_shape(&x.shape, &c.shape_of(y_id)).map_err(|r| c.err(format!("{r} (per sample)")))?;
-    let id = c.emit(Layer::MatMul(lrp_core::MatMul), vec![x.id, y_id])?;
-    let shape = c.shape_of(id);
-    c.set_node(id, shape, x.batch)
+    product_of_values(c, &x, &y, form.transposed)
 }
 
 fn conv(c: &mut NodeCtx) -> Result<()> {
