@@ -99,99 +99,105 @@ impl Window {
     }
 }
 
-/// The window `win` of one channel plane `[height][width]` of 8-bit values resized byte for byte as Pillow does:
-/// `[ys.len()][xs.len()]`, the values the whole resized plane holds there. Only the window and the rows its vertical
-/// taps read are computed, so a photo of extreme proportions (5000×1 resized to a shorter side of 256 is
-/// 1,280,000×256) costs no more than the crop.
-pub fn resize_u8(plane: &[u8], win: &Window) -> Vec<u8> {
+/// The arithmetic of one resampled value: Pillow's 8-bit path ([`Fixed8`]) or its floating-point path ([`Float`]).
+trait Arithmetic {
+    /// A value between and after the passes.
+    type V: Copy + Default;
+    /// A weight as the sums use it.
+    type W;
+    /// One output's weights.
+    fn weights(w: &[f64]) -> Vec<Self::W>;
+    /// One output from the values under its taps, in tap order.
+    fn sum(values: impl Iterator<Item = Self::V>, w: &[Self::W]) -> Self::V;
+}
+
+/// 22-bit fixed-point weights, a rounding offset, clipped to 8 bits after each pass.
+struct Fixed8;
+
+impl Arithmetic for Fixed8 {
+    type V = u8;
+    type W = i32;
+    fn weights(w: &[f64]) -> Vec<i32> {
+        fixed(w)
+    }
+    fn sum(values: impl Iterator<Item = u8>, w: &[i32]) -> u8 {
+        let half = 1i32 << (PRECISION_BITS - 1);
+        clip8(
+            w.iter()
+                .zip(values)
+                .fold(half, |s, (&w, v)| s.wrapping_add(i32::from(v).wrapping_mul(w))),
+        )
+    }
+}
+
+/// Unquantized weights, no rounding between the passes.
+struct Float;
+
+impl Arithmetic for Float {
+    type V = f64;
+    type W = f64;
+    fn weights(w: &[f64]) -> Vec<f64> {
+        w.to_vec()
+    }
+    fn sum(values: impl Iterator<Item = f64>, w: &[f64]) -> f64 {
+        w.iter().zip(values).map(|(w, v)| v * w).sum()
+    }
+}
+
+/// The window `win` of one plane resized in two passes with `A`'s arithmetic, each stored value read as `read(v)`:
+/// the horizontal pass over the rows the vertical taps read (the window's columns only), then the vertical pass.
+fn two_passes<A: Arithmetic, T: Copy>(plane: &[T], read: impl Fn(T) -> A::V, win: &Window) -> Vec<A::V> {
     debug_assert_eq!(plane.len(), win.width * win.height);
-    let half = 1i32 << (PRECISION_BITS - 1);
     let ww = win.xs.len();
     let (vertical, rows) = win.rows();
-    let mut horizontal = vec![0u8; ww * rows.len()];
-    if win.out_w != win.width {
-        let taps: Vec<(usize, Vec<i32>)> = taps(win.width, win.out_w, win.xs.clone())
+    let mut horizontal = vec![A::V::default(); ww * rows.len()];
+    let across: Option<Vec<(usize, Vec<A::W>)>> = (win.out_w != win.width).then(|| {
+        taps(win.width, win.out_w, win.xs.clone())
             .into_iter()
-            .map(|t| (t.start, fixed(&t.weights)))
-            .collect();
-        for (y, out) in rows.clone().zip(horizontal.chunks_exact_mut(ww.max(1))) {
-            let row = &plane[y * win.width..(y + 1) * win.width];
-            for ((start, k), o) in taps.iter().zip(out.iter_mut()) {
-                let mut sum = half;
-                for (i, &w) in k.iter().enumerate() {
-                    sum = sum.wrapping_add(i32::from(row[start + i]).wrapping_mul(w));
+            .map(|t| (t.start, A::weights(&t.weights)))
+            .collect()
+    });
+    for (y, out) in rows.clone().zip(horizontal.chunks_exact_mut(ww.max(1))) {
+        let row = &plane[y * win.width..(y + 1) * win.width];
+        match &across {
+            Some(taps) => {
+                for ((start, k), o) in taps.iter().zip(out.iter_mut()) {
+                    *o = A::sum(row[*start..].iter().map(|&v| read(v)), k);
                 }
-                *o = clip8(sum);
             }
-        }
-    } else {
-        for (y, out) in rows.clone().zip(horizontal.chunks_exact_mut(ww.max(1))) {
-            out.copy_from_slice(&plane[y * win.width + win.xs.start..y * win.width + win.xs.end]);
+            None => {
+                for (o, &v) in out.iter_mut().zip(&row[win.xs.clone()]) {
+                    *o = read(v);
+                }
+            }
         }
     }
     let Some(vertical) = vertical else {
         return horizontal;
     };
-    let mut out = vec![0u8; ww * win.ys.len()];
+    let mut out = vec![A::V::default(); ww * win.ys.len()];
     for (t, dst) in vertical.iter().zip(out.chunks_exact_mut(ww.max(1))) {
-        let k = fixed(&t.weights);
+        let k = A::weights(&t.weights);
         for (x, o) in dst.iter_mut().enumerate() {
-            let mut sum = half;
-            for (i, &w) in k.iter().enumerate() {
-                sum = sum.wrapping_add(i32::from(horizontal[(t.start + i - rows.start) * ww + x]).wrapping_mul(w));
-            }
-            *o = clip8(sum);
+            *o = A::sum((t.start - rows.start..).map(|y| horizontal[y * ww + x]), &k);
         }
     }
     out
+}
+
+/// The window `win` of one channel plane `[height][width]` of 8-bit values resized byte for byte as Pillow does:
+/// `[ys.len()][xs.len()]`, the values the whole resized plane holds there. Only the window and the rows its vertical
+/// taps read are computed, so a photo of extreme proportions (5000×1 resized to a shorter side of 256 is
+/// 1,280,000×256) costs no more than the crop.
+pub fn resize_u8(plane: &[u8], win: &Window) -> Vec<u8> {
+    two_passes::<Fixed8, u8>(plane, |v| v, win)
 }
 
 /// The window `win` of one channel plane resized as Pillow's 32-bit float path does (the same weights, no
 /// quantization, no rounding between the passes), each stored value read as `value(v)`; computed as [`resize_u8`]
 /// is, window only (so a large 16-bit photo is not first copied whole into floating point).
 pub fn resize_f64<T: Copy>(plane: &[T], value: impl Fn(T) -> f64, win: &Window) -> Vec<f64> {
-    debug_assert_eq!(plane.len(), win.width * win.height);
-    let ww = win.xs.len();
-    let (vertical, rows) = win.rows();
-    let mut horizontal = vec![0.0; ww * rows.len()];
-    if win.out_w != win.width {
-        let taps = taps(win.width, win.out_w, win.xs.clone());
-        for (y, out) in rows.clone().zip(horizontal.chunks_exact_mut(ww.max(1))) {
-            let row = &plane[y * win.width..(y + 1) * win.width];
-            for (t, o) in taps.iter().zip(out.iter_mut()) {
-                *o = t
-                    .weights
-                    .iter()
-                    .enumerate()
-                    .map(|(i, w)| value(row[t.start + i]) * w)
-                    .sum();
-            }
-        }
-    } else {
-        for (y, out) in rows.clone().zip(horizontal.chunks_exact_mut(ww.max(1))) {
-            for (o, &v) in out
-                .iter_mut()
-                .zip(&plane[y * win.width + win.xs.start..y * win.width + win.xs.end])
-            {
-                *o = value(v);
-            }
-        }
-    }
-    let Some(vertical) = vertical else {
-        return horizontal;
-    };
-    let mut out = vec![0.0; ww * win.ys.len()];
-    for (t, dst) in vertical.iter().zip(out.chunks_exact_mut(ww.max(1))) {
-        for (x, o) in dst.iter_mut().enumerate() {
-            *o = t
-                .weights
-                .iter()
-                .enumerate()
-                .map(|(i, w)| horizontal[(t.start + i - rows.start) * ww + x] * w)
-                .sum();
-        }
-    }
-    out
+    two_passes::<Float, T>(plane, value, win)
 }
 
 #[cfg(test)]
